@@ -1,0 +1,34 @@
+#pragma once
+// The host-visible face of the CUDA runtime (core/cuda/runtime.cu). Everything here is declared in
+// every build; in a build without CUDA the definitions in cuda_runtime_stub.cpp throw a clear error
+// (or report "no device"), so callers never need #ifdefs.
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace cac::cuda {
+
+bool built_with_cuda();
+// True when built with CUDA and a device is usable; `why` receives the reason otherwise.
+bool device_available(std::string* why = nullptr);
+std::string device_description();
+
+// Caching, stream-ordered allocation on the compute stream.
+std::shared_ptr<Storage> allocate(size_t bytes);
+struct AllocatorStats {
+  size_t in_use = 0, reserved = 0, peak_in_use = 0;
+  size_t device_allocations = 0;  // cudaMalloc calls so far (flat in steady state)
+};
+AllocatorStats allocator_stats();
+void release_cached_memory();
+
+// Copies/fills on the compute stream. Copies that involve host memory synchronise the stream
+// (they are only used outside training steps).
+void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
+void memset_zero(void* dst, size_t bytes);
+void accumulate(const Tensor& dst, const Tensor& src);  // dst += src, f32 or f64
+void synchronize();
+
+}  // namespace cac::cuda

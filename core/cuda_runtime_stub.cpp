@@ -1,0 +1,27 @@
+// Definitions of core/cuda_runtime.h for builds without the CUDA backend.
+#include "core/cuda_runtime.h"
+
+namespace cac::cuda {
+
+namespace {
+[[noreturn]] void no_cuda() {
+  fail("this build has no CUDA backend (configured with CAC_CUDA=OFF or without nvcc); rebuild with "
+       "-DCAC_CUDA=ON on a machine with the CUDA toolkit, or run with --device cpu");
+}
+}  // namespace
+
+bool built_with_cuda() { return false; }
+bool device_available(std::string* why) {
+  if (why) *why = "built without the CUDA backend";
+  return false;
+}
+std::string device_description() { return "none (built without CUDA)"; }
+std::shared_ptr<Storage> allocate(size_t) { no_cuda(); }
+AllocatorStats allocator_stats() { return {}; }
+void release_cached_memory() {}
+void copy(void*, Device, const void*, Device, size_t) { no_cuda(); }
+void memset_zero(void*, size_t) { no_cuda(); }
+void accumulate(const Tensor&, const Tensor&) { no_cuda(); }
+void synchronize() {}
+
+}  // namespace cac::cuda

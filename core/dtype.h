@@ -1,0 +1,28 @@
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cac {
+
+// float32 for activations and parameters, float64 for the CPU reference/gradient checks,
+// int64 for labels, uint8 for raw images.
+enum class DType : uint8_t { F32, F64, I64, U8 };
+enum class Device : uint8_t { CPU, CUDA };
+
+using Shape = std::vector<int64_t>;
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+const char* device_name(Device d);
+std::string shape_str(const Shape& s);
+int64_t shape_numel(const Shape& s);
+
+template <class T> struct DTypeOf;
+template <> struct DTypeOf<float> { static constexpr DType value = DType::F32; };
+template <> struct DTypeOf<double> { static constexpr DType value = DType::F64; };
+template <> struct DTypeOf<int64_t> { static constexpr DType value = DType::I64; };
+template <> struct DTypeOf<uint8_t> { static constexpr DType value = DType::U8; };
+
+}  // namespace cac

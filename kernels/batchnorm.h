@@ -1,0 +1,22 @@
+#pragma once
+// BatchNorm2d with PyTorch's semantics: batch statistics with the biased variance for normalising,
+// running statistics updated with the unbiased variance and `momentum`; eval uses the running ones.
+#include "kernels/dispatch.h"
+
+namespace cac::kernels {
+
+// save_mean / save_invstd: [C], what backward needs (invstd = 1/sqrt(var_biased + eps)).
+CAC_DECLARE_KERNEL(void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                                Tensor& running_mean, Tensor& running_var,
+                                                double momentum, double eps, Tensor& y,
+                                                Tensor& save_mean, Tensor& save_invstd))
+CAC_DECLARE_KERNEL(void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                               const Tensor& running_mean, const Tensor& running_var,
+                                               double eps, Tensor& y))
+// training: mean/invstd are the saved batch statistics and the batch-statistics gradient is used;
+// otherwise they are the running statistics (constants) and gx = gy * gamma * invstd.
+CAC_DECLARE_KERNEL(void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                                           const Tensor& invstd, const Tensor& gy, bool training,
+                                           Tensor* gx, Tensor& ggamma, Tensor& gbeta))
+
+}  // namespace cac::kernels

@@ -1,0 +1,118 @@
+// CPU twins of kernels/elementwise.h.
+#include <cmath>
+
+#include "core/rng.h"
+#include "kernels/cpu/blas.h"
+#include "kernels/elementwise.h"
+
+namespace cac::kernels::cpu {
+
+void leaky_relu_forward(const Tensor& x, double slope, Tensor& y) {
+  dispatch_floating("leaky_relu", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data<T>();
+    T* yp = y.data<T>();
+    const T s = T(slope);
+    const int64_t n = x.numel();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) yp[i] = xp[i] > T(0) ? xp[i] : xp[i] * s;
+  });
+}
+
+void leaky_relu_backward(const Tensor& x, const Tensor& gy, double slope, Tensor& gx) {
+  dispatch_floating("leaky_relu_backward", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data<T>();
+    const T* g = gy.data<T>();
+    T* o = gx.data<T>();
+    const T s = T(slope);
+    const int64_t n = x.numel();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) o[i] = xp[i] > T(0) ? g[i] : g[i] * s;
+  });
+}
+
+void add_forward(const Tensor& a, const Tensor& b, Tensor& y) {
+  dispatch_floating("add", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* ap = a.data<T>();
+    const T* bp = b.data<T>();
+    T* yp = y.data<T>();
+    const int64_t n = a.numel();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) yp[i] = ap[i] + bp[i];
+  });
+}
+
+void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter, Tensor& y,
+                       Tensor& mask) {
+  dispatch_floating("dropout2d", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t planes = x.dim(0) * x.dim(1), hw = x.numel() / std::max<int64_t>(planes, 1);
+    const T keep_scale = T(1.0 / (1.0 - p));
+    T* m = mask.data<T>();
+    for (int64_t i = 0; i < planes; ++i)
+      m[i] = uniform_from_bits(hash3(seed, counter, uint64_t(i))) < float(p) ? T(0) : keep_scale;
+    const T* xp = x.data<T>();
+    T* yp = y.data<T>();
+    for (int64_t i = 0; i < planes; ++i)
+      for (int64_t j = 0; j < hw; ++j) yp[i * hw + j] = xp[i * hw + j] * m[i];
+  });
+}
+
+void dropout2d_backward(const Tensor& gy, const Tensor& mask, Tensor& gx) {
+  dispatch_floating("dropout2d_backward", gy.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t planes = mask.numel(), hw = gy.numel() / std::max<int64_t>(planes, 1);
+    const T* g = gy.data<T>();
+    const T* m = mask.data<T>();
+    T* o = gx.data<T>();
+    for (int64_t i = 0; i < planes; ++i)
+      for (int64_t j = 0; j < hw; ++j) o[i * hw + j] = g[i * hw + j] * m[i];
+  });
+}
+
+void global_avg_pool_forward(const Tensor& x, Tensor& y) {
+  dispatch_floating("global_avg_pool", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t planes = x.dim(0) * x.dim(1), hw = x.dim(2) * x.dim(3);
+    const T* xp = x.data<T>();
+    T* yp = y.data<T>();
+    for (int64_t i = 0; i < planes; ++i) {
+      Acc<T> s = 0;
+      for (int64_t j = 0; j < hw; ++j) s += xp[i * hw + j];
+      yp[i] = T(s / Acc<T>(hw));
+    }
+  });
+}
+
+void global_avg_pool_backward(const Tensor& gy, Tensor& gx) {
+  dispatch_floating("global_avg_pool_backward", gy.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t planes = gx.dim(0) * gx.dim(1), hw = gx.dim(2) * gx.dim(3);
+    const T* g = gy.data<T>();
+    T* o = gx.data<T>();
+    for (int64_t i = 0; i < planes; ++i)
+      for (int64_t j = 0; j < hw; ++j) o[i * hw + j] = g[i] / T(hw);
+  });
+}
+
+void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, double lr, double momentum,
+              double weight_decay) {
+  dispatch_floating("sgd_step", values.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* p = values.data<T>();
+    const T* g = grads.data<T>();
+    T* buf = momentum_buf.data<T>();
+    const T lr_t = T(lr), mom = T(momentum), wd = T(weight_decay);
+    const int64_t n = values.numel();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      T d = g[i] + wd * p[i];
+      buf[i] = mom * buf[i] + d;
+      p[i] -= lr_t * buf[i];
+    }
+  });
+}
+
+}  // namespace cac::kernels::cpu

@@ -1,0 +1,24 @@
+#pragma once
+// Elementwise, pooling and optimizer kernels. Outputs are preallocated by the caller.
+#include <cstdint>
+
+#include "kernels/dispatch.h"
+
+namespace cac::kernels {
+
+CAC_DECLARE_KERNEL(void leaky_relu_forward(const Tensor& x, double slope, Tensor& y))
+CAC_DECLARE_KERNEL(void leaky_relu_backward(const Tensor& x, const Tensor& gy, double slope, Tensor& gx))
+CAC_DECLARE_KERNEL(void add_forward(const Tensor& a, const Tensor& b, Tensor& y))
+// mask: [B, C], each 0 or 1/(1-p); channel (b, c) is dropped when
+// uniform_from_bits(hash3(seed, counter, b*C + c)) < p, identically on CPU and GPU.
+CAC_DECLARE_KERNEL(void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter,
+                                          Tensor& y, Tensor& mask))
+CAC_DECLARE_KERNEL(void dropout2d_backward(const Tensor& gy, const Tensor& mask, Tensor& gx))
+CAC_DECLARE_KERNEL(void global_avg_pool_forward(const Tensor& x, Tensor& y))
+CAC_DECLARE_KERNEL(void global_avg_pool_backward(const Tensor& gy, Tensor& gx))
+// PyTorch's SGD over flat slabs: g = grad + wd*p; buf = momentum*buf + g; p -= lr*buf.
+// (PyTorch's first step sets buf = g, which is the same as starting from a zero buffer.)
+CAC_DECLARE_KERNEL(void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, double lr,
+                                 double momentum, double weight_decay))
+
+}  // namespace cac::kernels

@@ -1,0 +1,34 @@
+// Dispatch point of the losses kernels: device -> CPU twin or CUDA kernel.
+#include "kernels/losses.h"
+
+namespace cac::kernels {
+
+void cac_loss_forward(const Tensor& d, const Tensor& labels, double lambda, Tensor& out) {
+  CAC_DISPATCH(d.device(), cac_loss_forward, d, labels, lambda, out);
+}
+void cac_loss_backward(const Tensor& d, const Tensor& labels, double lambda, const Tensor& gloss, Tensor& gd) {
+  CAC_DISPATCH(d.device(), cac_loss_backward, d, labels, lambda, gloss, gd);
+}
+void cross_entropy_forward(const Tensor& logits, const Tensor& labels, Tensor& out) {
+  CAC_DISPATCH(logits.device(), cross_entropy_forward, logits, labels, out);
+}
+void cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& gloss, Tensor& glogits) {
+  CAC_DISPATCH(logits.device(), cross_entropy_backward, logits, labels, gloss, glogits);
+}
+void open_set_score_forward(const Tensor& d, Tensor& gamma) {
+  CAC_DISPATCH(d.device(), open_set_score_forward, d, gamma);
+}
+void open_set_score_backward(const Tensor& d, const Tensor& ggamma, Tensor& gd) {
+  CAC_DISPATCH(d.device(), open_set_score_backward, d, ggamma, gd);
+}
+void argmin_rows(const Tensor& x, Tensor& index) {
+  CAC_DISPATCH(x.device(), argmin_rows, x, index);
+}
+void argmax_rows(const Tensor& x, Tensor& index) {
+  CAC_DISPATCH(x.device(), argmax_rows, x, index);
+}
+void count_correct(const Tensor& pred, const Tensor& labels, Tensor& counter) {
+  CAC_DISPATCH(pred.device(), count_correct, pred, labels, counter);
+}
+
+}  // namespace cac::kernels

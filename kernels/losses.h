@@ -1,0 +1,28 @@
+#pragma once
+// The CAC loss, cross-entropy and the open-set score. Loss values stay on the tensor's device
+// (a [3] or [1] tensor) so a training step needs no host synchronisation to produce them.
+#include "kernels/dispatch.h"
+
+namespace cac::kernels {
+
+// out[0] = mean_b(tuplet_b + lambda*anchor_b), out[1] = mean tuplet, out[2] = mean anchor, with
+// tuplet_b = log(1 + sum_{j != y} exp(d_y - d_j)) = d_y + logsumexp_j(-d_j) and anchor_b = d_y.
+CAC_DECLARE_KERNEL(void cac_loss_forward(const Tensor& d, const Tensor& labels, double lambda, Tensor& out))
+// gd = gloss/B * ((1 + lambda) * onehot(y) - softmax(-d)); gloss is a 1-element tensor.
+CAC_DECLARE_KERNEL(void cac_loss_backward(const Tensor& d, const Tensor& labels, double lambda,
+                                          const Tensor& gloss, Tensor& gd))
+// out[0] = mean_b(logsumexp(z_b) - z_b,y)
+CAC_DECLARE_KERNEL(void cross_entropy_forward(const Tensor& logits, const Tensor& labels, Tensor& out))
+CAC_DECLARE_KERNEL(void cross_entropy_backward(const Tensor& logits, const Tensor& labels,
+                                               const Tensor& gloss, Tensor& glogits))
+// gamma = d * (1 - softmin(d)) per row.
+CAC_DECLARE_KERNEL(void open_set_score_forward(const Tensor& d, Tensor& gamma))
+CAC_DECLARE_KERNEL(void open_set_score_backward(const Tensor& d, const Tensor& ggamma, Tensor& gd))
+// Row-wise argmin/argmax as i64 [B].
+CAC_DECLARE_KERNEL(void argmin_rows(const Tensor& x, Tensor& index))
+CAC_DECLARE_KERNEL(void argmax_rows(const Tensor& x, Tensor& index))
+// counter (i64 scalar, on the same device) += number of b with pred[b] == labels[b]; lets a whole
+// epoch count accuracy on the device and read it once.
+CAC_DECLARE_KERNEL(void count_correct(const Tensor& pred, const Tensor& labels, Tensor& counter))
+
+}  // namespace cac::kernels

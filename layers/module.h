@@ -1,0 +1,125 @@
+#pragma once
+// Modules own named parameters and buffers (PyTorch state_dict names: "encoder.conv1.weight",
+// "encoder.bn1.running_mean", ...) and child modules; train/eval mode propagates to children.
+// Layers are small classes with one forward each; there is no god struct of every layer's fields.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace cac {
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+
+  NamedTensors named_parameters(const std::string& prefix = "") const;
+  NamedTensors named_buffers(const std::string& prefix = "") const;
+  // Parameters and buffers together: what a checkpoint holds.
+  NamedTensors state_dict() const;
+  std::vector<Tensor> trainable_parameters() const;  // requires_grad, in name order of definition
+  // Moves every parameter and buffer to `device` in place (the handles stay valid).
+  void to(Device device);
+  void to(DType dtype);  // f32 <-> f64 for gradient checks; i64 buffers stay
+
+ protected:
+  Tensor& register_parameter(const std::string& name, Tensor t, bool trainable = true);
+  Tensor& register_buffer(const std::string& name, Tensor t);
+  template <class M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    children_.emplace_back(name, m);
+    return m;
+  }
+  virtual void on_train(bool) {}
+
+ private:
+  bool training_ = true;
+  NamedTensors params_, buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+};
+
+// A module with one input and one output.
+class Layer : public Module {
+ public:
+  virtual Tensor forward(const Tensor& x) = 0;
+  Tensor operator()(const Tensor& x) { return forward(x); }
+};
+
+class Conv2d : public Layer {
+ public:
+  // Kaiming-normal weights (fan_out, ReLU gain: std = sqrt(2 / (out * k * k))), zero bias.
+  Conv2d(int in, int out, int kernel, int stride, int pad, bool bias, Generator& gen);
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias;
+  int stride, pad;
+};
+
+class BatchNorm2d : public Layer {
+ public:
+  explicit BatchNorm2d(int channels, double momentum = 0.1, double eps = 1e-5);
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+  double momentum, eps;
+};
+
+class Linear : public Layer {
+ public:
+  // Normal(0, init_std) weights when init_std > 0, else PyTorch's default uniform(+-1/sqrt(in)).
+  Linear(int in, int out, Generator& gen, double init_std = 0.0);
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias;
+};
+
+class LeakyReLU : public Layer {
+ public:
+  explicit LeakyReLU(double slope) : slope(slope) {}
+  Tensor forward(const Tensor& x) override;
+  double slope;
+};
+
+class ReLU : public Layer {
+ public:
+  Tensor forward(const Tensor& x) override;
+};
+
+class Flatten : public Layer {
+ public:
+  Tensor forward(const Tensor& x) override;
+};
+
+// Each training forward draws a fresh mask: counter = number of training forwards so far.
+class Dropout2d : public Layer {
+ public:
+  Dropout2d(double p, uint64_t seed) : p(p), seed(seed) {}
+  Tensor forward(const Tensor& x) override;
+  double p;
+  uint64_t seed, calls = 0;
+};
+
+class Sequential : public Layer {
+ public:
+  template <class M>
+  std::shared_ptr<M> add(const std::string& name, std::shared_ptr<M> m) {
+    layers_.push_back(m);
+    return register_module(name, m);
+  }
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  std::vector<std::shared_ptr<Layer>> layers_;
+};
+
+}  // namespace cac

@@ -1,0 +1,305 @@
+#include "layers/ops.h"
+
+#include "kernels/batchnorm.h"
+#include "kernels/conv.h"
+#include "kernels/distance.h"
+#include "kernels/elementwise.h"
+#include "kernels/losses.h"
+
+namespace cac::ops {
+
+namespace {
+Tensor empty_like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
+Tensor empty_as(const Shape& s, const Tensor& like) { return Tensor::empty(s, like.dtype(), like.device()); }
+
+void check_param(const char* op, const Tensor& x, const Tensor& p, const Shape& want, const char* what) {
+  check_defined(op, p, what);
+  CAC_CHECK(p.shape() == want, "{}: {} must have shape {} for input {}, got {}", op, what,
+            shape_str(want), shape_str(x.shape()), shape_str(p.shape()));
+  check_same_dtype(op, x, p);
+  check_same_device(op, x, p);
+}
+
+void check_labels(const char* op, const Tensor& scores, const Tensor& labels) {
+  check_dtype(op, labels, DType::I64, "labels");
+  CAC_CHECK(labels.ndim() == 1 && labels.dim(0) == scores.dim(0),
+            "{}: labels {} do not match scores {} (want [{}])", op, shape_str(labels.shape()),
+            shape_str(scores.shape()), scores.dim(0));
+  check_same_device(op, scores, labels);
+}
+}  // namespace
+
+// ---- conv2d ---------------------------------------------------------------------------------------
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad) {
+  const char* op = "conv2d";
+  check_float(op, x, "input");
+  check_ndim(op, x, 4, "input");
+  check_ndim(op, w, 4, "weight");
+  check_same_dtype(op, x, w);
+  check_same_device(op, x, w);
+  CAC_CHECK(w.dim(1) == x.dim(1), "conv2d: weight {} expects {} input channels, input is {}",
+            shape_str(w.shape()), w.dim(1), shape_str(x.shape()));
+  CAC_CHECK(stride >= 1 && pad >= 0, "conv2d: stride {} / padding {} invalid", stride, pad);
+  if (bias.defined()) check_param(op, x, bias, {w.dim(0)}, "bias");
+  const int64_t Ho = (x.dim(2) + 2 * pad - w.dim(2)) / stride + 1;
+  const int64_t Wo = (x.dim(3) + 2 * pad - w.dim(3)) / stride + 1;
+  CAC_CHECK(Ho > 0 && Wo > 0, "conv2d: input {} too small for kernel {} with padding {}",
+            shape_str(x.shape()), shape_str(w.shape()), pad);
+  const kernels::ConvGeometry geo{stride, pad};
+  Tensor y = empty_as({x.dim(0), w.dim(0), Ho, Wo}, x);
+  kernels::conv2d_forward(x, w, bias, geo, y);
+
+  record(y, op, {x, w, bias}, [x, w, geo, has_bias = bias.defined()](const Tensor& gy, const std::vector<bool>& need) {
+    Tensor gx = need[0] ? empty_like(x) : Tensor();
+    Tensor gw = need[1] ? empty_like(w) : Tensor();
+    Tensor gb = has_bias && need[2] ? empty_as({w.dim(0)}, w) : Tensor();
+    kernels::conv2d_backward(x, w, gy, geo, gx.defined() ? &gx : nullptr,
+                             gw.defined() ? &gw : nullptr, gb.defined() ? &gb : nullptr);
+    return std::vector<Tensor>{gx, gw, gb};
+  });
+  return y;
+}
+
+// ---- linear ---------------------------------------------------------------------------------------
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const char* op = "linear";
+  check_float(op, x, "input");
+  check_ndim(op, x, 2, "input");
+  check_ndim(op, w, 2, "weight");
+  check_same_dtype(op, x, w);
+  check_same_device(op, x, w);
+  CAC_CHECK(w.dim(1) == x.dim(1), "linear: weight {} expects {} features, input is {}",
+            shape_str(w.shape()), w.dim(1), shape_str(x.shape()));
+  if (bias.defined()) check_param(op, x, bias, {w.dim(0)}, "bias");
+  Tensor y = empty_as({x.dim(0), w.dim(0)}, x);
+  kernels::linear_forward(x, w, bias, y);
+
+  record(y, op, {x, w, bias}, [x, w, has_bias = bias.defined()](const Tensor& gy, const std::vector<bool>& need) {
+    Tensor gx = need[0] ? empty_like(x) : Tensor();
+    Tensor gw = need[1] ? empty_like(w) : Tensor();
+    Tensor gb = has_bias && need[2] ? empty_as({w.dim(0)}, w) : Tensor();
+    kernels::linear_backward(x, w, gy, gx.defined() ? &gx : nullptr, gw.defined() ? &gw : nullptr,
+                             gb.defined() ? &gb : nullptr);
+    return std::vector<Tensor>{gx, gw, gb};
+  });
+  return y;
+}
+
+// ---- batch_norm2d ---------------------------------------------------------------------------------
+Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                    Tensor& running_var, bool training, double momentum, double eps) {
+  const char* op = "batch_norm2d";
+  check_float(op, x, "input");
+  check_ndim(op, x, 4, "input");
+  const Shape c{x.dim(1)};
+  check_param(op, x, gamma, c, "weight");
+  check_param(op, x, beta, c, "bias");
+  check_param(op, x, running_mean, c, "running_mean");
+  check_param(op, x, running_var, c, "running_var");
+  if (training)
+    CAC_CHECK(x.dim(0) * x.dim(2) * x.dim(3) > 1,
+              "batch_norm2d: training needs more than one value per channel, got input {}",
+              shape_str(x.shape()));
+  Tensor y = empty_like(x);
+  Tensor mean, invstd;
+  if (training) {
+    mean = empty_as(c, x);
+    invstd = empty_as(c, x);
+    kernels::batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, y,
+                                     mean, invstd);
+  } else {
+    kernels::batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, y);
+    if (!grad_enabled() || !(needs_grad(x) || needs_grad(gamma) || needs_grad(beta))) return y;
+    // Backward through eval-mode BN treats the running statistics as constants.
+    std::vector<double> rm = running_mean.to(DType::F64).to_vector<double>();
+    std::vector<double> rv = running_var.to(DType::F64).to_vector<double>();
+    for (double& v : rv) v = 1.0 / std::sqrt(v + eps);
+    mean = Tensor::from_vector(rm, c).to(x.dtype()).to(x.device());
+    invstd = Tensor::from_vector(rv, c).to(x.dtype()).to(x.device());
+  }
+
+  record(y, op, {x, gamma, beta}, [x, gamma, mean, invstd, training](const Tensor& gy, const std::vector<bool>& need) {
+    Tensor gx = need[0] ? empty_like(x) : Tensor();
+    Tensor gg = empty_like(gamma), gb = empty_like(gamma);
+    kernels::batchnorm_backward(x, gamma, mean, invstd, gy, training, gx.defined() ? &gx : nullptr,
+                                gg, gb);
+    return std::vector<Tensor>{gx, gg, gb};
+  });
+  return y;
+}
+
+// ---- activations ----------------------------------------------------------------------------------
+Tensor leaky_relu(const Tensor& x, double slope) {
+  check_float("leaky_relu", x, "input");
+  Tensor y = empty_like(x);
+  kernels::leaky_relu_forward(x, slope, y);
+
+  record(y, "leaky_relu", {x}, [x, slope](const Tensor& gy, const std::vector<bool>&) {
+    Tensor gx = empty_like(x);
+    kernels::leaky_relu_backward(x, gy, slope, gx);
+    return std::vector<Tensor>{gx};
+  });
+  return y;
+}
+
+Tensor relu(const Tensor& x) { return leaky_relu(x, 0.0); }
+
+// ---- dropout2d ------------------------------------------------------------------------------------
+Tensor dropout2d(const Tensor& x, double p, bool training, uint64_t seed, uint64_t counter) {
+  check_float("dropout2d", x, "input");
+  CAC_CHECK(x.ndim() >= 2, "dropout2d: input must be [B, C, ...], got {}", shape_str(x.shape()));
+  CAC_CHECK(p >= 0 && p < 1, "dropout2d: probability {} outside [0, 1)", p);
+  if (!training || p == 0) return x;
+  Tensor y = empty_like(x);
+  Tensor mask = empty_as({x.dim(0), x.dim(1)}, x);
+  kernels::dropout2d_forward(x, p, seed, counter, y, mask);
+
+  record(y, "dropout2d", {x}, [mask](const Tensor& gy, const std::vector<bool>&) {
+    Tensor gx = empty_like(gy);
+    kernels::dropout2d_backward(gy, mask, gx);
+    return std::vector<Tensor>{gx};
+  });
+  return y;
+}
+
+// ---- shape ----------------------------------------------------------------------------------------
+Tensor reshape(const Tensor& x, const Shape& shape) {
+  check_defined("reshape", x, "input");
+  CAC_CHECK(shape_numel(shape) == x.numel(), "reshape: cannot reshape {} to {}", shape_str(x.shape()),
+            shape_str(shape));
+  Tensor y = x.view(shape);
+
+  record(y, "reshape", {x}, [in_shape = x.shape()](const Tensor& gy, const std::vector<bool>&) {
+    return std::vector<Tensor>{gy.view(in_shape)};
+  });
+  return y;
+}
+
+Tensor flatten(const Tensor& x) {
+  CAC_CHECK(x.defined() && x.ndim() >= 1, "flatten: input must have a batch dimension, got {}",
+            x.str());
+  return reshape(x, {x.dim(0), x.numel() / std::max<int64_t>(x.dim(0), 1)});
+}
+
+// ---- add ------------------------------------------------------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b) {
+  check_float("add", a, "lhs");
+  check_same_shape("add", a, b);
+  check_same_dtype("add", a, b);
+  check_same_device("add", a, b);
+  Tensor y = empty_like(a);
+  kernels::add_forward(a, b, y);
+
+  record(y, "add", {a, b}, [](const Tensor& gy, const std::vector<bool>&) {
+    return std::vector<Tensor>{gy, gy};  // autograd clones before accumulating in place
+  });
+  return y;
+}
+
+// ---- global average pooling -----------------------------------------------------------------------
+Tensor global_avg_pool(const Tensor& x) {
+  check_float("global_avg_pool", x, "input");
+  check_ndim("global_avg_pool", x, 4, "input");
+  Tensor y = empty_as({x.dim(0), x.dim(1)}, x);
+  kernels::global_avg_pool_forward(x, y);
+
+  record(y, "global_avg_pool", {x}, [in_shape = x.shape()](const Tensor& gy, const std::vector<bool>&) {
+    Tensor gx = empty_as(in_shape, gy);
+    kernels::global_avg_pool_backward(gy, gx);
+    return std::vector<Tensor>{gx};
+  });
+  return y;
+}
+
+// ---- pairwise distance ----------------------------------------------------------------------------
+Tensor pairwise_distance(const Tensor& z, const Tensor& centres) {
+  const char* op = "pairwise_distance";
+  check_float(op, z, "z");
+  check_ndim(op, z, 2, "z");
+  check_ndim(op, centres, 2, "centres");
+  check_same_dtype(op, z, centres);
+  check_same_device(op, z, centres);
+  CAC_CHECK(z.dim(1) == centres.dim(1), "pairwise_distance: z {} and centres {} differ in width",
+            shape_str(z.shape()), shape_str(centres.shape()));
+  Tensor d = empty_as({z.dim(0), centres.dim(0)}, z);
+  kernels::distance_forward(z, centres, d);
+
+  // d.detach() shares storage but not the graph, so the closure holds no cycle through d.
+  record(d, op, {z, centres}, [z, centres, dv = d.detach()](const Tensor& gd, const std::vector<bool>& need) {
+    Tensor gz = need[0] ? empty_like(z) : Tensor();
+    Tensor gc = need[1] ? empty_like(centres) : Tensor();
+    kernels::distance_backward(z, centres, dv, gd, gz.defined() ? &gz : nullptr,
+                               gc.defined() ? &gc : nullptr);
+    return std::vector<Tensor>{gz, gc};
+  });
+  return d;
+}
+
+// ---- losses and scores ----------------------------------------------------------------------------
+CacLoss cac_loss(const Tensor& distances, const Tensor& labels, double lambda) {
+  const char* op = "cac_loss";
+  check_float(op, distances, "distances");
+  check_ndim(op, distances, 2, "distances");
+  check_labels(op, distances, labels);
+  CAC_CHECK(distances.dim(0) > 0, "cac_loss: empty batch {}", shape_str(distances.shape()));
+  Tensor parts = empty_as({3}, distances);
+  kernels::cac_loss_forward(distances, labels, lambda, parts);
+  Tensor loss = parts.rows(0, 1).view({});
+  parts = parts.detach();
+
+  record(loss, op, {distances}, [distances, labels, lambda](const Tensor& gl, const std::vector<bool>&) {
+    Tensor gd = empty_like(distances);
+    kernels::cac_loss_backward(distances, labels, lambda, gl, gd);
+    return std::vector<Tensor>{gd};
+  });
+  return {loss, parts};
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
+  const char* op = "cross_entropy";
+  check_float(op, logits, "logits");
+  check_ndim(op, logits, 2, "logits");
+  check_labels(op, logits, labels);
+  CAC_CHECK(logits.dim(0) > 0, "cross_entropy: empty batch {}", shape_str(logits.shape()));
+  Tensor loss = empty_as({}, logits);
+  kernels::cross_entropy_forward(logits, labels, loss);
+
+  record(loss, op, {logits}, [logits, labels](const Tensor& gl, const std::vector<bool>&) {
+    Tensor g = empty_like(logits);
+    kernels::cross_entropy_backward(logits, labels, gl, g);
+    return std::vector<Tensor>{g};
+  });
+  return loss;
+}
+
+Tensor open_set_score(const Tensor& distances) {
+  check_float("open_set_score", distances, "distances");
+  check_ndim("open_set_score", distances, 2, "distances");
+  Tensor gamma = empty_like(distances);
+  kernels::open_set_score_forward(distances, gamma);
+
+  record(gamma, "open_set_score", {distances}, [distances](const Tensor& gg, const std::vector<bool>&) {
+    Tensor gd = empty_like(distances);
+    kernels::open_set_score_backward(distances, gg, gd);
+    return std::vector<Tensor>{gd};
+  });
+  return gamma;
+}
+
+Tensor argmin(const Tensor& x) {
+  check_float("argmin", x, "input");
+  check_ndim("argmin", x, 2, "input");
+  Tensor idx = Tensor::empty({x.dim(0)}, DType::I64, x.device());
+  kernels::argmin_rows(x, idx);
+  return idx;
+}
+
+Tensor argmax(const Tensor& x) {
+  check_float("argmax", x, "input");
+  check_ndim("argmax", x, 2, "input");
+  Tensor idx = Tensor::empty({x.dim(0)}, DType::I64, x.device());
+  kernels::argmax_rows(x, idx);
+  return idx;
+}
+
+}  // namespace cac::ops

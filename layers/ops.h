@@ -1,0 +1,42 @@
+#pragma once
+// Differentiable operations. Each function checks its inputs (the message names the op and the
+// shapes), computes its result through the dispatched kernel and, right below, records the backward
+// that autograd will run, capturing only what that backward needs.
+#include <cstdint>
+
+#include "core/autograd.h"
+#include "core/tensor.h"
+
+namespace cac::ops {
+
+// x [B, C, H, W], w [O, C, kh, kw], bias [O] or undefined.
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad);
+// x [B, in], w [out, in], bias [out] or undefined.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
+// Training mode normalises with batch statistics and updates the running ones in place.
+Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                    Tensor& running_var, bool training, double momentum = 0.1, double eps = 1e-5);
+Tensor leaky_relu(const Tensor& x, double slope);
+Tensor relu(const Tensor& x);
+// Drops whole channels with probability p and scales the rest by 1/(1-p); identity when not
+// training. The mask is a pure function of (seed, counter, channel index).
+Tensor dropout2d(const Tensor& x, double p, bool training, uint64_t seed, uint64_t counter);
+Tensor reshape(const Tensor& x, const Shape& shape);
+Tensor flatten(const Tensor& x);  // [B, ...] -> [B, prod(...)]
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor global_avg_pool(const Tensor& x);  // [B, C, H, W] -> [B, C]
+// z [B, N], centres [K, N] -> Euclidean distances [B, K].
+Tensor pairwise_distance(const Tensor& z, const Tensor& centres);
+
+struct CacLoss {
+  Tensor loss;   // scalar, differentiable: mean(tuplet + lambda * anchor)
+  Tensor parts;  // [3] = (loss, tuplet, anchor), values only, on the loss's device
+};
+// distances [B, K], labels i64 [B] in [0, K).
+CacLoss cac_loss(const Tensor& distances, const Tensor& labels, double lambda);
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels);  // scalar, mean over batch
+Tensor open_set_score(const Tensor& distances);                    // gamma = d * (1 - softmin(d))
+Tensor argmin(const Tensor& x);                                     // i64 [B], no gradient
+Tensor argmax(const Tensor& x);
+
+}  // namespace cac::ops

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages this project builds against. Idempotent and quiet: packages
+# already present are skipped, so a second run costs one dpkg query.
+# Usage: scripts/install-deps.sh [--with-data]   (--with-data adds the Fashion-MNIST package)
+set -euo pipefail
+pkgs=(cmake ninja-build g++ pkg-config libfmt-dev libgtest-dev libopenblas-dev libcli11-dev
+      nlohmann-json3-dev zlib1g-dev libjpeg62-turbo-dev libmatio-dev)
+[[ "${1:-}" == "--with-data" ]] && pkgs+=(dataset-fashion-mnist)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  sudo_cmd=""; [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,180 @@
+// classifier32 structure and names, a sampled gradient check of the whole network, and the tiny
+// end-to-end CAC training run (accuracy and bit-exact determinism).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "core/autograd.h"
+#include "layers/ops.h"
+#include "models/classifier32.h"
+#include "models/training.h"
+
+namespace cac {
+namespace {
+
+TEST(Classifier32, NamesShapesAndCounts) {
+  Classifier32Config cfg;
+  cfg.in_channels = 1;
+  auto net = make_classifier32(cfg, 6, 10.0, false);
+  std::map<std::string, Shape> shapes;
+  for (auto& [name, t] : net->state_dict()) shapes[name] = t.shape();
+  EXPECT_EQ(shapes.at("encoder.conv1.weight"), (Shape{64, 1, 3, 3}));
+  EXPECT_EQ(shapes.at("encoder.conv3.weight"), (Shape{128, 64, 3, 3}));
+  EXPECT_EQ(shapes.at("encoder.bn9.running_var"), (Shape{128}));
+  EXPECT_EQ(shapes.at("encoder.bn1.num_batches_tracked"), (Shape{}));
+  EXPECT_EQ(shapes.at("classify.weight"), (Shape{6, 2048}));
+  EXPECT_EQ(shapes.at("anchors"), (Shape{6, 6}));
+  EXPECT_EQ(shapes.count("encoder.conv1.bias"), 0u);  // convolutions have no bias
+  // Trainable: 9 conv weights + 9 BN (weight, bias) + classify (weight, bias); anchors are fixed.
+  EXPECT_EQ(net->trainable_parameters().size(), 9u + 18u + 2u);
+  int64_t n = 0;
+  for (auto& t : net->trainable_parameters()) n += t.numel();
+  // conv: 1*64*9 + 64*64*9 + 64*128*9 + 6*128*128*9; BN: 2*(2*64 + 7*128); linear 2048*6 + 6.
+  EXPECT_EQ(n, 576 + 36864 + 73728 + 6 * 147456 + 2 * (2 * 64 + 7 * 128) + 2048 * 6 + 6);
+  EXPECT_EQ(net->anchors.to_vector<float>()[0], 10.0f);
+  EXPECT_EQ(net->anchors.to_vector<float>()[1], 0.0f);
+
+  NoGradGuard g;
+  net->eval();
+  OpenSetOutput out = net->forward(Tensor::zeros({2, 1, 32, 32}));
+  EXPECT_EQ(out.logits.shape(), (Shape{2, 6}));
+  EXPECT_EQ(out.distances.shape(), (Shape{2, 6}));
+  cfg.in_channels = 3;
+  cfg.image_size = 64;
+  auto big = make_classifier32(cfg, 20, 10.0, true);
+  big->eval();
+  EXPECT_EQ(big->forward(Tensor::zeros({1, 3, 64, 64})).logits.shape(), (Shape{1, 20}));
+  EXPECT_TRUE(big->anchors.requires_grad());
+  EXPECT_THROW(make_classifier32(Classifier32Config{3, 48, 0.2, 0}, 6, 10, false), Error);
+}
+
+TEST(Classifier32, InitialisationFollowsProtocol) {
+  Classifier32Config cfg;
+  auto net = make_classifier32(cfg, 6, 10.0, false);
+  auto sd = net->state_dict();
+  auto stddev = [](const Tensor& t) {
+    double s = 0, s2 = 0;
+    for (float v : t.to_vector<float>()) s += v, s2 += double(v) * v;
+    const double n = double(t.numel());
+    return std::sqrt(s2 / n - (s / n) * (s / n));
+  };
+  for (auto& [name, t] : sd) {
+    if (name == "encoder.conv2.weight") {
+      EXPECT_NEAR(stddev(t), std::sqrt(2.0 / (64 * 9)), 0.002);
+    } else if (name == "classify.weight") {
+      EXPECT_NEAR(stddev(t), 0.01, 0.0005);
+    } else if (name == "encoder.bn1.weight") {
+      EXPECT_EQ(t.to_vector<float>()[0], 1.0f);
+    }
+  }
+}
+
+TEST(Classifier32, WholeNetworkGradientOnSampledCoordinates) {
+  // Double precision, batch 3 of 32x32x1, dropout off; a few coordinates of every parameter.
+  Classifier32Config cfg;
+  cfg.in_channels = 1;
+  cfg.dropout = 0.0;
+  auto net = make_classifier32(cfg, 4, 10.0, false);
+  net->to(DType::F64);
+  Generator gen(5);
+  std::vector<double> xv(3 * 32 * 32);
+  for (auto& v : xv) v = gen.normal();
+  Tensor x = Tensor::from_vector(xv, {3, 1, 32, 32});
+  Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 3, 1}, {3});
+  auto loss_value = [&] {
+    NoGradGuard g;
+    return ops::cac_loss(net->forward(x).distances, y, 0.1).loss.item();
+  };
+  ops::cac_loss(net->forward(x).distances, y, 0.1).loss.backward();
+  const double eps = 1e-6;
+  for (auto& [name, p] : net->named_parameters()) {
+    if (!p.requires_grad()) continue;
+    ASSERT_TRUE(p.grad().defined()) << name;
+    double* w = p.data<double>();
+    const double* g = p.grad().data<double>();
+    for (int s = 0; s < 3; ++s) {
+      const int64_t k = int64_t(gen.below(uint64_t(p.numel())));
+      const double saved = w[k];
+      w[k] = saved + eps;
+      const double fp = loss_value();
+      w[k] = saved - eps;
+      const double fm = loss_value();
+      w[k] = saved;
+      const double numeric = (fp - fm) / (2 * eps);
+      // Same reasoning as the op gradient check; BN running statistics move with each forward
+      // but do not enter the training-mode output.
+      EXPECT_NEAR(g[k], numeric, 1e-6 + 1e-5 * std::abs(numeric)) << name << "[" << k << "]";
+    }
+  }
+}
+
+// ---- tiny end-to-end run ------------------------------------------------------------------------
+// Four classes of 16x16 greyscale images: a bright 6x6 square in quadrant k on Gaussian noise.
+void synthetic_batch(Generator& gen, int B, Tensor& images, Tensor& labels) {
+  std::vector<float> x(size_t(B) * 256);
+  std::vector<int64_t> y(static_cast<size_t>(B), 0);
+  for (int b = 0; b < B; ++b) {
+    const int k = int(gen.below(4));
+    y[size_t(b)] = k;
+    for (int i = 0; i < 256; ++i) x[size_t(b * 256 + i)] = float(0.3 * gen.normal());
+    const int r0 = (k / 2) * 8 + 1, c0 = (k % 2) * 8 + 1;
+    for (int r = r0; r < r0 + 6; ++r)
+      for (int c = c0; c < c0 + 6; ++c) x[size_t(b * 256 + r * 16 + c)] += 1.0f;
+  }
+  images = Tensor::from_vector(x, {B, 1, 16, 16});
+  labels = Tensor::from_vector(y, {B});
+}
+
+std::shared_ptr<OpenSetClassifier> small_net(uint64_t seed) {
+  Generator gen(seed);
+  auto enc = std::make_shared<Sequential>();
+  enc->add("conv1", std::make_shared<Conv2d>(1, 8, 3, 2, 1, false, gen));
+  enc->add("bn1", std::make_shared<BatchNorm2d>(8));
+  enc->add("act1", std::make_shared<LeakyReLU>(0.2));
+  enc->add("conv2", std::make_shared<Conv2d>(8, 16, 3, 2, 1, false, gen));
+  enc->add("bn2", std::make_shared<BatchNorm2d>(16));
+  enc->add("act2", std::make_shared<LeakyReLU>(0.2));
+  enc->add("drop", std::make_shared<Dropout2d>(0.1, seed));
+  enc->add("flat", std::make_shared<Flatten>());
+  return std::make_shared<OpenSetClassifier>(enc, 16 * 4 * 4, 4, 10.0, false, gen);
+}
+
+std::vector<float> train_tiny(uint64_t seed, double* final_accuracy) {
+  Trainer trainer(small_net(seed), Method::CAC, 0.1, 0.9, 5e-4);
+  Generator data(seed, 3);
+  std::vector<float> losses;
+  for (int step = 0; step < 60; ++step) {
+    Tensor x, y;
+    synthetic_batch(data, 32, x, y);
+    StepTotals t;
+    t.reset(DType::F32, Device::CPU);
+    trainer.step(x, y, 0.05, t);
+    losses.push_back(t.loss_parts.to_vector<float>()[0]);
+  }
+  StepTotals t;
+  t.reset(DType::F32, Device::CPU);
+  for (int i = 0; i < 8; ++i) {  // fresh training-distribution batches, eval mode
+    Tensor x, y;
+    synthetic_batch(data, 32, x, y);
+    trainer.evaluate(x, y, t);
+  }
+  *final_accuracy = t.means().accuracy;
+  return losses;
+}
+
+TEST(EndToEnd, TinyCacRunLearnsAndIsBitReproducible) {
+  double acc1 = 0, acc2 = 0;
+  std::vector<float> a = train_tiny(11, &acc1);
+  std::vector<float> b = train_tiny(11, &acc2);
+  EXPECT_GT(acc1, 0.95);
+  EXPECT_LT(a.back(), a.front());
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    ASSERT_EQ(std::memcmp(&a[i], &b[i], sizeof(float)), 0) << "step " << i;  // bit-identical
+  EXPECT_EQ(acc1, acc2);
+}
+
+}  // namespace
+}  // namespace cac

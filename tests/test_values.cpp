@@ -1,0 +1,248 @@
+// Forward values against independently computed numbers, optimizer and schedule rules, BN running
+// statistics, and the error messages of bad inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/autograd.h"
+#include "core/parameter_store.h"
+#include "layers/module.h"
+#include "layers/ops.h"
+#include "layers/optim.h"
+
+namespace cac {
+namespace {
+
+Tensor f64(std::vector<double> v, Shape s) { return Tensor::from_vector(v, s); }
+Tensor i64(std::vector<int64_t> v) {
+  Shape s{int64_t(v.size())};
+  return Tensor::from_vector(v, s);
+}
+
+TEST(Distance, HandComputed) {
+  // z = (3, 4) and (0, 0); centres (0, 0) and (3, 0): distances 5, 4 and 0, 3.
+  Tensor d = ops::pairwise_distance(f64({3, 4, 0, 0}, {2, 2}), f64({0, 0, 3, 0}, {2, 2}));
+  EXPECT_EQ(d.to_vector<double>(), (std::vector<double>{5, 4, 0, 3}));
+}
+
+TEST(Distance, GradientIsFiniteAtZeroDistance) {
+  Tensor z = f64({1, 2}, {1, 2});
+  z.set_requires_grad(true);
+  Tensor c = f64({1, 2, 0, 0}, {2, 2});
+  ops::pairwise_distance(z, c).backward(f64({1, 1}, {1, 2}));
+  for (double g : z.grad().to_vector<double>()) EXPECT_TRUE(std::isfinite(g));
+  // Only the second centre contributes: (z - c)/|z - c| = (1, 2)/sqrt(5).
+  EXPECT_NEAR(z.grad().to_vector<double>()[0], 1 / std::sqrt(5.0), 1e-15);
+}
+
+TEST(CacLoss, TwoByThreeByHand) {
+  // Row 0: d = (1, 2, 3), y = 0: tuplet = log(1 + e^{-1} + e^{-2}), anchor = 1.
+  // Row 1: d = (4, 0.5, 2), y = 2: tuplet = log(1 + e^{2-4} + e^{2-0.5}), anchor = 2.
+  const double t0 = std::log(1 + std::exp(-1.0) + std::exp(-2.0));
+  const double t1 = std::log(1 + std::exp(-2.0) + std::exp(1.5));
+  auto r = ops::cac_loss(f64({1, 2, 3, 4, 0.5, 2}, {2, 3}), i64({0, 2}), 0.1);
+  std::vector<double> p = r.parts.to_vector<double>();
+  EXPECT_NEAR(p[1], (t0 + t1) / 2, 1e-14);
+  EXPECT_NEAR(p[2], 1.5, 1e-14);
+  EXPECT_NEAR(p[0], (t0 + t1) / 2 + 0.1 * 1.5, 1e-14);
+  EXPECT_NEAR(r.loss.item(), p[0], 0);
+}
+
+TEST(CacLoss, StableAtLargeDistances) {
+  Tensor d = f64({100, 250, 400, 1000, 3000, 5000}, {2, 3});
+  d.set_requires_grad(true);
+  auto r = ops::cac_loss(d, i64({1, 0}), 0.1);
+  r.loss.backward();
+  // Row 0: tuplet = log(1 + e^{150} + e^{-150}) ~ 150; row 1: log(1 + e^{-2000} + e^{-4000}) ~ 0.
+  EXPECT_NEAR(r.parts.to_vector<double>()[1], 75.0, 1e-9);
+  for (double g : d.grad().to_vector<double>()) EXPECT_TRUE(std::isfinite(g));
+}
+
+TEST(CacLoss, Float32DoesNotOverflow) {
+  Tensor d = Tensor::from_vector(std::vector<float>{150, 90, 200, 120}, {2, 2});
+  auto r = ops::cac_loss(d, i64({0, 1}), 0.1);
+  for (float v : r.parts.to_vector<float>()) EXPECT_TRUE(std::isfinite(v));
+  EXPECT_NEAR(r.parts.to_vector<float>()[1], 30.0f, 1e-4);  // (60 + 0) / 2
+}
+
+TEST(CacLoss, RejectsBadLabels) {
+  try {
+    ops::cac_loss(f64({1, 2, 3, 4}, {2, 2}), i64({0, 5}), 0.1);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("label 5"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(ops::cac_loss(f64({1, 2, 3, 4}, {2, 2}), i64({0}), 0.1), Error);
+}
+
+TEST(CrossEntropy, HandComputed) {
+  // logits (0, ln 3): softmax (1/4, 3/4); label 1 -> -ln(3/4).
+  Tensor l = ops::cross_entropy(f64({0, std::log(3.0)}, {1, 2}), i64({1}));
+  EXPECT_NEAR(l.item(), -std::log(0.75), 1e-15);
+}
+
+TEST(OpenSetScore, HandComputed) {
+  // d = (1, 2): softmin = (e^-1, e^-2)/(e^-1 + e^-2); gamma_j = d_j (1 - softmin_j).
+  Tensor g = ops::open_set_score(f64({1, 2}, {1, 2}));
+  const double s0 = std::exp(-1.0) / (std::exp(-1.0) + std::exp(-2.0));
+  std::vector<double> v = g.to_vector<double>();
+  EXPECT_NEAR(v[0], 1 * (1 - s0), 1e-15);
+  EXPECT_NEAR(v[1], 2 * s0, 1e-15);
+}
+
+TEST(ArgMinMax, FirstIndexWinsTies) {
+  Tensor x = f64({3, 1, 1, 5, 5, 2}, {2, 3});
+  EXPECT_EQ(ops::argmin(x).to_vector<int64_t>(), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(ops::argmax(x).to_vector<int64_t>(), (std::vector<int64_t>{0, 0}));
+}
+
+TEST(BatchNorm, RunningStatisticsFollowPyTorch) {
+  // One channel, values 1..4 then 2, 4, 6, 8 (as [4,1,1,1]).
+  BatchNorm2d bn(1);
+  bn.to(DType::F64);
+  double rm = 0, rv = 1;
+  const std::vector<std::vector<double>> batches = {{1, 2, 3, 4}, {2, 4, 6, 8}, {-1, 0, 1, 5}};
+  for (const auto& b : batches) {
+    Tensor y = bn.forward(f64(b, {4, 1, 1, 1}));
+    double mean = 0, sq = 0;
+    for (double v : b) mean += v / 4;
+    for (double v : b) sq += (v - mean) * (v - mean);
+    rm = 0.9 * rm + 0.1 * mean;
+    rv = 0.9 * rv + 0.1 * sq / 3;  // unbiased for the running variance
+    // ... and the biased variance for normalising.
+    EXPECT_NEAR(y.to_vector<double>()[0], (b[0] - mean) / std::sqrt(sq / 4 + 1e-5), 1e-12);
+  }
+  EXPECT_NEAR(bn.running_mean.item(), rm, 1e-14);
+  EXPECT_NEAR(bn.running_var.item(), rv, 1e-14);
+  EXPECT_EQ(bn.num_batches_tracked.item(), 3);
+  bn.eval();
+  Tensor y = bn.forward(f64({1, 2, 3, 4}, {4, 1, 1, 1}));
+  EXPECT_NEAR(y.to_vector<double>()[0], (1 - rm) / std::sqrt(rv + 1e-5), 1e-12);
+  EXPECT_EQ(bn.num_batches_tracked.item(), 3);
+}
+
+TEST(Dropout2d, DropsWholeChannelsAndScales) {
+  Tensor x = Tensor::full({8, 16, 2, 2}, 1.0, DType::F64);
+  Tensor y = ops::dropout2d(x, 0.25, true, 42, 0);
+  std::vector<double> v = y.to_vector<double>();
+  int dropped = 0;
+  for (int p = 0; p < 8 * 16; ++p) {
+    for (int k = 1; k < 4; ++k) EXPECT_EQ(v[size_t(p * 4 + k)], v[size_t(p * 4)]);
+    EXPECT_TRUE(v[size_t(p * 4)] == 0 || std::abs(v[size_t(p * 4)] - 1 / 0.75) < 1e-15);
+    dropped += v[size_t(p * 4)] == 0;
+  }
+  EXPECT_GT(dropped, 10);  // 128 channels at p = 0.25: 32 expected; 10 is > 4 sigma below
+  EXPECT_LT(dropped, 60);
+  EXPECT_EQ(ops::dropout2d(x, 0.25, false, 42, 0).impl(), x.impl());  // eval: identity
+  // Same seed and counter, same mask; next counter, a different one.
+  EXPECT_EQ(ops::dropout2d(x, 0.25, true, 42, 0).to_vector<double>(), v);
+  EXPECT_NE(ops::dropout2d(x, 0.25, true, 42, 1).to_vector<double>(), v);
+}
+
+TEST(SGD, ThreeStepsFollowTheUpdateRule) {
+  Tensor w = f64({1.0, -2.0, 0.5}, {3});
+  w.set_requires_grad(true);
+  ParameterStore store({w});
+  SGD sgd(store, 0.9, 0.01);
+  const std::vector<std::vector<double>> grads = {{0.1, 0.2, -0.3}, {0.0, 1.0, 0.5}, {-0.4, 0.3, 0.2}};
+  std::vector<double> p = {1.0, -2.0, 0.5}, buf = {0, 0, 0};
+  const double lrs[3] = {0.1, 0.1, 0.01};
+  for (int s = 0; s < 3; ++s) {
+    sgd.zero_grad();
+    ops::reshape(w, {3}).backward(f64(grads[size_t(s)], {3}));  // grad = given vector
+    sgd.step(lrs[s]);
+    for (int i = 0; i < 3; ++i) {
+      const double g = grads[size_t(s)][size_t(i)] + 0.01 * p[size_t(i)];
+      buf[size_t(i)] = s == 0 ? g : 0.9 * buf[size_t(i)] + g;  // PyTorch: first step buf = g
+      p[size_t(i)] -= lrs[s] * buf[size_t(i)];
+    }
+  }
+  std::vector<double> got = w.to_vector<double>();
+  for (int i = 0; i < 3; ++i) EXPECT_NEAR(got[size_t(i)], p[size_t(i)], 1e-15);
+}
+
+TEST(StagedLR, Stages) {
+  StagedLR lr({35, 35}, {0.01, 0.001});
+  EXPECT_EQ(lr.lr_at(0), 0.01);
+  EXPECT_EQ(lr.lr_at(34), 0.01);
+  EXPECT_EQ(lr.lr_at(35), 0.001);
+  EXPECT_EQ(lr.lr_at(69), 0.001);
+  EXPECT_EQ(lr.total_epochs(), 70);
+  EXPECT_THROW(StagedLR({1, 2}, {0.1}), Error);
+}
+
+TEST(ParameterStore, OneSlabZeroGradIsOneMemset) {
+  Tensor a = f64({1, 2, 3}, {3}), b = f64({4, 5}, {1, 2});
+  a.set_requires_grad(true);
+  b.set_requires_grad(true);
+  ParameterStore store({a, b});
+  EXPECT_EQ(a.storage(), b.storage());
+  EXPECT_EQ(a.to_vector<double>(), (std::vector<double>{1, 2, 3}));
+  EXPECT_EQ(b.to_vector<double>(), (std::vector<double>{4, 5}));
+  EXPECT_EQ(store.parameter_count(), 5);
+  ops::add(a, a).backward(f64({1, 1, 1}, {3}));
+  EXPECT_EQ(a.grad().to_vector<double>(), (std::vector<double>{2, 2, 2}));
+  store.zero_grad();
+  EXPECT_EQ(a.grad().to_vector<double>(), (std::vector<double>{0, 0, 0}));
+}
+
+// ---- error messages name the op and the shapes -------------------------------------------------
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Errors, BadShapesNameOpAndShapes) {
+  Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({3, 2});
+  std::string m = error_of([&] { ops::add(a, b); });
+  EXPECT_NE(m.find("add"), std::string::npos) << m;
+  EXPECT_NE(m.find("[2, 3]"), std::string::npos) << m;
+  EXPECT_NE(m.find("[3, 2]"), std::string::npos) << m;
+  m = error_of([&] { ops::conv2d(Tensor::zeros({1, 3, 8, 8}), Tensor::zeros({4, 2, 3, 3}), Tensor(), 1, 1); });
+  EXPECT_NE(m.find("conv2d"), std::string::npos) << m;
+  EXPECT_NE(m.find("[4, 2, 3, 3]"), std::string::npos) << m;
+  EXPECT_NE(m.find("[1, 3, 8, 8]"), std::string::npos) << m;
+  m = error_of([&] { ops::linear(Tensor::zeros({2, 5}), Tensor::zeros({3, 4}), Tensor()); });
+  EXPECT_NE(m.find("linear"), std::string::npos) << m;
+  m = error_of([&] { ops::pairwise_distance(Tensor::zeros({2, 5}), Tensor::zeros({3, 4})); });
+  EXPECT_NE(m.find("pairwise_distance"), std::string::npos) << m;
+  EXPECT_NE(m.find("[3, 4]"), std::string::npos) << m;
+}
+
+TEST(Errors, BadDtypesNameOpAndDtype) {
+  std::string m = error_of([] { ops::leaky_relu(Tensor::zeros({2}, DType::I64), 0.2); });
+  EXPECT_NE(m.find("leaky_relu"), std::string::npos) << m;
+  EXPECT_NE(m.find("i64"), std::string::npos) << m;
+  m = error_of([] { ops::add(Tensor::zeros({2}), Tensor::zeros({2}, DType::F64)); });
+  EXPECT_NE(m.find("dtype"), std::string::npos) << m;
+  m = error_of([] { ops::cac_loss(Tensor::zeros({2, 3}), Tensor::zeros({2}), 0.1); });
+  EXPECT_NE(m.find("labels"), std::string::npos) << m;
+}
+
+TEST(Autograd, NoGradRecordsNothingAndBackwardTwiceFails) {
+  Tensor x = f64({1, 2}, {2});
+  x.set_requires_grad(true);
+  {
+    NoGradGuard g;
+    EXPECT_FALSE(ops::add(x, x).grad_fn());
+  }
+  Tensor y = ops::leaky_relu(x, 0.1);
+  Tensor g = f64({1, 1}, {2});
+  y.backward(g);
+  EXPECT_THROW(y.backward(g), Error);
+}
+
+TEST(Autograd, SharedInputsAccumulate) {
+  // y = relu(x) + x, gradient 1 + 1[x > 0].
+  Tensor x = f64({-1, 2}, {2});
+  x.set_requires_grad(true);
+  ops::add(ops::relu(x), x).backward(f64({1, 1}, {2}));
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{1, 2}));
+}
+
+}  // namespace
+}  // namespace cac
