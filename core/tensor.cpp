@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 #include "core/autograd.h"
 #include "core/cuda_runtime.h"
@@ -34,16 +36,55 @@ int64_t shape_numel(const Shape& s) {
   return n;
 }
 
+namespace {
+// Host caching allocator: freed blocks go to a free list per rounded size and are reused, so a
+// training step on the CPU does not pay mmap + page faults for every activation (measured: ~3% of a
+// classifier32 step in clear_page alone). Blocks are 64-byte aligned (cache line, AVX-512).
+class HostCache {
+ public:
+  void* get(size_t rounded) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(rounded);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, rounded);
+    CAC_CHECK(p, "out of host memory allocating {} bytes", rounded);
+    return p;
+  }
+  void put(void* p, size_t rounded) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_[rounded].push_back(p);
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+};
+
+HostCache& host_cache() {
+  static HostCache* cache = new HostCache();  // never destroyed: tensors may outlive statics
+  return *cache;
+}
+
+size_t round_host_bytes(size_t bytes) {
+  const size_t quantum = bytes >= (1u << 20) ? (64u << 10) : 64u;  // big blocks: 64 KiB steps
+  return (std::max<size_t>(bytes, 1) + quantum - 1) / quantum * quantum;
+}
+}  // namespace
+
 std::shared_ptr<Storage> allocate_storage(size_t bytes, Device device) {
   if (device == Device::CUDA) return cuda::allocate(bytes);
   auto s = std::make_shared<Storage>();
-  // 64-byte alignment: a cache line and an AVX-512 vector; BLAS and vector loops like it.
-  size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
-  s->data = std::aligned_alloc(64, rounded);
-  CAC_CHECK(s->data, "out of host memory allocating {} bytes", bytes);
+  const size_t rounded = round_host_bytes(bytes);
+  s->data = host_cache().get(rounded);
   s->bytes = bytes;
   s->device = Device::CPU;
-  s->release = [](void* p, size_t) { std::free(p); };
+  s->release = [rounded](void* p, size_t) { host_cache().put(p, rounded); };
   return s;
 }
 

@@ -3,7 +3,7 @@
 # already present are skipped, so a second run costs one dpkg query.
 # Usage: scripts/install-deps.sh [--with-data]   (--with-data adds the Fashion-MNIST package)
 set -euo pipefail
-pkgs=(cmake ninja-build g++ pkg-config libfmt-dev libgtest-dev libopenblas-dev libcli11-dev
+pkgs=(cmake ninja-build g++ pkg-config libfmt-dev libgtest-dev libopenblas-openmp-dev libcli11-dev
       nlohmann-json3-dev zlib1g-dev libjpeg62-turbo-dev libmatio-dev)
 [[ "${1:-}" == "--with-data" ]] && pkgs+=(dataset-fashion-mnist)
 missing=()

@@ -47,6 +47,8 @@ std::vector<OpCase> build() {
   cases.push_back(conv_case("conv2d_3x3_s1_p0", {3, 2, 5, 5}, {3, 2, 3, 3}, false, 1, 0));
   cases.push_back(conv_case("conv2d_1x1_s2_bias", {2, 4, 6, 6}, {3, 4, 1, 1}, true, 2, 0));
   cases.push_back(conv_case("conv2d_1x1_s1", {2, 4, 5, 5}, {6, 4, 1, 1}, false, 1, 0));
+  // Degenerate geometry: a 1-pixel-wide input under a 3x3 kernel with stride 2 (edge columns).
+  cases.push_back(conv_case("conv2d_3x3_s2_narrow", {2, 2, 3, 1}, {2, 2, 3, 3}, false, 2, 1));
   {
     OpCase c{"linear", {in({3, 7}), in({5, 7}), in({5})}, [](const V& v) { return ops::linear(v[0], v[1], v[2]); }, 7};
     cases.push_back(c);

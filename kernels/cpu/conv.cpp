@@ -29,6 +29,15 @@ Dims dims_of(const Tensor& x, const Tensor& w, ConvGeometry g) {
   return d;
 }
 
+int floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Output columns ow whose input column ow*s - p + kj lies inside [0, W): the range [lo, hi).
+std::pair<int, int> valid_columns(const Dims& d, int kj) {
+  const int lo = std::clamp(floor_div(d.p - kj + d.s - 1, d.s), 0, d.Wo);
+  const int hi = std::clamp(floor_div(d.W - 1 + d.p - kj, d.s) + 1, lo, d.Wo);
+  return {lo, hi};
+}
+
 // Scratch that grows and is reused: big im2col buffers would otherwise be mmap'd every call.
 template <class T>
 T* scratch(int slot, size_t n) {
@@ -46,6 +55,7 @@ void im2col(const T* x, int g, const Dims& d, T* col) {
   for (int64_t r = 0; r < K; ++r) {
     const int c = int(r / (d.kh * d.kw)), ki = int(r / d.kw % d.kh), kj = int(r % d.kw);
     T* dst = col + r * ncols;
+    const auto [lo, hi] = valid_columns(d, kj);
     for (int gi = 0; gi < g; ++gi) {
       const T* src = x + gi * d.CHW() + int64_t(c) * d.H * d.W;
       for (int oh = 0; oh < d.Ho; ++oh) {
@@ -56,10 +66,13 @@ void im2col(const T* x, int g, const Dims& d, T* col) {
           continue;
         }
         const T* row = src + int64_t(ih) * d.W;
-        for (int ow = 0; ow < d.Wo; ++ow) {
-          const int iw = ow * d.s - d.p + kj;
-          out[ow] = (iw >= 0 && iw < d.W) ? row[iw] : T(0);
+        std::fill_n(out, lo, T(0));
+        if (d.s == 1) {
+          std::copy_n(row + lo - d.p + kj, hi - lo, out + lo);
+        } else {
+          for (int ow = lo; ow < hi; ++ow) out[ow] = row[ow * d.s - d.p + kj];
         }
+        std::fill_n(out + hi, d.Wo - hi, T(0));
       }
     }
   }
@@ -75,6 +88,7 @@ void col2im(const T* col, int g, const Dims& d, T* gx) {
     for (int ki = 0; ki < d.kh; ++ki)
       for (int kj = 0; kj < d.kw; ++kj) {
         const T* src = col + ((int64_t(c) * d.kh + ki) * d.kw + kj) * ncols;
+        const auto [lo, hi] = valid_columns(d, kj);
         for (int gi = 0; gi < g; ++gi) {
           T* plane = gx + gi * d.CHW() + int64_t(c) * d.H * d.W;
           for (int oh = 0; oh < d.Ho; ++oh) {
@@ -82,10 +96,7 @@ void col2im(const T* col, int g, const Dims& d, T* gx) {
             if (ih < 0 || ih >= d.H) continue;
             const T* in = src + gi * d.HWo() + int64_t(oh) * d.Wo;
             T* row = plane + int64_t(ih) * d.W;
-            for (int ow = 0; ow < d.Wo; ++ow) {
-              const int iw = ow * d.s - d.p + kj;
-              if (iw >= 0 && iw < d.W) row[iw] += in[ow];
-            }
+            for (int ow = lo; ow < hi; ++ow) row[ow * d.s - d.p + kj] += in[ow];
           }
         }
       }

@@ -1,0 +1,81 @@
+// cac_bench: throughput of a full classifier32 training step (`step`) and of the hand-written
+// kernels at the real shapes (`kernels`, CUDA builds). Numbers are measured, never assumed.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+
+#include "core/cuda_runtime.h"
+#include "core/rng.h"
+#include "models/classifier32.h"
+#include "models/training.h"
+
+using namespace cac;
+
+namespace {
+
+struct StepOptions {
+  std::string device = "cpu";
+  int batch = 128, channels = 3, size = 32, classes = 6, warmup = 2, iters = 10;
+};
+
+int run_step(const StepOptions& o) {
+  const Device dev = o.device == "cuda" ? Device::CUDA : Device::CPU;
+  if (dev == Device::CUDA) {
+    std::string why;
+    if (!cuda::device_available(&why)) {
+      std::fprintf(stderr, "cac_bench step: no CUDA device (%s)\n", why.c_str());
+      return 2;
+    }
+  }
+  Classifier32Config cfg;
+  cfg.in_channels = o.channels;
+  cfg.image_size = o.size;
+  auto model = make_classifier32(cfg, o.classes, 10.0, false);
+  model->to(dev);
+  Trainer trainer(model, Method::CAC, 0.1, 0.9, 5e-4);
+  Generator gen(1);
+  std::vector<float> x(size_t(o.batch) * o.channels * o.size * o.size);
+  for (auto& v : x) v = float(gen.normal());
+  std::vector<int64_t> y(size_t(o.batch), 0);
+  for (auto& v : y) v = int64_t(gen.below(uint64_t(o.classes)));
+  Tensor images = Tensor::from_vector(x, {o.batch, o.channels, o.size, o.size}).to(dev);
+  Tensor labels = Tensor::from_vector(y, {o.batch}).to(dev);
+  StepTotals totals;
+  totals.reset(DType::F32, dev);
+  for (int i = 0; i < o.warmup; ++i) trainer.step(images, labels, 0.01, totals);
+  cuda::synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < o.iters; ++i) trainer.step(images, labels, 0.01, totals);
+  cuda::synchronize();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double ms = 1e3 * s / o.iters;
+  std::printf("classifier32 training step  device=%s  batch=%d  input=%dx%dx%d  %.2f ms/step  %.1f images/s"
+              "  (loss %.4f, %d timed steps after %d warm-up)\n",
+              o.device.c_str(), o.batch, o.size, o.size, o.channels, ms, 1e3 * o.batch / ms,
+              totals.means().loss, o.iters, o.warmup);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cac_bench: measured throughput of the CAC engine"};
+  app.require_subcommand(1);
+  StepOptions so;
+  auto* step = app.add_subcommand("step", "images/s of a full classifier32 CAC training step");
+  step->add_option("--device", so.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  step->add_option("--batch", so.batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  step->add_option("--channels", so.channels, "input channels (1 or 3)")->check(CLI::IsMember({1, 3}))->capture_default_str();
+  step->add_option("--size", so.size, "image size (32 or 64)")->check(CLI::IsMember({32, 64}))->capture_default_str();
+  step->add_option("--classes", so.classes, "known classes")->check(CLI::Range(2, 1000))->capture_default_str();
+  step->add_option("--warmup", so.warmup, "untimed steps first")->check(CLI::NonNegativeNumber)->capture_default_str();
+  step->add_option("--iters", so.iters, "timed steps")->check(CLI::PositiveNumber)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*step) return run_step(so);
+  } catch (const cac::Error& e) {
+    std::fprintf(stderr, "cac_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the build needs, configures, builds and runs the whole test suite.
+#   scripts/test.sh                 CUDA backend when nvcc is present (GPU tests skip without a GPU)
+#   scripts/test.sh --cpu-only      -DCAC_CUDA=OFF: the CPU engine alone
+#   scripts/test.sh --asan          host code under AddressSanitizer + UBSan (CPU only)
+# Extra arguments after -- go to ctest. BUILD_DIR overrides the build folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=default
+ctest_args=()
+while (($#)); do
+  case "$1" in
+    --cpu-only) mode=cpu ;;
+    --asan) mode=asan ;;
+    --) shift; ctest_args=("$@"); break ;;
+    *) echo "test.sh: unknown option $1 (see the header of this script)" >&2; exit 2 ;;
+  esac
+  shift
+done
+bash scripts/install-deps.sh
+case "$mode" in
+  default) dir=${BUILD_DIR:-build}; flags=() ;;
+  cpu) dir=${BUILD_DIR:-build-cpu}; flags=(-DCAC_CUDA=OFF) ;;
+  asan) dir=${BUILD_DIR:-build-asan}; flags=(-DCAC_CUDA=OFF -DCAC_ASAN=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
+esac
+cmake -S . -B "$dir" -G Ninja "${flags[@]}" >/dev/null
+cmake --build "$dir"
+ctest --test-dir "$dir" --output-on-failure -j "$(nproc)" "${ctest_args[@]}"
