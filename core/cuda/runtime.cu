@@ -1,0 +1,245 @@
+// The CUDA device runtime: context (device, streams, library handles, cuDNN workspace) and the
+// caching allocator behind every device tensor.
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "core/cuda/check.h"
+#include "core/cuda_runtime.h"
+
+namespace cac::cuda {
+
+namespace detail {
+void throw_cuda(cudaError_t e, const char* stmt, const char* file, int line) {
+  fail("CUDA error {} ({}) in `{}` at {}:{}", cudaGetErrorName(e), cudaGetErrorString(e), stmt, file,
+       line);
+}
+void throw_cublas(cublasStatus_t s, const char* stmt, const char* file, int line) {
+  fail("cuBLAS error {} ({}) in `{}` at {}:{}", cublasGetStatusName(s), cublasGetStatusString(s),
+       stmt, file, line);
+}
+void throw_cudnn(cudnnStatus_t s, const char* stmt, const char* file, int line) {
+  fail("cuDNN error {} in `{}` at {}:{}", cudnnGetErrorString(s), stmt, file, line);
+}
+}  // namespace detail
+
+namespace {
+
+std::string format_bytes(size_t b) {
+  if (b >= (size_t(1) << 30)) return fmt::format("{:.2f} GiB", double(b) / double(size_t(1) << 30));
+  if (b >= (size_t(1) << 20)) return fmt::format("{:.1f} MiB", double(b) / double(size_t(1) << 20));
+  return fmt::format("{} B", b);
+}
+
+// Caching allocator. Blocks are binned by rounded size (512 B steps below 1 MiB, 2 MiB steps
+// above) and returned to their bin when a tensor dies. All device work runs on the one compute
+// stream, so a freed block may be handed out again at once: any later use is ordered after the
+// earlier one on that stream (the same rule as PyTorch's allocator). Steady-state training
+// therefore makes no cudaMalloc/cudaFree calls, and replays see the same addresses (CUDA graphs).
+class CachingAllocator {
+ public:
+  void* allocate(size_t bytes) {
+    const size_t size = round(bytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& bin = free_[size];
+    void* p = nullptr;
+    if (!bin.empty()) {
+      p = bin.back();
+      bin.pop_back();
+    } else {
+      p = device_malloc(size, bytes);
+    }
+    stats_.in_use += size;
+    stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
+    return p;
+  }
+  void release(void* p, size_t bytes) {
+    const size_t size = round(bytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    free_[size].push_back(p);
+    stats_.in_use -= size;
+  }
+  void empty_cache() {
+    std::lock_guard<std::mutex> lock(mu_);
+    empty_cache_locked();
+  }
+  AllocatorStats stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+
+ private:
+  static size_t round(size_t bytes) {
+    const size_t q = bytes < (size_t(1) << 20) ? 512 : (size_t(2) << 20);
+    return (std::max<size_t>(bytes, 1) + q - 1) / q * q;
+  }
+  void* device_malloc(size_t size, size_t requested) {
+    void* p = nullptr;
+    cudaError_t e = cudaMalloc(&p, size);
+    if (e == cudaErrorMemoryAllocation) {  // give cached blocks back and try once more
+      cudaGetLastError();
+      empty_cache_locked();
+      e = cudaMalloc(&p, size);
+    }
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      fail("CUDA out of memory: requested {} ({} rounded); this process holds {} in tensors and {} "
+           "reserved; the device has {} free of {}. Reduce --batch or the image size.",
+           format_bytes(requested), format_bytes(size), format_bytes(stats_.in_use),
+           format_bytes(stats_.reserved), format_bytes(free_b), format_bytes(total_b));
+    }
+    CUDA_CHECK(e);
+    stats_.reserved += size;
+    stats_.device_allocations += 1;
+    return p;
+  }
+  void empty_cache_locked() {
+    CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+    for (auto& [size, blocks] : free_) {
+      for (void* p : blocks) {
+        CUDA_CHECK(cudaFree(p));
+        stats_.reserved -= size;
+      }
+      blocks.clear();
+    }
+  }
+
+  std::mutex mu_;
+  std::map<size_t, std::vector<void*>> free_;
+  AllocatorStats stats_;
+};
+
+CachingAllocator& allocator() {
+  static CachingAllocator* a = new CachingAllocator();  // never destroyed: outlives all tensors
+  return *a;
+}
+
+struct Context {
+  int device = 0;
+  int sms = 0;
+  cudaStream_t compute = nullptr, copy = nullptr;
+  cublasHandle_t cublas = nullptr;
+  cudnnHandle_t cudnn = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  std::shared_ptr<Storage> workspace_block;
+
+  Context() {
+    std::string why;
+    CAC_CHECK(device_available(&why), "CUDA requested but unavailable: {}", why);
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&copy, cudaStreamNonBlocking));
+    CUBLAS_CHECK(cublasCreate(&cublas));
+    CUBLAS_CHECK(cublasSetStream(cublas, compute));
+    CUDNN_CHECK(cudnnCreate(&cudnn));
+    CUDNN_CHECK(cudnnSetStream(cudnn, compute));
+  }
+};
+
+Context& ctx() {
+  static Context* c = new Context();  // created on first use, kept for the process
+  return *c;
+}
+
+}  // namespace
+
+bool built_with_cuda() { return true; }
+
+bool device_available(std::string* why) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    if (why) *why = fmt::format("no usable CUDA device ({})", cudaGetErrorString(e));
+    return false;
+  }
+  if (n == 0) {
+    if (why) *why = "no CUDA device found";
+    return false;
+  }
+  return true;
+}
+
+std::string device_description() {
+  std::string why;
+  if (!device_available(&why)) return why;
+  int dev = 0;
+  cudaDeviceProp p{};
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
+  return fmt::format("{} (sm_{}{}, {} SMs, {:.0f} GiB)", p.name, p.major, p.minor,
+                     p.multiProcessorCount, double(p.totalGlobalMem) / double(size_t(1) << 30));
+}
+
+cudaStream_t compute_stream() { return ctx().compute; }
+cudaStream_t copy_stream() { return ctx().copy; }
+cublasHandle_t cublas() { return ctx().cublas; }
+cudnnHandle_t cudnn() { return ctx().cudnn; }
+int sm_count() { return ctx().sms; }
+size_t cudnn_workspace_limit() { return size_t(256) << 20; }
+
+void* cudnn_workspace(size_t bytes) {
+  Context& c = ctx();
+  if (bytes > c.workspace_bytes) {
+    c.workspace_block = allocate(bytes);  // the old block returns to the cache, stream-ordered
+    c.workspace = c.workspace_block->data;
+    c.workspace_bytes = bytes;
+  }
+  return c.workspace;
+}
+
+std::shared_ptr<Storage> allocate(size_t bytes) {
+  ctx();  // fail early with a clear message when there is no device
+  auto s = std::make_shared<Storage>();
+  s->data = allocator().allocate(bytes);
+  s->bytes = bytes;
+  s->device = Device::CUDA;
+  s->release = [](void* p, size_t n) { allocator().release(p, n); };
+  return s;
+}
+
+AllocatorStats allocator_stats() { return allocator().stats(); }
+void release_cached_memory() { allocator().empty_cache(); }
+
+void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
+  cudaMemcpyKind kind = dst_dev == Device::CUDA
+                            ? (src_dev == Device::CUDA ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                            : (src_dev == Device::CUDA ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, compute_stream()));
+  // Host memory is pageable here: wait so the caller may reuse or read it at once.
+  if (kind != cudaMemcpyDeviceToDevice) CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+}
+
+void memset_zero(void* dst, size_t bytes) { CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, compute_stream())); }
+
+void synchronize() {
+  std::string why;
+  if (device_available(&why)) CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+}
+
+namespace {
+template <class T>
+__global__ void accumulate_kernel(T* __restrict__ dst, const T* __restrict__ src, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] += src[i];
+}
+}  // namespace
+
+void accumulate(const Tensor& dst, const Tensor& src) {
+  const int64_t n = dst.numel();
+  if (n == 0) return;
+  const int threads = 256;
+  const int blocks = int(std::min<int64_t>((n + threads - 1) / threads, int64_t(sm_count()) * 8));
+  Tensor d = dst;
+  if (dst.dtype() == DType::F32)
+    accumulate_kernel<<<blocks, threads, 0, compute_stream()>>>(d.data<float>(), src.data<float>(), n);
+  else
+    accumulate_kernel<<<blocks, threads, 0, compute_stream()>>>(d.data<double>(), src.data<double>(), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace cac::cuda
