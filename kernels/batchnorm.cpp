@@ -3,14 +3,14 @@
 
 namespace cac::kernels {
 
-void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var, double momentum, double eps, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
-  CAC_DISPATCH(x.device(), batchnorm_forward_train, x, gamma, beta, running_mean, running_var, momentum, eps, y, save_mean, save_invstd);
+void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var, double momentum, double eps, BnActivation act, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
+  CAC_DISPATCH(x.device(), batchnorm_forward_train, x, gamma, beta, running_mean, running_var, momentum, eps, act, y, save_mean, save_invstd);
 }
-void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean, const Tensor& running_var, double eps, Tensor& y) {
-  CAC_DISPATCH(x.device(), batchnorm_forward_eval, x, gamma, beta, running_mean, running_var, eps, y);
+void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean, const Tensor& running_var, double eps, BnActivation act, Tensor& y) {
+  CAC_DISPATCH(x.device(), batchnorm_forward_eval, x, gamma, beta, running_mean, running_var, eps, act, y);
 }
-void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& invstd, const Tensor& gy, bool training, Tensor* gx, Tensor& ggamma, Tensor& gbeta) {
-  CAC_DISPATCH(x.device(), batchnorm_backward, x, gamma, mean, invstd, gy, training, gx, ggamma, gbeta);
+void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& invstd, const Tensor& y, const Tensor& gy, BnActivation act, bool training, Tensor* gx, Tensor& ggamma, Tensor& gbeta) {
+  CAC_DISPATCH(x.device(), batchnorm_backward, x, gamma, mean, invstd, y, gy, act, training, gx, ggamma, gbeta);
 }
 
 }  // namespace cac::kernels

@@ -5,18 +5,28 @@
 
 namespace cac::kernels {
 
+// An optional LeakyReLU fused after the normalisation (slope 0 = ReLU). Fusing saves a full pass
+// over the activation in each direction; backward recovers the activation's mask from the output
+// (y > 0 exactly where the pre-activation is > 0, for any slope >= 0).
+struct BnActivation {
+  bool leaky = false;
+  double slope = 0.0;
+};
+
 // save_mean / save_invstd: [C], what backward needs (invstd = 1/sqrt(var_biased + eps)).
 CAC_DECLARE_KERNEL(void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                                 Tensor& running_mean, Tensor& running_var,
-                                                double momentum, double eps, Tensor& y,
+                                                double momentum, double eps, BnActivation act, Tensor& y,
                                                 Tensor& save_mean, Tensor& save_invstd))
 CAC_DECLARE_KERNEL(void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                                const Tensor& running_mean, const Tensor& running_var,
-                                               double eps, Tensor& y))
+                                               double eps, BnActivation act, Tensor& y))
 // training: mean/invstd are the saved batch statistics and the batch-statistics gradient is used;
 // otherwise they are the running statistics (constants) and gx = gy * gamma * invstd.
+// y (the forward output) is read only when act.leaky.
 CAC_DECLARE_KERNEL(void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                                           const Tensor& invstd, const Tensor& gy, bool training,
-                                           Tensor* gx, Tensor& ggamma, Tensor& gbeta))
+                                           const Tensor& invstd, const Tensor& y, const Tensor& gy,
+                                           BnActivation act, bool training, Tensor* gx,
+                                           Tensor& ggamma, Tensor& gbeta))
 
 }  // namespace cac::kernels

@@ -101,6 +101,11 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   if (is_training()) ++*num_batches_tracked.data<int64_t>();  // host-side, see Module::to
   return ops::batch_norm2d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }
+Tensor BatchNorm2d::forward_leaky_relu(const Tensor& x, double slope) {
+  if (is_training()) ++*num_batches_tracked.data<int64_t>();
+  return ops::batch_norm2d_leaky_relu(x, weight, bias, running_mean, running_var, is_training(),
+                                      slope, momentum, eps);
+}
 
 Linear::Linear(int in, int out, Generator& gen, double init_std) {
   std::vector<float> w(size_t(out) * in), b(size_t(out), 0.0f);

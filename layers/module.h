@@ -71,6 +71,7 @@ class BatchNorm2d : public Layer {
  public:
   explicit BatchNorm2d(int channels, double momentum = 0.1, double eps = 1e-5);
   Tensor forward(const Tensor& x) override;
+  Tensor forward_leaky_relu(const Tensor& x, double slope);  // fused BN + LeakyReLU
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   double momentum, eps;
 };

@@ -85,10 +85,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   return y;
 }
 
-// ---- batch_norm2d ---------------------------------------------------------------------------------
-Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-                    Tensor& running_var, bool training, double momentum, double eps) {
-  const char* op = "batch_norm2d";
+// ---- batch_norm2d (optionally with a fused LeakyReLU) ---------------------------------------------
+namespace {
+Tensor batch_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                       Tensor& running_mean, Tensor& running_var, bool training, double momentum,
+                       double eps, kernels::BnActivation act) {
   check_float(op, x, "input");
   check_ndim(op, x, 4, "input");
   const Shape c{x.dim(1)};
@@ -98,17 +99,17 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
   check_param(op, x, running_var, c, "running_var");
   if (training)
     CAC_CHECK(x.dim(0) * x.dim(2) * x.dim(3) > 1,
-              "batch_norm2d: training needs more than one value per channel, got input {}",
+              "{}: training needs more than one value per channel, got input {}", op,
               shape_str(x.shape()));
   Tensor y = empty_like(x);
   Tensor mean, invstd;
   if (training) {
     mean = empty_as(c, x);
     invstd = empty_as(c, x);
-    kernels::batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, y,
-                                     mean, invstd);
+    kernels::batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, act,
+                                     y, mean, invstd);
   } else {
-    kernels::batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, y);
+    kernels::batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps, act, y);
     if (!grad_enabled() || !(needs_grad(x) || needs_grad(gamma) || needs_grad(beta))) return y;
     // Backward through eval-mode BN treats the running statistics as constants.
     std::vector<double> rm = running_mean.to(DType::F64).to_vector<double>();
@@ -118,14 +119,32 @@ Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Te
     invstd = Tensor::from_vector(rv, c).to(x.dtype()).to(x.device());
   }
 
-  record(y, op, {x, gamma, beta}, [x, gamma, mean, invstd, training](const Tensor& gy, const std::vector<bool>& need) {
-    Tensor gx = need[0] ? empty_like(x) : Tensor();
-    Tensor gg = empty_like(gamma), gb = empty_like(gamma);
-    kernels::batchnorm_backward(x, gamma, mean, invstd, gy, training, gx.defined() ? &gx : nullptr,
-                                gg, gb);
-    return std::vector<Tensor>{gx, gg, gb};
-  });
+  // The output is only captured for the fused activation's mask (and then detached: no cycle).
+  record(y, op, {x, gamma, beta},
+         [x, gamma, mean, invstd, training, act, yv = act.leaky ? y.detach() : Tensor()](
+             const Tensor& gy, const std::vector<bool>& need) {
+           Tensor gx = need[0] ? empty_like(x) : Tensor();
+           Tensor gg = empty_like(gamma), gb = empty_like(gamma);
+           kernels::batchnorm_backward(x, gamma, mean, invstd, yv, gy, act, training,
+                                       gx.defined() ? &gx : nullptr, gg, gb);
+           return std::vector<Tensor>{gx, gg, gb};
+         });
   return y;
+}
+}  // namespace
+
+Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                    Tensor& running_var, bool training, double momentum, double eps) {
+  return batch_norm_impl("batch_norm2d", x, gamma, beta, running_mean, running_var, training,
+                         momentum, eps, kernels::BnActivation{});
+}
+
+Tensor batch_norm2d_leaky_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                               Tensor& running_mean, Tensor& running_var, bool training,
+                               double slope, double momentum, double eps) {
+  CAC_CHECK(slope >= 0, "batch_norm2d_leaky_relu: slope {} must be >= 0", slope);
+  return batch_norm_impl("batch_norm2d_leaky_relu", x, gamma, beta, running_mean, running_var,
+                         training, momentum, eps, kernels::BnActivation{true, slope});
 }
 
 // ---- activations ----------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
 // Training mode normalises with batch statistics and updates the running ones in place.
 Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                     Tensor& running_var, bool training, double momentum = 0.1, double eps = 1e-5);
+// leaky_relu(batch_norm2d(x)) in one pass each way; slope >= 0 (0 = ReLU).
+Tensor batch_norm2d_leaky_relu(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                               Tensor& running_mean, Tensor& running_var, bool training,
+                               double slope, double momentum = 0.1, double eps = 1e-5);
 Tensor leaky_relu(const Tensor& x, double slope);
 Tensor relu(const Tensor& x);
 // Drops whole channels with probability p and scales the rest by 1/(1-p); identity when not

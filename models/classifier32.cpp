@@ -30,7 +30,7 @@ Classifier32Encoder::Classifier32Encoder(const Classifier32Config& cfg) {
 Tensor Classifier32Encoder::forward(const Tensor& x) {
   Tensor h = x;
   for (int i = 0; i < 9; ++i) {
-    h = ops::leaky_relu(bn_[i]->forward(conv_[i]->forward(h)), 0.2);
+    h = bn_[i]->forward_leaky_relu(conv_[i]->forward(h), 0.2);  // fused BN + LeakyReLU(0.2)
     if (i % 3 == 2) h = dr_[i / 3]->forward(h);
   }
   return ops::flatten(h);

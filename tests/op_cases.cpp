@@ -35,6 +35,16 @@ Tensor bn_train(const V& v) {
   Tensor rv = Tensor::full({C}, 1.0, v[0].dtype(), v[0].device());
   return ops::batch_norm2d(v[0], v[1], v[2], rm, rv, true);
 }
+Tensor bn_leaky_train(const V& v) {
+  const int64_t C = v[0].dim(1);
+  Tensor rm = Tensor::zeros({C}, v[0].dtype(), v[0].device());
+  Tensor rv = Tensor::full({C}, 1.0, v[0].dtype(), v[0].device());
+  return ops::batch_norm2d_leaky_relu(v[0], v[1], v[2], rm, rv, true, 0.2);
+}
+Tensor bn_leaky_eval(const V& v) {
+  Tensor rm = v[3], rv = v[4];
+  return ops::batch_norm2d_leaky_relu(v[0], v[1], v[2], rm, rv, false, 0.2);
+}
 Tensor bn_eval(const V& v) {
   Tensor rm = v[3], rv = v[4];
   return ops::batch_norm2d(v[0], v[1], v[2], rm, rv, false);
@@ -62,6 +72,17 @@ std::vector<OpCase> build() {
              {in({2, 3, 4, 4}), in({3}), in({3}), in({3}, InputSpec::Normal, false),
               in({3}, InputSpec::Positive, false)},
              bn_eval, 32};
+    cases.push_back(c);
+  }
+  {
+    OpCase c{"batch_norm2d_leaky_relu_train", {in({4, 3, 3, 3}), in({3}), in({3})}, bn_leaky_train, 36};
+    cases.push_back(c);
+  }
+  {
+    OpCase c{"batch_norm2d_leaky_relu_eval",
+             {in({2, 3, 4, 4}), in({3}), in({3}), in({3}, InputSpec::Normal, false),
+              in({3}, InputSpec::Positive, false)},
+             bn_leaky_eval, 32};
     cases.push_back(c);
   }
   cases.push_back({"leaky_relu", {in({3, 4, 5})}, [](const V& v) { return ops::leaky_relu(v[0], 0.2); }});

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/autograd.h"
+#include "core/rng.h"
 #include "core/parameter_store.h"
 #include "layers/module.h"
 #include "layers/ops.h"
@@ -119,6 +120,36 @@ TEST(BatchNorm, RunningStatisticsFollowPyTorch) {
   Tensor y = bn.forward(f64({1, 2, 3, 4}, {4, 1, 1, 1}));
   EXPECT_NEAR(y.to_vector<double>()[0], (1 - rm) / std::sqrt(rv + 1e-5), 1e-12);
   EXPECT_EQ(bn.num_batches_tracked.item(), 3);
+}
+
+TEST(BatchNorm, FusedLeakyReluMatchesTheUnfusedPair) {
+  Generator gen(3);
+  std::vector<double> xv(4 * 3 * 5 * 5), gv(xv.size());
+  for (auto& v : xv) v = gen.normal();
+  for (auto& v : gv) v = gen.normal();
+  for (bool training : {true, false}) {
+    Tensor x1 = f64(xv, {4, 3, 5, 5}), x2 = f64(xv, {4, 3, 5, 5});
+    x1.set_requires_grad(true);
+    x2.set_requires_grad(true);
+    BatchNorm2d a(3), b(3);
+    a.to(DType::F64);
+    b.to(DType::F64);
+    a.train(training);
+    b.train(training);
+    Tensor y1 = ops::leaky_relu(a.forward(x1), 0.2);
+    Tensor y2 = b.forward_leaky_relu(x2, 0.2);
+    y1.backward(f64(gv, {4, 3, 5, 5}));
+    y2.backward(f64(gv, {4, 3, 5, 5}));
+    auto v1 = y1.to_vector<double>(), v2 = y2.to_vector<double>();
+    auto g1 = x1.grad().to_vector<double>(), g2 = x2.grad().to_vector<double>();
+    for (size_t i = 0; i < v1.size(); ++i) {
+      EXPECT_NEAR(v1[i], v2[i], 1e-14);
+      EXPECT_NEAR(g1[i], g2[i], 1e-13);
+    }
+    auto gw1 = a.weight.grad().to_vector<double>(), gw2 = b.weight.grad().to_vector<double>();
+    for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(gw1[i], gw2[i], 1e-12);
+    EXPECT_EQ(a.running_var.to_vector<double>(), b.running_var.to_vector<double>());
+  }
 }
 
 TEST(Dropout2d, DropsWholeChannelsAndScales) {
