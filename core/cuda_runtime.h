@@ -3,6 +3,7 @@
 // every build; in a build without CUDA the definitions in cuda_runtime_stub.cpp throw a clear error
 // (or report "no device"), so callers never need #ifdefs.
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -30,5 +31,16 @@ void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t byt
 void memset_zero(void* dst, size_t bytes);
 void accumulate(const Tensor& dst, const Tensor& src);  // dst += src, f32 or f64
 void synchronize();
+
+// TF32 tensor cores for cuDNN convolutions and cuBLAS GEMMs (PyTorch's default for convolutions).
+// Tests turn it off to compare against the float32 CPU twins.
+void set_allow_tf32(bool on);
+bool allow_tf32();
+
+// Timing with CUDA events on the compute stream: median milliseconds of `iters` runs of fn after
+// `warmup` runs; with flush_l2, a buffer larger than the L2 is overwritten before each timed run.
+double time_ms(const std::function<void()>& fn, int warmup, int iters, bool flush_l2);
+// Device-to-device copy bandwidth in GB/s (bytes read + bytes written), measured on `bytes` bytes.
+double copy_bandwidth_gbs(size_t bytes);
 
 }  // namespace cac::cuda

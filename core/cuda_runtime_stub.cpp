@@ -23,5 +23,9 @@ void copy(void*, Device, const void*, Device, size_t) { no_cuda(); }
 void memset_zero(void*, size_t) { no_cuda(); }
 void accumulate(const Tensor&, const Tensor&) { no_cuda(); }
 void synchronize() {}
+void set_allow_tf32(bool) {}
+bool allow_tf32() { return false; }
+double time_ms(const std::function<void()>&, int, int, bool) { no_cuda(); }
+double copy_bandwidth_gbs(size_t) { no_cuda(); }
 
 }  // namespace cac::cuda

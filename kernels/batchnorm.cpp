@@ -9,8 +9,8 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
 void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean, const Tensor& running_var, double eps, BnActivation act, Tensor& y) {
   CAC_DISPATCH(x.device(), batchnorm_forward_eval, x, gamma, beta, running_mean, running_var, eps, act, y);
 }
-void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& invstd, const Tensor& y, const Tensor& gy, BnActivation act, bool training, Tensor* gx, Tensor& ggamma, Tensor& gbeta) {
-  CAC_DISPATCH(x.device(), batchnorm_backward, x, gamma, mean, invstd, y, gy, act, training, gx, ggamma, gbeta);
+void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean, const Tensor& invstd, const Tensor& gy, BnActivation act, bool training, Tensor* gx, Tensor& ggamma, Tensor& gbeta) {
+  CAC_DISPATCH(x.device(), batchnorm_backward, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta);
 }
 
 }  // namespace cac::kernels

@@ -6,8 +6,9 @@
 namespace cac::kernels {
 
 // An optional LeakyReLU fused after the normalisation (slope 0 = ReLU). Fusing saves a full pass
-// over the activation in each direction; backward recovers the activation's mask from the output
-// (y > 0 exactly where the pre-activation is > 0, for any slope >= 0).
+// over the activation in each direction; backward recomputes the pre-activation
+// x * gamma*invstd + (beta - mean*gamma*invstd) with the forward's expression to get the mask, so
+// it reads neither the output nor a saved mask.
 struct BnActivation {
   bool leaky = false;
   double slope = 0.0;
@@ -23,9 +24,9 @@ CAC_DECLARE_KERNEL(void batchnorm_forward_eval(const Tensor& x, const Tensor& ga
                                                double eps, BnActivation act, Tensor& y))
 // training: mean/invstd are the saved batch statistics and the batch-statistics gradient is used;
 // otherwise they are the running statistics (constants) and gx = gy * gamma * invstd.
-// y (the forward output) is read only when act.leaky.
-CAC_DECLARE_KERNEL(void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                                           const Tensor& invstd, const Tensor& y, const Tensor& gy,
+// beta is read only when act.leaky (to rebuild the activation's mask).
+CAC_DECLARE_KERNEL(void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                           const Tensor& mean, const Tensor& invstd, const Tensor& gy,
                                            BnActivation act, bool training, Tensor* gx,
                                            Tensor& ggamma, Tensor& gbeta))
 

@@ -9,6 +9,12 @@ void cac_loss_forward(const Tensor& d, const Tensor& labels, double lambda, Tens
 void cac_loss_backward(const Tensor& d, const Tensor& labels, double lambda, const Tensor& gloss, Tensor& gd) {
   CAC_DISPATCH(d.device(), cac_loss_backward, d, labels, lambda, gloss, gd);
 }
+void cac_head_forward(const Tensor& z, const Tensor& centres, const Tensor& labels, double lambda, Tensor& d, Tensor& out) {
+  CAC_DISPATCH(z.device(), cac_head_forward, z, centres, labels, lambda, d, out);
+}
+void cac_head_backward(const Tensor& z, const Tensor& centres, const Tensor& d, const Tensor& labels, double lambda, const Tensor& gloss, Tensor* gz, Tensor* gc) {
+  CAC_DISPATCH(z.device(), cac_head_backward, z, centres, d, labels, lambda, gloss, gz, gc);
+}
 void cross_entropy_forward(const Tensor& logits, const Tensor& labels, Tensor& out) {
   CAC_DISPATCH(logits.device(), cross_entropy_forward, logits, labels, out);
 }

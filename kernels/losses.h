@@ -11,6 +11,14 @@ CAC_DECLARE_KERNEL(void cac_loss_forward(const Tensor& d, const Tensor& labels, 
 // gd = gloss/B * ((1 + lambda) * onehot(y) - softmax(-d)); gloss is a 1-element tensor.
 CAC_DECLARE_KERNEL(void cac_loss_backward(const Tensor& d, const Tensor& labels, double lambda,
                                           const Tensor& gloss, Tensor& gd))
+// The training head fused: distances d = ||z - c|| and the CAC loss parts in one launch on the GPU,
+// and in backward the gradients to z and c straight from the loss (one launch), so a step spends
+// two launches on distance + loss instead of four. The CPU twin composes the unfused twins.
+CAC_DECLARE_KERNEL(void cac_head_forward(const Tensor& z, const Tensor& centres, const Tensor& labels,
+                                         double lambda, Tensor& d, Tensor& out))
+CAC_DECLARE_KERNEL(void cac_head_backward(const Tensor& z, const Tensor& centres, const Tensor& d,
+                                          const Tensor& labels, double lambda, const Tensor& gloss,
+                                          Tensor* gz, Tensor* gc))
 // out[0] = mean_b(logsumexp(z_b) - z_b,y)
 CAC_DECLARE_KERNEL(void cross_entropy_forward(const Tensor& logits, const Tensor& labels, Tensor& out))
 CAC_DECLARE_KERNEL(void cross_entropy_backward(const Tensor& logits, const Tensor& labels,

@@ -119,13 +119,11 @@ Tensor batch_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, con
     invstd = Tensor::from_vector(rv, c).to(x.dtype()).to(x.device());
   }
 
-  // The output is only captured for the fused activation's mask (and then detached: no cycle).
   record(y, op, {x, gamma, beta},
-         [x, gamma, mean, invstd, training, act, yv = act.leaky ? y.detach() : Tensor()](
-             const Tensor& gy, const std::vector<bool>& need) {
+         [x, gamma, beta, mean, invstd, training, act](const Tensor& gy, const std::vector<bool>& need) {
            Tensor gx = need[0] ? empty_like(x) : Tensor();
            Tensor gg = empty_like(gamma), gb = empty_like(gamma);
-           kernels::batchnorm_backward(x, gamma, mean, invstd, yv, gy, act, training,
+           kernels::batchnorm_backward(x, gamma, beta, mean, invstd, gy, act, training,
                                        gx.defined() ? &gx : nullptr, gg, gb);
            return std::vector<Tensor>{gx, gg, gb};
          });
@@ -272,6 +270,33 @@ CacLoss cac_loss(const Tensor& distances, const Tensor& labels, double lambda) {
     return std::vector<Tensor>{gd};
   });
   return {loss, parts};
+}
+
+CacHead cac_head(const Tensor& z, const Tensor& centres, const Tensor& labels, double lambda) {
+  const char* op = "cac_head";
+  check_float(op, z, "z");
+  check_ndim(op, z, 2, "z");
+  check_ndim(op, centres, 2, "centres");
+  check_same_dtype(op, z, centres);
+  check_same_device(op, z, centres);
+  CAC_CHECK(z.dim(1) == centres.dim(1), "cac_head: z {} and centres {} differ in width",
+            shape_str(z.shape()), shape_str(centres.shape()));
+  CAC_CHECK(z.dim(0) > 0, "cac_head: empty batch {}", shape_str(z.shape()));
+  check_labels(op, z, labels);
+  Tensor d = empty_as({z.dim(0), centres.dim(0)}, z);
+  Tensor parts = empty_as({3}, z);
+  kernels::cac_head_forward(z, centres, labels, lambda, d, parts);
+  Tensor loss = parts.rows(0, 1).view({});
+  d = d.detach();
+
+  record(loss, op, {z, centres}, [z, centres, d, labels, lambda](const Tensor& gl, const std::vector<bool>& need) {
+    Tensor gz = need[0] ? empty_like(z) : Tensor();
+    Tensor gc = need[1] ? empty_like(centres) : Tensor();
+    kernels::cac_head_backward(z, centres, d, labels, lambda, gl, gz.defined() ? &gz : nullptr,
+                               gc.defined() ? &gc : nullptr);
+    return std::vector<Tensor>{gz, gc};
+  });
+  return {d, loss, parts.detach()};
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {

@@ -38,6 +38,14 @@ struct CacLoss {
 };
 // distances [B, K], labels i64 [B] in [0, K).
 CacLoss cac_loss(const Tensor& distances, const Tensor& labels, double lambda);
+// The training head fused: distances to the centres and the CAC loss in one op (two GPU launches
+// for forward + backward). `distances` is returned for predictions and carries no gradient.
+struct CacHead {
+  Tensor distances;  // [B, K], values only
+  Tensor loss;       // scalar, differentiable w.r.t. z and centres
+  Tensor parts;      // [3] = (loss, tuplet, anchor), values only
+};
+CacHead cac_head(const Tensor& z, const Tensor& centres, const Tensor& labels, double lambda);
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels);  // scalar, mean over batch
 Tensor open_set_score(const Tensor& distances);                    // gamma = d * (1 - softmin(d))
 Tensor argmin(const Tensor& x);                                     // i64 [B], no gradient

@@ -49,9 +49,11 @@ OpenSetClassifier::OpenSetClassifier(std::shared_ptr<Layer> enc, int feature_dim
                                learnt_centres);
 }
 
+Tensor OpenSetClassifier::logits(const Tensor& x) { return classify->forward(encoder->forward(x)); }
+
 OpenSetOutput OpenSetClassifier::forward(const Tensor& x) {
   OpenSetOutput out;
-  out.logits = classify->forward(encoder->forward(x));
+  out.logits = logits(x);
   out.distances = ops::pairwise_distance(out.logits, anchors);
   return out;
 }

@@ -42,6 +42,7 @@ class OpenSetClassifier : public Module {
   OpenSetClassifier(std::shared_ptr<Layer> encoder, int feature_dim, int num_classes, double alpha,
                     bool learnt_centres, Generator& gen);
   OpenSetOutput forward(const Tensor& x);
+  Tensor logits(const Tensor& x);  // z = classify(encoder(x)), without the distance layer
   void set_anchors(const Tensor& centres);  // [N, N], copied in place
   int num_classes() const { return num_classes_; }
 

@@ -47,30 +47,34 @@ Trainer::Trainer(std::shared_ptr<OpenSetClassifier> model, Method method, double
       store_(model_->trainable_parameters()),
       sgd_(store_, momentum, weight_decay) {}
 
-Tensor Trainer::loss_of(const OpenSetOutput& out, const Tensor& labels, Tensor& parts) {
+Trainer::Forward Trainer::forward_and_loss(const Tensor& images, const Tensor& labels) {
+  Forward f;
+  Tensor logits = model_->logits(images);
   if (method_ == Method::CE) {
-    Tensor loss = ops::cross_entropy(out.logits, labels);
+    f.loss = ops::cross_entropy(logits, labels);
     // parts = (loss, loss, 0): CE stands in the tuplet slot, no anchor term.
-    parts = Tensor::zeros({3}, loss.dtype(), loss.device());
-    parts.rows(0, 1).view({}).accumulate_(loss.detach());
-    parts.rows(1, 2).view({}).accumulate_(loss.detach());
-    return loss;
+    f.parts = Tensor::zeros({3}, f.loss.dtype(), f.loss.device());
+    f.parts.rows(0, 1).view({}).accumulate_(f.loss.detach());
+    f.parts.rows(1, 2).view({}).accumulate_(f.loss.detach());
+    f.pred = ops::argmax(logits);  // the CE baseline predicts the largest logit
+    return f;
   }
-  ops::CacLoss cac = ops::cac_loss(out.distances, labels, lambda_);
-  parts = cac.parts;
-  if (method_ == Method::CAC) return cac.loss;
-  Tensor loss = ops::add(cac.loss, ops::cross_entropy(out.logits, labels));
-  parts = parts.clone();
-  parts.rows(0, 1).view({}).copy_from(loss.detach());
-  return loss;
+  // CAC: fused distance + loss; the prediction is the nearest anchor.
+  ops::CacHead head = ops::cac_head(logits, model_->anchors, labels, lambda_);
+  f.loss = head.loss;
+  f.parts = head.parts;
+  f.pred = ops::argmin(head.distances);
+  if (method_ == Method::CACLearnt) {  // supplementary section 5: L_CAC + L_CE
+    f.loss = ops::add(f.loss, ops::cross_entropy(logits, labels));
+    f.parts = f.parts.clone();
+    f.parts.rows(0, 1).view({}).copy_from(f.loss.detach());
+  }
+  return f;
 }
 
-void Trainer::accumulate(const OpenSetOutput& out, const Tensor& labels, const Tensor& parts,
-                         StepTotals& totals) {
-  // CAC predicts the nearest anchor; the CE baseline the largest logit.
-  Tensor pred = method_ == Method::CE ? ops::argmax(out.logits) : ops::argmin(out.distances);
-  kernels::count_correct(pred, labels, totals.correct);
-  totals.loss_parts.accumulate_(parts);
+void Trainer::accumulate(const Forward& f, const Tensor& labels, StepTotals& totals) {
+  kernels::count_correct(f.pred, labels, totals.correct);
+  totals.loss_parts.accumulate_(f.parts);
   totals.samples += labels.numel();
   totals.steps += 1;
 }
@@ -78,21 +82,16 @@ void Trainer::accumulate(const OpenSetOutput& out, const Tensor& labels, const T
 void Trainer::step(const Tensor& images, const Tensor& labels, double lr, StepTotals& totals) {
   model_->train();
   sgd_.zero_grad();
-  OpenSetOutput out = model_->forward(images);
-  Tensor parts;
-  Tensor loss = loss_of(out, labels, parts);
-  loss.backward();
+  Forward f = forward_and_loss(images, labels);
+  f.loss.backward();
   sgd_.step(lr);
-  accumulate(out, labels, parts, totals);
+  accumulate(f, labels, totals);
 }
 
 void Trainer::evaluate(const Tensor& images, const Tensor& labels, StepTotals& totals) {
   NoGradGuard no_grad;
   model_->eval();
-  OpenSetOutput out = model_->forward(images);
-  Tensor parts;
-  loss_of(out, labels, parts);
-  accumulate(out, labels, parts, totals);
+  accumulate(forward_and_loss(images, labels), labels, totals);
 }
 
 }  // namespace cac

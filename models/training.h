@@ -45,9 +45,13 @@ class Trainer {
   Method method() const { return method_; }
 
  private:
-  void accumulate(const OpenSetOutput& out, const Tensor& labels, const Tensor& loss_parts,
-                  StepTotals& totals);
-  Tensor loss_of(const OpenSetOutput& out, const Tensor& labels, Tensor& parts);
+  struct Forward {
+    Tensor loss;   // scalar, differentiable
+    Tensor parts;  // [3] (loss, tuplet or CE, anchor)
+    Tensor pred;   // i64 [B]
+  };
+  Forward forward_and_loss(const Tensor& images, const Tensor& labels);
+  void accumulate(const Forward& f, const Tensor& labels, StepTotals& totals);
 
   std::shared_ptr<OpenSetClassifier> model_;
   Method method_;

@@ -102,6 +102,8 @@ std::vector<OpCase> build() {
                    [](const V& v) { return ops::cross_entropy(v[0], v[1]); }, 20});
   cases.push_back({"open_set_score", {in({4, 5}, InputSpec::Positive)},
                    [](const V& v) { return ops::open_set_score(v[0]); }, 5});
+  cases.push_back({"cac_head", {in({5, 4}), in({4, 4}), labels(5, 4)},
+                   [](const V& v) { return ops::cac_head(v[0], v[1], v[2], 0.1).loss; }, 20});
   // The whole open-set head as the training step uses it: linear -> distance -> CAC loss.
   cases.push_back({"head_linear_distance_cac",
                    {in({6, 8}), in({4, 8}), in({4}), in({4, 4}, InputSpec::Normal, false), labels(6, 4)},

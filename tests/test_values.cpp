@@ -49,6 +49,15 @@ TEST(CacLoss, TwoByThreeByHand) {
   EXPECT_NEAR(r.loss.item(), p[0], 0);
 }
 
+TEST(CacHead, FusedEqualsDistanceThenLoss) {
+  Tensor z = f64({3, 4, 0, 0, 1, -2}, {3, 2}), c = f64({0, 0, 3, 0}, {2, 2});
+  Tensor y = i64({1, 0, 1});
+  auto fused = ops::cac_head(z, c, y, 0.1);
+  auto plain = ops::cac_loss(ops::pairwise_distance(z, c), y, 0.1);
+  EXPECT_EQ(fused.parts.to_vector<double>(), plain.parts.to_vector<double>());
+  EXPECT_EQ(fused.distances.to_vector<double>(), ops::pairwise_distance(z, c).to_vector<double>());
+}
+
 TEST(CacLoss, StableAtLargeDistances) {
   Tensor d = f64({100, 250, 400, 1000, 3000, 5000}, {2, 3});
   d.set_requires_grad(true);

@@ -1,5 +1,6 @@
 // The CUDA device runtime: context (device, streams, library handles, cuDNN workspace) and the
 // caching allocator behind every device tensor.
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -219,6 +220,51 @@ void memset_zero(void* dst, size_t bytes) { CUDA_CHECK(cudaMemsetAsync(dst, 0, b
 void synchronize() {
   std::string why;
   if (device_available(&why)) CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+}
+
+namespace {
+bool g_allow_tf32 = true;
+}
+void set_allow_tf32(bool on) {
+  g_allow_tf32 = on;
+  CUBLAS_CHECK(cublasSetMathMode(cublas(), on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+}
+bool allow_tf32() { return g_allow_tf32; }
+
+double time_ms(const std::function<void()>& fn, int warmup, int iters, bool flush_l2) {
+  int dev = 0, l2 = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+  std::shared_ptr<Storage> flush;
+  if (flush_l2) flush = allocate(size_t(l2) * 2);
+  for (int i = 0; i < warmup; ++i) fn();
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<float> times;
+  for (int i = 0; i < iters; ++i) {
+    if (flush) CUDA_CHECK(cudaMemsetAsync(flush->data, i & 0xff, flush->bytes, compute_stream()));
+    CUDA_CHECK(cudaEventRecord(start, compute_stream()));
+    fn();
+    CUDA_CHECK(cudaEventRecord(stop, compute_stream()));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms);
+  }
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  std::sort(times.begin(), times.end());
+  return times.empty() ? 0.0 : double(times[times.size() / 2]);
+}
+
+double copy_bandwidth_gbs(size_t bytes) {
+  auto a = allocate(bytes), b = allocate(bytes);
+  CUDA_CHECK(cudaMemsetAsync(a->data, 1, bytes, compute_stream()));
+  const double ms = time_ms([&] {
+    CUDA_CHECK(cudaMemcpyAsync(b->data, a->data, bytes, cudaMemcpyDeviceToDevice, compute_stream()));
+  }, 3, 20, false);
+  return 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
 }
 
 namespace {

@@ -21,10 +21,17 @@ struct Layout {
   int64_t at(int64_t n, int64_t c) const { return (n * C + c) * HW; }
 };
 
+// The affine form of BN, y = x * scale + shift, in the data type: forward and backward evaluate it
+// with the same expressions so the fused activation's mask is rebuilt exactly.
+template <class T>
+T affine_scale(T gamma, T invstd) { return gamma * invstd; }
+template <class T>
+T affine_shift(T beta, T mean, T scale) { return beta - mean * scale; }
+
 // y = act(x * scale + shift) over channel c.
 template <class T>
-void normalise(const T* x, T* y, const Layout& L, int64_t c, double scale, double shift, BnActivation act) {
-  const T sc = T(scale), sh = T(shift), slope = T(act.slope);
+void normalise(const T* x, T* y, const Layout& L, int64_t c, T sc, T sh, BnActivation act) {
+  const T slope = T(act.slope);
   for (int64_t n = 0; n < L.N; ++n) {
     const T* in = x + L.at(n, c);
     T* out = y + L.at(n, c);
@@ -78,8 +85,7 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
       rv[c] = T((1 - momentum) * rv[c] + momentum * unbiased);
       sm[c] = T(mean);
       si[c] = T(invstd);
-      const double scale = g[c] * invstd, shift = b[c] - mean * scale;
-      normalise(xp, yp, L, c, scale, shift, act);
+      normalise(xp, yp, L, c, affine_scale(g[c], si[c]), affine_shift(b[c], sm[c], affine_scale(g[c], si[c])), act);
     }
   });
 }
@@ -96,8 +102,8 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
     const T *rm = running_mean.data<T>(), *rv = running_var.data<T>();
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < L.C; ++c) {
-      const double scale = g[c] / std::sqrt(double(rv[c]) + eps), shift = b[c] - rm[c] * scale;
-      normalise(xp, yp, L, c, scale, shift, act);
+      const T is = T(1.0 / std::sqrt(double(rv[c]) + eps));
+      normalise(xp, yp, L, c, affine_scale(g[c], is), affine_shift(b[c], rm[c], affine_scale(g[c], is)), act);
     }
   });
 }
@@ -106,16 +112,16 @@ namespace {
 // Gradient at the BN output for one element: through the fused activation when kLeaky (its mask
 // comes from the output's sign), else gy itself. Written as a select so loops stay branch-free.
 template <class T, bool kLeaky>
-inline T grad_pre(T gy, T y, T slope) {
-  if constexpr (kLeaky) return y > T(0) ? gy : gy * slope;
+inline T grad_pre(T gy, T x, T scale, T shift, T slope) {
+  if constexpr (kLeaky) return x * scale + shift > T(0) ? gy : gy * slope;
   return gy;
 }
 
 // Both passes stream through memory in storage order, (n, c) row after row: walking one channel
 // across the batch instead touches a new 4 KiB page every row and measured 3x slower.
 template <class T, bool kLeaky>
-void backward_impl(const T* xp, const T* yp, const T* gyp, const Layout& L, const T* mean,
-                   const T* invstd, const T* gamma, T slope, bool training, T* gxp, T* ggamma,
+void backward_impl(const T* xp, const T* gyp, const Layout& L, const T* mean, const T* invstd,
+                   const T* gamma, const T* beta, T slope, bool training, T* gxp, T* ggamma,
                    T* gbeta) {
   // Pass 1: per-channel sums of g and g*(x - mean); each (n, c) row in T (<= H*W terms), rows in
   // double, one partial array per thread, combined in a fixed order (deterministic).
@@ -128,12 +134,13 @@ void backward_impl(const T* xp, const T* yp, const T* gyp, const Layout& L, cons
       for (int64_t c = 0; c < L.C; ++c) {
         const T* __restrict x = xp + L.at(n, c);
         const T* __restrict g = gyp + L.at(n, c);
-        const T* __restrict y = kLeaky ? yp + L.at(n, c) : g;
         const T mu = mean[c];
+        const T sc = kLeaky ? affine_scale(gamma[c], invstd[c]) : T(0);
+        const T sh = kLeaky ? affine_shift(beta[c], mu, sc) : T(0);
         T row_g = 0, row_gx = 0;
 #pragma omp simd reduction(+ : row_g, row_gx)  // lets the FP sums vectorise (reassociation)
         for (int64_t i = 0; i < L.HW; ++i) {
-          const T gk = grad_pre<T, kLeaky>(g[i], y[i], slope);
+          const T gk = grad_pre<T, kLeaky>(g[i], x[i], sc, sh, slope);
           row_g += gk;
           row_gx += gk * (x[i] - mu);
         }
@@ -158,30 +165,31 @@ void backward_impl(const T* xp, const T* yp, const T* gyp, const Layout& L, cons
     const int64_t c = r % L.C;
     const T* __restrict x = xp + r * L.HW;
     const T* __restrict g = gyp + r * L.HW;
-    const T* __restrict y = kLeaky ? yp + r * L.HW : g;
     T* __restrict out = gxp + r * L.HW;
     const T mu = mean[c], is = invstd[c], k1 = gamma[c] * is;
+    const T sc = kLeaky ? affine_scale(gamma[c], is) : T(0);
+    const T sh = kLeaky ? affine_shift(beta[c], mu, sc) : T(0);
     const T mean_g = training ? T(sums[size_t(2 * c)] / M) : T(0);
     const T mean_gx = training ? T(sums[size_t(2 * c + 1)] * is / M) : T(0);
 #pragma omp simd
     for (int64_t i = 0; i < L.HW; ++i)
-      out[i] = k1 * (grad_pre<T, kLeaky>(g[i], y[i], slope) - mean_g - (x[i] - mu) * is * mean_gx);
+      out[i] = k1 * (grad_pre<T, kLeaky>(g[i], x[i], sc, sh, slope) - mean_g - (x[i] - mu) * is * mean_gx);
   }
 }
 }  // namespace
 
-void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                        const Tensor& invstd, const Tensor& y, const Tensor& gy, BnActivation act,
-                        bool training, Tensor* gx, Tensor& ggamma, Tensor& gbeta) {
+void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                        const Tensor& invstd, const Tensor& gy, BnActivation act, bool training,
+                        Tensor* gx, Tensor& ggamma, Tensor& gbeta) {
   dispatch_floating("batch_norm2d_backward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const Layout L(x);
-    const T* yp = act.leaky ? y.data<T>() : nullptr;
     T* gxp = gx ? gx->data<T>() : nullptr;
     auto run = [&](auto leaky) {
-      backward_impl<T, decltype(leaky)::value>(x.data<T>(), yp, gy.data<T>(), L, mean.data<T>(),
-                                               invstd.data<T>(), gamma.data<T>(), T(act.slope),
-                                               training, gxp, ggamma.data<T>(), gbeta.data<T>());
+      backward_impl<T, decltype(leaky)::value>(x.data<T>(), gy.data<T>(), L, mean.data<T>(),
+                                               invstd.data<T>(), gamma.data<T>(), beta.data<T>(),
+                                               T(act.slope), training, gxp, ggamma.data<T>(),
+                                               gbeta.data<T>());
     };
     if (act.leaky) run(std::true_type{});
     else run(std::false_type{});

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "kernels/cpu/blas.h"
+#include "kernels/distance.h"
 #include "kernels/losses.h"
 
 namespace cac::kernels::cpu {
@@ -65,6 +66,19 @@ void cac_loss_backward(const Tensor& d, const Tensor& labels, double lambda, con
       }
     }
   });
+}
+
+void cac_head_forward(const Tensor& z, const Tensor& centres, const Tensor& labels, double lambda,
+                      Tensor& d, Tensor& out) {
+  distance_forward(z, centres, d);
+  cac_loss_forward(d, labels, lambda, out);
+}
+
+void cac_head_backward(const Tensor& z, const Tensor& centres, const Tensor& d, const Tensor& labels,
+                       double lambda, const Tensor& gloss, Tensor* gz, Tensor* gc) {
+  Tensor gd = Tensor::empty(d.shape(), d.dtype(), d.device());
+  cac_loss_backward(d, labels, lambda, gloss, gd);
+  distance_backward(z, centres, d, gd, gz, gc);
 }
 
 void cross_entropy_forward(const Tensor& logits, const Tensor& labels, Tensor& out) {

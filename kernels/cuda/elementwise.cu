@@ -1,0 +1,142 @@
+// CUDA versions of kernels/elementwise.h (f32): grid-stride loops, one launch each.
+#include "core/rng.h"
+#include "kernels/cuda/common.cuh"
+#include "kernels/elementwise.h"
+
+namespace cac::kernels::cuda {
+
+namespace {
+constexpr int kThreads = 256;
+
+__global__ void leaky_fwd(const float* __restrict__ x, float* __restrict__ y, float s, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float v = x[i];
+    y[i] = v > 0.f ? v : v * s;
+  }
+}
+__global__ void leaky_bwd(const float* __restrict__ x, const float* __restrict__ g, float* __restrict__ gx,
+                          float s, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    gx[i] = x[i] > 0.f ? g[i] : g[i] * s;
+}
+__global__ void add_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ y,
+                           int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = a[i] + b[i];
+}
+__global__ void dropout_fwd(const float* __restrict__ x, float* __restrict__ y, float* __restrict__ mask,
+                            float p, float scale, uint64_t seed, uint64_t counter, int64_t hw, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t plane = i / hw;
+    // Same draw as the CPU twin: the mask is a pure function of (seed, counter, plane).
+    const float m = uniform_from_bits(hash3(seed, counter, uint64_t(plane))) < p ? 0.f : scale;
+    y[i] = x[i] * m;
+    if (i % hw == 0) mask[plane] = m;
+  }
+}
+__global__ void dropout_bwd(const float* __restrict__ g, const float* __restrict__ mask, float* __restrict__ gx,
+                            int64_t hw, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    gx[i] = g[i] * mask[i / hw];
+}
+// One warp per (n, c) plane.
+__global__ void gap_fwd(const float* __restrict__ x, float* __restrict__ y, int64_t planes, int64_t hw) {
+  const int64_t warp = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (warp >= planes) return;
+  float s = 0.f;
+  for (int64_t i = lane; i < hw; i += 32) s += x[warp * hw + i];
+  s = warp_sum(s);
+  if (lane == 0) y[warp] = s / float(hw);
+}
+__global__ void gap_bwd(const float* __restrict__ g, float* __restrict__ gx, int64_t hw, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    gx[i] = g[i / hw] / float(hw);
+}
+__global__ void sgd_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ buf,
+                           float lr, float momentum, float wd, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float d = g[i] + wd * p[i];
+    const float b = momentum * buf[i] + d;
+    buf[i] = b;
+    p[i] -= lr * b;
+  }
+}
+}  // namespace
+
+void leaky_relu_forward(const Tensor& x, double slope, Tensor& y) {
+  require_f32("leaky_relu", x);
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  leaky_fwd<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(x.data<float>(), y.data<float>(), float(slope), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void leaky_relu_backward(const Tensor& x, const Tensor& gy, double slope, Tensor& gx) {
+  require_f32("leaky_relu_backward", x);
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  leaky_bwd<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(x.data<float>(), gy.data<float>(),
+                                                               gx.data<float>(), float(slope), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void add_forward(const Tensor& a, const Tensor& b, Tensor& y) {
+  require_f32("add", a);
+  const int64_t n = a.numel();
+  if (n == 0) return;
+  add_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(a.data<float>(), b.data<float>(), y.data<float>(), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter, Tensor& y, Tensor& mask) {
+  require_f32("dropout2d", x);
+  const int64_t n = x.numel(), planes = x.dim(0) * x.dim(1);
+  if (n == 0) return;
+  const int64_t hw = n / planes;
+  dropout_fwd<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
+      x.data<float>(), y.data<float>(), mask.data<float>(), float(p), float(1.0 / (1.0 - p)), seed,
+      counter, hw, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void dropout2d_backward(const Tensor& gy, const Tensor& mask, Tensor& gx) {
+  require_f32("dropout2d_backward", gy);
+  const int64_t n = gy.numel();
+  if (n == 0) return;
+  dropout_bwd<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(gy.data<float>(), mask.data<float>(),
+                                                                 gx.data<float>(), n / mask.numel(), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void global_avg_pool_forward(const Tensor& x, Tensor& y) {
+  require_f32("global_avg_pool", x);
+  const int64_t planes = x.dim(0) * x.dim(1), hw = x.dim(2) * x.dim(3);
+  if (planes == 0) return;
+  const int blocks = int((planes * 32 + kThreads - 1) / kThreads);
+  gap_fwd<<<blocks, kThreads, 0, stream()>>>(x.data<float>(), y.data<float>(), planes, hw);
+  CUDA_CHECK_LAUNCH();
+}
+
+void global_avg_pool_backward(const Tensor& gy, Tensor& gx) {
+  require_f32("global_avg_pool_backward", gy);
+  const int64_t n = gx.numel();
+  if (n == 0) return;
+  gap_bwd<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(gy.data<float>(), gx.data<float>(),
+                                                             gx.dim(2) * gx.dim(3), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, double lr, double momentum,
+              double weight_decay) {
+  require_f32("sgd_step", values);
+  const int64_t n = values.numel();
+  if (n == 0) return;
+  // One launch over the whole parameter slab.
+  sgd_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
+      values.data<float>(), grads.data<float>(), momentum_buf.data<float>(), float(lr),
+      float(momentum), float(weight_decay), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace cac::kernels::cuda
