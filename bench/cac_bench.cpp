@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "bench/kernels.h"
 #include "core/cuda_runtime.h"
 #include "core/rng.h"
 #include "models/classifier32.h"
@@ -15,6 +16,7 @@ namespace {
 
 struct StepOptions {
   std::string device = "cpu";
+  bool tf32 = true;
   int batch = 128, channels = 3, size = 32, classes = 6, warmup = 2, iters = 10;
 };
 
@@ -27,6 +29,7 @@ int run_step(const StepOptions& o) {
       return 2;
     }
   }
+  if (dev == Device::CUDA) cuda::set_allow_tf32(o.tf32);
   Classifier32Config cfg;
   cfg.in_channels = o.channels;
   cfg.image_size = o.size;
@@ -49,10 +52,16 @@ int run_step(const StepOptions& o) {
   cuda::synchronize();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double ms = 1e3 * s / o.iters;
-  std::printf("classifier32 training step  device=%s  batch=%d  input=%dx%dx%d  %.2f ms/step  %.1f images/s"
+  std::printf("classifier32 training step  device=%s%s  batch=%d  input=%dx%dx%d  %.2f ms/step  %.1f images/s"
               "  (loss %.4f, %d timed steps after %d warm-up)\n",
-              o.device.c_str(), o.batch, o.size, o.size, o.channels, ms, 1e3 * o.batch / ms,
-              totals.means().loss, o.iters, o.warmup);
+              o.device.c_str(), dev == Device::CUDA ? (o.tf32 ? " (tf32 convs)" : " (fp32 convs)") : "",
+              o.batch, o.size, o.size, o.channels, ms, 1e3 * o.batch / ms, totals.means().loss, o.iters,
+              o.warmup);
+  if (dev == Device::CUDA) {
+    auto st = cuda::allocator_stats();
+    std::printf("device memory: peak %.1f MiB in tensors, %.1f MiB reserved, %zu cudaMalloc calls\n",
+                double(st.peak_in_use) / (1 << 20), double(st.reserved) / (1 << 20), st.device_allocations);
+  }
   return 0;
 }
 
@@ -70,9 +79,15 @@ int main(int argc, char** argv) {
   step->add_option("--classes", so.classes, "known classes")->check(CLI::Range(2, 1000))->capture_default_str();
   step->add_option("--warmup", so.warmup, "untimed steps first")->check(CLI::NonNegativeNumber)->capture_default_str();
   step->add_option("--iters", so.iters, "timed steps")->check(CLI::PositiveNumber)->capture_default_str();
+  step->add_flag("--tf32,!--no-tf32", so.tf32, "TF32 tensor cores for convolutions (PyTorch's default)")->capture_default_str();
+  bench::KernelOptions ko;
+  auto* kern = app.add_subcommand("kernels", "each hand-written CUDA kernel: check vs CPU twin, then time");
+  kern->add_option("--batch", ko.batch, "batch size of the activation shapes")->check(CLI::PositiveNumber)->capture_default_str();
+  kern->add_option("--iters", ko.iters, "timed runs per kernel (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     if (*step) return run_step(so);
+    if (*kern) return bench::run_kernels(ko);
   } catch (const cac::Error& e) {
     std::fprintf(stderr, "cac_bench: %s\n", e.what());
     return 1;

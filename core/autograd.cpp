@@ -1,5 +1,7 @@
 #include "core/autograd.h"
 
+#include "core/profiling.h"
+
 #include <unordered_map>
 #include <unordered_set>
 
@@ -74,6 +76,7 @@ void run_backward(const Tensor& root, const Tensor& grad_root) {
     if (found == grads.end()) continue;  // no gradient reached this node
     Tensor g = std::move(found->second);
     grads.erase(found);
+    CAC_NVTX_RANGE(node->name);  // one range per op's backward in Nsight Systems
     std::vector<Tensor> in_grads = node->backward(g, node->needs);
     for (size_t i = 0; i < node->edges.size(); ++i) {
       if (!node->needs[i]) continue;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/profiling.h"
 #include "layers/ops.h"
 
 namespace cac {
@@ -88,7 +89,10 @@ Conv2d::Conv2d(int in, int out, int kernel, int stride_, int pad_, bool with_bia
   weight = register_parameter("weight", Tensor::from_vector(w, {out, in, kernel, kernel}));
   if (with_bias) bias = register_parameter("bias", Tensor::zeros({out}));
 }
-Tensor Conv2d::forward(const Tensor& x) { return ops::conv2d(x, weight, bias, stride, pad); }
+Tensor Conv2d::forward(const Tensor& x) {
+  CAC_NVTX_RANGE("Conv2d.forward");
+  return ops::conv2d(x, weight, bias, stride, pad);
+}
 
 BatchNorm2d::BatchNorm2d(int channels, double momentum_, double eps_) : momentum(momentum_), eps(eps_) {
   weight = register_parameter("weight", Tensor::full({channels}, 1.0));
@@ -98,10 +102,12 @@ BatchNorm2d::BatchNorm2d(int channels, double momentum_, double eps_) : momentum
   num_batches_tracked = register_buffer("num_batches_tracked", Tensor::zeros({}, DType::I64));
 }
 Tensor BatchNorm2d::forward(const Tensor& x) {
+  CAC_NVTX_RANGE("BatchNorm2d.forward");
   if (is_training()) ++*num_batches_tracked.data<int64_t>();  // host-side, see Module::to
   return ops::batch_norm2d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }
 Tensor BatchNorm2d::forward_leaky_relu(const Tensor& x, double slope) {
+  CAC_NVTX_RANGE("BatchNorm2d+LeakyReLU.forward");
   if (is_training()) ++*num_batches_tracked.data<int64_t>();
   return ops::batch_norm2d_leaky_relu(x, weight, bias, running_mean, running_var, is_training(),
                                       slope, momentum, eps);
@@ -116,7 +122,10 @@ Linear::Linear(int in, int out, Generator& gen, double init_std) {
   weight = register_parameter("weight", Tensor::from_vector(w, {out, in}));
   bias = register_parameter("bias", Tensor::from_vector(b, {out}));
 }
-Tensor Linear::forward(const Tensor& x) { return ops::linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x) {
+  CAC_NVTX_RANGE("Linear.forward");
+  return ops::linear(x, weight, bias);
+}
 
 Tensor LeakyReLU::forward(const Tensor& x) { return ops::leaky_relu(x, slope); }
 Tensor ReLU::forward(const Tensor& x) { return ops::relu(x); }

@@ -1,6 +1,7 @@
 #include "models/training.h"
 
 #include "core/autograd.h"
+#include "core/profiling.h"
 #include "kernels/losses.h"
 #include "layers/ops.h"
 
@@ -80,11 +81,22 @@ void Trainer::accumulate(const Forward& f, const Tensor& labels, StepTotals& tot
 }
 
 void Trainer::step(const Tensor& images, const Tensor& labels, double lr, StepTotals& totals) {
+  CAC_NVTX_RANGE("train_step");
   model_->train();
   sgd_.zero_grad();
-  Forward f = forward_and_loss(images, labels);
-  f.loss.backward();
-  sgd_.step(lr);
+  Forward f;
+  {
+    CAC_NVTX_RANGE("forward");
+    f = forward_and_loss(images, labels);
+  }
+  {
+    CAC_NVTX_RANGE("backward");
+    f.loss.backward();
+  }
+  {
+    CAC_NVTX_RANGE("optimizer");
+    sgd_.step(lr);
+  }
   accumulate(f, labels, totals);
 }
 

@@ -1,0 +1,181 @@
+// cac_bench kernels: each hand-written CUDA kernel at the real classifier32 shapes, first checked
+// against its CPU twin, then timed with CUDA events (warm, and with the L2 flushed before each
+// run), reported in GB/s of the minimal traffic and as a fraction of the measured D2D copy rate.
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bench/kernels.h"
+#include "core/cuda_runtime.h"
+#include "core/rng.h"
+#include "kernels/batchnorm.h"
+#include "kernels/distance.h"
+#include "kernels/elementwise.h"
+#include "kernels/losses.h"
+#include "tests/op_cases.h"
+
+namespace cac::bench {
+
+namespace {
+
+Tensor randn(const Shape& s, uint64_t seed, double lo = 0, double hi = 0) {
+  Generator g(seed, 5);
+  std::vector<float> v(size_t(shape_numel(s)));
+  for (auto& x : v) x = float(hi > lo ? lo + (hi - lo) * g.uniform() : g.normal());
+  return Tensor::from_vector(v, s);
+}
+Tensor labels(int64_t B, int64_t K, uint64_t seed) {
+  Generator g(seed, 6);
+  std::vector<int64_t> v(size_t(B), 0);
+  for (auto& x : v) x = int64_t(g.below(uint64_t(K)));
+  return Tensor::from_vector(v, {B});
+}
+
+// Max over elements of |gpu - cpu| / (atol + rtol |cpu|): <= 1 passes.
+double worst(const Tensor& gpu, const Tensor& cpu, int64_t reduction) {
+  const testing::Tolerance tol = testing::f32_tolerance(reduction);
+  std::vector<double> a = gpu.to(DType::F64).to_vector<double>(), r = cpu.to(DType::F64).to_vector<double>();
+  double w = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double e = std::abs(a[i] - r[i]) / (tol.atol + tol.rtol * std::abs(r[i]));
+    w = std::max(w, std::isnan(e) ? 1e30 : e);
+  }
+  return w;
+}
+
+struct Row {
+  std::string name, shape;
+  int launches;
+  double bytes, check, warm_us, cold_us;
+};
+
+void print(const std::vector<Row>& rows, double copy_gbs) {
+  std::printf("\n%-34s %-18s %8s %10s %10s %9s %9s %8s\n", "kernel", "shape", "launches", "warm us",
+              "cold us", "GB/s", "of copy", "check");
+  for (const Row& r : rows) {
+    const double gbs = r.bytes > 0 ? r.bytes / (r.warm_us * 1e-6) / 1e9 : 0;
+    std::printf("%-34s %-18s %8d %10.2f %10.2f %9.0f %8.0f%% %8s\n", r.name.c_str(), r.shape.c_str(),
+                r.launches, r.warm_us, r.cold_us, gbs, r.bytes > 0 ? 100 * gbs / copy_gbs : 0.0,
+                r.check <= 1 ? "pass" : "FAIL");
+  }
+  std::printf("(GB/s counts the fewest bytes each kernel must move; 'of copy' compares with the "
+              "measured device-to-device copy, %.0f GB/s read+write; 'cold' flushes the L2 first)\n",
+              copy_gbs);
+}
+
+}  // namespace
+
+int run_kernels(const KernelOptions& o) {
+  std::string why;
+  if (!cuda::device_available(&why)) {
+    std::fprintf(stderr, "cac_bench kernels: no CUDA device (%s)\n", why.c_str());
+    return 2;
+  }
+  cuda::set_allow_tf32(false);
+  std::printf("device: %s\n", cuda::device_description().c_str());
+  const double copy_gbs = cuda::copy_bandwidth_gbs(size_t(1) << 30);
+  std::printf("device-to-device copy: %.0f GB/s (1 GiB, read + write)\n", copy_gbs);
+  std::vector<Row> rows;
+  auto time_both = [&](Row r, const std::function<void()>& fn) {
+    r.warm_us = 1e3 * cuda::time_ms(fn, 5, o.iters, false);
+    r.cold_us = 1e3 * cuda::time_ms(fn, 2, o.iters, true);
+    rows.push_back(r);
+  };
+  const kernels::BnActivation leaky{true, 0.2};
+
+  // ---- batch norm (+ LeakyReLU) at the conv2 activation shape ----------------------------------
+  for (bool fused : {false, true}) {
+    const kernels::BnActivation act = fused ? leaky : kernels::BnActivation{};
+    const Shape s{o.batch, 64, 32, 32};
+    const int64_t C = 64, n = shape_numel(s), M = n / C;
+    Tensor x = randn(s, 1), gy = randn(s, 2), gamma = randn({C}, 3, 0.5, 1.5), beta = randn({C}, 4);
+    Tensor rm_c = Tensor::zeros({C}), rv_c = Tensor::full({C}, 1.0), y_c = Tensor::empty(s);
+    Tensor m_c = Tensor::empty({C}), is_c = Tensor::empty({C});
+    kernels::cpu::batchnorm_forward_train(x, gamma, beta, rm_c, rv_c, 0.1, 1e-5, act, y_c, m_c, is_c);
+    Tensor xg = x.to(Device::CUDA), gyg = gy.to(Device::CUDA), gg = gamma.to(Device::CUDA), bg = beta.to(Device::CUDA);
+    Tensor rm = Tensor::zeros({C}, DType::F32, Device::CUDA), rv = Tensor::full({C}, 1.0, DType::F32, Device::CUDA);
+    Tensor y = Tensor::empty(s, DType::F32, Device::CUDA), m = Tensor::empty({C}, DType::F32, Device::CUDA),
+           is = Tensor::empty({C}, DType::F32, Device::CUDA);
+    kernels::batchnorm_forward_train(xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is);
+    const double check_f = std::max({worst(y, y_c, M), worst(m, m_c, M), worst(rv, rv_c, M)});
+    const std::string tag = fused ? "batchnorm+leaky" : "batchnorm";
+    time_both({tag + " forward (train)", "128x64x32x32", 2, 2.0 * n * 4, check_f, 0, 0},
+              [&] { kernels::batchnorm_forward_train(xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is); });
+    Tensor gx_c = Tensor::empty(s), ggam_c = Tensor::empty({C}), gbet_c = Tensor::empty({C});
+    kernels::cpu::batchnorm_backward(x, gamma, beta, m_c, is_c, gy, act, true, &gx_c, ggam_c, gbet_c);
+    Tensor gx = Tensor::empty(s, DType::F32, Device::CUDA), ggam = Tensor::empty({C}, DType::F32, Device::CUDA),
+           gbet = Tensor::empty({C}, DType::F32, Device::CUDA);
+    Tensor mc = m_c.to(Device::CUDA), isc = is_c.to(Device::CUDA);
+    kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet);
+    const double check_b = std::max({worst(gx, gx_c, M), worst(ggam, ggam_c, M), worst(gbet, gbet_c, M)});
+    time_both({tag + " backward", "128x64x32x32", 2, 3.0 * n * 4, check_b, 0, 0},
+              [&] { kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet); });
+    if (fused) {
+      Tensor ye_c = Tensor::empty(s), ye = Tensor::empty(s, DType::F32, Device::CUDA);
+      kernels::cpu::batchnorm_forward_eval(x, gamma, beta, m_c, rv_c, 1e-5, act, ye_c);
+      Tensor rvc = rv_c.to(Device::CUDA);
+      kernels::batchnorm_forward_eval(xg, gg, bg, mc, rvc, 1e-5, act, ye);
+      time_both({tag + " forward (eval)", "128x64x32x32", 1, 2.0 * n * 4, worst(ye, ye_c, 1), 0, 0},
+                [&] { kernels::batchnorm_forward_eval(xg, gg, bg, mc, rvc, 1e-5, act, ye); });
+    }
+  }
+
+  // ---- the CAC head: distance + loss forward and backward (2 launches) -------------------------
+  for (int K : {6, 20}) {
+    const int64_t B = o.batch;
+    Tensor z = randn({B, K}, 7), c = Tensor::zeros({K, K});
+    {
+      std::vector<float> eye(size_t(K) * K, 0.f);
+      for (int i = 0; i < K; ++i) eye[size_t(i) * K + i] = 10.f;
+      c = Tensor::from_vector(eye, {K, K});
+    }
+    Tensor y = labels(B, K, 8), gl = Tensor::full({}, 1.0);
+    Tensor d_c = Tensor::empty({B, K}), out_c = Tensor::empty({3}), gz_c = Tensor::empty({B, K}), gc_c = Tensor::empty({K, K});
+    kernels::cpu::cac_head_forward(z, c, y, 0.1, d_c, out_c);
+    kernels::cpu::cac_head_backward(z, c, d_c, y, 0.1, gl, &gz_c, &gc_c);
+    Tensor zg = z.to(Device::CUDA), cg = c.to(Device::CUDA), yg = y.to(Device::CUDA), glg = gl.to(Device::CUDA);
+    Tensor d = Tensor::empty({B, K}, DType::F32, Device::CUDA), out = Tensor::empty({3}, DType::F32, Device::CUDA);
+    Tensor gz = Tensor::empty({B, K}, DType::F32, Device::CUDA), gc = Tensor::empty({K, K}, DType::F32, Device::CUDA);
+    kernels::cac_head_forward(zg, cg, yg, 0.1, d, out);
+    kernels::cac_head_backward(zg, cg, d, yg, 0.1, glg, &gz, &gc);
+    const double check = std::max({worst(d, d_c, K), worst(out, out_c, B), worst(gz, gz_c, K), worst(gc, gc_c, B)});
+    time_both({"cac head fwd+bwd (dist+CAC loss)", fmt::format("B={} K={}", B, K), 2, 0, check, 0, 0}, [&] {
+      kernels::cac_head_forward(zg, cg, yg, 0.1, d, out);
+      kernels::cac_head_backward(zg, cg, d, yg, 0.1, glg, &gz, &gc);
+    });
+  }
+
+  // ---- elementwise, pooling, optimizer ---------------------------------------------------------------
+  {
+    const Shape s{o.batch, 64, 32, 32};
+    const int64_t n = shape_numel(s);
+    Tensor x = randn(s, 11), y_c = Tensor::empty(s), mask_c = Tensor::empty({s[0], s[1]});
+    Tensor xg = x.to(Device::CUDA), y = Tensor::empty(s, DType::F32, Device::CUDA),
+           mask = Tensor::empty({s[0], s[1]}, DType::F32, Device::CUDA);
+    kernels::cpu::leaky_relu_forward(x, 0.2, y_c);
+    kernels::leaky_relu_forward(xg, 0.2, y);
+    time_both({"leaky_relu forward", "128x64x32x32", 1, 2.0 * n * 4, worst(y, y_c, 1), 0, 0},
+              [&] { kernels::leaky_relu_forward(xg, 0.2, y); });
+    kernels::cpu::dropout2d_forward(x, 0.2, 5, 9, y_c, mask_c);
+    kernels::dropout2d_forward(xg, 0.2, 5, 9, y, mask);
+    time_both({"dropout2d forward", "128x64x32x32", 1, 2.0 * n * 4, std::max(worst(y, y_c, 1), worst(mask, mask_c, 1)), 0, 0},
+              [&] { kernels::dropout2d_forward(xg, 0.2, 5, 9, y, mask); });
+  }
+  {
+    const int64_t n = o.slab;
+    Tensor p = randn({n}, 12), g = randn({n}, 13), b = randn({n}, 14);
+    Tensor pg = p.to(Device::CUDA), gg = g.to(Device::CUDA), bg = b.to(Device::CUDA);
+    kernels::cpu::sgd_step(p, g, b, 0.01, 0.9, 5e-4);
+    kernels::sgd_step(pg, gg, bg, 0.01, 0.9, 5e-4);
+    const double check = std::max(worst(pg, p, 1), worst(bg, b, 1));
+    time_both({"sgd step (whole slab, 1 launch)", fmt::format("{} params", n), 1, 5.0 * n * 4, check, 0, 0},
+              [&] { kernels::sgd_step(pg, gg, bg, 0.01, 0.9, 5e-4); });
+  }
+  print(rows, copy_gbs);
+  for (const Row& r : rows)
+    if (r.check > 1) return 1;
+  return 0;
+}
+
+}  // namespace cac::bench

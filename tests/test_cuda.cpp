@@ -1,0 +1,208 @@
+// Mode 2 of the op-case table, plus GPU-only cases at the real shapes: every CUDA op against its
+// CPU twin (f32 both), a whole classifier32 training step GPU vs CPU, and the allocator's steady
+// state. All tests skip (never pass silently) when no CUDA device is present.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/autograd.h"
+#include "core/cuda_runtime.h"
+#include "layers/ops.h"
+#include "models/training.h"
+#include "tests/op_cases.h"
+
+namespace cac::testing {
+namespace {
+
+bool gpu_present(std::string* why) { return cuda::device_available(why); }
+
+#define REQUIRE_GPU()                                                   \
+  do {                                                                  \
+    std::string why_;                                                   \
+    if (!gpu_present(&why_)) GTEST_SKIP() << "no CUDA device: " << why_; \
+    cuda::set_allow_tf32(false); /* compare full float32 against the CPU twin */ \
+  } while (0)
+
+std::vector<Tensor> to_cuda(const std::vector<Tensor>& v) {
+  std::vector<Tensor> out;
+  for (const Tensor& t : v) {
+    Tensor g = t.to(Device::CUDA);
+    if (t.requires_grad()) g = g.clone().set_requires_grad(true);
+    out.push_back(g);
+  }
+  return out;
+}
+
+void expect_close(const Tensor& gpu, const Tensor& cpu, const Tolerance& tol, const std::string& what) {
+  ASSERT_EQ(gpu.shape(), cpu.shape()) << what;
+  std::vector<double> a = gpu.to(DType::F64).to_vector<double>();
+  std::vector<double> r = cpu.to(DType::F64).to_vector<double>();
+  int bad = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!tol.close(a[i], r[i]) && bad++ < 5)
+      ADD_FAILURE() << what << "[" << i << "]: gpu " << a[i] << " vs cpu " << r[i] << " (atol "
+                    << tol.atol << ", rtol " << tol.rtol << ")";
+  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << a.size() << " elements out of tolerance";
+}
+
+void compare_case(const OpCase& c) {
+  std::vector<Tensor> cpu_in = make_inputs(c, DType::F32, 31);
+  std::vector<Tensor> gpu_in = to_cuda(cpu_in);
+  Tensor y_cpu = c.run(cpu_in);
+  Tensor y_gpu = c.run(gpu_in);
+  ASSERT_EQ(y_gpu.device(), Device::CUDA) << c.name;
+  const Tolerance tol = f32_tolerance(c.reduction_length);
+  expect_close(y_gpu, y_cpu, tol, c.name + " output");
+  if (!needs_grad(y_cpu)) return;
+  Tensor r = projection_like(y_cpu, 5);
+  y_cpu.backward(r);
+  y_gpu.backward(r.to(Device::CUDA));
+  for (size_t i = 0; i < cpu_in.size(); ++i)
+    if (c.inputs[i].needs_grad)
+      expect_close(gpu_in[i].grad(), cpu_in[i].grad(), tol, c.name + " grad of input " + std::to_string(i));
+}
+
+class CudaVsCpu : public ::testing::TestWithParam<OpCase> {};
+TEST_P(CudaVsCpu, MatchesCpuTwin) {
+  REQUIRE_GPU();
+  compare_case(GetParam());
+}
+INSTANTIATE_TEST_SUITE_P(Ops, CudaVsCpu, ::testing::ValuesIn(op_cases()),
+                         [](const auto& info) { return info.param.name; });
+
+// ---- GPU-only cases: real classifier32/ResNet shapes, odd sizes, batch 1 ------------------------
+using V = std::vector<Tensor>;
+InputSpec in(Shape s, InputSpec::Kind k = InputSpec::Normal, bool grad = true) { return {std::move(s), k, grad, 0}; }
+InputSpec lab(int64_t B, int64_t K) { return {{B}, InputSpec::Labels, false, K}; }
+
+Tensor bn_leaky(const V& v) {
+  const int64_t C = v[0].dim(1);
+  Tensor rm = Tensor::zeros({C}, v[0].dtype(), v[0].device());
+  Tensor rv = Tensor::full({C}, 1.0, v[0].dtype(), v[0].device());
+  Tensor y = ops::batch_norm2d_leaky_relu(v[0], v[1], v[2], rm, rv, true, 0.2);
+  return y;
+}
+Tensor bn_plain(const V& v) {
+  const int64_t C = v[0].dim(1);
+  Tensor rm = Tensor::zeros({C}, v[0].dtype(), v[0].device());
+  Tensor rv = Tensor::full({C}, 1.0, v[0].dtype(), v[0].device());
+  return ops::batch_norm2d(v[0], v[1], v[2], rm, rv, true);
+}
+OpCase conv(const std::string& name, Shape x, Shape w, int stride, int pad) {
+  OpCase c{name, {in(x), in(w)}, [stride, pad](const V& v) { return ops::conv2d(v[0], v[1], Tensor(), stride, pad); },
+           std::max<int64_t>(x[0] * x[2] * x[3], w[1] * w[2] * w[3])};
+  return c;
+}
+
+std::vector<OpCase> real_shape_cases() {
+  std::vector<OpCase> cs;
+  cs.push_back({"bn_leaky_conv2_shape_128x64x32x32", {in({128, 64, 32, 32}), in({64}), in({64})}, bn_leaky, 128 * 1024});
+  cs.push_back({"bn_leaky_batch1_1x64x32x32", {in({1, 64, 32, 32}), in({64}), in({64})}, bn_leaky, 1024});
+  cs.push_back({"bn_odd_3x5x7x9", {in({3, 5, 7, 9}), in({5}), in({5})}, bn_plain, 189});
+  cs.push_back({"bn_leaky_resnet_128x512x4x4", {in({128, 512, 4, 4}), in({512}), in({512})}, bn_leaky, 2048});
+  cs.push_back({"distance_128x6", {in({128, 6}), in({6, 6})}, [](const V& v) { return ops::pairwise_distance(v[0], v[1]); }, 128});
+  cs.push_back({"distance_1000x20", {in({1000, 20}), in({20, 20})}, [](const V& v) { return ops::pairwise_distance(v[0], v[1]); }, 1000});
+  cs.push_back({"cac_head_128x6", {in({128, 6}), in({6, 6}), lab(128, 6)}, [](const V& v) { return ops::cac_head(v[0], v[1], v[2], 0.1).loss; }, 128});
+  cs.push_back({"cac_head_batch1_20", {in({1, 20}), in({20, 20}), lab(1, 20)}, [](const V& v) { return ops::cac_head(v[0], v[1], v[2], 0.1).loss; }, 20});
+  cs.push_back({"cac_head_300x20", {in({300, 20}), in({20, 20}), lab(300, 20)}, [](const V& v) { return ops::cac_head(v[0], v[1], v[2], 0.1).loss; }, 300});
+  cs.push_back({"cac_loss_128x6", {in({128, 6}, InputSpec::Positive), lab(128, 6)}, [](const V& v) { return ops::cac_loss(v[0], v[1], 0.1).loss; }, 128});
+  cs.push_back({"cross_entropy_128x10", {in({128, 10}), lab(128, 10)}, [](const V& v) { return ops::cross_entropy(v[0], v[1]); }, 128});
+  cs.push_back({"open_set_score_257x20", {in({257, 20}, InputSpec::Positive)}, [](const V& v) { return ops::open_set_score(v[0]); }, 20});
+  cs.push_back(conv("conv1_4x3x32x32", {4, 3, 32, 32}, {64, 3, 3, 3}, 1, 1));
+  cs.push_back(conv("conv3_s2_4x64x32x32", {4, 64, 32, 32}, {128, 64, 3, 3}, 2, 1));
+  cs.push_back(conv("conv9_s2_4x128x8x8", {4, 128, 8, 8}, {128, 128, 3, 3}, 2, 1));
+  cs.push_back(conv("resnet_shortcut_1x1_s2", {4, 64, 32, 32}, {128, 64, 1, 1}, 2, 0));
+  cs.push_back({"linear_128x2048_to_6", {in({128, 2048}), in({6, 2048}), in({6})}, [](const V& v) { return ops::linear(v[0], v[1], v[2]); }, 2048});
+  cs.push_back({"leaky_odd_1000003", {in({1000003})}, [](const V& v) { return ops::leaky_relu(v[0], 0.2); }});
+  cs.push_back({"add_odd_1000003", {in({1000003}), in({1000003})}, [](const V& v) { return ops::add(v[0], v[1]); }});
+  cs.push_back({"dropout_128x64x32x32", {in({128, 64, 32, 32})}, [](const V& v) { return ops::dropout2d(v[0], 0.2, true, 99, 3); }});
+  cs.push_back({"gap_resnet_128x512x4x4", {in({128, 512, 4, 4})}, [](const V& v) { return ops::global_avg_pool(v[0]); }, 16});
+  return cs;
+}
+
+class CudaRealShapes : public ::testing::TestWithParam<OpCase> {};
+TEST_P(CudaRealShapes, MatchesCpuTwin) {
+  REQUIRE_GPU();
+  compare_case(GetParam());
+}
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaRealShapes, ::testing::ValuesIn(real_shape_cases()),
+                         [](const auto& info) { return info.param.name; });
+
+// ---- a whole classifier32 training step, GPU vs CPU ---------------------------------------------
+TEST(CudaStep, Classifier32StepMatchesCpu) {
+  REQUIRE_GPU();
+  Classifier32Config cfg;  // 32x32x3, dropout 0.2: the masks are the same function on both sides
+  auto cpu_model = make_classifier32(cfg, 6, 10.0, false);
+  auto gpu_model = make_classifier32(cfg, 6, 10.0, false);
+  gpu_model->to(Device::CUDA);
+  Trainer cpu(cpu_model, Method::CAC, 0.1, 0.9, 5e-4), gpu(gpu_model, Method::CAC, 0.1, 0.9, 5e-4);
+  Generator gen(8);
+  const int B = 8;
+  std::vector<float> xv(size_t(B) * 3 * 32 * 32);
+  for (auto& v : xv) v = float(gen.normal());
+  std::vector<int64_t> yv(size_t(B), 0);
+  for (auto& v : yv) v = int64_t(gen.below(6));
+  Tensor x = Tensor::from_vector(xv, {B, 3, 32, 32}), y = Tensor::from_vector(yv, {B});
+  StepTotals tc, tg;
+  tc.reset(DType::F32, Device::CPU);
+  tg.reset(DType::F32, Device::CUDA);
+  cpu.step(x, y, 0.01, tc);
+  gpu.step(x.to(Device::CUDA), y.to(Device::CUDA), 0.01, tg);
+  // Longest chain: conv1's weight gradient sums B*H*W terms per layer, through 9 layers.
+  const Tolerance tol = f32_tolerance(int64_t(B) * 32 * 32 * 9);
+  expect_close(tg.loss_parts, tc.loss_parts, tol, "loss parts");
+  auto named_cpu = cpu_model->named_parameters(), named_gpu = gpu_model->named_parameters();
+  ASSERT_EQ(named_cpu.size(), named_gpu.size());
+  for (size_t i = 0; i < named_cpu.size(); ++i) {
+    const auto& [name, pc] = named_cpu[i];
+    if (!pc.requires_grad()) continue;
+    // Gradients scale with the layer; tolerate relative to each tensor's largest element.
+    std::vector<double> ref = pc.grad().to(DType::F64).to_vector<double>();
+    double mx = 0;
+    for (double v : ref) mx = std::max(mx, std::abs(v));
+    expect_close(named_gpu[i].second.grad(), pc.grad(), Tolerance{tol.atol * mx, tol.rtol}, name + ".grad");
+  }
+  for (auto& [name, buf] : cpu_model->named_buffers())
+    if (buf.dtype() == DType::F32)
+      for (auto& [gname, gbuf] : gpu_model->named_buffers())
+        if (gname == name) expect_close(gbuf, buf, tol, name);
+}
+
+TEST(CudaAllocator, NoDeviceMallocInSteadyState) {
+  REQUIRE_GPU();
+  Classifier32Config cfg;
+  auto model = make_classifier32(cfg, 6, 10.0, false);
+  model->to(Device::CUDA);
+  Trainer t(model, Method::CAC, 0.1, 0.9, 5e-4);
+  Tensor x = Tensor::full({32, 3, 32, 32}, 0.5).to(Device::CUDA);
+  Tensor y = Tensor::zeros({32}, DType::I64).to(Device::CUDA);
+  StepTotals tot;
+  tot.reset(DType::F32, Device::CUDA);
+  for (int i = 0; i < 3; ++i) t.step(x, y, 0.01, tot);
+  cuda::synchronize();
+  const size_t before = cuda::allocator_stats().device_allocations;
+  for (int i = 0; i < 5; ++i) t.step(x, y, 0.01, tot);
+  cuda::synchronize();
+  EXPECT_EQ(cuda::allocator_stats().device_allocations, before);
+  EXPECT_GT(cuda::allocator_stats().peak_in_use, 0u);
+}
+
+TEST(CudaErrors, KernelsRejectFloat64WithAClearMessage) {
+  REQUIRE_GPU();
+  Tensor x = Tensor::zeros({4}, DType::F64).to(Device::CUDA);
+  try {
+    ops::leaky_relu(x, 0.2);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("f32"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaErrors, MixedDevicesAreRejected) {
+  REQUIRE_GPU();
+  Tensor a = Tensor::zeros({4}), b = Tensor::zeros({4}).to(Device::CUDA);
+  EXPECT_THROW(ops::add(a, b), Error);
+}
+
+}  // namespace
+}  // namespace cac::testing
