@@ -32,8 +32,8 @@ void memset_zero(void* dst, size_t bytes);
 void accumulate(const Tensor& dst, const Tensor& src);  // dst += src, f32 or f64
 void synchronize();
 
-// TF32 tensor cores for cuDNN convolutions and cuBLAS GEMMs (PyTorch's default for convolutions).
-// Tests turn it off to compare against the float32 CPU twins.
+// TF32 tensor cores for cuDNN convolutions (on by default, as in PyTorch); cuBLAS GEMMs stay
+// float32. Tests turn it off to compare against the float32 CPU twins.
 void set_allow_tf32(bool on);
 bool allow_tf32();
 

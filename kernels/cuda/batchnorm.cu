@@ -6,6 +6,9 @@
 // and updates the running statistics (unbiased variance, momentum). (2) y = act(x*scale + shift),
 // 16-byte loads and stores. Backward = 2 launches of the same shape: per-channel sums of g and
 // g*(x - mean) (last block finalises dgamma/dbeta and the two coefficients of dx), then dx.
+#include <cstdint>
+#include <initializer_list>
+
 #include "core/cuda_runtime.h"
 #include "kernels/batchnorm.h"
 #include "kernels/cuda/common.cuh"
@@ -76,14 +79,14 @@ __device__ bool arrive_last(int* counters, int c, int splits) {
 }
 
 // ---- forward statistics ---------------------------------------------------------------------------
-__global__ void bn_stats(const float* __restrict__ x, int N, int C, int HW, int splits,
+__global__ void bn_stats(const float* __restrict__ x, bool vec4, int N, int C, int HW, int splits,
                          float* __restrict__ partial, int* __restrict__ counters, float momentum,
                          float eps, float* __restrict__ running_mean, float* __restrict__ running_var,
                          float* __restrict__ save_mean, float* __restrict__ save_invstd) {
   const int c = blockIdx.y, s = blockIdx.x;
   const int n0 = int(int64_t(s) * N / splits), n1 = int(int64_t(s + 1) * N / splits);
   Welford w{0.f, 0.f, 0.f};
-  if (HW % 4 == 0) {
+  if (vec4) {
     // Four values at a time: their own mean and m2, merged into the running Welford state.
     const int64_t quads = int64_t(n1 - n0) * HW / 4;
     for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
@@ -141,7 +144,7 @@ __device__ __forceinline__ float act_fn(float v, bool leaky, float slope) {
 
 // kEval: `stat` is the running variance (invstd computed here); else the saved invstd.
 template <bool kEval>
-__global__ void bn_apply(const float* __restrict__ x, float* __restrict__ y,
+__global__ void bn_apply(const float* __restrict__ x, float* __restrict__ y, bool vec4,
                          const float* __restrict__ gamma, const float* __restrict__ beta,
                          const float* __restrict__ mean, const float* __restrict__ stat, float eps,
                          bool leaky, float slope, int C, int HW, int64_t total) {
@@ -151,7 +154,7 @@ __global__ void bn_apply(const float* __restrict__ x, float* __restrict__ y,
     shift = beta[c] - mean[c] * scale;
   };
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  if (HW % 4 == 0) {
+  if (vec4) {
     for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < total / 4; q += stride) {
       const int c = int((q * 4 / HW) % C);
       float scale, shift;
@@ -191,7 +194,7 @@ __device__ __forceinline__ float grad_pre(float g, float x, const BwdCoeffs& k, 
   return (!leaky || x * k.scale + k.shift > 0.f) ? g : g * slope;
 }
 
-__global__ void bn_bwd_reduce(const float* __restrict__ x, const float* __restrict__ gy,
+__global__ void bn_bwd_reduce(const float* __restrict__ x, const float* __restrict__ gy, bool vec4,
                               const float* __restrict__ gamma, const float* __restrict__ beta,
                               const float* __restrict__ mean, const float* __restrict__ invstd,
                               bool leaky, float slope, bool training, int N, int C, int HW,
@@ -203,7 +206,7 @@ __global__ void bn_bwd_reduce(const float* __restrict__ x, const float* __restri
   const int n0 = int(int64_t(s) * N / splits), n1 = int(int64_t(s + 1) * N / splits);
   const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
   float sg = 0.f, sgx = 0.f;  // sums of g and g*(x - mean) over this thread's elements
-  if (HW % 4 == 0) {
+  if (vec4) {
     const int64_t quads = int64_t(n1 - n0) * HW / 4;
     for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
       const int64_t e = q * 4;
@@ -244,14 +247,14 @@ __global__ void bn_bwd_reduce(const float* __restrict__ x, const float* __restri
   counters[c] = 0;
 }
 
-__global__ void bn_bwd_dx(const float* __restrict__ x, const float* __restrict__ gy,
+__global__ void bn_bwd_dx(const float* __restrict__ x, const float* __restrict__ gy, bool vec4,
                           const float* __restrict__ gamma, const float* __restrict__ beta,
                           const float* __restrict__ mean, const float* __restrict__ invstd,
                           const float* __restrict__ coef, bool leaky, float slope, int C, int HW,
                           int64_t total, float* __restrict__ gx) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   // dx = gamma*invstd * (g - mean(g) - xhat * mean(g*xhat)); the means are 0 in eval mode.
-  if (HW % 4 == 0) {
+  if (vec4) {
     for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < total / 4; q += stride) {
       const int c = int((q * 4 / HW) % C);
       const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
@@ -285,7 +288,14 @@ Shape4 shape_of(const Tensor& x) {
             kMaxChannels);
   return s;
 }
-int apply_grid(int64_t total, int HW) { return grid_for(HW % 4 == 0 ? total / 4 : total, kThreads); }
+// 16-byte loads need whole float4s per plane and 16-byte aligned bases (views may be offset).
+bool vec4_ok(int HW, std::initializer_list<const void*> ptrs) {
+  if (HW % 4 != 0) return false;
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
+int apply_grid(int64_t total, bool vec4) { return grid_for(vec4 ? total / 4 : total, kThreads); }
 }  // namespace
 
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -295,14 +305,15 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   const Shape4 s = shape_of(x);
   if (s.total == 0) return;
   const int splits = splits_for(s.N, s.C);
+  const bool vec4 = vec4_ok(s.HW, {x.raw(), y.raw()});
   Tensor partial = Tensor::empty({s.C, splits, 3}, DType::F32, Device::CUDA);
   bn_stats<<<dim3(splits, s.C), kThreads, 0, stream()>>>(
-      x.data<float>(), s.N, s.C, s.HW, splits, partial.data<float>(), channel_counters(),
+      x.data<float>(), vec4, s.N, s.C, s.HW, splits, partial.data<float>(), channel_counters(),
       float(momentum), float(eps), running_mean.data<float>(), running_var.data<float>(),
       save_mean.data<float>(), save_invstd.data<float>());
   CUDA_CHECK_LAUNCH();
-  bn_apply<false><<<apply_grid(s.total, s.HW), kThreads, 0, stream()>>>(
-      x.data<float>(), y.data<float>(), gamma.data<float>(), beta.data<float>(), save_mean.data<float>(),
+  bn_apply<false><<<apply_grid(s.total, vec4), kThreads, 0, stream()>>>(
+      x.data<float>(), y.data<float>(), vec4, gamma.data<float>(), beta.data<float>(), save_mean.data<float>(),
       save_invstd.data<float>(), float(eps), act.leaky, float(act.slope), s.C, s.HW, s.total);
   CUDA_CHECK_LAUNCH();
 }
@@ -313,8 +324,9 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
   require_f32("batch_norm2d", x);
   const Shape4 s = shape_of(x);
   if (s.total == 0) return;
-  bn_apply<true><<<apply_grid(s.total, s.HW), kThreads, 0, stream()>>>(
-      x.data<float>(), y.data<float>(), gamma.data<float>(), beta.data<float>(),
+  const bool vec4 = vec4_ok(s.HW, {x.raw(), y.raw()});
+  bn_apply<true><<<apply_grid(s.total, vec4), kThreads, 0, stream()>>>(
+      x.data<float>(), y.data<float>(), vec4, gamma.data<float>(), beta.data<float>(),
       running_mean.data<float>(), running_var.data<float>(), float(eps), act.leaky, float(act.slope),
       s.C, s.HW, s.total);
   CUDA_CHECK_LAUNCH();
@@ -329,15 +341,16 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
   const int splits = splits_for(s.N, s.C);
   Tensor partial = Tensor::empty({s.C, splits, 2}, DType::F64, Device::CUDA);
   Tensor coef = Tensor::empty({s.C, 2}, DType::F32, Device::CUDA);
+  const bool vec4 = vec4_ok(s.HW, {x.raw(), gy.raw(), gx ? gx->raw() : nullptr});
   bn_bwd_reduce<<<dim3(splits, s.C), kThreads, 0, stream()>>>(
-      x.data<float>(), gy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
+      x.data<float>(), gy.data<float>(), vec4, gamma.data<float>(), beta.data<float>(), mean.data<float>(),
       invstd.data<float>(), act.leaky, float(act.slope), training, s.N, s.C, s.HW, splits,
       partial.data<double>(), channel_counters(), ggamma.data<float>(), gbeta.data<float>(),
       coef.data<float>());
   CUDA_CHECK_LAUNCH();
   if (!gx) return;
-  bn_bwd_dx<<<apply_grid(s.total, s.HW), kThreads, 0, stream()>>>(
-      x.data<float>(), gy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
+  bn_bwd_dx<<<apply_grid(s.total, vec4), kThreads, 0, stream()>>>(
+      x.data<float>(), gy.data<float>(), vec4, gamma.data<float>(), beta.data<float>(), mean.data<float>(),
       invstd.data<float>(), coef.data<float>(), act.leaky, float(act.slope), s.C, s.HW, s.total,
       gx->data<float>());
   CUDA_CHECK_LAUNCH();

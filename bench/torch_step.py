@@ -1,0 +1,79 @@
+"""The same classifier32 CAC training step in PyTorch, for comparison with `cac_bench step`.
+
+Usage: python3 bench/torch_step.py [--batch 128] [--channels 3] [--iters 50] [--no-tf32]
+cudnn.benchmark is on (like cac's per-shape algorithm search); TF32 convolutions follow PyTorch's
+default (on), matching cac_bench's default.
+"""
+import argparse
+
+import torch
+import torch.nn as nn
+
+
+class Classifier32(nn.Module):
+    def __init__(self, channels=3, classes=6, dropout=0.2):
+        super().__init__()
+        spec = [(channels, 64, 1), (64, 64, 1), (64, 128, 2), (128, 128, 1), (128, 128, 1),
+                (128, 128, 2), (128, 128, 1), (128, 128, 1), (128, 128, 2)]
+        layers = []
+        for i, (cin, cout, stride) in enumerate(spec):
+            layers += [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)]
+            if i % 3 == 2:
+                layers.append(nn.Dropout2d(dropout))
+        self.encoder = nn.Sequential(*layers, nn.Flatten())
+        self.classify = nn.Linear(128 * 4 * 4, classes)
+        self.register_buffer("anchors", torch.diag(torch.full((classes,), 10.0)))
+
+    def forward(self, x):
+        z = self.classify(self.encoder(x))
+        d = torch.cdist(z, self.anchors)
+        return z, d
+
+
+def cac_loss(d, y, lam=0.1):
+    dy = d.gather(1, y[:, None]).squeeze(1)
+    tuplet = dy + torch.logsumexp(-d, dim=1)
+    return (tuplet + lam * dy).mean()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--iters", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--no-tf32", action="store_true")
+    a = p.parse_args()
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = not a.no_tf32
+    dev = torch.device("cuda")
+    net = Classifier32(a.channels).to(dev)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(a.batch, a.channels, 32, 32, device=dev)
+    y = torch.randint(0, 6, (a.batch,), device=dev)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        _, d = net(x)
+        loss = cac_loss(d, y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(a.warmup):
+        step()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(a.iters):
+        loss = step()
+    stop.record()
+    torch.cuda.synchronize()
+    ms = start.elapsed_time(stop) / a.iters
+    print(f"pytorch {torch.__version__} classifier32 training step  batch={a.batch}  input=32x32x{a.channels}"
+          f"  {'tf32' if not a.no_tf32 else 'fp32'} convs  {ms:.2f} ms/step  {1e3 * a.batch / ms:.1f} images/s"
+          f"  (loss {loss.item():.4f}, {a.iters} timed steps after {a.warmup} warm-up)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# GPU verification on a machine with an NVIDIA GPU and no package registry:
+# configure for sm_90, build, run the cuda-labelled tests (and the rest), compute-sanitizer
+# (memcheck + racecheck) over the hand-written kernels' tests, both benchmarks and the PyTorch
+# comparison; results and logs go to OUT_DIR (summary.txt is the short version).
+#
+#   scripts/gpu-check.sh OUT_DIR
+#
+# Build dependencies: if .deps/*.deb exist (made with `apt-get download` on a Debian machine, see
+# docs/profiling.md) they are unpacked with dpkg -x into .deps/prefix and used from there.
+set -uo pipefail
+out=$(realpath -m "${1:?usage: scripts/gpu-check.sh OUT_DIR}")
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+summary="$out/summary.txt"
+: >"$summary"
+say() { echo "$*" | tee -a "$summary"; }
+step_time() { date +%s; }
+t0=$(step_time)
+
+prefix=$PWD/.deps/prefix
+if ls .deps/*.deb >/dev/null 2>&1; then
+  mkdir -p "$prefix"
+  for f in .deps/*.deb; do dpkg -x "$f" "$prefix"; done
+  export CMAKE_PREFIX_PATH=$prefix/usr
+  export LD_LIBRARY_PATH=$prefix/usr/lib/x86_64-linux-gnu:$prefix/usr/lib/x86_64-linux-gnu/openblas-openmp:${LD_LIBRARY_PATH:-}
+fi
+cudnn_flag=()
+if [[ ! -f /usr/local/cuda/include/cudnn.h ]]; then
+  hdr=$(find / -name cudnn.h -path '*include*' -not -path '/proc/*' 2>/dev/null | head -1)
+  if [[ -n "$hdr" ]]; then
+    root=$(dirname "$(dirname "$hdr")")
+    cudnn_flag=(-DCUDNN_ROOT="$root")
+    export LD_LIBRARY_PATH=$root/lib:${LD_LIBRARY_PATH:-}
+  fi
+fi
+export PATH=/usr/local/cuda/bin:$PATH
+say "== gpu-check $(date -u +%FT%TZ)"
+say "device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
+say "nvcc: $(nvcc --version | tail -1)"
+say "cuDNN: ${cudnn_flag[*]:-with the toolkit}"
+
+build=build-gpu
+if ! cmake -S . -B $build -G Ninja -DCAC_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_BUILD_TYPE=Release \
+    "${cudnn_flag[@]}" >"$out/configure.log" 2>&1; then
+  say "configure: FAILED (configure.log)"; tail -30 "$out/configure.log"; exit 1
+fi
+if ! cmake --build $build -j "$(nproc)" >"$out/build.log" 2>&1; then
+  say "build: FAILED (build.log)"; grep -E "error" "$out/build.log" | head -20; exit 1
+fi
+say "build: ok ($(( $(step_time) - t0 )) s since start)"
+
+timeout 240 ctest --test-dir $build -L cuda --output-on-failure -j 4 >"$out/ctest-cuda.log" 2>&1
+say "ctest -L cuda: $(grep -E 'tests passed|tests failed' "$out/ctest-cuda.log" | tail -1)"
+grep -E "\(Failed\)|\(SEGFAULT\)|\(Timeout\)|Skipped" "$out/ctest-cuda.log" | head -20 | tee -a "$summary"
+timeout 120 ctest --test-dir $build -L cpu -j 8 >"$out/ctest-cpu.log" 2>&1
+say "ctest -L cpu: $(grep -E 'tests passed|tests failed' "$out/ctest-cpu.log" | tail -1)"
+
+# The sanitizer runs cover the hand-written kernels (cuDNN/cuBLAS internals are not ours).
+filter='Ops/*:Shapes/*:-*conv*:*linear*'
+for tool in memcheck racecheck; do
+  timeout 150 compute-sanitizer --tool $tool --error-exitcode 99 $build/tests/test_cuda \
+    --gtest_filter="$filter" >"$out/sanitizer-$tool.log" 2>&1
+  rc=$?
+  say "compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer-$tool.log" | tail -1)"
+done
+
+say ""
+say "== cac_bench kernels"
+timeout 180 $build/bench/cac_bench kernels >"$out/bench-kernels.txt" 2>&1
+tee -a "$summary" <"$out/bench-kernels.txt" | tail -25
+say ""
+say "== training step, batch 128, 32x32x3"
+{
+  timeout 120 $build/bench/cac_bench step --device cuda --channels 3 --iters 50 --warmup 10
+  timeout 120 $build/bench/cac_bench step --device cuda --channels 3 --iters 50 --warmup 10 --no-tf32
+  timeout 120 python3 bench/torch_step.py --channels 3
+  timeout 120 python3 bench/torch_step.py --channels 3 --no-tf32
+} >"$out/bench-step.txt" 2>&1
+tee -a "$summary" <"$out/bench-step.txt"
+say "total: $(( $(step_time) - t0 )) s"
