@@ -30,9 +30,9 @@ int* channel_counters() {
   return static_cast<int*>(block->data);
 }
 
-// Enough (split, channel) blocks to fill the GPU a few times, each with a whole number of images.
+// Enough (split, channel) blocks to fill the GPU several times, each with a whole number of images.
 int splits_for(int N, int C) {
-  const int want = std::max(1, 4 * cac::cuda::sm_count() / std::max(C, 1));
+  const int want = std::max(1, 8 * cac::cuda::sm_count() / std::max(C, 1));
   return std::max(1, std::min({want, N, 64}));
 }
 
@@ -78,35 +78,56 @@ __device__ bool arrive_last(int* counters, int c, int splits) {
   return last;
 }
 
+// Visits this block's part of channel c over images [n0, n1) in units of V floats, with no
+// division in the loop (row/column counters step by blockDim).
+template <int V, class F>
+__device__ __forceinline__ void for_channel_slice(int n0, int n1, int C, int c, int HW, F&& f) {
+  const int upr = HW / V, total = (n1 - n0) * upr;
+  int r = int(threadIdx.x) / upr, col = int(threadIdx.x) % upr;
+  const int step_r = int(blockDim.x) / upr, step_c = int(blockDim.x) % upr;
+#pragma unroll 4
+  for (int u = threadIdx.x; u < total; u += blockDim.x) {
+    f((int64_t(n0 + r) * C + c) * HW + int64_t(col) * V);
+    col += step_c;
+    r += step_r;
+    if (col >= upr) {
+      col -= upr;
+      ++r;
+    }
+  }
+}
+
 // ---- forward statistics ---------------------------------------------------------------------------
-__global__ void bn_stats(const float* __restrict__ x, bool vec4, int N, int C, int HW, int splits,
+// Each thread sums x - shift and (x - shift)^2 with shift = a value of the channel (centring the
+// sums keeps the variance from cancelling); threads, blocks and slices then merge as Welford
+// states with Chan's formula, the slices in double.
+template <int V>
+__global__ void bn_stats(const float* __restrict__ x, int N, int C, int HW, int splits,
                          float* __restrict__ partial, int* __restrict__ counters, float momentum,
                          float eps, float* __restrict__ running_mean, float* __restrict__ running_var,
                          float* __restrict__ save_mean, float* __restrict__ save_invstd) {
   const int c = blockIdx.y, s = blockIdx.x;
   const int n0 = int(int64_t(s) * N / splits), n1 = int(int64_t(s + 1) * N / splits);
+  const float shift = __ldg(x + int64_t(c) * HW);
+  float sum = 0.f, sq = 0.f;
+  int count = 0;
+  for_channel_slice<V>(n0, n1, C, c, HW, [&](int64_t off) {
+    if constexpr (V == 4) {
+      const float4 v = __ldg(reinterpret_cast<const float4*>(x + off));
+      const float a = v.x - shift, b = v.y - shift, cc = v.z - shift, d = v.w - shift;
+      sum += (a + b) + (cc + d);
+      sq += (a * a + b * b) + (cc * cc + d * d);
+    } else {
+      const float a = __ldg(x + off) - shift;
+      sum += a;
+      sq += a * a;
+    }
+    count += V;
+  });
   Welford w{0.f, 0.f, 0.f};
-  if (vec4) {
-    // Four values at a time: their own mean and m2, merged into the running Welford state.
-    const int64_t quads = int64_t(n1 - n0) * HW / 4;
-    for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
-      const int64_t e = q * 4;
-      const int n = n0 + int(e / HW), i = int(e % HW);
-      const float4 v = *reinterpret_cast<const float4*>(x + (int64_t(n) * C + c) * HW + i);
-      const float m4 = 0.25f * (v.x + v.y + v.z + v.w);
-      const float a = v.x - m4, b = v.y - m4, cc = v.z - m4, d = v.w - m4;
-      w = merge(w, Welford{4.f, m4, a * a + b * b + cc * cc + d * d});
-    }
-  } else {
-    const int64_t count = int64_t(n1 - n0) * HW;
-    for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
-      const int n = n0 + int(e / HW), i = int(e % HW);
-      const float v = x[(int64_t(n) * C + c) * HW + i];
-      w.n += 1.f;
-      const float delta = v - w.mean;
-      w.mean += delta / w.n;
-      w.m2 += delta * (v - w.mean);
-    }
+  if (count > 0) {
+    const float n = float(count), m = sum / n;
+    w = Welford{n, shift + m, fmaxf(sq - sum * m, 0.f)};
   }
   w = block_merge(w);
   if (threadIdx.x == 0) {
@@ -142,36 +163,28 @@ __device__ __forceinline__ float act_fn(float v, bool leaky, float slope) {
   return leaky ? (v > 0.f ? v : v * slope) : v;
 }
 
+// Elementwise passes run over units of V floats; Idx is uint32_t whenever the unit count fits, so
+// the per-unit channel index costs a 32-bit division instead of a 64-bit one.
 // kEval: `stat` is the running variance (invstd computed here); else the saved invstd.
-template <bool kEval>
-__global__ void bn_apply(const float* __restrict__ x, float* __restrict__ y, bool vec4,
+template <bool kEval, int V, class Idx>
+__global__ void bn_apply(const float* __restrict__ x, float* __restrict__ y,
                          const float* __restrict__ gamma, const float* __restrict__ beta,
                          const float* __restrict__ mean, const float* __restrict__ stat, float eps,
-                         bool leaky, float slope, int C, int HW, int64_t total) {
-  auto coeffs = [&](int c, float& scale, float& shift) {
-    const float is = kEval ? float(1.0 / sqrt(double(stat[c]) + double(eps))) : stat[c];
-    scale = gamma[c] * is;  // the same expressions as the backward's mask (and the CPU twin)
-    shift = beta[c] - mean[c] * scale;
-  };
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  if (vec4) {
-    for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < total / 4; q += stride) {
-      const int c = int((q * 4 / HW) % C);
-      float scale, shift;
-      coeffs(c, scale, shift);
-      float4 v = reinterpret_cast<const float4*>(x)[q];
+                         bool leaky, float slope, Idx C, Idx upr, Idx units) {
+  for (Idx u = blockIdx.x * Idx(blockDim.x) + threadIdx.x; u < units; u += Idx(gridDim.x) * blockDim.x) {
+    const int c = int((u / upr) % C);
+    const float is = kEval ? rsqrtf(__ldg(stat + c) + eps) : __ldg(stat + c);
+    const float scale = __ldg(gamma + c) * is;  // the same expressions as the backward's mask
+    const float shift = __ldg(beta + c) - __ldg(mean + c) * scale;
+    if constexpr (V == 4) {
+      float4 v = __ldg(reinterpret_cast<const float4*>(x) + u);
       v.x = act_fn(v.x * scale + shift, leaky, slope);
       v.y = act_fn(v.y * scale + shift, leaky, slope);
       v.z = act_fn(v.z * scale + shift, leaky, slope);
       v.w = act_fn(v.w * scale + shift, leaky, slope);
-      reinterpret_cast<float4*>(y)[q] = v;
-    }
-  } else {
-    for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += stride) {
-      const int c = int((e / HW) % C);
-      float scale, shift;
-      coeffs(c, scale, shift);
-      y[e] = act_fn(x[e] * scale + shift, leaky, slope);
+      reinterpret_cast<float4*>(y)[u] = v;
+    } else {
+      y[u] = act_fn(__ldg(x + u) * scale + shift, leaky, slope);
     }
   }
 }
@@ -183,10 +196,10 @@ struct BwdCoeffs {
 __device__ __forceinline__ BwdCoeffs bwd_coeffs(const float* gamma, const float* beta,
                                                 const float* mean, const float* invstd, int c) {
   BwdCoeffs k;
-  k.mu = mean[c];
-  k.is = invstd[c];
-  k.scale = gamma[c] * k.is;
-  k.shift = beta[c] - k.mu * k.scale;
+  k.mu = __ldg(mean + c);
+  k.is = __ldg(invstd + c);
+  k.scale = __ldg(gamma + c) * k.is;
+  k.shift = __ldg(beta + c) - k.mu * k.scale;
   return k;
 }
 // Gradient at the BN output: the activation's mask comes from the recomputed pre-activation.
@@ -194,7 +207,8 @@ __device__ __forceinline__ float grad_pre(float g, float x, const BwdCoeffs& k, 
   return (!leaky || x * k.scale + k.shift > 0.f) ? g : g * slope;
 }
 
-__global__ void bn_bwd_reduce(const float* __restrict__ x, const float* __restrict__ gy, bool vec4,
+template <int V>
+__global__ void bn_bwd_reduce(const float* __restrict__ x, const float* __restrict__ gy,
                               const float* __restrict__ gamma, const float* __restrict__ beta,
                               const float* __restrict__ mean, const float* __restrict__ invstd,
                               bool leaky, float slope, bool training, int N, int C, int HW,
@@ -206,27 +220,20 @@ __global__ void bn_bwd_reduce(const float* __restrict__ x, const float* __restri
   const int n0 = int(int64_t(s) * N / splits), n1 = int(int64_t(s + 1) * N / splits);
   const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
   float sg = 0.f, sgx = 0.f;  // sums of g and g*(x - mean) over this thread's elements
-  if (vec4) {
-    const int64_t quads = int64_t(n1 - n0) * HW / 4;
-    for (int64_t q = threadIdx.x; q < quads; q += blockDim.x) {
-      const int64_t e = q * 4;
-      const int64_t off = (int64_t(n0 + int(e / HW)) * C + c) * HW + e % HW;
-      const float4 xv = *reinterpret_cast<const float4*>(x + off);
-      const float4 gv = *reinterpret_cast<const float4*>(gy + off);
+  for_channel_slice<V>(n0, n1, C, c, HW, [&](int64_t off) {
+    if constexpr (V == 4) {
+      const float4 xv = __ldg(reinterpret_cast<const float4*>(x + off));
+      const float4 gv = __ldg(reinterpret_cast<const float4*>(gy + off));
       const float g0 = grad_pre(gv.x, xv.x, k, leaky, slope), g1 = grad_pre(gv.y, xv.y, k, leaky, slope);
       const float g2 = grad_pre(gv.z, xv.z, k, leaky, slope), g3 = grad_pre(gv.w, xv.w, k, leaky, slope);
       sg += (g0 + g1) + (g2 + g3);
       sgx += (g0 * (xv.x - k.mu) + g1 * (xv.y - k.mu)) + (g2 * (xv.z - k.mu) + g3 * (xv.w - k.mu));
-    }
-  } else {
-    const int64_t count = int64_t(n1 - n0) * HW;
-    for (int64_t e = threadIdx.x; e < count; e += blockDim.x) {
-      const int64_t off = (int64_t(n0 + int(e / HW)) * C + c) * HW + e % HW;
-      const float g = grad_pre(gy[off], x[off], k, leaky, slope);
+    } else {
+      const float xv = __ldg(x + off), g = grad_pre(__ldg(gy + off), xv, k, leaky, slope);
       sg += g;
-      sgx += g * (x[off] - k.mu);
+      sgx += g * (xv - k.mu);
     }
-  }
+  });
   const double bsg = block_sum(double(sg), scratch);
   const double bsgx = block_sum(double(sgx), scratch);
   if (threadIdx.x == 0) {
@@ -242,38 +249,31 @@ __global__ void bn_bwd_reduce(const float* __restrict__ x, const float* __restri
   const double M = double(N) * HW;
   gbeta[c] = float(tg);
   ggamma[c] = float(tgx * k.is);
-  coef[2 * c] = training ? float(tg / M) : 0.f;                 // mean of g
-  coef[2 * c + 1] = training ? float(tgx * k.is / M) : 0.f;     // mean of g * xhat
+  coef[2 * c] = training ? float(tg / M) : 0.f;              // mean of g
+  coef[2 * c + 1] = training ? float(tgx * k.is / M) : 0.f;  // mean of g * xhat
   counters[c] = 0;
 }
 
-__global__ void bn_bwd_dx(const float* __restrict__ x, const float* __restrict__ gy, bool vec4,
+// dx = gamma*invstd * (g - mean(g) - xhat * mean(g*xhat)); the means are 0 in eval mode.
+template <int V, class Idx>
+__global__ void bn_bwd_dx(const float* __restrict__ x, const float* __restrict__ gy,
                           const float* __restrict__ gamma, const float* __restrict__ beta,
                           const float* __restrict__ mean, const float* __restrict__ invstd,
-                          const float* __restrict__ coef, bool leaky, float slope, int C, int HW,
-                          int64_t total, float* __restrict__ gx) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  // dx = gamma*invstd * (g - mean(g) - xhat * mean(g*xhat)); the means are 0 in eval mode.
-  if (vec4) {
-    for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < total / 4; q += stride) {
-      const int c = int((q * 4 / HW) % C);
-      const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
-      const float k1 = k.scale, mg = coef[2 * c], mgx = coef[2 * c + 1];
-      const float4 xv = reinterpret_cast<const float4*>(x)[q];
-      const float4 gv = reinterpret_cast<const float4*>(gy)[q];
-      float4 o;
-      o.x = k1 * (grad_pre(gv.x, xv.x, k, leaky, slope) - mg - (xv.x - k.mu) * k.is * mgx);
-      o.y = k1 * (grad_pre(gv.y, xv.y, k, leaky, slope) - mg - (xv.y - k.mu) * k.is * mgx);
-      o.z = k1 * (grad_pre(gv.z, xv.z, k, leaky, slope) - mg - (xv.z - k.mu) * k.is * mgx);
-      o.w = k1 * (grad_pre(gv.w, xv.w, k, leaky, slope) - mg - (xv.w - k.mu) * k.is * mgx);
-      reinterpret_cast<float4*>(gx)[q] = o;
-    }
-  } else {
-    for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += stride) {
-      const int c = int((e / HW) % C);
-      const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
-      gx[e] = k.scale * (grad_pre(gy[e], x[e], k, leaky, slope) - coef[2 * c] -
-                         (x[e] - k.mu) * k.is * coef[2 * c + 1]);
+                          const float* __restrict__ coef, bool leaky, float slope, Idx C, Idx upr,
+                          Idx units, float* __restrict__ gx) {
+  for (Idx u = blockIdx.x * Idx(blockDim.x) + threadIdx.x; u < units; u += Idx(gridDim.x) * blockDim.x) {
+    const int c = int((u / upr) % C);
+    const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
+    const float mg = __ldg(coef + 2 * c), mgx = __ldg(coef + 2 * c + 1);
+    auto one = [&](float xv, float gv) {
+      return k.scale * (grad_pre(gv, xv, k, leaky, slope) - mg - (xv - k.mu) * k.is * mgx);
+    };
+    if constexpr (V == 4) {
+      const float4 xv = __ldg(reinterpret_cast<const float4*>(x) + u);
+      const float4 gv = __ldg(reinterpret_cast<const float4*>(gy) + u);
+      reinterpret_cast<float4*>(gx)[u] = make_float4(one(xv.x, gv.x), one(xv.y, gv.y), one(xv.z, gv.z), one(xv.w, gv.w));
+    } else {
+      gx[u] = one(__ldg(x + u), __ldg(gy + u));
     }
   }
 }
@@ -295,7 +295,45 @@ bool vec4_ok(int HW, std::initializer_list<const void*> ptrs) {
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
   return true;
 }
-int apply_grid(int64_t total, bool vec4) { return grid_for(vec4 ? total / 4 : total, kThreads); }
+
+// Launches an elementwise pass with V = 4 or 1 and a 32-bit index whenever the units fit.
+template <template <int, class> class Launch, class... Args>
+void elementwise_pass(bool vec4, const Shape4& s, Args&&... args) {
+  const int64_t units = vec4 ? s.total / 4 : s.total;
+  const int64_t upr = vec4 ? s.HW / 4 : s.HW;
+  const int grid = grid_for(units, kThreads);
+  if (units < (int64_t(1) << 31)) {
+    if (vec4) Launch<4, uint32_t>::run(grid, uint32_t(s.C), uint32_t(upr), uint32_t(units), args...);
+    else Launch<1, uint32_t>::run(grid, uint32_t(s.C), uint32_t(upr), uint32_t(units), args...);
+  } else {
+    if (vec4) Launch<4, int64_t>::run(grid, int64_t(s.C), upr, units, args...);
+    else Launch<1, int64_t>::run(grid, int64_t(s.C), upr, units, args...);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+template <int V, class Idx>
+struct ApplyTrain {
+  static void run(int grid, Idx C, Idx upr, Idx units, const float* x, float* y, const float* g,
+                  const float* b, const float* m, const float* is, float eps, bool leaky, float slope) {
+    bn_apply<false, V, Idx><<<grid, kThreads, 0, stream()>>>(x, y, g, b, m, is, eps, leaky, slope, C, upr, units);
+  }
+};
+template <int V, class Idx>
+struct ApplyEval {
+  static void run(int grid, Idx C, Idx upr, Idx units, const float* x, float* y, const float* g,
+                  const float* b, const float* m, const float* var, float eps, bool leaky, float slope) {
+    bn_apply<true, V, Idx><<<grid, kThreads, 0, stream()>>>(x, y, g, b, m, var, eps, leaky, slope, C, upr, units);
+  }
+};
+template <int V, class Idx>
+struct BackwardDx {
+  static void run(int grid, Idx C, Idx upr, Idx units, const float* x, const float* gy, const float* g,
+                  const float* b, const float* m, const float* is, const float* coef, bool leaky,
+                  float slope, float* gx) {
+    bn_bwd_dx<V, Idx><<<grid, kThreads, 0, stream()>>>(x, gy, g, b, m, is, coef, leaky, slope, C, upr, units, gx);
+  }
+};
 }  // namespace
 
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -307,15 +345,15 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   const int splits = splits_for(s.N, s.C);
   const bool vec4 = vec4_ok(s.HW, {x.raw(), y.raw()});
   Tensor partial = Tensor::empty({s.C, splits, 3}, DType::F32, Device::CUDA);
-  bn_stats<<<dim3(splits, s.C), kThreads, 0, stream()>>>(
-      x.data<float>(), vec4, s.N, s.C, s.HW, splits, partial.data<float>(), channel_counters(),
+  auto stats = vec4 ? bn_stats<4> : bn_stats<1>;
+  stats<<<dim3(splits, s.C), kThreads, 0, stream()>>>(
+      x.data<float>(), s.N, s.C, s.HW, splits, partial.data<float>(), channel_counters(),
       float(momentum), float(eps), running_mean.data<float>(), running_var.data<float>(),
       save_mean.data<float>(), save_invstd.data<float>());
   CUDA_CHECK_LAUNCH();
-  bn_apply<false><<<apply_grid(s.total, vec4), kThreads, 0, stream()>>>(
-      x.data<float>(), y.data<float>(), vec4, gamma.data<float>(), beta.data<float>(), save_mean.data<float>(),
-      save_invstd.data<float>(), float(eps), act.leaky, float(act.slope), s.C, s.HW, s.total);
-  CUDA_CHECK_LAUNCH();
+  elementwise_pass<ApplyTrain>(vec4, s, x.data<float>(), y.data<float>(), gamma.data<float>(),
+                               beta.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
+                               float(eps), act.leaky, float(act.slope));
 }
 
 void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -325,11 +363,9 @@ void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& 
   const Shape4 s = shape_of(x);
   if (s.total == 0) return;
   const bool vec4 = vec4_ok(s.HW, {x.raw(), y.raw()});
-  bn_apply<true><<<apply_grid(s.total, vec4), kThreads, 0, stream()>>>(
-      x.data<float>(), y.data<float>(), vec4, gamma.data<float>(), beta.data<float>(),
-      running_mean.data<float>(), running_var.data<float>(), float(eps), act.leaky, float(act.slope),
-      s.C, s.HW, s.total);
-  CUDA_CHECK_LAUNCH();
+  elementwise_pass<ApplyEval>(vec4, s, x.data<float>(), y.data<float>(), gamma.data<float>(),
+                              beta.data<float>(), running_mean.data<float>(),
+                              running_var.data<float>(), float(eps), act.leaky, float(act.slope));
 }
 
 void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
@@ -342,18 +378,17 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
   Tensor partial = Tensor::empty({s.C, splits, 2}, DType::F64, Device::CUDA);
   Tensor coef = Tensor::empty({s.C, 2}, DType::F32, Device::CUDA);
   const bool vec4 = vec4_ok(s.HW, {x.raw(), gy.raw(), gx ? gx->raw() : nullptr});
-  bn_bwd_reduce<<<dim3(splits, s.C), kThreads, 0, stream()>>>(
-      x.data<float>(), gy.data<float>(), vec4, gamma.data<float>(), beta.data<float>(), mean.data<float>(),
+  auto reduce = vec4 ? bn_bwd_reduce<4> : bn_bwd_reduce<1>;
+  reduce<<<dim3(splits, s.C), kThreads, 0, stream()>>>(
+      x.data<float>(), gy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
       invstd.data<float>(), act.leaky, float(act.slope), training, s.N, s.C, s.HW, splits,
       partial.data<double>(), channel_counters(), ggamma.data<float>(), gbeta.data<float>(),
       coef.data<float>());
   CUDA_CHECK_LAUNCH();
   if (!gx) return;
-  bn_bwd_dx<<<apply_grid(s.total, vec4), kThreads, 0, stream()>>>(
-      x.data<float>(), gy.data<float>(), vec4, gamma.data<float>(), beta.data<float>(), mean.data<float>(),
-      invstd.data<float>(), coef.data<float>(), act.leaky, float(act.slope), s.C, s.HW, s.total,
-      gx->data<float>());
-  CUDA_CHECK_LAUNCH();
+  elementwise_pass<BackwardDx>(vec4, s, x.data<float>(), gy.data<float>(), gamma.data<float>(),
+                               beta.data<float>(), mean.data<float>(), invstd.data<float>(),
+                               coef.data<float>(), act.leaky, float(act.slope), gx->data<float>());
 }
 
 }  // namespace cac::kernels::cuda

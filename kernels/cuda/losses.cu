@@ -11,6 +11,7 @@ namespace cac::kernels::cuda {
 
 namespace {
 constexpr int kBlock = 256;
+constexpr int kHeadBlock = 512;  // the fused head's single block: more threads for B*K and B*N items
 
 // logsumexp(sign * row) with the row extremum subtracted first (no overflow at d = 100+).
 __device__ float row_logsumexp(const float* row, int K, float sign) {
@@ -196,7 +197,7 @@ void cac_loss_backward(const Tensor& d, const Tensor& labels, double lambda, con
 void cac_head_forward(const Tensor& z, const Tensor& centres, const Tensor& labels, double lambda,
                       Tensor& d, Tensor& out) {
   require_f32("cac_head", z);
-  cac_head_fwd<<<1, kBlock, 0, stream()>>>(z.data<float>(), centres.data<float>(),
+  cac_head_fwd<<<1, kHeadBlock, 0, stream()>>>(z.data<float>(), centres.data<float>(),
                                            labels.data<int64_t>(), int(z.dim(0)), int(centres.dim(0)),
                                            int(z.dim(1)), float(lambda), d.data<float>(), out.data<float>());
   CUDA_CHECK_LAUNCH();
@@ -206,7 +207,7 @@ void cac_head_backward(const Tensor& z, const Tensor& centres, const Tensor& d, 
                        double lambda, const Tensor& gloss, Tensor* gz, Tensor* gc) {
   require_f32("cac_head_backward", z);
   Tensor w = Tensor::empty(d.shape(), DType::F32, Device::CUDA);  // from the caching allocator
-  cac_head_bwd<<<1, kBlock, 0, stream()>>>(z.data<float>(), centres.data<float>(), d.data<float>(),
+  cac_head_bwd<<<1, kHeadBlock, 0, stream()>>>(z.data<float>(), centres.data<float>(), d.data<float>(),
                                            labels.data<int64_t>(), int(z.dim(0)), int(centres.dim(0)),
                                            int(z.dim(1)), float(lambda), gloss.data<float>(),
                                            w.data<float>(), gz ? gz->data<float>() : nullptr,
