@@ -136,19 +136,29 @@ __global__ void bn_stats(const float* __restrict__ x, int N, int C, int HW, int 
     p[1] = w.mean;
     p[2] = w.m2;
   }
-  if (!arrive_last(counters, c, splits) || threadIdx.x != 0) return;
-  // Last block: merge the slices in double (Chan), finalise, reset the counter.
+  if (!arrive_last(counters, c, splits) || threadIdx.x >= 32) return;
+  // Last block, first warp: lane k merges slices k, k+32 (one load latency, not `splits` of them),
+  // then the lanes merge by shuffles; all in double (Chan's formula).
+  const int lane = threadIdx.x;
   double n = 0, mean = 0, m2 = 0;
-  for (int k = 0; k < splits; ++k) {
-    const float* p = partial + (int64_t(c) * splits + k) * 3;
-    const double nb = __ldcg(p), mb = __ldcg(p + 1), m2b = __ldcg(p + 2);
+  auto chan = [&](double nb, double mb, double m2b) {
     const double tot = n + nb;
-    if (tot == 0) continue;
+    if (tot == 0) return;
     const double delta = mb - mean;
     mean += delta * nb / tot;
     m2 += m2b + delta * delta * n * nb / tot;
     n = tot;
+  };
+  for (int k = lane; k < splits; k += 32) {
+    const float* p = partial + (int64_t(c) * splits + k) * 3;
+    chan(__ldcg(p), __ldcg(p + 1), __ldcg(p + 2));
   }
+  for (int o = 16; o > 0; o >>= 1) {
+    const double nb = __shfl_down_sync(0xffffffffu, n, o), mb = __shfl_down_sync(0xffffffffu, mean, o),
+                 m2b = __shfl_down_sync(0xffffffffu, m2, o);
+    chan(nb, mb, m2b);
+  }
+  if (lane != 0) return;
   const double var = m2 / n;
   save_mean[c] = float(mean);
   save_invstd[c] = float(1.0 / sqrt(var + double(eps)));
@@ -171,21 +181,27 @@ __global__ void bn_apply(const float* __restrict__ x, float* __restrict__ y,
                          const float* __restrict__ gamma, const float* __restrict__ beta,
                          const float* __restrict__ mean, const float* __restrict__ stat, float eps,
                          bool leaky, float slope, Idx C, Idx upr, Idx units) {
-  for (Idx u = blockIdx.x * Idx(blockDim.x) + threadIdx.x; u < units; u += Idx(gridDim.x) * blockDim.x) {
+  auto one = [&](Idx u, float4 v) {
     const int c = int((u / upr) % C);
     const float is = kEval ? rsqrtf(__ldg(stat + c) + eps) : __ldg(stat + c);
     const float scale = __ldg(gamma + c) * is;  // the same expressions as the backward's mask
     const float shift = __ldg(beta + c) - __ldg(mean + c) * scale;
-    if constexpr (V == 4) {
-      float4 v = __ldg(reinterpret_cast<const float4*>(x) + u);
-      v.x = act_fn(v.x * scale + shift, leaky, slope);
-      v.y = act_fn(v.y * scale + shift, leaky, slope);
-      v.z = act_fn(v.z * scale + shift, leaky, slope);
-      v.w = act_fn(v.w * scale + shift, leaky, slope);
-      reinterpret_cast<float4*>(y)[u] = v;
-    } else {
-      y[u] = act_fn(__ldg(x + u) * scale + shift, leaky, slope);
+    return make_float4(act_fn(v.x * scale + shift, leaky, slope), act_fn(v.y * scale + shift, leaky, slope),
+                       act_fn(v.z * scale + shift, leaky, slope), act_fn(v.w * scale + shift, leaky, slope));
+  };
+  const Idx stride = Idx(gridDim.x) * blockDim.x;
+  Idx u = blockIdx.x * Idx(blockDim.x) + threadIdx.x;
+  if constexpr (V == 4) {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    float4* y4 = reinterpret_cast<float4*>(y);
+    for (; u + stride < units; u += 2 * stride) {  // two 16-byte loads in flight per thread
+      const float4 a = __ldg(x4 + u), b = __ldg(x4 + u + stride);
+      y4[u] = one(u, a);
+      y4[u + stride] = one(u + stride, b);
     }
+    if (u < units) y4[u] = one(u, __ldg(x4 + u));
+  } else {
+    for (; u < units; u += stride) y[u] = one(u, make_float4(__ldg(x + u), 0.f, 0.f, 0.f)).x;
   }
 }
 
@@ -240,12 +256,16 @@ __global__ void bn_bwd_reduce(const float* __restrict__ x, const float* __restri
     partial[(int64_t(c) * splits + s) * 2] = bsg;
     partial[(int64_t(c) * splits + s) * 2 + 1] = bsgx;
   }
-  if (!arrive_last(counters, c, splits) || threadIdx.x != 0) return;
+  if (!arrive_last(counters, c, splits) || threadIdx.x >= 32) return;
+  // Last block, first warp: lanes load the slices' sums in parallel and reduce by shuffles.
   double tg = 0, tgx = 0;
-  for (int j = 0; j < splits; ++j) {
+  for (int j = threadIdx.x; j < splits; j += 32) {
     tg += __ldcg(partial + (int64_t(c) * splits + j) * 2);
     tgx += __ldcg(partial + (int64_t(c) * splits + j) * 2 + 1);
   }
+  tg = warp_sum(tg);
+  tgx = warp_sum(tgx);
+  if (threadIdx.x != 0) return;
   const double M = double(N) * HW;
   gbeta[c] = float(tg);
   ggamma[c] = float(tgx * k.is);
@@ -261,20 +281,30 @@ __global__ void bn_bwd_dx(const float* __restrict__ x, const float* __restrict__
                           const float* __restrict__ mean, const float* __restrict__ invstd,
                           const float* __restrict__ coef, bool leaky, float slope, Idx C, Idx upr,
                           Idx units, float* __restrict__ gx) {
-  for (Idx u = blockIdx.x * Idx(blockDim.x) + threadIdx.x; u < units; u += Idx(gridDim.x) * blockDim.x) {
+  auto one = [&](Idx u, float4 xv, float4 gv) {
     const int c = int((u / upr) % C);
     const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
     const float mg = __ldg(coef + 2 * c), mgx = __ldg(coef + 2 * c + 1);
-    auto one = [&](float xv, float gv) {
-      return k.scale * (grad_pre(gv, xv, k, leaky, slope) - mg - (xv - k.mu) * k.is * mgx);
+    auto e = [&](float xe, float ge) {
+      return k.scale * (grad_pre(ge, xe, k, leaky, slope) - mg - (xe - k.mu) * k.is * mgx);
     };
-    if constexpr (V == 4) {
-      const float4 xv = __ldg(reinterpret_cast<const float4*>(x) + u);
-      const float4 gv = __ldg(reinterpret_cast<const float4*>(gy) + u);
-      reinterpret_cast<float4*>(gx)[u] = make_float4(one(xv.x, gv.x), one(xv.y, gv.y), one(xv.z, gv.z), one(xv.w, gv.w));
-    } else {
-      gx[u] = one(__ldg(x + u), __ldg(gy + u));
+    return make_float4(e(xv.x, gv.x), e(xv.y, gv.y), e(xv.z, gv.z), e(xv.w, gv.w));
+  };
+  const Idx stride = Idx(gridDim.x) * blockDim.x;
+  Idx u = blockIdx.x * Idx(blockDim.x) + threadIdx.x;
+  if constexpr (V == 4) {
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    const float4* g4 = reinterpret_cast<const float4*>(gy);
+    float4* o4 = reinterpret_cast<float4*>(gx);
+    for (; u + stride < units; u += 2 * stride) {  // four 16-byte loads in flight per thread
+      const float4 xa = __ldg(x4 + u), ga = __ldg(g4 + u), xb = __ldg(x4 + u + stride), gb = __ldg(g4 + u + stride);
+      o4[u] = one(u, xa, ga);
+      o4[u + stride] = one(u + stride, xb, gb);
     }
+    if (u < units) o4[u] = one(u, __ldg(x4 + u), __ldg(g4 + u));
+  } else {
+    for (; u < units; u += stride)
+      gx[u] = one(u, make_float4(__ldg(x + u), 0.f, 0.f, 0.f), make_float4(__ldg(gy + u), 0.f, 0.f, 0.f)).x;
   }
 }
 
