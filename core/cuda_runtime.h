@@ -36,6 +36,11 @@ void synchronize();
 // float32. Tests turn it off to compare against the float32 CPU twins.
 void set_allow_tf32(bool on);
 bool allow_tf32();
+// Restrict cuDNN to GEMM-based convolution algorithms (no FFT or Winograd, whose float32 rounding
+// is about 1e-3 relative). cudnnFind otherwise picks whatever measures fastest, which can differ
+// between runs; tests turn this on so the GPU-vs-CPU tolerances hold every time.
+void set_strict_conv_algorithms(bool on);
+bool strict_conv_algorithms();
 
 // Timing with CUDA events on the compute stream: median milliseconds of `iters` runs of fn after
 // `warmup` runs; with flush_l2, a buffer larger than the L2 is overwritten before each timed run.

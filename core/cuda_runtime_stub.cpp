@@ -25,6 +25,8 @@ void accumulate(const Tensor&, const Tensor&) { no_cuda(); }
 void synchronize() {}
 void set_allow_tf32(bool) {}
 bool allow_tf32() { return false; }
+void set_strict_conv_algorithms(bool) {}
+bool strict_conv_algorithms() { return false; }
 double time_ms(const std::function<void()>&, int, int, bool) { no_cuda(); }
 double copy_bandwidth_gbs(size_t) { no_cuda(); }
 

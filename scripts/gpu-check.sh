@@ -53,6 +53,14 @@ say "build: ok ($(( $(step_time) - t0 )) s since start)"
 timeout 240 ctest --test-dir $build -L cuda --output-on-failure -j 4 >"$out/ctest-cuda.log" 2>&1
 say "ctest -L cuda: $(grep -E 'tests passed|tests failed' "$out/ctest-cuda.log" | tail -1)"
 grep -E "\(Failed\)|\(SEGFAULT\)|\(Timeout\)|Skipped" "$out/ctest-cuda.log" | head -20 | tee -a "$summary"
+# Diagnosis: the whole-step test with cudnnFind free to pick FFT/Winograd algorithms (the
+# default for training), three times, logging each algorithm choice.
+for i in 1 2 3; do
+  CAC_TEST_ANY_CONV_ALGO=1 CAC_CUDNN_VERBOSE=1 timeout 60 $build/tests/test_cuda \
+    --gtest_filter='CudaStep.*' >"$out/step-any-algo-$i.log" 2>&1 && r=pass || r=FAIL
+  say "whole step, any cuDNN algorithm, run $i: $r"
+done
+cat "$out"/step-any-algo-*.log > "$out/step-any-algo.log"; rm -f "$out"/step-any-algo-?.log
 timeout 120 ctest --test-dir $build -L cpu -j 8 >"$out/ctest-cpu.log" 2>&1
 say "ctest -L cpu: $(grep -E 'tests passed|tests failed' "$out/ctest-cpu.log" | tail -1)"
 

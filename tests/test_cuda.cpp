@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "core/autograd.h"
 #include "core/cuda_runtime.h"
@@ -21,6 +22,8 @@ bool gpu_present(std::string* why) { return cuda::device_available(why); }
     std::string why_;                                                   \
     if (!gpu_present(&why_)) GTEST_SKIP() << "no CUDA device: " << why_; \
     cuda::set_allow_tf32(false); /* compare full float32 against the CPU twin */ \
+    /* no FFT/Winograd (see cuda_runtime.h); CAC_TEST_ANY_CONV_ALGO=1 lifts it for diagnosis */ \
+    cuda::set_strict_conv_algorithms(std::getenv("CAC_TEST_ANY_CONV_ALGO") == nullptr); \
   } while (0)
 
 std::vector<Tensor> to_cuda(const std::vector<Tensor>& v) {

@@ -228,6 +228,11 @@ bool g_allow_tf32 = true;
 // Convolutions only: GEMMs through cuBLAS stay full float32 (PyTorch's defaults, too).
 void set_allow_tf32(bool on) { g_allow_tf32 = on; }
 bool allow_tf32() { return g_allow_tf32; }
+namespace {
+bool g_strict_conv = false;
+}
+void set_strict_conv_algorithms(bool on) { g_strict_conv = on; }
+bool strict_conv_algorithms() { return g_strict_conv; }
 
 double time_ms(const std::function<void()>& fn, int warmup, int iters, bool flush_l2) {
   int dev = 0, l2 = 0;

@@ -1,6 +1,8 @@
 // CUDA versions of kernels/conv.h: convolutions through cuDNN (algorithm chosen once per shape by
 // measurement under a workspace cap, cached, with a heuristic fallback) and the linear layer
 // through cuBLAS (row-major handled by swapping operands, no transposed copies).
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -51,7 +53,7 @@ struct ConvDesc {
 };
 
 // ---- one plan per shape: descriptors and the three chosen algorithms ----------------------------
-using Key = std::tuple<int, int, int, int, int, int, int, int, int, bool>;
+using Key = std::tuple<int, int, int, int, int, int, int, int, int, bool, bool>;
 
 struct ConvPlan {
   TensorDesc x, y, bias;
@@ -72,7 +74,7 @@ ConvPlan& plan_for(const Tensor& x, const Tensor& w, ConvGeometry g) {
   const int n = int(x.dim(0)), c = int(x.dim(1)), h = int(x.dim(2)), wd = int(x.dim(3));
   const int o = int(w.dim(0)), kh = int(w.dim(2)), kw = int(w.dim(3));
   const bool tf32 = cac::cuda::allow_tf32();
-  Key key{n, c, h, wd, o, kh, kw, g.stride, g.pad, tf32};
+  Key key{n, c, h, wd, o, kh, kw, g.stride, g.pad, tf32, cac::cuda::strict_conv_algorithms()};
   std::lock_guard<std::mutex> lock(mu);
   auto it = plans.find(key);
   if (it != plans.end()) return *it->second;
@@ -83,12 +85,32 @@ ConvPlan& plan_for(const Tensor& x, const Tensor& w, ConvGeometry g) {
 
 // cudnnFind* runs the candidates on the real buffers (outputs get overwritten, which is fine: the
 // call that follows writes them again) and returns them fastest first.
+bool gemm_based(cudnnConvolutionFwdAlgo_t a) {
+  return a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM || a == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ||
+         a == CUDNN_CONVOLUTION_FWD_ALGO_GEMM;
+}
+bool gemm_based(cudnnConvolutionBwdDataAlgo_t a) {
+  return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 || a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
+}
+bool gemm_based(cudnnConvolutionBwdFilterAlgo_t a) {
+  return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 || a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ||
+         a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
+}
+
+// CAC_CUDNN_VERBOSE=1 prints each choice (shape, direction, algorithm, workspace, measured time).
 template <class Perf>
-bool pick(const Perf* perf, int count, size_t cap, decltype(Perf{}.algo)* algo, size_t* ws) {
+bool pick(const Perf* perf, int count, size_t cap, decltype(Perf{}.algo)* algo, size_t* ws,
+          const char* what, const Tensor& x, const Tensor& w) {
+  const bool strict = cac::cuda::strict_conv_algorithms();
   for (int i = 0; i < count; ++i)
-    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= cap) {
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= cap && (!strict || gemm_based(perf[i].algo))) {
       *algo = perf[i].algo;
       *ws = perf[i].memory;
+      static const bool verbose = std::getenv("CAC_CUDNN_VERBOSE") != nullptr;
+      if (verbose)
+        std::fprintf(stderr, "cac: conv2d %s x%s w%s -> algorithm %d, workspace %zu B, %.4f ms\n", what,
+                     shape_str(x.shape()).c_str(), shape_str(w.shape()).c_str(), int(perf[i].algo),
+                     perf[i].memory, double(perf[i].time));
       return true;
     }
   return false;
@@ -107,9 +129,9 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, ConvGe
     cudnnStatus_t st = cudnnFindConvolutionForwardAlgorithmEx(
         h, p.x.d, x.data<float>(), p.w.d, w.data<float>(), p.conv.d, p.y.d, y.data<float>(), 8, &count,
         perf, cac::cuda::cudnn_workspace(cap), cap);
-    if (st != CUDNN_STATUS_SUCCESS || !pick(perf, count, cap, &p.fwd, &p.fwd_ws)) {
+    if (st != CUDNN_STATUS_SUCCESS || !pick(perf, count, cap, &p.fwd, &p.fwd_ws, "forward", x, w)) {
       CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p.x.d, p.w.d, p.conv.d, p.y.d, 8, &count, perf));
-      CAC_CHECK(pick(perf, count, cap, &p.fwd, &p.fwd_ws), "conv2d: cuDNN offers no forward algorithm "
+      CAC_CHECK(pick(perf, count, cap, &p.fwd, &p.fwd_ws, "forward", x, w), "conv2d: cuDNN offers no forward algorithm "
                 "for input {} and weight {}", shape_str(x.shape()), shape_str(w.shape()));
     }
     p.have_fwd = true;
@@ -139,9 +161,9 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& gy, ConvGeo
       cudnnStatus_t st = cudnnFindConvolutionBackwardDataAlgorithmEx(
           h, p.w.d, w.data<float>(), p.y.d, gy.data<float>(), p.conv.d, p.x.d, gx->data<float>(), 8,
           &count, perf, cac::cuda::cudnn_workspace(cap), cap);
-      if (st != CUDNN_STATUS_SUCCESS || !pick(perf, count, cap, &p.bwd_data, &p.bwd_data_ws)) {
+      if (st != CUDNN_STATUS_SUCCESS || !pick(perf, count, cap, &p.bwd_data, &p.bwd_data_ws, "backward-data", x, w)) {
         CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p.w.d, p.y.d, p.conv.d, p.x.d, 8, &count, perf));
-        CAC_CHECK(pick(perf, count, cap, &p.bwd_data, &p.bwd_data_ws),
+        CAC_CHECK(pick(perf, count, cap, &p.bwd_data, &p.bwd_data_ws, "backward-data", x, w),
                   "conv2d: cuDNN offers no backward-data algorithm for input {}", shape_str(x.shape()));
       }
       p.have_bwd_data = true;
@@ -157,9 +179,9 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& gy, ConvGeo
       cudnnStatus_t st = cudnnFindConvolutionBackwardFilterAlgorithmEx(
           h, p.x.d, x.data<float>(), p.y.d, gy.data<float>(), p.conv.d, p.w.d, gw->data<float>(), 8,
           &count, perf, cac::cuda::cudnn_workspace(cap), cap);
-      if (st != CUDNN_STATUS_SUCCESS || !pick(perf, count, cap, &p.bwd_filter, &p.bwd_filter_ws)) {
+      if (st != CUDNN_STATUS_SUCCESS || !pick(perf, count, cap, &p.bwd_filter, &p.bwd_filter_ws, "backward-filter", x, w)) {
         CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p.x.d, p.y.d, p.conv.d, p.w.d, 8, &count, perf));
-        CAC_CHECK(pick(perf, count, cap, &p.bwd_filter, &p.bwd_filter_ws),
+        CAC_CHECK(pick(perf, count, cap, &p.bwd_filter, &p.bwd_filter_ws, "backward-filter", x, w),
                   "conv2d: cuDNN offers no backward-filter algorithm for input {}", shape_str(x.shape()));
       }
       p.have_bwd_filter = true;
