@@ -15,7 +15,8 @@ struct Dims {
   int64_t K() const { return int64_t(C) * kh * kw; }
   int64_t HWo() const { return int64_t(Ho) * Wo; }
   int64_t CHW() const { return int64_t(C) * H * W; }
-  // Images per chunk: about 4096 GEMM columns (measured sweet spot for OpenBLAS on 2 cores).
+  // Images per chunk: about 4096 GEMM columns, so late 4x4 layers still make wide GEMMs (on the
+  // 2-core dev machine 4096 and 2048 measured alike within noise, 1024 slower; docs/performance.md).
   int chunk() const { return int(std::clamp<int64_t>(4096 / std::max<int64_t>(HWo(), 1), 1, B)); }
 };
 
