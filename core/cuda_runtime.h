@@ -29,6 +29,16 @@ void release_cached_memory();
 // (they are only used outside training steps).
 void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
 void memset_zero(void* dst, size_t bytes);
+
+// Page-locked host memory (cudaHostAlloc) for the data loader's batches; plain host memory in a
+// build without CUDA or without a device.
+std::shared_ptr<Storage> allocate_pinned(size_t bytes);
+// Host-to-device copy on the copy stream, ordered after the compute stream's work so far (the
+// destination block may have been freed by it) and before its later work; no host wait. The
+// returned handle completes when the copy has finished: wait_host() on it before reusing `src`.
+using CopyHandle = std::shared_ptr<void>;
+CopyHandle copy_to_device_async(void* dst, const void* src, size_t bytes);
+void wait_host(const CopyHandle& h);
 void accumulate(const Tensor& dst, const Tensor& src);  // dst += src, f32 or f64
 void synchronize();
 

@@ -21,6 +21,9 @@ AllocatorStats allocator_stats() { return {}; }
 void release_cached_memory() {}
 void copy(void*, Device, const void*, Device, size_t) { no_cuda(); }
 void memset_zero(void*, size_t) { no_cuda(); }
+std::shared_ptr<Storage> allocate_pinned(size_t bytes) { return allocate_storage(bytes, Device::CPU); }
+CopyHandle copy_to_device_async(void*, const void*, size_t) { no_cuda(); }
+void wait_host(const CopyHandle&) {}
 void accumulate(const Tensor&, const Tensor&) { no_cuda(); }
 void synchronize() {}
 void set_allow_tf32(bool) {}

@@ -215,6 +215,34 @@ void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t byt
   if (kind != cudaMemcpyDeviceToDevice) CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
 }
 
+std::shared_ptr<Storage> allocate_pinned(size_t bytes) {
+  std::string why;
+  if (!device_available(&why)) return allocate_storage(bytes, Device::CPU);
+  auto s = std::make_shared<Storage>();
+  CUDA_CHECK(cudaHostAlloc(&s->data, std::max<size_t>(bytes, 1), cudaHostAllocDefault));
+  s->bytes = bytes;
+  s->device = Device::CPU;
+  s->release = [](void* p, size_t) { cudaFreeHost(p); };
+  return s;
+}
+
+CopyHandle copy_to_device_async(void* dst, const void* src, size_t bytes) {
+  cudaEvent_t after_compute, copied;
+  CUDA_CHECK(cudaEventCreateWithFlags(&after_compute, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventRecord(after_compute, compute_stream()));
+  CUDA_CHECK(cudaStreamWaitEvent(copy_stream(), after_compute, 0));
+  CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, copy_stream()));
+  CUDA_CHECK(cudaEventRecord(copied, copy_stream()));
+  CUDA_CHECK(cudaStreamWaitEvent(compute_stream(), copied, 0));
+  CUDA_CHECK(cudaEventDestroy(after_compute));  // destruction is deferred until it completes
+  return CopyHandle(static_cast<void*>(copied), [](void* e) { cudaEventDestroy(static_cast<cudaEvent_t>(e)); });
+}
+
+void wait_host(const CopyHandle& h) {
+  if (h) CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(h.get())));
+}
+
 void memset_zero(void* dst, size_t bytes) { CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, compute_stream())); }
 
 void synchronize() {

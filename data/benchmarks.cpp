@@ -1,0 +1,208 @@
+#include "data/benchmarks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/rng.h"
+#include "data/embedded_configs.h"  // generated: kDatasetsJson, kSplitsJson
+
+namespace cac::data {
+
+using json = nlohmann::json;
+
+namespace {
+json parse(const std::string& text, const std::string& what) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    fail("{}: invalid JSON ({})", what, e.what());
+  }
+}
+json load_file(const std::string& path) {
+  std::ifstream f(path);
+  CAC_CHECK(f.good(), "{}: cannot open", path);
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return parse(text, path);
+}
+std::string canonical(const std::string& name) {
+  for (const auto& n : benchmark_names())
+    if (n == name) return n;
+  fail("unknown dataset '{}': expected one of {}", name, fmt::join(benchmark_names(), ", "));
+}
+}  // namespace
+
+const std::vector<std::string>& benchmark_names() {
+  static const std::vector<std::string> names = {"MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR+10", "CIFAR+50", "TinyImageNet"};
+  return names;
+}
+
+DatasetDefaults dataset_defaults(const std::string& benchmark, const std::string& json_path) {
+  const std::string name = canonical(benchmark);
+  const json all = json_path.empty() ? parse(kDatasetsJson, "built-in configs/datasets.json") : load_file(json_path);
+  const std::string where = json_path.empty() ? "configs/datasets.json" : json_path;
+  CAC_CHECK(all.contains(name), "{}: no entry for {}", where, name);
+  const json& j = all.at(name);
+  DatasetDefaults d;
+  d.name = name;
+  try {
+    d.image_size = j.at("image_size").get<int>();
+    d.channels = j.at("channels").get<int>();
+    d.batch = j.at("batch").get<int>();
+    d.cac_epochs = j.at("cac_epochs").get<std::vector<int>>();
+    d.learnt_epochs = j.at("learnt_epochs").get<std::vector<int>>();
+    d.lrs = j.at("lrs").get<std::vector<double>>();
+    d.weight_decay = j.at("weight_decay").get<double>();
+    d.dropout = j.at("dropout").get<double>();
+    d.flip_p = j.at("flip_p").get<double>();
+    d.rotate_deg = j.at("rotate_deg").get<double>();
+    d.crop_scale_min = j.at("crop_scale_min").get<double>();
+    d.val_fraction = j.at("val_fraction").get<double>();
+    d.flip_for_class_means = j.at("flip_for_class_means").get<bool>();
+  } catch (const json::exception& e) {
+    fail("{}: entry {} is incomplete or mistyped ({})", where, name, e.what());
+  }
+  CAC_CHECK(d.image_size > 0 && (d.channels == 1 || d.channels == 3) && d.batch > 0 && d.val_fraction > 0 &&
+                d.val_fraction < 1 && d.crop_scale_min > 0 && d.crop_scale_min <= 1,
+            "{}: entry {} has out-of-range values", where, name);
+  return d;
+}
+
+Trial standard_trial(const std::string& benchmark, int trial) {
+  std::string name = canonical(benchmark);
+  if (name == "FashionMNIST") name = "MNIST";
+  CAC_CHECK(trial >= 0 && trial <= 4, "trial {} of {}: the standard splits have trials 0-4", trial, benchmark);
+  const json all = parse(kSplitsJson, "built-in configs/splits.json");
+  const json& j = all.at(name).at(size_t(trial));
+  Trial t;
+  t.known = j.at("known").get<std::vector<int64_t>>();
+  if (j.contains("unknown")) {
+    t.unknown = j.at("unknown").get<std::vector<int64_t>>();
+  } else {  // TinyImageNet: the other classes of the 200
+    std::set<int64_t> known(t.known.begin(), t.known.end());
+    for (int64_t c = 0; c < 200; ++c)
+      if (!known.count(c)) t.unknown.push_back(c);
+  }
+  std::sort(t.known.begin(), t.known.end());
+  std::sort(t.unknown.begin(), t.unknown.end());
+  return t;
+}
+
+Trial read_trial_json(const std::string& path) {
+  const json j = load_file(path);
+  Trial t;
+  try {
+    t.known = j.at("known").get<std::vector<int64_t>>();
+    t.unknown = j.at("unknown").get<std::vector<int64_t>>();
+  } catch (const json::exception& e) {
+    fail("{}: expected {{\"known\": [...], \"unknown\": [...]}} ({})", path, e.what());
+  }
+  std::sort(t.known.begin(), t.known.end());
+  std::sort(t.unknown.begin(), t.unknown.end());
+  CAC_CHECK(t.known.size() >= 2, "{}: need at least two known classes", path);
+  CAC_CHECK(std::adjacent_find(t.known.begin(), t.known.end()) == t.known.end(), "{}: repeated known class", path);
+  for (int64_t u : t.unknown)
+    CAC_CHECK(!std::binary_search(t.known.begin(), t.known.end(), u), "{}: class {} is both known and unknown", path, u);
+  for (int64_t c : t.known) CAC_CHECK(c >= 0, "{}: negative class {}", path, c);
+  return t;
+}
+
+std::vector<int64_t> known_class_map(const Trial& t, int64_t num_dataset_classes) {
+  std::vector<int64_t> map(size_t(num_dataset_classes), -1);
+  for (size_t i = 0; i < t.known.size(); ++i) {
+    CAC_CHECK(t.known[i] >= 0 && t.known[i] < num_dataset_classes, "known class {} is outside the dataset's 0..{}",
+              t.known[i], num_dataset_classes - 1);
+    map[size_t(t.known[i])] = int64_t(i);
+  }
+  return map;
+}
+
+Subset select_classes(const ImageSet& set, const std::vector<int64_t>& classes, const std::vector<int64_t>& map) {
+  std::set<int64_t> want(classes.begin(), classes.end());
+  Subset s;
+  s.source = &set;
+  const int64_t* y = set.labels.data<int64_t>();
+  for (int64_t i = 0; i < set.size(); ++i)
+    if (want.count(y[i])) {
+      s.indices.push_back(i);
+      s.labels.push_back(map.empty() ? y[i] : map.at(size_t(y[i])));
+    }
+  return s;
+}
+
+TrainVal split_train_val(const ImageSet& set, const Trial& t, double val_fraction, uint64_t seed) {
+  CAC_CHECK(val_fraction >= 0 && val_fraction < 1, "validation fraction {} outside [0, 1)", val_fraction);
+  const int64_t max_label = t.known.empty() ? 0 : t.known.back();
+  const std::vector<int64_t> map = known_class_map(t, std::max<int64_t>(max_label + 1, 1));
+  TrainVal out;
+  out.train.source = out.val.source = &set;
+  const int64_t* y = set.labels.data<int64_t>();
+  for (size_t k = 0; k < t.known.size(); ++k) {
+    std::vector<int64_t> idx;
+    for (int64_t i = 0; i < set.size(); ++i)
+      if (y[i] == t.known[k]) idx.push_back(i);
+    CAC_CHECK(!idx.empty(), "{}: no images of known class {}", set.name, t.known[k]);
+    Generator g(seed, 1000 + uint64_t(t.known[k]));  // per-class stream: independent of other classes
+    for (size_t i = idx.size(); i > 1; --i) std::swap(idx[i - 1], idx[g.below(i)]);  // Fisher-Yates
+    const size_t n_train = size_t(std::llround((1.0 - val_fraction) * double(idx.size())));
+    for (size_t i = 0; i < idx.size(); ++i) {
+      Subset& dst = i < n_train ? out.train : out.val;
+      dst.indices.push_back(idx[i]);
+      dst.labels.push_back(map[size_t(t.known[k])]);
+    }
+  }
+  return out;
+}
+
+Normalisation compute_normalisation(const Subset& s) {
+  CAC_CHECK(s.source && s.size() > 0, "normalisation: empty subset");
+  const ImageSet& set = *s.source;
+  const int C = set.channels();
+  const int64_t per = int64_t(set.height()) * set.width();
+  std::vector<double> sum(size_t(C), 0), sq(size_t(C), 0);
+  for (int64_t i : s.indices) {
+    const uint8_t* p = set.image(i);
+    for (int64_t k = 0; k < per; ++k)
+      for (int c = 0; c < C; ++c) {
+        const double v = p[k * C + c] / 255.0;
+        sum[size_t(c)] += v;
+        sq[size_t(c)] += v * v;
+      }
+  }
+  Normalisation n;
+  const double count = double(per) * double(s.size());
+  for (int c = 0; c < C; ++c) {
+    const double m = sum[size_t(c)] / count;
+    n.mean.push_back(float(m));
+    n.std.push_back(float(std::sqrt(std::max(sq[size_t(c)] / count - m * m, 1e-12))));
+  }
+  return n;
+}
+
+int64_t cifar100_superclass(const std::string& name) {
+  // CIFAR-100's coarse label order (its meta file's coarse_label_names).
+  static const std::vector<std::string> names = {
+      "aquatic mammals", "fish", "flowers", "food containers", "fruit and vegetables",
+      "household electrical devices", "household furniture", "insects", "large carnivores",
+      "large man-made outdoor things", "large natural outdoor scenes", "large omnivores and herbivores",
+      "medium-sized mammals", "non-insect invertebrates", "people", "reptiles", "small mammals", "trees",
+      "vehicles 1", "vehicles 2"};
+  std::string n = name;
+  std::replace(n.begin(), n.end(), '_', ' ');
+  if (n == "medium mammals") n = "medium-sized mammals";
+  for (size_t i = 0; i < names.size(); ++i)
+    if (names[i] == n) return int64_t(i);
+  fail("unknown CIFAR-100 superclass '{}'", name);
+}
+
+std::vector<int64_t> fp_operating_point_superclasses() {
+  std::vector<int64_t> out;
+  for (const char* n : {"large man-made outdoor things", "large natural outdoor scenes", "large omnivores and herbivores",
+                        "medium-sized mammals", "non-insect invertebrates", "people", "reptiles", "small mammals", "trees"})
+    out.push_back(cifar100_superclass(n));
+  return out;
+}
+
+}  // namespace cac::data

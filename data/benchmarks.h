@@ -1,0 +1,63 @@
+#pragma once
+// The benchmark protocol as data: per-dataset defaults (configs/datasets.json) and the standard
+// known/unknown trials (configs/splits.json), both compiled into the binary and overridable by the
+// user's own JSON files; seeded per-class train/validation splits; normalisation statistics.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+
+namespace cac::data {
+
+struct DatasetDefaults {
+  std::string name;
+  int image_size = 32, channels = 3, batch = 128;
+  std::vector<int> cac_epochs, learnt_epochs;
+  std::vector<double> lrs;
+  double weight_decay = 5e-6, dropout = 0.2, flip_p = 0, rotate_deg = 0, crop_scale_min = 1;
+  double val_fraction = 0.2;
+  bool flip_for_class_means = false;
+};
+
+// Names: MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet.
+const std::vector<std::string>& benchmark_names();
+// From the built-in table, or from `json_path` when given (same format as configs/datasets.json).
+DatasetDefaults dataset_defaults(const std::string& benchmark, const std::string& json_path = "");
+
+struct Trial {
+  std::vector<int64_t> known, unknown;  // dataset label indices, sorted
+};
+// Trials 0-4 of the standard splits (FashionMNIST uses MNIST's; TinyImageNet's unknowns are the
+// other 180 classes).
+Trial standard_trial(const std::string& benchmark, int trial);
+// A user split: {"known": [...], "unknown": [...]}; validated (no overlap, non-empty known).
+Trial read_trial_json(const std::string& path);
+
+// Network class index = rank of the dataset label among the sorted known classes; -1 if unknown.
+std::vector<int64_t> known_class_map(const Trial& t, int64_t num_dataset_classes);
+
+// Seeded per-class split of `set` restricted to the known classes: for each class, its images in a
+// shuffled order, the first round((1 - val_fraction) * n) to train and the rest to validation.
+// Labels of both subsets are remapped to 0..K-1.
+struct TrainVal {
+  Subset train, val;
+};
+TrainVal split_train_val(const ImageSet& set, const Trial& t, double val_fraction, uint64_t seed);
+// All images of `set` whose label is in `classes`; labels remapped through `map` (or kept when
+// map is empty).
+Subset select_classes(const ImageSet& set, const std::vector<int64_t>& classes,
+                      const std::vector<int64_t>& map = {});
+
+// Per-channel mean and standard deviation of pixel/255 over a subset (population std).
+struct Normalisation {
+  std::vector<float> mean, std;
+};
+Normalisation compute_normalisation(const Subset& s);
+
+// CIFAR-100 coarse label number of a superclass name ("large man-made outdoor things", ...).
+int64_t cifar100_superclass(const std::string& name);
+// The nine superclasses of the FP-operating-points experiment's unknowns (supplementary section 4).
+std::vector<int64_t> fp_operating_point_superclasses();
+
+}  // namespace cac::data

@@ -1,0 +1,482 @@
+// Data pipeline: every reader on tiny files written here in the real format, and on corrupt
+// variants (each must fail with a message naming the file and the problem, never crash); the
+// benchmark splits; transforms against hand-computed pixels; the loader's determinism.
+#include <gtest/gtest.h>
+#include <jpeglib.h>
+#include <matio.h>
+#include <zlib.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <set>
+
+#include "data/benchmarks.h"
+#include "data/loader.h"
+#include "data/readers.h"
+#include "data/transforms.h"
+
+namespace fs = std::filesystem;
+
+namespace cac::data {
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = fs::temp_directory_path() / ("cac-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+  std::string str() const { return path_.string(); }
+
+ private:
+  fs::path path_;
+  static inline int counter_ = 0;
+};
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& b, bool gzip) {
+  fs::create_directories(fs::path(path).parent_path());
+  if (gzip) {
+    gzFile f = gzopen(path.c_str(), "wb");
+    gzwrite(f, b.data(), unsigned(b.size()));
+    gzclose(f);
+  } else {
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+  }
+}
+void put32(std::vector<uint8_t>& v, uint32_t x) {
+  for (int s = 24; s >= 0; s -= 8) v.push_back(uint8_t(x >> s));
+}
+std::vector<uint8_t> idx_images(uint32_t n, uint32_t rows, uint32_t cols, uint32_t magic = 0x803) {
+  std::vector<uint8_t> v;
+  put32(v, magic);
+  put32(v, n);
+  put32(v, rows);
+  put32(v, cols);
+  for (uint32_t i = 0; i < n * rows * cols; ++i) v.push_back(uint8_t(i * 7));
+  return v;
+}
+std::vector<uint8_t> idx_labels(const std::vector<uint8_t>& labels, uint32_t magic = 0x801) {
+  std::vector<uint8_t> v;
+  put32(v, magic);
+  put32(v, uint32_t(labels.size()));
+  v.insert(v.end(), labels.begin(), labels.end());
+  return v;
+}
+
+// Runs f, expects a cac::Error whose message contains every needle.
+void expect_error(const std::function<void()>& f, std::vector<std::string> needles) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning " << needles[0];
+  } catch (const Error& e) {
+    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what() << " lacks '" << n << "'";
+  }
+}
+
+// ---- IDX ------------------------------------------------------------------------------------------
+TEST(DataIdx, ReadsGzipAndPlain) {
+  TempDir d;
+  for (bool gz : {true, false}) {
+    const std::string img = d / (gz ? "i.gz" : "i"), lab = d / (gz ? "l.gz" : "l");
+    write_bytes(img, idx_images(3, 2, 4), gz);
+    write_bytes(lab, idx_labels({3, 0, 9}), gz);
+    ImageSet s = read_idx(img, lab, "tiny");
+    EXPECT_EQ(s.images.shape(), (Shape{3, 2, 4, 1}));
+    EXPECT_EQ(s.labels.to_vector<int64_t>(), (std::vector<int64_t>{3, 0, 9}));
+    EXPECT_EQ(s.image(1)[0], uint8_t(8 * 7));  // pixel 8 of the file
+  }
+}
+
+TEST(DataIdx, CorruptFilesFailWithFileAndProblem) {
+  TempDir d;
+  write_bytes(d / "ok-l", idx_labels({1, 2}), false);
+  write_bytes(d / "ok-i", idx_images(2, 2, 2), false);
+  std::vector<uint8_t> trunc = idx_images(2, 2, 2);
+  trunc.resize(trunc.size() - 3);
+  write_bytes(d / "trunc-i", trunc, false);
+  expect_error([&] { read_idx(d / "trunc-i", d / "ok-l", "x"); }, {"trunc-i", "truncated"});
+  write_bytes(d / "magic-i", idx_images(2, 2, 2, 0x804), false);
+  expect_error([&] { read_idx(d / "magic-i", d / "ok-l", "x"); }, {"magic-i", "magic"});
+  write_bytes(d / "count-l", idx_labels({1, 2, 3}), false);
+  expect_error([&] { read_idx(d / "ok-i", d / "count-l", "x"); }, {"count-l", "3 labels"});
+  write_bytes(d / "range-l", idx_labels({1, 12}), false);
+  expect_error([&] { read_idx(d / "ok-i", d / "range-l", "x"); }, {"range-l", "label 12"});
+  expect_error([&] { read_idx(d / "missing", d / "ok-l", "x"); }, {"missing", "not found"});
+  // A truncated gzip stream.
+  std::vector<uint8_t> gz;
+  {
+    write_bytes(d / "full.gz", idx_images(50, 8, 8), true);
+    std::ifstream f(d / "full.gz", std::ios::binary);
+    gz.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  gz.resize(gz.size() / 2);
+  write_bytes(d / "half.gz", gz, false);
+  expect_error([&] { read_idx(d / "half.gz", d / "ok-l", "x"); }, {"half.gz"});
+  expect_error([&] { read_mnist_dir(d / "nowhere", true, "MNIST"); }, {"nowhere", "not found"});
+}
+
+// ---- CIFAR ----------------------------------------------------------------------------------------
+std::vector<uint8_t> cifar_records(int n, int label_bytes, uint8_t first_label) {
+  std::vector<uint8_t> v;
+  for (int r = 0; r < n; ++r) {
+    for (int b = 0; b < label_bytes; ++b) v.push_back(uint8_t(first_label + r + b));
+    for (int c = 0; c < 3; ++c)
+      for (int p = 0; p < 1024; ++p) v.push_back(uint8_t(c * 80 + p % 7 + r));
+  }
+  return v;
+}
+
+TEST(DataCifar, TenAndHundredLayoutsAndErrors) {
+  TempDir d;
+  for (int b = 1; b <= 5; ++b) write_bytes(d / ("c10/data_batch_" + std::to_string(b) + ".bin"), cifar_records(2, 1, uint8_t(b)), false);
+  write_bytes(d / "c10/test_batch.bin", cifar_records(3, 1, 0), false);
+  ImageSet train = read_cifar10(d / "c10", true), test = read_cifar10(d / "c10", false);
+  EXPECT_EQ(train.size(), 10);
+  EXPECT_EQ(test.size(), 3);
+  EXPECT_EQ(train.images.shape(), (Shape{10, 32, 32, 3}));
+  // Planar RGB -> HWC: pixel p, channel c of record r = c*80 + p%7 + r.
+  EXPECT_EQ(test.image(2)[5 * 3 + 1], uint8_t(80 + 5 + 2));
+  EXPECT_EQ(train.labels.to_vector<int64_t>()[3], 3);  // batch 2, record 1: label 2 + 1
+  write_bytes(d / "c100/train.bin", cifar_records(2, 2, 17), false);  // coarse 17/18, fine 18/19
+  std::vector<int64_t> coarse;
+  ImageSet c100 = read_cifar100(d / "c100", true, &coarse);
+  EXPECT_EQ(c100.labels.to_vector<int64_t>(), (std::vector<int64_t>{18, 19}));
+  EXPECT_EQ(coarse, (std::vector<int64_t>{17, 18}));
+  std::vector<uint8_t> bad = cifar_records(2, 1, 0);
+  bad.pop_back();
+  write_bytes(d / "c10/test_batch.bin", bad, false);
+  expect_error([&] { read_cifar10(d / "c10", false); }, {"test_batch.bin", "truncated"});
+  write_bytes(d / "c10/test_batch.bin", cifar_records(2, 1, 9), false);  // labels 9, 10
+  expect_error([&] { read_cifar10(d / "c10", false); }, {"test_batch.bin", "label 10"});
+  fs::remove(d / "c10/data_batch_3.bin");
+  expect_error([&] { read_cifar10(d / "c10", true); }, {"data_batch_3.bin"});
+}
+
+// ---- SVHN -----------------------------------------------------------------------------------------
+void write_svhn(const std::string& path, int n, const std::vector<double>& y, bool with_y = true) {
+  mat_t* mat = Mat_CreateVer(path.c_str(), nullptr, MAT_FT_MAT5);
+  ASSERT_NE(mat, nullptr);
+  std::vector<uint8_t> x(size_t(n) * 3072);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = uint8_t(i % 251);
+  size_t xd[4] = {32, 32, 3, size_t(n)};
+  matvar_t* xv = Mat_VarCreate("X", MAT_C_UINT8, MAT_T_UINT8, 4, xd, x.data(), 0);
+  Mat_VarWrite(mat, xv, MAT_COMPRESSION_NONE);
+  Mat_VarFree(xv);
+  if (with_y) {
+    size_t yd[2] = {y.size(), 1};
+    std::vector<double> yy = y;
+    matvar_t* yv = Mat_VarCreate("y", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, yd, yy.data(), 0);
+    Mat_VarWrite(mat, yv, MAT_COMPRESSION_NONE);
+    Mat_VarFree(yv);
+  }
+  Mat_Close(mat);
+}
+
+TEST(DataSvhn, MatlabV5ColumnMajorAndTenIsZero) {
+  TempDir d;
+  write_svhn(d / "train_32x32.mat", 2, {10, 3});
+  ImageSet s = read_svhn(d / "train_32x32.mat", "SVHN train");
+  EXPECT_EQ(s.labels.to_vector<int64_t>(), (std::vector<int64_t>{0, 3}));
+  // X(row 1, col 2, channel 1, image 1) is element 1 + 32*2 + 1024*1 + 3072*1 of the column-major array.
+  EXPECT_EQ(s.image(1)[(1 * 32 + 2) * 3 + 1], uint8_t((1 + 64 + 1024 + 3072) % 251));
+  write_svhn(d / "bad.mat", 2, {11, 3});
+  expect_error([&] { read_svhn(d / "bad.mat", "x"); }, {"bad.mat", "label 11"});
+  write_svhn(d / "noy.mat", 2, {}, false);
+  expect_error([&] { read_svhn(d / "noy.mat", "x"); }, {"noy.mat", "'y'"});
+  write_bytes(d / "junk.mat", {1, 2, 3, 4}, false);
+  expect_error([&] { read_svhn(d / "junk.mat", "x"); }, {"junk.mat"});
+}
+
+// ---- JPEG, image folders, TinyImageNet --------------------------------------------------------------
+void write_jpeg(const std::string& path, int w, int h, bool grey, uint8_t base) {
+  fs::create_directories(fs::path(path).parent_path());
+  FILE* f = std::fopen(path.c_str(), "wb");
+  jpeg_compress_struct c;
+  jpeg_error_mgr err;
+  c.err = jpeg_std_error(&err);
+  jpeg_create_compress(&c);
+  jpeg_stdio_dest(&c, f);
+  c.image_width = JDIMENSION(w);
+  c.image_height = JDIMENSION(h);
+  c.input_components = grey ? 1 : 3;
+  c.in_color_space = grey ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_set_defaults(&c);
+  jpeg_set_quality(&c, 100, TRUE);
+  jpeg_start_compress(&c, TRUE);
+  std::vector<uint8_t> row(size_t(w) * (grey ? 1 : 3), base);
+  while (c.next_scanline < c.image_height) {
+    JSAMPROW r = row.data();
+    jpeg_write_scanlines(&c, &r, 1);
+  }
+  jpeg_finish_compress(&c);
+  jpeg_destroy_compress(&c);
+  std::fclose(f);
+}
+
+TEST(DataJpeg, GreyscaleExpandsToRgbAndBadFilesFail) {
+  TempDir d;
+  write_jpeg(d / "g.jpg", 8, 8, true, 100);
+  int w = 0, h = 0;
+  auto px = decode_jpeg_rgb(d / "g.jpg", &w, &h);
+  ASSERT_EQ(px.size(), 8u * 8 * 3);
+  EXPECT_NEAR(px[0], 100, 2);
+  EXPECT_EQ(px[0], px[1]);
+  EXPECT_EQ(px[1], px[2]);
+  write_bytes(d / "bad.jpg", {0xff, 0xd8, 0xff, 0x00, 0x12}, false);
+  expect_error([&] { decode_jpeg_rgb(d / "bad.jpg", &w, &h); }, {"bad.jpg", "JPEG"});
+}
+
+TEST(DataTinyImageNet, FolderLayoutCacheAndRebuild) {
+  TempDir d;
+  const std::string root = d / "tiny-imagenet-200";
+  fs::create_directories(root);
+  std::ofstream(root + "/wnids.txt") << "n02\nn01\n";
+  write_jpeg(root + "/train/n01/images/a.JPEG", 64, 64, false, 10);
+  write_jpeg(root + "/train/n01/images/b.JPEG", 64, 64, true, 20);  // greyscale
+  write_jpeg(root + "/train/n02/images/c.JPEG", 64, 64, false, 200);
+  write_jpeg(root + "/val/images/v0.JPEG", 64, 64, false, 30);
+  write_jpeg(root + "/val/images/v1.JPEG", 64, 64, false, 40);
+  std::ofstream(root + "/val/val_annotations.txt") << "v0.JPEG\tn02\t0\t0\t63\t63\nv1.JPEG\tn01\t0\t0\t63\t63\n";
+  TinyImageNet t = read_tinyimagenet(root, d / "cache", 4);  // decodes and writes the cache
+  EXPECT_EQ(t.wnids, (std::vector<std::string>{"n01", "n02"}));  // sorted
+  EXPECT_EQ(t.train.labels.to_vector<int64_t>(), (std::vector<int64_t>{0, 0, 1}));
+  EXPECT_EQ(t.val.labels.to_vector<int64_t>(), (std::vector<int64_t>{1, 0}));
+  EXPECT_EQ(t.train.images.shape(), (Shape{3, 64, 64, 3}));
+  EXPECT_NEAR(t.train.image(2)[0], 200, 3);
+  ASSERT_TRUE(fs::exists(d / "cache/tinyimagenet-decoded.cache"));
+  TinyImageNet again = read_tinyimagenet(root, d / "cache", 1);  // from the cache
+  EXPECT_EQ(again.train.images.to_vector<uint8_t>(), t.train.images.to_vector<uint8_t>());
+  // A corrupt cache is rebuilt, not trusted.
+  fs::resize_file(d / "cache/tinyimagenet-decoded.cache", 100);
+  TinyImageNet rebuilt = read_tinyimagenet(root, d / "cache", 2);
+  EXPECT_EQ(rebuilt.val.images.to_vector<uint8_t>(), t.val.images.to_vector<uint8_t>());
+  std::ofstream(root + "/val/val_annotations.txt", std::ios::app) << "v2.JPEG\tn99\t0\t0\t1\t1\n";
+  expect_error([&] { read_tinyimagenet(root, d / "cache", 1); }, {"val_annotations.txt", "n99"});
+  expect_error([&] { read_tinyimagenet(d / "absent", "", 1); }, {"absent"});
+}
+
+TEST(DataImageFolder, ClassesSortedAndResized) {
+  TempDir d;
+  write_jpeg(d / "root/zebra/1.jpg", 16, 16, false, 50);
+  write_jpeg(d / "root/ant/1.jpg", 20, 10, false, 150);
+  std::vector<std::string> classes;
+  ImageSet s = read_image_folder(d / "root", 8, &classes, 2);
+  EXPECT_EQ(classes, (std::vector<std::string>{"ant", "zebra"}));
+  EXPECT_EQ(s.images.shape(), (Shape{2, 8, 8, 3}));
+  EXPECT_EQ(s.labels.to_vector<int64_t>(), (std::vector<int64_t>{0, 1}));
+}
+
+// ---- benchmark definitions ------------------------------------------------------------------------
+TEST(DataSplits, TrialsMatchTheStandardLists) {
+  EXPECT_EQ(standard_trial("MNIST", 0).known, (std::vector<int64_t>{0, 1, 2, 4, 5, 9}));
+  EXPECT_EQ(standard_trial("FashionMNIST", 3).known, standard_trial("MNIST", 3).known);
+  EXPECT_EQ(standard_trial("SVHN", 4).unknown, (std::vector<int64_t>{4, 5, 6, 9}));
+  EXPECT_EQ(standard_trial("CIFAR10", 2).known, (std::vector<int64_t>{0, 1, 5, 6, 7, 8}));
+  EXPECT_EQ(standard_trial("CIFAR+10", 3).unknown, (std::vector<int64_t>{1, 11, 38, 42, 44, 45, 63, 64, 66, 67}));
+  EXPECT_EQ(standard_trial("CIFAR+50", 0).unknown.size(), 50u);
+  Trial t = standard_trial("TinyImageNet", 4);
+  EXPECT_EQ(t.known.front(), 8);
+  EXPECT_EQ(t.known.size(), 20u);
+  EXPECT_EQ(t.unknown.size(), 180u);
+  expect_error([] { standard_trial("CIFAR10", 5); }, {"trial 5"});
+  expect_error([] { standard_trial("ImageNet", 0); }, {"ImageNet", "CIFAR10"});
+  // Network class = rank among the sorted known classes: [6,8,2,4,9,3] -> 2:0, 3:1, 4:2, 6:3, 8:4, 9:5.
+  Trial k{{2, 3, 4, 6, 8, 9}, {}};
+  std::vector<int64_t> m = known_class_map(k, 10);
+  EXPECT_EQ(m[2], 0);
+  EXPECT_EQ(m[6], 3);
+  EXPECT_EQ(m[9], 5);
+  EXPECT_EQ(m[5], -1);
+}
+
+TEST(DataSplits, DefaultsFromTheProtocolTable) {
+  DatasetDefaults c = dataset_defaults("CIFAR+50");
+  EXPECT_EQ(c.batch, 32);
+  EXPECT_EQ(c.cac_epochs, (std::vector<int>{150, 25}));
+  EXPECT_DOUBLE_EQ(c.weight_decay, 5e-4);
+  DatasetDefaults t = dataset_defaults("TinyImageNet");
+  EXPECT_EQ(t.image_size, 64);
+  EXPECT_DOUBLE_EQ(t.dropout, 0.3);
+  EXPECT_DOUBLE_EQ(t.val_fraction, 0.1);
+  EXPECT_EQ(dataset_defaults("MNIST").channels, 1);
+}
+
+ImageSet labelled_set(const std::vector<int64_t>& per_class_counts) {
+  std::vector<int64_t> labels;
+  for (size_t c = 0; c < per_class_counts.size(); ++c)
+    for (int64_t i = 0; i < per_class_counts[c]; ++i) labels.push_back(int64_t(c));
+  ImageSet s;
+  s.name = "synthetic";
+  const int64_t n = int64_t(labels.size());
+  s.images = Tensor::zeros({n, 2, 2, 1}, DType::U8);
+  for (int64_t i = 0; i < n; ++i) s.images.data<uint8_t>()[i * 4] = uint8_t(i % 256);
+  s.labels = Tensor::from_vector(labels, {n});
+  return s;
+}
+
+TEST(DataSplits, SeededPerClassTrainValSplit) {
+  ImageSet s = labelled_set({50, 40, 30, 10});
+  Trial t{{1, 3}, {0, 2}};
+  TrainVal a = split_train_val(s, t, 0.2, 7), b = split_train_val(s, t, 0.2, 7), c = split_train_val(s, t, 0.2, 8);
+  EXPECT_EQ(a.train.size(), 32 + 8);
+  EXPECT_EQ(a.val.size(), 8 + 2);
+  std::set<int64_t> tr(a.train.indices.begin(), a.train.indices.end());
+  for (int64_t i : a.val.indices) EXPECT_EQ(tr.count(i), 0u);  // no overlap
+  EXPECT_EQ(a.train.indices, b.train.indices);                 // same seed, same split
+  EXPECT_NE(a.train.indices, c.train.indices);
+  for (size_t i = 0; i < a.train.indices.size(); ++i)  // labels remapped: class 1 -> 0, class 3 -> 1
+    EXPECT_EQ(a.train.labels[i], s.labels.data<int64_t>()[a.train.indices[i]] == 1 ? 0 : 1);
+  Subset unknown = select_classes(s, t.unknown);
+  EXPECT_EQ(unknown.size(), 80);
+}
+
+TEST(DataSplits, FpOperatingPointSuperclasses) {
+  EXPECT_EQ(cifar100_superclass("people"), 14);
+  EXPECT_EQ(cifar100_superclass("aquatic mammals"), 0);
+  EXPECT_EQ(fp_operating_point_superclasses(), (std::vector<int64_t>{9, 10, 11, 12, 13, 14, 15, 16, 17}));
+  expect_error([] { cifar100_superclass("dragons"); }, {"dragons"});
+}
+
+TEST(DataSplits, NormalisationFromTheSubset) {
+  ImageSet s = labelled_set({2, 2});  // pixel 0 of image i is i, others 0
+  Subset all = select_classes(s, {0, 1});
+  Normalisation n = compute_normalisation(all);
+  // Values /255 over 16 pixels: 0,1,2,3 and twelve zeros.
+  const double mean = (0 + 1 + 2 + 3) / 255.0 / 16;
+  EXPECT_NEAR(n.mean[0], mean, 1e-7);
+  EXPECT_NEAR(n.std[0], std::sqrt((1 + 4 + 9) / 255.0 / 255.0 / 16 - mean * mean), 1e-6);
+}
+
+// ---- transforms -----------------------------------------------------------------------------------
+FloatImage ramp(int h, int w) {
+  FloatImage f{h, w, 1, std::vector<float>(size_t(h) * w)};
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) f.at(y, x, 0) = float(10 * y + x);
+  return f;
+}
+
+TEST(DataTransforms, FlipCropRotateByHand) {
+  FloatImage r = ramp(3, 4);
+  FloatImage f = hflip(r);
+  EXPECT_EQ(f.at(0, 0, 0), 3.f);
+  EXPECT_EQ(f.at(2, 3, 0), 20.f);
+  FloatImage c = crop(r, CropBox{1, 2, 2, 2});
+  EXPECT_EQ(c.px, (std::vector<float>{12, 13, 22, 23}));
+  EXPECT_EQ(rotate(r, 0).px, r.px);
+  // 90 degrees counter-clockwise on a square image: out(y, x) = in(x, w-1-y).
+  FloatImage sq = ramp(3, 3), rot = rotate(sq, 90);
+  for (int y = 0; y < 3; ++y)
+    for (int x = 0; x < 3; ++x) EXPECT_NEAR(rot.at(y, x, 0), sq.at(x, 2 - y, 0), 1e-4) << y << "," << x;
+  EXPECT_EQ(resize_bilinear(r, 3, 4).px, r.px);
+  CropBox cc = centre_crop_box(5, 5, 3);
+  EXPECT_EQ(cc.top, 1);
+  EXPECT_EQ(cc.left, 1);
+  Generator g(3);
+  for (int i = 0; i < 100; ++i) {  // random resized crops stay inside and respect the area bound
+    CropBox b = random_resized_crop_box(32, 32, 0.8, g);
+    EXPECT_GE(b.top, 0);
+    EXPECT_LE(b.top + b.h, 32);
+    EXPECT_LE(b.left + b.w, 32);
+    EXPECT_GE(double(b.h) * b.w, 0.8 * 1024 * 0.85);  // rounding of the sides
+  }
+}
+
+TEST(DataTransforms, NormalisedChwOutput) {
+  std::vector<uint8_t> img = {0, 255, 51, 102};  // 2x2 greyscale
+  Augment a;
+  a.size = 2;
+  a.mean = {0.5f};
+  a.std = {0.5f};
+  std::vector<float> out(4);
+  transform_image(img.data(), 2, 2, 1, a, 0, 0, 0, out.data());
+  EXPECT_NEAR(out[0], -1.f, 1e-6);
+  EXPECT_NEAR(out[1], 1.f, 1e-6);
+  EXPECT_NEAR(out[2], (0.2f - 0.5f) / 0.5f, 1e-6);
+}
+
+// ---- loader ----------------------------------------------------------------------------------------
+std::vector<float> epoch_images(const Subset& s, int workers, int epoch, std::vector<int64_t>* labels) {
+  Augment a;
+  a.size = 2;
+  a.train = true;
+  a.crop_scale_min = 0.5;
+  a.flip_p = 0.5;
+  a.rotate_deg = 10;
+  a.mean = {0.f};
+  a.std = {1.f};
+  Loader::Options o;
+  o.batch = 7;
+  o.seed = 99;
+  o.workers = workers;
+  o.prefetch = 3;
+  Loader loader(s, a, o);
+  loader.start_epoch(epoch);
+  std::vector<float> all;
+  Batch b;
+  while (loader.next(&b)) {
+    auto v = b.images.to_vector<float>();
+    all.insert(all.end(), v.begin(), v.end());
+    auto l = b.labels.to_vector<int64_t>();
+    labels->insert(labels->end(), l.begin(), l.end());
+  }
+  return all;
+}
+
+TEST(DataLoader, DeterministicAcrossThreadCountsAndCoversTheEpoch) {
+  ImageSet s = labelled_set({30, 23});
+  Subset all = select_classes(s, {0, 1});
+  std::vector<int64_t> l1, l4, l_other;
+  std::vector<float> one = epoch_images(all, 1, 2, &l1), four = epoch_images(all, 4, 2, &l4);
+  EXPECT_EQ(one, four);
+  EXPECT_EQ(l1, l4);
+  EXPECT_EQ(l1.size(), 53u);
+  EXPECT_EQ(std::count(l1.begin(), l1.end(), 0), 30);  // each sample once
+  std::vector<float> other = epoch_images(all, 4, 3, &l_other);
+  EXPECT_NE(other, one);  // a new epoch reshuffles and redraws
+}
+
+TEST(DataLoader, DropLastAndStopMidEpoch) {
+  ImageSet s = labelled_set({10, 10});
+  Subset all = select_classes(s, {0, 1});
+  Augment a;
+  a.size = 2;
+  a.mean = {0.f};
+  a.std = {1.f};
+  Loader::Options o;
+  o.batch = 6;
+  o.drop_last = true;
+  o.workers = 2;
+  Loader loader(all, a, o);
+  EXPECT_EQ(loader.batches_per_epoch(), 3);
+  loader.start_epoch(0);
+  Batch b;
+  ASSERT_TRUE(loader.next(&b));
+  EXPECT_EQ(b.images.shape(), (Shape{6, 1, 2, 2}));
+  loader.start_epoch(1);  // abandon epoch 0 mid-way
+  int n = 0;
+  while (loader.next(&b)) ++n;
+  EXPECT_EQ(n, 3);
+  loader.start_epoch(2);
+  ASSERT_TRUE(loader.next(&b));
+  // destroyed here with batches in flight: must join cleanly
+}
+
+// ---- the real Fashion-MNIST, when the Debian package is installed -----------------------------------
+TEST(DataFashionMnist, RealFilesWhenInstalled) {
+  const std::string dir = "/usr/share/datasets/fashion-mnist";
+  if (!fs::exists(dir)) GTEST_SKIP() << dir << " not present (apt-get install dataset-fashion-mnist)";
+  ImageSet train = read_mnist_dir(dir, true, "FashionMNIST"), test = read_mnist_dir(dir, false, "FashionMNIST");
+  EXPECT_EQ(train.size(), 60000);
+  EXPECT_EQ(test.size(), 10000);
+  std::vector<int64_t> hist(10, 0);
+  for (int64_t l : train.labels.to_vector<int64_t>()) ++hist[size_t(l)];
+  for (int64_t h : hist) EXPECT_EQ(h, 6000);
+  EXPECT_EQ(train.images.shape(), (Shape{60000, 28, 28, 1}));
+}
+
+}  // namespace
+}  // namespace cac::data
