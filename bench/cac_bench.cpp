@@ -84,10 +84,15 @@ int main(int argc, char** argv) {
   auto* kern = app.add_subcommand("kernels", "each hand-written CUDA kernel: check vs CPU twin, then time");
   kern->add_option("--batch", ko.batch, "batch size of the activation shapes")->check(CLI::PositiveNumber)->capture_default_str();
   kern->add_option("--iters", ko.iters, "timed runs per kernel (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
+  bench::LoaderOptions lo;
+  auto* load = app.add_subcommand("loader", "images/s of the data loader with the CIFAR10/MNIST augmentation");
+  load->add_option("--images", lo.images, "synthetic CIFAR-shaped images")->check(CLI::PositiveNumber)->capture_default_str();
+  load->add_option("--batch", lo.batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     if (*step) return run_step(so);
     if (*kern) return bench::run_kernels(ko);
+    if (*load) return bench::run_loader(lo);
   } catch (const cac::Error& e) {
     std::fprintf(stderr, "cac_bench: %s\n", e.what());
     return 1;

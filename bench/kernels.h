@@ -8,4 +8,10 @@ struct KernelOptions {
   int iters = 50;
 };
 int run_kernels(const KernelOptions& o);
+
+struct LoaderOptions {
+  int64_t images = 20000;  // synthetic CIFAR-shaped images
+  int batch = 128;
+};
+int run_loader(const LoaderOptions& o);
 }  // namespace cac::bench
