@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -177,6 +179,47 @@ Normalisation compute_normalisation(const Subset& s) {
     const double m = sum[size_t(c)] / count;
     n.mean.push_back(float(m));
     n.std.push_back(float(std::sqrt(std::max(sq[size_t(c)] / count - m * m, 1e-12))));
+  }
+  return n;
+}
+
+Normalisation cached_normalisation(const Subset& s, const std::string& key, const std::string& cache_path) {
+  std::string path = cache_path;
+  if (path.empty()) {
+    const char* xdg = std::getenv("XDG_CACHE_HOME");
+    const char* home = std::getenv("HOME");
+    if (xdg && *xdg) path = std::string(xdg) + "/cac-engine/normalisation.json";
+    else if (home && *home) path = std::string(home) + "/.cache/cac-engine/normalisation.json";
+  }
+  uint64_t fp = mix64(uint64_t(s.size()));
+  for (size_t i = 0; i < s.indices.size(); ++i) fp = mix64(fp ^ uint64_t(s.indices[i]) ^ (uint64_t(s.labels[i]) << 40));
+  const std::string full_key = fmt::format("{}#{:016x}", key, fp);
+  json db = json::object();
+  if (!path.empty()) {
+    std::ifstream f(path);
+    if (f) {
+      try {
+        db = json::parse(f);
+        if (db.contains(full_key)) {
+          Normalisation n;
+          n.mean = db.at(full_key).at("mean").get<std::vector<float>>();
+          n.std = db.at(full_key).at("std").get<std::vector<float>>();
+          if (!n.mean.empty() && n.mean.size() == n.std.size()) return n;
+        }
+      } catch (const json::exception&) {
+        db = json::object();  // corrupt cache: recompute and overwrite
+      }
+    }
+  }
+  Normalisation n = compute_normalisation(s);
+  if (!path.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+    db[full_key] = {{"mean", n.mean}, {"std", n.std}};
+    const std::string tmp = path + ".tmp";
+    std::ofstream out(tmp);
+    if (out && (out << db.dump(1)) && (out.close(), true) && out.good())
+      std::filesystem::rename(tmp, path, ec);  // atomic replace
   }
   return n;
 }

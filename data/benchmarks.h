@@ -54,6 +54,11 @@ struct Normalisation {
   std::vector<float> mean, std;
 };
 Normalisation compute_normalisation(const Subset& s);
+// The same, remembered in a small JSON file (`cache_path`; "" = $XDG_CACHE_HOME or
+// ~/.cache/cac-engine/normalisation.json) under a key that names the benchmark, trial and seed and
+// fingerprints the subset, so a changed split is never served stale values. Cache trouble (an
+// unwritable or corrupt file) only costs the recomputation.
+Normalisation cached_normalisation(const Subset& s, const std::string& key, const std::string& cache_path = "");
 
 // CIFAR-100 coarse label number of a superclass name ("large man-made outdoor things", ...).
 int64_t cifar100_superclass(const std::string& name);

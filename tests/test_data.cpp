@@ -14,6 +14,7 @@
 
 #include "data/benchmarks.h"
 #include "data/loader.h"
+#include "data/openset.h"
 #include "data/readers.h"
 #include "data/transforms.h"
 
@@ -334,6 +335,21 @@ TEST(DataSplits, SeededPerClassTrainValSplit) {
   EXPECT_EQ(unknown.size(), 80);
 }
 
+TEST(DataSplits, NormalisationCacheServesAndSurvivesCorruption) {
+  TempDir d;
+  ImageSet s = labelled_set({3, 3});
+  Subset all = select_classes(s, {0, 1});
+  Normalisation a = cached_normalisation(all, "k", d / "n.json");
+  ASSERT_TRUE(fs::exists(d / "n.json"));
+  Normalisation b = cached_normalisation(all, "k", d / "n.json");
+  EXPECT_EQ(a.mean, b.mean);
+  EXPECT_EQ(a.std, b.std);
+  Subset fewer = select_classes(s, {0});  // another subset under the same key: not served stale
+  EXPECT_NE(cached_normalisation(fewer, "k", d / "n.json").mean, a.mean);
+  std::ofstream(d / "n.json") << "{ not json";
+  EXPECT_EQ(cached_normalisation(all, "k", d / "n.json").mean, a.mean);
+}
+
 TEST(DataSplits, FpOperatingPointSuperclasses) {
   EXPECT_EQ(cifar100_superclass("people"), 14);
   EXPECT_EQ(cifar100_superclass("aquatic mammals"), 0);
@@ -465,6 +481,54 @@ TEST(DataLoader, DropLastAndStopMidEpoch) {
   // destroyed here with batches in flight: must join cleanly
 }
 
+// ---- whole benchmarks from files -------------------------------------------------------------------
+TEST(DataOpenSet, CifarPlusTenAndFpOperatingPointsFromFiles) {
+  TempDir d;
+  // CIFAR-10: each class 5 times in the training batches, twice in the test batch.
+  auto c10 = [](int n_per_class) {
+    std::vector<uint8_t> v;
+    for (int r = 0; r < 10 * n_per_class; ++r) {
+      v.push_back(uint8_t(r % 10));
+      for (int p = 0; p < 3072; ++p) v.push_back(uint8_t(p + r));
+    }
+    return v;
+  };
+  for (int b = 1; b <= 5; ++b) write_bytes(d / ("cifar-10-batches-bin/data_batch_" + std::to_string(b) + ".bin"), c10(1), false);
+  write_bytes(d / "cifar-10-batches-bin/test_batch.bin", c10(2), false);
+  std::vector<uint8_t> c100;  // fine labels 0..99, coarse = fine / 5
+  for (int r = 0; r < 100; ++r) {
+    c100.push_back(uint8_t(r / 5));
+    c100.push_back(uint8_t(r));
+    for (int p = 0; p < 3072; ++p) c100.push_back(uint8_t(p));
+  }
+  write_bytes(d / "cifar-100-binary/test.bin", c100, false);
+  OpenSetData o = load_benchmark("CIFAR+10", 0, d.str(), 1);
+  EXPECT_EQ(o.num_classes(), 4);
+  EXPECT_EQ(o.train.size() + o.val.size(), 4 * 5);
+  EXPECT_EQ(o.test_known.size(), 4 * 2);
+  ASSERT_EQ(o.test_unknown.size(), 1u);
+  EXPECT_EQ(o.test_unknown[0].second.size(), 10);  // one image of each of the 10 fine classes
+  EXPECT_EQ(o.norm.mean.size(), 3u);
+  write_svhn(d / "test_32x32.mat", 3, {1, 10, 5});
+  OpenSetData fp = load_fp_operating_points(d.str(), 1);
+  EXPECT_EQ(fp.num_classes(), 10);
+  ASSERT_EQ(fp.test_unknown.size(), 2u);
+  EXPECT_EQ(fp.test_unknown[0].second.size(), 3);
+  EXPECT_EQ(fp.test_unknown[1].second.size(), 45);  // 9 superclasses x 5 fine classes x 1 image
+  expect_error([&] { load_benchmark("SVHN", 0, d.str(), 1); }, {"train_32x32.mat"});
+}
+
+TEST(DataOpenSet, UserSplitJson) {
+  TempDir d;
+  std::ofstream(d / "split.json") << R"({"known": [3, 1, 4], "unknown": [0, 2]})";
+  Trial t = read_trial_json(d / "split.json");
+  EXPECT_EQ(t.known, (std::vector<int64_t>{1, 3, 4}));
+  std::ofstream(d / "overlap.json") << R"({"known": [1, 2], "unknown": [2]})";
+  expect_error([&] { read_trial_json(d / "overlap.json"); }, {"overlap.json", "both known and unknown"});
+  std::ofstream(d / "broken.json") << R"({"known": [1, 2)";
+  expect_error([&] { read_trial_json(d / "broken.json"); }, {"broken.json", "invalid JSON"});
+}
+
 // ---- the real Fashion-MNIST, when the Debian package is installed -----------------------------------
 TEST(DataFashionMnist, RealFilesWhenInstalled) {
   const std::string dir = "/usr/share/datasets/fashion-mnist";
@@ -476,6 +540,12 @@ TEST(DataFashionMnist, RealFilesWhenInstalled) {
   for (int64_t l : train.labels.to_vector<int64_t>()) ++hist[size_t(l)];
   for (int64_t h : hist) EXPECT_EQ(h, 6000);
   EXPECT_EQ(train.images.shape(), (Shape{60000, 28, 28, 1}));
+  OpenSetData o = load_benchmark("FashionMNIST", 0, dir, 0);
+  EXPECT_EQ(o.num_classes(), 6);
+  EXPECT_EQ(o.train.size(), 6 * 4800);  // 80% of 6000 per known class
+  EXPECT_EQ(o.val.size(), 6 * 1200);
+  EXPECT_EQ(o.test_known.size(), 6000);
+  EXPECT_EQ(o.test_unknown[0].second.size(), 4000);
 }
 
 }  // namespace

@@ -1,0 +1,42 @@
+#pragma once
+// A whole open-set benchmark assembled from the files on disk: the known classes' training and
+// validation splits, the known and unknown test sets, and the normalisation computed from the
+// known-class training images. Also the experiment at false-positive operating points (CIFAR10
+// all known; unknowns = SVHN test and the nine-superclass CIFAR-100 test subset).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/benchmarks.h"
+
+namespace cac::data {
+
+struct OpenSetData {
+  std::string benchmark;
+  int trial = 0;
+  Trial classes;
+  DatasetDefaults defaults;
+  Subset train, val;    // labels remapped to 0..K-1
+  Subset test_known;    // labels remapped to 0..K-1
+  // Unknown test sets by name ("unknown", or "SVHN test" / "CIFAR-100 superclasses"); labels are
+  // the source dataset's own.
+  std::vector<std::pair<std::string, Subset>> test_unknown;
+  Normalisation norm;
+  int num_classes() const { return int(classes.known.size()); }
+  std::vector<std::shared_ptr<ImageSet>> storage;  // owns the image sets the subsets point into
+};
+
+// data_dir holds the dataset's files directly or in its usual folder (cifar-10-batches-bin,
+// cifar-100-binary, tiny-imagenet-200); CIFAR+N needs both CIFAR folders under data_dir.
+// split_json: a user split instead of the standard trial (trial is then only a label).
+OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::string& data_dir,
+                           uint64_t seed, const std::string& split_json = "");
+
+// data_dir must contain cifar-10-batches-bin, cifar-100-binary and test_32x32.mat (SVHN).
+OpenSetData load_fp_operating_points(const std::string& data_dir, uint64_t seed);
+
+// The folder holding `marker` (data_dir itself or data_dir/<sub> for one of `subs`).
+std::string find_dataset_dir(const std::string& data_dir, const std::string& marker,
+                             const std::vector<std::string>& subs);
+
+}  // namespace cac::data
