@@ -1,0 +1,37 @@
+#pragma once
+// Open-set metrics from per-image scores. Convention: a higher score means "more likely unknown";
+// an image is accepted as known at threshold t when score <= t.
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace cac::eval {
+
+// Area under the ROC curve with unknowns as positives: P(unknown scores higher than known), ties
+// counting one half (exact, via average ranks).
+double auroc(const std::vector<double>& known, const std::vector<double>& unknown);
+// Average precision (the step-wise sum of sklearn's average_precision_score) with positives =
+// unknowns scored by score (AUPR-out) or positives = knowns scored by -score (AUPR-in).
+double aupr_out(const std::vector<double>& known, const std::vector<double>& unknown);
+double aupr_in(const std::vector<double>& known, const std::vector<double>& unknown);
+// Fraction of unknowns accepted at the smallest threshold that accepts >= 95% of the knowns.
+double fpr_at_95_tpr(const std::vector<double>& known, const std::vector<double>& unknown);
+
+// Open-set classification rate curve: for each threshold, CCR = fraction of knowns accepted AND
+// correctly classified, FPR = fraction of unknowns accepted. Points run from (0, 0) to (1, CCR_max).
+struct OscrPoint {
+  double fpr, ccr;
+};
+std::vector<OscrPoint> oscr_curve(const std::vector<double>& known, const std::vector<bool>& correct,
+                                  const std::vector<double>& unknown);
+double oscr_area(const std::vector<OscrPoint>& curve);  // trapezoids over FPR in [0, 1]
+// The best CCR over thresholds whose FPR <= target; empty when the unknown set is too small to
+// resolve that rate (fewer than 1/target images): never extrapolated.
+std::optional<double> ccr_at_fpr(const std::vector<OscrPoint>& curve, double target, size_t num_unknown);
+
+struct RocPoint {
+  double fpr, tpr;  // unknowns as positives
+};
+std::vector<RocPoint> roc_curve(const std::vector<double>& known, const std::vector<double>& unknown);
+
+}  // namespace cac::eval
