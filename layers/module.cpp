@@ -35,6 +35,11 @@ NamedTensors Module::state_dict() const {
   return out;
 }
 
+void Module::visit(const std::function<void(const std::string&, Module&)>& fn, const std::string& prefix) {
+  fn(prefix, *this);
+  for (auto& [name, child] : children_) child->visit(fn, prefix.empty() ? name : prefix + "." + name);
+}
+
 std::vector<Tensor> Module::trainable_parameters() const {
   std::vector<Tensor> out;
   for (auto& [name, t] : named_parameters())

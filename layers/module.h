@@ -3,6 +3,7 @@
 // "encoder.bn1.running_mean", ...) and child modules; train/eval mode propagates to children.
 // Layers are small classes with one forward each; there is no god struct of every layer's fields.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -31,6 +32,8 @@ class Module {
   // Parameters and buffers together: what a checkpoint holds.
   NamedTensors state_dict() const;
   std::vector<Tensor> trainable_parameters() const;  // requires_grad, in name order of definition
+  // Calls fn(name, module) for this module and every descendant, depth first.
+  void visit(const std::function<void(const std::string&, Module&)>& fn, const std::string& prefix = "");
   // Moves every parameter and buffer to `device` in place (the handles stay valid).
   void to(Device device);
   void to(DType dtype);  // f32 <-> f64 for gradient checks; i64 buffers stay

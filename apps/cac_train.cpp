@@ -1,0 +1,91 @@
+// cac_train: trains an open-set classifier with Class Anchor Clustering (or the CE baseline, or
+// learnt centres) under the paper's protocol. `cac_train --help` lists every flag and default.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "apps/train.h"
+#include "data/benchmarks.h"
+
+using namespace cac;
+
+namespace {
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t i = 0; i <= s.size(); ++i)
+    if (i == s.size() || s[i] == ',') {
+      out.push_back(s.substr(start, i - start));
+      start = i + 1;
+    }
+  return out;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cac_train: train a Class Anchor Clustering open-set classifier (classifier32)"};
+  app.footer("Protocol defaults per dataset come from configs/datasets.json (see docs/reproduce.md).\n"
+             "Example: cac_train --dataset FashionMNIST --trial 0 --data-dir /usr/share/datasets/fashion-mnist --out runs/fm0");
+  app::RunConfig c;
+  std::string epochs, lrs, resume;
+  int stop_after = 0;
+  app.add_option("--dataset", c.dataset, "MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50 or TinyImageNet")
+      ->check(CLI::IsMember(data::benchmark_names()))->capture_default_str();
+  app.add_option("--trial", c.trial, "standard known/unknown trial 0-4")->check(CLI::Range(0, 4))->capture_default_str();
+  app.add_option("--split", c.split_json, "a JSON file {\"known\": [...], \"unknown\": [...]} instead of the standard trial");
+  app.add_option("--data-dir", c.data_dir, "folder with the dataset's files")->check(CLI::ExistingDirectory);
+  app.add_option("--method", c.method, "cac (anchored), ce (cross-entropy baseline) or cac-learnt (learnt centres + CE)")
+      ->check(CLI::IsMember({"cac", "ce", "cac-learnt"}))->capture_default_str();
+  app.add_option("--alpha", c.alpha, "anchor magnitude: c_i = alpha * e_i")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--lambda", c.lambda, "weight of the anchor loss")->check(CLI::NonNegativeNumber)->capture_default_str();
+  auto* ep = app.add_option("--epochs", epochs, "epochs per learning-rate stage, e.g. 35,35 (default: the dataset's)");
+  auto* lr = app.add_option("--lr", lrs, "learning rate per stage, e.g. 0.01,0.001 (default: the dataset's)");
+  auto* bs = app.add_option("--batch", c.batch, "batch size (default: the dataset's)")->check(CLI::Range(1, 65536));
+  auto* wd = app.add_option("--weight-decay", c.weight_decay, "SGD weight decay (default: the dataset's)")->check(CLI::NonNegativeNumber);
+  app.add_option("--device", c.device, "auto (GPU if present), cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  app.add_option("--seed", c.seed, "seed of initialisation, splits, data order and augmentation")->capture_default_str();
+  app.add_option("--out", c.out, "run folder to create (config.json, metrics.csv, checkpoints)");
+  app.add_option("--resume", resume, "continue the run in this folder at its next epoch")->check(CLI::ExistingDirectory);
+  app.add_option("--train-limit", c.train_limit, "use a seeded subset of this many training images (0 = all)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--workers", c.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--stop-after", stop_after, "stop after this many epochs (resumable, as an interruption)")->check(CLI::NonNegativeNumber);
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (resume.empty()) {
+      CAC_CHECK(!c.data_dir.empty(), "--data-dir is required (the folder with the dataset's files)");
+      CAC_CHECK(!c.out.empty(), "--out is required (the run folder to create)");
+      const bool epochs_set = ep->count() > 0, lrs_set = lr->count() > 0;
+      if (epochs_set) {
+        c.epochs.clear();
+        for (const auto& s : split_commas(epochs)) {
+          int v = 0;
+          try {
+            v = std::stoi(s);
+          } catch (const std::exception&) {
+            fail("--epochs: '{}' is not a whole number (expected e.g. 35,35)", s);
+          }
+          CAC_CHECK(v >= 0, "--epochs: {} is negative", v);
+          c.epochs.push_back(v);
+        }
+      }
+      if (lrs_set) {
+        c.lrs.clear();
+        for (const auto& s : split_commas(lrs)) {
+          double v = 0;
+          try {
+            v = std::stod(s);
+          } catch (const std::exception&) {
+            fail("--lr: '{}' is not a number (expected e.g. 0.01,0.001)", s);
+          }
+          CAC_CHECK(v > 0, "--lr: {} must be positive", v);
+          c.lrs.push_back(v);
+        }
+      }
+      app::apply_dataset_defaults(c, epochs_set, lrs_set, bs->count() > 0, wd->count() > 0);
+    }
+    return app::run_train(c, resume, stop_after);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cac_train: error: %s\n", e.what());
+    return 1;
+  }
+}

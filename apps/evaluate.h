@@ -1,0 +1,16 @@
+#pragma once
+#include <string>
+#include <vector>
+
+namespace cac::app {
+
+struct EvalOptions {
+  std::vector<std::string> runs;
+  std::string json_out, scores_csv, device = "auto", data_dir;  // data_dir overrides the runs'
+  int workers = 0;
+};
+// Evaluates each run's best checkpoint on its test sets (class-mean anchors for CAC), prints a
+// table with mean and std over runs, writes the JSON and scores CSV when asked; exit code.
+int run_eval(const EvalOptions& o);
+
+}  // namespace cac::app

@@ -1,0 +1,48 @@
+#pragma once
+// What cac_train and cac_eval share: the settings of a run (written to RUN_DIR/config.json as
+// used) and building the model they describe.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/classifier32.h"
+#include "data/openset.h"
+#include "models/training.h"
+
+namespace cac::app {
+
+struct RunConfig {
+  std::string dataset = "FashionMNIST";
+  int trial = 0;
+  std::string data_dir;
+  std::string split_json;  // a user split instead of the standard trial
+  std::string method = "cac";
+  double alpha = 10.0, lambda = 0.1;
+  std::vector<int> epochs;   // per learning-rate stage
+  std::vector<double> lrs;
+  int batch = 128;
+  double weight_decay = 5e-6, dropout = 0.2, momentum = 0.9;
+  int image_size = 32, channels = 1;
+  double flip_p = 0, rotate_deg = 0, crop_scale_min = 1;
+  bool flip_for_class_means = false;
+  std::string device = "auto";
+  uint64_t seed = 0;
+  int64_t train_limit = 0;  // 0 = all training images
+  int workers = 0;
+  std::string out;
+
+  std::string to_json() const;
+  static RunConfig from_json(const std::string& text, const std::string& where);
+};
+
+// Fills every unset protocol value (epochs, lrs, batch, ...) from the dataset's defaults.
+void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool batch_set, bool wd_set);
+
+Device resolve_device(const std::string& d);  // auto | cpu | cuda; clear error when cuda is missing
+std::shared_ptr<OpenSetClassifier> build_model(const RunConfig& c, int num_classes);
+
+// The benchmark as the run sees it: load_benchmark, then the seeded --train-limit subset.
+data::OpenSetData load_run_data(const RunConfig& c);
+
+}  // namespace cac::app

@@ -1,0 +1,208 @@
+#include "apps/train.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/loader.h"
+#include "data/openset.h"
+#include "models/checkpoint.h"
+
+namespace fs = std::filesystem;
+
+namespace cac::app {
+
+namespace {
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) { g_interrupted = true; }
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  CAC_CHECK(f.good(), "{}: not found", path);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// Everything a bit-identical resume needs beyond the tensors: the epoch and the dropout counters.
+NamedTensorList checkpoint_tensors(OpenSetClassifier& model, Trainer& trainer) {
+  NamedTensorList t = model.state_dict();
+  if (trainer.optimizer().momentum_buffer().defined())
+    t.push_back({"optimizer.momentum_buffer", trainer.optimizer().momentum_buffer()});
+  return t;
+}
+std::string dropout_counters(OpenSetClassifier& model) {
+  std::string out;
+  model.visit([&](const std::string&, Module& m) {
+    if (auto* d = dynamic_cast<Dropout2d*>(&m)) out += std::to_string(d->calls) + ",";
+  });
+  return out;
+}
+void restore_dropout_counters(OpenSetClassifier& model, const std::string& s, const std::string& path) {
+  std::istringstream in(s);
+  model.visit([&](const std::string& name, Module& m) {
+    if (auto* d = dynamic_cast<Dropout2d*>(&m)) {
+      std::string v;
+      CAC_CHECK(std::getline(in, v, ','), "{}: dropout counters missing for {}", path, name);
+      d->calls = std::stoull(v);
+    }
+  });
+}
+
+// One line of progress: a carriage-return bar on a terminal, plain lines otherwise.
+class Progress {
+ public:
+  Progress(int epoch, int epochs, int64_t batches) : epoch_(epoch), epochs_(epochs), batches_(batches), tty_(isatty(1)) {
+    t0_ = std::chrono::steady_clock::now();
+  }
+  void update(int64_t done, int64_t images, const StepTotals::Means& m, bool final) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    if (!final && !tty_ && secs - last_print_ < 10.0) return;  // logs: a line every 10 s
+    last_print_ = secs;
+    const double eta = done > 0 ? secs / double(done) * double(batches_ - done) : 0;
+    const int width = 24, filled = int(width * double(done) / double(std::max<int64_t>(batches_, 1)));
+    std::string bar = std::string(size_t(filled), '#') + std::string(size_t(width - filled), '.');
+    std::printf("%sepoch %3d/%d [%s] %5lld/%lld  %7.0f img/s  loss %.4f (tuplet %.4f anchor %.4f)  acc %5.1f%%  eta %4.0fs%s",
+                tty_ ? "\r" : "", epoch_ + 1, epochs_, bar.c_str(), (long long)done, (long long)batches_,
+                double(images) / std::max(secs, 1e-9), m.loss, m.tuplet, m.anchor, 100 * m.accuracy, eta,
+                tty_ && !final ? "" : "\n");
+    std::fflush(stdout);
+  }
+
+ private:
+  int epoch_, epochs_;
+  int64_t batches_;
+  bool tty_;
+  double last_print_ = -1e9;
+  std::chrono::steady_clock::time_point t0_;
+};
+}  // namespace
+
+int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epochs) {
+  int start_epoch = 0;
+  double best = INFINITY;
+  Safetensors resume_state;
+  std::string resume_path;
+  if (!resume_dir.empty()) {
+    cfg = RunConfig::from_json(read_text(resume_dir + "/config.json"), resume_dir + "/config.json");
+    cfg.out = resume_dir;
+    resume_path = resume_dir + "/last.safetensors";
+    resume_state = load_safetensors(resume_path);
+    start_epoch = std::stoi(resume_state.metadata.at("epochs_done"));
+    best = std::stod(resume_state.metadata.at("best_metric"));
+  }
+  CAC_CHECK(!cfg.out.empty(), "no output folder: pass --out RUN_DIR");
+  fs::create_directories(cfg.out);
+  const Device dev = resolve_device(cfg.device);
+  const Method method = parse_method(cfg.method);
+  StagedLR schedule(cfg.epochs, cfg.lrs);
+  const int total_epochs = schedule.total_epochs();
+  write_file_atomic(cfg.out + "/config.json", cfg.to_json());
+
+  data::OpenSetData d = load_run_data(cfg);
+  std::printf("cac_train: %s trial %d, %d known classes, %lld train / %lld val images, method %s, %d epochs on %s\n",
+              d.benchmark.c_str(), cfg.trial, d.num_classes(), (long long)d.train.size(), (long long)d.val.size(),
+              cfg.method.c_str(), total_epochs, dev == Device::CUDA ? cuda::device_description().c_str() : "the CPU");
+
+  auto model = build_model(cfg, d.num_classes());
+  model->to(dev);
+  Trainer trainer(model, method, cfg.lambda, cfg.momentum, cfg.weight_decay);
+  if (!resume_path.empty()) {
+    restore_tensors(resume_state, checkpoint_tensors(*model, trainer), resume_path);
+    restore_dropout_counters(*model, resume_state.metadata.at("dropout_calls"), resume_path);
+    std::printf("resuming %s at epoch %d\n", resume_dir.c_str(), start_epoch + 1);
+  }
+
+  data::Augment train_aug;
+  train_aug.size = cfg.image_size;
+  train_aug.train = true;
+  train_aug.crop_scale_min = cfg.crop_scale_min;
+  train_aug.flip_p = cfg.flip_p;
+  train_aug.rotate_deg = cfg.rotate_deg;
+  train_aug.mean = d.norm.mean;
+  train_aug.std = d.norm.std;
+  data::Augment eval_aug = train_aug;
+  eval_aug.train = false;
+  data::Loader::Options lo;
+  lo.batch = cfg.batch;
+  lo.seed = cfg.seed;
+  lo.workers = cfg.workers;
+  lo.device = dev;
+  data::Loader train_loader(d.train, train_aug, lo);
+  lo.shuffle = false;
+  data::Loader val_loader(d.val, eval_aug, lo);
+
+  // metrics.csv is rewritten whole each epoch (atomically), keeping earlier rows on resume.
+  std::string csv = "epoch,lr,train_loss,train_tuplet,train_anchor,train_acc,val_loss,val_tuplet,val_anchor,val_acc,seconds\n";
+  if (start_epoch > 0 && fs::exists(cfg.out + "/metrics.csv")) {
+    std::istringstream old(read_text(cfg.out + "/metrics.csv"));
+    std::string line;
+    std::getline(old, line);
+    for (int e = 0; e < start_epoch && std::getline(old, line);) csv += line + "\n", ++e;
+  }
+  std::signal(SIGINT, on_sigint);
+  int epochs_run = 0;
+  for (int epoch = start_epoch; epoch < total_epochs; ++epoch) {
+    const double lr = schedule.lr_at(epoch);
+    const auto t0 = std::chrono::steady_clock::now();
+    train_loader.start_epoch(epoch);
+    StepTotals tr;
+    tr.reset(DType::F32, dev);
+    Progress progress(epoch, total_epochs, train_loader.batches_per_epoch());
+    data::Batch b;
+    int64_t done = 0, images = 0;
+    while (train_loader.next(&b)) {
+      trainer.step(b.images, b.labels, lr, tr);
+      ++done;
+      images += b.labels.numel();
+      if (isatty(1) && done % 10 == 0) progress.update(done, images, tr.means(), false);
+      if (g_interrupted) break;
+    }
+    if (g_interrupted) {
+      std::printf("\ninterrupted: the last checkpoint is %s/last.safetensors (%d epochs done); continue "
+                  "with: cac_train --resume %s\n", cfg.out.c_str(), epoch, cfg.out.c_str());
+      return 130;
+    }
+    const StepTotals::Means tm = tr.means();
+    progress.update(done, images, tm, true);
+    if (!std::isfinite(tm.loss)) {
+      std::fprintf(stderr, "cac_train: the training loss became %f in epoch %d; stopping. The last good "
+                   "checkpoint (%s/last.safetensors) is intact; try a lower --lr.\n", tm.loss, epoch + 1, cfg.out.c_str());
+      return 3;
+    }
+    StepTotals va;
+    va.reset(DType::F32, dev);
+    val_loader.start_epoch(0);
+    while (val_loader.next(&b)) trainer.evaluate(b.images, b.labels, va);
+    const StepTotals::Means vm = va.means();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("           validation: loss %.4f (tuplet %.4f anchor %.4f)  acc %5.1f%%  (%.1f s)\n", vm.loss,
+                vm.tuplet, vm.anchor, 100 * vm.accuracy, secs);
+    csv += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.2f}\n", epoch + 1, lr, tm.loss,
+                       tm.tuplet, tm.anchor, tm.accuracy, vm.loss, vm.tuplet, vm.anchor, vm.accuracy, secs);
+    write_file_atomic(cfg.out + "/metrics.csv", csv);
+    // The checkpoint kept for evaluation: lowest validation anchor loss (CE: lowest validation loss).
+    const double metric = method == Method::CE ? vm.loss : vm.anchor;
+    std::map<std::string, std::string> meta = {{"epochs_done", std::to_string(epoch + 1)},
+                                               {"dropout_calls", dropout_counters(*model)},
+                                               {"method", cfg.method}, {"dataset", cfg.dataset}};
+    if (metric < best) {
+      best = metric;
+      meta["best_metric"] = fmt::format("{:.17g}", best);
+      save_safetensors(cfg.out + "/best.safetensors", model->state_dict(), meta);
+    }
+    meta["best_metric"] = fmt::format("{:.17g}", best);
+    save_safetensors(cfg.out + "/last.safetensors", checkpoint_tensors(*model, trainer), meta);
+    if (stop_after_epochs > 0 && ++epochs_run >= stop_after_epochs) break;
+  }
+  std::printf("cac_train: done; run folder %s (best.safetensors: lowest validation %s)\n", cfg.out.c_str(),
+              method == Method::CE ? "loss" : "anchor loss");
+  return 0;
+}
+
+}  // namespace cac::app

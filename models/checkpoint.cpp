@@ -1,0 +1,122 @@
+#include "models/checkpoint.h"
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace cac {
+
+using json = nlohmann::json;
+
+namespace {
+const char* st_dtype(DType d) {
+  switch (d) {
+    case DType::F32: return "F32";
+    case DType::F64: return "F64";
+    case DType::I64: return "I64";
+    case DType::U8: return "U8";
+  }
+  return "?";
+}
+DType parse_dtype(const std::string& s, const std::string& path, const std::string& name) {
+  if (s == "F32") return DType::F32;
+  if (s == "F64") return DType::F64;
+  if (s == "I64") return DType::I64;
+  if (s == "U8") return DType::U8;
+  fail("{}: tensor {} has unsupported dtype {}", path, name, s);
+}
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    CAC_CHECK(f.good(), "{}: cannot write (check the folder exists and is writable)", tmp);
+    f.write(text.data(), std::streamsize(text.size()));
+    f.flush();
+    CAC_CHECK(f.good(), "{}: write failed (disk full?)", tmp);
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  CAC_CHECK(!ec, "{}: cannot move the finished file into place ({})", path, ec.message());
+}
+
+void save_safetensors(const std::string& path, const NamedTensorList& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  size_t offset = 0;
+  std::vector<Tensor> host;
+  for (const auto& [name, t] : tensors) {
+    Tensor h = t.to(Device::CPU);
+    header[name] = {{"dtype", st_dtype(h.dtype())}, {"shape", h.shape()}, {"data_offsets", {offset, offset + h.nbytes()}}};
+    offset += h.nbytes();
+    host.push_back(h);
+  }
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::string head = header.dump();
+  while ((8 + head.size()) % 8 != 0) head.push_back(' ');  // align the data to 8 bytes
+  std::string out(8, '\0');
+  const uint64_t n = head.size();
+  for (int i = 0; i < 8; ++i) out[size_t(i)] = char((n >> (8 * i)) & 0xff);
+  out += head;
+  for (const Tensor& h : host) out.append(static_cast<const char*>(h.raw()), h.nbytes());
+  write_file_atomic(path, out);
+}
+
+Safetensors load_safetensors(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  CAC_CHECK(f.good(), "{}: checkpoint not found or unreadable", path);
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  CAC_CHECK(bytes.size() >= 8, "{}: {} bytes is too short for a safetensors file (corrupt or truncated)",
+            path, bytes.size());
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(uint8_t(bytes[size_t(i)])) << (8 * i);
+  CAC_CHECK(n <= bytes.size() - 8, "{}: header length {} exceeds the file ({} bytes): corrupt or truncated",
+            path, n, bytes.size());
+  json header;
+  try {
+    header = json::parse(bytes.substr(8, n));
+  } catch (const json::exception& e) {
+    fail("{}: corrupt header ({})", path, e.what());
+  }
+  CAC_CHECK(header.is_object(), "{}: corrupt header (not a JSON object)", path);
+  const size_t data_size = bytes.size() - 8 - n;
+  Safetensors st;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      for (auto m = it.value().begin(); m != it.value().end(); ++m)
+        st.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+      continue;
+    }
+    try {
+      const DType dt = parse_dtype(it.value().at("dtype").get<std::string>(), path, it.key());
+      const Shape shape = it.value().at("shape").get<Shape>();
+      const auto off = it.value().at("data_offsets").get<std::vector<uint64_t>>();
+      CAC_CHECK(off.size() == 2 && off[0] <= off[1] && off[1] <= data_size,
+                "{}: tensor {} points outside the data section (truncated file?)", path, it.key());
+      for (int64_t d : shape) CAC_CHECK(d >= 0, "{}: tensor {} has a negative dimension", path, it.key());
+      Tensor t = Tensor::empty(shape, dt);
+      CAC_CHECK(off[1] - off[0] == t.nbytes(), "{}: tensor {} holds {} bytes but {} of {} needs {}", path,
+                it.key(), off[1] - off[0], dtype_name(dt), shape_str(shape), t.nbytes());
+      std::memcpy(t.raw(), bytes.data() + 8 + n + off[0], t.nbytes());
+      st.tensors[it.key()] = t;
+    } catch (const json::exception& e) {
+      fail("{}: entry {} is malformed ({})", path, it.key(), e.what());
+    }
+  }
+  return st;
+}
+
+void restore_tensors(const Safetensors& from, const NamedTensorList& into, const std::string& path) {
+  for (const auto& [name, t] : into) {
+    auto it = from.tensors.find(name);
+    CAC_CHECK(it != from.tensors.end(), "{}: tensor {} is missing (a checkpoint of another model?)", path, name);
+    CAC_CHECK(it->second.shape() == t.shape() && it->second.dtype() == t.dtype(),
+              "{}: tensor {} is {} but the model needs {}", path, name, it->second.str(), t.str());
+    Tensor dst = t;
+    dst.copy_from(it->second.to(t.device()));
+  }
+}
+
+}  // namespace cac

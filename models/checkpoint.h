@@ -1,0 +1,35 @@
+#pragma once
+// Checkpoints in the safetensors format: an 8-byte little-endian header length, a JSON header
+// naming each tensor's dtype, shape and byte range, then the raw little-endian data. Tensor names
+// are PyTorch state_dict keys (encoder.conv1.weight, ..., anchors), so the file loads into the
+// authors' PyTorch model; "__metadata__" holds string metadata (epoch, settings, RNG counters).
+// Writes are atomic (temporary file + rename).
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace cac {
+
+using NamedTensorList = std::vector<std::pair<std::string, Tensor>>;
+
+void save_safetensors(const std::string& path, const NamedTensorList& tensors,
+                      const std::map<std::string, std::string>& metadata);
+
+struct Safetensors {
+  std::map<std::string, Tensor> tensors;  // CPU tensors
+  std::map<std::string, std::string> metadata;
+};
+// Validates the header (length, JSON, dtypes, shapes, byte ranges inside the file, no overlap
+// beyond the data) and throws cac::Error naming the file and the problem.
+Safetensors load_safetensors(const std::string& path);
+
+// Copies every tensor of `into` from `from` (same names, shapes and dtypes, any device); the error
+// names the file, the tensor and the mismatch.
+void restore_tensors(const Safetensors& from, const NamedTensorList& into, const std::string& path);
+
+// Writes `text` to `path` atomically.
+void write_file_atomic(const std::string& path, const std::string& text);
+
+}  // namespace cac

@@ -1,0 +1,153 @@
+// cac_train / cac_eval: checkpoint round trip and corrupt checkpoints, bit-identical resume, and
+// the command line's errors for bad flags and missing data.
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "apps/train.h"
+#include "models/checkpoint.h"
+
+namespace fs = std::filesystem;
+
+namespace cac {
+namespace {
+
+struct Dir {
+  fs::path p = fs::temp_directory_path() / ("cac-apps-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
+  Dir() { fs::create_directories(p); }
+  ~Dir() { fs::remove_all(p); }
+  std::string operator/(const std::string& s) const { return (p / s).string(); }
+  static inline int n = 0;
+};
+
+// A tiny MNIST-format dataset: 10 classes x `per` images of 28x28 (class-dependent bright bar).
+void write_mnist(const std::string& dir, int per) {
+  fs::create_directories(dir);
+  for (std::string part : {"train", "t10k"}) {
+    const uint32_t n = uint32_t(10 * per);
+    std::vector<uint8_t> img, lab;
+    auto put = [](std::vector<uint8_t>& v, uint32_t x) { for (int s = 24; s >= 0; s -= 8) v.push_back(uint8_t(x >> s)); };
+    put(img, 0x803), put(img, n), put(img, 28), put(img, 28);
+    put(lab, 0x801), put(lab, n);
+    for (uint32_t i = 0; i < n; ++i) {
+      const int c = int(i % 10);
+      lab.push_back(uint8_t(c));
+      for (int y = 0; y < 28; ++y)
+        for (int x = 0; x < 28; ++x) img.push_back(uint8_t((y / 3 == c ? 200 : 20) + (i * 7 + x) % 13));
+    }
+    for (auto [name, data] : {std::pair{part + "-images-idx3-ubyte.gz", &img}, std::pair{part + "-labels-idx1-ubyte.gz", &lab}}) {
+      gzFile f = gzopen((dir + "/" + name).c_str(), "wb");
+      gzwrite(f, data->data(), unsigned(data->size()));
+      gzclose(f);
+    }
+  }
+}
+
+TEST(Checkpoint, RoundTripAndCorruptFiles) {
+  Dir d;
+  Tensor a = Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {2, 3});
+  Tensor b = Tensor::from_vector(std::vector<int64_t>{7}, {});
+  save_safetensors(d / "c.safetensors", {{"encoder.conv1.weight", a}, {"encoder.bn1.num_batches_tracked", b}}, {{"epochs_done", "3"}});
+  Safetensors st = load_safetensors(d / "c.safetensors");
+  EXPECT_EQ(st.tensors.at("encoder.conv1.weight").to_vector<float>(), a.to_vector<float>());
+  EXPECT_EQ(st.tensors.at("encoder.bn1.num_batches_tracked").item(), 7);
+  EXPECT_EQ(st.metadata.at("epochs_done"), "3");
+  EXPECT_FALSE(fs::exists(d / "c.safetensors.tmp"));  // written through a temporary + rename
+  // Truncated: the header now points past the end.
+  fs::resize_file(d / "c.safetensors", fs::file_size(d / "c.safetensors") - 5);
+  try {
+    load_safetensors(d / "c.safetensors");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("c.safetensors"), std::string::npos) << e.what();
+  }
+  std::ofstream(d / "junk.safetensors") << "garbage";
+  EXPECT_THROW(load_safetensors(d / "junk.safetensors"), Error);
+  // Restoring into a model that needs other shapes names the tensor.
+  Tensor other = Tensor::zeros({3, 2});
+  save_safetensors(d / "c2.safetensors", {{"w", a}}, {});
+  try {
+    restore_tensors(load_safetensors(d / "c2.safetensors"), {{"w", other}}, d / "c2.safetensors");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tensor w"), std::string::npos) << e.what();
+  }
+}
+
+app::RunConfig tiny_config(const std::string& data, const std::string& out) {
+  app::RunConfig c;
+  c.dataset = "MNIST";
+  c.data_dir = data;
+  c.out = out;
+  c.device = "cpu";
+  c.seed = 5;
+  app::apply_dataset_defaults(c, false, false, false, false);
+  c.epochs = {1, 1};
+  c.batch = 16;
+  c.train_limit = 48;
+  c.workers = 2;
+  return c;
+}
+
+TEST(Train, ResumeGivesTheSameRunAsNoInterruption) {
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "full"), ""), 0);
+  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "cut"), "", /*stop_after_epochs=*/1), 0);
+  ASSERT_EQ(app::run_train(app::RunConfig{}, d / "cut"), 0);  // --resume: settings from config.json
+  Safetensors a = load_safetensors(d / "full/last.safetensors"), b = load_safetensors(d / "cut/last.safetensors");
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (auto& [name, t] : a.tensors) {
+    const Tensor& u = b.tensors.at(name);
+    ASSERT_EQ(t.nbytes(), u.nbytes()) << name;
+    EXPECT_EQ(std::memcmp(t.raw(), u.raw(), t.nbytes()), 0) << name << " differs after resume";
+  }
+  EXPECT_EQ(a.metadata.at("epochs_done"), "2");
+  std::ifstream m1(d / "full/metrics.csv"), m2(d / "cut/metrics.csv");
+  std::string l1, l2;
+  int rows = 0;
+  while (std::getline(m1, l1) && std::getline(m2, l2)) {
+    // Every column but the wall time (the last) is identical.
+    EXPECT_EQ(l1.substr(0, l1.rfind(',')), l2.substr(0, l2.rfind(','))) << "row " << rows;
+    ++rows;
+  }
+  EXPECT_EQ(rows, 3);  // header + 2 epochs
+  EXPECT_TRUE(fs::exists(d / "full/best.safetensors"));
+  EXPECT_TRUE(fs::exists(d / "full/config.json"));
+}
+
+std::pair<int, std::string> run_cmd(const std::string& cmd) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[512];
+  while (fgets(buf, sizeof buf, p)) out += buf;
+  const int status = pclose(p);
+  return {WEXITSTATUS(status), out};
+}
+
+TEST(Cli, BadFlagsAndMissingDataFailClearly) {
+  Dir d;
+  const std::string bin = CAC_TRAIN_BIN;
+  auto [rc1, out1] = run_cmd(bin + " --dataset ImageNet --data-dir /tmp --out " + (d / "r"));
+  EXPECT_NE(rc1, 0);
+  EXPECT_NE(out1.find("ImageNet"), std::string::npos) << out1;
+  auto [rc2, out2] = run_cmd(bin + " --dataset MNIST --data-dir " + d.p.string() + " --out " + (d / "r"));
+  EXPECT_NE(rc2, 0);
+  EXPECT_NE(out2.find("train-images-idx3-ubyte"), std::string::npos) << out2;  // names the missing file
+  auto [rc3, out3] = run_cmd(bin + " --dataset MNIST --data-dir /tmp --out " + (d / "r") + " --epochs 3,x");
+  EXPECT_NE(rc3, 0);
+  EXPECT_NE(out3.find("--epochs"), std::string::npos) << out3;
+  auto [rc4, out4] = run_cmd(bin + " --dataset MNIST --data-dir /tmp --out " + (d / "r") + " --trial 7");
+  EXPECT_NE(rc4, 0);
+  EXPECT_NE(out4.find("trial"), std::string::npos) << out4;
+  auto [rc5, out5] = run_cmd(bin + " --help");
+  EXPECT_EQ(rc5, 0);
+  EXPECT_NE(out5.find("--lambda"), std::string::npos);
+  EXPECT_NE(out5.find("--resume"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace cac
