@@ -2,6 +2,8 @@
 // learnt centres) under the paper's protocol. `cac_train --help` lists every flag and default.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <stdexcept>
+#include <type_traits>
 
 #include "apps/train.h"
 #include "data/benchmarks.h"
@@ -19,6 +21,25 @@ std::vector<std::string> split_commas(const std::string& s) {
     }
   return out;
 }
+// "a,b,c" -> values, each checked by `ok`; the error names the flag and an example.
+template <class T, class Ok>
+std::vector<T> parse_list(const char* flag, const std::string& text, const char* example, Ok ok) {
+  std::vector<T> out;
+  for (const auto& s : split_commas(text)) {
+    T v{};
+    try {
+      size_t used = 0;
+      v = std::is_integral_v<T> ? T(std::stoll(s, &used)) : T(std::stod(s, &used));
+      if (used != s.size()) throw std::invalid_argument(s);
+    } catch (const std::exception&) {
+      fail("{}: '{}' is not a valid value (expected e.g. {})", flag, s, example);
+    }
+    CAC_CHECK(ok(v), "{}: {} is out of range", flag, s);
+    out.push_back(v);
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -55,32 +76,8 @@ int main(int argc, char** argv) {
       CAC_CHECK(!c.data_dir.empty(), "--data-dir is required (the folder with the dataset's files)");
       CAC_CHECK(!c.out.empty(), "--out is required (the run folder to create)");
       const bool epochs_set = ep->count() > 0, lrs_set = lr->count() > 0;
-      if (epochs_set) {
-        c.epochs.clear();
-        for (const auto& s : split_commas(epochs)) {
-          int v = 0;
-          try {
-            v = std::stoi(s);
-          } catch (const std::exception&) {
-            fail("--epochs: '{}' is not a whole number (expected e.g. 35,35)", s);
-          }
-          CAC_CHECK(v >= 0, "--epochs: {} is negative", v);
-          c.epochs.push_back(v);
-        }
-      }
-      if (lrs_set) {
-        c.lrs.clear();
-        for (const auto& s : split_commas(lrs)) {
-          double v = 0;
-          try {
-            v = std::stod(s);
-          } catch (const std::exception&) {
-            fail("--lr: '{}' is not a number (expected e.g. 0.01,0.001)", s);
-          }
-          CAC_CHECK(v > 0, "--lr: {} must be positive", v);
-          c.lrs.push_back(v);
-        }
-      }
+      if (epochs_set) c.epochs = parse_list<int>("--epochs", epochs, "35,35", [](int v) { return v >= 0; });
+      if (lrs_set) c.lrs = parse_list<double>("--lr", lrs, "0.01,0.001", [](double v) { return v > 0; });
       app::apply_dataset_defaults(c, epochs_set, lrs_set, bs->count() > 0, wd->count() > 0);
     }
     return app::run_train(c, resume, stop_after);
