@@ -111,8 +111,11 @@ int run_eval(const EvalOptions& o) {
       model->set_anchors(Tensor::from_vector(anchors, {K, K}));
     }
 
-    // Scores: CAC min_j gamma_j (prediction argmin gamma); CE 1 - max softmax (prediction argmax z).
-    auto score_set = [&](const data::Subset& s, std::vector<double>* score, std::vector<int64_t>* pred) {
+    // Scores: CAC min_j gamma_j (prediction argmin gamma); CE 1 - max softmax (prediction argmax z)
+    // and, as a second CE score, minus the max logit.
+    std::vector<double> ks_logit, us_logit;
+    auto score_set = [&](const data::Subset& s, std::vector<double>* score, std::vector<int64_t>* pred,
+                         std::vector<double>* logit_score) {
       std::vector<float> z = all_logits(*model, s, a, dev, o.workers);
       Tensor zt = Tensor::from_vector(z, {s.size(), K});
       NoGradGuard no_grad;
@@ -123,6 +126,7 @@ int run_eval(const EvalOptions& o) {
           double den = 0;
           for (int k = 0; k < K; ++k) den += std::exp(double(zi[k] - m));
           score->push_back(1.0 - 1.0 / den);
+          logit_score->push_back(-double(m));
           pred->push_back(std::max_element(zi, zi + K) - zi);
         }
         return;
@@ -137,8 +141,8 @@ int run_eval(const EvalOptions& o) {
     };
     std::vector<double> ks, us;
     std::vector<int64_t> kp, up;
-    score_set(d.test_known, &ks, &kp);
-    for (auto& [name, subset] : d.test_unknown) score_set(subset, &us, &up);
+    score_set(d.test_known, &ks, &kp, &ks_logit);
+    for (auto& [name, subset] : d.test_unknown) score_set(subset, &us, &up, &us_logit);
     std::vector<bool> correct;
     int64_t nc = 0;
     for (size_t i = 0; i < ks.size(); ++i) {
@@ -149,6 +153,7 @@ int run_eval(const EvalOptions& o) {
     r.run = run;
     r.metrics["accuracy"] = double(nc) / double(ks.size());
     r.metrics["auroc"] = eval::auroc(ks, us);
+    if (method == Method::CE) r.metrics["auroc_max_logit"] = eval::auroc(ks_logit, us_logit);
     r.metrics["aupr_in"] = eval::aupr_in(ks, us);
     r.metrics["aupr_out"] = eval::aupr_out(ks, us);
     r.metrics["fpr_at_95_tpr"] = eval::fpr_at_95_tpr(ks, us);
@@ -172,8 +177,13 @@ int run_eval(const EvalOptions& o) {
   // Table and JSON: per run, then mean and standard deviation over runs.
   json out = json::object();
   out["runs"] = json::array();
-  std::vector<std::string> names;
-  for (auto& [k, v] : results[0].metrics) names.push_back(k);
+  std::vector<std::string> names;  // the union over runs (CE runs add auroc_max_logit)
+  for (auto& r : results)
+    for (auto& [k, v] : r.metrics)
+      if (std::find(names.begin(), names.end(), k) == names.end()) names.push_back(k);
+  std::sort(names.begin(), names.end());
+  for (auto& r : results)
+    for (auto& n : names) r.metrics.emplace(n, NAN);  // absent for this run's method
   std::printf("\n%-34s", "run");
   for (auto& n : names) std::printf(" %12s", n.c_str());
   std::printf("\n");
