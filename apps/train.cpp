@@ -57,7 +57,8 @@ void restore_dropout_counters(OpenSetClassifier& model, const std::string& s, co
 // One line of progress: a carriage-return bar on a terminal, plain lines otherwise.
 class Progress {
  public:
-  Progress(int epoch, int epochs, int64_t batches) : epoch_(epoch), epochs_(epochs), batches_(batches), tty_(isatty(1)) {
+  Progress(int epoch, int epochs, int64_t batches, bool ce)
+      : epoch_(epoch), epochs_(epochs), batches_(batches), tty_(isatty(1)), ce_(ce) {
     t0_ = std::chrono::steady_clock::now();
   }
   // Whether a progress line is due: a terminal redraws 4 times a second, a log gets a line every
@@ -69,9 +70,10 @@ class Progress {
     const double eta = done > 0 ? secs / double(done) * double(batches_ - done) : 0;
     const int width = 24, filled = int(width * double(done) / double(std::max<int64_t>(batches_, 1)));
     std::string bar = std::string(size_t(filled), '#') + std::string(size_t(width - filled), '.');
-    std::printf("%sepoch %3d/%d [%s] %5lld/%lld  %7.0f img/s  loss %.4f (tuplet %.4f anchor %.4f)  acc %5.1f%%  eta %4.0fs%s",
+    const std::string parts = ce_ ? "" : fmt::format(" (tuplet {:.4f} anchor {:.4f})", m.tuplet, m.anchor);
+    std::printf("%sepoch %3d/%d [%s] %5lld/%lld  %7.0f img/s  loss %.4f%s  acc %5.1f%%  eta %4.0fs%s",
                 tty_ ? "\r" : "", epoch_ + 1, epochs_, bar.c_str(), (long long)done, (long long)batches_,
-                double(images) / std::max(secs, 1e-9), m.loss, m.tuplet, m.anchor, 100 * m.accuracy, eta,
+                double(images) / std::max(secs, 1e-9), m.loss, parts.c_str(), 100 * m.accuracy, eta,
                 tty_ && !final ? "" : "\n");
     std::fflush(stdout);
   }
@@ -79,7 +81,7 @@ class Progress {
  private:
   int epoch_, epochs_;
   int64_t batches_;
-  bool tty_;
+  bool tty_, ce_;
   double last_print_ = -1e9;
   std::chrono::steady_clock::time_point t0_;
   double elapsed() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
@@ -156,7 +158,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     train_loader.start_epoch(epoch);
     StepTotals tr;
     tr.reset(DType::F32, dev);
-    Progress progress(epoch, total_epochs, train_loader.batches_per_epoch());
+    Progress progress(epoch, total_epochs, train_loader.batches_per_epoch(), method == Method::CE);
     data::Batch b;
     int64_t done = 0, images = 0;
     while (train_loader.next(&b)) {

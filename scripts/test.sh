@@ -2,7 +2,7 @@
 # Installs what the build needs, configures, builds and runs the whole test suite.
 #   scripts/test.sh                 CUDA backend when nvcc is present (GPU tests skip without a GPU)
 #   scripts/test.sh --cpu-only      -DCAC_CUDA=OFF: the CPU engine alone
-#   scripts/test.sh --asan          host code under AddressSanitizer + UBSan (CPU only)
+#   scripts/test.sh --asan          the data readers' tests under AddressSanitizer + UBSan (CPU only)
 # Extra arguments after -- go to ctest. BUILD_DIR overrides the build folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,11 +18,13 @@ while (($#)); do
   shift
 done
 bash scripts/install-deps.sh
+targets=()
 case "$mode" in
   default) dir=${BUILD_DIR:-build}; flags=() ;;
   cpu) dir=${BUILD_DIR:-build-cpu}; flags=(-DCAC_CUDA=OFF) ;;
-  asan) dir=${BUILD_DIR:-build-asan}; flags=(-DCAC_CUDA=OFF -DCAC_ASAN=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo) ;;
+  asan) dir=${BUILD_DIR:-build-asan}; flags=(-DCAC_CUDA=OFF -DCAC_ASAN=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
+        targets=(--target test_data); ctest_args=(-R "^Data" "${ctest_args[@]}") ;;
 esac
 cmake -S . -B "$dir" -G Ninja "${flags[@]}" >/dev/null
-cmake --build "$dir"
+cmake --build "$dir" "${targets[@]}"
 ctest --test-dir "$dir" --output-on-failure -j "$(nproc)" "${ctest_args[@]}"
