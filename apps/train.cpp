@@ -123,14 +123,8 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     std::printf("resuming %s at epoch %d\n", resume_dir.c_str(), start_epoch + 1);
   }
 
-  data::Augment train_aug;
-  train_aug.size = cfg.image_size;
-  train_aug.train = true;
-  train_aug.crop_scale_min = cfg.crop_scale_min;
-  train_aug.flip_p = cfg.flip_p;
-  train_aug.rotate_deg = cfg.rotate_deg;
-  train_aug.mean = d.norm.mean;
-  train_aug.std = d.norm.std;
+  const data::Augment train_aug =
+      data::training_augment(cfg.image_size, cfg.crop_scale_min, cfg.flip_p, cfg.rotate_deg, d.norm);
   data::Augment eval_aug = train_aug;
   eval_aug.train = false;
   data::Loader::Options lo;
@@ -165,7 +159,8 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
       trainer.step(b.images, b.labels, lr, tr);
       ++done;
       images += b.labels.numel();
-      if (progress.due()) progress.update(done, images, tr.means(), false);
+      if (done < train_loader.batches_per_epoch() && progress.due())  // the last one prints below
+        progress.update(done, images, tr.means(), false);
       if (g_interrupted) break;
     }
     if (g_interrupted) {

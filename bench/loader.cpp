@@ -34,15 +34,8 @@ void run_set(const char* what, const data::ImageSet& set, const data::DatasetDef
   std::vector<int64_t> classes;
   for (int64_t c = 0; c < 10; ++c) classes.push_back(c);
   data::Subset all = data::select_classes(set, classes);
-  data::Augment a;
-  a.size = d.image_size;
-  a.train = true;
-  a.crop_scale_min = d.crop_scale_min;
-  a.flip_p = d.flip_p;
-  a.rotate_deg = d.rotate_deg;
-  const data::Normalisation n = data::compute_normalisation(all);
-  a.mean = n.mean;
-  a.std = n.std;
+  const data::Augment a = data::training_augment(d.image_size, d.crop_scale_min, d.flip_p, d.rotate_deg,
+                                                  data::compute_normalisation(all));
   const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
   std::vector<int> counts = {1, 2};
   if (cores > 2) counts.push_back(cores);

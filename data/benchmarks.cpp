@@ -224,6 +224,19 @@ Normalisation cached_normalisation(const Subset& s, const std::string& key, cons
   return n;
 }
 
+Augment training_augment(int size, double crop_scale_min, double flip_p, double rotate_deg,
+                         const Normalisation& n) {
+  Augment a;
+  a.size = size;
+  a.train = true;
+  a.crop_scale_min = crop_scale_min;
+  a.flip_p = flip_p;
+  a.rotate_deg = rotate_deg;
+  a.mean = n.mean;
+  a.std = n.std;
+  return a;
+}
+
 int64_t cifar100_superclass(const std::string& name) {
   // CIFAR-100's coarse label order (its meta file's coarse_label_names).
   static const std::vector<std::string> names = {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "data/transforms.h"
 
 namespace cac::data {
 
@@ -59,6 +60,10 @@ Normalisation compute_normalisation(const Subset& s);
 // fingerprints the subset, so a changed split is never served stale values. Cache trouble (an
 // unwritable or corrupt file) only costs the recomputation.
 Normalisation cached_normalisation(const Subset& s, const std::string& key, const std::string& cache_path = "");
+
+// The protocol's training augmentation (random resized crop, flip, rotation, then normalise).
+Augment training_augment(int size, double crop_scale_min, double flip_p, double rotate_deg,
+                         const Normalisation& n);
 
 // CIFAR-100 coarse label number of a superclass name ("large man-made outdoor things", ...).
 int64_t cifar100_superclass(const std::string& name);
