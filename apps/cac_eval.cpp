@@ -1,6 +1,7 @@
 // cac_eval: open-set evaluation of cac_train runs (class-mean anchors, gamma scores, AUROC, OSCR...).
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <string>
 
 #include "apps/evaluate.h"
 
@@ -10,10 +11,13 @@ int main(int argc, char** argv) {
   app.add_option("--run", o.runs, "a run folder made by cac_train (repeat for trials 0-4)")->required()->check(CLI::ExistingDirectory);
   app.add_option("--json", o.json_out, "write metrics per run and their mean/std here");
   app.add_option("--save-scores", o.scores_csv, "write one CSV row per test image (split, label, prediction, score)");
+  app.add_option("--report", o.report_html, "write a self-contained HTML report (curves, histograms, training curves)");
+  app.add_option("--title", o.report_title, "the report's title");
   app.add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   app.add_option("--data-dir", o.data_dir, "dataset folder, if not where the run was trained")->check(CLI::ExistingDirectory);
   app.add_option("--workers", o.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
+  for (int i = 0; i < argc; ++i) o.command_line += (i ? " " : "") + std::string(argv[i]);
   try {
     return cac::app::run_eval(o);
   } catch (const std::exception& e) {

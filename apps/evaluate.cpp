@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -11,12 +12,14 @@
 #include "data/loader.h"
 #include "data/openset.h"
 #include "eval/metrics.h"
+#include "eval/report.h"
 #include "layers/ops.h"
 #include "models/checkpoint.h"
 
 namespace cac::app {
 
 using json = nlohmann::json;
+namespace fs = std::filesystem;
 
 namespace {
 std::string read_text(const std::string& path) {
@@ -45,21 +48,17 @@ std::vector<float> all_logits(OpenSetClassifier& model, const data::Subset& s, c
   return out;
 }
 
-struct RunResult {
-  std::string run;
-  std::map<std::string, double> metrics;
-};
 }  // namespace
 
 int run_eval(const EvalOptions& o) {
   CAC_CHECK(!o.runs.empty(), "no runs given: pass --run RUN_DIR (repeatable)");
   const Device dev = resolve_device(o.device);
-  std::vector<RunResult> results;
+  std::vector<eval::ReportEntry> entries;
   std::ofstream scores;
   if (!o.scores_csv.empty()) {
     scores.open(o.scores_csv + ".tmp");
     CAC_CHECK(scores.good(), "{}: cannot write", o.scores_csv);
-    scores << "run,split,label,prediction,score\n";
+    scores << "run,split,set,label,prediction,score\n";
   }
   for (const std::string& run : o.runs) {
     RunConfig c = RunConfig::from_json(read_text(run + "/config.json"), run + "/config.json");
@@ -113,7 +112,7 @@ int run_eval(const EvalOptions& o) {
 
     // Scores: CAC min_j gamma_j (prediction argmin gamma); CE 1 - max softmax (prediction argmax z)
     // and, as a second CE score, minus the max logit.
-    std::vector<double> ks_logit, us_logit;
+    std::vector<double> ks_logit;
     auto score_set = [&](const data::Subset& s, std::vector<double>* score, std::vector<int64_t>* pred,
                          std::vector<double>* logit_score) {
       std::vector<float> z = all_logits(*model, s, a, dev, o.workers);
@@ -139,82 +138,105 @@ int run_eval(const EvalOptions& o) {
         pred->push_back(std::min_element(gi, gi + K) - gi);
       }
     };
-    std::vector<double> ks, us;
-    std::vector<int64_t> kp, up;
+    std::vector<double> ks;
+    std::vector<int64_t> kp;
     score_set(d.test_known, &ks, &kp, &ks_logit);
-    for (auto& [name, subset] : d.test_unknown) score_set(subset, &us, &up, &us_logit);
     std::vector<bool> correct;
     int64_t nc = 0;
     for (size_t i = 0; i < ks.size(); ++i) {
       correct.push_back(kp[i] == d.test_known.labels[i]);
       nc += correct.back();
     }
-    RunResult r;
-    r.run = run;
-    r.metrics["accuracy"] = double(nc) / double(ks.size());
-    r.metrics["auroc"] = eval::auroc(ks, us);
-    if (method == Method::CE) r.metrics["auroc_max_logit"] = eval::auroc(ks_logit, us_logit);
-    r.metrics["aupr_in"] = eval::aupr_in(ks, us);
-    r.metrics["aupr_out"] = eval::aupr_out(ks, us);
-    r.metrics["fpr_at_95_tpr"] = eval::fpr_at_95_tpr(ks, us);
-    const auto curve = eval::oscr_curve(ks, correct, us);
-    r.metrics["oscr"] = eval::oscr_area(curve);
-    for (double t : {1e-1, 1e-2, 1e-3, 1e-4}) {
-      auto v = eval::ccr_at_fpr(curve, t, us.size());
-      r.metrics[fmt::format("ccr_at_fpr_{:g}", t)] = v ? *v : NAN;  // NaN = the set cannot resolve it
-    }
-    results.push_back(r);
-    if (scores.is_open()) {
+    if (scores.is_open())
       for (size_t i = 0; i < ks.size(); ++i)
-        scores << run << ",known," << d.test_known.labels[i] << "," << kp[i] << "," << ks[i] << "\n";
-      size_t at = 0;
-      for (auto& [name, subset] : d.test_unknown)
-        for (int64_t i = 0; i < subset.size(); ++i, ++at)
-          scores << run << ",unknown," << subset.labels[size_t(i)] << "," << up[at] << "," << us[at] << "\n";
+        scores << run << ",known,known," << d.test_known.labels[i] << "," << kp[i] << "," << ks[i] << "\n";
+    const std::string metrics_csv = fs::exists(run + "/metrics.csv") ? read_text(run + "/metrics.csv") : "";
+    // Each unknown set is its own open-set problem (the FP experiment has two).
+    for (auto& [set_name, subset] : d.test_unknown) {
+      std::vector<double> us, us_logit;
+      std::vector<int64_t> up;
+      score_set(subset, &us, &up, &us_logit);
+      eval::ReportEntry e;
+      e.run = run;
+      e.unknown_set = set_name;
+      e.method = c.method;
+      e.metrics_csv = metrics_csv;
+      auto put = [&](const std::string& n, double v) { e.metrics.push_back({n, v}); };
+      put("accuracy", double(nc) / double(ks.size()));
+      put("auroc", eval::auroc(ks, us));
+      if (method == Method::CE) put("auroc_max_logit", eval::auroc(ks_logit, us_logit));
+      put("aupr_in", eval::aupr_in(ks, us));
+      put("aupr_out", eval::aupr_out(ks, us));
+      put("fpr_at_95_tpr", eval::fpr_at_95_tpr(ks, us));
+      const auto curve = eval::oscr_curve(ks, correct, us);
+      put("oscr", eval::oscr_area(curve));
+      for (double t : {1e-1, 1e-2, 1e-3, 1e-4}) {
+        auto v = eval::ccr_at_fpr(curve, t, us.size());
+        put(fmt::format("ccr_at_fpr_{:g}", t), v ? *v : NAN);  // NaN = the set cannot resolve it
+      }
+      if (scores.is_open())
+        for (size_t i = 0; i < us.size(); ++i)
+          scores << run << ",unknown," << set_name << "," << subset.labels[i] << "," << up[i] << "," << us[i] << "\n";
+      e.known_scores = ks;
+      e.known_correct = correct;
+      e.unknown_scores = std::move(us);
+      entries.push_back(std::move(e));
     }
   }
 
-  // Table and JSON: per run, then mean and standard deviation over runs.
+  // Table and JSON: per (run, unknown set), then mean and std per method and unknown set.
+  std::vector<std::string> names;  // in first-seen order; CE runs add auroc_max_logit
+  for (auto& e : entries)
+    for (auto& [k, v] : e.metrics)
+      if (std::find(names.begin(), names.end(), k) == names.end()) names.push_back(k);
+  auto value = [](const eval::ReportEntry& e, const std::string& n) {
+    for (auto& [k, v] : e.metrics)
+      if (k == n) return v;
+    return double(NAN);
+  };
+  auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };  // null = n/a
+  const size_t w = 8;
+  std::printf("\n%-40s", "run");
+  for (auto& n : names) std::printf(" %*s", int(std::max(w, n.size())), n.c_str());
+  std::printf("\n");
   json out = json::object();
   out["runs"] = json::array();
-  std::vector<std::string> names;  // the union over runs (CE runs add auroc_max_logit)
-  for (auto& r : results)
-    for (auto& [k, v] : r.metrics)
-      if (std::find(names.begin(), names.end(), k) == names.end()) names.push_back(k);
-  std::sort(names.begin(), names.end());
-  for (auto& r : results)
-    for (auto& n : names) r.metrics.emplace(n, NAN);  // absent for this run's method
-  std::printf("\n%-34s", "run");
-  for (auto& n : names) std::printf(" %12s", n.c_str());
-  std::printf("\n");
-  for (auto& r : results) {
-    json jr = {{"run", r.run}};
-    std::printf("%-34s", r.run.substr(std::max<size_t>(r.run.size(), 34) - 34).c_str());
+  for (auto& e : entries) {
+    const std::string name = eval::entry_name(e);
+    std::printf("%-40s", name.size() > 40 ? ("..." + name.substr(name.size() - 37)).c_str() : name.c_str());
+    json jr = {{"run", e.run}, {"unknown_set", e.unknown_set}, {"method", e.method}};
     for (auto& n : names) {
-      std::printf(" %12.4f", r.metrics[n]);
-      jr[n] = std::isnan(r.metrics[n]) ? json(nullptr) : json(r.metrics[n]);
+      const double v = value(e, n);
+      std::printf(" %*s", int(std::max(w, n.size())), std::isfinite(v) ? fmt::format("{:.4f}", v).c_str() : "n/a");
+      jr[n] = num(v);
     }
     std::printf("\n");
     out["runs"].push_back(jr);
   }
-  json mean = json::object(), stdev = json::object();
-  std::printf("%-34s", "mean +- std");
-  for (auto& n : names) {
-    double s = 0, s2 = 0;
-    for (auto& r : results) s += r.metrics[n], s2 += r.metrics[n] * r.metrics[n];
-    const double m = s / double(results.size());
-    const double sd = std::sqrt(std::max(0.0, s2 / double(results.size()) - m * m));
-    mean[n] = std::isnan(m) ? json(nullptr) : json(m);
-    stdev[n] = std::isnan(sd) ? json(nullptr) : json(sd);
-    std::printf(" %6.4f+-%4.3f", m, sd);
+  const auto groups = eval::summarise(entries, names);
+  out["groups"] = json::array();
+  for (auto& g : groups) {
+    json mean = json::object(), stdev = json::object();
+    for (size_t i = 0; i < names.size(); ++i) mean[names[i]] = num(g.mean[i]), stdev[names[i]] = num(g.stdev[i]);
+    out["groups"].push_back({{"method", g.method}, {"unknown_set", g.unknown_set}, {"runs", g.runs}, {"mean", mean}, {"std", stdev}});
+    if (groups.size() == 1) out["mean"] = mean, out["std"] = stdev;
+    if (g.runs < 2) continue;
+    std::printf("%-40s", fmt::format("mean+-std {} ({} runs)", g.unknown_set == "unknown" ? g.method : g.method + " " + g.unknown_set, g.runs).c_str());
+    for (size_t i = 0; i < names.size(); ++i)
+      std::printf(" %*s", int(std::max(w, names[i].size())),
+                  std::isfinite(g.mean[i]) ? fmt::format("{:.4f}+-{:.3f}", g.mean[i], g.stdev[i]).c_str() : "n/a");
+    std::printf("\n");
   }
-  std::printf("\n");
-  out["mean"] = mean;
-  out["std"] = stdev;
   if (!o.json_out.empty()) write_file_atomic(o.json_out, out.dump(2) + "\n");
   if (scores.is_open()) {
     scores.close();
-    std::rename((o.scores_csv + ".tmp").c_str(), o.scores_csv.c_str());
+    CAC_CHECK(!scores.fail(), "{}: write failed", o.scores_csv);
+    fs::rename(o.scores_csv + ".tmp", o.scores_csv);
+  }
+  if (!o.report_html.empty()) {
+    write_file_atomic(o.report_html, eval::html_report(o.report_title.empty() ? "CAC open-set evaluation" : o.report_title,
+                                                       entries, names, o.command_line));
+    std::printf("report: %s\n", o.report_html.c_str());
   }
   return 0;
 }

@@ -7,6 +7,7 @@ namespace cac::app {
 struct EvalOptions {
   std::vector<std::string> runs;
   std::string json_out, scores_csv, device = "auto", data_dir;  // data_dir overrides the runs'
+  std::string report_html, report_title, command_line;          // the report quotes the command
   int workers = 0;
 };
 // Evaluates each run's best checkpoint on its test sets (class-mean anchors for CAC), prints a

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian packages this project builds against. Idempotent and quiet: packages
 # already present are skipped, so a second run costs one dpkg query.
-# Usage: scripts/install-deps.sh [--with-data]   (--with-data adds the Fashion-MNIST package)
+# Usage: scripts/install-deps.sh [--with-data] [--with-browser]
+#   --with-data     the Fashion-MNIST package (dataset-fashion-mnist), for the main job
+#   --with-browser  headless Chromium, which the report's render check opens reports in
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config libfmt-dev libgtest-dev libopenblas-openmp-dev libcli11-dev
       nlohmann-json3-dev zlib1g-dev libjpeg62-turbo-dev libmatio-dev)
-[[ "${1:-}" == "--with-data" ]] && pkgs+=(dataset-fashion-mnist)
+for a in "$@"; do
+  case "$a" in
+    --with-data) pkgs+=(dataset-fashion-mnist) ;;
+    --with-browser) pkgs+=(chromium) ;;
+    *) echo "install-deps: unknown option $a" >&2; exit 2 ;;
+  esac
+done
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -19,5 +19,8 @@ else
     --train-limit 6000 --epochs 2,1 "$@"
   device=cpu
 fi
-./build/apps/cac_eval --run "$run" --device "$device" --json "$run/eval.json" --save-scores "$run/scores.csv"
-echo "run folder: $run (config.json, metrics.csv, best.safetensors, eval.json, scores.csv)"
+./build/apps/cac_eval --run "$run" --device "$device" --json "$run/eval.json" --save-scores "$run/scores.csv" \
+  --report "$run/report.html" --title "CAC on Fashion-MNIST trial 0 ($device)"
+echo "run folder: $run (config.json, metrics.csv, best.safetensors, eval.json, scores.csv, report.html)"
+# A screenshot of the report when Chromium is installed (scripts/install-deps.sh --with-browser).
+bash scripts/render-report.sh "$run/report.html" "$run/report.png" || true

@@ -17,7 +17,8 @@ while (($#)); do
   esac
   shift
 done
-bash scripts/install-deps.sh
+# The default mode also opens a report in headless Chromium (Report.RendersInChromium).
+if [[ $mode == default ]]; then bash scripts/install-deps.sh --with-browser; else bash scripts/install-deps.sh; fi
 targets=()
 case "$mode" in
   default) dir=${BUILD_DIR:-build}; flags=() ;;

@@ -7,7 +7,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "apps/evaluate.h"
 #include "apps/train.h"
+#include <nlohmann/json.hpp>
 #include "models/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -117,6 +119,44 @@ TEST(Train, ResumeGivesTheSameRunAsNoInterruption) {
   EXPECT_EQ(rows, 3);  // header + 2 epochs
   EXPECT_TRUE(fs::exists(d / "full/best.safetensors"));
   EXPECT_TRUE(fs::exists(d / "full/config.json"));
+}
+
+TEST(Eval, JsonScoresAndReportFromATinyRun) {
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "run"), ""), 0);
+  app::EvalOptions o;
+  o.runs = {d / "run"};
+  o.device = "cpu";
+  o.workers = 2;
+  o.json_out = d / "eval.json";
+  o.scores_csv = d / "scores.csv";
+  o.report_html = d / "report.html";
+  ASSERT_EQ(app::run_eval(o), 0);
+  std::ifstream jf(d / "eval.json");
+  const auto j = nlohmann::json::parse(jf);
+  ASSERT_EQ(j["runs"].size(), 1u);
+  for (const char* k : {"accuracy", "auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr", "oscr", "ccr_at_fpr_0.1"}) {
+    ASSERT_TRUE(j["runs"][0][k].is_number()) << k;
+    EXPECT_GE(j["runs"][0][k].get<double>(), 0.0) << k;
+    EXPECT_LE(j["runs"][0][k].get<double>(), 1.0) << k;
+    EXPECT_TRUE(j["mean"][k].is_number()) << k;
+    EXPECT_EQ(j["std"][k].get<double>(), 0.0) << k;  // one run
+  }
+  // 120 test images, 6 known classes (MNIST trial 0) -> 72 known + 48 unknown: 1e-4 is unresolvable.
+  EXPECT_TRUE(j["runs"][0]["ccr_at_fpr_0.0001"].is_null());
+  std::ifstream sf(d / "scores.csv");
+  std::string line;
+  std::getline(sf, line);
+  EXPECT_EQ(line, "run,split,set,label,prediction,score");
+  int known = 0, unknown = 0;
+  while (std::getline(sf, line)) (line.find(",known,") != std::string::npos ? known : unknown) += 1;
+  EXPECT_EQ(known, 72);
+  EXPECT_EQ(unknown, 48);
+  std::ifstream rf(d / "report.html");
+  const std::string html((std::istreambuf_iterator<char>(rf)), std::istreambuf_iterator<char>());
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  EXPECT_NE(html.find("Loss per epoch"), std::string::npos);  // training curves from metrics.csv
 }
 
 std::pair<int, std::string> run_cmd(const std::string& cmd) {

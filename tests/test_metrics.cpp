@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "eval/metrics.h"
+#include "eval/report.h"
 
 namespace cac::eval {
 namespace {
@@ -61,6 +62,67 @@ TEST(Metrics, RocCurveEnds) {
   EXPECT_DOUBLE_EQ(r.front().tpr, 0.0);
   EXPECT_DOUBLE_EQ(r.back().tpr, 1.0);
   EXPECT_DOUBLE_EQ(r.back().fpr, 1.0);
+}
+
+
+// --- The HTML report -------------------------------------------------------------------------
+
+size_t count(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST(Report, PlotSkipsSubPixelSteps) {
+  // 100000 points on a 388-pixel-wide line: at most one point per half pixel of path survives.
+  Series s{"many", {}, {}};
+  for (int i = 0; i <= 100000; ++i) s.x.push_back(i / 100000.0), s.y.push_back(i / 100000.0);
+  const std::string svg = svg_line_plot(PlotSpec{"t", "x", "y"}, {s});
+  const size_t points = count(svg.substr(svg.find("points=")), ",") ;
+  EXPECT_GT(points, 300u);
+  EXPECT_LT(points, 1500u);  // the diagonal is ~550 px long: <= 2 points per pixel
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+}
+
+TEST(Report, SummariesPerMethodAndSet) {
+  ReportEntry a{"r0", "unknown", "cac", {{"auroc", 0.8}, {"oscr", NAN}}, {}, {}, {}, ""};
+  ReportEntry b{"r1", "unknown", "cac", {{"auroc", 0.6}, {"oscr", 0.5}}, {}, {}, {}, ""};
+  ReportEntry c{"r2", "SVHN test", "ce", {{"auroc", 0.9}}, {}, {}, {}, ""};
+  const auto g = summarise({a, b, c}, {"auroc", "oscr"});
+  ASSERT_EQ(g.size(), 2u);
+  EXPECT_EQ(g[0].runs, 2);
+  EXPECT_NEAR(g[0].mean[0], 0.7, 1e-12);
+  EXPECT_NEAR(g[0].stdev[0], 0.1, 1e-12);  // population std of {0.8, 0.6}
+  EXPECT_DOUBLE_EQ(g[0].mean[1], 0.5);     // the NaN is left out, not averaged in
+  EXPECT_EQ(g[1].unknown_set, "SVHN test");
+  EXPECT_TRUE(std::isnan(g[1].mean[1]));   // no value at all: n/a
+  EXPECT_EQ(entry_name(a), "r0");
+  EXPECT_EQ(entry_name(c), "r2 · SVHN test");
+}
+
+TEST(Report, WholeReportIsSelfContained) {
+  ReportEntry e{"runs/<x>", "unknown", "cac", {{"accuracy", 0.9}, {"ccr_at_fpr_0.0001", NAN}},
+                {0.1, 0.2, 0.3, 0.4}, {0.35, 0.5, 0.9}, {true, true, false, true},
+                "epoch,lr,train_loss,train_tuplet,train_anchor,train_acc,val_loss,val_tuplet,val_anchor,val_acc,seconds\n"
+                "1,0.01,2.0,1.5,0.5,0.5,1.8,1.4,0.4,0.6,3.0\n2,0.01,1.0,0.8,0.2,0.8,1.1,0.9,0.2,0.75,3.1\n"};
+  ReportEntry f = e;
+  f.run = "runs/y";
+  const std::string h = html_report("T & co", {e, f}, {"accuracy", "ccr_at_fpr_0.0001"}, "cac_eval --run x");
+  EXPECT_EQ(h.rfind("<!DOCTYPE html>", 0), 0u);
+  EXPECT_NE(h.find("T &amp; co"), std::string::npos);      // escaped
+  EXPECT_NE(h.find("runs/&lt;x&gt;"), std::string::npos);  // run names escaped too
+  EXPECT_EQ(h.find("runs/<x>"), std::string::npos);
+  EXPECT_NE(h.find("<td>n/a</td>"), std::string::npos);    // NaN shows as n/a, never a number
+  EXPECT_NE(h.find("mean ± std over 2 runs"), std::string::npos);
+  // ROC, OSCR, OSCR log, two histograms, loss and accuracy curves.
+  EXPECT_EQ(count(h, "<svg"), 7u);
+  EXPECT_EQ(count(h, "</svg>"), 7u);
+  // Self-contained: nothing fetched from elsewhere.
+  EXPECT_EQ(h.find("http://www.w3.org/2000/svg") != std::string::npos, true);
+  EXPECT_EQ(count(h, "src="), 0u);
+  EXPECT_EQ(count(h, "href="), 0u);
+  EXPECT_EQ(count(h, "<script"), 0u);
 }
 
 }  // namespace

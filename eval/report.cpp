@@ -1,0 +1,323 @@
+#include "eval/report.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <map>
+#include <sstream>
+
+namespace cac::eval {
+
+namespace {
+// Ten colours that stay distinct for colour-blind readers in pairs (Tableau 10).
+const char* kColours[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
+                          "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
+const char* colour(size_t i) { return kColours[i % 10]; }
+
+constexpr double kWidth = 460, kHeight = 300, kLeft = 58, kRight = 14, kTop = 30, kBottom = 44;
+constexpr double kLegendWidth = 170;
+
+// About five round tick values covering [lo, hi].
+std::vector<double> nice_ticks(double lo, double hi) {
+  const double range = hi - lo;
+  if (!(range > 0)) return {lo};
+  const double raw = range / 5, mag = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = mag;
+  for (double m : {1.0, 2.0, 5.0, 10.0})
+    if (m * mag >= raw) {
+      step = m * mag;
+      break;
+    }
+  std::vector<double> t;
+  for (double v = std::ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) t.push_back(std::abs(v) < step * 1e-9 ? 0 : v);
+  return t;
+}
+
+std::string tick_label(double v, bool log_axis) {
+  if (log_axis) return fmt::format("1e{}", int(std::lround(std::log10(v))));
+  return fmt::format("{:g}", v);
+}
+}  // namespace
+
+std::string html_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) switch (c) {
+      case '&': o += "&amp;"; break;
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '"': o += "&quot;"; break;
+      default: o += c;
+    }
+  return o;
+}
+
+std::string svg_line_plot(const PlotSpec& spec, const std::vector<Series>& series) {
+  const double pw = kWidth - kLeft - kRight, ph = kHeight - kTop - kBottom;
+  auto tx = [&](double x) {
+    double u;
+    if (spec.log_x) {
+      x = std::clamp(x, spec.x_min, spec.x_max);  // FPR 0 sits on the left edge
+      u = (std::log10(x) - std::log10(spec.x_min)) / (std::log10(spec.x_max) - std::log10(spec.x_min));
+    } else {
+      u = (std::clamp(x, spec.x_min, spec.x_max) - spec.x_min) / (spec.x_max - spec.x_min);
+    }
+    return kLeft + u * pw;
+  };
+  auto ty = [&](double y) {
+    const double u = (std::clamp(y, spec.y_min, spec.y_max) - spec.y_min) / (spec.y_max - spec.y_min);
+    return kTop + (1 - u) * ph;
+  };
+  std::string s = fmt::format(R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img">)",
+                              kWidth + kLegendWidth, kHeight, kWidth + kLegendWidth, kHeight);
+  s += fmt::format(R"(<text x="{}" y="18" class="title">{}</text>)", kLeft, html_escape(spec.title));
+  s += fmt::format(R"(<rect x="{}" y="{}" width="{}" height="{}" class="frame"/>)", kLeft, kTop, pw, ph);
+  // Grid and tick labels.
+  std::vector<double> xt;
+  if (spec.log_x) {
+    for (double e = std::ceil(std::log10(spec.x_min) - 1e-9); e <= std::log10(spec.x_max) + 1e-9; e += 1) xt.push_back(std::pow(10.0, e));
+  } else {
+    xt = nice_ticks(spec.x_min, spec.x_max);
+  }
+  for (double v : xt)
+    s += fmt::format(R"(<line x1="{0:.1f}" y1="{1}" x2="{0:.1f}" y2="{2}" class="grid"/><text x="{0:.1f}" y="{3}" class="tick" text-anchor="middle">{4}</text>)",
+                     tx(v), kTop, kTop + ph, kTop + ph + 14, tick_label(v, spec.log_x));
+  for (double v : nice_ticks(spec.y_min, spec.y_max))
+    s += fmt::format(R"(<line x1="{0}" y1="{1:.1f}" x2="{2}" y2="{1:.1f}" class="grid"/><text x="{3}" y="{4:.1f}" class="tick" text-anchor="end">{5}</text>)",
+                     kLeft, ty(v), kLeft + pw, kLeft - 5, ty(v) + 4, tick_label(v, false));
+  s += fmt::format(R"(<text x="{}" y="{}" class="axis" text-anchor="middle">{}</text>)", kLeft + pw / 2, kHeight - 8,
+                   html_escape(spec.x_label));
+  s += fmt::format(R"~(<text transform="translate(14 {}) rotate(-90)" class="axis" text-anchor="middle">{}</text>)~",
+                   kTop + ph / 2, html_escape(spec.y_label));
+  if (spec.diagonal) {
+    s += fmt::format(R"(<line x1="{}" y1="{}" x2="{}" y2="{}" class="chance"/>)", tx(spec.x_min), ty(spec.y_min), tx(spec.x_max),
+                     ty(spec.y_max));
+  }
+  size_t c = 0;
+  for (size_t i = 0; i < series.size(); ++i) {
+    const Series& se = series[i];
+    if (i > 0 && !se.dashed) ++c;
+    std::string pts;
+    double lx = -1e9, ly = -1e9;
+    for (size_t k = 0; k < se.x.size(); ++k) {
+      if (!std::isfinite(se.x[k]) || !std::isfinite(se.y[k])) continue;
+      const double px = tx(se.x[k]), py = ty(se.y[k]);
+      if (k + 1 < se.x.size() && std::hypot(px - lx, py - ly) < 0.5) continue;
+      pts += fmt::format("{:.1f},{:.1f} ", px, py);
+      lx = px, ly = py;
+    }
+    s += fmt::format(R"(<polyline points="{}" fill="none" stroke="{}" stroke-width="1.6"{}/>)", pts, colour(c),
+                     se.dashed ? R"( stroke-dasharray="5 3")" : "");
+    const double ly2 = kTop + 8 + 16 * double(i);
+    s += fmt::format(R"(<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{}" stroke-width="2"{}/><text x="{}" y="{}" class="legend">{}</text>)",
+                     kWidth + 4, ly2, kWidth + 26, ly2, colour(c), se.dashed ? R"( stroke-dasharray="5 3")" : "", kWidth + 30,
+                     ly2 + 4, html_escape(se.label.size() > 30 ? "…" + se.label.substr(se.label.size() - 29) : se.label));
+  }
+  return s + "</svg>";
+}
+
+std::string svg_histogram(const std::string& title, const std::vector<double>& known, const std::vector<double>& unknown,
+                          int bins) {
+  // Range: the smallest score to the 99th percentile, so a long tail of far-out unknowns does not
+  // squash the interesting part into one bin; the tail is counted in the last bin.
+  std::vector<double> all;
+  for (const auto* v : {&known, &unknown})
+    for (double x : *v)
+      if (std::isfinite(x)) all.push_back(x);
+  std::sort(all.begin(), all.end());
+  double lo = all.empty() ? 0 : all.front(), hi = all.empty() ? 1 : all[size_t(0.99 * double(all.size() - 1))];
+  if (!(hi > lo) && !all.empty()) hi = all.back();
+  if (!(hi > lo)) lo -= 0.5, hi = lo + 1;  // empty or all equal
+  auto density = [&](const std::vector<double>& v) {
+    std::vector<double> h(size_t(bins), 0.0);
+    size_t n = 0;
+    for (double x : v)
+      if (std::isfinite(x)) h[size_t(std::clamp(int((x - lo) / (hi - lo) * bins), 0, bins - 1))] += 1, ++n;
+    for (double& d : h) d = n ? d / double(n) / ((hi - lo) / bins) : 0;
+    return h;
+  };
+  const std::vector<double> hk = density(known), hu = density(unknown);
+  double top = 0;
+  for (double d : hk) top = std::max(top, d);
+  for (double d : hu) top = std::max(top, d);
+  auto steps = [&](const std::vector<double>& h) {
+    Series s;
+    for (int b = 0; b < bins; ++b) {
+      const double x0 = lo + (hi - lo) * b / bins, x1 = lo + (hi - lo) * (b + 1) / bins;
+      s.x.insert(s.x.end(), {x0, x1});
+      s.y.insert(s.y.end(), {h[size_t(b)], h[size_t(b)]});
+    }
+    return s;
+  };
+  Series sk = steps(hk), su = steps(hu);
+  sk.label = fmt::format("known ({})", known.size());
+  su.label = fmt::format("unknown ({})", unknown.size());
+  PlotSpec p;
+  p.title = title;
+  p.x_label = "open-set score (top 1% in the last bin)";
+  p.y_label = "density";
+  p.x_min = lo, p.x_max = hi, p.y_min = 0, p.y_max = top > 0 ? top * 1.05 : 1;
+  return svg_line_plot(p, {sk, su});
+}
+
+std::string entry_name(const ReportEntry& e) {
+  return e.unknown_set == "unknown" || e.unknown_set.empty() ? e.run : e.run + " · " + e.unknown_set;
+}
+
+std::vector<GroupSummary> summarise(const std::vector<ReportEntry>& entries, const std::vector<std::string>& names) {
+  std::vector<GroupSummary> groups;
+  for (const ReportEntry& e : entries) {
+    auto g = std::find_if(groups.begin(), groups.end(),
+                          [&](auto& x) { return x.method == e.method && x.unknown_set == e.unknown_set; });
+    if (g == groups.end()) {
+      groups.push_back({e.method, e.unknown_set, 0, names, {}, {}});
+      g = groups.end() - 1;
+    }
+    ++g->runs;
+  }
+  for (GroupSummary& g : groups) {
+    for (const std::string& n : names) {
+      std::vector<double> v;
+      for (const ReportEntry& e : entries)
+        if (e.method == g.method && e.unknown_set == g.unknown_set)
+          for (auto& [k, x] : e.metrics)
+            if (k == n && std::isfinite(x)) v.push_back(x);
+      double m = 0, ss = 0;  // two passes: one run gives a std of exactly 0
+      for (double x : v) m += x / double(v.size());
+      for (double x : v) ss += (x - m) * (x - m);
+      g.mean.push_back(v.empty() ? NAN : m);
+      g.stdev.push_back(v.empty() ? NAN : std::sqrt(ss / double(v.size())));
+    }
+  }
+  return groups;
+}
+
+namespace {
+double metric(const ReportEntry& e, const std::string& n) {
+  for (auto& [k, v] : e.metrics)
+    if (k == n) return v;
+  return NAN;
+}
+
+// metrics.csv as columns by header name.
+std::map<std::string, std::vector<double>> parse_csv(const std::string& text) {
+  std::map<std::string, std::vector<double>> cols;
+  std::istringstream in(text);
+  std::string line;
+  std::vector<std::string> head;
+  if (!std::getline(in, line)) return cols;
+  std::istringstream hs(line);
+  for (std::string h; std::getline(hs, h, ',');) head.push_back(h);
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    size_t i = 0;
+    for (std::string f; std::getline(ls, f, ',') && i < head.size(); ++i) {
+      char* end = nullptr;
+      const double v = std::strtod(f.c_str(), &end);
+      cols[head[i]].push_back(end != f.c_str() ? v : NAN);
+    }
+  }
+  return cols;
+}
+}  // namespace
+
+std::string html_report(const std::string& title, const std::vector<ReportEntry>& entries,
+                        const std::vector<std::string>& metric_names, const std::string& command_line) {
+  std::string h = R"(<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>)" +
+                  html_escape(title) + R"(</title>
+<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+.meta{color:#666;font-size:13px} code{background:#f4f4f4;padding:1px 4px}
+table{border-collapse:collapse;font-size:13px} th,td{padding:4px 8px;border-bottom:1px solid #e4e4e4;text-align:right}
+th:first-child,td:first-child{text-align:left} tr.summary td{background:#f6f8fb;font-weight:600}
+.plots{display:flex;flex-wrap:wrap;gap:12px}
+svg .title{font-size:14px;font-weight:600} svg .tick{font-size:11px;fill:#555} svg .axis{font-size:12px}
+svg .legend{font-size:11px} svg .frame{fill:none;stroke:#999} svg .grid{stroke:#eee}
+svg .chance{stroke:#bbb;stroke-dasharray:3 3}
+</style></head><body>
+)";
+  char when[64];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  h += fmt::format("<h1>{}</h1>\n<p class=\"meta\">{} · <code>{}</code></p>\n", html_escape(title), when, html_escape(command_line));
+
+  // Metrics table.
+  h += "<h2>Metrics</h2>\n<p class=\"meta\">Score: CAC min distance-based γ; CE 1 − max softmax. Unknown = positive for "
+       "AUROC and AUPR-out. CCR at FPR: n/a where the unknown set is too small to resolve that rate.</p>\n<table><tr><th>run</th><th>method</th>";
+  for (auto& n : metric_names) h += "<th>" + html_escape(n) + "</th>";
+  h += "</tr>\n";
+  auto cell = [](double v, double sd = NAN) {
+    if (!std::isfinite(v)) return std::string("<td>n/a</td>");
+    return std::isfinite(sd) ? fmt::format("<td>{:.4f} ± {:.4f}</td>", v, sd) : fmt::format("<td>{:.4f}</td>", v);
+  };
+  for (const ReportEntry& e : entries) {
+    h += "<tr><td>" + html_escape(entry_name(e)) + "</td><td>" + html_escape(e.method) + "</td>";
+    for (auto& n : metric_names) h += cell(metric(e, n));
+    h += "</tr>\n";
+  }
+  for (const GroupSummary& g : summarise(entries, metric_names)) {
+    if (g.runs < 2) continue;
+    h += fmt::format("<tr class=\"summary\"><td>mean ± std over {} runs{}</td><td>{}</td>", g.runs,
+                     g.unknown_set == "unknown" ? "" : " · " + html_escape(g.unknown_set), html_escape(g.method));
+    for (size_t i = 0; i < g.names.size(); ++i) h += cell(g.mean[i], g.stdev[i]);
+    h += "</tr>\n";
+  }
+  h += "</table>\n";
+
+  // ROC and OSCR curves, all entries overlaid.
+  std::vector<Series> roc, oscr;
+  size_t most_unknowns = 1;
+  for (const ReportEntry& e : entries) {
+    Series r{entry_name(e), {}, {}}, o{entry_name(e), {}, {}};
+    for (const RocPoint& p : roc_curve(e.known_scores, e.unknown_scores)) r.x.push_back(p.fpr), r.y.push_back(p.tpr);
+    for (const OscrPoint& p : oscr_curve(e.known_scores, e.known_correct, e.unknown_scores)) o.x.push_back(p.fpr), o.y.push_back(p.ccr);
+    roc.push_back(r), oscr.push_back(o);
+    most_unknowns = std::max(most_unknowns, e.unknown_scores.size());
+  }
+  PlotSpec pr{"ROC (unknown = positive)", "false-positive rate (knowns called unknown)", "true-positive rate (unknowns found)"};
+  pr.diagonal = true;
+  PlotSpec po{"OSCR", "false-positive rate (unknowns accepted)", "correct classification rate (knowns)"};
+  PlotSpec pl = po;
+  pl.title = "OSCR, log FPR (the FP operating points)";
+  pl.log_x = true;
+  // Down to the smallest rate the largest unknown set resolves, at most 1e-4.
+  pl.x_min = std::max(1e-4, std::pow(10.0, std::floor(std::log10(1.0 / double(most_unknowns)))));
+  h += "<h2>Curves</h2>\n<div class=\"plots\">" + svg_line_plot(pr, roc) + svg_line_plot(po, oscr) + svg_line_plot(pl, oscr) + "</div>\n";
+
+  h += "<h2>Open-set score distributions</h2>\n<div class=\"plots\">";
+  for (const ReportEntry& e : entries) h += svg_histogram(entry_name(e), e.known_scores, e.unknown_scores);
+  h += "</div>\n";
+
+  // Training curves, once per run (entries of one run share its metrics.csv).
+  std::vector<Series> loss, acc;
+  double max_epoch = 1, max_loss = 0;
+  std::vector<std::string> seen;
+  for (const ReportEntry& e : entries) {
+    if (e.metrics_csv.empty() || std::find(seen.begin(), seen.end(), e.run) != seen.end()) continue;
+    seen.push_back(e.run);
+    auto cols = parse_csv(e.metrics_csv);
+    const auto& ep = cols["epoch"];
+    if (ep.empty()) continue;
+    for (double v : ep) max_epoch = std::max(max_epoch, v);
+    loss.push_back({e.run + " train", ep, cols["train_loss"], false});
+    loss.push_back({e.run + " val", ep, cols["val_loss"], true});
+    acc.push_back({e.run + " train", ep, cols["train_acc"], false});
+    acc.push_back({e.run + " val", ep, cols["val_acc"], true});
+    for (const char* k : {"train_loss", "val_loss"})
+      for (double v : cols[k])
+        if (std::isfinite(v)) max_loss = std::max(max_loss, v);
+  }
+  if (!loss.empty()) {
+    PlotSpec pls{"Loss per epoch (solid: train, dashed: validation)", "epoch", "loss"};
+    pls.x_min = 1, pls.x_max = std::max(2.0, max_epoch), pls.y_max = max_loss > 0 ? max_loss * 1.05 : 1;
+    PlotSpec pa{"Accuracy per epoch (solid: train, dashed: validation)", "epoch", "accuracy"};
+    pa.x_min = 1, pa.x_max = pls.x_max;
+    h += "<h2>Training</h2>\n<div class=\"plots\">" + svg_line_plot(pls, loss) + svg_line_plot(pa, acc) + "</div>\n";
+  }
+  return h + "</body></html>\n";
+}
+
+}  // namespace cac::eval

@@ -1,0 +1,62 @@
+#pragma once
+// The evaluation report: one self-contained HTML file (inline SVG and CSS, no scripts, no network)
+// with the metrics table, ROC and OSCR curves, open-set score histograms and training curves.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "eval/metrics.h"
+
+namespace cac::eval {
+
+// One line of a plot; dashed lines share the colour of the series before them (train vs val).
+struct Series {
+  std::string label;
+  std::vector<double> x, y;
+  bool dashed = false;
+};
+
+struct PlotSpec {
+  std::string title, x_label, y_label;
+  bool log_x = false;
+  double x_min = 0, x_max = 1, y_min = 0, y_max = 1;  // the log axis needs x_min > 0
+  bool diagonal = false;                              // the chance line of a ROC plot
+};
+// An SVG line chart. Points closer than half a pixel to the last drawn one are skipped, so curves
+// with a point per test image stay small; x values outside the axis are clamped to its ends.
+std::string svg_line_plot(const PlotSpec& spec, const std::vector<Series>& series);
+// Two overlaid step histograms (known vs unknown scores) over shared bins; densities, so sets of
+// different sizes compare.
+std::string svg_histogram(const std::string& title, const std::vector<double>& known,
+                          const std::vector<double>& unknown, int bins = 40);
+
+// One evaluated (run, unknown set) pair.
+struct ReportEntry {
+  std::string run;          // the run folder
+  std::string unknown_set;  // "unknown" for the standard benchmarks, else the set's name
+  std::string method;       // cac | ce | cac-learnt
+  std::vector<std::pair<std::string, double>> metrics;  // NaN = not defined for this entry
+  std::vector<double> known_scores, unknown_scores;     // higher = more likely unknown
+  std::vector<bool> known_correct;
+  std::string metrics_csv;  // the run's metrics.csv text (training curves); may be empty
+};
+
+std::string entry_name(const ReportEntry& e);  // "run" or "run · set"
+
+// Mean and (population) standard deviation of each metric over the entries of one method and
+// unknown set, e.g. over trials 0-4; NaN values are left out of a metric's count.
+struct GroupSummary {
+  std::string method, unknown_set;
+  int runs = 0;
+  std::vector<std::string> names;
+  std::vector<double> mean, stdev;
+};
+std::vector<GroupSummary> summarise(const std::vector<ReportEntry>& entries, const std::vector<std::string>& names);
+
+// The metrics table (entries, then the groups' mean +- std), curves, histograms, training curves.
+std::string html_report(const std::string& title, const std::vector<ReportEntry>& entries,
+                        const std::vector<std::string>& metric_names, const std::string& command_line);
+
+std::string html_escape(const std::string& s);
+
+}  // namespace cac::eval
