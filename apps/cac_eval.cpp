@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   app.add_option("--save-scores", o.scores_csv, "write one CSV row per test image (split, label, prediction, score)");
   app.add_option("--report", o.report_html, "write a self-contained HTML report (curves, histograms, training curves)");
   app.add_option("--title", o.report_title, "the report's title");
+  app.add_option("--arch", o.arch, "check that every run is this network (classifier32 or resnet18; read from config.json)")
+      ->check(CLI::IsMember({"classifier32", "resnet18"}));
   app.add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   app.add_option("--data-dir", o.data_dir, "dataset folder, if not where the run was trained")->check(CLI::ExistingDirectory);
   app.add_option("--workers", o.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber);

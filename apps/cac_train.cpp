@@ -43,19 +43,22 @@ std::vector<T> parse_list(const char* flag, const std::string& text, const char*
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"cac_train: train a Class Anchor Clustering open-set classifier (classifier32)"};
+  CLI::App app{"cac_train: train a Class Anchor Clustering open-set classifier (classifier32 or ResNet-18)"};
   app.footer("Protocol defaults per dataset come from configs/datasets.json (see docs/reproduce.md).\n"
              "Example: cac_train --dataset FashionMNIST --trial 0 --data-dir /usr/share/datasets/fashion-mnist --out runs/fm0");
   app::RunConfig c;
   std::string epochs, lrs, resume;
   int stop_after = 0;
-  app.add_option("--dataset", c.dataset, "MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50 or TinyImageNet")
+  app.add_option("--dataset", c.dataset, "MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, or CIFAR10-FP "
+                 "(all ten classes known; unknowns SVHN test + nine CIFAR-100 superclasses)")
       ->check(CLI::IsMember(data::benchmark_names()))->capture_default_str();
   app.add_option("--trial", c.trial, "standard known/unknown trial 0-4")->check(CLI::Range(0, 4))->capture_default_str();
   app.add_option("--split", c.split_json, "a JSON file {\"known\": [...], \"unknown\": [...]} instead of the standard trial");
   app.add_option("--data-dir", c.data_dir, "folder with the dataset's files")->check(CLI::ExistingDirectory);
   app.add_option("--method", c.method, "cac (anchored), ce (cross-entropy baseline) or cac-learnt (learnt centres + CE)")
       ->check(CLI::IsMember({"cac", "ce", "cac-learnt"}))->capture_default_str();
+  app.add_option("--arch", c.arch, "network: classifier32 or resnet18 (default: the dataset's; resnet18 for CIFAR10-FP)")
+      ->check(CLI::IsMember({"classifier32", "resnet18"}));
   app.add_option("--alpha", c.alpha, "anchor magnitude: c_i = alpha * e_i")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--lambda", c.lambda, "weight of the anchor loss")->check(CLI::NonNegativeNumber)->capture_default_str();
   auto* ep = app.add_option("--epochs", epochs, "epochs per learning-rate stage, e.g. 35,35 (default: the dataset's)");

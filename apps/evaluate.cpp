@@ -63,6 +63,7 @@ int run_eval(const EvalOptions& o) {
   for (const std::string& run : o.runs) {
     RunConfig c = RunConfig::from_json(read_text(run + "/config.json"), run + "/config.json");
     if (!o.data_dir.empty()) c.data_dir = o.data_dir;
+    CAC_CHECK(o.arch.empty() || o.arch == c.arch, "{}: trained with --arch {}, but --arch {} was asked for", run, c.arch, o.arch);
     const Method method = parse_method(c.method);
     data::OpenSetData d = load_run_data(c);
     const int K = d.num_classes();

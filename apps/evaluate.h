@@ -8,6 +8,7 @@ struct EvalOptions {
   std::vector<std::string> runs;
   std::string json_out, scores_csv, device = "auto", data_dir;  // data_dir overrides the runs'
   std::string report_html, report_title, command_line;          // the report quotes the command
+  std::string arch;  // when set, every run must have been trained with it
   int workers = 0;
 };
 // Evaluates each run's best checkpoint on its test sets (class-mean anchors for CAC), prints a

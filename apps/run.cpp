@@ -11,7 +11,7 @@ using json = nlohmann::json;
 
 std::string RunConfig::to_json() const {
   json j = {{"dataset", dataset}, {"trial", trial}, {"data_dir", data_dir}, {"split_json", split_json},
-            {"method", method}, {"alpha", alpha}, {"lambda", lambda}, {"epochs", epochs}, {"lrs", lrs},
+            {"method", method}, {"arch", arch}, {"alpha", alpha}, {"lambda", lambda}, {"epochs", epochs}, {"lrs", lrs},
             {"batch", batch}, {"weight_decay", weight_decay}, {"dropout", dropout}, {"momentum", momentum},
             {"image_size", image_size}, {"channels", channels}, {"flip_p", flip_p}, {"rotate_deg", rotate_deg},
             {"crop_scale_min", crop_scale_min}, {"flip_for_class_means", flip_for_class_means},
@@ -28,6 +28,7 @@ RunConfig RunConfig::from_json(const std::string& text, const std::string& where
     c.data_dir = j.at("data_dir");
     c.split_json = j.at("split_json");
     c.method = j.at("method");
+    c.arch = j.value("arch", std::string("classifier32"));  // runs made before --arch existed
     c.alpha = j.at("alpha");
     c.lambda = j.at("lambda");
     c.epochs = j.at("epochs").get<std::vector<int>>();
@@ -56,6 +57,8 @@ RunConfig RunConfig::from_json(const std::string& text, const std::string& where
 void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool batch_set, bool wd_set) {
   const data::DatasetDefaults d = data::dataset_defaults(c.dataset);
   c.dataset = d.name;
+  if (c.arch.empty()) c.arch = d.arch;
+  CAC_CHECK(c.arch == "classifier32" || c.arch == "resnet18", "--arch must be classifier32 or resnet18 (got '{}')", c.arch);
   if (!epochs_set) c.epochs = c.method == "cac-learnt" ? d.learnt_epochs : d.cac_epochs;
   if (!lrs_set) c.lrs = d.lrs;
   if (!batch_set) c.batch = d.batch;
@@ -83,12 +86,21 @@ Device resolve_device(const std::string& d) {
 }
 
 std::shared_ptr<OpenSetClassifier> build_model(const RunConfig& c, int num_classes) {
+  const bool learnt = c.method == "cac-learnt";
+  if (c.arch == "resnet18") {
+    ResNet18Config cfg;
+    cfg.in_channels = c.channels;
+    cfg.image_size = c.image_size;
+    cfg.seed = c.seed;
+    return make_resnet18(cfg, num_classes, c.alpha, learnt);
+  }
+  CAC_CHECK(c.arch == "classifier32" || c.arch.empty(), "unknown architecture '{}' (classifier32 or resnet18)", c.arch);
   Classifier32Config cfg;
   cfg.in_channels = c.channels;
   cfg.image_size = c.image_size;
   cfg.dropout = c.dropout;
   cfg.seed = c.seed;
-  return make_classifier32(cfg, num_classes, c.alpha, c.method == "cac-learnt");
+  return make_classifier32(cfg, num_classes, c.alpha, learnt);
 }
 
 data::OpenSetData load_run_data(const RunConfig& c) {

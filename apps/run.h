@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "models/classifier32.h"
+#include "models/resnet18.h"
 #include "data/openset.h"
 #include "models/training.h"
 
@@ -18,6 +19,7 @@ struct RunConfig {
   std::string data_dir;
   std::string split_json;  // a user split instead of the standard trial
   std::string method = "cac";
+  std::string arch;  // classifier32 | resnet18; empty = the dataset's default
   double alpha = 10.0, lambda = 0.1;
   std::vector<int> epochs;   // per learning-rate stage
   std::vector<double> lrs;
@@ -36,7 +38,7 @@ struct RunConfig {
   static RunConfig from_json(const std::string& text, const std::string& where);
 };
 
-// Fills every unset protocol value (epochs, lrs, batch, ...) from the dataset's defaults.
+// Fills every unset protocol value (arch, epochs, lrs, batch, ...) from the dataset's defaults.
 void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool batch_set, bool wd_set);
 
 Device resolve_device(const std::string& d);  // auto | cpu | cuda; clear error when cuda is missing

@@ -37,7 +37,7 @@ std::string canonical(const std::string& name) {
 }  // namespace
 
 const std::vector<std::string>& benchmark_names() {
-  static const std::vector<std::string> names = {"MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR+10", "CIFAR+50", "TinyImageNet"};
+  static const std::vector<std::string> names = {"MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR+10", "CIFAR+50", "TinyImageNet", "CIFAR10-FP"};
   return names;
 }
 
@@ -63,11 +63,13 @@ DatasetDefaults dataset_defaults(const std::string& benchmark, const std::string
     d.crop_scale_min = j.at("crop_scale_min").get<double>();
     d.val_fraction = j.at("val_fraction").get<double>();
     d.flip_for_class_means = j.at("flip_for_class_means").get<bool>();
+    d.arch = j.value("arch", std::string("classifier32"));
   } catch (const json::exception& e) {
     fail("{}: entry {} is incomplete or mistyped ({})", where, name, e.what());
   }
   CAC_CHECK(d.image_size > 0 && (d.channels == 1 || d.channels == 3) && d.batch > 0 && d.val_fraction > 0 &&
-                d.val_fraction < 1 && d.crop_scale_min > 0 && d.crop_scale_min <= 1,
+                d.val_fraction < 1 && d.crop_scale_min > 0 && d.crop_scale_min <= 1 &&
+                (d.arch == "classifier32" || d.arch == "resnet18"),
             "{}: entry {} has out-of-range values", where, name);
   return d;
 }

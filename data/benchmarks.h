@@ -19,9 +19,11 @@ struct DatasetDefaults {
   double weight_decay = 5e-6, dropout = 0.2, flip_p = 0, rotate_deg = 0, crop_scale_min = 1;
   double val_fraction = 0.2;
   bool flip_for_class_means = false;
+  std::string arch = "classifier32";  // the network the benchmark is run with by default
 };
 
-// Names: MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet.
+// Names: MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, and CIFAR10-FP (the
+// experiment at false-positive operating points: one fixed split, no trials).
 const std::vector<std::string>& benchmark_names();
 // From the built-in table, or from `json_path` when given (same format as configs/datasets.json).
 DatasetDefaults dataset_defaults(const std::string& benchmark, const std::string& json_path = "");

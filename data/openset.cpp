@@ -38,6 +38,11 @@ void finish(OpenSetData& d, const ImageSet& train_set, const ImageSet& test_set,
 
 OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::string& data_dir,
                            uint64_t seed, const std::string& split_json) {
+  if (dataset_defaults(benchmark).name == "CIFAR10-FP") {
+    CAC_CHECK(trial == 0 && split_json.empty(), "CIFAR10-FP has one fixed split (all ten classes known): "
+              "no --trial or --split (got trial {}{})", trial, split_json.empty() ? "" : ", split " + split_json);
+    return load_fp_operating_points(data_dir, seed);
+  }
   OpenSetData d;
   d.defaults = dataset_defaults(benchmark);
   d.benchmark = d.defaults.name;
@@ -78,7 +83,7 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
 
 OpenSetData load_fp_operating_points(const std::string& data_dir, uint64_t seed) {
   OpenSetData d;
-  d.defaults = dataset_defaults("CIFAR10");
+  d.defaults = dataset_defaults("CIFAR10-FP");
   d.benchmark = "CIFAR10-FP";
   for (int64_t c = 0; c < 10; ++c) d.classes.known.push_back(c);
   const std::string dir10 = find_dataset_dir(data_dir, "test_batch.bin", {"cifar-10-batches-bin"});

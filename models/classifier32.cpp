@@ -37,12 +37,12 @@ Tensor Classifier32Encoder::forward(const Tensor& x) {
 }
 
 OpenSetClassifier::OpenSetClassifier(std::shared_ptr<Layer> enc, int feature_dim, int num_classes,
-                                     double alpha, bool learnt_centres, Generator& gen)
+                                     double alpha, bool learnt_centres, Generator& gen, double head_init_std)
     : num_classes_(num_classes) {
   CAC_CHECK(num_classes >= 2, "open-set classifier: need at least 2 known classes, got {}",
             num_classes);
   encoder = register_module("encoder", std::move(enc));
-  classify = register_module("classify", std::make_shared<Linear>(feature_dim, num_classes, gen, 0.01));
+  classify = register_module("classify", std::make_shared<Linear>(feature_dim, num_classes, gen, head_init_std));
   std::vector<float> eye(size_t(num_classes) * num_classes, 0.0f);
   for (int i = 0; i < num_classes; ++i) eye[size_t(i) * num_classes + i] = float(alpha);
   anchors = register_parameter("anchors", Tensor::from_vector(eye, {num_classes, num_classes}),

@@ -39,8 +39,10 @@ struct OpenSetOutput {
 // trainable only for the learnt-centres variant; evaluation replaces them by class means.
 class OpenSetClassifier : public Module {
  public:
+  // head_init_std: Normal(0, std) for the classify layer's weights (the protocol's 0.01 for
+  // classifier32); 0 = PyTorch's default uniform.
   OpenSetClassifier(std::shared_ptr<Layer> encoder, int feature_dim, int num_classes, double alpha,
-                    bool learnt_centres, Generator& gen);
+                    bool learnt_centres, Generator& gen, double head_init_std = 0.01);
   OpenSetOutput forward(const Tensor& x);
   Tensor logits(const Tensor& x);  // z = classify(encoder(x)), without the distance layer
   void set_anchors(const Tensor& centres);  // [N, N], copied in place

@@ -35,12 +35,14 @@ Tensor bn_train(const V& v) {
   Tensor rv = Tensor::full({C}, 1.0, v[0].dtype(), v[0].device());
   return ops::batch_norm2d(v[0], v[1], v[2], rm, rv, true);
 }
-Tensor bn_leaky_train(const V& v) {
+Tensor bn_leaky_train_slope(const V& v, double slope) {
   const int64_t C = v[0].dim(1);
   Tensor rm = Tensor::zeros({C}, v[0].dtype(), v[0].device());
   Tensor rv = Tensor::full({C}, 1.0, v[0].dtype(), v[0].device());
-  return ops::batch_norm2d_leaky_relu(v[0], v[1], v[2], rm, rv, true, 0.2);
+  return ops::batch_norm2d_leaky_relu(v[0], v[1], v[2], rm, rv, true, slope);
 }
+Tensor bn_leaky_train(const V& v) { return bn_leaky_train_slope(v, 0.2); }
+Tensor bn_relu_train(const V& v) { return bn_leaky_train_slope(v, 0.0); }  // ResNet-18's BN + ReLU
 Tensor bn_leaky_eval(const V& v) {
   Tensor rm = v[3], rv = v[4];
   return ops::batch_norm2d_leaky_relu(v[0], v[1], v[2], rm, rv, false, 0.2);
@@ -77,6 +79,7 @@ std::vector<OpCase> build() {
   {
     OpCase c{"batch_norm2d_leaky_relu_train", {in({4, 3, 3, 3}), in({3}), in({3})}, bn_leaky_train, 36};
     cases.push_back(c);
+    cases.push_back({"batch_norm2d_relu_train", {in({4, 3, 3, 3}), in({3}), in({3})}, bn_relu_train, 36});
   }
   {
     OpCase c{"batch_norm2d_leaky_relu_eval",

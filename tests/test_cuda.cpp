@@ -1,14 +1,16 @@
 // Mode 2 of the op-case table, plus GPU-only cases at the real shapes: every CUDA op against its
-// CPU twin (f32 both), a whole classifier32 training step GPU vs CPU, and the allocator's steady
+// CPU twin (f32 both), whole classifier32 and ResNet-18 training steps GPU vs CPU, and the allocator's steady
 // state. All tests skip (never pass silently) when no CUDA device is present.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 
 #include "core/autograd.h"
 #include "core/cuda_runtime.h"
 #include "layers/ops.h"
+#include "models/resnet18.h"
 #include "models/training.h"
 #include "tests/op_cases.h"
 
@@ -131,28 +133,25 @@ TEST_P(CudaRealShapes, MatchesCpuTwin) {
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaRealShapes, ::testing::ValuesIn(real_shape_cases()),
                          [](const auto& info) { return info.param.name; });
 
-// ---- a whole classifier32 training step, GPU vs CPU ---------------------------------------------
-TEST(CudaStep, Classifier32StepMatchesCpu) {
-  REQUIRE_GPU();
-  Classifier32Config cfg;  // 32x32x3, dropout 0.2: the masks are the same function on both sides
-  auto cpu_model = make_classifier32(cfg, 6, 10.0, false);
-  auto gpu_model = make_classifier32(cfg, 6, 10.0, false);
+// ---- a whole training step, GPU vs CPU (classifier32 and ResNet-18) --------------------------
+// `depth`: convolutions on the longest path, for the tolerance of the accumulated rounding.
+void expect_step_matches(const std::function<std::shared_ptr<OpenSetClassifier>()>& make, int classes, int B, int depth) {
+  auto cpu_model = make(), gpu_model = make();
   gpu_model->to(Device::CUDA);
   Trainer cpu(cpu_model, Method::CAC, 0.1, 0.9, 5e-4), gpu(gpu_model, Method::CAC, 0.1, 0.9, 5e-4);
   Generator gen(8);
-  const int B = 8;
   std::vector<float> xv(size_t(B) * 3 * 32 * 32);
   for (auto& v : xv) v = float(gen.normal());
   std::vector<int64_t> yv(size_t(B), 0);
-  for (auto& v : yv) v = int64_t(gen.below(6));
+  for (auto& v : yv) v = int64_t(gen.below(uint64_t(classes)));
   Tensor x = Tensor::from_vector(xv, {B, 3, 32, 32}), y = Tensor::from_vector(yv, {B});
   StepTotals tc, tg;
   tc.reset(DType::F32, Device::CPU);
   tg.reset(DType::F32, Device::CUDA);
   cpu.step(x, y, 0.01, tc);
   gpu.step(x.to(Device::CUDA), y.to(Device::CUDA), 0.01, tg);
-  // Longest chain: conv1's weight gradient sums B*H*W terms per layer, through 9 layers.
-  const Tolerance tol = f32_tolerance(int64_t(B) * 32 * 32 * 9);
+  // Longest chain: conv1's weight gradient sums B*H*W terms per layer, through `depth` layers.
+  const Tolerance tol = f32_tolerance(int64_t(B) * 32 * 32 * depth);
   expect_close(tg.loss_parts, tc.loss_parts, tol, "loss parts");
   auto named_cpu = cpu_model->named_parameters(), named_gpu = gpu_model->named_parameters();
   ASSERT_EQ(named_cpu.size(), named_gpu.size());
@@ -169,6 +168,18 @@ TEST(CudaStep, Classifier32StepMatchesCpu) {
     if (buf.dtype() == DType::F32)
       for (auto& [gname, gbuf] : gpu_model->named_buffers())
         if (gname == name) expect_close(gbuf, buf, tol, name);
+}
+
+TEST(CudaStep, Classifier32StepMatchesCpu) {
+  REQUIRE_GPU();
+  // 32x32x3, dropout 0.2: the masks are the same function on both sides.
+  expect_step_matches([] { return make_classifier32(Classifier32Config{}, 6, 10.0, false); }, 6, 8, 9);
+}
+
+TEST(CudaStep, ResNet18StepMatchesCpu) {
+  REQUIRE_GPU();
+  // 17 convolutions on the longest path (stem + 4 stages x 2 blocks x 2 convolutions).
+  expect_step_matches([] { return make_resnet18(ResNet18Config{}, 10, 10.0, false); }, 10, 4, 17);
 }
 
 TEST(CudaAllocator, NoDeviceMallocInSteadyState) {

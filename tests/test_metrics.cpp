@@ -57,6 +57,22 @@ TEST(Metrics, OscrAndCcrAtFpr) {
   EXPECT_DOUBLE_EQ(t[1].ccr, 1.0);
 }
 
+TEST(Metrics, CcrAtFprThresholdConventionAtTies) {
+  // Knowns 1 (correct), 2 (correct), 3 (wrong); ten unknowns, two of them tied with the known at 2.
+  // A threshold accepts every score <= t, so the known at 2 is only accepted together with both
+  // unknowns at 2 (FPR 0.2): at FPR 0.1 only the threshold t = 1 qualifies.
+  const std::vector<double> unknown = {2, 2, 5, 6, 7, 8, 9, 10, 11, 12};
+  auto c = oscr_curve({1, 2, 3}, {true, true, false}, unknown);
+  EXPECT_DOUBLE_EQ(*ccr_at_fpr(c, 0.1, unknown.size()), 1.0 / 3);
+  EXPECT_DOUBLE_EQ(*ccr_at_fpr(c, 0.2, unknown.size()), 2.0 / 3);
+  EXPECT_DOUBLE_EQ(*ccr_at_fpr(c, 1.0, unknown.size()), 2.0 / 3);  // the wrong known never counts
+  EXPECT_FALSE(ccr_at_fpr(c, 0.01, unknown.size()).has_value());  // 10 unknowns: 1e-2 is n/a
+  // With all scores equal every image enters at once: nothing is accepted below FPR 1.
+  auto flat = oscr_curve({5, 5}, {true, true}, {5, 5, 5, 5, 5, 5, 5, 5, 5, 5});
+  EXPECT_DOUBLE_EQ(*ccr_at_fpr(flat, 0.5, 10), 0.0);
+  EXPECT_DOUBLE_EQ(*ccr_at_fpr(flat, 1.0, 10), 1.0);
+}
+
 TEST(Metrics, RocCurveEnds) {
   auto r = roc_curve({1, 2}, {3});
   EXPECT_DOUBLE_EQ(r.front().tpr, 0.0);

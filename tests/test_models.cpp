@@ -9,6 +9,7 @@
 #include "core/autograd.h"
 #include "layers/ops.h"
 #include "models/classifier32.h"
+#include "models/resnet18.h"
 #include "models/training.h"
 
 namespace cac {
@@ -174,6 +175,88 @@ TEST(EndToEnd, TinyCacRunLearnsAndIsBitReproducible) {
   for (size_t i = 0; i < a.size(); ++i)
     ASSERT_EQ(std::memcmp(&a[i], &b[i], sizeof(float)), 0) << "step " << i;  // bit-identical
   EXPECT_EQ(acc1, acc2);
+}
+
+
+// ---- ResNet-18 (CIFAR variant) -------------------------------------------------------------------
+TEST(ResNet18, NamesShapesAndParameterCount) {
+  auto net = make_resnet18(ResNet18Config{}, 10, 10.0, false);
+  std::map<std::string, Shape> shapes;
+  for (auto& [name, t] : net->state_dict()) shapes[name] = t.shape();
+  EXPECT_EQ(shapes.at("encoder.conv1.weight"), (Shape{64, 3, 3, 3}));  // 3x3 stem, no max-pool
+  EXPECT_EQ(shapes.at("encoder.layer1.0.conv2.weight"), (Shape{64, 64, 3, 3}));
+  EXPECT_EQ(shapes.count("encoder.layer1.0.downsample.0.weight"), 0u);  // identity shortcut
+  EXPECT_EQ(shapes.at("encoder.layer2.0.conv1.weight"), (Shape{128, 64, 3, 3}));
+  EXPECT_EQ(shapes.at("encoder.layer2.0.downsample.0.weight"), (Shape{128, 64, 1, 1}));
+  EXPECT_EQ(shapes.at("encoder.layer2.0.downsample.1.running_var"), (Shape{128}));
+  EXPECT_EQ(shapes.count("encoder.layer2.1.downsample.0.weight"), 0u);
+  EXPECT_EQ(shapes.at("encoder.layer4.1.bn2.weight"), (Shape{512}));
+  EXPECT_EQ(shapes.at("classify.weight"), (Shape{10, 512}));
+  EXPECT_EQ(shapes.at("anchors"), (Shape{10, 10}));
+  // Convolutions 11,159,232 + BN 2 x 4,800 channels + linear 512*10 + 10 = 11,173,962 (the usual
+  // "11.17M" of the CIFAR ResNet-18 for 10 classes); the anchors are not trainable.
+  int64_t n = 0;
+  for (auto& t : net->trainable_parameters()) n += t.numel();
+  EXPECT_EQ(n, 11173962);
+  NoGradGuard g;
+  net->eval();
+  EXPECT_EQ(net->forward(Tensor::zeros({2, 3, 32, 32})).logits.shape(), (Shape{2, 10}));
+  // Other input sizes and greyscale work through the global average pool.
+  ResNet18Config grey{1, 64, 0};
+  auto small = make_resnet18(grey, 6, 10.0, true);
+  small->eval();
+  EXPECT_EQ(small->forward(Tensor::zeros({1, 1, 64, 64})).logits.shape(), (Shape{1, 6}));
+  EXPECT_TRUE(small->anchors.requires_grad());
+  EXPECT_THROW(make_resnet18(ResNet18Config{3, 4, 0}, 10, 10, false), Error);
+  EXPECT_THROW(make_resnet18(ResNet18Config{2, 32, 0}, 10, 10, false), Error);
+}
+
+TEST(ResNet18, KaimingInitialisation) {
+  auto net = make_resnet18(ResNet18Config{}, 10, 10.0, false);
+  auto stddev = [](const Tensor& t) {
+    double s = 0, s2 = 0;
+    for (float v : t.to_vector<float>()) s += v, s2 += double(v) * v;
+    const double n = double(t.numel());
+    return std::sqrt(s2 / n - (s / n) * (s / n));
+  };
+  for (auto& [name, t] : net->state_dict()) {
+    // Kaiming normal, fan_out, ReLU gain: std = sqrt(2 / (out * k * k)); 589,824 samples give
+    // the estimate a relative error of about 1/sqrt(2 * 589824) = 0.1%, so 2% is a loose bound.
+    if (name == "encoder.layer3.1.conv1.weight") { EXPECT_NEAR(stddev(t), std::sqrt(2.0 / (256 * 9)), 0.02 * std::sqrt(2.0 / (256 * 9))); }
+    if (name == "encoder.layer2.0.downsample.0.weight") { EXPECT_NEAR(stddev(t), std::sqrt(2.0 / 128), 0.05 * std::sqrt(2.0 / 128)); }
+    if (name == "encoder.layer4.1.bn2.weight") { EXPECT_EQ(t.to_vector<float>()[7], 1.0f); }
+    if (name == "encoder.layer4.1.bn2.bias") { EXPECT_EQ(t.to_vector<float>()[7], 0.0f); }
+    if (name == "classify.weight") {  // PyTorch's default: uniform(+-1/sqrt(512)), std = bound/sqrt(3)
+      EXPECT_NEAR(stddev(t), 1.0 / std::sqrt(512.0) / std::sqrt(3.0), 0.05 / std::sqrt(512.0));
+    }
+  }
+}
+
+TEST(ResNet18, CpuTrainingStepHasFiniteLossAndMovesEveryParameter) {
+  auto net = make_resnet18(ResNet18Config{}, 10, 10.0, false);
+  Trainer trainer(net, Method::CAC, 0.1, 0.9, 5e-4);
+  std::vector<std::vector<float>> before;
+  for (auto& t : net->trainable_parameters()) before.push_back(t.to_vector<float>());
+  Generator gen(3);
+  const int B = 4;
+  std::vector<float> xv(size_t(B) * 3 * 32 * 32);
+  for (auto& v : xv) v = float(gen.normal());
+  Tensor x = Tensor::from_vector(xv, {B, 3, 32, 32}), y = Tensor::from_vector(std::vector<int64_t>{0, 3, 7, 9}, {B});
+  StepTotals tot;
+  tot.reset(DType::F32, Device::CPU);
+  trainer.step(x, y, 0.01, tot);
+  const auto m = tot.means();
+  EXPECT_TRUE(std::isfinite(m.loss));
+  EXPECT_GT(m.loss, 0.0);
+  // The CAC loss at initialisation: distances to alpha*e_j are all about alpha, so the tuplet
+  // part is near log(K) = log(10) and the anchor part near alpha = 10.
+  EXPECT_NEAR(m.tuplet, std::log(10.0), 1.0);
+  EXPECT_NEAR(m.anchor, 10.0, 3.0);
+  size_t i = 0;
+  for (auto& t : net->trainable_parameters()) {
+    EXPECT_NE(t.to_vector<float>(), before[i]) << "parameter " << i << " did not move";
+    ++i;
+  }
 }
 
 }  // namespace
