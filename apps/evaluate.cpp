@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "apps/run.h"
@@ -99,15 +100,18 @@ int run_eval(const EvalOptions& o) {
         }
       }
       std::vector<float> anchors(size_t(K) * K, 0.f);
+      std::vector<int> fallback;
       for (int y = 0; y < K; ++y) {
         if (count[size_t(y)] == 0) {
-          std::fprintf(stderr, "cac_eval: warning: %s: no training image of class %d is classified correctly; "
-                       "its anchor stays alpha*e_%d\n", run.c_str(), y, y);
+          fallback.push_back(y);
           anchors[size_t(y) * K + y] = float(c.alpha);
           continue;
         }
         for (int k = 0; k < K; ++k) anchors[size_t(y) * K + k] = float(sum[size_t(y) * K + k] / double(count[size_t(y)]));
       }
+      if (!fallback.empty())
+        std::fprintf(stderr, "cac_eval: warning: %s: classes %s have no correctly classified training image; "
+                     "their anchors stay alpha * e_i (train longer?)\n", run.c_str(), fmt::format("{}", fmt::join(fallback, ", ")).c_str());
       model->set_anchors(Tensor::from_vector(anchors, {K, K}));
     }
 

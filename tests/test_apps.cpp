@@ -6,11 +6,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "apps/evaluate.h"
 #include "apps/train.h"
 #include <nlohmann/json.hpp>
 #include "models/checkpoint.h"
+#include "tests/fake_datasets.h"
 
 namespace fs = std::filesystem;
 
@@ -166,6 +168,43 @@ std::pair<int, std::string> run_cmd(const std::string& cmd) {
   while (fgets(buf, sizeof buf, p)) out += buf;
   const int status = pclose(p);
   return {WEXITSTATUS(status), out};
+}
+
+// The experiment at FP operating points, as documented (scripts/fp-operating-points.sh), on tiny
+// CIFAR-format and SVHN-format files: ResNet-18 trained with CAC and CE, evaluated on both unknown sets.
+TEST(FpOperatingPoints, ScriptRunsEndToEndOnSyntheticFiles) {
+  Dir d;
+  testing::write_fp_operating_point_files(d / "data", /*train_per_class=*/1, /*test_per_class=*/2, /*svhn=*/30);
+  const std::string bin_dir = fs::path(CAC_TRAIN_BIN).parent_path().string();
+  auto [rc, out] = run_cmd("CAC_BIN_DIR=" + bin_dir + " bash " + CAC_SOURCE_DIR + "/scripts/fp-operating-points.sh " + (d / "data") +
+                           " " + (d / "fp") + " --epochs 1 --lr 0.01 --batch 8 --device cpu --workers 2 --seed 3");
+  ASSERT_EQ(rc, 0) << out;
+  std::ifstream cf(d / "fp/cac/config.json");
+  const auto cfg = nlohmann::json::parse(cf);
+  EXPECT_EQ(cfg["arch"], "resnet18");
+  EXPECT_EQ(cfg["dataset"], "CIFAR10-FP");
+  std::ifstream jf(d / "fp/fp-operating-points.json");
+  const auto j = nlohmann::json::parse(jf);
+  ASSERT_EQ(j["runs"].size(), 4u);  // {cac, ce} x {SVHN test, CIFAR-100 superclasses}
+  std::map<std::string, int> sets;
+  for (const auto& r : j["runs"]) {
+    ++sets[r["unknown_set"].get<std::string>()];
+    for (const char* k : {"auroc", "oscr", "ccr_at_fpr_0.1"}) EXPECT_TRUE(r[k].is_number()) << r.dump();
+    // 30 SVHN and 45 CIFAR-100 unknowns cannot resolve FPR 1e-2 or below: n/a, never extrapolated.
+    for (const char* k : {"ccr_at_fpr_0.01", "ccr_at_fpr_0.001", "ccr_at_fpr_0.0001"}) EXPECT_TRUE(r[k].is_null()) << r.dump();
+  }
+  EXPECT_EQ(sets["SVHN test"], 2);
+  EXPECT_EQ(sets["CIFAR-100 superclasses"], 2);
+  EXPECT_EQ(j["groups"].size(), 4u);
+  EXPECT_NE(out.find("SVHN test"), std::string::npos) << out;  // the table on stdout
+  std::ifstream rf(d / "fp/fp-operating-points.html");
+  const std::string html((std::istreambuf_iterator<char>(rf)), std::istreambuf_iterator<char>());
+  EXPECT_NE(html.find("CIFAR-100 superclasses"), std::string::npos);
+  EXPECT_NE(html.find("OSCR, log FPR"), std::string::npos);
+  // Run again: both runs are complete, so training resumes at its end and only evaluation repeats.
+  auto [rc2, out2] = run_cmd("CAC_BIN_DIR=" + bin_dir + " bash " + CAC_SOURCE_DIR + "/scripts/fp-operating-points.sh " +
+                             (d / "data") + " " + (d / "fp") + " --device cpu");
+  EXPECT_EQ(rc2, 0) << out2;
 }
 
 TEST(Cli, BadFlagsAndMissingDataFailClearly) {

@@ -17,11 +17,14 @@
 #include "data/openset.h"
 #include "data/readers.h"
 #include "data/transforms.h"
+#include "tests/fake_datasets.h"
 
 namespace fs = std::filesystem;
 
 namespace cac::data {
 namespace {
+
+using testing::write_bytes;
 
 class TempDir {
  public:
@@ -38,16 +41,6 @@ class TempDir {
   static inline int counter_ = 0;
 };
 
-void write_bytes(const std::string& path, const std::vector<uint8_t>& b, bool gzip) {
-  fs::create_directories(fs::path(path).parent_path());
-  if (gzip) {
-    gzFile f = gzopen(path.c_str(), "wb");
-    gzwrite(f, b.data(), unsigned(b.size()));
-    gzclose(f);
-  } else {
-    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-  }
-}
 void put32(std::vector<uint8_t>& v, uint32_t x) {
   for (int s = 24; s >= 0; s -= 8) v.push_back(uint8_t(x >> s));
 }
@@ -159,22 +152,7 @@ TEST(DataCifar, TenAndHundredLayoutsAndErrors) {
 
 // ---- SVHN -----------------------------------------------------------------------------------------
 void write_svhn(const std::string& path, int n, const std::vector<double>& y, bool with_y = true) {
-  mat_t* mat = Mat_CreateVer(path.c_str(), nullptr, MAT_FT_MAT5);
-  ASSERT_NE(mat, nullptr);
-  std::vector<uint8_t> x(size_t(n) * 3072);
-  for (size_t i = 0; i < x.size(); ++i) x[i] = uint8_t(i % 251);
-  size_t xd[4] = {32, 32, 3, size_t(n)};
-  matvar_t* xv = Mat_VarCreate("X", MAT_C_UINT8, MAT_T_UINT8, 4, xd, x.data(), 0);
-  Mat_VarWrite(mat, xv, MAT_COMPRESSION_NONE);
-  Mat_VarFree(xv);
-  if (with_y) {
-    size_t yd[2] = {y.size(), 1};
-    std::vector<double> yy = y;
-    matvar_t* yv = Mat_VarCreate("y", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, yd, yy.data(), 0);
-    Mat_VarWrite(mat, yv, MAT_COMPRESSION_NONE);
-    Mat_VarFree(yv);
-  }
-  Mat_Close(mat);
+  ASSERT_TRUE(testing::write_svhn(path, n, y, with_y)) << path;
 }
 
 TEST(DataSvhn, MatlabV5ColumnMajorAndTenIsZero) {
@@ -484,24 +462,9 @@ TEST(DataLoader, DropLastAndStopMidEpoch) {
 // ---- whole benchmarks from files -------------------------------------------------------------------
 TEST(DataOpenSet, CifarPlusTenAndFpOperatingPointsFromFiles) {
   TempDir d;
-  // CIFAR-10: each class 5 times in the training batches, twice in the test batch.
-  auto c10 = [](int n_per_class) {
-    std::vector<uint8_t> v;
-    for (int r = 0; r < 10 * n_per_class; ++r) {
-      v.push_back(uint8_t(r % 10));
-      for (int p = 0; p < 3072; ++p) v.push_back(uint8_t(p + r));
-    }
-    return v;
-  };
-  for (int b = 1; b <= 5; ++b) write_bytes(d / ("cifar-10-batches-bin/data_batch_" + std::to_string(b) + ".bin"), c10(1), false);
-  write_bytes(d / "cifar-10-batches-bin/test_batch.bin", c10(2), false);
-  std::vector<uint8_t> c100;  // fine labels 0..99, coarse = fine / 5
-  for (int r = 0; r < 100; ++r) {
-    c100.push_back(uint8_t(r / 5));
-    c100.push_back(uint8_t(r));
-    for (int p = 0; p < 3072; ++p) c100.push_back(uint8_t(p));
-  }
-  write_bytes(d / "cifar-100-binary/test.bin", c100, false);
+  // CIFAR-10: each class 5 times in the training batches, twice in the test batch; CIFAR-100 test:
+  // one image per fine class; SVHN test: 3 images.
+  testing::write_fp_operating_point_files(d.str(), 1, 2, 3);
   OpenSetData o = load_benchmark("CIFAR+10", 0, d.str(), 1);
   EXPECT_EQ(o.num_classes(), 4);
   EXPECT_EQ(o.train.size() + o.val.size(), 4 * 5);
@@ -509,12 +472,17 @@ TEST(DataOpenSet, CifarPlusTenAndFpOperatingPointsFromFiles) {
   ASSERT_EQ(o.test_unknown.size(), 1u);
   EXPECT_EQ(o.test_unknown[0].second.size(), 10);  // one image of each of the 10 fine classes
   EXPECT_EQ(o.norm.mean.size(), 3u);
-  write_svhn(d / "test_32x32.mat", 3, {1, 10, 5});
   OpenSetData fp = load_fp_operating_points(d.str(), 1);
   EXPECT_EQ(fp.num_classes(), 10);
   ASSERT_EQ(fp.test_unknown.size(), 2u);
   EXPECT_EQ(fp.test_unknown[0].second.size(), 3);
   EXPECT_EQ(fp.test_unknown[1].second.size(), 45);  // 9 superclasses x 5 fine classes x 1 image
+  // The same sets as the CIFAR10-FP benchmark, which has no trials.
+  OpenSetData fp2 = load_benchmark("CIFAR10-FP", 0, d.str(), 1);
+  EXPECT_EQ(fp2.benchmark, "CIFAR10-FP");
+  EXPECT_EQ(fp2.test_unknown[1].second.size(), 45);
+  EXPECT_EQ(fp2.defaults.arch, "resnet18");
+  expect_error([&] { load_benchmark("CIFAR10-FP", 2, d.str(), 1); }, {"CIFAR10-FP", "trial 2"});
   expect_error([&] { load_benchmark("SVHN", 0, d.str(), 1); }, {"train_32x32.mat"});
 }
 

@@ -1,0 +1,73 @@
+#include "tests/fake_datasets.h"
+
+#include <matio.h>
+#include <zlib.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace fs = std::filesystem;
+
+namespace cac::testing {
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& b, bool gzip) {
+  if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
+  if (gzip) {
+    gzFile f = gzopen(path.c_str(), "wb");
+    gzwrite(f, b.data(), unsigned(b.size()));
+    gzclose(f);
+  } else {
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+  }
+}
+
+std::vector<uint8_t> cifar10_records(int per_class) {
+  std::vector<uint8_t> v;
+  for (int r = 0; r < 10 * per_class; ++r) {
+    v.push_back(uint8_t(r % 10));
+    for (int p = 0; p < 3072; ++p) v.push_back(uint8_t(p + r));
+  }
+  return v;
+}
+
+std::vector<uint8_t> cifar100_one_per_class() {
+  std::vector<uint8_t> v;
+  for (int r = 0; r < 100; ++r) {
+    v.push_back(uint8_t(r / 5));
+    v.push_back(uint8_t(r));
+    for (int p = 0; p < 3072; ++p) v.push_back(uint8_t(p));
+  }
+  return v;
+}
+
+bool write_svhn(const std::string& path, int n, const std::vector<double>& y, bool with_y) {
+  mat_t* mat = Mat_CreateVer(path.c_str(), nullptr, MAT_FT_MAT5);
+  if (mat == nullptr) return false;
+  std::vector<uint8_t> x(size_t(n) * 3072);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = uint8_t(i % 251);
+  size_t xd[4] = {32, 32, 3, size_t(n)};
+  matvar_t* xv = Mat_VarCreate("X", MAT_C_UINT8, MAT_T_UINT8, 4, xd, x.data(), 0);
+  Mat_VarWrite(mat, xv, MAT_COMPRESSION_NONE);
+  Mat_VarFree(xv);
+  if (with_y) {
+    size_t yd[2] = {y.size(), 1};
+    std::vector<double> yy = y;
+    matvar_t* yv = Mat_VarCreate("y", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, yd, yy.data(), 0);
+    Mat_VarWrite(mat, yv, MAT_COMPRESSION_NONE);
+    Mat_VarFree(yv);
+  }
+  Mat_Close(mat);
+  return true;
+}
+
+void write_fp_operating_point_files(const std::string& dir, int train_per_class, int test_per_class, int svhn) {
+  for (int b = 1; b <= 5; ++b)
+    write_bytes(dir + "/cifar-10-batches-bin/data_batch_" + std::to_string(b) + ".bin", cifar10_records(train_per_class), false);
+  write_bytes(dir + "/cifar-10-batches-bin/test_batch.bin", cifar10_records(test_per_class), false);
+  write_bytes(dir + "/cifar-100-binary/test.bin", cifar100_one_per_class(), false);
+  std::vector<double> y;
+  for (int i = 0; i < svhn; ++i) y.push_back(1 + i % 10);
+  write_svhn(dir + "/test_32x32.mat", svhn, y);
+}
+
+}  // namespace cac::testing

@@ -1,0 +1,25 @@
+#pragma once
+// Writers of tiny datasets in the benchmarks' real file formats (CIFAR binary, SVHN MATLAB v5,
+// raw/gzip bytes), shared by the reader tests and the end-to-end experiment tests.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cac::testing {
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes, bool gzip);
+
+// CIFAR-10 records: 10 * per_class images, label r % 10, pixel p of record r = (p + r) mod 256.
+std::vector<uint8_t> cifar10_records(int per_class);
+// CIFAR-100 test records: one image per fine class 0..99, coarse label = fine / 5.
+std::vector<uint8_t> cifar100_one_per_class();
+// The folders load_fp_operating_points expects under `dir`: cifar-10-batches-bin (5 training
+// batches of train_per_class images per class each, a test batch of test_per_class),
+// cifar-100-binary/test.bin, and test_32x32.mat with `svhn` images.
+void write_fp_operating_point_files(const std::string& dir, int train_per_class, int test_per_class, int svhn);
+
+// SVHN: X 32x32x3xN uint8 (column-major, X[i] = i mod 251), y as given (1..10; 10 = digit 0).
+// Returns false when matio could not create the file.
+bool write_svhn(const std::string& path, int n, const std::vector<double>& y, bool with_y = true);
+
+}  // namespace cac::testing
