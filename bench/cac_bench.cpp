@@ -1,4 +1,4 @@
-// cac_bench: throughput of a full classifier32 training step (`step`) and of the hand-written
+// cac_bench: throughput of a full classifier32 or ResNet-18 training step (`step`) and of the hand-written
 // kernels at the real shapes (`kernels`, CUDA builds). Numbers are measured, never assumed.
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -8,6 +8,7 @@
 #include "core/cuda_runtime.h"
 #include "core/rng.h"
 #include "models/classifier32.h"
+#include "models/resnet18.h"
 #include "models/training.h"
 
 using namespace cac;
@@ -15,9 +16,9 @@ using namespace cac;
 namespace {
 
 struct StepOptions {
-  std::string device = "cpu";
+  std::string device = "cpu", arch = "classifier32";
   bool tf32 = true;
-  int batch = 128, channels = 3, size = 32, classes = 6, warmup = 2, iters = 10;
+  int batch = 128, channels = 3, size = 32, classes = 0, warmup = 2, iters = 10;
 };
 
 int run_step(const StepOptions& o) {
@@ -30,17 +31,23 @@ int run_step(const StepOptions& o) {
     }
   }
   if (dev == Device::CUDA) cuda::set_allow_tf32(o.tf32);
-  Classifier32Config cfg;
-  cfg.in_channels = o.channels;
-  cfg.image_size = o.size;
-  auto model = make_classifier32(cfg, o.classes, 10.0, false);
+  const int classes = o.classes > 0 ? o.classes : o.arch == "resnet18" ? 10 : 6;  // FP experiment / a trial
+  std::shared_ptr<OpenSetClassifier> model;
+  if (o.arch == "resnet18") {
+    model = make_resnet18(ResNet18Config{o.channels, o.size, 0}, classes, 10.0, false);
+  } else {
+    Classifier32Config cfg;
+    cfg.in_channels = o.channels;
+    cfg.image_size = o.size;
+    model = make_classifier32(cfg, classes, 10.0, false);
+  }
   model->to(dev);
   Trainer trainer(model, Method::CAC, 0.1, 0.9, 5e-4);
   Generator gen(1);
   std::vector<float> x(size_t(o.batch) * o.channels * o.size * o.size);
   for (auto& v : x) v = float(gen.normal());
   std::vector<int64_t> y(size_t(o.batch), 0);
-  for (auto& v : y) v = int64_t(gen.below(uint64_t(o.classes)));
+  for (auto& v : y) v = int64_t(gen.below(uint64_t(classes)));
   Tensor images = Tensor::from_vector(x, {o.batch, o.channels, o.size, o.size}).to(dev);
   Tensor labels = Tensor::from_vector(y, {o.batch}).to(dev);
   StepTotals totals;
@@ -52,9 +59,9 @@ int run_step(const StepOptions& o) {
   cuda::synchronize();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double ms = 1e3 * s / o.iters;
-  std::printf("classifier32 training step  device=%s%s  batch=%d  input=%dx%dx%d  %.2f ms/step  %.1f images/s"
+  std::printf("%s training step  device=%s%s  batch=%d  input=%dx%dx%d  %.2f ms/step  %.1f images/s"
               "  (loss %.4f, %d timed steps after %d warm-up)\n",
-              o.device.c_str(), dev == Device::CUDA ? (o.tf32 ? " (tf32 convs)" : " (fp32 convs)") : "",
+              o.arch.c_str(), o.device.c_str(), dev == Device::CUDA ? (o.tf32 ? " (tf32 convs)" : " (fp32 convs)") : "",
               o.batch, o.size, o.size, o.channels, ms, 1e3 * o.batch / ms, totals.means().loss, o.iters,
               o.warmup);
   if (dev == Device::CUDA) {
@@ -71,12 +78,13 @@ int main(int argc, char** argv) {
   CLI::App app{"cac_bench: measured throughput of the CAC engine"};
   app.require_subcommand(1);
   StepOptions so;
-  auto* step = app.add_subcommand("step", "images/s of a full classifier32 CAC training step");
+  auto* step = app.add_subcommand("step", "images/s of a full CAC training step (classifier32 or ResNet-18)");
+  step->add_option("--arch", so.arch, "classifier32 or resnet18")->check(CLI::IsMember({"classifier32", "resnet18"}))->capture_default_str();
   step->add_option("--device", so.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   step->add_option("--batch", so.batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_option("--channels", so.channels, "input channels (1 or 3)")->check(CLI::IsMember({1, 3}))->capture_default_str();
   step->add_option("--size", so.size, "image size (32 or 64)")->check(CLI::IsMember({32, 64}))->capture_default_str();
-  step->add_option("--classes", so.classes, "known classes")->check(CLI::Range(2, 1000))->capture_default_str();
+  step->add_option("--classes", so.classes, "known classes (default: 6 for classifier32, 10 for resnet18)")->check(CLI::Range(2, 1000));
   step->add_option("--warmup", so.warmup, "untimed steps first")->check(CLI::NonNegativeNumber)->capture_default_str();
   step->add_option("--iters", so.iters, "timed steps")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_flag("--tf32,!--no-tf32", so.tf32, "TF32 tensor cores for convolutions (PyTorch's default)")->capture_default_str();

@@ -1,6 +1,6 @@
-"""The same classifier32 CAC training step in PyTorch, for comparison with `cac_bench step`.
+"""The same CAC training step in PyTorch, for comparison with `cac_bench step`.
 
-Usage: python3 bench/torch_step.py [--batch 128] [--channels 3] [--iters 50] [--no-tf32]
+Usage: python3 bench/torch_step.py [--arch classifier32|resnet18] [--batch 128] [--channels 3] [--iters 50] [--no-tf32]
 cudnn.benchmark is on (like cac's per-shape algorithm search); TF32 convolutions follow PyTorch's
 default (on), matching cac_bench's default.
 """
@@ -30,6 +30,40 @@ class Classifier32(nn.Module):
         return z, d
 
 
+class Block(nn.Module):
+    """ResNet basic block: conv-BN-ReLU, conv-BN, + shortcut (1x1 conv + BN when the shape changes), ReLU."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.conv1(x)))
+        h = self.bn2(self.conv2(h))
+        return torch.relu(h + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet18(nn.Module):
+    """CIFAR ResNet-18 (3x3 stem, no max-pool) with the same open-set head as cac's models/resnet18."""
+
+    def __init__(self, channels=3, classes=10):
+        super().__init__()
+        layers = [nn.Conv2d(channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
+        cin = 64
+        for i, w in enumerate([64, 128, 256, 512]):
+            layers += [Block(cin, w, 1 if i == 0 else 2), Block(w, w, 1)]
+            cin = w
+        self.encoder = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classify = nn.Linear(512, classes)
+        self.register_buffer("anchors", torch.diag(torch.full((classes,), 10.0)))
+
+    forward = Classifier32.forward
+
+
 def cac_loss(d, y, lam=0.1):
     dy = d.gather(1, y[:, None]).squeeze(1)
     tuplet = dy + torch.logsumexp(-d, dim=1)
@@ -38,6 +72,7 @@ def cac_loss(d, y, lam=0.1):
 
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--arch", choices=["classifier32", "resnet18"], default="classifier32")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--channels", type=int, default=3)
     p.add_argument("--iters", type=int, default=50)
@@ -47,10 +82,11 @@ def main():
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = not a.no_tf32
     dev = torch.device("cuda")
-    net = Classifier32(a.channels).to(dev)
+    classes = 10 if a.arch == "resnet18" else 6  # cac_bench's defaults for each network
+    net = (ResNet18(a.channels, classes) if a.arch == "resnet18" else Classifier32(a.channels, classes)).to(dev)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = torch.randn(a.batch, a.channels, 32, 32, device=dev)
-    y = torch.randint(0, 6, (a.batch,), device=dev)
+    y = torch.randint(0, classes, (a.batch,), device=dev)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -70,7 +106,7 @@ def main():
     stop.record()
     torch.cuda.synchronize()
     ms = start.elapsed_time(stop) / a.iters
-    print(f"pytorch {torch.__version__} classifier32 training step  batch={a.batch}  input=32x32x{a.channels}"
+    print(f"pytorch {torch.__version__} {a.arch} training step  batch={a.batch}  input=32x32x{a.channels}"
           f"  {'tf32' if not a.no_tf32 else 'fp32'} convs  {ms:.2f} ms/step  {1e3 * a.batch / ms:.1f} images/s"
           f"  (loss {loss.item():.4f}, {a.iters} timed steps after {a.warmup} warm-up)")
 

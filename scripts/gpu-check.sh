@@ -6,8 +6,8 @@
 #
 #   scripts/gpu-check.sh OUT_DIR
 #
-# Build dependencies: if .deps/*.deb exist (made with `apt-get download` on a Debian machine, see
-# docs/profiling.md) they are unpacked with dpkg -x into .deps/prefix and used from there.
+# Build dependencies: if .deps/*.deb exist (scripts/fetch-gpu-deps.sh downloads them on a Debian
+# machine) they are unpacked with dpkg -x into .deps/prefix and used from there.
 set -uo pipefail
 out=$(realpath -m "${1:?usage: scripts/gpu-check.sh OUT_DIR}")
 mkdir -p "$out"
@@ -53,14 +53,6 @@ say "build: ok ($(( $(step_time) - t0 )) s since start)"
 timeout 240 ctest --test-dir $build -L cuda --output-on-failure -j 4 >"$out/ctest-cuda.log" 2>&1
 say "ctest -L cuda: $(grep -E 'tests passed|tests failed' "$out/ctest-cuda.log" | tail -1)"
 grep -E "\(Failed\)|\(SEGFAULT\)|\(Timeout\)|Skipped" "$out/ctest-cuda.log" | head -20 | tee -a "$summary"
-# Diagnosis: the whole-step test with cudnnFind free to pick FFT/Winograd algorithms (the
-# default for training), three times, logging each algorithm choice.
-for i in 1 2 3; do
-  CAC_TEST_ANY_CONV_ALGO=1 CAC_CUDNN_VERBOSE=1 timeout 60 $build/tests/test_cuda \
-    --gtest_filter='CudaStep.*' >"$out/step-any-algo-$i.log" 2>&1 && r=pass || r=FAIL
-  say "whole step, any cuDNN algorithm, run $i: $r"
-done
-cat "$out"/step-any-algo-*.log > "$out/step-any-algo.log"; rm -f "$out"/step-any-algo-?.log
 timeout 120 ctest --test-dir $build -L cpu -j 8 >"$out/ctest-cpu.log" 2>&1
 say "ctest -L cpu: $(grep -E 'tests passed|tests failed' "$out/ctest-cpu.log" | tail -1)"
 
@@ -78,12 +70,14 @@ say "== cac_bench kernels"
 timeout 180 $build/bench/cac_bench kernels >"$out/bench-kernels.txt" 2>&1
 tee -a "$summary" <"$out/bench-kernels.txt" | tail -25
 say ""
-say "== training step, batch 128, 32x32x3"
+say "== training step, batch 128, 32x32x3: classifier32 and ResNet-18, cac and PyTorch, tf32 and fp32"
 {
-  timeout 120 $build/bench/cac_bench step --device cuda --channels 3 --iters 50 --warmup 10
-  timeout 120 $build/bench/cac_bench step --device cuda --channels 3 --iters 50 --warmup 10 --no-tf32
-  timeout 120 python3 bench/torch_step.py --channels 3
-  timeout 120 python3 bench/torch_step.py --channels 3 --no-tf32
+  for arch in classifier32 resnet18; do
+    timeout 120 $build/bench/cac_bench step --arch $arch --device cuda --channels 3 --iters 50 --warmup 10
+    timeout 120 $build/bench/cac_bench step --arch $arch --device cuda --channels 3 --iters 50 --warmup 10 --no-tf32
+    timeout 120 python3 bench/torch_step.py --arch $arch --channels 3
+    timeout 120 python3 bench/torch_step.py --arch $arch --channels 3 --no-tf32
+  done
 } >"$out/bench-step.txt" 2>&1
 tee -a "$summary" <"$out/bench-step.txt"
 say "total: $(( $(step_time) - t0 )) s"

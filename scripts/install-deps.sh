@@ -5,7 +5,7 @@
 #   --with-data     the Fashion-MNIST package (dataset-fashion-mnist), for the main job
 #   --with-browser  headless Chromium, which the report's render check opens reports in
 set -euo pipefail
-pkgs=(cmake ninja-build g++ pkg-config libfmt-dev libgtest-dev libopenblas-openmp-dev libcli11-dev
+pkgs=(cmake ninja-build g++ libfmt-dev libgtest-dev libopenblas-openmp-dev libcli11-dev
       nlohmann-json3-dev zlib1g-dev libjpeg62-turbo-dev libmatio-dev)
 for a in "$@"; do
   case "$a" in

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Downloads (does not install) the Debian packages the build needs into .deps/, for a GPU machine
+# without a package registry: pass .deps in the device tool's `carry` (or copy it along) and
+# scripts/gpu-check.sh unpacks them with dpkg -x into .deps/prefix. About 17 MB.
+# matio's HDF5 pulls in libcurl4 and its libraries, carried in case the GPU machine lacks them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .deps
+cd .deps
+apt-get download libfmt-dev libfmt9 libgtest-dev libopenblas-openmp-dev libopenblas0-openmp libgfortran5 \
+  libquadmath0 libgomp1 libcli11-dev nlohmann-json3-dev libmatio-dev libmatio11 libhdf5-103-1 libsz2 libaec0 \
+  libcurl4 libnghttp2-14 librtmp1 libssh2-1 libpsl5 libjpeg62-turbo-dev libjpeg62-turbo zlib1g-dev
+ls -1 "$PWD"/*.deb | wc -l | xargs echo "fetch-gpu-deps: .deb files in .deps:"
