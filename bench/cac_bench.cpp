@@ -91,6 +91,7 @@ int main(int argc, char** argv) {
   bench::KernelOptions ko;
   auto* kern = app.add_subcommand("kernels", "each hand-written CUDA kernel: check vs CPU twin, then time");
   kern->add_option("--batch", ko.batch, "batch size of the activation shapes")->check(CLI::PositiveNumber)->capture_default_str();
+  kern->add_flag("--bn-sweep", ko.bn_sweep, "also validate and time batch norm at every reduction split count (1..128)");
   kern->add_option("--iters", ko.iters, "timed runs per kernel (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
   bench::LoaderOptions lo;
   auto* load = app.add_subcommand("loader", "images/s of the data loader with the CIFAR10/MNIST augmentation");

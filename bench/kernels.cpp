@@ -51,11 +51,11 @@ struct Row {
 };
 
 void print(const std::vector<Row>& rows, double copy_gbs) {
-  std::printf("\n%-34s %-18s %8s %10s %10s %9s %9s %8s\n", "kernel", "shape", "launches", "warm us",
+  std::printf("\n%-40s %-18s %8s %10s %10s %9s %9s %8s\n", "kernel", "shape", "launches", "warm us",
               "cold us", "GB/s", "of copy", "check");
   for (const Row& r : rows) {
     const double gbs = r.bytes > 0 ? r.bytes / (r.warm_us * 1e-6) / 1e9 : 0;
-    std::printf("%-34s %-18s %8d %10.2f %10.2f %9.0f %8.0f%% %8s\n", r.name.c_str(), r.shape.c_str(),
+    std::printf("%-40s %-18s %8d %10.2f %10.2f %9.0f %8.0f%% %8s\n", r.name.c_str(), r.shape.c_str(),
                 r.launches, r.warm_us, r.cold_us, gbs, r.bytes > 0 ? 100 * gbs / copy_gbs : 0.0,
                 r.check <= 1 ? "pass" : "FAIL");
   }
@@ -85,7 +85,8 @@ int run_kernels(const KernelOptions& o) {
   const kernels::BnActivation leaky{true, 0.2};
 
   // ---- batch norm (+ LeakyReLU) at the conv2 activation shape ----------------------------------
-  for (bool fused : {false, true}) {
+  // `suffix` tags the rows of a launch-configuration sweep.
+  auto bench_batchnorm = [&](bool fused, const std::string& suffix, bool with_eval) {
     const kernels::BnActivation act = fused ? leaky : kernels::BnActivation{};
     const Shape s{o.batch, 64, 32, 32};
     const int64_t C = 64, n = shape_numel(s), M = n / C;
@@ -99,8 +100,9 @@ int run_kernels(const KernelOptions& o) {
            is = Tensor::empty({C}, DType::F32, Device::CUDA);
     kernels::batchnorm_forward_train(xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is);
     const double check_f = std::max({worst(y, y_c, M), worst(m, m_c, M), worst(rv, rv_c, M)});
-    const std::string tag = fused ? "batchnorm+leaky" : "batchnorm";
-    time_both({tag + " forward (train)", "128x64x32x32", 2, 2.0 * n * 4, check_f, 0, 0},
+    const std::string tag = (fused ? "batchnorm+leaky" : "batchnorm");
+    const std::string shape = fmt::format("{}x64x32x32", o.batch);
+    time_both({tag + " forward (train)" + suffix, shape, 2, 2.0 * n * 4, check_f, 0, 0},
               [&] { kernels::batchnorm_forward_train(xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is); });
     Tensor gx_c = Tensor::empty(s), ggam_c = Tensor::empty({C}), gbet_c = Tensor::empty({C});
     kernels::cpu::batchnorm_backward(x, gamma, beta, m_c, is_c, gy, act, true, &gx_c, ggam_c, gbet_c);
@@ -109,16 +111,26 @@ int run_kernels(const KernelOptions& o) {
     Tensor mc = m_c.to(Device::CUDA), isc = is_c.to(Device::CUDA);
     kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet);
     const double check_b = std::max({worst(gx, gx_c, M), worst(ggam, ggam_c, M), worst(gbet, gbet_c, M)});
-    time_both({tag + " backward", "128x64x32x32", 2, 3.0 * n * 4, check_b, 0, 0},
+    time_both({tag + " backward" + suffix, shape, 2, 3.0 * n * 4, check_b, 0, 0},
               [&] { kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet); });
-    if (fused) {
+    if (with_eval) {
       Tensor ye_c = Tensor::empty(s), ye = Tensor::empty(s, DType::F32, Device::CUDA);
       kernels::cpu::batchnorm_forward_eval(x, gamma, beta, m_c, rv_c, 1e-5, act, ye_c);
       Tensor rvc = rv_c.to(Device::CUDA);
       kernels::batchnorm_forward_eval(xg, gg, bg, mc, rvc, 1e-5, act, ye);
-      time_both({tag + " forward (eval)", "128x64x32x32", 1, 2.0 * n * 4, worst(ye, ye_c, 1), 0, 0},
+      time_both({tag + " forward (eval)" + suffix, shape, 1, 2.0 * n * 4, worst(ye, ye_c, 1), 0, 0},
                 [&] { kernels::batchnorm_forward_eval(xg, gg, bg, mc, rvc, 1e-5, act, ye); });
     }
+  };
+  for (bool fused : {false, true}) bench_batchnorm(fused, "", fused);
+  if (o.bn_sweep) {
+    // Every launch configuration is validated against the CPU twin (the check column) before it
+    // is timed; the default configuration's rows are the ones above.
+    for (int splits : {1, 2, 4, 8, 16, 32, 64, 128}) {
+      kernels::set_batchnorm_splits(splits);
+      bench_batchnorm(true, fmt::format(" s={}", splits), false);
+    }
+    kernels::set_batchnorm_splits(0);
   }
 
   // ---- the CAC head: distance + loss forward and backward (2 launches) -------------------------

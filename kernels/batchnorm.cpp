@@ -13,4 +13,13 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
   CAC_DISPATCH(x.device(), batchnorm_backward, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta);
 }
 
+namespace {
+int g_splits = 0;  // read by the CUDA launches (kernels/cuda/batchnorm.cu)
+}
+void set_batchnorm_splits(int splits) {
+  CAC_CHECK(splits >= 0, "set_batchnorm_splits: {} is negative", splits);
+  g_splits = splits;
+}
+int batchnorm_splits() { return g_splits; }
+
 }  // namespace cac::kernels

@@ -30,4 +30,10 @@ CAC_DECLARE_KERNEL(void batchnorm_backward(const Tensor& x, const Tensor& gamma,
                                            BnActivation act, bool training, Tensor* gx,
                                            Tensor& ggamma, Tensor& gbeta))
 
+// Launch tuning of the CUDA training kernels, for benchmarks (`cac_bench kernels --bn-sweep`): each
+// channel's reduction runs as `splits` blocks over slices of the batch (clamped to the batch size).
+// 0, the default, derives it from the GPU's SM count. The CPU twins ignore it.
+void set_batchnorm_splits(int splits);
+int batchnorm_splits();
+
 }  // namespace cac::kernels

@@ -5,6 +5,8 @@
 # comparison; results and logs go to OUT_DIR (summary.txt is the short version).
 #
 #   scripts/gpu-check.sh OUT_DIR
+#   GPU_CHECK_STAGES="tests sanitize bench train" (the default: all) picks stages; the build always
+#   runs (incremental when build-gpu/ is still there from an earlier call on the same machine).
 #
 # Build dependencies: if .deps/*.deb exist (scripts/fetch-gpu-deps.sh downloads them on a Debian
 # machine) they are unpacked with dpkg -x into .deps/prefix and used from there.
@@ -50,25 +52,34 @@ if ! cmake --build $build -j "$(nproc)" >"$out/build.log" 2>&1; then
 fi
 say "build: ok ($(( $(step_time) - t0 )) s since start)"
 
-timeout 240 ctest --test-dir $build -L cuda --output-on-failure -j 4 >"$out/ctest-cuda.log" 2>&1
-say "ctest -L cuda: $(grep -E 'tests passed|tests failed' "$out/ctest-cuda.log" | tail -1)"
-grep -E "\(Failed\)|\(SEGFAULT\)|\(Timeout\)|Skipped" "$out/ctest-cuda.log" | head -20 | tee -a "$summary"
-timeout 120 ctest --test-dir $build -L cpu -j 8 >"$out/ctest-cpu.log" 2>&1
-say "ctest -L cpu: $(grep -E 'tests passed|tests failed' "$out/ctest-cpu.log" | tail -1)"
+stages=" ${GPU_CHECK_STAGES:-tests sanitize bench train} "
+want() { [[ "$stages" == *" $1 "* ]]; }
 
-# The sanitizer runs cover the hand-written kernels (cuDNN/cuBLAS internals are not ours).
-filter='Ops/*:Shapes/*:-*conv*:*linear*'
-for tool in memcheck racecheck; do
-  timeout 150 compute-sanitizer --tool $tool --error-exitcode 99 $build/tests/test_cuda \
-    --gtest_filter="$filter" >"$out/sanitizer-$tool.log" 2>&1
-  rc=$?
-  say "compute-sanitizer $tool: rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer-$tool.log" | tail -1)"
-done
+if want tests; then
+  timeout 240 ctest --test-dir $build -L cuda --output-on-failure -j 4 >"$out/ctest-cuda.log" 2>&1
+  say "ctest -L cuda: $(grep -E 'tests passed|tests failed' "$out/ctest-cuda.log" | tail -1)"
+  grep -E "\(Failed\)|\(SEGFAULT\)|\(Timeout\)|Skipped" "$out/ctest-cuda.log" | head -20 | tee -a "$summary"
+fi
 
+if want sanitize; then
+  # The hand-written kernels' tests (cuDNN/cuBLAS internals are not ours), then the kernel benchmark.
+  filter='Ops/*:Shapes/*:-*conv*:*linear*'
+  for tool in memcheck racecheck; do
+    timeout 150 compute-sanitizer --tool $tool --error-exitcode 99 $build/tests/test_cuda \
+      --gtest_filter="$filter" >"$out/sanitizer-$tool.log" 2>&1
+    rc=$?
+    say "compute-sanitizer $tool (kernel tests): rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer-$tool.log" | tail -1)"
+  done
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 $build/bench/cac_bench kernels --iters 2 \
+    >"$out/sanitizer-bench.log" 2>&1
+  say "compute-sanitizer memcheck (cac_bench kernels): rc=$?, $(grep -E 'ERROR SUMMARY' "$out/sanitizer-bench.log" | tail -1)"
+fi
+
+if want bench; then
 say ""
 say "== cac_bench kernels"
-timeout 180 $build/bench/cac_bench kernels >"$out/bench-kernels.txt" 2>&1
-tee -a "$summary" <"$out/bench-kernels.txt" | tail -25
+timeout 240 $build/bench/cac_bench kernels --bn-sweep >"$out/bench-kernels.txt" 2>&1
+tee -a "$summary" <"$out/bench-kernels.txt" | tail -45
 say ""
 say "== training step, batch 128, 32x32x3: classifier32 and ResNet-18, cac and PyTorch, tf32 and fp32"
 {
@@ -80,4 +91,34 @@ say "== training step, batch 128, 32x32x3: classifier32 and ResNet-18, cac and P
   done
 } >"$out/bench-step.txt" 2>&1
 tee -a "$summary" <"$out/bench-step.txt"
+fi
+
+# The main job's full GPU schedule (Fashion-MNIST trial 0, MNIST protocol: 35 + 35 epochs), CAC and
+# the CE baseline, when the dataset travelled along (scripts/fetch-gpu-deps.sh copies it into
+# .deps/fashion-mnist) or is installed.
+fm=""
+for d in .deps/fashion-mnist /usr/share/datasets/fashion-mnist; do [[ -f $d/train-images-idx3-ubyte.gz ]] && fm=$d && break; done
+if want train && [[ -n "$fm" ]]; then
+  say ""
+  say "== Fashion-MNIST trial 0, full schedule on the GPU"
+  for method in cac ce; do
+    run=runs-gpu/fm-$method
+    rm -rf "$run"
+    s0=$(date +%s)
+    timeout 300 $build/apps/cac_train --dataset FashionMNIST --trial 0 --data-dir "$fm" --out "$run" --device cuda \
+      --method $method >"$out/train-$method.log" 2>&1
+    rc=$?
+    s1=$(date +%s)
+    timeout 120 $build/apps/cac_eval --run "$run" --device cuda --json "$run/eval.json" --report "$out/report-$method.html" \
+      --title "Fashion-MNIST trial 0, $method, full schedule (GPU)" >"$out/eval-$method.log" 2>&1
+    rc2=$?
+    s2=$(date +%s)
+    say "$method: train rc=$rc $((s1 - s0)) s, eval rc=$rc2 $((s2 - s1)) s"
+    tail -4 "$out/eval-$method.log" | tee -a "$summary"
+    cp "$run/metrics.csv" "$out/metrics-$method.csv" 2>/dev/null
+  done
+fi
 say "total: $(( $(step_time) - t0 )) s"
+# The device tool returns at most 8 files: everything but the summary goes into one archive.
+(cd "$out" && find . -type f ! -name summary.txt ! -name logs.tar.gz -printf '%P\n' | tar czf logs.tar.gz -T - \
+  && find . -type f ! -name summary.txt ! -name logs.tar.gz -delete)

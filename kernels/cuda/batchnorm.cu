@@ -30,8 +30,10 @@ int* channel_counters() {
   return static_cast<int*>(block->data);
 }
 
-// Enough (split, channel) blocks to fill the GPU several times, each with a whole number of images.
+// Enough (split, channel) blocks to fill the GPU several times, each with a whole number of images;
+// or the benchmark's choice (set_batchnorm_splits).
 int splits_for(int N, int C) {
+  if (const int forced = cac::kernels::batchnorm_splits(); forced > 0) return std::min(forced, N);
   const int want = std::max(1, 8 * cac::cuda::sm_count() / std::max(C, 1));
   return std::max(1, std::min({want, N, 64}));
 }
