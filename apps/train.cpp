@@ -54,11 +54,37 @@ void restore_dropout_counters(OpenSetClassifier& model, const std::string& s, co
   });
 }
 
+// RUN_DIR/train.log: every line cac_train prints except the in-epoch progress redraws, appended (a
+// resumed run continues the same log), flushed per line so an interrupted run keeps its record.
+class RunLog {
+ public:
+  explicit RunLog(const std::string& path) : f_(std::fopen(path.c_str(), "a")) {
+    CAC_CHECK(f_ != nullptr, "{}: cannot write the run log", path);
+  }
+  ~RunLog() { std::fclose(f_); }
+  RunLog(const RunLog&) = delete;
+  RunLog& operator=(const RunLog&) = delete;
+  // Prints `text` (one or more whole lines) to `to` and appends it to the log.
+  void write(const std::string& text, FILE* to = stdout) {
+    std::fputs(text.c_str(), to);
+    std::fflush(to);
+    std::fputs(text.c_str(), f_);
+    std::fflush(f_);
+  }
+  void append_only(const std::string& text) {
+    std::fputs(text.c_str(), f_);
+    std::fflush(f_);
+  }
+
+ private:
+  FILE* f_;
+};
+
 // One line of progress: a carriage-return bar on a terminal, plain lines otherwise.
 class Progress {
  public:
-  Progress(int epoch, int epochs, int64_t batches, bool ce)
-      : epoch_(epoch), epochs_(epochs), batches_(batches), tty_(isatty(1)), ce_(ce) {
+  Progress(int epoch, int epochs, int64_t batches, bool ce, RunLog& log)
+      : epoch_(epoch), epochs_(epochs), batches_(batches), tty_(isatty(1)), ce_(ce), log_(log) {
     t0_ = std::chrono::steady_clock::now();
   }
   // Whether a progress line is due: a terminal redraws 4 times a second, a log gets a line every
@@ -71,17 +97,19 @@ class Progress {
     const int width = 24, filled = int(width * double(done) / double(std::max<int64_t>(batches_, 1)));
     std::string bar = std::string(size_t(filled), '#') + std::string(size_t(width - filled), '.');
     const std::string parts = ce_ ? "" : fmt::format(" (tuplet {:.4f} anchor {:.4f})", m.tuplet, m.anchor);
-    std::printf("%sepoch %3d/%d [%s] %5lld/%lld  %7.0f img/s  loss %.4f%s  acc %5.1f%%  eta %4.0fs%s",
-                tty_ ? "\r" : "", epoch_ + 1, epochs_, bar.c_str(), (long long)done, (long long)batches_,
-                double(images) / std::max(secs, 1e-9), m.loss, parts.c_str(), 100 * m.accuracy, eta,
-                tty_ && !final ? "" : "\n");
+    const std::string line = fmt::format("epoch {:3d}/{} [{}] {:5d}/{}  {:7.0f} img/s  loss {:.4f}{}  acc {:5.1f}%  eta {:4.0f}s",
+                                         epoch_ + 1, epochs_, bar, done, batches_, double(images) / std::max(secs, 1e-9),
+                                         m.loss, parts, 100 * m.accuracy, eta);
+    std::printf("%s%s%s", tty_ ? "\r" : "", line.c_str(), tty_ && !final ? "" : "\n");
     std::fflush(stdout);
+    if (final) log_.append_only(line + "\n");  // the log keeps each epoch's closing line
   }
 
  private:
   int epoch_, epochs_;
   int64_t batches_;
   bool tty_, ce_;
+  RunLog& log_;
   double last_print_ = -1e9;
   std::chrono::steady_clock::time_point t0_;
   double elapsed() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
@@ -108,11 +136,12 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   StagedLR schedule(cfg.epochs, cfg.lrs);
   const int total_epochs = schedule.total_epochs();
   write_file_atomic(cfg.out + "/config.json", cfg.to_json());
+  RunLog log(cfg.out + "/train.log");
 
   data::OpenSetData d = load_run_data(cfg);
-  std::printf("cac_train: %s trial %d, %d known classes, %lld train / %lld val images, method %s, %d epochs on %s\n",
-              d.benchmark.c_str(), cfg.trial, d.num_classes(), (long long)d.train.size(), (long long)d.val.size(),
-              cfg.method.c_str(), total_epochs, dev == Device::CUDA ? cuda::device_description().c_str() : "the CPU");
+  log.write(fmt::format("cac_train: {} trial {}, {}, {} known classes, {} train / {} val images, method {}, {} epochs on {}\n",
+                        d.benchmark, cfg.trial, cfg.arch.empty() ? "classifier32" : cfg.arch, d.num_classes(), d.train.size(),
+                        d.val.size(), cfg.method, total_epochs, dev == Device::CUDA ? cuda::device_description() : "the CPU"));
 
   auto model = build_model(cfg, d.num_classes());
   model->to(dev);
@@ -120,7 +149,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   if (!resume_path.empty()) {
     restore_tensors(resume_state, checkpoint_tensors(*model, trainer), resume_path);
     restore_dropout_counters(*model, resume_state.metadata.at("dropout_calls"), resume_path);
-    std::printf("resuming %s at epoch %d\n", resume_dir.c_str(), start_epoch + 1);
+    log.write(fmt::format("resuming {} at epoch {}\n", resume_dir, start_epoch + 1));
   }
 
   const data::Augment train_aug =
@@ -152,7 +181,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     train_loader.start_epoch(epoch);
     StepTotals tr;
     tr.reset(DType::F32, dev);
-    Progress progress(epoch, total_epochs, train_loader.batches_per_epoch(), method == Method::CE);
+    Progress progress(epoch, total_epochs, train_loader.batches_per_epoch(), method == Method::CE, log);
     data::Batch b;
     int64_t done = 0, images = 0;
     while (train_loader.next(&b)) {
@@ -164,15 +193,17 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
       if (g_interrupted) break;
     }
     if (g_interrupted) {
-      std::printf("\ninterrupted: the last checkpoint is %s/last.safetensors (%d epochs done); continue "
-                  "with: cac_train --resume %s\n", cfg.out.c_str(), epoch, cfg.out.c_str());
+      std::printf("\n");
+      log.write(fmt::format("interrupted: the last checkpoint is {}/last.safetensors ({} epochs done); continue "
+                            "with: cac_train --resume {}\n", cfg.out, epoch, cfg.out));
       return 130;
     }
     const StepTotals::Means tm = tr.means();
     progress.update(done, images, tm, true);
     if (!std::isfinite(tm.loss)) {
-      std::fprintf(stderr, "cac_train: the training loss became %f in epoch %d; stopping. The last good "
-                   "checkpoint (%s/last.safetensors) is intact; try a lower --lr.\n", tm.loss, epoch + 1, cfg.out.c_str());
+      log.write(fmt::format("cac_train: the training loss became {} in epoch {}; stopping. The last good "
+                            "checkpoint ({}/last.safetensors) is intact; try a lower --lr.\n", tm.loss, epoch + 1, cfg.out),
+                stderr);
       return 3;
     }
     StepTotals va;
@@ -181,17 +212,19 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     while (val_loader.next(&b)) trainer.evaluate(b.images, b.labels, va);
     const StepTotals::Means vm = va.means();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("           validation: loss %.4f (tuplet %.4f anchor %.4f)  acc %5.1f%%  (%.1f s)\n", vm.loss,
-                vm.tuplet, vm.anchor, 100 * vm.accuracy, secs);
+    // The checkpoint kept for evaluation: lowest validation anchor loss (CE: lowest validation loss).
+    const double metric = method == Method::CE ? vm.loss : vm.anchor;
+    const bool improved = metric < best;
+    const std::string val_parts = method == Method::CE ? "" : fmt::format(" (tuplet {:.4f} anchor {:.4f})", vm.tuplet, vm.anchor);
+    log.write(fmt::format("           validation: loss {:.4f}{}  acc {:5.1f}%  ({:.1f} s){}\n", vm.loss, val_parts,
+                          100 * vm.accuracy, secs, improved ? "  -> best.safetensors" : ""));
     csv += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.2f}\n", epoch + 1, lr, tm.loss,
                        tm.tuplet, tm.anchor, tm.accuracy, vm.loss, vm.tuplet, vm.anchor, vm.accuracy, secs);
     write_file_atomic(cfg.out + "/metrics.csv", csv);
-    // The checkpoint kept for evaluation: lowest validation anchor loss (CE: lowest validation loss).
-    const double metric = method == Method::CE ? vm.loss : vm.anchor;
     std::map<std::string, std::string> meta = {{"epochs_done", std::to_string(epoch + 1)},
                                                {"dropout_calls", dropout_counters(*model)},
                                                {"method", cfg.method}, {"dataset", cfg.dataset}};
-    if (metric < best) {
+    if (improved) {
       best = metric;
       meta["best_metric"] = fmt::format("{:.17g}", best);
       save_safetensors(cfg.out + "/best.safetensors", model->state_dict(), meta);
@@ -200,8 +233,8 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     save_safetensors(cfg.out + "/last.safetensors", checkpoint_tensors(*model, trainer), meta);
     if (stop_after_epochs > 0 && ++epochs_run >= stop_after_epochs) break;
   }
-  std::printf("cac_train: done; run folder %s (best.safetensors: lowest validation %s)\n", cfg.out.c_str(),
-              method == Method::CE ? "loss" : "anchor loss");
+  log.write(fmt::format("cac_train: done; run folder {} (best.safetensors: lowest validation {}; log train.log)\n",
+                        cfg.out, method == Method::CE ? "loss" : "anchor loss"));
   return 0;
 }
 

@@ -16,8 +16,8 @@ const char* kColours[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
                           "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
 const char* colour(size_t i) { return kColours[i % 10]; }
 
-constexpr double kWidth = 460, kHeight = 300, kLeft = 58, kRight = 14, kTop = 30, kBottom = 44;
-constexpr double kLegendWidth = 170;
+constexpr double kWidth = 420, kHeight = 300, kLeft = 58, kRight = 14, kTop = 30, kBottom = 44;
+constexpr double kLegendWidth = 210;  // about 28 characters of legend text
 
 // About five round tick values covering [lo, hi].
 std::vector<double> nice_ticks(double lo, double hi) {
@@ -33,6 +33,18 @@ std::vector<double> nice_ticks(double lo, double hi) {
   std::vector<double> t;
   for (double v = std::ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) t.push_back(std::abs(v) < step * 1e-9 ? 0 : v);
   return t;
+}
+
+// Legend text fits about 28 characters; longer labels keep their end (which says train/val or the
+// unknown set) behind an ellipsis. Counted in bytes, so "·" costs two: a little shorter, still fits.
+std::string legend_label(const std::string& s) { return s.size() > 28 ? "…" + s.substr(s.size() - 27) : s; }
+
+// The last folder of a run path: legends name runs by it ("runs/cifar10-t0" -> "cifar10-t0").
+std::string run_short_name(const std::string& run) {
+  std::string r = run;
+  while (r.size() > 1 && r.back() == '/') r.pop_back();
+  const size_t slash = r.rfind('/');
+  return slash == std::string::npos ? r : r.substr(slash + 1);
 }
 
 std::string tick_label(double v, bool log_axis) {
@@ -112,7 +124,7 @@ std::string svg_line_plot(const PlotSpec& spec, const std::vector<Series>& serie
     const double ly2 = kTop + 8 + 16 * double(i);
     s += fmt::format(R"(<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{}" stroke-width="2"{}/><text x="{}" y="{}" class="legend">{}</text>)",
                      kWidth + 4, ly2, kWidth + 26, ly2, colour(c), se.dashed ? R"( stroke-dasharray="5 3")" : "", kWidth + 30,
-                     ly2 + 4, html_escape(se.label.size() > 30 ? "…" + se.label.substr(se.label.size() - 29) : se.label));
+                     ly2 + 4, html_escape(legend_label(se.label)));
   }
   return s + "</svg>";
 }
@@ -271,7 +283,8 @@ svg .chance{stroke:#bbb;stroke-dasharray:3 3}
   std::vector<Series> roc, oscr;
   size_t most_unknowns = 1;
   for (const ReportEntry& e : entries) {
-    Series r{entry_name(e), {}, {}}, o{entry_name(e), {}, {}};
+    const std::string label = run_short_name(e.run) + entry_name(e).substr(e.run.size());  // + " · set"
+    Series r{label, {}, {}}, o{label, {}, {}};
     for (const RocPoint& p : roc_curve(e.known_scores, e.unknown_scores)) r.x.push_back(p.fpr), r.y.push_back(p.tpr);
     for (const OscrPoint& p : oscr_curve(e.known_scores, e.known_correct, e.unknown_scores)) o.x.push_back(p.fpr), o.y.push_back(p.ccr);
     roc.push_back(r), oscr.push_back(o);
@@ -288,7 +301,8 @@ svg .chance{stroke:#bbb;stroke-dasharray:3 3}
   h += "<h2>Curves</h2>\n<div class=\"plots\">" + svg_line_plot(pr, roc) + svg_line_plot(po, oscr) + svg_line_plot(pl, oscr) + "</div>\n";
 
   h += "<h2>Open-set score distributions</h2>\n<div class=\"plots\">";
-  for (const ReportEntry& e : entries) h += svg_histogram(entry_name(e), e.known_scores, e.unknown_scores);
+  for (const ReportEntry& e : entries)
+    h += svg_histogram(run_short_name(e.run) + entry_name(e).substr(e.run.size()), e.known_scores, e.unknown_scores);
   h += "</div>\n";
 
   // Training curves, once per run (entries of one run share its metrics.csv).
@@ -302,10 +316,11 @@ svg .chance{stroke:#bbb;stroke-dasharray:3 3}
     const auto& ep = cols["epoch"];
     if (ep.empty()) continue;
     for (double v : ep) max_epoch = std::max(max_epoch, v);
-    loss.push_back({e.run + " train", ep, cols["train_loss"], false});
-    loss.push_back({e.run + " val", ep, cols["val_loss"], true});
-    acc.push_back({e.run + " train", ep, cols["train_acc"], false});
-    acc.push_back({e.run + " val", ep, cols["val_acc"], true});
+    const std::string name = run_short_name(e.run);
+    loss.push_back({name + " train", ep, cols["train_loss"], false});
+    loss.push_back({name + " val", ep, cols["val_loss"], true});
+    acc.push_back({name + " train", ep, cols["train_acc"], false});
+    acc.push_back({name + " val", ep, cols["val_acc"], true});
     for (const char* k : {"train_loss", "val_loss"})
       for (double v : cols[k])
         if (std::isfinite(v)) max_loss = std::max(max_loss, v);

@@ -21,6 +21,6 @@ else
 fi
 ./build/apps/cac_eval --run "$run" --device "$device" --json "$run/eval.json" --save-scores "$run/scores.csv" \
   --report "$run/report.html" --title "CAC on Fashion-MNIST trial 0 ($device)"
-echo "run folder: $run (config.json, metrics.csv, best.safetensors, eval.json, scores.csv, report.html)"
+echo "run folder: $run (config.json, metrics.csv, train.log, best.safetensors, eval.json, scores.csv, report.html)"
 # A screenshot of the report when Chromium is installed (scripts/install-deps.sh --with-browser).
 bash scripts/render-report.sh "$run/report.html" "$run/report.png" || true

@@ -119,6 +119,13 @@ TEST(Train, ResumeGivesTheSameRunAsNoInterruption) {
     ++rows;
   }
   EXPECT_EQ(rows, 3);  // header + 2 epochs
+  // The run log holds both sessions of the interrupted run: one validation line per epoch.
+  std::ifstream lf(d / "cut/train.log");
+  const std::string log((std::istreambuf_iterator<char>(lf)), std::istreambuf_iterator<char>());
+  EXPECT_NE(log.find("resuming"), std::string::npos) << log;
+  size_t validations = 0;
+  for (size_t at = log.find("validation:"); at != std::string::npos; at = log.find("validation:", at + 1)) ++validations;
+  EXPECT_EQ(validations, 2u) << log;
   EXPECT_TRUE(fs::exists(d / "full/best.safetensors"));
   EXPECT_TRUE(fs::exists(d / "full/config.json"));
 }
