@@ -166,6 +166,14 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
   const std::string html((std::istreambuf_iterator<char>(rf)), std::istreambuf_iterator<char>());
   EXPECT_NE(html.find("<svg"), std::string::npos);
   EXPECT_NE(html.find("Loss per epoch"), std::string::npos);  // training curves from metrics.csv
+  // --arch on cac_eval checks what the runs were trained with.
+  o.arch = "resnet18";
+  try {
+    app::run_eval(o);
+    FAIL() << "no error for a mismatched --arch";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("trained with --arch classifier32"), std::string::npos) << e.what();
+  }
 }
 
 std::pair<int, std::string> run_cmd(const std::string& cmd) {
@@ -229,10 +237,17 @@ TEST(Cli, BadFlagsAndMissingDataFailClearly) {
   auto [rc4, out4] = run_cmd(bin + " --dataset MNIST --data-dir /tmp --out " + (d / "r") + " --trial 7");
   EXPECT_NE(rc4, 0);
   EXPECT_NE(out4.find("trial"), std::string::npos) << out4;
+  auto [rc6, out6] = run_cmd(bin + " --dataset MNIST --data-dir /tmp --out " + (d / "r") + " --arch vgg16");
+  EXPECT_NE(rc6, 0);
+  EXPECT_NE(out6.find("--arch"), std::string::npos) << out6;
+  auto [rc7, out7] = run_cmd(bin + " --dataset CIFAR10-FP --trial 3 --data-dir " + d.p.string() + " --out " + (d / "r"));
+  EXPECT_NE(rc7, 0);
+  EXPECT_NE(out7.find("one fixed split"), std::string::npos) << out7;
   auto [rc5, out5] = run_cmd(bin + " --help");
   EXPECT_EQ(rc5, 0);
   EXPECT_NE(out5.find("--lambda"), std::string::npos);
   EXPECT_NE(out5.find("--resume"), std::string::npos);
+  EXPECT_NE(out5.find("--arch"), std::string::npos);
 }
 
 }  // namespace
