@@ -2,6 +2,7 @@
 // learnt centres) under the paper's protocol. `cac_train --help` lists every flag and default.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <stdexcept>
 #include <type_traits>
 
@@ -49,11 +50,15 @@ int main(int argc, char** argv) {
   app::RunConfig c;
   std::string epochs, lrs, resume;
   int stop_after = 0;
-  app.add_option("--dataset", c.dataset, "MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, or CIFAR10-FP "
-                 "(all ten classes known; unknowns SVHN test + nine CIFAR-100 superclasses)")
+  app.add_option("--dataset", c.dataset, "MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, CIFAR10-FP "
+                 "(all ten classes known; unknowns SVHN test + nine CIFAR-100 superclasses), or ImageFolder "
+                 "(your own data: DIR/train/<class>/*.jpg, DIR/test/<class>/*.jpg, with --split)")
       ->check(CLI::IsMember(data::benchmark_names()))->capture_default_str();
   app.add_option("--trial", c.trial, "standard known/unknown trial 0-4")->check(CLI::Range(0, 4))->capture_default_str();
-  app.add_option("--split", c.split_json, "a JSON file {\"known\": [...], \"unknown\": [...]} instead of the standard trial");
+  app.add_option("--split", c.split_json, "a JSON file {\"known\": [...], \"unknown\": [...]} instead of the standard trial "
+                 "(class indices; for ImageFolder also sub-folder names)")->check(CLI::ExistingFile);
+  auto* isz = app.add_option("--image-size", c.image_size, "resize images to this size (default: the dataset's; "
+                             "classifier32 takes 32 or 64)")->check(CLI::Range(8, 1024));
   app.add_option("--data-dir", c.data_dir, "folder with the dataset's files")->check(CLI::ExistingDirectory);
   app.add_option("--method", c.method, "cac (anchored), ce (cross-entropy baseline) or cac-learnt (learnt centres + CE)")
       ->check(CLI::IsMember({"cac", "ce", "cac-learnt"}))->capture_default_str();
@@ -78,10 +83,13 @@ int main(int argc, char** argv) {
     if (resume.empty()) {
       CAC_CHECK(!c.data_dir.empty(), "--data-dir is required (the folder with the dataset's files)");
       CAC_CHECK(!c.out.empty(), "--out is required (the run folder to create)");
+      // config.json records absolute paths, so cac_eval and --resume work from any folder.
+      c.data_dir = std::filesystem::absolute(c.data_dir).lexically_normal().string();
+      if (!c.split_json.empty()) c.split_json = std::filesystem::absolute(c.split_json).lexically_normal().string();
       const bool epochs_set = ep->count() > 0, lrs_set = lr->count() > 0;
       if (epochs_set) c.epochs = parse_list<int>("--epochs", epochs, "35,35", [](int v) { return v >= 0; });
       if (lrs_set) c.lrs = parse_list<double>("--lr", lrs, "0.01,0.001", [](double v) { return v > 0; });
-      app::apply_dataset_defaults(c, epochs_set, lrs_set, bs->count() > 0, wd->count() > 0);
+      app::apply_dataset_defaults(c, epochs_set, lrs_set, bs->count() > 0, wd->count() > 0, isz->count() > 0);
     }
     return app::run_train(c, resume, stop_after);
   } catch (const std::exception& e) {

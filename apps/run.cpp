@@ -54,7 +54,8 @@ RunConfig RunConfig::from_json(const std::string& text, const std::string& where
   return c;
 }
 
-void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool batch_set, bool wd_set) {
+void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool batch_set, bool wd_set,
+                            bool image_size_set) {
   const data::DatasetDefaults d = data::dataset_defaults(c.dataset);
   c.dataset = d.name;
   if (c.arch.empty()) c.arch = d.arch;
@@ -64,7 +65,8 @@ void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool ba
   if (!batch_set) c.batch = d.batch;
   if (!wd_set) c.weight_decay = d.weight_decay;
   c.dropout = d.dropout;
-  c.image_size = d.image_size;
+  if (!image_size_set) c.image_size = d.image_size;
+  CAC_CHECK(c.image_size >= 8 && c.image_size <= 1024, "--image-size {} is outside 8..1024", c.image_size);
   c.channels = d.channels;
   c.flip_p = d.flip_p;
   c.rotate_deg = d.rotate_deg;
@@ -104,7 +106,7 @@ std::shared_ptr<OpenSetClassifier> build_model(const RunConfig& c, int num_class
 }
 
 data::OpenSetData load_run_data(const RunConfig& c) {
-  data::OpenSetData d = data::load_benchmark(c.dataset, c.trial, c.data_dir, c.seed, c.split_json);
+  data::OpenSetData d = data::load_benchmark(c.dataset, c.trial, c.data_dir, c.seed, c.split_json, c.image_size);
   if (c.train_limit > 0 && c.train_limit < d.train.size()) {
     Generator g(c.seed, 77);
     std::vector<size_t> order(size_t(d.train.size()));

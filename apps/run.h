@@ -39,7 +39,8 @@ struct RunConfig {
 };
 
 // Fills every unset protocol value (arch, epochs, lrs, batch, ...) from the dataset's defaults.
-void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool batch_set, bool wd_set);
+void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool batch_set, bool wd_set,
+                            bool image_size_set = false);
 
 Device resolve_device(const std::string& d);  // auto | cpu | cuda; clear error when cuda is missing
 std::shared_ptr<OpenSetClassifier> build_model(const RunConfig& c, int num_classes);

@@ -37,7 +37,7 @@ std::string canonical(const std::string& name) {
 }  // namespace
 
 const std::vector<std::string>& benchmark_names() {
-  static const std::vector<std::string> names = {"MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR+10", "CIFAR+50", "TinyImageNet", "CIFAR10-FP"};
+  static const std::vector<std::string> names = {"MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR+10", "CIFAR+50", "TinyImageNet", "CIFAR10-FP", "ImageFolder"};
   return names;
 }
 
@@ -94,12 +94,24 @@ Trial standard_trial(const std::string& benchmark, int trial) {
   return t;
 }
 
-Trial read_trial_json(const std::string& path) {
+Trial read_trial_json(const std::string& path, const std::vector<std::string>* class_names) {
   const json j = load_file(path);
   Trial t;
+  // A class is its index, or (for image folders) its sub-folder's name.
+  auto index_of = [&](const json& v) -> int64_t {
+    if (v.is_string()) {
+      CAC_CHECK(class_names != nullptr, "{}: class '{}' given by name; this dataset's classes are numbers", path,
+                v.get<std::string>());
+      const auto it = std::find(class_names->begin(), class_names->end(), v.get<std::string>());
+      CAC_CHECK(it != class_names->end(), "{}: no class named '{}' (the classes are: {})", path, v.get<std::string>(),
+                fmt::join(*class_names, ", "));
+      return int64_t(it - class_names->begin());
+    }
+    return v.get<int64_t>();
+  };
   try {
-    t.known = j.at("known").get<std::vector<int64_t>>();
-    t.unknown = j.at("unknown").get<std::vector<int64_t>>();
+    for (const json& v : j.at("known")) t.known.push_back(index_of(v));
+    for (const json& v : j.at("unknown")) t.unknown.push_back(index_of(v));
   } catch (const json::exception& e) {
     fail("{}: expected {{\"known\": [...], \"unknown\": [...]}} ({})", path, e.what());
   }

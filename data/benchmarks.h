@@ -22,8 +22,9 @@ struct DatasetDefaults {
   std::string arch = "classifier32";  // the network the benchmark is run with by default
 };
 
-// Names: MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, and CIFAR10-FP (the
-// experiment at false-positive operating points: one fixed split, no trials).
+// Names: MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, CIFAR10-FP (the
+// experiment at false-positive operating points: one fixed split, no trials) and ImageFolder (the
+// user's own JPEG folders; a --split file is required).
 const std::vector<std::string>& benchmark_names();
 // From the built-in table, or from `json_path` when given (same format as configs/datasets.json).
 DatasetDefaults dataset_defaults(const std::string& benchmark, const std::string& json_path = "");
@@ -35,7 +36,8 @@ struct Trial {
 // other 180 classes).
 Trial standard_trial(const std::string& benchmark, int trial);
 // A user split: {"known": [...], "unknown": [...]}; validated (no overlap, non-empty known).
-Trial read_trial_json(const std::string& path);
+// Classes are indices, or names when `class_names` is given (an image folder's sub-folders).
+Trial read_trial_json(const std::string& path, const std::vector<std::string>* class_names = nullptr);
 
 // Network class index = rank of the dataset label among the sorted known classes; -1 if unknown.
 std::vector<int64_t> known_class_map(const Trial& t, int64_t num_dataset_classes);

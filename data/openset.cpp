@@ -25,19 +25,20 @@ std::shared_ptr<ImageSet> keep(OpenSetData& d, ImageSet s) {
   return d.storage.back();
 }
 
-void finish(OpenSetData& d, const ImageSet& train_set, const ImageSet& test_set, uint64_t seed) {
+void finish(OpenSetData& d, const ImageSet& train_set, const ImageSet& test_set, uint64_t seed, bool cache_norm = true) {
   TrainVal tv = split_train_val(train_set, d.classes, d.defaults.val_fraction, seed);
   d.train = std::move(tv.train);
   d.val = std::move(tv.val);
   const int64_t max_label = d.classes.known.back();
   d.test_known = select_classes(test_set, d.classes.known, known_class_map(d.classes, max_label + 1));
-  d.norm = cached_normalisation(d.train, fmt::format("{}/trial{}/seed{}/val{}", d.benchmark, d.trial, seed,
-                                                     d.defaults.val_fraction));
+  d.norm = cache_norm ? cached_normalisation(d.train, fmt::format("{}/trial{}/seed{}/val{}", d.benchmark, d.trial, seed,
+                                                                  d.defaults.val_fraction))
+                      : compute_normalisation(d.train);
 }
 }  // namespace
 
 OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::string& data_dir,
-                           uint64_t seed, const std::string& split_json) {
+                           uint64_t seed, const std::string& split_json, int image_size) {
   if (dataset_defaults(benchmark).name == "CIFAR10-FP") {
     CAC_CHECK(trial == 0 && split_json.empty(), "CIFAR10-FP has one fixed split (all ten classes known): "
               "no --trial or --split (got trial {}{})", trial, split_json.empty() ? "" : ", split " + split_json);
@@ -47,6 +48,24 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
   d.defaults = dataset_defaults(benchmark);
   d.benchmark = d.defaults.name;
   d.trial = trial;
+  if (d.benchmark == "ImageFolder") {
+    CAC_CHECK(!split_json.empty(), "ImageFolder: pass --split FILE naming the known and unknown classes, e.g. "
+              "{{\"known\": [\"cat\", \"dog\"], \"unknown\": [\"car\"]}} (sub-folder names of {}/train)", data_dir);
+    const int size = image_size > 0 ? image_size : d.defaults.image_size;
+    std::vector<std::string> train_names, test_names;
+    auto train = keep(d, read_image_folder((fs::path(data_dir) / "train").string(), size, &train_names));
+    auto test = keep(d, read_image_folder((fs::path(data_dir) / "test").string(), size, &test_names));
+    CAC_CHECK(train_names == test_names, "{}: train/ and test/ must hold the same class folders (train: {}; test: {})",
+              data_dir, fmt::join(train_names, ", "), fmt::join(test_names, ", "));
+    d.class_names = train_names;
+    d.classes = read_trial_json(split_json, &d.class_names);
+    for (int64_t c : d.classes.unknown)
+      CAC_CHECK(c >= 0 && c < int64_t(d.class_names.size()), "{}: unknown class {} is outside 0..{}", split_json, c,
+                d.class_names.size() - 1);
+    finish(d, *train, *test, seed, /*cache_norm=*/false);
+    d.test_unknown.push_back({"unknown", select_classes(*test, d.classes.unknown)});
+    return d;
+  }
   d.classes = split_json.empty() ? standard_trial(d.benchmark, trial) : read_trial_json(split_json);
   const std::string& b = d.benchmark;
   if (b == "MNIST" || b == "FashionMNIST") {

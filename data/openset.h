@@ -23,14 +23,19 @@ struct OpenSetData {
   std::vector<std::pair<std::string, Subset>> test_unknown;
   Normalisation norm;
   int num_classes() const { return int(classes.known.size()); }
+  std::vector<std::string> class_names;  // ImageFolder: the sub-folders, in label order
   std::vector<std::shared_ptr<ImageSet>> storage;  // owns the image sets the subsets point into
 };
 
 // data_dir holds the dataset's files directly or in its usual folder (cifar-10-batches-bin,
 // cifar-100-binary, tiny-imagenet-200); CIFAR+N needs both CIFAR folders under data_dir.
 // split_json: a user split instead of the standard trial (trial is then only a label).
+// ImageFolder: data_dir/train/<class>/*.jpg and data_dir/test/<class>/*.jpg (the same class folders;
+// classes in name order), split_json required (classes by name or index); image_size > 0 resizes
+// every image on decoding (else the dataset default), and the normalisation is never cached (the
+// folder's content is the user's and may change).
 OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::string& data_dir,
-                           uint64_t seed, const std::string& split_json = "");
+                           uint64_t seed, const std::string& split_json = "", int image_size = 0);
 
 // data_dir must contain cifar-10-batches-bin, cifar-100-binary and test_32x32.mat (SVHN).
 OpenSetData load_fp_operating_points(const std::string& data_dir, uint64_t seed);

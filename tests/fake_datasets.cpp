@@ -1,8 +1,10 @@
 #include "tests/fake_datasets.h"
 
+#include <jpeglib.h>
 #include <matio.h>
 #include <zlib.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -68,6 +70,42 @@ void write_fp_operating_point_files(const std::string& dir, int train_per_class,
   std::vector<double> y;
   for (int i = 0; i < svhn; ++i) y.push_back(1 + i % 10);
   write_svhn(dir + "/test_32x32.mat", svhn, y);
+}
+
+bool write_jpeg(const std::string& path, int w, int h, bool grey, uint8_t base) {
+  fs::create_directories(fs::path(path).parent_path());
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return false;
+  jpeg_compress_struct c;
+  jpeg_error_mgr err;
+  c.err = jpeg_std_error(&err);
+  jpeg_create_compress(&c);
+  jpeg_stdio_dest(&c, f);
+  c.image_width = JDIMENSION(w);
+  c.image_height = JDIMENSION(h);
+  c.input_components = grey ? 1 : 3;
+  c.in_color_space = grey ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_set_defaults(&c);
+  jpeg_set_quality(&c, 100, TRUE);
+  jpeg_start_compress(&c, TRUE);
+  std::vector<uint8_t> row(size_t(w) * (grey ? 1 : 3), base);
+  while (c.next_scanline < c.image_height) {
+    JSAMPROW r = row.data();
+    jpeg_write_scanlines(&c, &r, 1);
+  }
+  jpeg_finish_compress(&c);
+  jpeg_destroy_compress(&c);
+  std::fclose(f);
+  return true;
+}
+
+void write_image_folder(const std::string& dir, const std::vector<std::string>& classes, int per_class_train,
+                        int per_class_test, int w, int h) {
+  for (size_t k = 0; k < classes.size(); ++k)
+    for (auto [part, n] : {std::pair<const char*, int>{"train", per_class_train}, {"test", per_class_test}})
+      for (int i = 0; i < n; ++i)
+        write_jpeg(dir + "/" + part + "/" + classes[k] + "/img" + std::to_string(i) + ".jpg", w, h, false,
+                   uint8_t(30 + 60 * k + 3 * i));
 }
 
 }  // namespace cac::testing

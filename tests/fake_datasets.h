@@ -22,4 +22,11 @@ void write_fp_operating_point_files(const std::string& dir, int train_per_class,
 // Returns false when matio could not create the file.
 bool write_svhn(const std::string& path, int n, const std::vector<double>& y, bool with_y = true);
 
+// A JPEG of w x h pixels, every sample = base (RGB or greyscale). Returns false if it can't write.
+bool write_jpeg(const std::string& path, int w, int h, bool grey, uint8_t base);
+// A user image folder: dir/train/<name>/*.jpg (per_class_train each) and dir/test/<name>/*.jpg
+// (per_class_test each), images w x h with a class-dependent brightness.
+void write_image_folder(const std::string& dir, const std::vector<std::string>& classes, int per_class_train,
+                        int per_class_test, int w, int h);
+
 }  // namespace cac::testing

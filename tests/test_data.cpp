@@ -172,28 +172,7 @@ TEST(DataSvhn, MatlabV5ColumnMajorAndTenIsZero) {
 
 // ---- JPEG, image folders, TinyImageNet --------------------------------------------------------------
 void write_jpeg(const std::string& path, int w, int h, bool grey, uint8_t base) {
-  fs::create_directories(fs::path(path).parent_path());
-  FILE* f = std::fopen(path.c_str(), "wb");
-  jpeg_compress_struct c;
-  jpeg_error_mgr err;
-  c.err = jpeg_std_error(&err);
-  jpeg_create_compress(&c);
-  jpeg_stdio_dest(&c, f);
-  c.image_width = JDIMENSION(w);
-  c.image_height = JDIMENSION(h);
-  c.input_components = grey ? 1 : 3;
-  c.in_color_space = grey ? JCS_GRAYSCALE : JCS_RGB;
-  jpeg_set_defaults(&c);
-  jpeg_set_quality(&c, 100, TRUE);
-  jpeg_start_compress(&c, TRUE);
-  std::vector<uint8_t> row(size_t(w) * (grey ? 1 : 3), base);
-  while (c.next_scanline < c.image_height) {
-    JSAMPROW r = row.data();
-    jpeg_write_scanlines(&c, &r, 1);
-  }
-  jpeg_finish_compress(&c);
-  jpeg_destroy_compress(&c);
-  std::fclose(f);
+  ASSERT_TRUE(testing::write_jpeg(path, w, h, grey, base)) << path;
 }
 
 TEST(DataJpeg, GreyscaleExpandsToRgbAndBadFilesFail) {
@@ -484,6 +463,32 @@ TEST(DataOpenSet, CifarPlusTenAndFpOperatingPointsFromFiles) {
   EXPECT_EQ(fp2.defaults.arch, "resnet18");
   expect_error([&] { load_benchmark("CIFAR10-FP", 2, d.str(), 1); }, {"CIFAR10-FP", "trial 2"});
   expect_error([&] { load_benchmark("SVHN", 0, d.str(), 1); }, {"train_32x32.mat"});
+}
+
+TEST(DataOpenSet, ImageFolderWithNamedSplit) {
+  TempDir d;
+  testing::write_image_folder(d / "pets", {"cat", "car", "dog"}, 5, 2, 20, 12);  // 20x12: resized on decoding
+  std::ofstream(d / "split.json") << R"({"known": ["dog", "cat"], "unknown": ["car"]})";
+  OpenSetData o = load_benchmark("ImageFolder", 0, d / "pets", 1, d / "split.json", 16);
+  EXPECT_EQ(o.class_names, (std::vector<std::string>{"car", "cat", "dog"}));  // name order
+  EXPECT_EQ(o.classes.known, (std::vector<int64_t>{1, 2}));                    // cat, dog
+  EXPECT_EQ(o.num_classes(), 2);
+  EXPECT_EQ(o.train.size() + o.val.size(), 10);
+  EXPECT_EQ(o.test_known.size(), 4);
+  ASSERT_EQ(o.test_unknown.size(), 1u);
+  EXPECT_EQ(o.test_unknown[0].second.size(), 2);
+  EXPECT_EQ(o.train.source->images.shape(), (Shape{15, 16, 16, 3}));
+  // Labels of the knowns are remapped to 0..K-1 in class order: cat -> 0, dog -> 1.
+  std::set<int64_t> labels(o.test_known.labels.begin(), o.test_known.labels.end());
+  EXPECT_EQ(labels, (std::set<int64_t>{0, 1}));
+  expect_error([&] { load_benchmark("ImageFolder", 0, d / "pets", 1); }, {"--split", "pets"});
+  std::ofstream(d / "typo.json") << R"({"known": ["dog", "cta"], "unknown": []})";
+  expect_error([&] { load_benchmark("ImageFolder", 0, d / "pets", 1, d / "typo.json", 16); },
+               {"typo.json", "'cta'", "car, cat, dog"});
+  fs::remove_all(d / "pets/test/car");
+  expect_error([&] { load_benchmark("ImageFolder", 0, d / "pets", 1, d / "split.json", 16); }, {"same class folders"});
+  // Numbered classes stay numbers for the built-in datasets.
+  expect_error([&] { read_trial_json(d / "split.json"); }, {"split.json", "by name"});
 }
 
 TEST(DataOpenSet, UserSplitJson) {
