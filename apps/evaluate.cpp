@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/run.h"
+#include "apps/scoring.h"
 #include "core/autograd.h"
 #include "data/loader.h"
 #include "data/openset.h"
@@ -115,34 +116,38 @@ int run_eval(const EvalOptions& o) {
       model->set_anchors(Tensor::from_vector(anchors, {K, K}));
     }
 
-    // Scores: CAC min_j gamma_j (prediction argmin gamma); CE 1 - max softmax (prediction argmax z)
-    // and, as a second CE score, minus the max logit.
+    // Scores (apps/scoring.h): CAC min_j gamma_j, CE 1 - max softmax (and minus the max logit).
+    const Tensor anchors_cpu = model->anchors.to(Device::CPU);
     std::vector<double> ks_logit;
     auto score_set = [&](const data::Subset& s, std::vector<double>* score, std::vector<int64_t>* pred,
                          std::vector<double>* logit_score) {
-      std::vector<float> z = all_logits(*model, s, a, dev, o.workers);
-      Tensor zt = Tensor::from_vector(z, {s.size(), K});
-      NoGradGuard no_grad;
-      if (method == Method::CE) {
-        for (int64_t i = 0; i < s.size(); ++i) {
-          const float* zi = z.data() + size_t(i) * K;
-          const float m = *std::max_element(zi, zi + K);
-          double den = 0;
-          for (int k = 0; k < K; ++k) den += std::exp(double(zi[k] - m));
-          score->push_back(1.0 - 1.0 / den);
-          logit_score->push_back(-double(m));
-          pred->push_back(std::max_element(zi, zi + K) - zi);
-        }
-        return;
-      }
-      Tensor gamma = ops::open_set_score(ops::pairwise_distance(zt, model->anchors.to(Device::CPU)));
-      std::vector<float> g = gamma.to_vector<float>();
-      for (int64_t i = 0; i < s.size(); ++i) {
-        const float* gi = g.data() + size_t(i) * K;
-        score->push_back(*std::min_element(gi, gi + K));
-        pred->push_back(std::min_element(gi, gi + K) - gi);
-      }
+      Scored r = score_logits(method, all_logits(*model, s, a, dev, o.workers), K, anchors_cpu);
+      *score = std::move(r.score);
+      *pred = std::move(r.pred);
+      *logit_score = std::move(r.logit_score);
     };
+
+    // RUN/deploy.json: anchors, normalisation and the 95%-of-validation-knowns threshold, so
+    // cac_predict can score new images without the training data.
+    {
+      std::vector<double> vs, vl;
+      std::vector<int64_t> vp;
+      score_set(d.val, &vs, &vp, &vl);
+      Deployment dep;
+      dep.method = c.method;
+      dep.arch = c.arch.empty() ? "classifier32" : c.arch;
+      dep.num_classes = K;
+      dep.image_size = c.image_size;
+      dep.channels = c.channels;
+      dep.mean = d.norm.mean;
+      dep.std = d.norm.std;
+      if (method != Method::CE) dep.anchors = anchors_cpu.to_vector<float>();
+      dep.threshold = threshold_at_95(vs);
+      for (int k = 0; k < K; ++k)
+        dep.class_names.push_back(d.class_names.empty() ? std::to_string(d.classes.known[size_t(k)])
+                                                        : d.class_names[size_t(d.classes.known[size_t(k)])]);
+      write_file_atomic(run + "/deploy.json", dep.to_json());
+    }
     std::vector<double> ks;
     std::vector<int64_t> kp;
     score_set(d.test_known, &ks, &kp, &ks_logit);

@@ -9,6 +9,7 @@
 #include <map>
 
 #include "apps/evaluate.h"
+#include "apps/predict.h"
 #include "apps/train.h"
 #include <nlohmann/json.hpp>
 #include "models/checkpoint.h"
@@ -205,6 +206,48 @@ TEST(ImageFolder, TrainAndEvaluateOwnData) {
   const auto j = nlohmann::json::parse(jf);
   EXPECT_TRUE(j["runs"][0]["auroc"].is_number());
   EXPECT_TRUE(j["runs"][0]["accuracy"].is_number());
+
+  // cac_predict on new images, with what cac_eval left in the run (deploy.json).
+  ASSERT_TRUE(fs::exists(d / "run/deploy.json"));
+  app::PredictOptions p;
+  p.run = d / "run";
+  p.inputs = {d / "pets/test/bird", d / "pets/test/cat/img0.jpg"};
+  p.device = "cpu";
+  p.csv = d / "pred.csv";
+  ASSERT_EQ(app::run_predict(p), 0);
+  std::ifstream pf(d / "pred.csv");
+  std::string line;
+  std::getline(pf, line);
+  EXPECT_EQ(line, "path,prediction,class,score,verdict");
+  int rows = 0;
+  while (std::getline(pf, line)) {
+    ++rows;
+    EXPECT_TRUE(line.find(",cat,") != std::string::npos || line.find(",dog,") != std::string::npos) << line;
+    EXPECT_TRUE(line.size() > 6 && (line.rfind(",known") == line.size() - 6 || line.rfind(",unknown") == line.size() - 8)) << line;
+  }
+  EXPECT_EQ(rows, 5);  // 4 bird images (a folder, searched) + 1 file
+  p.threshold = 1e9;  // nothing scores above it: every image is called known
+  ASSERT_EQ(app::run_predict(p), 0);
+  std::ifstream pf2(d / "pred.csv");
+  const std::string all((std::istreambuf_iterator<char>(pf2)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(all.find(",unknown"), std::string::npos);
+  // Bad input: not a JPEG, and a run cac_eval has not seen.
+  std::ofstream(d / "junk.jpg") << "not a jpeg";
+  p.inputs = {d / "junk.jpg"};
+  try {
+    app::run_predict(p);
+    FAIL() << "no error for a bad image";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("junk.jpg"), std::string::npos) << e.what();
+  }
+  fs::remove(d / "run/deploy.json");
+  p.inputs = {d / "pets/test/bird"};
+  try {
+    app::run_predict(p);
+    FAIL() << "no error without deploy.json";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cac_eval --run"), std::string::npos) << e.what();
+  }
 }
 
 // The experiment at FP operating points, as documented (scripts/fp-operating-points.sh), on tiny

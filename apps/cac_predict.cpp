@@ -1,0 +1,27 @@
+// cac_predict: scores new images with a trained and evaluated run: the predicted known class, the
+// open-set score, and "unknown" when the score is above the run's threshold.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "apps/predict.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"cac_predict: classify images as one of a run's known classes or as unknown"};
+  app.footer("Needs RUN/deploy.json, which `cac_eval --run RUN` writes (anchors, normalisation, threshold).\n"
+             "Example: cac_predict --run runs/mine photos/ extra.jpg --csv predictions.csv");
+  cac::app::PredictOptions o;
+  app.add_option("--run", o.run, "a run folder made by cac_train and evaluated by cac_eval")->required()->check(CLI::ExistingDirectory);
+  app.add_option("images", o.inputs, "JPEG files and folders (searched recursively)")->required();
+  app.add_option("--threshold", o.threshold, "open-set score above which an image is unknown (default: the run's, "
+                 "which accepts 95% of the validation images of the known classes)")->check(CLI::NonNegativeNumber);
+  app.add_option("--csv", o.csv, "also write path,prediction,class,score,verdict rows here");
+  app.add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  app.add_option("--batch", o.batch, "images per forward pass")->check(CLI::Range(1, 4096))->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return cac::app::run_predict(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cac_predict: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,18 @@
+#pragma once
+#include <string>
+#include <vector>
+
+namespace cac::app {
+
+struct PredictOptions {
+  std::string run;                  // a run folder on which cac_eval has run (deploy.json)
+  std::vector<std::string> inputs;  // JPEG files and folders (searched recursively)
+  double threshold = -1;            // < 0: the run's (accepts 95% of validation knowns)
+  std::string csv, device = "auto";
+  int batch = 64;
+};
+// Scores new images: predicted known class, open-set score, and "unknown" when the score is above
+// the threshold. Prints a table; writes the CSV when asked. Returns the process exit code.
+int run_predict(const PredictOptions& o);
+
+}  // namespace cac::app

@@ -1,0 +1,37 @@
+#pragma once
+// Open-set scores from logits, shared by cac_eval and cac_predict. Higher = more likely unknown.
+//   CAC (anchored or learnt centres): score = min_j gamma_j, gamma = d * (1 - softmin(d)), d the
+//   distances to the anchors; predicted class = argmin gamma.
+//   CE baseline: score = 1 - max softmax(z); predicted class = argmax z; `logit_score` = -max z.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "models/training.h"
+
+namespace cac::app {
+
+struct Scored {
+  std::vector<double> score, logit_score;  // logit_score: CE only
+  std::vector<int64_t> pred;
+};
+// z: N x K logits (row-major); anchors: K x K on the CPU (ignored for CE).
+Scored score_logits(Method method, const std::vector<float>& z, int K, const Tensor& anchors);
+
+// The run's deployment record, written by cac_eval next to best.safetensors (RUN/deploy.json): what
+// cac_predict needs to score new images without the training data.
+struct Deployment {
+  std::string method, arch;
+  int num_classes = 0, image_size = 32, channels = 3;
+  std::vector<float> mean, std, anchors;  // anchors: K x K (class means of training logits); CE: empty
+  double threshold = 0;                    // score above it = unknown; accepts 95% of validation knowns
+  std::vector<std::string> class_names;    // network class k -> a name (folder name or dataset label)
+  std::string to_json() const;
+  static Deployment from_json(const std::string& text, const std::string& where);
+};
+
+// The smallest threshold t with at least 95% of `known_scores` <= t (the FPR@95%TPR convention).
+double threshold_at_95(std::vector<double> known_scores);
+
+}  // namespace cac::app
