@@ -54,6 +54,9 @@ bool strict_conv_algorithms();
 
 // Timing with CUDA events on the compute stream: median milliseconds of `iters` runs of fn after
 // `warmup` runs; with flush_l2, a buffer larger than the L2 is overwritten before each timed run.
+// Each timed run is queued behind a short GPU spin (200 us), so the host's launch work for fn
+// (allocation, argument set-up, the launch calls) happens while the GPU is busy and the events
+// measure GPU execution only, as in a training step where the host runs ahead of the device.
 double time_ms(const std::function<void()>& fn, int warmup, int iters, bool flush_l2);
 // Device-to-device copy bandwidth in GB/s (bytes read + bytes written), measured on `bytes` bytes.
 double copy_bandwidth_gbs(size_t bytes);

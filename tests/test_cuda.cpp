@@ -3,12 +3,15 @@
 // state. All tests skip (never pass silently) when no CUDA device is present.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <thread>
 
 #include "core/autograd.h"
 #include "core/cuda_runtime.h"
+#include "kernels/elementwise.h"
 #include "layers/ops.h"
 #include "models/resnet18.h"
 #include "models/training.h"
@@ -199,6 +202,19 @@ TEST(CudaAllocator, NoDeviceMallocInSteadyState) {
   cuda::synchronize();
   EXPECT_EQ(cuda::allocator_stats().device_allocations, before);
   EXPECT_GT(cuda::allocator_stats().peak_in_use, 0u);
+}
+
+// cuda::time_ms measures GPU time: host work inside fn (here a 50 us sleep before a tiny launch)
+// happens while the spin kernel keeps the GPU busy, so it is not counted.
+TEST(CudaTiming, EventsExcludeHostLaunchWork) {
+  REQUIRE_GPU();
+  Tensor x = Tensor::full({256}, 1.0).to(Device::CUDA), y = Tensor::empty({256}, DType::F32, Device::CUDA);
+  const double ms = cuda::time_ms([&] {
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    kernels::leaky_relu_forward(x, 0.2, y);
+  }, 2, 20, false);
+  EXPECT_LT(ms, 0.025) << "a 256-element kernel timed at " << ms * 1e3 << " us: host time leaked in";
+  EXPECT_GT(ms, 0.0);
 }
 
 TEST(CudaErrors, KernelsRejectFloat64WithAClearMessage) {
