@@ -7,10 +7,12 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"cac_eval: evaluate cac_train runs on their known and unknown test sets"};
+  app.footer("Also writes RUN/deploy.json (class-mean anchors, normalisation, threshold) for cac_predict.\n"
+             "Example: cac_eval --run runs/fm-t0 --json eval.json --report report.html");
   cac::app::EvalOptions o;
   app.add_option("--run", o.runs, "a run folder made by cac_train (repeat for trials 0-4)")->required()->check(CLI::ExistingDirectory);
   app.add_option("--json", o.json_out, "write metrics per run and their mean/std here");
-  app.add_option("--save-scores", o.scores_csv, "write one CSV row per test image (split, label, prediction, score)");
+  app.add_option("--save-scores", o.scores_csv, "write one CSV row per test image (run, split, set, label, prediction, score)");
   app.add_option("--report", o.report_html, "write a self-contained HTML report (curves, histograms, training curves)");
   app.add_option("--title", o.report_title, "the report's title");
   app.add_option("--arch", o.arch, "check that every run is this network (classifier32 or resnet18; read from config.json)")
