@@ -170,6 +170,7 @@ int run_eval(const EvalOptions& o) {
       e.run = run;
       e.unknown_set = set_name;
       e.method = c.method;
+      e.dataset = c.dataset;
       e.metrics_csv = metrics_csv;
       auto put = [&](const std::string& n, double v) { e.metrics.push_back({n, v}); };
       put("accuracy", double(nc) / double(ks.size()));
@@ -228,10 +229,12 @@ int run_eval(const EvalOptions& o) {
   for (auto& g : groups) {
     json mean = json::object(), stdev = json::object();
     for (size_t i = 0; i < names.size(); ++i) mean[names[i]] = num(g.mean[i]), stdev[names[i]] = num(g.stdev[i]);
-    out["groups"].push_back({{"method", g.method}, {"unknown_set", g.unknown_set}, {"runs", g.runs}, {"mean", mean}, {"std", stdev}});
+    out["groups"].push_back({{"dataset", g.dataset}, {"method", g.method}, {"unknown_set", g.unknown_set}, {"runs", g.runs},
+                             {"mean", mean}, {"std", stdev}});
     if (groups.size() == 1) out["mean"] = mean, out["std"] = stdev;
     if (g.runs < 2) continue;
-    std::printf("%-40s", fmt::format("mean+-std {} ({} runs)", g.unknown_set == "unknown" ? g.method : g.method + " " + g.unknown_set, g.runs).c_str());
+    std::printf("%-40s", fmt::format("mean+-std {} {}{} ({} runs)", g.dataset, g.method,
+                                     g.unknown_set == "unknown" ? "" : " " + g.unknown_set, g.runs).c_str());
     for (size_t i = 0; i < names.size(); ++i)
       std::printf(" %*s", int(std::max(w, names[i].size())),
                   std::isfinite(g.mean[i]) ? fmt::format("{:.4f}+-{:.3f}", g.mean[i], g.stdev[i]).c_str() : "n/a");

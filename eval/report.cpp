@@ -179,11 +179,13 @@ std::string entry_name(const ReportEntry& e) {
 
 std::vector<GroupSummary> summarise(const std::vector<ReportEntry>& entries, const std::vector<std::string>& names) {
   std::vector<GroupSummary> groups;
+  auto same = [](const GroupSummary& g, const ReportEntry& e) {
+    return g.dataset == e.dataset && g.method == e.method && g.unknown_set == e.unknown_set;
+  };
   for (const ReportEntry& e : entries) {
-    auto g = std::find_if(groups.begin(), groups.end(),
-                          [&](auto& x) { return x.method == e.method && x.unknown_set == e.unknown_set; });
+    auto g = std::find_if(groups.begin(), groups.end(), [&](auto& x) { return same(x, e); });
     if (g == groups.end()) {
-      groups.push_back({e.method, e.unknown_set, 0, names, {}, {}});
+      groups.push_back({e.dataset, e.method, e.unknown_set, 0, names, {}, {}});
       g = groups.end() - 1;
     }
     ++g->runs;
@@ -192,7 +194,7 @@ std::vector<GroupSummary> summarise(const std::vector<ReportEntry>& entries, con
     for (const std::string& n : names) {
       std::vector<double> v;
       for (const ReportEntry& e : entries)
-        if (e.method == g.method && e.unknown_set == g.unknown_set)
+        if (same(g, e))
           for (auto& [k, x] : e.metrics)
             if (k == n && std::isfinite(x)) v.push_back(x);
       double m = 0, ss = 0;  // two passes: one run gives a std of exactly 0
@@ -272,7 +274,8 @@ svg .chance{stroke:#bbb;stroke-dasharray:3 3}
   }
   for (const GroupSummary& g : summarise(entries, metric_names)) {
     if (g.runs < 2) continue;
-    h += fmt::format("<tr class=\"summary\"><td>mean ± std over {} runs{}</td><td>{}</td>", g.runs,
+    h += fmt::format("<tr class=\"summary\"><td>mean ± std over {} runs{}{}</td><td>{}</td>", g.runs,
+                     g.dataset.empty() ? "" : " · " + html_escape(g.dataset),
                      g.unknown_set == "unknown" ? "" : " · " + html_escape(g.unknown_set), html_escape(g.method));
     for (size_t i = 0; i < g.names.size(); ++i) h += cell(g.mean[i], g.stdev[i]);
     h += "</tr>\n";

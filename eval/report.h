@@ -35,6 +35,7 @@ struct ReportEntry {
   std::string run;          // the run folder
   std::string unknown_set;  // "unknown" for the standard benchmarks, else the set's name
   std::string method;       // cac | ce | cac-learnt
+  std::string dataset;      // the benchmark (runs of different benchmarks are never averaged)
   std::vector<std::pair<std::string, double>> metrics;  // NaN = not defined for this entry
   std::vector<double> known_scores, unknown_scores;     // higher = more likely unknown
   std::vector<bool> known_correct;
@@ -43,10 +44,10 @@ struct ReportEntry {
 
 std::string entry_name(const ReportEntry& e);  // "run" or "run · set"
 
-// Mean and (population) standard deviation of each metric over the entries of one method and
-// unknown set, e.g. over trials 0-4; NaN values are left out of a metric's count.
+// Mean and (population) standard deviation of each metric over the entries of one benchmark,
+// method and unknown set, e.g. over trials 0-4; NaN values are left out of a metric's count.
 struct GroupSummary {
-  std::string method, unknown_set;
+  std::string dataset, method, unknown_set;
   int runs = 0;
   std::vector<std::string> names;
   std::vector<double> mean, stdev;

@@ -102,11 +102,14 @@ TEST(Report, PlotSkipsSubPixelSteps) {
 }
 
 TEST(Report, SummariesPerMethodAndSet) {
-  ReportEntry a{"r0", "unknown", "cac", {{"auroc", 0.8}, {"oscr", NAN}}, {}, {}, {}, ""};
-  ReportEntry b{"r1", "unknown", "cac", {{"auroc", 0.6}, {"oscr", 0.5}}, {}, {}, {}, ""};
-  ReportEntry c{"r2", "SVHN test", "ce", {{"auroc", 0.9}}, {}, {}, {}, ""};
-  const auto g = summarise({a, b, c}, {"auroc", "oscr"});
-  ASSERT_EQ(g.size(), 2u);
+  ReportEntry a{"r0", "unknown", "cac", "CIFAR10", {{"auroc", 0.8}, {"oscr", NAN}}, {}, {}, {}, ""};
+  ReportEntry b{"r1", "unknown", "cac", "CIFAR10", {{"auroc", 0.6}, {"oscr", 0.5}}, {}, {}, {}, ""};
+  ReportEntry c{"r2", "SVHN test", "ce", "CIFAR10-FP", {{"auroc", 0.9}}, {}, {}, {}, ""};
+  ReportEntry s{"r3", "unknown", "cac", "SVHN", {{"auroc", 0.1}}, {}, {}, {}, ""};  // never mixed with CIFAR10
+  const auto g = summarise({a, b, c, s}, {"auroc", "oscr"});
+  ASSERT_EQ(g.size(), 3u);
+  EXPECT_EQ(g[2].dataset, "SVHN");
+  EXPECT_EQ(g[2].runs, 1);
   EXPECT_EQ(g[0].runs, 2);
   EXPECT_NEAR(g[0].mean[0], 0.7, 1e-12);
   EXPECT_NEAR(g[0].stdev[0], 0.1, 1e-12);  // population std of {0.8, 0.6}
@@ -118,7 +121,7 @@ TEST(Report, SummariesPerMethodAndSet) {
 }
 
 TEST(Report, WholeReportIsSelfContained) {
-  ReportEntry e{"runs/<x>", "unknown", "cac", {{"accuracy", 0.9}, {"ccr_at_fpr_0.0001", NAN}},
+  ReportEntry e{"runs/<x>", "unknown", "cac", "MNIST", {{"accuracy", 0.9}, {"ccr_at_fpr_0.0001", NAN}},
                 {0.1, 0.2, 0.3, 0.4}, {0.35, 0.5, 0.9}, {true, true, false, true},
                 "epoch,lr,train_loss,train_tuplet,train_anchor,train_acc,val_loss,val_tuplet,val_anchor,val_acc,seconds\n"
                 "1,0.01,2.0,1.5,0.5,0.5,1.8,1.4,0.4,0.6,3.0\n2,0.01,1.0,0.8,0.2,0.8,1.1,0.9,0.2,0.75,3.1\n"};
