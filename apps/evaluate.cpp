@@ -24,11 +24,6 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
-std::string read_text(const std::string& path) {
-  std::ifstream f(path);
-  CAC_CHECK(f.good(), "{}: not found (is this a cac_train run folder?)", path);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
 
 // Logits of every image of `s`, in order, as a host [N, K] array.
 std::vector<float> all_logits(OpenSetClassifier& model, const data::Subset& s, const data::Augment& a,
@@ -63,7 +58,7 @@ int run_eval(const EvalOptions& o) {
     scores << "run,split,set,label,prediction,score\n";
   }
   for (const std::string& run : o.runs) {
-    RunConfig c = RunConfig::from_json(read_text(run + "/config.json"), run + "/config.json");
+    RunConfig c = RunConfig::from_json(read_text(run + "/config.json", " (is this a cac_train run folder?)"), run + "/config.json");
     if (!o.data_dir.empty()) c.data_dir = o.data_dir;
     CAC_CHECK(o.arch.empty() || o.arch == c.arch, "{}: trained with --arch {}, but --arch {} was asked for", run, c.arch, o.arch);
     const Method method = parse_method(c.method);
@@ -142,7 +137,7 @@ int run_eval(const EvalOptions& o) {
       dep.mean = d.norm.mean;
       dep.std = d.norm.std;
       if (method != Method::CE) dep.anchors = anchors_cpu.to_vector<float>();
-      dep.threshold = threshold_at_95(vs);
+      dep.threshold = eval::accept_threshold(vs, 0.95);  // the FPR@95%TPR convention
       for (int k = 0; k < K; ++k)
         dep.class_names.push_back(d.class_names.empty() ? std::to_string(d.classes.known[size_t(k)])
                                                         : d.class_names[size_t(d.classes.known[size_t(k)])]);

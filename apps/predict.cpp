@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include "apps/run.h"
 #include "apps/scoring.h"
@@ -18,18 +17,6 @@ namespace fs = std::filesystem;
 namespace cac::app {
 
 namespace {
-std::string read_text(const std::string& path, const std::string& hint) {
-  std::ifstream f(path);
-  CAC_CHECK(f.good(), "{}: not found{}", path, hint);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
-bool is_jpeg(const fs::path& p) {
-  std::string e = p.extension().string();
-  std::transform(e.begin(), e.end(), e.begin(), ::tolower);
-  return e == ".jpg" || e == ".jpeg";
-}
-
 // Files as given, folders searched recursively for JPEGs (sorted, so the output order is stable).
 std::vector<std::string> collect_images(const std::vector<std::string>& inputs) {
   std::vector<std::string> files;
@@ -41,7 +28,7 @@ std::vector<std::string> collect_images(const std::vector<std::string>& inputs) 
     }
     std::vector<std::string> found;
     for (const auto& e : fs::recursive_directory_iterator(in))
-      if (e.is_regular_file() && is_jpeg(e.path())) found.push_back(e.path().string());
+      if (e.is_regular_file() && data::is_jpeg_name(e.path())) found.push_back(e.path().string());
     CAC_CHECK(!found.empty(), "{}: no JPEG images in this folder", in);
     std::sort(found.begin(), found.end());
     files.insert(files.end(), found.begin(), found.end());

@@ -1,5 +1,6 @@
 #include "apps/run.h"
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/cuda_runtime.h"
@@ -73,6 +74,12 @@ void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool ba
   c.crop_scale_min = d.crop_scale_min;
   c.flip_for_class_means = d.flip_for_class_means;
   CAC_CHECK(c.epochs.size() == c.lrs.size(), "--epochs has {} stages but --lr has {}", c.epochs.size(), c.lrs.size());
+}
+
+std::string read_text(const std::string& path, const std::string& hint) {
+  std::ifstream f(path);
+  CAC_CHECK(f.good(), "{}: not found{}", path, hint);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
 Device resolve_device(const std::string& d) {

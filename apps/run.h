@@ -42,6 +42,9 @@ struct RunConfig {
 void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool batch_set, bool wd_set,
                             bool image_size_set = false);
 
+// A whole text file; a missing file fails with "PATH: not found" + hint (what the user should do).
+std::string read_text(const std::string& path, const std::string& hint = "");
+
 Device resolve_device(const std::string& d);  // auto | cpu | cuda; clear error when cuda is missing
 std::shared_ptr<OpenSetClassifier> build_model(const RunConfig& c, int num_classes);
 

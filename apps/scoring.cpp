@@ -35,13 +35,6 @@ Scored score_logits(Method method, const std::vector<float>& z, int K, const Ten
   return s;
 }
 
-double threshold_at_95(std::vector<double> known) {
-  CAC_CHECK(!known.empty(), "threshold: no known scores");
-  std::sort(known.begin(), known.end());
-  const size_t need = size_t(std::ceil(0.95 * double(known.size())));
-  return known[std::max<size_t>(need, 1) - 1];
-}
-
 std::string Deployment::to_json() const {
   nlohmann::json j = {{"method", method}, {"arch", arch}, {"num_classes", num_classes}, {"image_size", image_size},
                       {"channels", channels}, {"mean", mean}, {"std", std}, {"anchors", anchors},

@@ -31,7 +31,4 @@ struct Deployment {
   static Deployment from_json(const std::string& text, const std::string& where);
 };
 
-// The smallest threshold t with at least 95% of `known_scores` <= t (the FPR@95%TPR convention).
-double threshold_at_95(std::vector<double> known_scores);
-
 }  // namespace cac::app

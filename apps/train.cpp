@@ -23,12 +23,6 @@ namespace {
 std::atomic<bool> g_interrupted{false};
 extern "C" void on_sigint(int) { g_interrupted = true; }
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path);
-  CAC_CHECK(f.good(), "{}: not found", path);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
 // Everything a bit-identical resume needs beyond the tensors: the epoch and the dropout counters.
 NamedTensorList checkpoint_tensors(OpenSetClassifier& model, Trainer& trainer) {
   NamedTensorList t = model.state_dict();

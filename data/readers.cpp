@@ -349,12 +349,13 @@ ImageSet decode_set(const std::string& name, const std::vector<std::string>& fil
   return make_set(name, images, labels, size, size, 3);
 }
 
-bool is_jpeg_name(const fs::path& p) {
+}  // namespace
+
+bool is_jpeg_name(const std::filesystem::path& p) {
   std::string e = p.extension().string();
   std::transform(e.begin(), e.end(), e.begin(), ::tolower);
   return e == ".jpg" || e == ".jpeg";
 }
-}  // namespace
 
 std::vector<uint8_t> decode_jpeg_rgb(const std::string& path, int* width, int* height) {
   FILE* f = std::fopen(path.c_str(), "rb");

@@ -2,6 +2,7 @@
 // Readers for the benchmark datasets' real file formats. Every reader validates what it reads
 // (magic numbers, sizes, counts, label ranges) and throws cac::Error naming the file and the
 // problem; none of them crashes on a truncated or corrupt file.
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,9 @@ TinyImageNet read_tinyimagenet(const std::string& root, const std::string& cache
 // Images must share one size (or `size` > 0 resizes them to size x size).
 ImageSet read_image_folder(const std::string& root, int size, std::vector<std::string>* classes,
                            int threads = 0);
+
+// Whether a file name ends in .jpg or .jpeg (any case): what the folder readers pick up.
+bool is_jpeg_name(const std::filesystem::path& p);
 
 // Decodes one JPEG file to RGB (greyscale expanded); throws naming the file.
 std::vector<uint8_t> decode_jpeg_rgb(const std::string& path, int* width, int* height);

@@ -66,12 +66,16 @@ double aupr_in(const std::vector<double>& known, const std::vector<double>& unkn
   return average_precision(k, u);
 }
 
+double accept_threshold(std::vector<double> known, double fraction) {
+  CAC_CHECK(!known.empty(), "accept_threshold: no known scores");
+  std::sort(known.begin(), known.end());
+  const size_t need = size_t(std::ceil(fraction * double(known.size())));
+  return known[std::min(std::max<size_t>(need, 1), known.size()) - 1];
+}
+
 double fpr_at_95_tpr(const std::vector<double>& known, const std::vector<double>& unknown) {
   check(known, unknown, "fpr_at_95_tpr");
-  std::vector<double> k = known;
-  std::sort(k.begin(), k.end());
-  const size_t need = size_t(std::ceil(0.95 * double(k.size())));
-  const double t = k[std::max<size_t>(need, 1) - 1];  // smallest threshold accepting >= 95%
+  const double t = accept_threshold(known, 0.95);  // smallest threshold accepting >= 95%
   size_t accepted = 0;
   for (double v : unknown) accepted += v <= t;
   return double(accepted) / double(unknown.size());

@@ -14,6 +14,8 @@ double auroc(const std::vector<double>& known, const std::vector<double>& unknow
 // unknowns scored by score (AUPR-out) or positives = knowns scored by -score (AUPR-in).
 double aupr_out(const std::vector<double>& known, const std::vector<double>& unknown);
 double aupr_in(const std::vector<double>& known, const std::vector<double>& unknown);
+// The smallest threshold t (a score of `known`) with at least `fraction` of the knowns <= t.
+double accept_threshold(std::vector<double> known, double fraction);
 // Fraction of unknowns accepted at the smallest threshold that accepts >= 95% of the knowns.
 double fpr_at_95_tpr(const std::vector<double>& known, const std::vector<double>& unknown);
 

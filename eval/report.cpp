@@ -177,6 +177,16 @@ std::string entry_name(const ReportEntry& e) {
   return e.unknown_set == "unknown" || e.unknown_set.empty() ? e.run : e.run + " · " + e.unknown_set;
 }
 
+namespace {
+// entry_name with the run's last folder only, for legends and chart titles.
+std::string short_entry_name(const ReportEntry& e) {
+  ReportEntry named;
+  named.run = run_short_name(e.run);
+  named.unknown_set = e.unknown_set;
+  return entry_name(named);
+}
+}  // namespace
+
 std::vector<GroupSummary> summarise(const std::vector<ReportEntry>& entries, const std::vector<std::string>& names) {
   std::vector<GroupSummary> groups;
   auto same = [](const GroupSummary& g, const ReportEntry& e) {
@@ -286,7 +296,7 @@ svg .chance{stroke:#bbb;stroke-dasharray:3 3}
   std::vector<Series> roc, oscr;
   size_t most_unknowns = 1;
   for (const ReportEntry& e : entries) {
-    const std::string label = run_short_name(e.run) + entry_name(e).substr(e.run.size());  // + " · set"
+    const std::string label = short_entry_name(e);
     Series r{label, {}, {}}, o{label, {}, {}};
     for (const RocPoint& p : roc_curve(e.known_scores, e.unknown_scores)) r.x.push_back(p.fpr), r.y.push_back(p.tpr);
     for (const OscrPoint& p : oscr_curve(e.known_scores, e.known_correct, e.unknown_scores)) o.x.push_back(p.fpr), o.y.push_back(p.ccr);
@@ -305,7 +315,7 @@ svg .chance{stroke:#bbb;stroke-dasharray:3 3}
 
   h += "<h2>Open-set score distributions</h2>\n<div class=\"plots\">";
   for (const ReportEntry& e : entries)
-    h += svg_histogram(run_short_name(e.run) + entry_name(e).substr(e.run.size()), e.known_scores, e.unknown_scores);
+    h += svg_histogram(short_entry_name(e), e.known_scores, e.unknown_scores);
   h += "</div>\n";
 
   // Training curves, once per run (entries of one run share its metrics.csv).

@@ -229,15 +229,22 @@ Tensor global_avg_pool(const Tensor& x) {
 }
 
 // ---- pairwise distance ----------------------------------------------------------------------------
-Tensor pairwise_distance(const Tensor& z, const Tensor& centres) {
-  const char* op = "pairwise_distance";
+namespace {
+// z [B, N] and centres [K, N]: float, same dtype and device, same width.
+void check_z_and_centres(const char* op, const Tensor& z, const Tensor& centres) {
   check_float(op, z, "z");
   check_ndim(op, z, 2, "z");
   check_ndim(op, centres, 2, "centres");
   check_same_dtype(op, z, centres);
   check_same_device(op, z, centres);
-  CAC_CHECK(z.dim(1) == centres.dim(1), "pairwise_distance: z {} and centres {} differ in width",
-            shape_str(z.shape()), shape_str(centres.shape()));
+  CAC_CHECK(z.dim(1) == centres.dim(1), "{}: z {} and centres {} differ in width", op, shape_str(z.shape()),
+            shape_str(centres.shape()));
+}
+}  // namespace
+
+Tensor pairwise_distance(const Tensor& z, const Tensor& centres) {
+  const char* op = "pairwise_distance";
+  check_z_and_centres(op, z, centres);
   Tensor d = empty_as({z.dim(0), centres.dim(0)}, z);
   kernels::distance_forward(z, centres, d);
 
@@ -274,13 +281,7 @@ CacLoss cac_loss(const Tensor& distances, const Tensor& labels, double lambda) {
 
 CacHead cac_head(const Tensor& z, const Tensor& centres, const Tensor& labels, double lambda) {
   const char* op = "cac_head";
-  check_float(op, z, "z");
-  check_ndim(op, z, 2, "z");
-  check_ndim(op, centres, 2, "centres");
-  check_same_dtype(op, z, centres);
-  check_same_device(op, z, centres);
-  CAC_CHECK(z.dim(1) == centres.dim(1), "cac_head: z {} and centres {} differ in width",
-            shape_str(z.shape()), shape_str(centres.shape()));
+  check_z_and_centres(op, z, centres);
   CAC_CHECK(z.dim(0) > 0, "cac_head: empty batch {}", shape_str(z.shape()));
   check_labels(op, z, labels);
   Tensor d = empty_as({z.dim(0), centres.dim(0)}, z);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 
 #include "apps/evaluate.h"
@@ -27,6 +28,16 @@ struct Dir {
   std::string operator/(const std::string& s) const { return (p / s).string(); }
   static inline int n = 0;
 };
+
+// Runs f and expects a cac::Error whose message contains `needle` (the file, flag or cause).
+void expect_error(const std::function<void()>& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error; expected one mentioning " << needle;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
 
 // A tiny MNIST-format dataset: 10 classes x `per` images of 28x28 (class-dependent bright bar).
 void write_mnist(const std::string& dir, int per) {
@@ -63,23 +74,14 @@ TEST(Checkpoint, RoundTripAndCorruptFiles) {
   EXPECT_FALSE(fs::exists(d / "c.safetensors.tmp"));  // written through a temporary + rename
   // Truncated: the header now points past the end.
   fs::resize_file(d / "c.safetensors", fs::file_size(d / "c.safetensors") - 5);
-  try {
-    load_safetensors(d / "c.safetensors");
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("c.safetensors"), std::string::npos) << e.what();
-  }
+  expect_error([&] { load_safetensors(d / "c.safetensors"); }, "c.safetensors");
   std::ofstream(d / "junk.safetensors") << "garbage";
   EXPECT_THROW(load_safetensors(d / "junk.safetensors"), Error);
   // Restoring into a model that needs other shapes names the tensor.
   Tensor other = Tensor::zeros({3, 2});
   save_safetensors(d / "c2.safetensors", {{"w", a}}, {});
-  try {
-    restore_tensors(load_safetensors(d / "c2.safetensors"), {{"w", other}}, d / "c2.safetensors");
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("tensor w"), std::string::npos) << e.what();
-  }
+  expect_error([&] { restore_tensors(load_safetensors(d / "c2.safetensors"), {{"w", other}}, d / "c2.safetensors"); },
+               "tensor w");
 }
 
 app::RunConfig tiny_config(const std::string& data, const std::string& out) {
@@ -169,12 +171,7 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
   EXPECT_NE(html.find("Loss per epoch"), std::string::npos);  // training curves from metrics.csv
   // --arch on cac_eval checks what the runs were trained with.
   o.arch = "resnet18";
-  try {
-    app::run_eval(o);
-    FAIL() << "no error for a mismatched --arch";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("trained with --arch classifier32"), std::string::npos) << e.what();
-  }
+  expect_error([&] { app::run_eval(o); }, "trained with --arch classifier32");
 }
 
 std::pair<int, std::string> run_cmd(const std::string& cmd) {
@@ -234,20 +231,10 @@ TEST(ImageFolder, TrainAndEvaluateOwnData) {
   // Bad input: not a JPEG, and a run cac_eval has not seen.
   std::ofstream(d / "junk.jpg") << "not a jpeg";
   p.inputs = {d / "junk.jpg"};
-  try {
-    app::run_predict(p);
-    FAIL() << "no error for a bad image";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("junk.jpg"), std::string::npos) << e.what();
-  }
+  expect_error([&] { app::run_predict(p); }, "junk.jpg");  // not a JPEG: the file is named
   fs::remove(d / "run/deploy.json");
   p.inputs = {d / "pets/test/bird"};
-  try {
-    app::run_predict(p);
-    FAIL() << "no error without deploy.json";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("cac_eval --run"), std::string::npos) << e.what();
-  }
+  expect_error([&] { app::run_predict(p); }, "cac_eval --run");  // no deploy.json: says what to run
 }
 
 // The experiment at FP operating points, as documented (scripts/fp-operating-points.sh), on tiny

@@ -116,6 +116,22 @@ bool pick(const Perf* perf, int count, size_t cap, decltype(Perf{}.algo)* algo, 
   return false;
 }
 
+// Once per plan and direction: cudnnFind* (measured on the real buffers), else the heuristic _v7
+// query; the first candidate `pick` accepts becomes the plan's algorithm.
+template <class Perf, class Find, class Heuristic>
+void choose_algorithm(bool* have, decltype(Perf{}.algo)* algo, size_t* ws, size_t cap, const char* what,
+                      const Tensor& x, const Tensor& w, Find find, Heuristic heuristic) {
+  if (*have) return;
+  Perf perf[8];
+  int count = 0;
+  if (find(perf, &count) != CUDNN_STATUS_SUCCESS || !pick(perf, count, cap, algo, ws, what, x, w)) {
+    CUDNN_CHECK(heuristic(perf, &count));
+    CAC_CHECK(pick(perf, count, cap, algo, ws, what, x, w), "conv2d: cuDNN offers no {} algorithm for input {} and "
+              "weight {}", what, shape_str(x.shape()), shape_str(w.shape()));
+  }
+  *have = true;
+}
+
 }  // namespace
 
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, ConvGeometry g, Tensor& y) {
@@ -123,19 +139,16 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, ConvGe
   ConvPlan& p = plan_for(x, w, g);
   cudnnHandle_t h = cac::cuda::cudnn();
   const size_t cap = cac::cuda::cudnn_workspace_limit();
-  if (!p.have_fwd) {
-    cudnnConvolutionFwdAlgoPerf_t perf[8];
-    int count = 0;
-    cudnnStatus_t st = cudnnFindConvolutionForwardAlgorithmEx(
-        h, p.x.d, x.data<float>(), p.w.d, w.data<float>(), p.conv.d, p.y.d, y.data<float>(), 8, &count,
-        perf, cac::cuda::cudnn_workspace(cap), cap);
-    if (st != CUDNN_STATUS_SUCCESS || !pick(perf, count, cap, &p.fwd, &p.fwd_ws, "forward", x, w)) {
-      CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, p.x.d, p.w.d, p.conv.d, p.y.d, 8, &count, perf));
-      CAC_CHECK(pick(perf, count, cap, &p.fwd, &p.fwd_ws, "forward", x, w), "conv2d: cuDNN offers no forward algorithm "
-                "for input {} and weight {}", shape_str(x.shape()), shape_str(w.shape()));
-    }
-    p.have_fwd = true;
-  }
+  choose_algorithm<cudnnConvolutionFwdAlgoPerf_t>(
+      &p.have_fwd, &p.fwd, &p.fwd_ws, cap, "forward", x, w,
+      [&](auto* perf, int* count) {
+        return cudnnFindConvolutionForwardAlgorithmEx(h, p.x.d, x.data<float>(), p.w.d, w.data<float>(), p.conv.d,
+                                                      p.y.d, y.data<float>(), 8, count, perf,
+                                                      cac::cuda::cudnn_workspace(cap), cap);
+      },
+      [&](auto* perf, int* count) {
+        return cudnnGetConvolutionForwardAlgorithm_v7(h, p.x.d, p.w.d, p.conv.d, p.y.d, 8, count, perf);
+      });
   const float one = 1.f, zero = 0.f;
   CUDNN_CHECK(cudnnConvolutionForward(h, &one, p.x.d, x.data<float>(), p.w.d, w.data<float>(), p.conv.d,
                                       p.fwd, cac::cuda::cudnn_workspace(p.fwd_ws), p.fwd_ws, &zero,
@@ -155,37 +168,31 @@ void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& gy, ConvGeo
     CUDNN_CHECK(cudnnConvolutionBackwardBias(h, &one, p.y.d, gy.data<float>(), &zero, p.bias.d,
                                              gbias->data<float>()));
   if (gx) {
-    if (!p.have_bwd_data) {
-      cudnnConvolutionBwdDataAlgoPerf_t perf[8];
-      int count = 0;
-      cudnnStatus_t st = cudnnFindConvolutionBackwardDataAlgorithmEx(
-          h, p.w.d, w.data<float>(), p.y.d, gy.data<float>(), p.conv.d, p.x.d, gx->data<float>(), 8,
-          &count, perf, cac::cuda::cudnn_workspace(cap), cap);
-      if (st != CUDNN_STATUS_SUCCESS || !pick(perf, count, cap, &p.bwd_data, &p.bwd_data_ws, "backward-data", x, w)) {
-        CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p.w.d, p.y.d, p.conv.d, p.x.d, 8, &count, perf));
-        CAC_CHECK(pick(perf, count, cap, &p.bwd_data, &p.bwd_data_ws, "backward-data", x, w),
-                  "conv2d: cuDNN offers no backward-data algorithm for input {}", shape_str(x.shape()));
-      }
-      p.have_bwd_data = true;
-    }
+    choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t>(
+        &p.have_bwd_data, &p.bwd_data, &p.bwd_data_ws, cap, "backward-data", x, w,
+        [&](auto* perf, int* count) {
+          return cudnnFindConvolutionBackwardDataAlgorithmEx(h, p.w.d, w.data<float>(), p.y.d, gy.data<float>(),
+                                                             p.conv.d, p.x.d, gx->data<float>(), 8, count, perf,
+                                                             cac::cuda::cudnn_workspace(cap), cap);
+        },
+        [&](auto* perf, int* count) {
+          return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p.w.d, p.y.d, p.conv.d, p.x.d, 8, count, perf);
+        });
     CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, p.w.d, w.data<float>(), p.y.d, gy.data<float>(),
                                              p.conv.d, p.bwd_data, cac::cuda::cudnn_workspace(p.bwd_data_ws),
                                              p.bwd_data_ws, &zero, p.x.d, gx->data<float>()));
   }
   if (gw) {
-    if (!p.have_bwd_filter) {
-      cudnnConvolutionBwdFilterAlgoPerf_t perf[8];
-      int count = 0;
-      cudnnStatus_t st = cudnnFindConvolutionBackwardFilterAlgorithmEx(
-          h, p.x.d, x.data<float>(), p.y.d, gy.data<float>(), p.conv.d, p.w.d, gw->data<float>(), 8,
-          &count, perf, cac::cuda::cudnn_workspace(cap), cap);
-      if (st != CUDNN_STATUS_SUCCESS || !pick(perf, count, cap, &p.bwd_filter, &p.bwd_filter_ws, "backward-filter", x, w)) {
-        CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p.x.d, p.y.d, p.conv.d, p.w.d, 8, &count, perf));
-        CAC_CHECK(pick(perf, count, cap, &p.bwd_filter, &p.bwd_filter_ws, "backward-filter", x, w),
-                  "conv2d: cuDNN offers no backward-filter algorithm for input {}", shape_str(x.shape()));
-      }
-      p.have_bwd_filter = true;
-    }
+    choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t>(
+        &p.have_bwd_filter, &p.bwd_filter, &p.bwd_filter_ws, cap, "backward-filter", x, w,
+        [&](auto* perf, int* count) {
+          return cudnnFindConvolutionBackwardFilterAlgorithmEx(h, p.x.d, x.data<float>(), p.y.d, gy.data<float>(),
+                                                               p.conv.d, p.w.d, gw->data<float>(), 8, count, perf,
+                                                               cac::cuda::cudnn_workspace(cap), cap);
+        },
+        [&](auto* perf, int* count) {
+          return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p.x.d, p.y.d, p.conv.d, p.w.d, 8, count, perf);
+        });
     CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, p.x.d, x.data<float>(), p.y.d, gy.data<float>(),
                                                p.conv.d, p.bwd_filter,
                                                cac::cuda::cudnn_workspace(p.bwd_filter_ws), p.bwd_filter_ws,
