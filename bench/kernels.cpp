@@ -99,10 +99,11 @@ int run_kernels(const KernelOptions& o) {
     Tensor y = Tensor::empty(s, DType::F32, Device::CUDA), m = Tensor::empty({C}, DType::F32, Device::CUDA),
            is = Tensor::empty({C}, DType::F32, Device::CUDA);
     kernels::batchnorm_forward_train(xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is);
+    const int launches_f = kernels::batchnorm_last_launches();
     const double check_f = std::max({worst(y, y_c, M), worst(m, m_c, M), worst(rv, rv_c, M)});
     const std::string tag = (fused ? "batchnorm+leaky" : "batchnorm");
     const std::string shape = fmt::format("{}x64x32x32", o.batch);
-    time_both({tag + " forward (train)" + suffix, shape, 2, 2.0 * n * 4, check_f, 0, 0},
+    time_both({tag + " forward (train)" + suffix, shape, launches_f, 2.0 * n * 4, check_f, 0, 0},
               [&] { kernels::batchnorm_forward_train(xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is); });
     Tensor gx_c = Tensor::empty(s), ggam_c = Tensor::empty({C}), gbet_c = Tensor::empty({C});
     kernels::cpu::batchnorm_backward(x, gamma, beta, m_c, is_c, gy, act, true, &gx_c, ggam_c, gbet_c);
@@ -110,8 +111,9 @@ int run_kernels(const KernelOptions& o) {
            gbet = Tensor::empty({C}, DType::F32, Device::CUDA);
     Tensor mc = m_c.to(Device::CUDA), isc = is_c.to(Device::CUDA);
     kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet);
+    const int launches_b = kernels::batchnorm_last_launches();
     const double check_b = std::max({worst(gx, gx_c, M), worst(ggam, ggam_c, M), worst(gbet, gbet_c, M)});
-    time_both({tag + " backward" + suffix, shape, 2, 3.0 * n * 4, check_b, 0, 0},
+    time_both({tag + " backward" + suffix, shape, launches_b, 3.0 * n * 4, check_b, 0, 0},
               [&] { kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet); });
     if (with_eval) {
       Tensor ye_c = Tensor::empty(s), ye = Tensor::empty(s, DType::F32, Device::CUDA);
@@ -122,16 +124,23 @@ int run_kernels(const KernelOptions& o) {
                 [&] { kernels::batchnorm_forward_eval(xg, gg, bg, mc, rvc, 1e-5, act, ye); });
     }
   };
+  // The default strategy (single launch where it applies), then the two-pass kernels for comparison.
   for (bool fused : {false, true}) bench_batchnorm(fused, "", fused);
+  kernels::set_batchnorm_tuning({kernels::BnStrategy::TwoPass, 0, 0});
+  bench_batchnorm(true, " two-pass", false);
   if (o.bn_sweep) {
     // Every launch configuration is validated against the CPU twin (the check column) before it
     // is timed; the default configuration's rows are the ones above.
     for (int splits : {1, 2, 4, 8, 16, 32, 64, 128}) {
-      kernels::set_batchnorm_splits(splits);
-      bench_batchnorm(true, fmt::format(" s={}", splits), false);
+      kernels::set_batchnorm_tuning({kernels::BnStrategy::TwoPass, splits, 0});
+      bench_batchnorm(true, fmt::format(" 2-pass s={}", splits), false);
     }
-    kernels::set_batchnorm_splits(0);
+    for (int units : {2, 4, 8}) {
+      kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, units});
+      bench_batchnorm(true, fmt::format(" 1-launch u={}", units), false);
+    }
   }
+  kernels::set_batchnorm_tuning({});
 
   // ---- the CAC head: distance + loss forward and backward (2 launches) -------------------------
   for (int K : {6, 20}) {

@@ -14,12 +14,17 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
 }
 
 namespace {
-int g_splits = 0;  // read by the CUDA launches (kernels/cuda/batchnorm.cu)
+BnTuning g_tuning;  // read by the CUDA launches (kernels/cuda/batchnorm.cu)
+int g_last_launches = 0;
 }
-void set_batchnorm_splits(int splits) {
-  CAC_CHECK(splits >= 0, "set_batchnorm_splits: {} is negative", splits);
-  g_splits = splits;
+void set_batchnorm_tuning(const BnTuning& tuning) {
+  CAC_CHECK(tuning.splits >= 0, "set_batchnorm_tuning: splits {} is negative", tuning.splits);
+  const int u = tuning.units_per_thread;
+  CAC_CHECK(u == 0 || u == 2 || u == 4 || u == 8, "set_batchnorm_tuning: units_per_thread {} is not 0, 2, 4 or 8", u);
+  g_tuning = tuning;
 }
-int batchnorm_splits() { return g_splits; }
+BnTuning batchnorm_tuning() { return g_tuning; }
+int batchnorm_last_launches() { return g_last_launches; }
+void note_batchnorm_launches(int launches) { g_last_launches = launches; }
 
 }  // namespace cac::kernels

@@ -30,10 +30,24 @@ CAC_DECLARE_KERNEL(void batchnorm_backward(const Tensor& x, const Tensor& gamma,
                                            BnActivation act, bool training, Tensor* gx,
                                            Tensor& ggamma, Tensor& gbeta))
 
-// Launch tuning of the CUDA training kernels, for benchmarks (`cac_bench kernels --bn-sweep`): each
-// channel's reduction runs as `splits` blocks over slices of the batch (clamped to the batch size).
-// 0, the default, derives it from the GPU's SM count. The CPU twins ignore it.
-void set_batchnorm_splits(int splits);
-int batchnorm_splits();
+// How the CUDA training kernels (forward statistics + normalise; backward sums + dx) are launched.
+// SingleLaunch: one cooperative launch per direction; each block keeps its slice of a channel in
+//   registers, the blocks of a channel meet at a per-channel barrier for the statistics, then write
+//   from registers, so the activation crosses DRAM once (copy-like traffic). Needs HW % 4 == 0,
+//   16-byte aligned tensors and a channel that fits the co-resident blocks; otherwise TwoPass.
+// TwoPass: a reduction launch, then an elementwise launch that reads the activation again.
+// Auto (default) = SingleLaunch where it applies. The CPU twins ignore all of this.
+enum class BnStrategy { Auto, TwoPass, SingleLaunch };
+struct BnTuning {
+  BnStrategy strategy = BnStrategy::Auto;
+  int splits = 0;            // TwoPass: blocks per channel (clamped to N); 0 = from the SM count
+  int units_per_thread = 0;  // SingleLaunch: float4s each thread holds (2, 4 or 8); 0 = default
+};
+// For benchmarks (`cac_bench kernels --bn-sweep`) and tests; process-wide, not thread-safe.
+void set_batchnorm_tuning(const BnTuning& tuning);
+BnTuning batchnorm_tuning();
+// Kernel launches of the last CUDA training forward or backward (1 or 2), for the benchmark table.
+int batchnorm_last_launches();
+void note_batchnorm_launches(int launches);  // called by the CUDA launchers
 
 }  // namespace cac::kernels

@@ -5,7 +5,8 @@
 # comparison; results and logs go to OUT_DIR (summary.txt is the short version).
 #
 #   scripts/gpu-check.sh OUT_DIR
-#   GPU_CHECK_STAGES="tests sanitize bench train" (the default: all) picks stages; the build always
+#   GPU_CHECK_STAGES="tests sanitize bench train" (the default: all) picks stages (GPU_CHECK_METHODS
+#   the train stage's methods, default "cac ce"); the build always
 #   runs (incremental when build-gpu/ is still there from an earlier call on the same machine).
 #
 # Build dependencies: if .deps/*.deb exist (scripts/fetch-gpu-deps.sh downloads them on a Debian
@@ -61,21 +62,8 @@ if want tests; then
   grep -E "\(Failed\)|\(SEGFAULT\)|\(Timeout\)|Skipped" "$out/ctest-cuda.log" | head -20 | tee -a "$summary"
 fi
 
-if want sanitize; then
-  # The hand-written kernels' tests (cuDNN/cuBLAS internals are not ours), then the kernel benchmark.
-  filter='Ops/*:Shapes/*:-*conv*:*linear*'
-  for tool in memcheck racecheck; do
-    timeout 150 compute-sanitizer --tool $tool --error-exitcode 99 $build/tests/test_cuda \
-      --gtest_filter="$filter" >"$out/sanitizer-$tool.log" 2>&1
-    rc=$?
-    say "compute-sanitizer $tool (kernel tests): rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer-$tool.log" | tail -1)"
-  done
-  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 $build/bench/cac_bench kernels --iters 2 \
-    >"$out/sanitizer-bench.log" 2>&1
-  say "compute-sanitizer memcheck (cac_bench kernels): rc=$?, $(grep -E 'ERROR SUMMARY' "$out/sanitizer-bench.log" | tail -1)"
-fi
-
 if want bench; then
+say "(bench starts at $(( $(step_time) - t0 )) s)"
 say ""
 say "== cac_bench kernels"
 timeout 240 $build/bench/cac_bench kernels --bn-sweep >"$out/bench-kernels.txt" 2>&1
@@ -93,6 +81,23 @@ say "== training step, batch 128, 32x32x3: classifier32 and ResNet-18, cac and P
 tee -a "$summary" <"$out/bench-step.txt"
 fi
 
+if want sanitize; then
+  say "(sanitize starts at $(( $(step_time) - t0 )) s)"
+  # The hand-written kernels' tests (cuDNN/cuBLAS internals are not ours), then the kernel benchmark.
+  # Batch norm under every strategy for memcheck; the default (single-launch) one for racecheck.
+  for tool in memcheck racecheck; do
+    filter='Ops/*:Shapes/*:Strategies/*:-*conv*:*linear*'
+    [[ $tool == racecheck ]] && filter='Ops/*:Shapes/*:Strategies/*auto*:-*conv*:*linear*'
+    timeout 150 compute-sanitizer --tool $tool --error-exitcode 99 $build/tests/test_cuda \
+      --gtest_filter="$filter" >"$out/sanitizer-$tool.log" 2>&1
+    rc=$?
+    say "compute-sanitizer $tool (kernel tests): rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer-$tool.log" | tail -1), $(grep -E 'tests ran|PASSED|FAILED  ' "$out/sanitizer-$tool.log" | head -3 | tr '\n' ' ')"
+  done
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 $build/bench/cac_bench kernels --iters 2 \
+    >"$out/sanitizer-bench.log" 2>&1
+  say "compute-sanitizer memcheck (cac_bench kernels): rc=$?, $(grep -E 'ERROR SUMMARY' "$out/sanitizer-bench.log" | tail -1)"
+fi
+
 # The main job's full GPU schedule (Fashion-MNIST trial 0, MNIST protocol: 35 + 35 epochs), CAC and
 # the CE baseline, when the dataset travelled along (scripts/fetch-gpu-deps.sh copies it into
 # .deps/fashion-mnist) or is installed.
@@ -101,7 +106,7 @@ for d in .deps/fashion-mnist /usr/share/datasets/fashion-mnist; do [[ -f $d/trai
 if want train && [[ -n "$fm" ]]; then
   say ""
   say "== Fashion-MNIST trial 0, full schedule on the GPU"
-  for method in cac ce; do
+  for method in ${GPU_CHECK_METHODS:-cac ce}; do
     run=runs-gpu/fm-$method
     rm -rf "$run"
     s0=$(date +%s)

@@ -11,6 +11,7 @@
 
 #include "core/autograd.h"
 #include "core/cuda_runtime.h"
+#include "kernels/batchnorm.h"
 #include "kernels/elementwise.h"
 #include "layers/ops.h"
 #include "models/resnet18.h"
@@ -134,6 +135,87 @@ TEST_P(CudaRealShapes, MatchesCpuTwin) {
   compare_case(GetParam());
 }
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaRealShapes, ::testing::ValuesIn(real_shape_cases()),
+                         [](const auto& info) { return info.param.name; });
+
+// ---- batch norm under each launch strategy -----------------------------------------------------
+// The single-launch kernels (registers + per-channel barrier) and the two-pass ones, at shapes that
+// hit each path: the real conv2 shape, batch 1, slices that end mid-block (50x4x20x20), a channel
+// cut into 128-256 slices (256x2x64x64), many small channels (128x512x4x4), and odd planes that must
+// fall back to two passes (3x5x7x9). Two forward+backward rounds: the barrier counters must be back
+// at zero after each launch, and the running statistics must compound like the CPU's.
+struct BnTuningCase {
+  std::string name;
+  Shape shape;
+  kernels::BnTuning tuning;
+};
+std::vector<BnTuningCase> bn_tuning_cases() {
+  const std::vector<std::pair<std::string, Shape>> shapes = {
+      {"128x64x32x32", {128, 64, 32, 32}}, {"1x64x32x32", {1, 64, 32, 32}}, {"50x4x20x20", {50, 4, 20, 20}},
+      {"256x2x64x64", {256, 2, 64, 64}},   {"128x512x4x4", {128, 512, 4, 4}}, {"3x5x7x9", {3, 5, 7, 9}}};
+  const std::vector<std::pair<std::string, kernels::BnTuning>> tunings = {
+      {"auto", {}},
+      {"two_pass", {kernels::BnStrategy::TwoPass, 0, 0}},
+      {"single_u2", {kernels::BnStrategy::SingleLaunch, 0, 2}},
+      {"single_u8", {kernels::BnStrategy::SingleLaunch, 0, 8}}};
+  std::vector<BnTuningCase> cs;
+  for (const auto& [sn, shape] : shapes)
+    for (const auto& [tn, tuning] : tunings) cs.push_back({tn + "_" + sn, shape, tuning});
+  return cs;
+}
+
+class CudaBatchNormTuning : public ::testing::TestWithParam<BnTuningCase> {
+ protected:
+  void TearDown() override { kernels::set_batchnorm_tuning({}); }
+};
+TEST_P(CudaBatchNormTuning, MatchesCpuTwin) {
+  REQUIRE_GPU();
+  const BnTuningCase& c = GetParam();
+  kernels::set_batchnorm_tuning(c.tuning);
+  const Shape& s = c.shape;
+  const int64_t C = s[1], M = s[0] * s[2] * s[3];
+  const kernels::BnActivation act{true, 0.2};
+  Generator gen(17);
+  auto random = [&](const Shape& sh, double lo, double hi) {
+    std::vector<float> v(size_t(shape_numel(sh)));
+    for (auto& e : v) e = float(lo + (hi - lo) * gen.uniform());
+    return Tensor::from_vector(v, sh);
+  };
+  // A channel offset far from zero (3 +- 1) checks the centring of the variance sums.
+  Tensor x = random(s, 2.0, 4.0), gamma = random({C}, 0.5, 1.5), beta = random({C}, -0.5, 0.5);
+  Tensor xg = x.to(Device::CUDA), gg = gamma.to(Device::CUDA), bg = beta.to(Device::CUDA);
+  Tensor rm = Tensor::zeros({C}), rv = Tensor::full({C}, 1.0);
+  Tensor rmg = rm.to(Device::CUDA), rvg = rv.to(Device::CUDA);
+  const Tolerance tol = f32_tolerance(M);
+  for (int round = 0; round < 2; ++round) {
+    const std::string r = " (round " + std::to_string(round) + ")";
+    Tensor gy = random(s, -1.0, 1.0), gyg = gy.to(Device::CUDA);
+    Tensor y = Tensor::empty(s), m = Tensor::empty({C}), is = Tensor::empty({C});
+    Tensor yg = Tensor::empty(s, DType::F32, Device::CUDA), mg = Tensor::empty({C}, DType::F32, Device::CUDA),
+           isg = Tensor::empty({C}, DType::F32, Device::CUDA);
+    kernels::cpu::batchnorm_forward_train(x, gamma, beta, rm, rv, 0.1, 1e-5, act, y, m, is);
+    kernels::batchnorm_forward_train(xg, gg, bg, rmg, rvg, 0.1, 1e-5, act, yg, mg, isg);
+    expect_close(yg, y, tol, "y" + r);
+    expect_close(mg, m, tol, "mean" + r);
+    expect_close(isg, is, tol, "invstd" + r);
+    expect_close(rmg, rm, tol, "running mean" + r);
+    expect_close(rvg, rv, tol, "running var" + r);
+    Tensor gx = Tensor::empty(s), ggam = Tensor::empty({C}), gbet = Tensor::empty({C});
+    Tensor gxg = Tensor::empty(s, DType::F32, Device::CUDA), ggamg = Tensor::empty({C}, DType::F32, Device::CUDA),
+           gbetg = Tensor::empty({C}, DType::F32, Device::CUDA);
+    kernels::cpu::batchnorm_backward(x, gamma, beta, m, is, gy, act, true, &gx, ggam, gbet);
+    // The GPU backward gets the CPU's statistics, so only the backward's own rounding is compared.
+    Tensor mc = m.to(Device::CUDA), isc = is.to(Device::CUDA);
+    kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gxg, ggamg, gbetg);
+    expect_close(gxg, gx, tol, "dx" + r);
+    expect_close(ggamg, ggam, tol, "dgamma" + r);
+    expect_close(gbetg, gbet, tol, "dbeta" + r);
+  }
+  // The odd-plane shape has no 16-byte units: it must have taken the two-pass path.
+  const bool vec4 = s[2] * s[3] % 4 == 0;
+  const bool single = vec4 && c.tuning.strategy != kernels::BnStrategy::TwoPass;
+  EXPECT_EQ(kernels::batchnorm_last_launches(), single ? 1 : 2);
+}
+INSTANTIATE_TEST_SUITE_P(Strategies, CudaBatchNormTuning, ::testing::ValuesIn(bn_tuning_cases()),
                          [](const auto& info) { return info.param.name; });
 
 // ---- a whole training step, GPU vs CPU (classifier32 and ResNet-18) --------------------------

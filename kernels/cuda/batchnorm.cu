@@ -1,13 +1,25 @@
 // CUDA versions of kernels/batchnorm.h (f32), optionally with the LeakyReLU fused in.
 //
-// Training forward = 2 launches: (1) per-channel statistics: a grid of (splits x channels) blocks,
-// each a Welford pass over its slice of the batch, merged in-block with Chan's formula; the last
-// block of a channel to finish (arrival counter) merges the slices in double, writes mean/invstd
-// and updates the running statistics (unbiased variance, momentum). (2) y = act(x*scale + shift),
-// 16-byte loads and stores. Backward = 2 launches of the same shape: per-channel sums of g and
-// g*(x - mean) (last block finalises dgamma/dbeta and the two coefficients of dx), then dx.
+// Two launch strategies (BnTuning in kernels/batchnorm.h picks; Auto = single launch where it fits):
+// * Single launch (training forward and backward): a cooperative grid of (group x split) blocks; a
+//   group walks channels c = g, g + groups, ...; each block loads its slice of channel c into
+//   registers (16-byte loads, all in flight at once), publishes its partial (a Welford state, or the
+//   sums of g and g*(x - mean)), waits at the channel's arrival counter for the other splits, merges
+//   all partials in the same fixed order as every other block (so all agree bit for bit), and writes
+//   y (or dx) from registers. The activation crosses DRAM once, like a copy. Cooperative launch
+//   guarantees the blocks of a channel are co-resident, so the wait cannot deadlock.
+// * Two passes: (1) per-channel statistics: a grid of (splits x channels) blocks, each a Welford
+//   pass over its slice of the batch, merged in-block with Chan's formula; the last block of a channel
+//   to finish (arrival counter) merges the slices in double, writes mean/invstd and updates the
+//   running statistics (unbiased variance, momentum). (2) y = act(x*scale + shift), 16-byte loads
+//   and stores. Backward = 2 launches of the same shape: per-channel sums of g and g*(x - mean) (last
+//   block finalises dgamma/dbeta and the two coefficients of dx), then dx. Used for odd plane sizes
+//   (HW % 4 != 0), unaligned views and channels too large to hold in the co-resident blocks.
 #include <cstdint>
 #include <initializer_list>
+#include <map>
+#include <optional>
+#include <utility>
 
 #include "core/cuda_runtime.h"
 #include "kernels/batchnorm.h"
@@ -19,21 +31,23 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxChannels = 16384;
 
-// Arrival counters of the last-block pattern: zeroed once, and every last block resets its own,
-// so each launch (and each replay of a captured graph) finds them at zero.
+// Arrival counters of the last-block pattern and the single-launch barrier (kMaxChannels each:
+// arrivals, then departures): zeroed once, and every launch leaves them at zero again (the last
+// block of a channel resets its own), so each launch (and each replay of a captured graph) finds
+// them at zero.
 int* channel_counters() {
   static std::shared_ptr<Storage> block = [] {
-    auto b = cac::cuda::allocate(kMaxChannels * sizeof(int));
-    cac::cuda::memset_zero(b->data, kMaxChannels * sizeof(int));
+    auto b = cac::cuda::allocate(2 * kMaxChannels * sizeof(int));
+    cac::cuda::memset_zero(b->data, 2 * kMaxChannels * sizeof(int));
     return b;
   }();
   return static_cast<int*>(block->data);
 }
 
 // Enough (split, channel) blocks to fill the GPU several times, each with a whole number of images;
-// or the benchmark's choice (set_batchnorm_splits).
+// or the benchmark's choice (BnTuning::splits).
 int splits_for(int N, int C) {
-  if (const int forced = cac::kernels::batchnorm_splits(); forced > 0) return std::min(forced, N);
+  if (const int forced = cac::kernels::batchnorm_tuning().splits; forced > 0) return std::min(forced, N);
   const int want = std::max(1, 8 * cac::cuda::sm_count() / std::max(C, 1));
   return std::max(1, std::min({want, N, 64}));
 }
@@ -66,6 +80,55 @@ __device__ Welford block_merge(Welford w) {
     for (int o = 16; o > 0; o >>= 1) w = merge(w, shfl_down(w, o));
   }
   return w;
+}
+
+// A thread's sums of (x - shift) and (x - shift)^2 over `count` values as a Welford state.
+__device__ __forceinline__ Welford thread_state(float sum, float sq, int count, float shift) {
+  if (count == 0) return Welford{0.f, 0.f, 0.f};
+  const float n = float(count), m = sum / n;
+  return Welford{n, shift + m, fmaxf(sq - sum * m, 0.f)};
+}
+
+struct ChannelStats {
+  double n, mean, m2;
+};
+// Called by one whole warp: lane k merges slices k, k+32, ... of channel c (one load latency, not
+// `splits` of them), then the lanes merge by shuffles; all in double (Chan's formula). The result
+// is valid in lane 0 and depends only on the partials, so every caller gets the same bits.
+__device__ ChannelStats merge_slices(const float* partial, int c, int splits) {
+  const int lane = threadIdx.x & 31;
+  double n = 0, mean = 0, m2 = 0;
+  auto chan = [&](double nb, double mb, double m2b) {
+    const double tot = n + nb;
+    if (tot == 0) return;
+    const double delta = mb - mean;
+    mean += delta * nb / tot;
+    m2 += m2b + delta * delta * n * nb / tot;
+    n = tot;
+  };
+  for (int k = lane; k < splits; k += 32) {
+    const float* p = partial + (int64_t(c) * splits + k) * 3;
+    chan(__ldcg(p), __ldcg(p + 1), __ldcg(p + 2));  // L2: other blocks wrote them
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const double nb = __shfl_down_sync(0xffffffffu, n, o), mb = __shfl_down_sync(0xffffffffu, mean, o),
+                 m2b = __shfl_down_sync(0xffffffffu, m2, o);
+    chan(nb, mb, m2b);
+  }
+  return {n, mean, m2};
+}
+
+// The mean and invstd the normalisation and backward use (rounded to float once, here, so the
+// forward and the backward's activation mask see the same numbers).
+__device__ float2 normalisation(const ChannelStats& st, float eps) {
+  return make_float2(float(st.mean), float(1.0 / sqrt(st.m2 / st.n + double(eps))));
+}
+// Running statistics: momentum update with the unbiased variance.
+__device__ void update_running(const ChannelStats& st, int c, float momentum, float* running_mean,
+                               float* running_var) {
+  const double unbiased = st.n > 1 ? st.m2 / (st.n - 1) : st.m2 / st.n;
+  running_mean[c] = float((1.0 - momentum) * running_mean[c] + momentum * st.mean);
+  running_var[c] = float((1.0 - momentum) * running_var[c] + momentum * unbiased);
 }
 
 // Returns true in thread 0 of the last block of channel c to arrive (after its own partial is
@@ -126,12 +189,7 @@ __global__ void bn_stats(const float* __restrict__ x, int N, int C, int HW, int 
     }
     count += V;
   });
-  Welford w{0.f, 0.f, 0.f};
-  if (count > 0) {
-    const float n = float(count), m = sum / n;
-    w = Welford{n, shift + m, fmaxf(sq - sum * m, 0.f)};
-  }
-  w = block_merge(w);
+  const Welford w = block_merge(thread_state(sum, sq, count, shift));
   if (threadIdx.x == 0) {
     float* p = partial + (int64_t(c) * splits + s) * 3;
     p[0] = w.n;
@@ -139,34 +197,12 @@ __global__ void bn_stats(const float* __restrict__ x, int N, int C, int HW, int 
     p[2] = w.m2;
   }
   if (!arrive_last(counters, c, splits) || threadIdx.x >= 32) return;
-  // Last block, first warp: lane k merges slices k, k+32 (one load latency, not `splits` of them),
-  // then the lanes merge by shuffles; all in double (Chan's formula).
-  const int lane = threadIdx.x;
-  double n = 0, mean = 0, m2 = 0;
-  auto chan = [&](double nb, double mb, double m2b) {
-    const double tot = n + nb;
-    if (tot == 0) return;
-    const double delta = mb - mean;
-    mean += delta * nb / tot;
-    m2 += m2b + delta * delta * n * nb / tot;
-    n = tot;
-  };
-  for (int k = lane; k < splits; k += 32) {
-    const float* p = partial + (int64_t(c) * splits + k) * 3;
-    chan(__ldcg(p), __ldcg(p + 1), __ldcg(p + 2));
-  }
-  for (int o = 16; o > 0; o >>= 1) {
-    const double nb = __shfl_down_sync(0xffffffffu, n, o), mb = __shfl_down_sync(0xffffffffu, mean, o),
-                 m2b = __shfl_down_sync(0xffffffffu, m2, o);
-    chan(nb, mb, m2b);
-  }
-  if (lane != 0) return;
-  const double var = m2 / n;
-  save_mean[c] = float(mean);
-  save_invstd[c] = float(1.0 / sqrt(var + double(eps)));
-  const double unbiased = n > 1 ? m2 / (n - 1) : var;
-  running_mean[c] = float((1.0 - momentum) * running_mean[c] + momentum * mean);
-  running_var[c] = float((1.0 - momentum) * running_var[c] + momentum * unbiased);
+  const ChannelStats st = merge_slices(partial, c, splits);
+  if (threadIdx.x != 0) return;
+  const float2 mi = normalisation(st, eps);
+  save_mean[c] = mi.x;
+  save_invstd[c] = mi.y;
+  update_running(st, c, momentum, running_mean, running_var);
   counters[c] = 0;
 }
 
@@ -225,6 +261,29 @@ __device__ __forceinline__ float grad_pre(float g, float x, const BwdCoeffs& k, 
   return (!leaky || x * k.scale + k.shift > 0.f) ? g : g * slope;
 }
 
+struct GradSums {
+  double g, gx;  // sums of g and g*(x - mean) over the channel
+};
+// Called by one whole warp: the slices' sums of channel c loaded in parallel and reduced by xor
+// shuffles (every lane ends with the same bits, and so does every caller).
+__device__ GradSums sum_slices(const double* partial, int c, int splits) {
+  double tg = 0, tgx = 0;
+  for (int j = threadIdx.x & 31; j < splits; j += 32) {
+    tg += __ldcg(partial + (int64_t(c) * splits + j) * 2);
+    tgx += __ldcg(partial + (int64_t(c) * splits + j) * 2 + 1);
+  }
+  return {warp_sum(tg), warp_sum(tgx)};
+}
+// The coefficients of dx: mean of g and mean of g*xhat over the M values of the channel (both 0
+// outside training, where the statistics are constants).
+__device__ float2 grad_coefficients(const GradSums& t, float invstd, bool training, double M) {
+  return training ? make_float2(float(t.g / M), float(t.gx * invstd / M)) : make_float2(0.f, 0.f);
+}
+__device__ void write_param_grads(const GradSums& t, int c, float invstd, float* ggamma, float* gbeta) {
+  gbeta[c] = float(t.g);
+  ggamma[c] = float(t.gx * invstd);
+}
+
 template <int V>
 __global__ void bn_bwd_reduce(const float* __restrict__ x, const float* __restrict__ gy,
                               const float* __restrict__ gamma, const float* __restrict__ beta,
@@ -259,20 +318,12 @@ __global__ void bn_bwd_reduce(const float* __restrict__ x, const float* __restri
     partial[(int64_t(c) * splits + s) * 2 + 1] = bsgx;
   }
   if (!arrive_last(counters, c, splits) || threadIdx.x >= 32) return;
-  // Last block, first warp: lanes load the slices' sums in parallel and reduce by shuffles.
-  double tg = 0, tgx = 0;
-  for (int j = threadIdx.x; j < splits; j += 32) {
-    tg += __ldcg(partial + (int64_t(c) * splits + j) * 2);
-    tgx += __ldcg(partial + (int64_t(c) * splits + j) * 2 + 1);
-  }
-  tg = warp_sum(tg);
-  tgx = warp_sum(tgx);
+  const GradSums t = sum_slices(partial, c, splits);
   if (threadIdx.x != 0) return;
-  const double M = double(N) * HW;
-  gbeta[c] = float(tg);
-  ggamma[c] = float(tgx * k.is);
-  coef[2 * c] = training ? float(tg / M) : 0.f;              // mean of g
-  coef[2 * c + 1] = training ? float(tgx * k.is / M) : 0.f;  // mean of g * xhat
+  write_param_grads(t, c, k.is, ggamma, gbeta);
+  const float2 cf = grad_coefficients(t, k.is, training, double(N) * HW);
+  coef[2 * c] = cf.x;
+  coef[2 * c + 1] = cf.y;
   counters[c] = 0;
 }
 
@@ -307,6 +358,182 @@ __global__ void bn_bwd_dx(const float* __restrict__ x, const float* __restrict__
   } else {
     for (; u < units; u += stride)
       gx[u] = one(u, make_float4(__ldg(x + u), 0.f, 0.f, 0.f), make_float4(__ldg(gy + u), 0.f, 0.f, 0.f)).x;
+  }
+}
+
+// ---- single launch ---------------------------------------------------------------------------------
+__device__ __forceinline__ uint64_t globaltimer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Block-wide: counts this block as arrived at channel c (after its partial is visible) and waits
+// for all `splits` blocks of the channel. Cooperative launch makes them co-resident, so the wait
+// ends; the watchdog turns a broken assumption into a device trap (an error the host reports)
+// instead of a hang.
+__device__ void channel_barrier(int* arrive, int c, int splits) {
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(arrive + c, 1);
+    const volatile int* count = arrive + c;
+    const uint64_t t0 = globaltimer_ns();
+    while (*count < splits) {
+      __nanosleep(64);
+      if (globaltimer_ns() - t0 > 10'000'000'000ull) __trap();
+    }
+    __threadfence();  // the partials are read after the count that covers them
+  }
+  __syncthreads();
+}
+// Thread 0, after its block has passed the barrier and read the partials: the last block of the
+// channel to leave resets both counters for the next launch.
+__device__ void channel_depart(int* arrive, int* depart, int c, int splits) {
+  if (atomicAdd(depart + c, 1) == splits - 1) {
+    arrive[c] = 0;
+    depart[c] = 0;
+  }
+}
+
+// Unit j (a float4) of channel c's N*upr units lives in image j / upr, column j % upr.
+__device__ __forceinline__ int64_t unit_offset(int j, int upr, int C, int c) {
+  const int n = j / upr;
+  return (int64_t(n) * C + c) * upr + (j - n * upr);
+}
+
+// Training forward in one launch; U = float4s per thread held in registers. Block b is split
+// b % splits of group b / splits; `partial` holds [C][splits] Welford states.
+template <int U>
+__global__ void __launch_bounds__(kThreads) bn_forward_single(
+    const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
+    const float* __restrict__ beta, int N, int C, int upr, int splits, int groups,
+    float* __restrict__ partial, int* __restrict__ counters, float momentum, float eps,
+    float* __restrict__ running_mean, float* __restrict__ running_var, float* __restrict__ save_mean,
+    float* __restrict__ save_invstd, bool leaky, float slope) {
+  __shared__ float2 sh_mi;
+  const int s = int(blockIdx.x) % splits, g = int(blockIdx.x) / splits;
+  const int units = N * upr, first = s * (kThreads * U) + int(threadIdx.x);
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  float4* y4 = reinterpret_cast<float4*>(y);
+  for (int c = g; c < C; c += groups) {
+    float4 v[U];
+#pragma unroll
+    for (int i = 0; i < U; ++i) {  // all U loads issued before any is used
+      const int j = first + i * kThreads;
+      v[i] = j < units ? __ldg(x4 + unit_offset(j, upr, C, c)) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    const float shift = __ldg(x + int64_t(c) * upr * 4);  // centring value, as in bn_stats
+    float sum = 0.f, sq = 0.f;
+    int count = 0;
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      if (first + i * kThreads >= units) continue;
+      const float a = v[i].x - shift, b = v[i].y - shift, cc = v[i].z - shift, d = v[i].w - shift;
+      sum += (a + b) + (cc + d);
+      sq += (a * a + b * b) + (cc * cc + d * d);
+      count += 4;
+    }
+    const Welford w = block_merge(thread_state(sum, sq, count, shift));
+    if (threadIdx.x == 0) {
+      float* p = partial + (int64_t(c) * splits + s) * 3;
+      p[0] = w.n;
+      p[1] = w.mean;
+      p[2] = w.m2;
+    }
+    channel_barrier(counters, c, splits);
+    if (threadIdx.x < 32) {
+      const ChannelStats st = merge_slices(partial, c, splits);
+      if (threadIdx.x == 0) {
+        const float2 mi = normalisation(st, eps);
+        sh_mi = mi;
+        if (s == 0) {
+          save_mean[c] = mi.x;
+          save_invstd[c] = mi.y;
+          update_running(st, c, momentum, running_mean, running_var);
+        }
+        channel_depart(counters, counters + kMaxChannels, c, splits);
+      }
+    }
+    __syncthreads();
+    const float scale = __ldg(gamma + c) * sh_mi.y;  // the same expressions as bn_apply
+    const float sh = __ldg(beta + c) - sh_mi.x * scale;
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      const int j = first + i * kThreads;
+      if (j >= units) continue;
+      y4[unit_offset(j, upr, C, c)] =
+          make_float4(act_fn(v[i].x * scale + sh, leaky, slope), act_fn(v[i].y * scale + sh, leaky, slope),
+                      act_fn(v[i].z * scale + sh, leaky, slope), act_fn(v[i].w * scale + sh, leaky, slope));
+    }
+    __syncthreads();  // sh_mi and the merge scratch are reused by the next channel
+  }
+}
+
+// Backward in one launch: x and g of the slice in registers, the two sums per channel through the
+// same barrier, then dx (if wanted) from registers. `partial` holds [C][splits] pairs of sums.
+template <int U>
+__global__ void __launch_bounds__(kThreads) bn_backward_single(
+    const float* __restrict__ x, const float* __restrict__ gy, const float* __restrict__ gamma,
+    const float* __restrict__ beta, const float* __restrict__ mean, const float* __restrict__ invstd,
+    bool leaky, float slope, bool training, int N, int C, int upr, int splits, int groups,
+    double* __restrict__ partial, int* __restrict__ counters, float* __restrict__ ggamma,
+    float* __restrict__ gbeta, float* __restrict__ gx) {
+  __shared__ double scratch[32];
+  __shared__ float2 sh_coef;
+  const int s = int(blockIdx.x) % splits, g = int(blockIdx.x) / splits;
+  const int units = N * upr, first = s * (kThreads * U) + int(threadIdx.x);
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  const float4* g4 = reinterpret_cast<const float4*>(gy);
+  float4* o4 = reinterpret_cast<float4*>(gx);
+  const double M = double(N) * upr * 4;
+  for (int c = g; c < C; c += groups) {
+    float4 xv[U], gv[U];
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      const int j = first + i * kThreads;
+      const bool in = j < units;
+      const int64_t off = in ? unit_offset(j, upr, C, c) : 0;
+      xv[i] = in ? __ldg(x4 + off) : make_float4(0.f, 0.f, 0.f, 0.f);
+      gv[i] = in ? __ldg(g4 + off) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
+    float sg = 0.f, sgx = 0.f;
+#pragma unroll
+    for (int i = 0; i < U; ++i) {  // out-of-range units are zeros: g = 0 adds nothing
+      gv[i] = make_float4(grad_pre(gv[i].x, xv[i].x, k, leaky, slope), grad_pre(gv[i].y, xv[i].y, k, leaky, slope),
+                          grad_pre(gv[i].z, xv[i].z, k, leaky, slope), grad_pre(gv[i].w, xv[i].w, k, leaky, slope));
+      sg += (gv[i].x + gv[i].y) + (gv[i].z + gv[i].w);
+      sgx += (gv[i].x * (xv[i].x - k.mu) + gv[i].y * (xv[i].y - k.mu)) +
+             (gv[i].z * (xv[i].z - k.mu) + gv[i].w * (xv[i].w - k.mu));
+    }
+    const double bsg = block_sum(double(sg), scratch);
+    const double bsgx = block_sum(double(sgx), scratch);
+    if (threadIdx.x == 0) {
+      partial[(int64_t(c) * splits + s) * 2] = bsg;
+      partial[(int64_t(c) * splits + s) * 2 + 1] = bsgx;
+    }
+    channel_barrier(counters, c, splits);
+    if (threadIdx.x < 32) {
+      const GradSums t = sum_slices(partial, c, splits);
+      if (threadIdx.x == 0) {
+        sh_coef = grad_coefficients(t, k.is, training, M);
+        if (s == 0) write_param_grads(t, c, k.is, ggamma, gbeta);
+        channel_depart(counters, counters + kMaxChannels, c, splits);
+      }
+    }
+    __syncthreads();
+    if (o4) {
+      const float mg = sh_coef.x, mgx = sh_coef.y;
+      auto e = [&](float xe, float ge) { return k.scale * (ge - mg - (xe - k.mu) * k.is * mgx); };
+#pragma unroll
+      for (int i = 0; i < U; ++i) {
+        const int j = first + i * kThreads;
+        if (j >= units) continue;
+        o4[unit_offset(j, upr, C, c)] =
+            make_float4(e(xv[i].x, gv[i].x), e(xv[i].y, gv[i].y), e(xv[i].z, gv[i].z), e(xv[i].w, gv[i].w));
+      }
+    }
+    __syncthreads();  // sh_coef and the scratch are reused by the next channel
   }
 }
 
@@ -366,6 +593,86 @@ struct BackwardDx {
     bn_bwd_dx<V, Idx><<<grid, kThreads, 0, stream()>>>(x, gy, g, b, m, is, coef, leaky, slope, C, upr, units, gx);
   }
 };
+
+// Grid of a single-launch kernel for this shape, or nullopt where the two-pass kernels must run:
+// odd planes / unaligned views (no 16-byte units), the TwoPass strategy, or a channel whose slices
+// outnumber the blocks that fit on the GPU at once (the barrier needs them all resident).
+struct SinglePlan {
+  int splits, groups;
+};
+template <class Kernel>
+std::optional<SinglePlan> plan_single(Kernel kernel, int units_per_thread, const Shape4& s, bool vec4) {
+  if (!vec4 || cac::kernels::batchnorm_tuning().strategy == BnStrategy::TwoPass) return std::nullopt;
+  const int64_t units = int64_t(s.N) * (s.HW / 4);
+  if (units >= (int64_t(1) << 30)) return std::nullopt;
+  // Co-resident blocks of this kernel (occupancy x SMs), measured once per kernel.
+  static std::map<const void*, int> resident_of;
+  auto it = resident_of.find(reinterpret_cast<const void*>(kernel));
+  if (it == resident_of.end()) {
+    int per_sm = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+    it = resident_of.emplace(reinterpret_cast<const void*>(kernel), per_sm * cac::cuda::sm_count()).first;
+  }
+  const int64_t per_block = int64_t(kThreads) * units_per_thread;
+  const int splits = int((units + per_block - 1) / per_block);
+  if (splits > it->second) return std::nullopt;
+  return SinglePlan{splits, std::min(s.C, it->second / splits)};
+}
+
+// Cooperative: all blocks co-resident, or the launch fails (never a hang at the barrier).
+template <class... Params, class... Args>
+void launch_cooperative(void (*kernel)(Params...), int blocks, Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(kThreads);
+  cfg.stream = stream();
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeCooperative;
+  attr.val.cooperative = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+  CUDA_CHECK_LAUNCH();
+}
+
+template <int U>
+bool forward_single(const Shape4& s, bool vec4, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                    Tensor& running_mean, Tensor& running_var, float momentum, float eps,
+                    BnActivation act, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
+  const auto plan = plan_single(bn_forward_single<U>, U, s, vec4);
+  if (!plan) return false;
+  Tensor partial = Tensor::empty({s.C, plan->splits, 3}, DType::F32, Device::CUDA);
+  launch_cooperative(bn_forward_single<U>, plan->splits * plan->groups, x.data<float>(), y.data<float>(),
+                     gamma.data<float>(), beta.data<float>(), s.N, s.C, s.HW / 4, plan->splits,
+                     plan->groups, partial.data<float>(), channel_counters(), momentum, eps,
+                     running_mean.data<float>(), running_var.data<float>(), save_mean.data<float>(),
+                     save_invstd.data<float>(), act.leaky, float(act.slope));
+  cac::kernels::note_batchnorm_launches(1);
+  return true;
+}
+
+template <int U>
+bool backward_single(const Shape4& s, bool vec4, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                     const Tensor& mean, const Tensor& invstd, const Tensor& gy, BnActivation act,
+                     bool training, Tensor* gx, Tensor& ggamma, Tensor& gbeta) {
+  const auto plan = plan_single(bn_backward_single<U>, U, s, vec4);
+  if (!plan) return false;
+  Tensor partial = Tensor::empty({s.C, plan->splits, 2}, DType::F64, Device::CUDA);
+  launch_cooperative(bn_backward_single<U>, plan->splits * plan->groups, x.data<float>(), gy.data<float>(),
+                     gamma.data<float>(), beta.data<float>(), mean.data<float>(), invstd.data<float>(),
+                     act.leaky, float(act.slope), training, s.N, s.C, s.HW / 4, plan->splits,
+                     plan->groups, partial.data<double>(), channel_counters(), ggamma.data<float>(),
+                     gbeta.data<float>(), gx ? gx->data<float>() : static_cast<float*>(nullptr));
+  cac::kernels::note_batchnorm_launches(1);
+  return true;
+}
+
+// Registers per thread hold U float4s of x (forward) or of x and g (backward): the defaults keep
+// ~128 bytes in flight per thread in both directions.
+int units_per_thread(int default_units) {
+  const int forced = cac::kernels::batchnorm_tuning().units_per_thread;
+  return forced > 0 ? forced : default_units;
+}
 }  // namespace
 
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -374,8 +681,14 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   require_f32("batch_norm2d", x);
   const Shape4 s = shape_of(x);
   if (s.total == 0) return;
-  const int splits = splits_for(s.N, s.C);
   const bool vec4 = vec4_ok(s.HW, {x.raw(), y.raw()});
+  const float m = float(momentum), e = float(eps);
+  switch (units_per_thread(8)) {
+    case 2: if (forward_single<2>(s, vec4, x, gamma, beta, running_mean, running_var, m, e, act, y, save_mean, save_invstd)) return; break;
+    case 4: if (forward_single<4>(s, vec4, x, gamma, beta, running_mean, running_var, m, e, act, y, save_mean, save_invstd)) return; break;
+    default: if (forward_single<8>(s, vec4, x, gamma, beta, running_mean, running_var, m, e, act, y, save_mean, save_invstd)) return;
+  }
+  const int splits = splits_for(s.N, s.C);
   Tensor partial = Tensor::empty({s.C, splits, 3}, DType::F32, Device::CUDA);
   auto stats = vec4 ? bn_stats<4> : bn_stats<1>;
   stats<<<dim3(splits, s.C), kThreads, 0, stream()>>>(
@@ -386,6 +699,7 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   elementwise_pass<ApplyTrain>(vec4, s, x.data<float>(), y.data<float>(), gamma.data<float>(),
                                beta.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
                                float(eps), act.leaky, float(act.slope));
+  cac::kernels::note_batchnorm_launches(2);
 }
 
 void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -406,10 +720,15 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
   require_f32("batch_norm2d_backward", x);
   const Shape4 s = shape_of(x);
   if (s.total == 0) return;
+  const bool vec4 = vec4_ok(s.HW, {x.raw(), gy.raw(), gx ? gx->raw() : nullptr});
+  switch (units_per_thread(4)) {
+    case 2: if (backward_single<2>(s, vec4, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta)) return; break;
+    case 8: if (backward_single<8>(s, vec4, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta)) return; break;
+    default: if (backward_single<4>(s, vec4, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta)) return;
+  }
   const int splits = splits_for(s.N, s.C);
   Tensor partial = Tensor::empty({s.C, splits, 2}, DType::F64, Device::CUDA);
   Tensor coef = Tensor::empty({s.C, 2}, DType::F32, Device::CUDA);
-  const bool vec4 = vec4_ok(s.HW, {x.raw(), gy.raw(), gx ? gx->raw() : nullptr});
   auto reduce = vec4 ? bn_bwd_reduce<4> : bn_bwd_reduce<1>;
   reduce<<<dim3(splits, s.C), kThreads, 0, stream()>>>(
       x.data<float>(), gy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
@@ -417,6 +736,7 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
       partial.data<double>(), channel_counters(), ggamma.data<float>(), gbeta.data<float>(),
       coef.data<float>());
   CUDA_CHECK_LAUNCH();
+  cac::kernels::note_batchnorm_launches(gx ? 2 : 1);
   if (!gx) return;
   elementwise_pass<BackwardDx>(vec4, s, x.data<float>(), gy.data<float>(), gamma.data<float>(),
                                beta.data<float>(), mean.data<float>(), invstd.data<float>(),
