@@ -74,8 +74,8 @@ say "== training step, batch 128, 32x32x3: classifier32 and ResNet-18, cac and P
   for arch in classifier32 resnet18; do
     timeout 120 $build/bench/cac_bench step --arch $arch --device cuda --channels 3 --iters 50 --warmup 10
     timeout 120 $build/bench/cac_bench step --arch $arch --device cuda --channels 3 --iters 50 --warmup 10 --no-tf32
-    timeout 120 python3 bench/torch_step.py --arch $arch --channels 3
-    timeout 120 python3 bench/torch_step.py --arch $arch --channels 3 --no-tf32
+    timeout 120 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3
+    timeout 120 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3 --no-tf32
   done
 } >"$out/bench-step.txt" 2>&1
 tee -a "$summary" <"$out/bench-step.txt"
