@@ -51,11 +51,11 @@ struct Row {
 };
 
 void print(const std::vector<Row>& rows, double copy_gbs) {
-  std::printf("\n%-40s %-18s %8s %10s %10s %9s %9s %8s\n", "kernel", "shape", "launches", "warm us",
+  std::printf("\n%-44s %-14s %8s %10s %10s %9s %9s %8s\n", "kernel", "shape", "launches", "warm us",
               "cold us", "GB/s", "of copy", "check");
   for (const Row& r : rows) {
     const double gbs = r.bytes > 0 ? r.bytes / (r.warm_us * 1e-6) / 1e9 : 0;
-    std::printf("%-40s %-18s %8d %10.2f %10.2f %9.0f %8.0f%% %8s\n", r.name.c_str(), r.shape.c_str(),
+    std::printf("%-44s %-14s %8d %10.2f %10.2f %9.0f %8.0f%% %8s\n", r.name.c_str(), r.shape.c_str(),
                 r.launches, r.warm_us, r.cold_us, gbs, r.bytes > 0 ? 100 * gbs / copy_gbs : 0.0,
                 r.check <= 1 ? "pass" : "FAIL");
   }
@@ -124,16 +124,22 @@ int run_kernels(const KernelOptions& o) {
                 [&] { kernels::batchnorm_forward_eval(xg, gg, bg, mc, rvc, 1e-5, act, ye); });
     }
   };
-  // The default strategy (single launch where it applies), then the two-pass kernels for comparison.
+  // The default strategy (sliced two-pass), then the other two for comparison.
   for (bool fused : {false, true}) bench_batchnorm(fused, "", fused);
-  kernels::set_batchnorm_tuning({kernels::BnStrategy::TwoPass, 0, 0});
-  bench_batchnorm(true, " two-pass", false);
+  kernels::set_batchnorm_tuning({kernels::BnStrategy::FlatTwoPass, 0, 0});
+  bench_batchnorm(true, " flat", false);
+  kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, 0});
+  bench_batchnorm(true, " 1-launch", false);
   if (o.bn_sweep) {
     // Every launch configuration is validated against the CPU twin (the check column) before it
     // is timed; the default configuration's rows are the ones above.
-    for (int splits : {1, 2, 4, 8, 16, 32, 64, 128}) {
-      kernels::set_batchnorm_tuning({kernels::BnStrategy::TwoPass, splits, 0});
-      bench_batchnorm(true, fmt::format(" 2-pass s={}", splits), false);
+    for (int units : {2, 4, 8}) {
+      kernels::set_batchnorm_tuning({kernels::BnStrategy::TwoPass, 0, units});
+      bench_batchnorm(true, fmt::format(" 2-pass u={}", units), false);
+    }
+    for (int splits : {4, 8, 16, 32}) {
+      kernels::set_batchnorm_tuning({kernels::BnStrategy::FlatTwoPass, splits, 0});
+      bench_batchnorm(true, fmt::format(" flat s={}", splits), false);
     }
     for (int units : {2, 4, 8}) {
       kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, units});

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <thread>
@@ -23,6 +24,13 @@ namespace {
 
 bool gpu_present(std::string* why) { return cuda::device_available(why); }
 
+// Diagnosis hook: CAC_TEST_BN=flat|single runs every batch norm with that strategy.
+void apply_bn_override() {
+  const std::string bn = std::getenv("CAC_TEST_BN") ? std::getenv("CAC_TEST_BN") : "";
+  if (bn == "flat") kernels::set_batchnorm_tuning({kernels::BnStrategy::FlatTwoPass, 0, 0});
+  if (bn == "single") kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, 0});
+}
+
 #define REQUIRE_GPU()                                                   \
   do {                                                                  \
     std::string why_;                                                   \
@@ -30,6 +38,7 @@ bool gpu_present(std::string* why) { return cuda::device_available(why); }
     cuda::set_allow_tf32(false); /* compare full float32 against the CPU twin */ \
     /* no FFT/Winograd (see cuda_runtime.h); CAC_TEST_ANY_CONV_ALGO=1 lifts it for diagnosis */ \
     cuda::set_strict_conv_algorithms(std::getenv("CAC_TEST_ANY_CONV_ALGO") == nullptr); \
+    apply_bn_override();                                                \
   } while (0)
 
 std::vector<Tensor> to_cuda(const std::vector<Tensor>& v) {
@@ -138,7 +147,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaRealShapes, ::testing::ValuesIn(real_shape_
                          [](const auto& info) { return info.param.name; });
 
 // ---- batch norm under each launch strategy -----------------------------------------------------
-// The single-launch kernels (registers + per-channel barrier) and the two-pass ones, at shapes that
+// The sliced two-pass kernels (the default), the flat two-pass ones and the single-launch ones
+// (registers + per-channel barrier), at shapes that
 // hit each path: the real conv2 shape, batch 1, slices that end mid-block (50x4x20x20), a channel
 // cut into 128-256 slices (256x2x64x64), many small channels (128x512x4x4), and odd planes that must
 // fall back to two passes (3x5x7x9). Two forward+backward rounds: the barrier counters must be back
@@ -154,7 +164,8 @@ std::vector<BnTuningCase> bn_tuning_cases() {
       {"256x2x64x64", {256, 2, 64, 64}},   {"128x512x4x4", {128, 512, 4, 4}}, {"3x5x7x9", {3, 5, 7, 9}}};
   const std::vector<std::pair<std::string, kernels::BnTuning>> tunings = {
       {"auto", {}},
-      {"two_pass", {kernels::BnStrategy::TwoPass, 0, 0}},
+      {"two_pass_u2", {kernels::BnStrategy::TwoPass, 0, 2}},
+      {"flat", {kernels::BnStrategy::FlatTwoPass, 0, 0}},
       {"single_u2", {kernels::BnStrategy::SingleLaunch, 0, 2}},
       {"single_u8", {kernels::BnStrategy::SingleLaunch, 0, 8}}};
   std::vector<BnTuningCase> cs;
@@ -210,10 +221,11 @@ TEST_P(CudaBatchNormTuning, MatchesCpuTwin) {
     expect_close(ggamg, ggam, tol, "dgamma" + r);
     expect_close(gbetg, gbet, tol, "dbeta" + r);
   }
-  // The odd-plane shape has no 16-byte units: it must have taken the two-pass path.
+  // Single launch where the channel fits the co-resident blocks (all these shapes on an H100),
+  // else and for every other strategy two launches; the odd-plane shape has no 16-byte units.
   const bool vec4 = s[2] * s[3] % 4 == 0;
-  const bool single = vec4 && c.tuning.strategy != kernels::BnStrategy::TwoPass;
-  EXPECT_EQ(kernels::batchnorm_last_launches(), single ? 1 : 2);
+  if (vec4 && c.tuning.strategy == kernels::BnStrategy::SingleLaunch) EXPECT_LE(kernels::batchnorm_last_launches(), 2);
+  else EXPECT_EQ(kernels::batchnorm_last_launches(), 2);
 }
 INSTANTIATE_TEST_SUITE_P(Strategies, CudaBatchNormTuning, ::testing::ValuesIn(bn_tuning_cases()),
                          [](const auto& info) { return info.param.name; });
@@ -224,7 +236,8 @@ void expect_step_matches(const std::function<std::shared_ptr<OpenSetClassifier>(
   auto cpu_model = make(), gpu_model = make();
   gpu_model->to(Device::CUDA);
   Trainer cpu(cpu_model, Method::CAC, 0.1, 0.9, 5e-4), gpu(gpu_model, Method::CAC, 0.1, 0.9, 5e-4);
-  Generator gen(8);
+  const char* seed_env = std::getenv("CAC_TEST_SEED");  // diagnosis: other inputs
+  Generator gen(seed_env ? std::strtoull(seed_env, nullptr, 10) : 8);
   std::vector<float> xv(size_t(B) * 3 * 32 * 32);
   for (auto& v : xv) v = float(gen.normal());
   std::vector<int64_t> yv(size_t(B), 0);
@@ -247,6 +260,12 @@ void expect_step_matches(const std::function<std::shared_ptr<OpenSetClassifier>(
     std::vector<double> ref = pc.grad().to(DType::F64).to_vector<double>();
     double mx = 0;
     for (double v : ref) mx = std::max(mx, std::abs(v));
+    if (std::getenv("CAC_TEST_SEED")) {  // diagnosis: worst error of each tensor relative to its scale
+      std::vector<double> got = named_gpu[i].second.grad().to(DType::F64).to_vector<double>();
+      double e = 0;
+      for (size_t j = 0; j < got.size(); ++j) e = std::max(e, std::abs(got[j] - ref[j]));
+      std::printf("%-45s max|ref| %.3e  max|gpu-cpu| %.3e  rel %.2e\n", name.c_str(), mx, e, e / mx);
+    }
     expect_close(named_gpu[i].second.grad(), pc.grad(), Tolerance{tol.atol * mx, tol.rtol}, name + ".grad");
   }
   for (auto& [name, buf] : cpu_model->named_buffers())

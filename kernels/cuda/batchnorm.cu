@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <map>
-#include <optional>
+#include <type_traits>
 #include <utility>
 
 #include "core/cuda_runtime.h"
@@ -395,14 +395,82 @@ __device__ void channel_depart(int* arrive, int* depart, int c, int splits) {
   }
 }
 
-// Unit j (a float4) of channel c's N*upr units lives in image j / upr, column j % upr.
+// ---- slices: the unit of work of the single-launch and sliced two-pass kernels ----------------------
+// Channel c's N*upr float4 units are cut into slices of kThreads*U; a thread holds units
+// first, first + kThreads, ... (U of them), all loads issued before any is used.
+// Unit j lives in image j / upr, column j % upr.
 __device__ __forceinline__ int64_t unit_offset(int j, int upr, int C, int c) {
   const int n = j / upr;
   return (int64_t(n) * C + c) * upr + (j - n * upr);
 }
+template <int U>
+__device__ __forceinline__ void load_slice(const float* p, int first, int units, int upr, int C, int c, float4 (&v)[U]) {
+  const float4* p4 = reinterpret_cast<const float4*>(p);
+#pragma unroll
+  for (int i = 0; i < U; ++i) {
+    const int j = first + i * kThreads;
+    v[i] = j < units ? __ldg(p4 + unit_offset(j, upr, C, c)) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+}
+template <int U, class F>
+__device__ __forceinline__ void store_slice(float* p, int first, int units, int upr, int C, int c, F&& value) {
+  float4* p4 = reinterpret_cast<float4*>(p);
+#pragma unroll
+  for (int i = 0; i < U; ++i) {
+    const int j = first + i * kThreads;
+    if (j < units) p4[unit_offset(j, upr, C, c)] = value(i);
+  }
+}
+// This thread's Welford state of its slice values, centred on `shift` (see bn_stats).
+template <int U>
+__device__ __forceinline__ Welford slice_state(const float4 (&v)[U], int first, int units, float shift) {
+  float sum = 0.f, sq = 0.f;
+  int count = 0;
+#pragma unroll
+  for (int i = 0; i < U; ++i) {
+    if (first + i * kThreads >= units) continue;
+    const float a = v[i].x - shift, b = v[i].y - shift, cc = v[i].z - shift, d = v[i].w - shift;
+    sum += (a + b) + (cc + d);
+    sq += (a * a + b * b) + (cc * cc + d * d);
+    count += 4;
+  }
+  return thread_state(sum, sq, count, shift);
+}
+// Replaces g by the gradient at the BN output (activation mask applied) and returns this thread's
+// sums of g and g*(x - mean). Out-of-range units are zeros and add nothing.
+template <int U>
+__device__ __forceinline__ float2 slice_grad_sums(const float4 (&xv)[U], float4 (&gv)[U], const BwdCoeffs& k,
+                                                  bool leaky, float slope) {
+  float sg = 0.f, sgx = 0.f;
+#pragma unroll
+  for (int i = 0; i < U; ++i) {
+    gv[i] = make_float4(grad_pre(gv[i].x, xv[i].x, k, leaky, slope), grad_pre(gv[i].y, xv[i].y, k, leaky, slope),
+                        grad_pre(gv[i].z, xv[i].z, k, leaky, slope), grad_pre(gv[i].w, xv[i].w, k, leaky, slope));
+    sg += (gv[i].x + gv[i].y) + (gv[i].z + gv[i].w);
+    sgx += (gv[i].x * (xv[i].x - k.mu) + gv[i].y * (xv[i].y - k.mu)) +
+           (gv[i].z * (xv[i].z - k.mu) + gv[i].w * (xv[i].w - k.mu));
+  }
+  return make_float2(sg, sgx);
+}
+__device__ __forceinline__ float4 normalise4(float4 v, float scale, float shift, bool leaky, float slope) {
+  return make_float4(act_fn(v.x * scale + shift, leaky, slope), act_fn(v.y * scale + shift, leaky, slope),
+                     act_fn(v.z * scale + shift, leaky, slope), act_fn(v.w * scale + shift, leaky, slope));
+}
+// dx = gamma*invstd * (g - mean(g) - xhat * mean(g*xhat)), g already masked.
+__device__ __forceinline__ float4 dx4(float4 xv, float4 gv, const BwdCoeffs& k, float2 coef) {
+  auto e = [&](float xe, float ge) { return k.scale * (ge - coef.x - (xe - k.mu) * k.is * coef.y); };
+  return make_float4(e(xv.x, gv.x), e(xv.y, gv.y), e(xv.z, gv.z), e(xv.w, gv.w));
+}
+__device__ __forceinline__ void store_welford(float* partial, int c, int splits, int s, const Welford& w) {
+  float* p = partial + (int64_t(c) * splits + s) * 3;
+  p[0] = w.n;
+  p[1] = w.mean;
+  p[2] = w.m2;
+}
 
-// Training forward in one launch; U = float4s per thread held in registers. Block b is split
-// b % splits of group b / splits; `partial` holds [C][splits] Welford states.
+// ---- single launch: training forward and backward ---------------------------------------------------
+// Block b is split b % splits of group b / splits; `partial` holds [C][splits] Welford states
+// (forward) or pairs of sums (backward).
 template <int U>
 __global__ void __launch_bounds__(kThreads) bn_forward_single(
     const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
@@ -413,33 +481,11 @@ __global__ void __launch_bounds__(kThreads) bn_forward_single(
   __shared__ float2 sh_mi;
   const int s = int(blockIdx.x) % splits, g = int(blockIdx.x) / splits;
   const int units = N * upr, first = s * (kThreads * U) + int(threadIdx.x);
-  const float4* x4 = reinterpret_cast<const float4*>(x);
-  float4* y4 = reinterpret_cast<float4*>(y);
   for (int c = g; c < C; c += groups) {
     float4 v[U];
-#pragma unroll
-    for (int i = 0; i < U; ++i) {  // all U loads issued before any is used
-      const int j = first + i * kThreads;
-      v[i] = j < units ? __ldg(x4 + unit_offset(j, upr, C, c)) : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-    const float shift = __ldg(x + int64_t(c) * upr * 4);  // centring value, as in bn_stats
-    float sum = 0.f, sq = 0.f;
-    int count = 0;
-#pragma unroll
-    for (int i = 0; i < U; ++i) {
-      if (first + i * kThreads >= units) continue;
-      const float a = v[i].x - shift, b = v[i].y - shift, cc = v[i].z - shift, d = v[i].w - shift;
-      sum += (a + b) + (cc + d);
-      sq += (a * a + b * b) + (cc * cc + d * d);
-      count += 4;
-    }
-    const Welford w = block_merge(thread_state(sum, sq, count, shift));
-    if (threadIdx.x == 0) {
-      float* p = partial + (int64_t(c) * splits + s) * 3;
-      p[0] = w.n;
-      p[1] = w.mean;
-      p[2] = w.m2;
-    }
+    load_slice<U>(x, first, units, upr, C, c, v);
+    const Welford w = block_merge(slice_state<U>(v, first, units, __ldg(x + int64_t(c) * upr * 4)));
+    if (threadIdx.x == 0) store_welford(partial, c, splits, s, w);
     channel_barrier(counters, c, splits);
     if (threadIdx.x < 32) {
       const ChannelStats st = merge_slices(partial, c, splits);
@@ -456,21 +502,12 @@ __global__ void __launch_bounds__(kThreads) bn_forward_single(
     }
     __syncthreads();
     const float scale = __ldg(gamma + c) * sh_mi.y;  // the same expressions as bn_apply
-    const float sh = __ldg(beta + c) - sh_mi.x * scale;
-#pragma unroll
-    for (int i = 0; i < U; ++i) {
-      const int j = first + i * kThreads;
-      if (j >= units) continue;
-      y4[unit_offset(j, upr, C, c)] =
-          make_float4(act_fn(v[i].x * scale + sh, leaky, slope), act_fn(v[i].y * scale + sh, leaky, slope),
-                      act_fn(v[i].z * scale + sh, leaky, slope), act_fn(v[i].w * scale + sh, leaky, slope));
-    }
+    const float shift = __ldg(beta + c) - sh_mi.x * scale;
+    store_slice<U>(y, first, units, upr, C, c, [&](int i) { return normalise4(v[i], scale, shift, leaky, slope); });
     __syncthreads();  // sh_mi and the merge scratch are reused by the next channel
   }
 }
 
-// Backward in one launch: x and g of the slice in registers, the two sums per channel through the
-// same barrier, then dx (if wanted) from registers. `partial` holds [C][splits] pairs of sums.
 template <int U>
 __global__ void __launch_bounds__(kThreads) bn_backward_single(
     const float* __restrict__ x, const float* __restrict__ gy, const float* __restrict__ gamma,
@@ -482,32 +519,15 @@ __global__ void __launch_bounds__(kThreads) bn_backward_single(
   __shared__ float2 sh_coef;
   const int s = int(blockIdx.x) % splits, g = int(blockIdx.x) / splits;
   const int units = N * upr, first = s * (kThreads * U) + int(threadIdx.x);
-  const float4* x4 = reinterpret_cast<const float4*>(x);
-  const float4* g4 = reinterpret_cast<const float4*>(gy);
-  float4* o4 = reinterpret_cast<float4*>(gx);
   const double M = double(N) * upr * 4;
   for (int c = g; c < C; c += groups) {
     float4 xv[U], gv[U];
-#pragma unroll
-    for (int i = 0; i < U; ++i) {
-      const int j = first + i * kThreads;
-      const bool in = j < units;
-      const int64_t off = in ? unit_offset(j, upr, C, c) : 0;
-      xv[i] = in ? __ldg(x4 + off) : make_float4(0.f, 0.f, 0.f, 0.f);
-      gv[i] = in ? __ldg(g4 + off) : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
+    load_slice<U>(x, first, units, upr, C, c, xv);
+    load_slice<U>(gy, first, units, upr, C, c, gv);
     const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
-    float sg = 0.f, sgx = 0.f;
-#pragma unroll
-    for (int i = 0; i < U; ++i) {  // out-of-range units are zeros: g = 0 adds nothing
-      gv[i] = make_float4(grad_pre(gv[i].x, xv[i].x, k, leaky, slope), grad_pre(gv[i].y, xv[i].y, k, leaky, slope),
-                          grad_pre(gv[i].z, xv[i].z, k, leaky, slope), grad_pre(gv[i].w, xv[i].w, k, leaky, slope));
-      sg += (gv[i].x + gv[i].y) + (gv[i].z + gv[i].w);
-      sgx += (gv[i].x * (xv[i].x - k.mu) + gv[i].y * (xv[i].y - k.mu)) +
-             (gv[i].z * (xv[i].z - k.mu) + gv[i].w * (xv[i].w - k.mu));
-    }
-    const double bsg = block_sum(double(sg), scratch);
-    const double bsgx = block_sum(double(sgx), scratch);
+    const float2 sums = slice_grad_sums<U>(xv, gv, k, leaky, slope);
+    const double bsg = block_sum(double(sums.x), scratch);
+    const double bsgx = block_sum(double(sums.y), scratch);
     if (threadIdx.x == 0) {
       partial[(int64_t(c) * splits + s) * 2] = bsg;
       partial[(int64_t(c) * splits + s) * 2 + 1] = bsgx;
@@ -522,19 +542,97 @@ __global__ void __launch_bounds__(kThreads) bn_backward_single(
       }
     }
     __syncthreads();
-    if (o4) {
-      const float mg = sh_coef.x, mgx = sh_coef.y;
-      auto e = [&](float xe, float ge) { return k.scale * (ge - mg - (xe - k.mu) * k.is * mgx); };
-#pragma unroll
-      for (int i = 0; i < U; ++i) {
-        const int j = first + i * kThreads;
-        if (j >= units) continue;
-        o4[unit_offset(j, upr, C, c)] =
-            make_float4(e(xv[i].x, gv[i].x), e(xv[i].y, gv[i].y), e(xv[i].z, gv[i].z), e(xv[i].w, gv[i].w));
-      }
-    }
+    const float2 coef = sh_coef;
+    if (gx) store_slice<U>(gx, first, units, upr, C, c, [&](int i) { return dx4(xv[i], gv[i], k, coef); });
     __syncthreads();  // sh_coef and the scratch are reused by the next channel
   }
+}
+
+// ---- sliced two passes ---------------------------------------------------------------------------------
+// Pass 1 block b takes slice b % splits of channel b / splits and the last block of a channel
+// finalises it (arrival counter). Pass 2 visits the slices in reverse, so it first re-reads what
+// pass 1 read last, while that is still in L2.
+template <int U>
+__global__ void __launch_bounds__(kThreads) bn_stats_sliced(
+    const float* __restrict__ x, int N, int C, int upr, int splits, float* __restrict__ partial,
+    int* __restrict__ counters, float momentum, float eps, float* __restrict__ running_mean,
+    float* __restrict__ running_var, float* __restrict__ save_mean, float* __restrict__ save_invstd) {
+  const int c = int(blockIdx.x) / splits, s = int(blockIdx.x) % splits;
+  const int units = N * upr, first = s * (kThreads * U) + int(threadIdx.x);
+  float4 v[U];
+  load_slice<U>(x, first, units, upr, C, c, v);
+  const Welford w = block_merge(slice_state<U>(v, first, units, __ldg(x + int64_t(c) * upr * 4)));
+  if (threadIdx.x == 0) store_welford(partial, c, splits, s, w);
+  if (!arrive_last(counters, c, splits) || threadIdx.x >= 32) return;
+  const ChannelStats st = merge_slices(partial, c, splits);
+  if (threadIdx.x != 0) return;
+  const float2 mi = normalisation(st, eps);
+  save_mean[c] = mi.x;
+  save_invstd[c] = mi.y;
+  update_running(st, c, momentum, running_mean, running_var);
+  counters[c] = 0;
+}
+
+template <int U>
+__global__ void __launch_bounds__(kThreads) bn_apply_sliced(
+    const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
+    const float* __restrict__ beta, const float* __restrict__ mean, const float* __restrict__ invstd,
+    int N, int C, int upr, int splits, bool leaky, float slope) {
+  const int b = int(gridDim.x - 1 - blockIdx.x), c = b / splits, s = b % splits;
+  const int units = N * upr, first = s * (kThreads * U) + int(threadIdx.x);
+  float4 v[U];
+  load_slice<U>(x, first, units, upr, C, c, v);
+  const float scale = __ldg(gamma + c) * __ldg(invstd + c);  // the same expressions as bn_apply
+  const float shift = __ldg(beta + c) - __ldg(mean + c) * scale;
+  store_slice<U>(y, first, units, upr, C, c, [&](int i) { return normalise4(v[i], scale, shift, leaky, slope); });
+}
+
+template <int U>
+__global__ void __launch_bounds__(kThreads) bn_bwd_sums_sliced(
+    const float* __restrict__ x, const float* __restrict__ gy, const float* __restrict__ gamma,
+    const float* __restrict__ beta, const float* __restrict__ mean, const float* __restrict__ invstd,
+    bool leaky, float slope, bool training, int N, int C, int upr, int splits,
+    double* __restrict__ partial, int* __restrict__ counters, float* __restrict__ ggamma,
+    float* __restrict__ gbeta, float* __restrict__ coef) {
+  __shared__ double scratch[32];
+  const int c = int(blockIdx.x) / splits, s = int(blockIdx.x) % splits;
+  const int units = N * upr, first = s * (kThreads * U) + int(threadIdx.x);
+  float4 xv[U], gv[U];
+  load_slice<U>(x, first, units, upr, C, c, xv);
+  load_slice<U>(gy, first, units, upr, C, c, gv);
+  const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
+  const float2 sums = slice_grad_sums<U>(xv, gv, k, leaky, slope);
+  const double bsg = block_sum(double(sums.x), scratch);
+  const double bsgx = block_sum(double(sums.y), scratch);
+  if (threadIdx.x == 0) {
+    partial[(int64_t(c) * splits + s) * 2] = bsg;
+    partial[(int64_t(c) * splits + s) * 2 + 1] = bsgx;
+  }
+  if (!arrive_last(counters, c, splits) || threadIdx.x >= 32) return;
+  const GradSums t = sum_slices(partial, c, splits);
+  if (threadIdx.x != 0) return;
+  write_param_grads(t, c, k.is, ggamma, gbeta);
+  const float2 cf = grad_coefficients(t, k.is, training, double(N) * upr * 4);
+  coef[2 * c] = cf.x;
+  coef[2 * c + 1] = cf.y;
+  counters[c] = 0;
+}
+
+template <int U>
+__global__ void __launch_bounds__(kThreads) bn_bwd_dx_sliced(
+    const float* __restrict__ x, const float* __restrict__ gy, const float* __restrict__ gamma,
+    const float* __restrict__ beta, const float* __restrict__ mean, const float* __restrict__ invstd,
+    const float* __restrict__ coef, bool leaky, float slope, int N, int C, int upr, int splits,
+    float* __restrict__ gx) {
+  const int b = int(gridDim.x - 1 - blockIdx.x), c = b / splits, s = b % splits;
+  const int units = N * upr, first = s * (kThreads * U) + int(threadIdx.x);
+  float4 xv[U], gv[U];
+  load_slice<U>(x, first, units, upr, C, c, xv);
+  load_slice<U>(gy, first, units, upr, C, c, gv);
+  const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
+  slice_grad_sums<U>(xv, gv, k, leaky, slope);  // masks g; the sums are unused here
+  const float2 cf = make_float2(__ldg(coef + 2 * c), __ldg(coef + 2 * c + 1));
+  store_slice<U>(gx, first, units, upr, C, c, [&](int i) { return dx4(xv[i], gv[i], k, cf); });
 }
 
 struct Shape4 {
@@ -594,18 +692,18 @@ struct BackwardDx {
   }
 };
 
-// Grid of a single-launch kernel for this shape, or nullopt where the two-pass kernels must run:
-// odd planes / unaligned views (no 16-byte units), the TwoPass strategy, or a channel whose slices
-// outnumber the blocks that fit on the GPU at once (the barrier needs them all resident).
-struct SinglePlan {
-  int splits, groups;
-};
-template <class Kernel>
-std::optional<SinglePlan> plan_single(Kernel kernel, int units_per_thread, const Shape4& s, bool vec4) {
-  if (!vec4 || cac::kernels::batchnorm_tuning().strategy == BnStrategy::TwoPass) return std::nullopt;
+// Units of a channel (float4s) when the 16-byte kernels apply: whole float4s per plane, aligned
+// bases and a count that fits the kernels' int indexing; else 0 (the flat two-pass kernels run).
+int64_t channel_units(const Shape4& s, bool vec4) {
+  if (!vec4) return 0;
   const int64_t units = int64_t(s.N) * (s.HW / 4);
-  if (units >= (int64_t(1) << 30)) return std::nullopt;
-  // Co-resident blocks of this kernel (occupancy x SMs), measured once per kernel.
+  return units < (int64_t(1) << 30) && units * s.C < (int64_t(1) << 40) ? units : 0;
+}
+int splits_of(int64_t units, int U) { return int((units + int64_t(kThreads) * U - 1) / (int64_t(kThreads) * U)); }
+
+// Co-resident blocks of a kernel (occupancy x SMs), measured once per kernel.
+template <class Kernel>
+int resident_blocks(Kernel kernel) {
   static std::map<const void*, int> resident_of;
   auto it = resident_of.find(reinterpret_cast<const void*>(kernel));
   if (it == resident_of.end()) {
@@ -613,10 +711,7 @@ std::optional<SinglePlan> plan_single(Kernel kernel, int units_per_thread, const
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
     it = resident_of.emplace(reinterpret_cast<const void*>(kernel), per_sm * cac::cuda::sm_count()).first;
   }
-  const int64_t per_block = int64_t(kThreads) * units_per_thread;
-  const int splits = int((units + per_block - 1) / per_block);
-  if (splits > it->second) return std::nullopt;
-  return SinglePlan{splits, std::min(s.C, it->second / splits)};
+  return it->second;
 }
 
 // Cooperative: all blocks co-resident, or the launch fails (never a hang at the barrier).
@@ -635,40 +730,25 @@ void launch_cooperative(void (*kernel)(Params...), int blocks, Args&&... args) {
   CUDA_CHECK_LAUNCH();
 }
 
-template <int U>
-bool forward_single(const Shape4& s, bool vec4, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                    Tensor& running_mean, Tensor& running_var, float momentum, float eps,
-                    BnActivation act, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
-  const auto plan = plan_single(bn_forward_single<U>, U, s, vec4);
-  if (!plan) return false;
-  Tensor partial = Tensor::empty({s.C, plan->splits, 3}, DType::F32, Device::CUDA);
-  launch_cooperative(bn_forward_single<U>, plan->splits * plan->groups, x.data<float>(), y.data<float>(),
-                     gamma.data<float>(), beta.data<float>(), s.N, s.C, s.HW / 4, plan->splits,
-                     plan->groups, partial.data<float>(), channel_counters(), momentum, eps,
-                     running_mean.data<float>(), running_var.data<float>(), save_mean.data<float>(),
-                     save_invstd.data<float>(), act.leaky, float(act.slope));
-  cac::kernels::note_batchnorm_launches(1);
-  return true;
+// Calls f(std::integral_constant<int, U>) for U = units (2, 4 or 8): the kernels' register arrays
+// need U at compile time.
+template <class F>
+void with_units(int units, F&& f) {
+  if (units == 2) f(std::integral_constant<int, 2>{});
+  else if (units == 4) f(std::integral_constant<int, 4>{});
+  else f(std::integral_constant<int, 8>{});
 }
 
-template <int U>
-bool backward_single(const Shape4& s, bool vec4, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                     const Tensor& mean, const Tensor& invstd, const Tensor& gy, BnActivation act,
-                     bool training, Tensor* gx, Tensor& ggamma, Tensor& gbeta) {
-  const auto plan = plan_single(bn_backward_single<U>, U, s, vec4);
-  if (!plan) return false;
-  Tensor partial = Tensor::empty({s.C, plan->splits, 2}, DType::F64, Device::CUDA);
-  launch_cooperative(bn_backward_single<U>, plan->splits * plan->groups, x.data<float>(), gy.data<float>(),
-                     gamma.data<float>(), beta.data<float>(), mean.data<float>(), invstd.data<float>(),
-                     act.leaky, float(act.slope), training, s.N, s.C, s.HW / 4, plan->splits,
-                     plan->groups, partial.data<double>(), channel_counters(), ggamma.data<float>(),
-                     gbeta.data<float>(), gx ? gx->data<float>() : static_cast<float*>(nullptr));
-  cac::kernels::note_batchnorm_launches(1);
-  return true;
+// The strategy for this call: SingleLaunch needs the channel's slices co-resident (checked by the
+// caller), the sliced kernels need 16-byte units; Auto is the sliced two-pass (measured fastest
+// on the H100, docs/performance.md).
+BnStrategy strategy_for(int64_t units) {
+  if (units == 0) return BnStrategy::FlatTwoPass;
+  const BnStrategy st = cac::kernels::batchnorm_tuning().strategy;
+  return st == BnStrategy::Auto ? BnStrategy::TwoPass : st;
 }
 
-// Registers per thread hold U float4s of x (forward) or of x and g (backward): the defaults keep
-// ~128 bytes in flight per thread in both directions.
+// Registers per thread hold U float4s of x (forward) or of x and g (backward).
 int units_per_thread(int default_units) {
   const int forced = cac::kernels::batchnorm_tuning().units_per_thread;
   return forced > 0 ? forced : default_units;
@@ -681,24 +761,57 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   require_f32("batch_norm2d", x);
   const Shape4 s = shape_of(x);
   if (s.total == 0) return;
-  const bool vec4 = vec4_ok(s.HW, {x.raw(), y.raw()});
-  const float m = float(momentum), e = float(eps);
-  switch (units_per_thread(8)) {
-    case 2: if (forward_single<2>(s, vec4, x, gamma, beta, running_mean, running_var, m, e, act, y, save_mean, save_invstd)) return; break;
-    case 4: if (forward_single<4>(s, vec4, x, gamma, beta, running_mean, running_var, m, e, act, y, save_mean, save_invstd)) return; break;
-    default: if (forward_single<8>(s, vec4, x, gamma, beta, running_mean, running_var, m, e, act, y, save_mean, save_invstd)) return;
+  const int64_t units = channel_units(s, vec4_ok(s.HW, {x.raw(), y.raw()}));
+  const BnStrategy st = strategy_for(units);
+  const float m = float(momentum), e = float(eps), slope = float(act.slope);
+  const int upr = s.HW / 4;
+  bool done = false;
+  if (st == BnStrategy::SingleLaunch) {
+    with_units(units_per_thread(8), [&](auto U) {
+      constexpr int kU = decltype(U)::value;
+      const int splits = splits_of(units, kU), resident = resident_blocks(bn_forward_single<kU>);
+      if (splits > resident) return;  // the barrier needs the whole channel resident
+      const int groups = std::min(s.C, resident / splits);
+      Tensor partial = Tensor::empty({s.C, splits, 3}, DType::F32, Device::CUDA);
+      launch_cooperative(bn_forward_single<kU>, splits * groups, x.data<float>(), y.data<float>(),
+                         gamma.data<float>(), beta.data<float>(), s.N, s.C, upr, splits, groups,
+                         partial.data<float>(), channel_counters(), m, e, running_mean.data<float>(),
+                         running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
+                         act.leaky, slope);
+      cac::kernels::note_batchnorm_launches(1);
+      done = true;
+    });
   }
+  if (!done && units > 0 && st != BnStrategy::FlatTwoPass) {
+    with_units(units_per_thread(8), [&](auto U) {
+      constexpr int kU = decltype(U)::value;
+      const int splits = splits_of(units, kU), blocks = s.C * splits;
+      Tensor partial = Tensor::empty({s.C, splits, 3}, DType::F32, Device::CUDA);
+      bn_stats_sliced<kU><<<blocks, kThreads, 0, stream()>>>(
+          x.data<float>(), s.N, s.C, upr, splits, partial.data<float>(), channel_counters(), m, e,
+          running_mean.data<float>(), running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>());
+      CUDA_CHECK_LAUNCH();
+      bn_apply_sliced<kU><<<blocks, kThreads, 0, stream()>>>(x.data<float>(), y.data<float>(), gamma.data<float>(),
+                                                             beta.data<float>(), save_mean.data<float>(),
+                                                             save_invstd.data<float>(), s.N, s.C, upr, splits,
+                                                             act.leaky, slope);
+      CUDA_CHECK_LAUNCH();
+    });
+    cac::kernels::note_batchnorm_launches(2);
+    done = true;
+  }
+  if (done) return;
+  const bool vec4 = vec4_ok(s.HW, {x.raw(), y.raw()});
   const int splits = splits_for(s.N, s.C);
   Tensor partial = Tensor::empty({s.C, splits, 3}, DType::F32, Device::CUDA);
   auto stats = vec4 ? bn_stats<4> : bn_stats<1>;
   stats<<<dim3(splits, s.C), kThreads, 0, stream()>>>(
-      x.data<float>(), s.N, s.C, s.HW, splits, partial.data<float>(), channel_counters(),
-      float(momentum), float(eps), running_mean.data<float>(), running_var.data<float>(),
-      save_mean.data<float>(), save_invstd.data<float>());
+      x.data<float>(), s.N, s.C, s.HW, splits, partial.data<float>(), channel_counters(), m, e,
+      running_mean.data<float>(), running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>());
   CUDA_CHECK_LAUNCH();
   elementwise_pass<ApplyTrain>(vec4, s, x.data<float>(), y.data<float>(), gamma.data<float>(),
                                beta.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
-                               float(eps), act.leaky, float(act.slope));
+                               e, act.leaky, slope);
   cac::kernels::note_batchnorm_launches(2);
 }
 
@@ -721,18 +834,54 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
   const Shape4 s = shape_of(x);
   if (s.total == 0) return;
   const bool vec4 = vec4_ok(s.HW, {x.raw(), gy.raw(), gx ? gx->raw() : nullptr});
-  switch (units_per_thread(4)) {
-    case 2: if (backward_single<2>(s, vec4, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta)) return; break;
-    case 8: if (backward_single<8>(s, vec4, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta)) return; break;
-    default: if (backward_single<4>(s, vec4, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta)) return;
+  const int64_t units = channel_units(s, vec4);
+  const BnStrategy st = strategy_for(units);
+  const float slope = float(act.slope);
+  const int upr = s.HW / 4;
+  float* gx_data = gx ? gx->data<float>() : nullptr;
+  bool done = false;
+  if (st == BnStrategy::SingleLaunch) {
+    with_units(units_per_thread(4), [&](auto U) {
+      constexpr int kU = decltype(U)::value;
+      const int splits = splits_of(units, kU), resident = resident_blocks(bn_backward_single<kU>);
+      if (splits > resident) return;
+      const int groups = std::min(s.C, resident / splits);
+      Tensor partial = Tensor::empty({s.C, splits, 2}, DType::F64, Device::CUDA);
+      launch_cooperative(bn_backward_single<kU>, splits * groups, x.data<float>(), gy.data<float>(),
+                         gamma.data<float>(), beta.data<float>(), mean.data<float>(), invstd.data<float>(),
+                         act.leaky, slope, training, s.N, s.C, upr, splits, groups, partial.data<double>(),
+                         channel_counters(), ggamma.data<float>(), gbeta.data<float>(), gx_data);
+      cac::kernels::note_batchnorm_launches(1);
+      done = true;
+    });
+  }
+  if (done) return;
+  Tensor coef = Tensor::empty({s.C, 2}, DType::F32, Device::CUDA);
+  if (units > 0 && st != BnStrategy::FlatTwoPass) {
+    with_units(units_per_thread(4), [&](auto U) {
+      constexpr int kU = decltype(U)::value;
+      const int splits = splits_of(units, kU), blocks = s.C * splits;
+      Tensor partial = Tensor::empty({s.C, splits, 2}, DType::F64, Device::CUDA);
+      bn_bwd_sums_sliced<kU><<<blocks, kThreads, 0, stream()>>>(
+          x.data<float>(), gy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
+          invstd.data<float>(), act.leaky, slope, training, s.N, s.C, upr, splits, partial.data<double>(),
+          channel_counters(), ggamma.data<float>(), gbeta.data<float>(), coef.data<float>());
+      CUDA_CHECK_LAUNCH();
+      if (!gx) return;
+      bn_bwd_dx_sliced<kU><<<blocks, kThreads, 0, stream()>>>(
+          x.data<float>(), gy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
+          invstd.data<float>(), coef.data<float>(), act.leaky, slope, s.N, s.C, upr, splits, gx_data);
+      CUDA_CHECK_LAUNCH();
+    });
+    cac::kernels::note_batchnorm_launches(gx ? 2 : 1);
+    return;
   }
   const int splits = splits_for(s.N, s.C);
   Tensor partial = Tensor::empty({s.C, splits, 2}, DType::F64, Device::CUDA);
-  Tensor coef = Tensor::empty({s.C, 2}, DType::F32, Device::CUDA);
   auto reduce = vec4 ? bn_bwd_reduce<4> : bn_bwd_reduce<1>;
   reduce<<<dim3(splits, s.C), kThreads, 0, stream()>>>(
       x.data<float>(), gy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
-      invstd.data<float>(), act.leaky, float(act.slope), training, s.N, s.C, s.HW, splits,
+      invstd.data<float>(), act.leaky, slope, training, s.N, s.C, s.HW, splits,
       partial.data<double>(), channel_counters(), ggamma.data<float>(), gbeta.data<float>(),
       coef.data<float>());
   CUDA_CHECK_LAUNCH();
@@ -740,7 +889,7 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
   if (!gx) return;
   elementwise_pass<BackwardDx>(vec4, s, x.data<float>(), gy.data<float>(), gamma.data<float>(),
                                beta.data<float>(), mean.data<float>(), invstd.data<float>(),
-                               coef.data<float>(), act.leaky, float(act.slope), gx->data<float>());
+                               coef.data<float>(), act.leaky, slope, gx_data);
 }
 
 }  // namespace cac::kernels::cuda
