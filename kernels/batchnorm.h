@@ -31,16 +31,16 @@ CAC_DECLARE_KERNEL(void batchnorm_backward(const Tensor& x, const Tensor& gamma,
                                            Tensor& ggamma, Tensor& gbeta))
 
 // How the CUDA training kernels (forward statistics + normalise; backward sums + dx) are launched.
+// SingleLaunch: one cooperative launch per direction; each block keeps its slice of a channel on
+//   chip (forward: shared memory, backward: registers), the blocks of a channel meet at a
+//   per-channel barrier for the statistics, then write from chip, so the activation crosses DRAM
+//   once. Falls back to TwoPass where a channel's slices do not fit the co-resident blocks.
 // TwoPass: a reduction launch over slices of each channel (the last block of a channel finalises
 //   it), then an elementwise launch that visits the slices in reverse so its re-read of the
 //   activation starts with what is still in L2.
-// SingleLaunch: one cooperative launch per direction; each block keeps its slice in registers,
-//   the blocks of a channel meet at a per-channel barrier for the statistics, then write from
-//   registers (the activation crosses DRAM once, but every group of channels pays a barrier).
-//   Falls back to TwoPass where a channel's slices do not fit the co-resident blocks.
 // FlatTwoPass: per-channel reduction, then a grid-stride elementwise pass in memory order; the only
 //   path for planes without whole float4s (HW % 4 != 0) or unaligned views.
-// Auto (default) = TwoPass where it applies. The CPU twins ignore all of this.
+// Auto (default) = SingleLaunch where it applies. The CPU twins ignore all of this.
 enum class BnStrategy { Auto, TwoPass, SingleLaunch, FlatTwoPass };
 struct BnTuning {
   BnStrategy strategy = BnStrategy::Auto;

@@ -147,8 +147,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaRealShapes, ::testing::ValuesIn(real_shape_
                          [](const auto& info) { return info.param.name; });
 
 // ---- batch norm under each launch strategy -----------------------------------------------------
-// The sliced two-pass kernels (the default), the flat two-pass ones and the single-launch ones
-// (registers + per-channel barrier), at shapes that
+// The single-launch kernels (the default: slices on chip + per-channel barrier), the sliced and
+// the flat two-pass ones, at shapes that
 // hit each path: the real conv2 shape, batch 1, slices that end mid-block (50x4x20x20), a channel
 // cut into 128-256 slices (256x2x64x64), many small channels (128x512x4x4), and odd planes that must
 // fall back to two passes (3x5x7x9). Two forward+backward rounds: the barrier counters must be back
@@ -224,7 +224,9 @@ TEST_P(CudaBatchNormTuning, MatchesCpuTwin) {
   // Single launch where the channel fits the co-resident blocks (all these shapes on an H100),
   // else and for every other strategy two launches; the odd-plane shape has no 16-byte units.
   const bool vec4 = s[2] * s[3] % 4 == 0;
-  if (vec4 && c.tuning.strategy == kernels::BnStrategy::SingleLaunch) EXPECT_LE(kernels::batchnorm_last_launches(), 2);
+  const auto st = c.tuning.strategy;
+  if (vec4 && (st == kernels::BnStrategy::SingleLaunch || st == kernels::BnStrategy::Auto))
+    EXPECT_LE(kernels::batchnorm_last_launches(), 2);
   else EXPECT_EQ(kernels::batchnorm_last_launches(), 2);
 }
 INSTANTIATE_TEST_SUITE_P(Strategies, CudaBatchNormTuning, ::testing::ValuesIn(bn_tuning_cases()),
@@ -232,8 +234,31 @@ INSTANTIATE_TEST_SUITE_P(Strategies, CudaBatchNormTuning, ::testing::ValuesIn(bn
 
 // ---- a whole training step, GPU vs CPU (classifier32 and ResNet-18) --------------------------
 // `depth`: convolutions on the longest path, for the tolerance of the accumulated rounding.
+// Every batch norm's beta is set to 4 on both sides first. With beta = 0 the pre-activations are
+// ~N(0, 1) and a step has millions of them: a few land within float32 rounding of the activation's
+// kink, where the two twins' ~1e-7 differences flip the derivative (1 vs slope) of that element;
+// the flipped element's gradient then differs at O(1) and spreads to every layer below (measured
+// on an H100: 3 of 6 seed/strategy runs failed that way, with errors of 1e-3..1e-2 below one layer
+// and ~3e-6 everywhere above it). With beta = 4 the negative side is still exercised (~3e-5 of the
+// elements, dozens per step) but the density of pre-activations near 0 is ~3000x lower. The kink itself is compared
+// exactly by the per-op cases above, where both twins see identical inputs.
+int move_bn_off_the_kink(OpenSetClassifier& model) {
+  int moved = 0;
+  for (auto& [name, p] : model.named_parameters()) {
+    const bool bn_bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0 &&
+                         (name.find(".bn") != std::string::npos || name.find("downsample.1.") != std::string::npos);
+    if (bn_bias) {
+      p.copy_from(Tensor::full(p.shape(), 4.0, p.dtype(), p.device()));
+      ++moved;
+    }
+  }
+  return moved;
+}
+
 void expect_step_matches(const std::function<std::shared_ptr<OpenSetClassifier>()>& make, int classes, int B, int depth) {
   auto cpu_model = make(), gpu_model = make();
+  ASSERT_GT(move_bn_off_the_kink(*cpu_model), 5) << "no batch-norm biases found by name";
+  move_bn_off_the_kink(*gpu_model);
   gpu_model->to(Device::CUDA);
   Trainer cpu(cpu_model, Method::CAC, 0.1, 0.9, 5e-4), gpu(gpu_model, Method::CAC, 0.1, 0.9, 5e-4);
   const char* seed_env = std::getenv("CAC_TEST_SEED");  // diagnosis: other inputs

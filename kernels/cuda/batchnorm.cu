@@ -468,9 +468,22 @@ __device__ __forceinline__ void store_welford(float* partial, int c, int splits,
   p[2] = w.m2;
 }
 
+// Rounds of a single launch = channels x slices / co-resident blocks, and each round pays a
+// barrier (~10 us measured on an H100), so the backward's registers are capped for 4 blocks per SM.
+constexpr int kSingleBlocksPerSm = 4;
+
 // ---- single launch: training forward and backward ---------------------------------------------------
 // Block b is split b % splits of group b / splits; `partial` holds [C][splits] Welford states
 // (forward) or pairs of sums (backward).
+// 16-byte asynchronous copy global -> shared (sm_80+), bypassing registers and L1.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// The forward holds its slice in shared memory (filled by cp.async, so it takes no registers):
+// U = 8 is 32 KiB per block, 6 blocks per SM, 2 rounds at the conv2 shape on an H100.
 template <int U>
 __global__ void __launch_bounds__(kThreads) bn_forward_single(
     const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
@@ -478,13 +491,32 @@ __global__ void __launch_bounds__(kThreads) bn_forward_single(
     float* __restrict__ partial, int* __restrict__ counters, float momentum, float eps,
     float* __restrict__ running_mean, float* __restrict__ running_var, float* __restrict__ save_mean,
     float* __restrict__ save_invstd, bool leaky, float slope) {
+  __shared__ float4 tile[U * kThreads];  // each thread reads back only the slots it filled
   __shared__ float2 sh_mi;
   const int s = int(blockIdx.x) % splits, g = int(blockIdx.x) / splits;
   const int units = N * upr, first = s * (kThreads * U) + int(threadIdx.x);
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  float4* y4 = reinterpret_cast<float4*>(y);
   for (int c = g; c < C; c += groups) {
-    float4 v[U];
-    load_slice<U>(x, first, units, upr, C, c, v);
-    const Welford w = block_merge(slice_state<U>(v, first, units, __ldg(x + int64_t(c) * upr * 4)));
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      const int j = first + i * kThreads;
+      if (j < units) cp_async16(&tile[i * kThreads + threadIdx.x], x4 + unit_offset(j, upr, C, c));
+    }
+    const float shift = __ldg(x + int64_t(c) * upr * 4);  // centring value, as in bn_stats
+    cp_async_wait_all();
+    float sum = 0.f, sq = 0.f;
+    int count = 0;
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      if (first + i * kThreads >= units) continue;
+      const float4 v = tile[i * kThreads + threadIdx.x];
+      const float a = v.x - shift, b = v.y - shift, cc = v.z - shift, d = v.w - shift;
+      sum += (a + b) + (cc + d);
+      sq += (a * a + b * b) + (cc * cc + d * d);
+      count += 4;
+    }
+    const Welford w = block_merge(thread_state(sum, sq, count, shift));
     if (threadIdx.x == 0) store_welford(partial, c, splits, s, w);
     channel_barrier(counters, c, splits);
     if (threadIdx.x < 32) {
@@ -502,14 +534,18 @@ __global__ void __launch_bounds__(kThreads) bn_forward_single(
     }
     __syncthreads();
     const float scale = __ldg(gamma + c) * sh_mi.y;  // the same expressions as bn_apply
-    const float shift = __ldg(beta + c) - sh_mi.x * scale;
-    store_slice<U>(y, first, units, upr, C, c, [&](int i) { return normalise4(v[i], scale, shift, leaky, slope); });
+    const float sh = __ldg(beta + c) - sh_mi.x * scale;
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      const int j = first + i * kThreads;
+      if (j < units) y4[unit_offset(j, upr, C, c)] = normalise4(tile[i * kThreads + threadIdx.x], scale, sh, leaky, slope);
+    }
     __syncthreads();  // sh_mi and the merge scratch are reused by the next channel
   }
 }
 
 template <int U>
-__global__ void __launch_bounds__(kThreads) bn_backward_single(
+__global__ void __launch_bounds__(kThreads, U <= 4 ? kSingleBlocksPerSm : 1) bn_backward_single(
     const float* __restrict__ x, const float* __restrict__ gy, const float* __restrict__ gamma,
     const float* __restrict__ beta, const float* __restrict__ mean, const float* __restrict__ invstd,
     bool leaky, float slope, bool training, int N, int C, int upr, int splits, int groups,
@@ -708,6 +744,9 @@ int resident_blocks(Kernel kernel) {
   auto it = resident_of.find(reinterpret_cast<const void*>(kernel));
   if (it == resident_of.end()) {
     int per_sm = 0;
+    // Prefer shared memory over L1: the single-launch forward keeps its slice there.
+    CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                    cudaFuncAttributePreferredSharedMemoryCarveout, int(cudaSharedmemCarveoutMaxShared)));
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
     it = resident_of.emplace(reinterpret_cast<const void*>(kernel), per_sm * cac::cuda::sm_count()).first;
   }
@@ -739,13 +778,13 @@ void with_units(int units, F&& f) {
   else f(std::integral_constant<int, 8>{});
 }
 
-// The strategy for this call: SingleLaunch needs the channel's slices co-resident (checked by the
-// caller), the sliced kernels need 16-byte units; Auto is the sliced two-pass (measured fastest
-// on the H100, docs/performance.md).
+// The strategy for this call: Auto = SingleLaunch (measured fastest in both directions on an
+// H100, docs/performance.md); SingleLaunch falls back to TwoPass where the channel's slices do not
+// fit the co-resident blocks (checked by the caller); both need 16-byte units, else FlatTwoPass.
 BnStrategy strategy_for(int64_t units) {
   if (units == 0) return BnStrategy::FlatTwoPass;
   const BnStrategy st = cac::kernels::batchnorm_tuning().strategy;
-  return st == BnStrategy::Auto ? BnStrategy::TwoPass : st;
+  return st == BnStrategy::Auto ? BnStrategy::SingleLaunch : st;
 }
 
 // Registers per thread hold U float4s of x (forward) or of x and g (backward).
