@@ -141,7 +141,7 @@ int run_kernels(const KernelOptions& o) {
       kernels::set_batchnorm_tuning({kernels::BnStrategy::FlatTwoPass, splits, 0});
       bench_batchnorm(true, fmt::format(" flat s={}", splits), false);
     }
-    for (int units : {2, 4, 8, 16}) {  // 16: forward only (the backward reads it as 8)
+    for (int units : {2, 4, 8}) {
       kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, units});
       bench_batchnorm(true, fmt::format(" 1-launch u={}", units), false);
     }

@@ -20,8 +20,7 @@ int g_last_launches = 0;
 void set_batchnorm_tuning(const BnTuning& tuning) {
   CAC_CHECK(tuning.splits >= 0, "set_batchnorm_tuning: splits {} is negative", tuning.splits);
   const int u = tuning.units_per_thread;
-  CAC_CHECK(u == 0 || u == 2 || u == 4 || u == 8 || u == 16,
-            "set_batchnorm_tuning: units_per_thread {} is not 0, 2, 4, 8 or 16", u);
+  CAC_CHECK(u == 0 || u == 2 || u == 4 || u == 8, "set_batchnorm_tuning: units_per_thread {} is not 0, 2, 4 or 8", u);
   g_tuning = tuning;
 }
 BnTuning batchnorm_tuning() { return g_tuning; }

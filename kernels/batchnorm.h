@@ -45,8 +45,7 @@ enum class BnStrategy { Auto, TwoPass, SingleLaunch, FlatTwoPass };
 struct BnTuning {
   BnStrategy strategy = BnStrategy::Auto;
   int splits = 0;            // FlatTwoPass: blocks per channel (clamped to N); 0 = from the SM count
-  int units_per_thread = 0;  // TwoPass / SingleLaunch: float4s per thread (2, 4, 8; 16 only for the
-                             // single-launch forward, elsewhere read as 8); 0 = default
+  int units_per_thread = 0;  // TwoPass / SingleLaunch: float4s per thread (2, 4 or 8); 0 = default
 };
 // For benchmarks (`cac_bench kernels --bn-sweep`) and tests; process-wide, not thread-safe.
 void set_batchnorm_tuning(const BnTuning& tuning);

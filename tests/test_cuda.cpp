@@ -167,8 +167,7 @@ std::vector<BnTuningCase> bn_tuning_cases() {
       {"two_pass_u2", {kernels::BnStrategy::TwoPass, 0, 2}},
       {"flat", {kernels::BnStrategy::FlatTwoPass, 0, 0}},
       {"single_u2", {kernels::BnStrategy::SingleLaunch, 0, 2}},
-      {"single_u8", {kernels::BnStrategy::SingleLaunch, 0, 8}},
-      {"single_u16", {kernels::BnStrategy::SingleLaunch, 0, 16}}};
+      {"single_u8", {kernels::BnStrategy::SingleLaunch, 0, 8}}};
   std::vector<BnTuningCase> cs;
   for (const auto& [sn, shape] : shapes)
     for (const auto& [tn, tuning] : tunings) cs.push_back({tn + "_" + sn, shape, tuning});

@@ -482,50 +482,40 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
-// The forward holds its slice on chip without spending registers on most of it: the first
-// min(U, 8) float4s of each thread in shared memory (filled by cp.async), the rest (U = 16) in
-// registers, capped so 4 blocks fit an SM. At the conv2 shape on an H100: U = 8 is 32 KiB per
-// block and 2 rounds; U = 16 holds the whole activation in one round.
+// The forward holds its slice in shared memory (filled by cp.async, so it takes no registers):
+// U = 8 is 32 KiB per block, 6 blocks per SM, 2 rounds at the conv2 shape on an H100.
 template <int U>
-__global__ void __launch_bounds__(kThreads, U > 8 ? kSingleBlocksPerSm : 1) bn_forward_single(
+__global__ void __launch_bounds__(kThreads) bn_forward_single(
     const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
     const float* __restrict__ beta, int N, int C, int upr, int splits, int groups,
     float* __restrict__ partial, int* __restrict__ counters, float momentum, float eps,
     float* __restrict__ running_mean, float* __restrict__ running_var, float* __restrict__ save_mean,
     float* __restrict__ save_invstd, bool leaky, float slope) {
-  constexpr int kShared = U < 8 ? U : 8, kRegs = U - kShared;
-  __shared__ float4 tile[kShared * kThreads];  // each thread reads back only the slots it filled
+  __shared__ float4 tile[U * kThreads];  // each thread reads back only the slots it filled
   __shared__ float2 sh_mi;
   const int s = int(blockIdx.x) % splits, g = int(blockIdx.x) / splits;
   const int units = N * upr, first = s * (kThreads * U) + int(threadIdx.x);
   const float4* x4 = reinterpret_cast<const float4*>(x);
   float4* y4 = reinterpret_cast<float4*>(y);
-  auto slot = [&](int i) -> float4& { return tile[i * kThreads + threadIdx.x]; };
   for (int c = g; c < C; c += groups) {
 #pragma unroll
-    for (int i = 0; i < kShared; ++i) {
+    for (int i = 0; i < U; ++i) {
       const int j = first + i * kThreads;
-      if (j < units) cp_async16(&slot(i), x4 + unit_offset(j, upr, C, c));
-    }
-    float4 v[kRegs > 0 ? kRegs : 1];
-#pragma unroll
-    for (int r = 0; r < kRegs; ++r) {
-      const int j = first + (kShared + r) * kThreads;
-      v[r] = j < units ? __ldg(x4 + unit_offset(j, upr, C, c)) : make_float4(0.f, 0.f, 0.f, 0.f);
+      if (j < units) cp_async16(&tile[i * kThreads + threadIdx.x], x4 + unit_offset(j, upr, C, c));
     }
     const float shift = __ldg(x + int64_t(c) * upr * 4);  // centring value, as in bn_stats
     cp_async_wait_all();
     float sum = 0.f, sq = 0.f;
     int count = 0;
-    auto add = [&](const float4& q) {
-      const float a = q.x - shift, b = q.y - shift, cc = q.z - shift, d = q.w - shift;
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      if (first + i * kThreads >= units) continue;
+      const float4 v = tile[i * kThreads + threadIdx.x];
+      const float a = v.x - shift, b = v.y - shift, cc = v.z - shift, d = v.w - shift;
       sum += (a + b) + (cc + d);
       sq += (a * a + b * b) + (cc * cc + d * d);
       count += 4;
-    };
-#pragma unroll
-    for (int i = 0; i < U; ++i)
-      if (first + i * kThreads < units) add(i < kShared ? slot(i) : v[i - kShared]);
+    }
     const Welford w = block_merge(thread_state(sum, sq, count, shift));
     if (threadIdx.x == 0) store_welford(partial, c, splits, s, w);
     channel_barrier(counters, c, splits);
@@ -548,8 +538,7 @@ __global__ void __launch_bounds__(kThreads, U > 8 ? kSingleBlocksPerSm : 1) bn_f
 #pragma unroll
     for (int i = 0; i < U; ++i) {
       const int j = first + i * kThreads;
-      if (j < units)
-        y4[unit_offset(j, upr, C, c)] = normalise4(i < kShared ? slot(i) : v[i - kShared], scale, sh, leaky, slope);
+      if (j < units) y4[unit_offset(j, upr, C, c)] = normalise4(tile[i * kThreads + threadIdx.x], scale, sh, leaky, slope);
     }
     __syncthreads();  // sh_mi and the merge scratch are reused by the next channel
   }
@@ -782,12 +771,10 @@ void launch_cooperative(void (*kernel)(Params...), int blocks, Args&&... args) {
 
 // Calls f(std::integral_constant<int, U>) for U = units (2, 4 or 8): the kernels' register arrays
 // need U at compile time.
-// kWide allows 16 (the single-launch forward only; elsewhere 16 means 8).
-template <bool kWide = false, class F>
+template <class F>
 void with_units(int units, F&& f) {
   if (units == 2) f(std::integral_constant<int, 2>{});
   else if (units == 4) f(std::integral_constant<int, 4>{});
-  else if (kWide && units == 16) f(std::integral_constant<int, kWide ? 16 : 8>{});
   else f(std::integral_constant<int, 8>{});
 }
 
@@ -819,7 +806,7 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   const int upr = s.HW / 4;
   bool done = false;
   if (st == BnStrategy::SingleLaunch) {
-    with_units<true>(units_per_thread(16), [&](auto U) {
+    with_units(units_per_thread(8), [&](auto U) {
       constexpr int kU = decltype(U)::value;
       const int splits = splits_of(units, kU), resident = resident_blocks(bn_forward_single<kU>);
       if (splits > resident) return;  // the barrier needs the whole channel resident
