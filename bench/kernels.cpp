@@ -145,6 +145,10 @@ int run_kernels(const KernelOptions& o) {
       kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, units});
       bench_batchnorm(true, fmt::format(" 1-launch u={}", units), false);
     }
+    for (int units : {4, 8}) {  // forward prefetches the next channel (the backward ignores it)
+      kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, units, 2});
+      bench_batchnorm(true, fmt::format(" 1-launch u={} prefetch", units), false);
+    }
   }
   kernels::set_batchnorm_tuning({});
 

@@ -21,6 +21,8 @@ void set_batchnorm_tuning(const BnTuning& tuning) {
   CAC_CHECK(tuning.splits >= 0, "set_batchnorm_tuning: splits {} is negative", tuning.splits);
   const int u = tuning.units_per_thread;
   CAC_CHECK(u == 0 || u == 2 || u == 4 || u == 8, "set_batchnorm_tuning: units_per_thread {} is not 0, 2, 4 or 8", u);
+  CAC_CHECK(tuning.pipeline_stages >= 0 && tuning.pipeline_stages <= 2,
+            "set_batchnorm_tuning: pipeline_stages {} is not 0, 1 or 2", tuning.pipeline_stages);
   g_tuning = tuning;
 }
 BnTuning batchnorm_tuning() { return g_tuning; }

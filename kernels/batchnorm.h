@@ -46,6 +46,8 @@ struct BnTuning {
   BnStrategy strategy = BnStrategy::Auto;
   int splits = 0;            // FlatTwoPass: blocks per channel (clamped to N); 0 = from the SM count
   int units_per_thread = 0;  // TwoPass / SingleLaunch: float4s per thread (2, 4 or 8); 0 = default
+  int pipeline_stages = 0;   // SingleLaunch forward: 2 = prefetch the next channel's slice during
+                             // the current one's barrier (not yet measured); 0 or 1 = no prefetch
 };
 // For benchmarks (`cac_bench kernels --bn-sweep`) and tests; process-wide, not thread-safe.
 void set_batchnorm_tuning(const BnTuning& tuning);

@@ -167,7 +167,9 @@ std::vector<BnTuningCase> bn_tuning_cases() {
       {"two_pass_u2", {kernels::BnStrategy::TwoPass, 0, 2}},
       {"flat", {kernels::BnStrategy::FlatTwoPass, 0, 0}},
       {"single_u2", {kernels::BnStrategy::SingleLaunch, 0, 2}},
-      {"single_u8", {kernels::BnStrategy::SingleLaunch, 0, 8}}};
+      {"single_u8", {kernels::BnStrategy::SingleLaunch, 0, 8}},
+      {"single_u4_prefetch", {kernels::BnStrategy::SingleLaunch, 0, 4, 2}},
+      {"single_u8_prefetch", {kernels::BnStrategy::SingleLaunch, 0, 8, 2}}};
   std::vector<BnTuningCase> cs;
   for (const auto& [sn, shape] : shapes)
     for (const auto& [tn, tuning] : tunings) cs.push_back({tn + "_" + sn, shape, tuning});

@@ -480,37 +480,54 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem) : "memory");
 }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
-// The forward holds its slice in shared memory (filled by cp.async, so it takes no registers):
-// U = 8 is 32 KiB per block, 6 blocks per SM, 2 rounds at the conv2 shape on an H100.
-template <int U>
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+// The forward holds its slice in (dynamic) shared memory, filled by cp.async so it takes no
+// registers: U = 8 is 32 KiB per block; at 58 registers 4 blocks fit an SM, 2 rounds at the conv2
+// shape on an H100. kStages = 2 double-buffers: the next channel's slice is fetched while the
+// current one waits at its barrier and is written out (a candidate, see docs/performance.md).
+template <int U, int kStages>
 __global__ void __launch_bounds__(kThreads) bn_forward_single(
     const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
     const float* __restrict__ beta, int N, int C, int upr, int splits, int groups,
     float* __restrict__ partial, int* __restrict__ counters, float momentum, float eps,
     float* __restrict__ running_mean, float* __restrict__ running_var, float* __restrict__ save_mean,
     float* __restrict__ save_invstd, bool leaky, float slope) {
-  __shared__ float4 tile[U * kThreads];  // each thread reads back only the slots it filled
+  extern __shared__ float4 tiles[];  // [kStages][U][kThreads]; a thread reads only the slots it filled
   __shared__ float2 sh_mi;
   const int s = int(blockIdx.x) % splits, g = int(blockIdx.x) / splits;
   const int units = N * upr, first = s * (kThreads * U) + int(threadIdx.x);
   const float4* x4 = reinterpret_cast<const float4*>(x);
   float4* y4 = reinterpret_cast<float4*>(y);
-  for (int c = g; c < C; c += groups) {
+  auto slot = [&](int stage, int i) -> float4& { return tiles[(stage * U + i) * kThreads + threadIdx.x]; };
+  auto fetch = [&](int stage, int c) {
 #pragma unroll
     for (int i = 0; i < U; ++i) {
       const int j = first + i * kThreads;
-      if (j < units) cp_async16(&tile[i * kThreads + threadIdx.x], x4 + unit_offset(j, upr, C, c));
+      if (j < units) cp_async16(&slot(stage, i), x4 + unit_offset(j, upr, C, c));
+    }
+    cp_async_commit();
+  };
+  if (g < C) fetch(0, g);
+  int stage = 0;
+  for (int c = g; c < C; c += groups) {
+    const int next = c + groups;
+    if (kStages == 2 && next < C) {
+      fetch(stage ^ 1, next);  // that buffer's last reader was this thread, in the previous channel
+      cp_async_wait_group<1>();
+    } else {
+      cp_async_wait_group<0>();
     }
     const float shift = __ldg(x + int64_t(c) * upr * 4);  // centring value, as in bn_stats
-    cp_async_wait_all();
     float sum = 0.f, sq = 0.f;
     int count = 0;
 #pragma unroll
     for (int i = 0; i < U; ++i) {
       if (first + i * kThreads >= units) continue;
-      const float4 v = tile[i * kThreads + threadIdx.x];
+      const float4 v = slot(stage, i);
       const float a = v.x - shift, b = v.y - shift, cc = v.z - shift, d = v.w - shift;
       sum += (a + b) + (cc + d);
       sq += (a * a + b * b) + (cc * cc + d * d);
@@ -538,9 +555,14 @@ __global__ void __launch_bounds__(kThreads) bn_forward_single(
 #pragma unroll
     for (int i = 0; i < U; ++i) {
       const int j = first + i * kThreads;
-      if (j < units) y4[unit_offset(j, upr, C, c)] = normalise4(tile[i * kThreads + threadIdx.x], scale, sh, leaky, slope);
+      if (j < units) y4[unit_offset(j, upr, C, c)] = normalise4(slot(stage, i), scale, sh, leaky, slope);
     }
     __syncthreads();  // sh_mi and the merge scratch are reused by the next channel
+    if (kStages == 1) {
+      if (next < C) fetch(0, next);
+    } else {
+      stage ^= 1;
+    }
   }
 }
 
@@ -737,28 +759,32 @@ int64_t channel_units(const Shape4& s, bool vec4) {
 }
 int splits_of(int64_t units, int U) { return int((units + int64_t(kThreads) * U - 1) / (int64_t(kThreads) * U)); }
 
-// Co-resident blocks of a kernel (occupancy x SMs), measured once per kernel.
+// Co-resident blocks of a kernel (occupancy x SMs) with `smem` bytes of dynamic shared memory,
+// measured once per kernel.
 template <class Kernel>
-int resident_blocks(Kernel kernel) {
+int resident_blocks(Kernel kernel, size_t smem = 0) {
   static std::map<const void*, int> resident_of;
-  auto it = resident_of.find(reinterpret_cast<const void*>(kernel));
+  const void* key = reinterpret_cast<const void*>(kernel);
+  auto it = resident_of.find(key);
   if (it == resident_of.end()) {
     int per_sm = 0;
     // Prefer shared memory over L1: the single-launch forward keeps its slice there.
-    CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
-                                    cudaFuncAttributePreferredSharedMemoryCarveout, int(cudaSharedmemCarveoutMaxShared)));
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
-    it = resident_of.emplace(reinterpret_cast<const void*>(kernel), per_sm * cac::cuda::sm_count()).first;
+    CUDA_CHECK(cudaFuncSetAttribute(key, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                    int(cudaSharedmemCarveoutMaxShared)));
+    CUDA_CHECK(cudaFuncSetAttribute(key, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+    it = resident_of.emplace(key, per_sm * cac::cuda::sm_count()).first;
   }
   return it->second;
 }
 
 // Cooperative: all blocks co-resident, or the launch fails (never a hang at the barrier).
 template <class... Params, class... Args>
-void launch_cooperative(void (*kernel)(Params...), int blocks, Args&&... args) {
+void launch_cooperative(void (*kernel)(Params...), int blocks, size_t smem, Args&&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(blocks);
   cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = stream();
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeCooperative;
@@ -808,11 +834,14 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   if (st == BnStrategy::SingleLaunch) {
     with_units(units_per_thread(8), [&](auto U) {
       constexpr int kU = decltype(U)::value;
-      const int splits = splits_of(units, kU), resident = resident_blocks(bn_forward_single<kU>);
+      const bool two = cac::kernels::batchnorm_tuning().pipeline_stages == 2;
+      auto kernel = two ? bn_forward_single<kU, 2> : bn_forward_single<kU, 1>;
+      const size_t smem = size_t(two ? 2 : 1) * kU * kThreads * sizeof(float4);
+      const int splits = splits_of(units, kU), resident = resident_blocks(kernel, smem);
       if (splits > resident) return;  // the barrier needs the whole channel resident
       const int groups = std::min(s.C, resident / splits);
       Tensor partial = Tensor::empty({s.C, splits, 3}, DType::F32, Device::CUDA);
-      launch_cooperative(bn_forward_single<kU>, splits * groups, x.data<float>(), y.data<float>(),
+      launch_cooperative(kernel, splits * groups, smem, x.data<float>(), y.data<float>(),
                          gamma.data<float>(), beta.data<float>(), s.N, s.C, upr, splits, groups,
                          partial.data<float>(), channel_counters(), m, e, running_mean.data<float>(),
                          running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
@@ -886,7 +915,7 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
       if (splits > resident) return;
       const int groups = std::min(s.C, resident / splits);
       Tensor partial = Tensor::empty({s.C, splits, 2}, DType::F64, Device::CUDA);
-      launch_cooperative(bn_backward_single<kU>, splits * groups, x.data<float>(), gy.data<float>(),
+      launch_cooperative(bn_backward_single<kU>, splits * groups, 0, x.data<float>(), gy.data<float>(),
                          gamma.data<float>(), beta.data<float>(), mean.data<float>(), invstd.data<float>(),
                          act.leaky, slope, training, s.N, s.C, upr, splits, groups, partial.data<double>(),
                          channel_counters(), ggamma.data<float>(), gbeta.data<float>(), gx_data);
