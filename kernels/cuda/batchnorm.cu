@@ -452,6 +452,26 @@ __device__ __forceinline__ float2 slice_grad_sums(const float4 (&xv)[U], float4 
   }
   return make_float2(sg, sgx);
 }
+// Backward, both strategies: loads x and g of this block's slice (g masked by the activation),
+// sums g and g*(x - mean) over the block in double and stores them as slice s of channel c.
+template <int U>
+__device__ __forceinline__ BwdCoeffs publish_grad_sums(
+    const float* x, const float* gy, const float* gamma, const float* beta, const float* mean,
+    const float* invstd, bool leaky, float slope, int first, int units, int upr, int C, int c, int s,
+    int splits, double* partial, double* scratch, float4 (&xv)[U], float4 (&gv)[U]) {
+  load_slice<U>(x, first, units, upr, C, c, xv);
+  load_slice<U>(gy, first, units, upr, C, c, gv);
+  const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
+  const float2 sums = slice_grad_sums<U>(xv, gv, k, leaky, slope);
+  const double bsg = block_sum(double(sums.x), scratch);
+  const double bsgx = block_sum(double(sums.y), scratch);
+  if (threadIdx.x == 0) {
+    partial[(int64_t(c) * splits + s) * 2] = bsg;
+    partial[(int64_t(c) * splits + s) * 2 + 1] = bsgx;
+  }
+  return k;
+}
+
 __device__ __forceinline__ float4 normalise4(float4 v, float scale, float shift, bool leaky, float slope) {
   return make_float4(act_fn(v.x * scale + shift, leaky, slope), act_fn(v.y * scale + shift, leaky, slope),
                      act_fn(v.z * scale + shift, leaky, slope), act_fn(v.w * scale + shift, leaky, slope));
@@ -580,16 +600,8 @@ __global__ void __launch_bounds__(kThreads, U <= 4 ? kSingleBlocksPerSm : 1) bn_
   const double M = double(N) * upr * 4;
   for (int c = g; c < C; c += groups) {
     float4 xv[U], gv[U];
-    load_slice<U>(x, first, units, upr, C, c, xv);
-    load_slice<U>(gy, first, units, upr, C, c, gv);
-    const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
-    const float2 sums = slice_grad_sums<U>(xv, gv, k, leaky, slope);
-    const double bsg = block_sum(double(sums.x), scratch);
-    const double bsgx = block_sum(double(sums.y), scratch);
-    if (threadIdx.x == 0) {
-      partial[(int64_t(c) * splits + s) * 2] = bsg;
-      partial[(int64_t(c) * splits + s) * 2 + 1] = bsgx;
-    }
+    const BwdCoeffs k = publish_grad_sums<U>(x, gy, gamma, beta, mean, invstd, leaky, slope, first, units,
+                                             upr, C, c, s, splits, partial, scratch, xv, gv);
     channel_barrier(counters, c, splits);
     if (threadIdx.x < 32) {
       const GradSums t = sum_slices(partial, c, splits);
@@ -656,16 +668,8 @@ __global__ void __launch_bounds__(kThreads) bn_bwd_sums_sliced(
   const int c = int(blockIdx.x) / splits, s = int(blockIdx.x) % splits;
   const int units = N * upr, first = s * (kThreads * U) + int(threadIdx.x);
   float4 xv[U], gv[U];
-  load_slice<U>(x, first, units, upr, C, c, xv);
-  load_slice<U>(gy, first, units, upr, C, c, gv);
-  const BwdCoeffs k = bwd_coeffs(gamma, beta, mean, invstd, c);
-  const float2 sums = slice_grad_sums<U>(xv, gv, k, leaky, slope);
-  const double bsg = block_sum(double(sums.x), scratch);
-  const double bsgx = block_sum(double(sums.y), scratch);
-  if (threadIdx.x == 0) {
-    partial[(int64_t(c) * splits + s) * 2] = bsg;
-    partial[(int64_t(c) * splits + s) * 2 + 1] = bsgx;
-  }
+  const BwdCoeffs k = publish_grad_sums<U>(x, gy, gamma, beta, mean, invstd, leaky, slope, first, units,
+                                           upr, C, c, s, splits, partial, scratch, xv, gv);
   if (!arrive_last(counters, c, splits) || threadIdx.x >= 32) return;
   const GradSums t = sum_slices(partial, c, splits);
   if (threadIdx.x != 0) return;
