@@ -162,6 +162,29 @@ __device__ __forceinline__ void for_channel_slice(int n0, int n1, int C, int c, 
   }
 }
 
+__device__ __forceinline__ void store_welford(float* partial, int c, int splits, int s, const Welford& w) {
+  float* p = partial + (int64_t(c) * splits + s) * 3;
+  p[0] = w.n;
+  p[1] = w.mean;
+  p[2] = w.m2;
+}
+
+// Two-pass statistics, after this block stored its partial: the last block of channel c to
+// arrive merges the slices, writes mean/invstd, updates the running statistics and resets the
+// channel's counter.
+__device__ void finalise_if_last(const float* partial, int* counters, int c, int splits, float momentum,
+                                 float eps, float* running_mean, float* running_var, float* save_mean,
+                                 float* save_invstd) {
+  if (!arrive_last(counters, c, splits) || threadIdx.x >= 32) return;
+  const ChannelStats st = merge_slices(partial, c, splits);
+  if (threadIdx.x != 0) return;
+  const float2 mi = normalisation(st, eps);
+  save_mean[c] = mi.x;
+  save_invstd[c] = mi.y;
+  update_running(st, c, momentum, running_mean, running_var);
+  counters[c] = 0;
+}
+
 // ---- forward statistics ---------------------------------------------------------------------------
 // Each thread sums x - shift and (x - shift)^2 with shift = a value of the channel (centring the
 // sums keeps the variance from cancelling); threads, blocks and slices then merge as Welford
@@ -190,20 +213,8 @@ __global__ void bn_stats(const float* __restrict__ x, int N, int C, int HW, int 
     count += V;
   });
   const Welford w = block_merge(thread_state(sum, sq, count, shift));
-  if (threadIdx.x == 0) {
-    float* p = partial + (int64_t(c) * splits + s) * 3;
-    p[0] = w.n;
-    p[1] = w.mean;
-    p[2] = w.m2;
-  }
-  if (!arrive_last(counters, c, splits) || threadIdx.x >= 32) return;
-  const ChannelStats st = merge_slices(partial, c, splits);
-  if (threadIdx.x != 0) return;
-  const float2 mi = normalisation(st, eps);
-  save_mean[c] = mi.x;
-  save_invstd[c] = mi.y;
-  update_running(st, c, momentum, running_mean, running_var);
-  counters[c] = 0;
+  if (threadIdx.x == 0) store_welford(partial, c, splits, s, w);
+  finalise_if_last(partial, counters, c, splits, momentum, eps, running_mean, running_var, save_mean, save_invstd);
 }
 
 // ---- y = act(x * scale + shift) -------------------------------------------------------------------
@@ -481,12 +492,6 @@ __device__ __forceinline__ float4 dx4(float4 xv, float4 gv, const BwdCoeffs& k, 
   auto e = [&](float xe, float ge) { return k.scale * (ge - coef.x - (xe - k.mu) * k.is * coef.y); };
   return make_float4(e(xv.x, gv.x), e(xv.y, gv.y), e(xv.z, gv.z), e(xv.w, gv.w));
 }
-__device__ __forceinline__ void store_welford(float* partial, int c, int splits, int s, const Welford& w) {
-  float* p = partial + (int64_t(c) * splits + s) * 3;
-  p[0] = w.n;
-  p[1] = w.mean;
-  p[2] = w.m2;
-}
 
 // Rounds of a single launch = channels x slices / co-resident blocks, and each round pays a
 // barrier (~10 us measured on an H100), so the backward's registers are capped for 4 blocks per SM.
@@ -633,14 +638,7 @@ __global__ void __launch_bounds__(kThreads) bn_stats_sliced(
   load_slice<U>(x, first, units, upr, C, c, v);
   const Welford w = block_merge(slice_state<U>(v, first, units, __ldg(x + int64_t(c) * upr * 4)));
   if (threadIdx.x == 0) store_welford(partial, c, splits, s, w);
-  if (!arrive_last(counters, c, splits) || threadIdx.x >= 32) return;
-  const ChannelStats st = merge_slices(partial, c, splits);
-  if (threadIdx.x != 0) return;
-  const float2 mi = normalisation(st, eps);
-  save_mean[c] = mi.x;
-  save_invstd[c] = mi.y;
-  update_running(st, c, momentum, running_mean, running_var);
-  counters[c] = 0;
+  finalise_if_last(partial, counters, c, splits, momentum, eps, running_mean, running_var, save_mean, save_invstd);
 }
 
 template <int U>
