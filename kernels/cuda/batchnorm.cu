@@ -1,20 +1,24 @@
 // CUDA versions of kernels/batchnorm.h (f32), optionally with the LeakyReLU fused in.
 //
-// Two launch strategies (BnTuning in kernels/batchnorm.h picks; Auto = single launch where it fits):
+// Three launch strategies (BnTuning in kernels/batchnorm.h picks; Auto = single launch where it
+// fits, measurements in docs/performance.md):
 // * Single launch (training forward and backward): a cooperative grid of (group x split) blocks; a
-//   group walks channels c = g, g + groups, ...; each block loads its slice of channel c into
-//   registers (16-byte loads, all in flight at once), publishes its partial (a Welford state, or the
-//   sums of g and g*(x - mean)), waits at the channel's arrival counter for the other splits, merges
-//   all partials in the same fixed order as every other block (so all agree bit for bit), and writes
-//   y (or dx) from registers. The activation crosses DRAM once, like a copy. Cooperative launch
-//   guarantees the blocks of a channel are co-resident, so the wait cannot deadlock.
-// * Two passes: (1) per-channel statistics: a grid of (splits x channels) blocks, each a Welford
-//   pass over its slice of the batch, merged in-block with Chan's formula; the last block of a channel
-//   to finish (arrival counter) merges the slices in double, writes mean/invstd and updates the
-//   running statistics (unbiased variance, momentum). (2) y = act(x*scale + shift), 16-byte loads
-//   and stores. Backward = 2 launches of the same shape: per-channel sums of g and g*(x - mean) (last
-//   block finalises dgamma/dbeta and the two coefficients of dx), then dx. Used for odd plane sizes
-//   (HW % 4 != 0), unaligned views and channels too large to hold in the co-resident blocks.
+//   group walks channels c = g, g + groups, ...; each block loads its slice of channel c on chip
+//   (forward: shared memory by cp.async; backward: x and g in registers; all loads in flight at
+//   once), publishes its partial (a Welford state, or the sums of g and g*(x - mean)), waits at the
+//   channel's arrival counter for the other slices, merges all partials in the same fixed order as
+//   every other block (so all agree bit for bit), and writes y (or dx) from chip. The activation
+//   crosses DRAM once, like a copy. Cooperative launch guarantees the blocks of a channel are
+//   co-resident, so the wait cannot deadlock.
+// * Sliced two passes: (1) block b reduces slice b % splits of channel b / splits (Welford, merged
+//   in-block with Chan's formula); the last block of a channel to finish (arrival counter) merges
+//   the slices in double, writes mean/invstd and updates the running statistics (unbiased
+//   variance, momentum). (2) y = act(x*scale + shift) over the same slices in reverse order, so it
+//   re-reads first what pass 1 read last (still in L2). Backward alike: sums of g and g*(x - mean)
+//   (the last block finalises dgamma/dbeta and the two coefficients of dx), then dx. Used where a
+//   channel's slices exceed the co-resident blocks.
+// * Flat two passes: (splits x channels) reduction blocks over whole images, then a grid-stride
+//   elementwise pass in memory order; the only path for odd planes (HW % 4 != 0) and unaligned views.
 #include <cstdint>
 #include <initializer_list>
 #include <map>
