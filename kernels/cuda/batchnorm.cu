@@ -756,14 +756,15 @@ struct BackwardDx {
   }
 };
 
+int splits_of(int64_t units, int U) { return int((units + int64_t(kThreads) * U - 1) / (int64_t(kThreads) * U)); }
 // Units of a channel (float4s) when the 16-byte kernels apply: whole float4s per plane, aligned
-// bases and a count that fits the kernels' int indexing; else 0 (the flat two-pass kernels run).
+// bases, a count that fits the kernels' int indexing and a sliced grid (C x slices at the smallest
+// U = 2) that fits gridDim.x; else 0 (the flat two-pass kernels run).
 int64_t channel_units(const Shape4& s, bool vec4) {
   if (!vec4) return 0;
   const int64_t units = int64_t(s.N) * (s.HW / 4);
-  return units < (int64_t(1) << 30) && units * s.C < (int64_t(1) << 40) ? units : 0;
+  return units < (int64_t(1) << 30) && int64_t(s.C) * splits_of(units, 2) < (int64_t(1) << 31) ? units : 0;
 }
-int splits_of(int64_t units, int U) { return int((units + int64_t(kThreads) * U - 1) / (int64_t(kThreads) * U)); }
 
 // Co-resident blocks of a kernel (occupancy x SMs) with `smem` bytes of dynamic shared memory,
 // measured once per kernel.
@@ -832,7 +833,8 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   require_f32("batch_norm2d", x);
   const Shape4 s = shape_of(x);
   if (s.total == 0) return;
-  const int64_t units = channel_units(s, vec4_ok(s.HW, {x.raw(), y.raw()}));
+  const bool vec4 = vec4_ok(s.HW, {x.raw(), y.raw()});
+  const int64_t units = channel_units(s, vec4);
   const BnStrategy st = strategy_for(units);
   const float m = float(momentum), e = float(eps), slope = float(act.slope);
   const int upr = s.HW / 4;
@@ -875,7 +877,6 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
     done = true;
   }
   if (done) return;
-  const bool vec4 = vec4_ok(s.HW, {x.raw(), y.raw()});
   const int splits = splits_for(s.N, s.C);
   Tensor partial = Tensor::empty({s.C, splits, 3}, DType::F32, Device::CUDA);
   auto stats = vec4 ? bn_stats<4> : bn_stats<1>;
