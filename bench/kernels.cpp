@@ -124,12 +124,14 @@ int run_kernels(const KernelOptions& o) {
                 [&] { kernels::batchnorm_forward_eval(xg, gg, bg, mc, rvc, 1e-5, act, ye); });
     }
   };
-  // The default strategy (sliced two-pass), then the other two for comparison.
+  // The default strategy (Auto = single launch), then the others for comparison.
   for (bool fused : {false, true}) bench_batchnorm(fused, "", fused);
   kernels::set_batchnorm_tuning({kernels::BnStrategy::FlatTwoPass, 0, 0});
   bench_batchnorm(true, " flat", false);
   kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, 0});
   bench_batchnorm(true, " 1-launch", false);
+  kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, 0});
+  bench_batchnorm(true, " 1-round reread", false);  // its backward is the 1-launch one
   if (o.bn_sweep) {
     // Every launch configuration is validated against the CPU twin (the check column) before it
     // is timed; the default configuration's rows are the ones above.
@@ -148,6 +150,10 @@ int run_kernels(const KernelOptions& o) {
     for (int units : {4, 8}) {  // forward prefetches the next channel (the backward ignores it)
       kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, units, 2});
       bench_batchnorm(true, fmt::format(" 1-launch u={} prefetch", units), false);
+    }
+    for (int held : {4, 8}) {  // float4s per thread in shared memory (12 is the row above)
+      kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, held});
+      bench_batchnorm(true, fmt::format(" 1-round reread u={}", held), false);
     }
   }
   kernels::set_batchnorm_tuning({});

@@ -1,6 +1,8 @@
 // Dispatch point of the batchnorm kernels: device -> CPU twin or CUDA kernel.
 #include "kernels/batchnorm.h"
 
+#include <algorithm>
+
 namespace cac::kernels {
 
 void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var, double momentum, double eps, BnActivation act, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
@@ -13,6 +15,27 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
   CAC_DISPATCH(x.device(), batchnorm_backward, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta);
 }
 
+BnSlicePlan batchnorm_single_plan(int64_t units, int channels, int resident, int threads, int per_thread) {
+  BnSlicePlan p;
+  p.per_thread = per_thread;
+  p.splits = int((units + int64_t(threads) * per_thread - 1) / (int64_t(threads) * per_thread));
+  p.fits = p.splits >= 1 && p.splits <= resident;
+  p.groups = p.fits ? std::min(channels, resident / p.splits) : 0;
+  return p;
+}
+
+BnSlicePlan batchnorm_reread_plan(int64_t units, int channels, int resident, int threads) {
+  BnSlicePlan p;
+  if (units <= 0 || channels <= 0 || resident <= 0) return p;
+  const int64_t rows = (units + threads - 1) / threads;  // units per thread of a one-slice channel
+  const int64_t want = std::clamp<int64_t>(resident / channels, 1, rows);
+  p.per_thread = int((rows + want - 1) / want);
+  p.splits = int((rows + p.per_thread - 1) / p.per_thread);
+  p.groups = std::min(channels, resident / p.splits);
+  p.fits = true;
+  return p;
+}
+
 namespace {
 BnTuning g_tuning;  // read by the CUDA launches (kernels/cuda/batchnorm.cu)
 int g_last_launches = 0;
@@ -20,7 +43,9 @@ int g_last_launches = 0;
 void set_batchnorm_tuning(const BnTuning& tuning) {
   CAC_CHECK(tuning.splits >= 0, "set_batchnorm_tuning: splits {} is negative", tuning.splits);
   const int u = tuning.units_per_thread;
-  CAC_CHECK(u == 0 || u == 2 || u == 4 || u == 8, "set_batchnorm_tuning: units_per_thread {} is not 0, 2, 4 or 8", u);
+  const bool reread = tuning.strategy == BnStrategy::SingleLaunchReread;
+  CAC_CHECK(u == 0 || u == 2 || u == 4 || u == 8 || (reread && u == 12),
+            "set_batchnorm_tuning: units_per_thread {} is not 0, 2, 4 or 8 (or 12 with SingleLaunchReread)", u);
   CAC_CHECK(tuning.pipeline_stages >= 0 && tuning.pipeline_stages <= 2,
             "set_batchnorm_tuning: pipeline_stages {} is not 0, 1 or 2", tuning.pipeline_stages);
   g_tuning = tuning;

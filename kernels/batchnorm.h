@@ -40,18 +40,40 @@ CAC_DECLARE_KERNEL(void batchnorm_backward(const Tensor& x, const Tensor& gamma,
 //   activation starts with what is still in L2.
 // FlatTwoPass: per-channel reduction, then a grid-stride elementwise pass in memory order; the only
 //   path for planes without whole float4s (HW % 4 != 0) or unaligned views.
+// SingleLaunchReread (forward; its backward is SingleLaunch's): one cooperative launch in a single
+//   round even where the activation exceeds the chip: each thread holds `units_per_thread` float4s
+//   of its slice in shared memory and reads the rest twice, the second time from L2 (not yet
+//   measured on a GPU, see docs/performance.md).
 // Auto (default) = SingleLaunch where it applies. The CPU twins ignore all of this.
-enum class BnStrategy { Auto, TwoPass, SingleLaunch, FlatTwoPass };
+enum class BnStrategy { Auto, TwoPass, SingleLaunch, FlatTwoPass, SingleLaunchReread };
 struct BnTuning {
   BnStrategy strategy = BnStrategy::Auto;
   int splits = 0;            // FlatTwoPass: blocks per channel (clamped to N); 0 = from the SM count
-  int units_per_thread = 0;  // TwoPass / SingleLaunch: float4s per thread (2, 4 or 8); 0 = default
+  int units_per_thread = 0;  // TwoPass / SingleLaunch: float4s per thread (2, 4 or 8); 0 = default.
+                             // SingleLaunchReread: float4s held in shared memory (2, 4, 8 or 12;
+                             // default 12 = 48 KiB per block, 4 blocks per SM)
   int pipeline_stages = 0;   // SingleLaunch forward: 2 = prefetch the next channel's slice during
                              // the current one's barrier (not yet measured); 0 or 1 = no prefetch
 };
 // For benchmarks (`cac_bench kernels --bn-sweep`) and tests; process-wide, not thread-safe.
 void set_batchnorm_tuning(const BnTuning& tuning);
 BnTuning batchnorm_tuning();
+// Launch geometry of the single-launch kernels, a host-side computation (unit-tested without a GPU).
+// A channel of `units` float4s is cut into `splits` slices of threads x per_thread units (thread t
+// of slice s holds units s*threads*per_thread + t + i*threads, i < per_thread); grid = splits x
+// groups blocks, and block group g walks channels g, g + groups, ... Every block of a channel must
+// be co-resident (`resident` blocks fit the GPU at once); where they cannot be, `fits` is false.
+struct BnSlicePlan {
+  int splits = 0, per_thread = 0, groups = 0;
+  bool fits = false;
+};
+// SingleLaunch: per_thread fixed (the kernel's U), as many slices as that takes.
+BnSlicePlan batchnorm_single_plan(int64_t units, int channels, int resident, int threads, int per_thread);
+// SingleLaunchReread: as many slices per channel as the co-resident blocks allow (one round; at
+// least one slice per channel, when channels > resident blocks walk channels), the fewest units
+// per thread that covers the channel with them.
+BnSlicePlan batchnorm_reread_plan(int64_t units, int channels, int resident, int threads);
+
 // Kernel launches of the last CUDA training forward or backward (1 or 2), for the benchmark table.
 int batchnorm_last_launches();
 void note_batchnorm_launches(int launches);  // called by the CUDA launchers

@@ -84,10 +84,11 @@ fi
 if want sanitize; then
   say "(sanitize starts at $(( $(step_time) - t0 )) s)"
   # The hand-written kernels' tests (cuDNN/cuBLAS internals are not ours), then the kernel benchmark.
-  # Batch norm under every strategy for memcheck; the default (single-launch) one for racecheck.
+  # Batch norm under every strategy for memcheck; the default (single-launch) one and the reread
+  # candidate for racecheck.
   for tool in memcheck racecheck; do
     filter='Ops/*:Shapes/*:Strategies/*:-*conv*:*linear*'
-    [[ $tool == racecheck ]] && filter='Ops/*:Shapes/*:Strategies/*auto*:-*conv*:*linear*'
+    [[ $tool == racecheck ]] && filter='Ops/*:Shapes/*:Strategies/*auto*:Strategies/*reread_u12*:-*conv*:*linear*'
     timeout 150 compute-sanitizer --tool $tool --error-exitcode 99 $build/tests/test_cuda \
       --gtest_filter="$filter" >"$out/sanitizer-$tool.log" 2>&1
     rc=$?

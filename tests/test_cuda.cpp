@@ -147,11 +147,13 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaRealShapes, ::testing::ValuesIn(real_shape_
                          [](const auto& info) { return info.param.name; });
 
 // ---- batch norm under each launch strategy -----------------------------------------------------
-// The single-launch kernels (the default: slices on chip + per-channel barrier), the sliced and
-// the flat two-pass ones, at shapes that hit each path: the real conv2 shape, batch 1, slices that
+// The single-launch kernels (the default: slices on chip + per-channel barrier; the one-round
+// reread forward with 12 and with 2 units in shared memory, the rest streamed twice), the sliced
+// and the flat two-pass ones, at shapes that hit each path: the real conv2 shape, batch 1, slices that
 // end mid-block (50x4x20x20), a channel cut into 128-256 slices (256x2x64x64), many small channels
-// (128x512x4x4), odd planes that must fall back to two passes (3x5x7x9), and a channel too large
-// for one launch (1024x1x64x64). Two forward+backward rounds: the barrier counters must be back at
+// (128x512x4x4), odd planes that must fall back to two passes (3x5x7x9), a channel too large
+// for one launch (1024x1x64x64), and more channels than co-resident blocks, so that each block of a
+// single launch walks several channels (4x4096x2x2). Two forward+backward rounds: the barrier counters must be back at
 // zero after each launch, and the running statistics must compound like the CPU's.
 struct BnTuningCase {
   std::string name;
@@ -162,7 +164,7 @@ std::vector<BnTuningCase> bn_tuning_cases() {
   const std::vector<std::pair<std::string, Shape>> shapes = {
       {"128x64x32x32", {128, 64, 32, 32}}, {"1x64x32x32", {1, 64, 32, 32}}, {"50x4x20x20", {50, 4, 20, 20}},
       {"256x2x64x64", {256, 2, 64, 64}},   {"128x512x4x4", {128, 512, 4, 4}}, {"3x5x7x9", {3, 5, 7, 9}},
-      {"1024x1x64x64", {1024, 1, 64, 64}}};
+      {"1024x1x64x64", {1024, 1, 64, 64}}, {"4x4096x2x2", {4, 4096, 2, 2}}};
   const std::vector<std::pair<std::string, kernels::BnTuning>> tunings = {
       {"auto", {}},
       {"two_pass_u2", {kernels::BnStrategy::TwoPass, 0, 2}},
@@ -170,7 +172,9 @@ std::vector<BnTuningCase> bn_tuning_cases() {
       {"single_u2", {kernels::BnStrategy::SingleLaunch, 0, 2}},
       {"single_u8", {kernels::BnStrategy::SingleLaunch, 0, 8}},
       {"single_u4_prefetch", {kernels::BnStrategy::SingleLaunch, 0, 4, 2}},
-      {"single_u8_prefetch", {kernels::BnStrategy::SingleLaunch, 0, 8, 2}}};
+      {"single_u8_prefetch", {kernels::BnStrategy::SingleLaunch, 0, 8, 2}},
+      {"reread_u12", {kernels::BnStrategy::SingleLaunchReread, 0, 12}},
+      {"reread_u2", {kernels::BnStrategy::SingleLaunchReread, 0, 2}}};
   std::vector<BnTuningCase> cs;
   for (const auto& [sn, shape] : shapes)
     for (const auto& [tn, tuning] : tunings) cs.push_back({tn + "_" + sn, shape, tuning});
@@ -208,6 +212,11 @@ TEST_P(CudaBatchNormTuning, MatchesCpuTwin) {
            isg = Tensor::empty({C}, DType::F32, Device::CUDA);
     kernels::cpu::batchnorm_forward_train(x, gamma, beta, rm, rv, 0.1, 1e-5, act, y, m, is);
     kernels::batchnorm_forward_train(xg, gg, bg, rmg, rvg, 0.1, 1e-5, act, yg, mg, isg);
+    // The reread forward runs in one launch at any shape with 16-byte units (a block walks the
+    // channels when they outnumber the co-resident blocks).
+    if (c.tuning.strategy == kernels::BnStrategy::SingleLaunchReread && s[2] * s[3] % 4 == 0) {
+      EXPECT_EQ(kernels::batchnorm_last_launches(), 1) << "forward" << r;
+    }
     expect_close(yg, y, tol, "y" + r);
     expect_close(mg, m, tol, "mean" + r);
     expect_close(isg, is, tol, "invstd" + r);
@@ -229,8 +238,10 @@ TEST_P(CudaBatchNormTuning, MatchesCpuTwin) {
   const bool vec4 = s[2] * s[3] % 4 == 0;
   // 1024x1x64x64 with 2 float4s per thread is 2048 slices of one channel: more blocks than any GPU
   // of <= 200 SMs holds at once (8 x 256 threads per SM), so the single launch must fall back.
-  const auto st = c.tuning.strategy;
-  const int64_t units_per_thread = c.tuning.units_per_thread > 0 ? c.tuning.units_per_thread : 4;
+  // The reread strategy's backward is the single launch with its default 4 units per thread.
+  const bool reread = c.tuning.strategy == kernels::BnStrategy::SingleLaunchReread;
+  const auto st = reread ? kernels::BnStrategy::SingleLaunch : c.tuning.strategy;
+  const int64_t units_per_thread = c.tuning.units_per_thread > 0 && !reread ? c.tuning.units_per_thread : 4;
   const int64_t slices = (s[0] * s[2] * s[3] / 4 + 256 * units_per_thread - 1) / (256 * units_per_thread);
   const bool single_fits = slices <= 200 * 8;
   if (vec4 && single_fits && (st == kernels::BnStrategy::SingleLaunch || st == kernels::BnStrategy::Auto))

@@ -7,6 +7,7 @@
 #include "core/autograd.h"
 #include "core/rng.h"
 #include "core/parameter_store.h"
+#include "kernels/batchnorm.h"
 #include "layers/module.h"
 #include "layers/ops.h"
 #include "layers/optim.h"
@@ -261,6 +262,76 @@ TEST(Errors, BadDtypesNameOpAndDtype) {
   EXPECT_NE(m.find("dtype"), std::string::npos) << m;
   m = error_of([] { ops::cac_loss(Tensor::zeros({2, 3}), Tensor::zeros({2}), 0.1); });
   EXPECT_NE(m.find("labels"), std::string::npos) << m;
+}
+
+// The CUDA batch-norm launch knobs are checked where they are set, so a bad benchmark or test
+// configuration names the field instead of launching a kernel it has no instantiation for.
+TEST(BatchNormTuning, RejectsValuesWithoutAKernel) {
+  using kernels::BnStrategy;
+  auto set = [](kernels::BnTuning t) { return error_of([&] { kernels::set_batchnorm_tuning(t); }); };
+  EXPECT_EQ(set({BnStrategy::SingleLaunch, 0, 8}), "");
+  EXPECT_EQ(set({BnStrategy::SingleLaunchReread, 0, 12}), "");
+  std::string m = set({BnStrategy::SingleLaunch, 0, 12});  // 12 exists only as the reread's held units
+  EXPECT_NE(m.find("units_per_thread 12"), std::string::npos) << m;
+  m = set({BnStrategy::TwoPass, 0, 3});
+  EXPECT_NE(m.find("units_per_thread 3"), std::string::npos) << m;
+  m = set({BnStrategy::FlatTwoPass, -1, 0});
+  EXPECT_NE(m.find("splits -1"), std::string::npos) << m;
+  m = set({BnStrategy::SingleLaunch, 0, 8, 3});
+  EXPECT_NE(m.find("pipeline_stages 3"), std::string::npos) << m;
+  kernels::set_batchnorm_tuning({});
+  EXPECT_EQ(kernels::batchnorm_tuning().strategy, BnStrategy::Auto);
+}
+
+// The single-launch kernels' geometry: every unit of a channel belongs to exactly one thread of
+// one slice, a channel's slices are co-resident, and the reread plan takes one round whenever the
+// channels fit the co-resident blocks (the case it exists for: 128x64x32x32 on an H100's 528
+// blocks of 48 KiB, 4 per SM, is 8 slices of 16 units per thread).
+void expect_plan_covers(const kernels::BnSlicePlan& p, int64_t units, int C, int resident, int threads) {
+  ASSERT_TRUE(p.fits);
+  ASSERT_GE(p.splits, 1);
+  ASSERT_GE(p.groups, 1);
+  EXPECT_LE(int64_t(p.splits) * p.groups, resident);
+  EXPECT_LE(p.groups, C);
+  std::vector<int> owner_count(size_t(units), 0);
+  for (int s = 0; s < p.splits; ++s)
+    for (int t = 0; t < threads; ++t)
+      for (int i = 0; i < p.per_thread; ++i) {
+        const int64_t j = int64_t(s) * threads * p.per_thread + t + int64_t(i) * threads;
+        if (j < units) ++owner_count[size_t(j)];
+      }
+  for (int64_t j = 0; j < units; ++j) ASSERT_EQ(owner_count[size_t(j)], 1) << "unit " << j;
+}
+
+TEST(BatchNormPlan, EveryUnitOnceAndChannelsCoResident) {
+  struct Case {
+    int64_t units;
+    int C, resident;
+  };
+  // (units per channel = N*H*W/4): conv2, batch 1, mid-block ends, 256x2x64x64, 128x512x4x4,
+  // 1024x1x64x64, 4x4096x2x2, and a small GPU.
+  for (const Case& c : {Case{32768, 64, 528}, Case{256, 64, 528}, Case{5000, 4, 528}, Case{262144, 2, 528},
+                        Case{512, 512, 528}, Case{1048576, 1, 528}, Case{4, 4096, 528}, Case{32768, 64, 40}}) {
+    SCOPED_TRACE(testing::Message() << c.units << " units x " << c.C << " channels, " << c.resident << " resident");
+    const kernels::BnSlicePlan r = kernels::batchnorm_reread_plan(c.units, c.C, c.resident, 256);
+    expect_plan_covers(r, c.units, c.C, c.resident, 256);
+    if (c.C <= c.resident) {
+      EXPECT_EQ(r.groups, c.C) << "one round";
+    }
+    for (int u : {2, 4, 8}) {
+      const kernels::BnSlicePlan p = kernels::batchnorm_single_plan(c.units, c.C, c.resident, 256, u);
+      if (p.fits) {
+        expect_plan_covers(p, c.units, c.C, c.resident, 256);
+      } else {
+        EXPECT_GT((c.units + 256 * u - 1) / (256 * u), c.resident);
+      }
+    }
+  }
+  const kernels::BnSlicePlan conv2 = kernels::batchnorm_reread_plan(32768, 64, 528, 256);
+  EXPECT_EQ(conv2.splits, 8);
+  EXPECT_EQ(conv2.per_thread, 16);
+  EXPECT_EQ(conv2.groups, 64);
+  EXPECT_FALSE(kernels::batchnorm_reread_plan(32768, 64, 0, 256).fits);  // no block fits the GPU
 }
 
 TEST(Autograd, NoGradRecordsNothingAndBackwardTwiceFails) {

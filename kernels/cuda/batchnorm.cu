@@ -1,6 +1,6 @@
 // CUDA versions of kernels/batchnorm.h (f32), optionally with the LeakyReLU fused in.
 //
-// Three launch strategies (BnTuning in kernels/batchnorm.h picks; Auto = single launch where it
+// Four launch strategies (BnTuning in kernels/batchnorm.h picks; Auto = single launch where it
 // fits, measurements in docs/performance.md):
 // * Single launch (training forward and backward): a cooperative grid of (group x split) blocks; a
 //   group walks channels c = g, g + groups, ...; each block loads its slice of channel c on chip
@@ -19,6 +19,10 @@
 //   channel's slices exceed the co-resident blocks.
 // * Flat two passes: (splits x channels) reduction blocks over whole images, then a grid-stride
 //   elementwise pass in memory order; the only path for odd planes (HW % 4 != 0) and unaligned views.
+// * Single launch with re-read (forward only, a candidate not yet measured): one round at any size,
+//   each thread holding part of its slice in shared memory and reading the rest twice (the second
+//   time from L2); see bn_forward_reread.
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <map>
@@ -92,6 +96,21 @@ __device__ __forceinline__ Welford thread_state(float sum, float sq, int count, 
   const float n = float(count), m = sum / n;
   return Welford{n, shift + m, fmaxf(sq - sum * m, 0.f)};
 }
+
+// A thread's running sums of x - shift and (x - shift)^2 (shift = a value of the channel keeps the
+// variance from cancelling, see bn_stats), as a Welford state at the end.
+struct SliceSums {
+  float shift, sum = 0.f, sq = 0.f;
+  int count = 0;
+  __device__ explicit SliceSums(float centre) : shift(centre) {}
+  __device__ __forceinline__ void add(float4 v) {
+    const float a = v.x - shift, b = v.y - shift, cc = v.z - shift, d = v.w - shift;
+    sum += (a + b) + (cc + d);
+    sq += (a * a + b * b) + (cc * cc + d * d);
+    count += 4;
+  }
+  __device__ __forceinline__ Welford state() const { return thread_state(sum, sq, count, shift); }
+};
 
 struct ChannelStats {
   double n, mean, m2;
@@ -439,17 +458,11 @@ __device__ __forceinline__ void store_slice(float* p, int first, int units, int 
 // This thread's Welford state of its slice values, centred on `shift` (see bn_stats).
 template <int U>
 __device__ __forceinline__ Welford slice_state(const float4 (&v)[U], int first, int units, float shift) {
-  float sum = 0.f, sq = 0.f;
-  int count = 0;
+  SliceSums sums(shift);
 #pragma unroll
-  for (int i = 0; i < U; ++i) {
-    if (first + i * kThreads >= units) continue;
-    const float a = v[i].x - shift, b = v[i].y - shift, cc = v[i].z - shift, d = v[i].w - shift;
-    sum += (a + b) + (cc + d);
-    sq += (a * a + b * b) + (cc * cc + d * d);
-    count += 4;
-  }
-  return thread_state(sum, sq, count, shift);
+  for (int i = 0; i < U; ++i)
+    if (first + i * kThreads < units) sums.add(v[i]);
+  return sums.state();
 }
 // Replaces g by the gradient at the BN output (activation mask applied) and returns this thread's
 // sums of g and g*(x - mean). Out-of-range units are zeros and add nothing.
@@ -514,6 +527,37 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait_group() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
+// Single-launch forward, block-wide, once every thread has the state of its part of slice s of
+// channel c: publishes the block's state, waits at the channel's barrier for the other slices,
+// merges them all (the same bits in every block); slice 0 saves mean/invstd and updates the
+// running statistics. Returns (scale, shift) of y = act(x * scale + shift). The caller syncs the
+// block before its next call (the merge scratch is reused).
+__device__ float2 channel_scale_shift(const Welford& mine, const float* gamma, const float* beta, int c, int s,
+                                      int splits, float* partial, int* counters, float momentum, float eps,
+                                      float* running_mean, float* running_var, float* save_mean,
+                                      float* save_invstd) {
+  __shared__ float2 sh_mi;
+  const Welford w = block_merge(mine);
+  if (threadIdx.x == 0) store_welford(partial, c, splits, s, w);
+  channel_barrier(counters, c, splits);
+  if (threadIdx.x < 32) {
+    const ChannelStats st = merge_slices(partial, c, splits);
+    if (threadIdx.x == 0) {
+      const float2 mi = normalisation(st, eps);
+      sh_mi = mi;
+      if (s == 0) {
+        save_mean[c] = mi.x;
+        save_invstd[c] = mi.y;
+        update_running(st, c, momentum, running_mean, running_var);
+      }
+      channel_depart(counters, counters + kMaxChannels, c, splits);
+    }
+  }
+  __syncthreads();
+  const float scale = __ldg(gamma + c) * sh_mi.y;  // the same expressions as bn_apply
+  return make_float2(scale, __ldg(beta + c) - sh_mi.x * scale);
+}
+
 // The forward holds its slice in (dynamic) shared memory, filled by cp.async so it takes no
 // registers: U = 8 is 32 KiB per block; at 58 registers 4 blocks fit an SM, 2 rounds at the conv2
 // shape on an H100. kStages = 2 double-buffers: the next channel's slice is fetched while the
@@ -526,7 +570,6 @@ __global__ void __launch_bounds__(kThreads) bn_forward_single(
     float* __restrict__ running_mean, float* __restrict__ running_var, float* __restrict__ save_mean,
     float* __restrict__ save_invstd, bool leaky, float slope) {
   extern __shared__ float4 tiles[];  // [kStages][U][kThreads]; a thread reads only the slots it filled
-  __shared__ float2 sh_mi;
   const int s = int(blockIdx.x) % splits, g = int(blockIdx.x) / splits;
   const int units = N * upr, first = s * (kThreads * U) + int(threadIdx.x);
   const float4* x4 = reinterpret_cast<const float4*>(x);
@@ -550,48 +593,81 @@ __global__ void __launch_bounds__(kThreads) bn_forward_single(
     } else {
       cp_async_wait_group<0>();
     }
-    const float shift = __ldg(x + int64_t(c) * upr * 4);  // centring value, as in bn_stats
-    float sum = 0.f, sq = 0.f;
-    int count = 0;
+    SliceSums sums(__ldg(x + int64_t(c) * upr * 4));  // centred on a value of the channel, as in bn_stats
 #pragma unroll
-    for (int i = 0; i < U; ++i) {
-      if (first + i * kThreads >= units) continue;
-      const float4 v = slot(stage, i);
-      const float a = v.x - shift, b = v.y - shift, cc = v.z - shift, d = v.w - shift;
-      sum += (a + b) + (cc + d);
-      sq += (a * a + b * b) + (cc * cc + d * d);
-      count += 4;
-    }
-    const Welford w = block_merge(thread_state(sum, sq, count, shift));
-    if (threadIdx.x == 0) store_welford(partial, c, splits, s, w);
-    channel_barrier(counters, c, splits);
-    if (threadIdx.x < 32) {
-      const ChannelStats st = merge_slices(partial, c, splits);
-      if (threadIdx.x == 0) {
-        const float2 mi = normalisation(st, eps);
-        sh_mi = mi;
-        if (s == 0) {
-          save_mean[c] = mi.x;
-          save_invstd[c] = mi.y;
-          update_running(st, c, momentum, running_mean, running_var);
-        }
-        channel_depart(counters, counters + kMaxChannels, c, splits);
-      }
-    }
-    __syncthreads();
-    const float scale = __ldg(gamma + c) * sh_mi.y;  // the same expressions as bn_apply
-    const float sh = __ldg(beta + c) - sh_mi.x * scale;
+    for (int i = 0; i < U; ++i)
+      if (first + i * kThreads < units) sums.add(slot(stage, i));
+    const float2 ss = channel_scale_shift(sums.state(), gamma, beta, c, s, splits, partial, counters, momentum,
+                                          eps, running_mean, running_var, save_mean, save_invstd);
 #pragma unroll
     for (int i = 0; i < U; ++i) {
       const int j = first + i * kThreads;
-      if (j < units) y4[unit_offset(j, upr, C, c)] = normalise4(slot(stage, i), scale, sh, leaky, slope);
+      if (j < units) y4[unit_offset(j, upr, C, c)] = normalise4(slot(stage, i), ss.x, ss.y, leaky, slope);
     }
-    __syncthreads();  // sh_mi and the merge scratch are reused by the next channel
+    __syncthreads();  // the merge scratch is reused by the next channel
     if (kStages == 1) {
       if (next < C) fetch(0, next);
     } else {
       stage ^= 1;
     }
+  }
+}
+
+// One round where the activation does not fit on chip (the conv2 shape: 33.5 MB against ~25 MB
+// of shared memory on an H100): every (channel, slice) block is co-resident at once, each thread
+// keeps `held` units of its slice in shared memory and streams the rest (`per_thread - held`) twice:
+// once for the statistics, read last so it is the most recent data in L2, and again after the
+// barrier, first, before the block's stores push it out. DRAM sees the activation once, the
+// re-read comes from L2, and there is one barrier instead of one per round. When C exceeds the
+// co-resident blocks a block walks channels c = g, g + groups, ... with one slice each.
+constexpr int kStreamChunk = 4;  // float4 loads in flight per thread in the streamed part
+__global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_reread(
+    const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
+    const float* __restrict__ beta, int N, int C, int upr, int splits, int groups, int per_thread,
+    int held, float* __restrict__ partial, int* __restrict__ counters, float momentum, float eps,
+    float* __restrict__ running_mean, float* __restrict__ running_var, float* __restrict__ save_mean,
+    float* __restrict__ save_invstd, bool leaky, float slope) {
+  extern __shared__ float4 tiles[];  // [held][kThreads]; a thread reads only the slots it filled
+  const int s = int(blockIdx.x) % splits, g = int(blockIdx.x) / splits;
+  const int units = N * upr, first = s * (kThreads * per_thread) + int(threadIdx.x);
+  const int own = min(held, per_thread);
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  float4* y4 = reinterpret_cast<float4*>(y);
+  // Visits the streamed units i in [own, per_thread) of channel c, kStreamChunk loads in flight.
+  auto stream_units = [&](int c, auto&& use) {
+    for (int i = own; i < per_thread; i += kStreamChunk) {
+      float4 v[kStreamChunk];
+#pragma unroll
+      for (int k = 0; k < kStreamChunk; ++k) {
+        const int j = first + (i + k) * kThreads;
+        v[k] = i + k < per_thread && j < units ? __ldg(x4 + unit_offset(j, upr, C, c)) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int k = 0; k < kStreamChunk; ++k) {
+        const int j = first + (i + k) * kThreads;
+        if (i + k < per_thread && j < units) use(j, v[k]);
+      }
+    }
+  };
+  for (int c = g; c < C; c += groups) {
+    for (int i = 0; i < own; ++i) {
+      const int j = first + i * kThreads;
+      if (j < units) cp_async16(&tiles[i * kThreads + threadIdx.x], x4 + unit_offset(j, upr, C, c));
+    }
+    cp_async_commit();
+    SliceSums sums(__ldg(x + int64_t(c) * upr * 4));
+    stream_units(c, [&](int, float4 v) { sums.add(v); });
+    cp_async_wait_group<0>();
+    for (int i = 0; i < own; ++i)
+      if (first + i * kThreads < units) sums.add(tiles[i * kThreads + threadIdx.x]);
+    const float2 ss = channel_scale_shift(sums.state(), gamma, beta, c, s, splits, partial, counters, momentum,
+                                          eps, running_mean, running_var, save_mean, save_invstd);
+    stream_units(c, [&](int j, float4 v) { y4[unit_offset(j, upr, C, c)] = normalise4(v, ss.x, ss.y, leaky, slope); });
+    for (int i = 0; i < own; ++i) {
+      const int j = first + i * kThreads;
+      if (j < units) y4[unit_offset(j, upr, C, c)] = normalise4(tiles[i * kThreads + threadIdx.x], ss.x, ss.y, leaky, slope);
+    }
+    __syncthreads();  // the merge scratch is reused by the next channel
   }
 }
 
@@ -767,20 +843,30 @@ int64_t channel_units(const Shape4& s, bool vec4) {
 }
 
 // Co-resident blocks of a kernel (occupancy x SMs) with `smem` bytes of dynamic shared memory,
-// measured once per kernel.
+// measured once per (kernel, smem).
 template <class Kernel>
 int resident_blocks(Kernel kernel, size_t smem = 0) {
-  static std::map<const void*, int> resident_of;
-  const void* key = reinterpret_cast<const void*>(kernel);
-  auto it = resident_of.find(key);
+  static std::map<std::pair<const void*, size_t>, int> resident_of;
+  const void* fn = reinterpret_cast<const void*>(kernel);
+  auto it = resident_of.find({fn, smem});
   if (it == resident_of.end()) {
-    int per_sm = 0;
-    // Prefer shared memory over L1: the single-launch forward keeps its slice there.
-    CUDA_CHECK(cudaFuncSetAttribute(key, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                    int(cudaSharedmemCarveoutMaxShared)));
-    CUDA_CHECK(cudaFuncSetAttribute(key, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
-    it = resident_of.emplace(key, per_sm * cac::cuda::sm_count()).first;
+    int device = 0, optin = 0, per_sm = 0;
+    cudaFuncAttributes attrs{};
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    CUDA_CHECK(cudaFuncGetAttributes(&attrs, fn));
+    // The most dynamic shared memory a block of this kernel may ask for on this GPU (its static
+    // shared memory counts against the same limit), set as the kernel's limit so that every size
+    // up to it launches; more than that and no block fits.
+    const int dynamic_max = optin - int(attrs.sharedSizeBytes);
+    if (dynamic_max >= 0 && smem <= size_t(dynamic_max)) {
+      // Prefer shared memory over L1: the single-launch forwards keep their slices there.
+      CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                      int(cudaSharedmemCarveoutMaxShared)));
+      CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_max));
+      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+    }
+    it = resident_of.emplace(std::make_pair(fn, smem), per_sm * cac::cuda::sm_count()).first;
   }
   return it->second;
 }
@@ -839,18 +925,33 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   const float m = float(momentum), e = float(eps), slope = float(act.slope);
   const int upr = s.HW / 4;
   bool done = false;
+  if (st == BnStrategy::SingleLaunchReread) {
+    const int held = units_per_thread(12);
+    const size_t smem = size_t(held) * kThreads * sizeof(float4);
+    const int resident = resident_blocks(bn_forward_reread, smem);
+    const BnSlicePlan p = cac::kernels::batchnorm_reread_plan(units, s.C, resident, kThreads);
+    if (p.fits) {
+      Tensor partial = Tensor::empty({s.C, p.splits, 3}, DType::F32, Device::CUDA);
+      launch_cooperative(bn_forward_reread, p.splits * p.groups, smem, x.data<float>(), y.data<float>(),
+                         gamma.data<float>(), beta.data<float>(), s.N, s.C, upr, p.splits, p.groups, p.per_thread,
+                         held, partial.data<float>(), channel_counters(), m, e, running_mean.data<float>(),
+                         running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
+                         act.leaky, slope);
+      cac::kernels::note_batchnorm_launches(1);
+      done = true;
+    }
+  }
   if (st == BnStrategy::SingleLaunch) {
     with_units(units_per_thread(8), [&](auto U) {
       constexpr int kU = decltype(U)::value;
       const bool two = cac::kernels::batchnorm_tuning().pipeline_stages == 2;
       auto kernel = two ? bn_forward_single<kU, 2> : bn_forward_single<kU, 1>;
       const size_t smem = size_t(two ? 2 : 1) * kU * kThreads * sizeof(float4);
-      const int splits = splits_of(units, kU), resident = resident_blocks(kernel, smem);
-      if (splits > resident) return;  // the barrier needs the whole channel resident
-      const int groups = std::min(s.C, resident / splits);
-      Tensor partial = Tensor::empty({s.C, splits, 3}, DType::F32, Device::CUDA);
-      launch_cooperative(kernel, splits * groups, smem, x.data<float>(), y.data<float>(),
-                         gamma.data<float>(), beta.data<float>(), s.N, s.C, upr, splits, groups,
+      const BnSlicePlan p = cac::kernels::batchnorm_single_plan(units, s.C, resident_blocks(kernel, smem), kThreads, kU);
+      if (!p.fits) return;  // the barrier needs the whole channel resident
+      Tensor partial = Tensor::empty({s.C, p.splits, 3}, DType::F32, Device::CUDA);
+      launch_cooperative(kernel, p.splits * p.groups, smem, x.data<float>(), y.data<float>(),
+                         gamma.data<float>(), beta.data<float>(), s.N, s.C, upr, p.splits, p.groups,
                          partial.data<float>(), channel_counters(), m, e, running_mean.data<float>(),
                          running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
                          act.leaky, slope);
@@ -910,21 +1011,23 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
   if (s.total == 0) return;
   const bool vec4 = vec4_ok(s.HW, {x.raw(), gy.raw(), gx ? gx->raw() : nullptr});
   const int64_t units = channel_units(s, vec4);
-  const BnStrategy st = strategy_for(units);
+  // SingleLaunchReread is a forward design; its backward is SingleLaunch's with the default units.
+  const bool reread = strategy_for(units) == BnStrategy::SingleLaunchReread;
+  const BnStrategy st = reread ? BnStrategy::SingleLaunch : strategy_for(units);
   const float slope = float(act.slope);
   const int upr = s.HW / 4;
   float* gx_data = gx ? gx->data<float>() : nullptr;
   bool done = false;
   if (st == BnStrategy::SingleLaunch) {
-    with_units(units_per_thread(4), [&](auto U) {
+    with_units(reread ? 4 : units_per_thread(4), [&](auto U) {
       constexpr int kU = decltype(U)::value;
-      const int splits = splits_of(units, kU), resident = resident_blocks(bn_backward_single<kU>);
-      if (splits > resident) return;
-      const int groups = std::min(s.C, resident / splits);
-      Tensor partial = Tensor::empty({s.C, splits, 2}, DType::F64, Device::CUDA);
-      launch_cooperative(bn_backward_single<kU>, splits * groups, 0, x.data<float>(), gy.data<float>(),
+      const BnSlicePlan p =
+          cac::kernels::batchnorm_single_plan(units, s.C, resident_blocks(bn_backward_single<kU>), kThreads, kU);
+      if (!p.fits) return;
+      Tensor partial = Tensor::empty({s.C, p.splits, 2}, DType::F64, Device::CUDA);
+      launch_cooperative(bn_backward_single<kU>, p.splits * p.groups, 0, x.data<float>(), gy.data<float>(),
                          gamma.data<float>(), beta.data<float>(), mean.data<float>(), invstd.data<float>(),
-                         act.leaky, slope, training, s.N, s.C, upr, splits, groups, partial.data<double>(),
+                         act.leaky, slope, training, s.N, s.C, upr, p.splits, p.groups, partial.data<double>(),
                          channel_counters(), ggamma.data<float>(), gbeta.data<float>(), gx_data);
       cac::kernels::note_batchnorm_launches(1);
       done = true;
