@@ -186,6 +186,10 @@ int run_kernels(const KernelOptions& o) {
       kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, held});
       bench_batchnorm(true, fmt::format(" 1-round reread u={}", held), false);
     }
+    for (int held : {8, 12}) {  // the held part loaded evict-first in L2
+      kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, held, 0, true});
+      bench_batchnorm(true, fmt::format(" 1-round reread u={} L2 hints", held), false);
+    }
   }
   kernels::set_batchnorm_tuning({});
 

@@ -54,6 +54,8 @@ struct BnTuning {
                              // default 12 = 48 KiB per block, 4 blocks per SM)
   int pipeline_stages = 0;   // SingleLaunch forward: 2 = prefetch the next channel's slice during
                              // the current one's barrier (not yet measured); 0 or 1 = no prefetch
+  bool l2_hints = false;     // SingleLaunchReread: the part held in shared memory is loaded with an
+                             // L2 evict-first policy, sparing the re-read part (not yet measured)
 };
 // For benchmarks (`cac_bench kernels --bn-sweep`) and tests; process-wide, not thread-safe.
 void set_batchnorm_tuning(const BnTuning& tuning);

@@ -147,14 +147,15 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaRealShapes, ::testing::ValuesIn(real_shape_
                          [](const auto& info) { return info.param.name; });
 
 // ---- batch norm under each launch strategy -----------------------------------------------------
-// The single-launch kernels (the default: slices on chip + per-channel barrier; the one-round
-// reread forward with 12 and with 2 units in shared memory, the rest streamed twice), the sliced
-// and the flat two-pass ones, at shapes that hit each path: the real conv2 shape, batch 1, slices that
-// end mid-block (50x4x20x20), a channel cut into 128-256 slices (256x2x64x64), many small channels
-// (128x512x4x4), odd planes that must fall back to two passes (3x5x7x9), a channel too large
-// for one launch (1024x1x64x64), and more channels than co-resident blocks, so that each block of a
-// single launch walks several channels (4x4096x2x2). Two forward+backward rounds: the barrier counters must be back at
-// zero after each launch, and the running statistics must compound like the CPU's.
+// Every batch-norm launch strategy: the single launch (the default: slices on chip + per-channel
+// barrier), the one-round reread forward (12, 2, and 8 with L2 eviction hints, float4s per thread
+// in shared memory, the rest streamed twice), the sliced and the flat two-pass kernels. At shapes
+// that hit each path: the real conv2 shape, batch 1, slices that end mid-block (50x4x20x20), a
+// channel cut into 128-256 slices (256x2x64x64), many small channels (128x512x4x4), odd planes that
+// must fall back to two passes (3x5x7x9), a channel too large for one launch (1024x1x64x64), and
+// more channels than co-resident blocks, so each block of a single launch walks several channels
+// (4x4096x2x2). Two forward+backward rounds: the barrier counters must be back at zero after each
+// launch, and the running statistics must compound like the CPU's.
 struct BnTuningCase {
   std::string name;
   Shape shape;
@@ -174,7 +175,8 @@ std::vector<BnTuningCase> bn_tuning_cases() {
       {"single_u4_prefetch", {kernels::BnStrategy::SingleLaunch, 0, 4, 2}},
       {"single_u8_prefetch", {kernels::BnStrategy::SingleLaunch, 0, 8, 2}},
       {"reread_u12", {kernels::BnStrategy::SingleLaunchReread, 0, 12}},
-      {"reread_u2", {kernels::BnStrategy::SingleLaunchReread, 0, 2}}};
+      {"reread_u2", {kernels::BnStrategy::SingleLaunchReread, 0, 2}},
+      {"reread_u8_l2hints", {kernels::BnStrategy::SingleLaunchReread, 0, 8, 0, true}}};
   std::vector<BnTuningCase> cs;
   for (const auto& [sn, shape] : shapes)
     for (const auto& [tn, tuning] : tunings) cs.push_back({tn + "_" + sn, shape, tuning});

@@ -523,6 +523,18 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem) : "memory");
 }
 
+// The same with an L2 eviction policy (from createpolicy), e.g. evict-first for data read once.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, uint64_t l2_policy) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "l"(l2_policy)
+               : "memory");
+}
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  return policy;
+}
+
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait_group() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
@@ -620,7 +632,10 @@ __global__ void __launch_bounds__(kThreads) bn_forward_single(
 // barrier, first, before the block's stores push it out. DRAM sees the activation once, the
 // re-read comes from L2, and there is one barrier instead of one per round. When C exceeds the
 // co-resident blocks a block walks channels c = g, g + groups, ... with one slice each.
+// kEvictHeldFirst: the held part's loads carry an L2 evict-first policy, so that what L2 must
+// give up first is what shared memory already holds, not the streamed part awaiting its re-read.
 constexpr int kStreamChunk = 4;  // float4 loads in flight per thread in the streamed part
+template <bool kEvictHeldFirst>
 __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_reread(
     const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
     const float* __restrict__ beta, int N, int C, int upr, int splits, int groups, int per_thread,
@@ -631,6 +646,7 @@ __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_rerea
   const int s = int(blockIdx.x) % splits, g = int(blockIdx.x) / splits;
   const int units = N * upr, first = s * (kThreads * per_thread) + int(threadIdx.x);
   const int own = min(held, per_thread);
+  const uint64_t held_policy = kEvictHeldFirst ? l2_evict_first_policy() : 0;
   const float4* x4 = reinterpret_cast<const float4*>(x);
   float4* y4 = reinterpret_cast<float4*>(y);
   // Visits the streamed units i in [own, per_thread) of channel c, kStreamChunk loads in flight.
@@ -652,7 +668,9 @@ __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_rerea
   for (int c = g; c < C; c += groups) {
     for (int i = 0; i < own; ++i) {
       const int j = first + i * kThreads;
-      if (j < units) cp_async16(&tiles[i * kThreads + threadIdx.x], x4 + unit_offset(j, upr, C, c));
+      if (j >= units) continue;
+      if (kEvictHeldFirst) cp_async16(&tiles[i * kThreads + threadIdx.x], x4 + unit_offset(j, upr, C, c), held_policy);
+      else cp_async16(&tiles[i * kThreads + threadIdx.x], x4 + unit_offset(j, upr, C, c));
     }
     cp_async_commit();
     SliceSums sums(__ldg(x + int64_t(c) * upr * 4));
@@ -928,11 +946,12 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   if (st == BnStrategy::SingleLaunchReread) {
     const int held = units_per_thread(12);
     const size_t smem = size_t(held) * kThreads * sizeof(float4);
-    const int resident = resident_blocks(bn_forward_reread, smem);
+    auto kernel = cac::kernels::batchnorm_tuning().l2_hints ? bn_forward_reread<true> : bn_forward_reread<false>;
+    const int resident = resident_blocks(kernel, smem);
     const BnSlicePlan p = cac::kernels::batchnorm_reread_plan(units, s.C, resident, kThreads);
     if (p.fits) {
       Tensor partial = Tensor::empty({s.C, p.splits, 3}, DType::F32, Device::CUDA);
-      launch_cooperative(bn_forward_reread, p.splits * p.groups, smem, x.data<float>(), y.data<float>(),
+      launch_cooperative(kernel, p.splits * p.groups, smem, x.data<float>(), y.data<float>(),
                          gamma.data<float>(), beta.data<float>(), s.N, s.C, upr, p.splits, p.groups, p.per_thread,
                          held, partial.data<float>(), channel_counters(), m, e, running_mean.data<float>(),
                          running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
