@@ -24,11 +24,12 @@ namespace {
 
 bool gpu_present(std::string* why) { return cuda::device_available(why); }
 
-// Diagnosis hook: CAC_TEST_BN=flat|single runs every batch norm with that strategy.
+// Diagnosis hook: CAC_TEST_BN=flat|single|reread runs every batch norm with that strategy.
 void apply_bn_override() {
   const std::string bn = std::getenv("CAC_TEST_BN") ? std::getenv("CAC_TEST_BN") : "";
   if (bn == "flat") kernels::set_batchnorm_tuning({kernels::BnStrategy::FlatTwoPass, 0, 0});
   if (bn == "single") kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, 0});
+  if (bn == "reread") kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, 0});
 }
 
 #define REQUIRE_GPU()                                                   \
@@ -323,6 +324,16 @@ void expect_step_matches(const std::function<std::shared_ptr<OpenSetClassifier>(
 TEST(CudaStep, Classifier32StepMatchesCpu) {
   REQUIRE_GPU();
   // 32x32x3, dropout 0.2: the masks are the same function on both sides.
+  expect_step_matches([] { return make_classifier32(Classifier32Config{}, 6, 10.0, false); }, 6, 8, 9);
+}
+
+// The same step with the one-round reread batch-norm forward in every layer (a default candidate).
+TEST(CudaStep, Classifier32StepMatchesCpuWithRereadBatchNorm) {
+  REQUIRE_GPU();
+  struct RestoreDefault {
+    ~RestoreDefault() { kernels::set_batchnorm_tuning({}); }
+  } restore;
+  kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, 0});
   expect_step_matches([] { return make_classifier32(Classifier32Config{}, 6, 10.0, false); }, 6, 8, 9);
 }
 
