@@ -5,8 +5,9 @@
 # comparison; results and logs go to OUT_DIR (summary.txt is the short version).
 #
 #   scripts/gpu-check.sh OUT_DIR
-#   GPU_CHECK_STAGES="tests sanitize bench train" (the default: all) picks stages (GPU_CHECK_METHODS
-#   the train stage's methods, default "cac ce"); the build always
+#   GPU_CHECK_STAGES="tests sanitize bench train" (the default) picks stages (GPU_CHECK_METHODS
+#   the train stage's methods, default "cac ce"; "profile", not a default, runs Nsight Compute on
+#   the batch-norm forward kernels); the build always
 #   runs (incremental when build-gpu/ is still there from an earlier call on the same machine).
 #
 # Build dependencies: if .deps/*.deb exist (scripts/fetch-gpu-deps.sh downloads them on a Debian
@@ -97,6 +98,25 @@ if want sanitize; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 $build/bench/cac_bench kernels --iters 2 \
     >"$out/sanitizer-bench.log" 2>&1
   say "compute-sanitizer memcheck (cac_bench kernels): rc=$?, $(grep -E 'ERROR SUMMARY' "$out/sanitizer-bench.log" | tail -1)"
+fi
+
+# Nsight Compute on the batch-norm forward candidates (not in the default stages): duration, DRAM
+# throughput and L2 hit rate of one launch each at the conv2 shape; full reports in ncu-*.txt.
+if want profile; then
+  say ""
+  say "== ncu: batch-norm forward kernels (128x64x32x32)"
+  if ! command -v ncu >/dev/null; then
+    say "ncu: not found on PATH"
+  else
+    for k in bn_forward_single bn_forward_reread; do
+      timeout 180 ncu --clock-control none --kernel-name regex:"$k" --launch-skip 3 --launch-count 1 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+        $build/bench/cac_bench kernels --iters 5 >"$out/ncu-$k.txt" 2>&1
+      say "$k: rc=$? $(grep -E '^ +(Duration|DRAM Throughput|L2 Hit Rate|Memory Throughput) ' "$out/ncu-$k.txt" \
+        | sed -E 's/ +/ /g' | tr '\n' ';')"
+      grep -E "ERR_NVGPUCTRPERM|==ERROR==" "$out/ncu-$k.txt" | head -2 | tee -a "$summary"
+    done
+  fi
 fi
 
 # The main job's full GPU schedule (Fashion-MNIST trial 0, MNIST protocol: 35 + 35 epochs), CAC and

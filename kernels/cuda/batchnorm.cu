@@ -571,7 +571,7 @@ __device__ float2 channel_scale_shift(const Welford& mine, const float* gamma, c
 }
 
 // The forward holds its slice in (dynamic) shared memory, filled by cp.async so it takes no
-// registers: U = 8 is 32 KiB per block; at 58 registers 4 blocks fit an SM, 2 rounds at the conv2
+// registers: U = 8 is 32 KiB per block; at 60 registers 4 blocks fit an SM, 2 rounds at the conv2
 // shape on an H100. kStages = 2 double-buffers: the next channel's slice is fetched while the
 // current one waits at its barrier and is written out (a candidate, see docs/performance.md).
 template <int U, int kStages>
