@@ -3,10 +3,13 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <string>
 
 #include "bench/kernels.h"
 #include "core/cuda_runtime.h"
 #include "core/rng.h"
+#include "kernels/batchnorm.h"
 #include "models/classifier32.h"
 #include "models/resnet18.h"
 #include "models/training.h"
@@ -16,7 +19,7 @@ using namespace cac;
 namespace {
 
 struct StepOptions {
-  std::string device = "cpu", arch = "classifier32";
+  std::string device = "cpu", arch = "classifier32", bn = "auto";
   bool tf32 = true;
   int batch = 128, channels = 3, size = 32, classes = 0, warmup = 2, iters = 10;
 };
@@ -31,6 +34,12 @@ int run_step(const StepOptions& o) {
     }
   }
   if (dev == Device::CUDA) cuda::set_allow_tf32(o.tf32);
+  // The CUDA batch-norm launch strategy of every layer (the CPU ignores it).
+  const std::map<std::string, kernels::BnStrategy> bn_strategies = {
+      {"auto", kernels::BnStrategy::Auto},           {"single", kernels::BnStrategy::SingleLaunch},
+      {"reread", kernels::BnStrategy::SingleLaunchReread}, {"two-pass", kernels::BnStrategy::TwoPass},
+      {"flat", kernels::BnStrategy::FlatTwoPass}};
+  kernels::set_batchnorm_tuning({bn_strategies.at(o.bn), 0, 0});
   const int classes = o.classes > 0 ? o.classes : o.arch == "resnet18" ? 10 : 6;  // FP experiment / a trial
   std::shared_ptr<OpenSetClassifier> model;
   if (o.arch == "resnet18") {
@@ -59,9 +68,10 @@ int run_step(const StepOptions& o) {
   cuda::synchronize();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double ms = 1e3 * s / o.iters;
-  std::printf("%s training step  device=%s%s  batch=%d  input=%dx%dx%d  %.2f ms/step  %.1f images/s"
+  std::printf("%s training step  device=%s%s%s  batch=%d  input=%dx%dx%d  %.2f ms/step  %.1f images/s"
               "  (loss %.4f, %d timed steps after %d warm-up)\n",
               o.arch.c_str(), o.device.c_str(), dev == Device::CUDA ? (o.tf32 ? " (tf32 convs)" : " (fp32 convs)") : "",
+              dev == Device::CUDA && o.bn != "auto" ? (" bn=" + o.bn).c_str() : "",
               o.batch, o.size, o.size, o.channels, ms, 1e3 * o.batch / ms, totals.means().loss, o.iters,
               o.warmup);
   if (dev == Device::CUDA) {
@@ -88,10 +98,15 @@ int main(int argc, char** argv) {
   step->add_option("--warmup", so.warmup, "untimed steps first")->check(CLI::NonNegativeNumber)->capture_default_str();
   step->add_option("--iters", so.iters, "timed steps")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_flag("--tf32,!--no-tf32", so.tf32, "TF32 tensor cores for convolutions (PyTorch's default)")->capture_default_str();
+  step->add_option("--bn", so.bn, "CUDA batch-norm launch strategy: auto, single, reread, two-pass or flat")
+      ->check(CLI::IsMember({"auto", "single", "reread", "two-pass", "flat"}))
+      ->capture_default_str();
   bench::KernelOptions ko;
   auto* kern = app.add_subcommand("kernels", "each hand-written CUDA kernel: check vs CPU twin, then time");
   kern->add_option("--batch", ko.batch, "batch size of the activation shapes")->check(CLI::PositiveNumber)->capture_default_str();
-  kern->add_flag("--bn-sweep", ko.bn_sweep, "also validate and time batch norm at every reduction split count (1..128)");
+  kern->add_flag("--bn-sweep", ko.bn_sweep,
+                 "also validate and time batch norm under every launch configuration (strategy, units per thread, "
+                 "splits, prefetch, L2 hints)");
   kern->add_option("--iters", ko.iters, "timed runs per kernel (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
   bench::LoaderOptions lo;
   auto* load = app.add_subcommand("loader", "images/s of the data loader with the CIFAR10/MNIST augmentation");

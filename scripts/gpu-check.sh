@@ -78,6 +78,8 @@ say "== training step, batch 128, 32x32x3: classifier32 and ResNet-18, cac and P
     timeout 120 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3
     timeout 120 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3 --no-tf32
   done
+  # The same step with the one-round reread batch-norm forward (a default candidate).
+  timeout 120 $build/bench/cac_bench step --arch classifier32 --device cuda --channels 3 --iters 50 --warmup 10 --bn reread
 } >"$out/bench-step.txt" 2>&1
 tee -a "$summary" <"$out/bench-step.txt"
 fi
