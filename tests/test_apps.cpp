@@ -274,6 +274,21 @@ TEST(FpOperatingPoints, ScriptRunsEndToEndOnSyntheticFiles) {
   EXPECT_EQ(rc2, 0) << out2;
 }
 
+// cac_bench's options are checked like cac_train's: a bad value names the option and what it allows.
+TEST(Cli, BenchRejectsBadValues) {
+  const std::string bench = CAC_BENCH_BIN;
+  auto [rc1, out1] = run_cmd(bench + " step --bn fastest");
+  EXPECT_NE(rc1, 0);
+  EXPECT_NE(out1.find("--bn"), std::string::npos) << out1;
+  EXPECT_NE(out1.find("reread"), std::string::npos) << out1;
+  auto [rc2, out2] = run_cmd(bench + " step --arch vgg16");
+  EXPECT_NE(rc2, 0);
+  EXPECT_NE(out2.find("--arch"), std::string::npos) << out2;
+  auto [rc3, out3] = run_cmd(bench + " kernels --iters 0");
+  EXPECT_NE(rc3, 0);
+  EXPECT_NE(out3.find("--iters"), std::string::npos) << out3;
+}
+
 TEST(Cli, BadFlagsAndMissingDataFailClearly) {
   Dir d;
   const std::string bin = CAC_TRAIN_BIN;
