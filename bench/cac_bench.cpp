@@ -24,6 +24,15 @@ struct StepOptions {
   int batch = 128, channels = 3, size = 32, classes = 0, warmup = 2, iters = 10;
 };
 
+// `cac_bench step --bn`: the CUDA batch-norm launch strategy of every layer, by name.
+const std::map<std::string, kernels::BnStrategy>& bn_strategies() {
+  static const std::map<std::string, kernels::BnStrategy> names = {
+      {"auto", kernels::BnStrategy::Auto},           {"single", kernels::BnStrategy::SingleLaunch},
+      {"reread", kernels::BnStrategy::SingleLaunchReread}, {"two-pass", kernels::BnStrategy::TwoPass},
+      {"flat", kernels::BnStrategy::FlatTwoPass}};
+  return names;
+}
+
 int run_step(const StepOptions& o) {
   const Device dev = o.device == "cuda" ? Device::CUDA : Device::CPU;
   if (dev == Device::CUDA) {
@@ -34,12 +43,7 @@ int run_step(const StepOptions& o) {
     }
   }
   if (dev == Device::CUDA) cuda::set_allow_tf32(o.tf32);
-  // The CUDA batch-norm launch strategy of every layer (the CPU ignores it).
-  const std::map<std::string, kernels::BnStrategy> bn_strategies = {
-      {"auto", kernels::BnStrategy::Auto},           {"single", kernels::BnStrategy::SingleLaunch},
-      {"reread", kernels::BnStrategy::SingleLaunchReread}, {"two-pass", kernels::BnStrategy::TwoPass},
-      {"flat", kernels::BnStrategy::FlatTwoPass}};
-  kernels::set_batchnorm_tuning({bn_strategies.at(o.bn), 0, 0});
+  kernels::set_batchnorm_tuning({bn_strategies().at(o.bn), 0, 0});  // the CPU ignores it
   const int classes = o.classes > 0 ? o.classes : o.arch == "resnet18" ? 10 : 6;  // FP experiment / a trial
   std::shared_ptr<OpenSetClassifier> model;
   if (o.arch == "resnet18") {
@@ -99,7 +103,7 @@ int main(int argc, char** argv) {
   step->add_option("--iters", so.iters, "timed steps")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_flag("--tf32,!--no-tf32", so.tf32, "TF32 tensor cores for convolutions (PyTorch's default)")->capture_default_str();
   step->add_option("--bn", so.bn, "CUDA batch-norm launch strategy: auto, single, reread, two-pass or flat")
-      ->check(CLI::IsMember({"auto", "single", "reread", "two-pass", "flat"}))
+      ->check(CLI::IsMember(bn_strategies()))
       ->capture_default_str();
   bench::KernelOptions ko;
   auto* kern = app.add_subcommand("kernels", "each hand-written CUDA kernel: check vs CPU twin, then time");

@@ -649,6 +649,7 @@ __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_rerea
   const uint64_t held_policy = kEvictHeldFirst ? l2_evict_first_policy() : 0;
   const float4* x4 = reinterpret_cast<const float4*>(x);
   float4* y4 = reinterpret_cast<float4*>(y);
+  auto slot = [&](int i) -> float4& { return tiles[i * kThreads + threadIdx.x]; };
   // Visits the streamed units i in [own, per_thread) of channel c, kStreamChunk loads in flight.
   auto stream_units = [&](int c, auto&& use) {
     for (int i = own; i < per_thread; i += kStreamChunk) {
@@ -669,21 +670,21 @@ __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_rerea
     for (int i = 0; i < own; ++i) {
       const int j = first + i * kThreads;
       if (j >= units) continue;
-      if (kEvictHeldFirst) cp_async16(&tiles[i * kThreads + threadIdx.x], x4 + unit_offset(j, upr, C, c), held_policy);
-      else cp_async16(&tiles[i * kThreads + threadIdx.x], x4 + unit_offset(j, upr, C, c));
+      if constexpr (kEvictHeldFirst) cp_async16(&slot(i), x4 + unit_offset(j, upr, C, c), held_policy);
+      else cp_async16(&slot(i), x4 + unit_offset(j, upr, C, c));
     }
     cp_async_commit();
     SliceSums sums(__ldg(x + int64_t(c) * upr * 4));
     stream_units(c, [&](int, float4 v) { sums.add(v); });
     cp_async_wait_group<0>();
     for (int i = 0; i < own; ++i)
-      if (first + i * kThreads < units) sums.add(tiles[i * kThreads + threadIdx.x]);
+      if (first + i * kThreads < units) sums.add(slot(i));
     const float2 ss = channel_scale_shift(sums.state(), gamma, beta, c, s, splits, partial, counters, momentum,
                                           eps, running_mean, running_var, save_mean, save_invstd);
     stream_units(c, [&](int j, float4 v) { y4[unit_offset(j, upr, C, c)] = normalise4(v, ss.x, ss.y, leaky, slope); });
     for (int i = 0; i < own; ++i) {
       const int j = first + i * kThreads;
-      if (j < units) y4[unit_offset(j, upr, C, c)] = normalise4(tiles[i * kThreads + threadIdx.x], ss.x, ss.y, leaky, slope);
+      if (j < units) y4[unit_offset(j, upr, C, c)] = normalise4(slot(i), ss.x, ss.y, leaky, slope);
     }
     __syncthreads();  // the merge scratch is reused by the next channel
   }
