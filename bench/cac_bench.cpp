@@ -26,10 +26,13 @@ struct StepOptions {
 
 // `cac_bench step --bn`: the CUDA batch-norm launch strategy of every layer, by name.
 const std::map<std::string, kernels::BnStrategy>& bn_strategies() {
-  static const std::map<std::string, kernels::BnStrategy> names = {
-      {"auto", kernels::BnStrategy::Auto},           {"single", kernels::BnStrategy::SingleLaunch},
-      {"reread", kernels::BnStrategy::SingleLaunchReread}, {"two-pass", kernels::BnStrategy::TwoPass},
-      {"flat", kernels::BnStrategy::FlatTwoPass}};
+  static const std::map<std::string, kernels::BnStrategy> names = [] {
+    std::map<std::string, kernels::BnStrategy> m;
+    for (auto st : {kernels::BnStrategy::Auto, kernels::BnStrategy::SingleLaunch, kernels::BnStrategy::SingleLaunchReread,
+                    kernels::BnStrategy::TwoPass, kernels::BnStrategy::FlatTwoPass})
+      m.emplace(kernels::bn_strategy_name(st), st);
+    return m;
+  }();
   return names;
 }
 
@@ -82,6 +85,8 @@ int run_step(const StepOptions& o) {
     auto st = cuda::allocator_stats();
     std::printf("device memory: peak %.1f MiB in tensors, %.1f MiB reserved, %zu cudaMalloc calls\n",
                 double(st.peak_in_use) / (1 << 20), double(st.reserved) / (1 << 20), st.device_allocations);
+    for (const auto& choice : kernels::batchnorm_measured_choices())  // bn=auto's choice per layer shape
+      std::printf("  %s\n", kernels::describe(choice).c_str());
   }
   return 0;
 }
@@ -102,7 +107,7 @@ int main(int argc, char** argv) {
   step->add_option("--warmup", so.warmup, "untimed steps first")->check(CLI::NonNegativeNumber)->capture_default_str();
   step->add_option("--iters", so.iters, "timed steps")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_flag("--tf32,!--no-tf32", so.tf32, "TF32 tensor cores for convolutions (PyTorch's default)")->capture_default_str();
-  step->add_option("--bn", so.bn, "CUDA batch-norm launch strategy: auto, single, reread, two-pass or flat")
+  step->add_option("--bn", so.bn, "CUDA batch-norm launch strategy: auto (the fastest, measured once per shape), single, reread, two-pass or flat")
       ->check(CLI::IsMember(bn_strategies()))
       ->capture_default_str();
   bench::KernelOptions ko;

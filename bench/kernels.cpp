@@ -48,6 +48,7 @@ struct Row {
   std::string name, shape;
   int launches;
   double bytes, check, warm_us, cold_us;
+  std::string strategy = {};  // batch norm rows: the strategy that ran (Auto's choice for the defaults)
 };
 
 double of_copy_percent(const Row& r, double copy_gbs) {
@@ -80,8 +81,8 @@ void print_targets(const std::vector<Row>& rows, double copy_gbs) {
       if (!best || r.warm_us < best->warm_us) best = &r;
       if (r.name == "batchnorm " + dir || r.name == "batchnorm+leaky " + dir) {
         const double pc = of_copy_percent(r, copy_gbs);
-        std::printf("  %-34s %-14s %5.1f%% of copy (>= 60%%): %s\n", r.name.c_str(), r.shape.c_str(), pc,
-                    pc >= 60 ? "met" : "MISSED");
+        std::printf("  %-34s %-14s %5.1f%% of copy (>= 60%%): %s (auto ran: %s)\n", r.name.c_str(),
+                    r.shape.c_str(), pc, pc >= 60 ? "met" : "MISSED", r.strategy.c_str());
       }
     }
     if (best)
@@ -131,10 +132,11 @@ int run_kernels(const KernelOptions& o) {
            is = Tensor::empty({C}, DType::F32, Device::CUDA);
     kernels::batchnorm_forward_train(xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is);
     const int launches_f = kernels::batchnorm_last_launches();
+    const std::string ran_f = kernels::bn_strategy_name(kernels::batchnorm_last_strategy());
     const double check_f = std::max({worst(y, y_c, M), worst(m, m_c, M), worst(rv, rv_c, M)});
     const std::string tag = (fused ? "batchnorm+leaky" : "batchnorm");
     const std::string shape = fmt::format("{}x64x32x32", o.batch);
-    time_both({tag + " forward (train)" + suffix, shape, launches_f, 2.0 * n * 4, check_f, 0, 0},
+    time_both({tag + " forward (train)" + suffix, shape, launches_f, 2.0 * n * 4, check_f, 0, 0, ran_f},
               [&] { kernels::batchnorm_forward_train(xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is); });
     Tensor gx_c = Tensor::empty(s), ggam_c = Tensor::empty({C}), gbet_c = Tensor::empty({C});
     kernels::cpu::batchnorm_backward(x, gamma, beta, m_c, is_c, gy, act, true, &gx_c, ggam_c, gbet_c);
@@ -143,8 +145,9 @@ int run_kernels(const KernelOptions& o) {
     Tensor mc = m_c.to(Device::CUDA), isc = is_c.to(Device::CUDA);
     kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet);
     const int launches_b = kernels::batchnorm_last_launches();
+    const std::string ran_b = kernels::bn_strategy_name(kernels::batchnorm_last_strategy());
     const double check_b = std::max({worst(gx, gx_c, M), worst(ggam, ggam_c, M), worst(gbet, gbet_c, M)});
-    time_both({tag + " backward" + suffix, shape, launches_b, 3.0 * n * 4, check_b, 0, 0},
+    time_both({tag + " backward" + suffix, shape, launches_b, 3.0 * n * 4, check_b, 0, 0, ran_b},
               [&] { kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet); });
     if (with_eval) {
       Tensor ye_c = Tensor::empty(s), ye = Tensor::empty(s, DType::F32, Device::CUDA);
@@ -155,7 +158,8 @@ int run_kernels(const KernelOptions& o) {
                 [&] { kernels::batchnorm_forward_eval(xg, gg, bg, mc, rvc, 1e-5, act, ye); });
     }
   };
-  // The default strategy (Auto = single launch), then the others for comparison.
+  // The default (Auto: the candidates timed once at this shape, the fastest kept), then the
+  // strategies one by one for comparison.
   for (bool fused : {false, true}) bench_batchnorm(fused, "", fused);
   kernels::set_batchnorm_tuning({kernels::BnStrategy::FlatTwoPass, 0, 0});
   bench_batchnorm(true, " flat", false);
@@ -245,6 +249,9 @@ int run_kernels(const KernelOptions& o) {
               [&] { kernels::sgd_step(pg, gg, bg, 0.01, 0.9, 5e-4); });
   }
   print(rows, copy_gbs);
+  std::printf("\nbatch norm Auto, measured on first use (median of 5, first within 3%% of the fastest):\n");
+  for (const auto& choice : kernels::batchnorm_measured_choices())
+    std::printf("  %s\n", kernels::describe(choice).c_str());
   print_targets(rows, copy_gbs);
   for (const Row& r : rows)
     if (r.check > 1) return 1;

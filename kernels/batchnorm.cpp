@@ -2,6 +2,10 @@
 #include "kernels/batchnorm.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
+
+#include <fmt/format.h>
 
 namespace cac::kernels {
 
@@ -53,5 +57,46 @@ void set_batchnorm_tuning(const BnTuning& tuning) {
 BnTuning batchnorm_tuning() { return g_tuning; }
 int batchnorm_last_launches() { return g_last_launches; }
 void note_batchnorm_launches(int launches) { g_last_launches = launches; }
+
+const char* bn_strategy_name(BnStrategy s) {
+  switch (s) {
+    case BnStrategy::Auto: return "auto";
+    case BnStrategy::TwoPass: return "two-pass";
+    case BnStrategy::SingleLaunch: return "single";
+    case BnStrategy::FlatTwoPass: return "flat";
+    case BnStrategy::SingleLaunchReread: return "reread";
+  }
+  return "?";
+}
+namespace {
+BnStrategy g_last_strategy = BnStrategy::Auto;
+std::vector<BnMeasuredChoice> g_choices;
+}  // namespace
+BnStrategy batchnorm_last_strategy() { return g_last_strategy; }
+void note_batchnorm_strategy(BnStrategy strategy) { g_last_strategy = strategy; }
+
+int pick_measured(const std::vector<double>& ms, double slack) {
+  int best = -1;
+  for (size_t i = 0; i < ms.size(); ++i)
+    if (std::isfinite(ms[i]) && (best < 0 || ms[i] < ms[size_t(best)])) best = int(i);
+  if (best < 0) return -1;
+  for (size_t i = 0; i < ms.size(); ++i)
+    if (std::isfinite(ms[i]) && ms[i] <= ms[size_t(best)] * (1.0 + slack)) return int(i);
+  return best;
+}
+
+std::vector<BnMeasuredChoice> batchnorm_measured_choices() { return g_choices; }
+void note_batchnorm_measured_choice(const BnMeasuredChoice& choice) {
+  g_choices.push_back(choice);
+  if (const char* v = std::getenv("CAC_BN_VERBOSE"); v && std::string(v) == "1")
+    fmt::print(stderr, "cac: {}\n", describe(choice));
+}
+std::string describe(const BnMeasuredChoice& c) {
+  std::string times;
+  for (const auto& [label, ms] : c.times_ms)
+    times += fmt::format("{}{} {}", times.empty() ? "" : ", ", label,
+                         std::isfinite(ms) ? fmt::format("{:.2f} us", ms * 1e3) : std::string("n/a"));
+  return fmt::format("batch norm {} {}x{}x{}x{} -> {} ({})", c.direction, c.N, c.C, c.H, c.W, c.chosen, times);
+}
 
 }  // namespace cac::kernels

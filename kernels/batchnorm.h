@@ -1,6 +1,10 @@
 #pragma once
 // BatchNorm2d with PyTorch's semantics: batch statistics with the biased variance for normalising,
 // running statistics updated with the unbiased variance and `momentum`; eval uses the running ones.
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "kernels/dispatch.h"
 
 namespace cac::kernels {
@@ -44,8 +48,14 @@ CAC_DECLARE_KERNEL(void batchnorm_backward(const Tensor& x, const Tensor& gamma,
 //   round even where the activation exceeds the chip: each thread holds `units_per_thread` float4s
 //   of its slice in shared memory and reads the rest twice, the second time from L2 (not yet
 //   measured on a GPU, see docs/performance.md).
-// Auto (default) = SingleLaunch where it applies. The CPU twins ignore all of this.
+// Auto (default): the first call at each shape and direction times the candidates on the real
+//   buffers (forward: SingleLaunch, SingleLaunchReread with and without L2 hints, TwoPass;
+//   backward: SingleLaunch, TwoPass), as cudnnFind does for convolutions, and every later call runs
+//   the fastest. That first call waits for the GPU once; inside stream capture, with
+//   BnTuning::measure off or with CAC_BN_MEASURE=0, Auto is SingleLaunch. The CPU twins ignore
+//   all of this.
 enum class BnStrategy { Auto, TwoPass, SingleLaunch, FlatTwoPass, SingleLaunchReread };
+const char* bn_strategy_name(BnStrategy s);
 struct BnTuning {
   BnStrategy strategy = BnStrategy::Auto;
   int splits = 0;            // FlatTwoPass: blocks per channel (clamped to N); 0 = from the SM count
@@ -56,6 +66,7 @@ struct BnTuning {
                              // the current one's barrier (not yet measured); 0 or 1 = no prefetch
   bool l2_hints = false;     // SingleLaunchReread: the part held in shared memory is loaded with an
                              // L2 evict-first policy, sparing the re-read part (not yet measured)
+  bool measure = true;       // Auto: time the candidates once per shape (false: SingleLaunch, fixed)
 };
 // For benchmarks (`cac_bench kernels --bn-sweep`) and tests; process-wide, not thread-safe.
 void set_batchnorm_tuning(const BnTuning& tuning);
@@ -79,5 +90,24 @@ BnSlicePlan batchnorm_reread_plan(int64_t units, int channels, int resident, int
 // Kernel launches of the last CUDA training forward or backward (1 or 2), for the benchmark table.
 int batchnorm_last_launches();
 void note_batchnorm_launches(int launches);  // called by the CUDA launchers
+// The strategy the last CUDA training forward or backward ran (after Auto's choice and fallbacks).
+BnStrategy batchnorm_last_strategy();
+void note_batchnorm_strategy(BnStrategy strategy);
+
+// Auto's measured choice: the first candidate (they are listed in order of preference) whose time
+// is within `slack` (relative) of the fastest, so that timing noise does not flip the choice between
+// candidates that are equally fast; a time that is not finite marks a candidate that could not run
+// (e.g. its blocks do not fit the GPU). Returns -1 when none ran.
+int pick_measured(const std::vector<double>& ms, double slack);
+// One measured choice, kept for the benchmark's report and CAC_BN_VERBOSE=1 (printed as it is made).
+struct BnMeasuredChoice {
+  std::string direction;  // "forward" or "backward"
+  int N = 0, C = 0, H = 0, W = 0;
+  std::vector<std::pair<std::string, double>> times_ms;  // candidate label -> median ms (inf: did not run)
+  std::string chosen;
+};
+std::vector<BnMeasuredChoice> batchnorm_measured_choices();
+void note_batchnorm_measured_choice(const BnMeasuredChoice& choice);
+std::string describe(const BnMeasuredChoice& choice);
 
 }  // namespace cac::kernels

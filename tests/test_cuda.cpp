@@ -254,6 +254,69 @@ TEST_P(CudaBatchNormTuning, MatchesCpuTwin) {
 INSTANTIATE_TEST_SUITE_P(Strategies, CudaBatchNormTuning, ::testing::ValuesIn(bn_tuning_cases()),
                          [](const auto& info) { return info.param.name; });
 
+// Auto times its candidates on the first call at a shape (once per direction, like cudnnFind) and
+// keeps the fastest: each choice is reported once, later calls reuse it, and the candidates' runs
+// leave the real running statistics with exactly one update per call (compared with the CPU twin
+// after two calls), and every output as the chosen strategy writes it.
+TEST(CudaBatchNormAuto, MeasuresOncePerShapeAndUpdatesRunningStatsOnce) {
+  REQUIRE_GPU();
+  if (const char* m = std::getenv("CAC_BN_MEASURE"); m && std::string(m) == "0")
+    GTEST_SKIP() << "CAC_BN_MEASURE=0 turns Auto's measurement off";
+  kernels::set_batchnorm_tuning({});
+  const Shape s{24, 16, 12, 12};  // used by no other test, so its choice is made here
+  const int64_t C = s[1], M = s[0] * s[2] * s[3];
+  const kernels::BnActivation act{true, 0.2};
+  Generator gen(23);
+  auto random = [&](const Shape& sh, double lo, double hi) {
+    std::vector<float> v(size_t(shape_numel(sh)));
+    for (auto& e : v) e = float(lo + (hi - lo) * gen.uniform());
+    return Tensor::from_vector(v, sh);
+  };
+  Tensor x = random(s, 2.0, 4.0), gamma = random({C}, 0.5, 1.5), beta = random({C}, -0.5, 0.5);
+  Tensor xg = x.to(Device::CUDA), gg = gamma.to(Device::CUDA), bg = beta.to(Device::CUDA);
+  Tensor rm = Tensor::zeros({C}), rv = Tensor::full({C}, 1.0);
+  Tensor rmg = rm.to(Device::CUDA), rvg = rv.to(Device::CUDA);
+  const Tolerance tol = f32_tolerance(M);
+  const size_t before = kernels::batchnorm_measured_choices().size();
+  for (int call = 0; call < 2; ++call) {
+    const std::string r = " (call " + std::to_string(call) + ")";
+    Tensor y = Tensor::empty(s), m = Tensor::empty({C}), is = Tensor::empty({C});
+    Tensor yg = Tensor::empty(s, DType::F32, Device::CUDA), mg = Tensor::empty({C}, DType::F32, Device::CUDA),
+           isg = Tensor::empty({C}, DType::F32, Device::CUDA);
+    kernels::cpu::batchnorm_forward_train(x, gamma, beta, rm, rv, 0.1, 1e-5, act, y, m, is);
+    kernels::batchnorm_forward_train(xg, gg, bg, rmg, rvg, 0.1, 1e-5, act, yg, mg, isg);
+    EXPECT_NE(kernels::batchnorm_last_strategy(), kernels::BnStrategy::FlatTwoPass) << r;
+    expect_close(yg, y, tol, "y" + r);
+    expect_close(mg, m, tol, "mean" + r);
+    expect_close(isg, is, tol, "invstd" + r);
+    expect_close(rmg, rm, tol, "running mean" + r);
+    expect_close(rvg, rv, tol, "running var" + r);
+    Tensor gy = random(s, -1.0, 1.0), gyg = gy.to(Device::CUDA);
+    Tensor gx = Tensor::empty(s), ggam = Tensor::empty({C}), gbet = Tensor::empty({C});
+    Tensor gxg = Tensor::empty(s, DType::F32, Device::CUDA), ggamg = Tensor::empty({C}, DType::F32, Device::CUDA),
+           gbetg = Tensor::empty({C}, DType::F32, Device::CUDA);
+    kernels::cpu::batchnorm_backward(x, gamma, beta, m, is, gy, act, true, &gx, ggam, gbet);
+    Tensor mc = m.to(Device::CUDA), isc = is.to(Device::CUDA);
+    kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gxg, ggamg, gbetg);
+    expect_close(gxg, gx, tol, "dx" + r);
+    expect_close(ggamg, ggam, tol, "dgamma" + r);
+    expect_close(gbetg, gbet, tol, "dbeta" + r);
+  }
+  const auto choices = kernels::batchnorm_measured_choices();
+  ASSERT_EQ(choices.size(), before + 2) << "one measured choice per direction, made on the first call only";
+  for (size_t i = before; i < choices.size(); ++i) {
+    const auto& c = choices[i];
+    SCOPED_TRACE(kernels::describe(c));
+    EXPECT_EQ(c.direction, i == before ? "forward" : "backward");
+    EXPECT_EQ(std::vector<int>({c.N, c.C, c.H, c.W}), std::vector<int>({24, 16, 12, 12}));
+    EXPECT_EQ(c.times_ms.size(), i == before ? 4u : 2u);
+    // Every candidate fits this small shape on any GPU, so each ran and was timed.
+    for (const auto& [label, ms] : c.times_ms) EXPECT_TRUE(std::isfinite(ms) && ms > 0) << label;
+    EXPECT_NE(c.chosen, "none ran");
+  }
+  kernels::set_batchnorm_tuning({});
+}
+
 // ---- a whole training step, GPU vs CPU (classifier32 and ResNet-18) --------------------------
 // `depth`: convolutions on the longest path, for the tolerance of the accumulated rounding.
 // Every batch norm's beta is set to 4 on both sides first. With beta = 0 the pre-activations are

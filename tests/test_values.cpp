@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
+#include <set>
+#include <string>
 
 #include "core/autograd.h"
 #include "core/rng.h"
@@ -281,6 +284,33 @@ TEST(BatchNormTuning, RejectsValuesWithoutAKernel) {
   EXPECT_NE(m.find("pipeline_stages 3"), std::string::npos) << m;
   kernels::set_batchnorm_tuning({});
   EXPECT_EQ(kernels::batchnorm_tuning().strategy, BnStrategy::Auto);
+}
+
+// Auto's measured choice: the first candidate (the list is in order of preference) within the
+// slack of the fastest, so noise between equally fast candidates does not flip it; candidates that
+// could not run (non-finite times) are never chosen.
+TEST(BatchNormAuto, PicksTheFirstCandidateWithinSlackOfTheFastest) {
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_EQ(kernels::pick_measured({1.00, 0.99}, 0.03), 0);  // 1% apart: keep the preferred one
+  EXPECT_EQ(kernels::pick_measured({1.00, 0.90}, 0.03), 1);  // 10% faster wins
+  EXPECT_EQ(kernels::pick_measured({1.00, 0.90, 0.91}, 0.03), 1);
+  EXPECT_EQ(kernels::pick_measured({inf, 2.0, 1.0}, 0.0), 2);
+  EXPECT_EQ(kernels::pick_measured({nan, 1.0}, 0.03), 1);
+  EXPECT_EQ(kernels::pick_measured({inf, inf}, 0.03), -1);
+  EXPECT_EQ(kernels::pick_measured({}, 0.03), -1);
+}
+
+// The names are the ones `cac_bench step --bn` accepts, one per strategy, and the report of a
+// measured choice names the shape, the winner and every candidate's time.
+TEST(BatchNormAuto, NamesAndReport) {
+  using kernels::BnStrategy;
+  std::set<std::string> names;
+  for (auto st : {BnStrategy::Auto, BnStrategy::TwoPass, BnStrategy::SingleLaunch, BnStrategy::FlatTwoPass,
+                  BnStrategy::SingleLaunchReread})
+    names.insert(kernels::bn_strategy_name(st));
+  EXPECT_EQ(names, (std::set<std::string>{"auto", "two-pass", "single", "flat", "reread"}));
+  kernels::BnMeasuredChoice c{"forward", 128, 64, 32, 32, {{"single u=8", 0.0413}, {"reread held=12", std::numeric_limits<double>::infinity()}}, "single u=8"};
+  EXPECT_EQ(kernels::describe(c), "batch norm forward 128x64x32x32 -> single u=8 (single u=8 41.30 us, reread held=12 n/a)");
 }
 
 // The single-launch kernels' geometry: every unit of a channel belongs to exactly one thread of

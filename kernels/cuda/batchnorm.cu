@@ -1,7 +1,8 @@
 // CUDA versions of kernels/batchnorm.h (f32), optionally with the LeakyReLU fused in.
 //
-// Four launch strategies (BnTuning in kernels/batchnorm.h picks; Auto = single launch where it
-// fits, measurements in docs/performance.md):
+// Four launch strategies (BnTuning in kernels/batchnorm.h picks; Auto times the candidates once
+// per shape and direction and keeps the fastest, see measured_launch; measurements in
+// docs/performance.md):
 // * Single launch (training forward and backward): a cooperative grid of (group x split) blocks; a
 //   group walks channels c = g, g + groups, ...; each block loads its slice of channel c on chip
 //   (forward: shared memory by cp.async; backward: x and g in registers; all loads in flight at
@@ -19,15 +20,20 @@
 //   channel's slices exceed the co-resident blocks.
 // * Flat two passes: (splits x channels) reduction blocks over whole images, then a grid-stride
 //   elementwise pass in memory order; the only path for odd planes (HW % 4 != 0) and unaligned views.
-// * Single launch with re-read (forward only, a candidate not yet measured): one round at any size,
+// * Single launch with re-read (forward only, not yet measured on a GPU): one round at any size,
 //   each thread holding part of its slice in shared memory and reading the rest twice (the second
 //   time from L2); see bn_forward_reread.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
 #include <map>
+#include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "core/cuda_runtime.h"
 #include "kernels/batchnorm.h"
@@ -916,40 +922,76 @@ void with_units(int units, F&& f) {
   else f(std::integral_constant<int, 8>{});
 }
 
-// The strategy for this call: Auto = SingleLaunch (measured fastest in both directions on an
-// H100, docs/performance.md); SingleLaunch falls back to TwoPass where the channel's slices do not
-// fit the co-resident blocks (checked by the caller); both need 16-byte units, else FlatTwoPass.
-BnStrategy strategy_for(int64_t units) {
-  if (units == 0) return BnStrategy::FlatTwoPass;
-  const BnStrategy st = cac::kernels::batchnorm_tuning().strategy;
-  return st == BnStrategy::Auto ? BnStrategy::SingleLaunch : st;
+// One launch configuration: a strategy and its knobs, from BnTuning or one of Auto's candidates.
+// units = float4s per thread (the reread: those held in shared memory); 0 = the kernel's default.
+struct BnLaunch {
+  BnStrategy strategy = BnStrategy::SingleLaunch;
+  int units = 0;
+  bool prefetch = false;  // SingleLaunch forward: double-buffered slices (BnTuning::pipeline_stages)
+  bool l2_hints = false;  // SingleLaunchReread (BnTuning::l2_hints)
+  const char* label = "single";
+};
+int units_or(int units, int default_units) { return units > 0 ? units : default_units; }
+
+// The launch BnTuning asks for; Auto is resolved by measured_launch.
+BnLaunch tuned_launch() {
+  const BnTuning t = cac::kernels::batchnorm_tuning();
+  return {t.strategy, t.units_per_thread, t.pipeline_stages == 2, t.l2_hints, "tuned"};
 }
 
-// Registers per thread hold U float4s of x (forward) or of x and g (backward).
-int units_per_thread(int default_units) {
-  const int forced = cac::kernels::batchnorm_tuning().units_per_thread;
-  return forced > 0 ? forced : default_units;
+// Auto's choice for this shape and direction: each candidate (in order of preference) runs once
+// (which also says whether it fits: a candidate that falls back to another strategy is not
+// measured), is timed with CUDA events (median of 5), and the first within 3% of the fastest wins;
+// kept per shape, so only the first call waits for the GPU. `run` launches one candidate on the
+// caller's buffers and returns the strategy that ran. Inside stream capture (no host wait allowed),
+// with BnTuning::measure off or with CAC_BN_MEASURE=0 in the environment (e.g. under
+// compute-sanitizer, where timings mean nothing), the first candidate, unmeasured and not cached.
+bool measuring_allowed() {
+  static const bool env_on = [] {
+    const char* v = std::getenv("CAC_BN_MEASURE");
+    return !(v && std::string(v) == "0");
+  }();
+  return env_on && cac::kernels::batchnorm_tuning().measure;
 }
-}  // namespace
+template <class Run>
+BnLaunch measured_launch(const char* direction, const Tensor& x, bool vec4, const std::vector<BnLaunch>& candidates,
+                         Run&& run) {
+  using Key = std::tuple<std::string, int64_t, int64_t, int64_t, int64_t, bool>;
+  static std::map<Key, BnLaunch> chosen;
+  const Key key{direction, x.dim(0), x.dim(1), x.dim(2), x.dim(3), vec4};
+  if (auto it = chosen.find(key); it != chosen.end()) return it->second;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(stream(), &capture));
+  if (!measuring_allowed() || capture != cudaStreamCaptureStatusNone) return candidates.front();
+  cac::kernels::BnMeasuredChoice report{direction, int(x.dim(0)), int(x.dim(1)), int(x.dim(2)), int(x.dim(3)), {}, {}};
+  std::vector<double> ms;
+  for (const BnLaunch& c : candidates) {
+    const bool runs = run(c) == c.strategy;
+    ms.push_back(runs ? cac::cuda::time_ms([&] { run(c); }, 0, 5, false) : INFINITY);
+    report.times_ms.emplace_back(c.label, ms.back());
+  }
+  const int best = cac::kernels::pick_measured(ms, 0.03);
+  const BnLaunch pick = candidates[size_t(std::max(best, 0))];
+  report.chosen = best >= 0 ? pick.label : "none ran";
+  cac::kernels::note_batchnorm_measured_choice(report);
+  if (best >= 0) chosen.emplace(key, pick);
+  return pick;
+}
 
-void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                             Tensor& running_mean, Tensor& running_var, double momentum, double eps,
-                             BnActivation act, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
-  require_f32("batch_norm2d", x);
-  const Shape4 s = shape_of(x);
-  if (s.total == 0) return;
-  const bool vec4 = vec4_ok(s.HW, {x.raw(), y.raw()});
-  const int64_t units = channel_units(s, vec4);
-  const BnStrategy st = strategy_for(units);
-  const float m = float(momentum), e = float(eps), slope = float(act.slope);
+// Training forward with launch L at shape s; returns the strategy that ran (SingleLaunch and the
+// reread fall back to TwoPass where a channel's slices cannot all be co-resident, and everything
+// to FlatTwoPass without 16-byte units).
+BnStrategy launch_forward(const BnLaunch& L, const Shape4& s, int64_t units, const Tensor& x, const Tensor& gamma,
+                          const Tensor& beta, Tensor& running_mean, Tensor& running_var, float m, float e,
+                          BnActivation act, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
+  const BnStrategy st = units == 0 ? BnStrategy::FlatTwoPass : L.strategy;
+  const float slope = float(act.slope);
   const int upr = s.HW / 4;
-  bool done = false;
   if (st == BnStrategy::SingleLaunchReread) {
-    const int held = units_per_thread(12);
+    const int held = units_or(L.units, 12);
     const size_t smem = size_t(held) * kThreads * sizeof(float4);
-    auto kernel = cac::kernels::batchnorm_tuning().l2_hints ? bn_forward_reread<true> : bn_forward_reread<false>;
-    const int resident = resident_blocks(kernel, smem);
-    const BnSlicePlan p = cac::kernels::batchnorm_reread_plan(units, s.C, resident, kThreads);
+    auto kernel = L.l2_hints ? bn_forward_reread<true> : bn_forward_reread<false>;
+    const BnSlicePlan p = cac::kernels::batchnorm_reread_plan(units, s.C, resident_blocks(kernel, smem), kThreads);
     if (p.fits) {
       Tensor partial = Tensor::empty({s.C, p.splits, 3}, DType::F32, Device::CUDA);
       launch_cooperative(kernel, p.splits * p.groups, smem, x.data<float>(), y.data<float>(),
@@ -957,16 +999,15 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
                          held, partial.data<float>(), channel_counters(), m, e, running_mean.data<float>(),
                          running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
                          act.leaky, slope);
-      cac::kernels::note_batchnorm_launches(1);
-      done = true;
+      return BnStrategy::SingleLaunchReread;
     }
   }
+  bool done = false;
   if (st == BnStrategy::SingleLaunch) {
-    with_units(units_per_thread(8), [&](auto U) {
+    with_units(units_or(L.units, 8), [&](auto U) {
       constexpr int kU = decltype(U)::value;
-      const bool two = cac::kernels::batchnorm_tuning().pipeline_stages == 2;
-      auto kernel = two ? bn_forward_single<kU, 2> : bn_forward_single<kU, 1>;
-      const size_t smem = size_t(two ? 2 : 1) * kU * kThreads * sizeof(float4);
+      auto kernel = L.prefetch ? bn_forward_single<kU, 2> : bn_forward_single<kU, 1>;
+      const size_t smem = size_t(L.prefetch ? 2 : 1) * kU * kThreads * sizeof(float4);
       const BnSlicePlan p = cac::kernels::batchnorm_single_plan(units, s.C, resident_blocks(kernel, smem), kThreads, kU);
       if (!p.fits) return;  // the barrier needs the whole channel resident
       Tensor partial = Tensor::empty({s.C, p.splits, 3}, DType::F32, Device::CUDA);
@@ -975,12 +1016,13 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
                          partial.data<float>(), channel_counters(), m, e, running_mean.data<float>(),
                          running_var.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
                          act.leaky, slope);
-      cac::kernels::note_batchnorm_launches(1);
       done = true;
     });
+    if (done) return BnStrategy::SingleLaunch;
   }
-  if (!done && units > 0 && st != BnStrategy::FlatTwoPass) {
-    with_units(units_per_thread(8), [&](auto U) {
+  if (st != BnStrategy::FlatTwoPass) {
+    // The reread's `units` counts held float4s; its fallback runs the sliced kernels' default.
+    with_units(st == BnStrategy::SingleLaunchReread ? 8 : units_or(L.units, 8), [&](auto U) {
       constexpr int kU = decltype(U)::value;
       const int splits = splits_of(units, kU), blocks = s.C * splits;
       Tensor partial = Tensor::empty({s.C, splits, 3}, DType::F32, Device::CUDA);
@@ -994,10 +1036,9 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
                                                              act.leaky, slope);
       CUDA_CHECK_LAUNCH();
     });
-    cac::kernels::note_batchnorm_launches(2);
-    done = true;
+    return BnStrategy::TwoPass;
   }
-  if (done) return;
+  const bool vec4 = units > 0;
   const int splits = splits_for(s.N, s.C);
   Tensor partial = Tensor::empty({s.C, splits, 3}, DType::F32, Device::CUDA);
   auto stats = vec4 ? bn_stats<4> : bn_stats<1>;
@@ -1008,7 +1049,110 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   elementwise_pass<ApplyTrain>(vec4, s, x.data<float>(), y.data<float>(), gamma.data<float>(),
                                beta.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
                                e, act.leaky, slope);
-  cac::kernels::note_batchnorm_launches(2);
+  return BnStrategy::FlatTwoPass;
+}
+
+// Training backward with launch L; returns the strategy that ran (fallbacks as in the forward).
+BnStrategy launch_backward(const BnLaunch& L, const Shape4& s, int64_t units, const Tensor& x, const Tensor& gamma,
+                           const Tensor& beta, const Tensor& mean, const Tensor& invstd, const Tensor& gy,
+                           BnActivation act, bool training, Tensor* gx, Tensor& ggamma, Tensor& gbeta) {
+  // SingleLaunchReread is a forward design; its backward is SingleLaunch's with the default units.
+  const bool reread = L.strategy == BnStrategy::SingleLaunchReread;
+  const BnStrategy st = units == 0 ? BnStrategy::FlatTwoPass : reread ? BnStrategy::SingleLaunch : L.strategy;
+  const int bwd_units = reread ? 4 : units_or(L.units, 4);
+  const float slope = float(act.slope);
+  const int upr = s.HW / 4;
+  float* gx_data = gx ? gx->data<float>() : nullptr;
+  bool done = false;
+  if (st == BnStrategy::SingleLaunch) {
+    with_units(bwd_units, [&](auto U) {
+      constexpr int kU = decltype(U)::value;
+      const BnSlicePlan p =
+          cac::kernels::batchnorm_single_plan(units, s.C, resident_blocks(bn_backward_single<kU>), kThreads, kU);
+      if (!p.fits) return;
+      Tensor partial = Tensor::empty({s.C, p.splits, 2}, DType::F64, Device::CUDA);
+      launch_cooperative(bn_backward_single<kU>, p.splits * p.groups, 0, x.data<float>(), gy.data<float>(),
+                         gamma.data<float>(), beta.data<float>(), mean.data<float>(), invstd.data<float>(),
+                         act.leaky, slope, training, s.N, s.C, upr, p.splits, p.groups, partial.data<double>(),
+                         channel_counters(), ggamma.data<float>(), gbeta.data<float>(), gx_data);
+      done = true;
+    });
+    if (done) return BnStrategy::SingleLaunch;
+  }
+  Tensor coef = Tensor::empty({s.C, 2}, DType::F32, Device::CUDA);
+  if (st != BnStrategy::FlatTwoPass) {
+    with_units(bwd_units, [&](auto U) {
+      constexpr int kU = decltype(U)::value;
+      const int splits = splits_of(units, kU), blocks = s.C * splits;
+      Tensor partial = Tensor::empty({s.C, splits, 2}, DType::F64, Device::CUDA);
+      bn_bwd_sums_sliced<kU><<<blocks, kThreads, 0, stream()>>>(
+          x.data<float>(), gy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
+          invstd.data<float>(), act.leaky, slope, training, s.N, s.C, upr, splits, partial.data<double>(),
+          channel_counters(), ggamma.data<float>(), gbeta.data<float>(), coef.data<float>());
+      CUDA_CHECK_LAUNCH();
+      if (!gx) return;
+      bn_bwd_dx_sliced<kU><<<blocks, kThreads, 0, stream()>>>(
+          x.data<float>(), gy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
+          invstd.data<float>(), coef.data<float>(), act.leaky, slope, s.N, s.C, upr, splits, gx_data);
+      CUDA_CHECK_LAUNCH();
+    });
+    return BnStrategy::TwoPass;
+  }
+  const bool vec4 = units > 0;
+  const int splits = splits_for(s.N, s.C);
+  Tensor partial = Tensor::empty({s.C, splits, 2}, DType::F64, Device::CUDA);
+  auto reduce = vec4 ? bn_bwd_reduce<4> : bn_bwd_reduce<1>;
+  reduce<<<dim3(splits, s.C), kThreads, 0, stream()>>>(
+      x.data<float>(), gy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
+      invstd.data<float>(), act.leaky, slope, training, s.N, s.C, s.HW, splits,
+      partial.data<double>(), channel_counters(), ggamma.data<float>(), gbeta.data<float>(),
+      coef.data<float>());
+  CUDA_CHECK_LAUNCH();
+  if (gx)
+    elementwise_pass<BackwardDx>(vec4, s, x.data<float>(), gy.data<float>(), gamma.data<float>(),
+                                 beta.data<float>(), mean.data<float>(), invstd.data<float>(),
+                                 coef.data<float>(), act.leaky, slope, gx_data);
+  return BnStrategy::FlatTwoPass;
+}
+
+// Launches per strategy and direction (the backward without dx is one reduction launch).
+int launches_of(BnStrategy st, bool needs_dx = true) {
+  if (st == BnStrategy::SingleLaunch || st == BnStrategy::SingleLaunchReread) return 1;
+  return needs_dx ? 2 : 1;
+}
+}  // namespace
+
+void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                             Tensor& running_mean, Tensor& running_var, double momentum, double eps,
+                             BnActivation act, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
+  require_f32("batch_norm2d", x);
+  const Shape4 s = shape_of(x);
+  if (s.total == 0) return;
+  const bool vec4 = vec4_ok(s.HW, {x.raw(), y.raw()});
+  const int64_t units = channel_units(s, vec4);
+  const float m = float(momentum), e = float(eps);
+  BnLaunch L = tuned_launch();
+  if (L.strategy == BnStrategy::Auto) {
+    static const std::vector<BnLaunch> candidates = {
+        {BnStrategy::SingleLaunch, 8, false, false, "single u=8"},
+        {BnStrategy::SingleLaunchReread, 12, false, false, "reread held=12"},
+        {BnStrategy::SingleLaunchReread, 12, false, true, "reread held=12 L2 hints"},
+        {BnStrategy::TwoPass, 8, false, false, "two-pass u=8"}};
+    // Candidates update scratch running statistics (made on the first measured run only, outside
+    // the timed ones), so the real ones see exactly one update.
+    Tensor rm, rv;
+    L = units == 0 ? candidates.front() : measured_launch("forward", x, vec4, candidates, [&](const BnLaunch& c) {
+      if (!rm.defined()) {
+        rm = Tensor::zeros({s.C}, DType::F32, Device::CUDA);
+        rv = Tensor::zeros({s.C}, DType::F32, Device::CUDA);
+      }
+      return launch_forward(c, s, units, x, gamma, beta, rm, rv, m, e, act, y, save_mean, save_invstd);
+    });
+  }
+  const BnStrategy ran = launch_forward(L, s, units, x, gamma, beta, running_mean, running_var, m, e, act, y,
+                                        save_mean, save_invstd);
+  cac::kernels::note_batchnorm_strategy(ran);
+  cac::kernels::note_batchnorm_launches(launches_of(ran));
 }
 
 void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -1031,63 +1175,18 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
   if (s.total == 0) return;
   const bool vec4 = vec4_ok(s.HW, {x.raw(), gy.raw(), gx ? gx->raw() : nullptr});
   const int64_t units = channel_units(s, vec4);
-  // SingleLaunchReread is a forward design; its backward is SingleLaunch's with the default units.
-  const bool reread = strategy_for(units) == BnStrategy::SingleLaunchReread;
-  const BnStrategy st = reread ? BnStrategy::SingleLaunch : strategy_for(units);
-  const float slope = float(act.slope);
-  const int upr = s.HW / 4;
-  float* gx_data = gx ? gx->data<float>() : nullptr;
-  bool done = false;
-  if (st == BnStrategy::SingleLaunch) {
-    with_units(reread ? 4 : units_per_thread(4), [&](auto U) {
-      constexpr int kU = decltype(U)::value;
-      const BnSlicePlan p =
-          cac::kernels::batchnorm_single_plan(units, s.C, resident_blocks(bn_backward_single<kU>), kThreads, kU);
-      if (!p.fits) return;
-      Tensor partial = Tensor::empty({s.C, p.splits, 2}, DType::F64, Device::CUDA);
-      launch_cooperative(bn_backward_single<kU>, p.splits * p.groups, 0, x.data<float>(), gy.data<float>(),
-                         gamma.data<float>(), beta.data<float>(), mean.data<float>(), invstd.data<float>(),
-                         act.leaky, slope, training, s.N, s.C, upr, p.splits, p.groups, partial.data<double>(),
-                         channel_counters(), ggamma.data<float>(), gbeta.data<float>(), gx_data);
-      cac::kernels::note_batchnorm_launches(1);
-      done = true;
+  BnLaunch L = tuned_launch();
+  if (L.strategy == BnStrategy::Auto) {
+    static const std::vector<BnLaunch> candidates = {{BnStrategy::SingleLaunch, 4, false, false, "single u=4"},
+                                                     {BnStrategy::TwoPass, 4, false, false, "two-pass u=4"}};
+    // Every output is overwritten (never accumulated), so the candidates may write the real ones.
+    L = units == 0 ? candidates.front() : measured_launch("backward", x, vec4, candidates, [&](const BnLaunch& c) {
+      return launch_backward(c, s, units, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta);
     });
   }
-  if (done) return;
-  Tensor coef = Tensor::empty({s.C, 2}, DType::F32, Device::CUDA);
-  if (units > 0 && st != BnStrategy::FlatTwoPass) {
-    with_units(units_per_thread(4), [&](auto U) {
-      constexpr int kU = decltype(U)::value;
-      const int splits = splits_of(units, kU), blocks = s.C * splits;
-      Tensor partial = Tensor::empty({s.C, splits, 2}, DType::F64, Device::CUDA);
-      bn_bwd_sums_sliced<kU><<<blocks, kThreads, 0, stream()>>>(
-          x.data<float>(), gy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
-          invstd.data<float>(), act.leaky, slope, training, s.N, s.C, upr, splits, partial.data<double>(),
-          channel_counters(), ggamma.data<float>(), gbeta.data<float>(), coef.data<float>());
-      CUDA_CHECK_LAUNCH();
-      if (!gx) return;
-      bn_bwd_dx_sliced<kU><<<blocks, kThreads, 0, stream()>>>(
-          x.data<float>(), gy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
-          invstd.data<float>(), coef.data<float>(), act.leaky, slope, s.N, s.C, upr, splits, gx_data);
-      CUDA_CHECK_LAUNCH();
-    });
-    cac::kernels::note_batchnorm_launches(gx ? 2 : 1);
-    return;
-  }
-  const int splits = splits_for(s.N, s.C);
-  Tensor partial = Tensor::empty({s.C, splits, 2}, DType::F64, Device::CUDA);
-  auto reduce = vec4 ? bn_bwd_reduce<4> : bn_bwd_reduce<1>;
-  reduce<<<dim3(splits, s.C), kThreads, 0, stream()>>>(
-      x.data<float>(), gy.data<float>(), gamma.data<float>(), beta.data<float>(), mean.data<float>(),
-      invstd.data<float>(), act.leaky, slope, training, s.N, s.C, s.HW, splits,
-      partial.data<double>(), channel_counters(), ggamma.data<float>(), gbeta.data<float>(),
-      coef.data<float>());
-  CUDA_CHECK_LAUNCH();
-  cac::kernels::note_batchnorm_launches(gx ? 2 : 1);
-  if (!gx) return;
-  elementwise_pass<BackwardDx>(vec4, s, x.data<float>(), gy.data<float>(), gamma.data<float>(),
-                               beta.data<float>(), mean.data<float>(), invstd.data<float>(),
-                               coef.data<float>(), act.leaky, slope, gx_data);
+  const BnStrategy ran = launch_backward(L, s, units, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta);
+  cac::kernels::note_batchnorm_strategy(ran);
+  cac::kernels::note_batchnorm_launches(launches_of(ran, gx != nullptr));
 }
 
 }  // namespace cac::kernels::cuda
