@@ -188,14 +188,14 @@ class CudaBatchNormTuning : public ::testing::TestWithParam<BnTuningCase> {
  protected:
   void TearDown() override { kernels::set_batchnorm_tuning({}); }
 };
-TEST_P(CudaBatchNormTuning, MatchesCpuTwin) {
-  REQUIRE_GPU();
-  const BnTuningCase& c = GetParam();
-  kernels::set_batchnorm_tuning(c.tuning);
-  const Shape& s = c.shape;
+// Batch norm + LeakyReLU, training forward and backward, on the GPU against the CPU twin, `calls`
+// times on the same running statistics (so their updates accumulate on both sides): y, mean,
+// invstd, running mean and variance, dx, dgamma, dbeta. `after_forward(call)` checks the launch.
+void expect_batchnorm_matches_cpu(const Shape& s, uint64_t seed, int calls,
+                                  const std::function<void(const std::string&)>& after_forward) {
   const int64_t C = s[1], M = s[0] * s[2] * s[3];
   const kernels::BnActivation act{true, 0.2};
-  Generator gen(17);
+  Generator gen(seed);
   auto random = [&](const Shape& sh, double lo, double hi) {
     std::vector<float> v(size_t(shape_numel(sh)));
     for (auto& e : v) e = float(lo + (hi - lo) * gen.uniform());
@@ -207,19 +207,15 @@ TEST_P(CudaBatchNormTuning, MatchesCpuTwin) {
   Tensor rm = Tensor::zeros({C}), rv = Tensor::full({C}, 1.0);
   Tensor rmg = rm.to(Device::CUDA), rvg = rv.to(Device::CUDA);
   const Tolerance tol = f32_tolerance(M);
-  for (int round = 0; round < 2; ++round) {
-    const std::string r = " (round " + std::to_string(round) + ")";
+  for (int call = 0; call < calls; ++call) {
+    const std::string r = " (call " + std::to_string(call) + ")";
     Tensor gy = random(s, -1.0, 1.0), gyg = gy.to(Device::CUDA);
     Tensor y = Tensor::empty(s), m = Tensor::empty({C}), is = Tensor::empty({C});
     Tensor yg = Tensor::empty(s, DType::F32, Device::CUDA), mg = Tensor::empty({C}, DType::F32, Device::CUDA),
            isg = Tensor::empty({C}, DType::F32, Device::CUDA);
     kernels::cpu::batchnorm_forward_train(x, gamma, beta, rm, rv, 0.1, 1e-5, act, y, m, is);
     kernels::batchnorm_forward_train(xg, gg, bg, rmg, rvg, 0.1, 1e-5, act, yg, mg, isg);
-    // The reread forward runs in one launch at any shape with 16-byte units (a block walks the
-    // channels when they outnumber the co-resident blocks).
-    if (c.tuning.strategy == kernels::BnStrategy::SingleLaunchReread && s[2] * s[3] % 4 == 0) {
-      EXPECT_EQ(kernels::batchnorm_last_launches(), 1) << "forward" << r;
-    }
+    after_forward(r);
     expect_close(yg, y, tol, "y" + r);
     expect_close(mg, m, tol, "mean" + r);
     expect_close(isg, is, tol, "invstd" + r);
@@ -236,6 +232,20 @@ TEST_P(CudaBatchNormTuning, MatchesCpuTwin) {
     expect_close(ggamg, ggam, tol, "dgamma" + r);
     expect_close(gbetg, gbet, tol, "dbeta" + r);
   }
+}
+
+TEST_P(CudaBatchNormTuning, MatchesCpuTwin) {
+  REQUIRE_GPU();
+  const BnTuningCase& c = GetParam();
+  kernels::set_batchnorm_tuning(c.tuning);
+  const Shape& s = c.shape;
+  expect_batchnorm_matches_cpu(s, 17, 2, [&](const std::string& r) {
+    // The reread forward runs in one launch at any shape with 16-byte units (a block walks the
+    // channels when they outnumber the co-resident blocks).
+    if (c.tuning.strategy == kernels::BnStrategy::SingleLaunchReread && s[2] * s[3] % 4 == 0) {
+      EXPECT_EQ(kernels::batchnorm_last_launches(), 1) << "forward" << r;
+    }
+  });
   // Single launch where the channel fits the co-resident blocks (all these shapes on an H100),
   // else and for every other strategy two launches; the odd-plane shape has no 16-byte units.
   const bool vec4 = s[2] * s[3] % 4 == 0;
@@ -264,44 +274,10 @@ TEST(CudaBatchNormAuto, MeasuresOncePerShapeAndUpdatesRunningStatsOnce) {
     GTEST_SKIP() << "CAC_BN_MEASURE=0 turns Auto's measurement off";
   kernels::set_batchnorm_tuning({});
   const Shape s{24, 16, 12, 12};  // used by no other test, so its choice is made here
-  const int64_t C = s[1], M = s[0] * s[2] * s[3];
-  const kernels::BnActivation act{true, 0.2};
-  Generator gen(23);
-  auto random = [&](const Shape& sh, double lo, double hi) {
-    std::vector<float> v(size_t(shape_numel(sh)));
-    for (auto& e : v) e = float(lo + (hi - lo) * gen.uniform());
-    return Tensor::from_vector(v, sh);
-  };
-  Tensor x = random(s, 2.0, 4.0), gamma = random({C}, 0.5, 1.5), beta = random({C}, -0.5, 0.5);
-  Tensor xg = x.to(Device::CUDA), gg = gamma.to(Device::CUDA), bg = beta.to(Device::CUDA);
-  Tensor rm = Tensor::zeros({C}), rv = Tensor::full({C}, 1.0);
-  Tensor rmg = rm.to(Device::CUDA), rvg = rv.to(Device::CUDA);
-  const Tolerance tol = f32_tolerance(M);
   const size_t before = kernels::batchnorm_measured_choices().size();
-  for (int call = 0; call < 2; ++call) {
-    const std::string r = " (call " + std::to_string(call) + ")";
-    Tensor y = Tensor::empty(s), m = Tensor::empty({C}), is = Tensor::empty({C});
-    Tensor yg = Tensor::empty(s, DType::F32, Device::CUDA), mg = Tensor::empty({C}, DType::F32, Device::CUDA),
-           isg = Tensor::empty({C}, DType::F32, Device::CUDA);
-    kernels::cpu::batchnorm_forward_train(x, gamma, beta, rm, rv, 0.1, 1e-5, act, y, m, is);
-    kernels::batchnorm_forward_train(xg, gg, bg, rmg, rvg, 0.1, 1e-5, act, yg, mg, isg);
+  expect_batchnorm_matches_cpu(s, 23, 2, [&](const std::string& r) {
     EXPECT_NE(kernels::batchnorm_last_strategy(), kernels::BnStrategy::FlatTwoPass) << r;
-    expect_close(yg, y, tol, "y" + r);
-    expect_close(mg, m, tol, "mean" + r);
-    expect_close(isg, is, tol, "invstd" + r);
-    expect_close(rmg, rm, tol, "running mean" + r);
-    expect_close(rvg, rv, tol, "running var" + r);
-    Tensor gy = random(s, -1.0, 1.0), gyg = gy.to(Device::CUDA);
-    Tensor gx = Tensor::empty(s), ggam = Tensor::empty({C}), gbet = Tensor::empty({C});
-    Tensor gxg = Tensor::empty(s, DType::F32, Device::CUDA), ggamg = Tensor::empty({C}, DType::F32, Device::CUDA),
-           gbetg = Tensor::empty({C}, DType::F32, Device::CUDA);
-    kernels::cpu::batchnorm_backward(x, gamma, beta, m, is, gy, act, true, &gx, ggam, gbet);
-    Tensor mc = m.to(Device::CUDA), isc = is.to(Device::CUDA);
-    kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gxg, ggamg, gbetg);
-    expect_close(gxg, gx, tol, "dx" + r);
-    expect_close(ggamg, ggam, tol, "dgamma" + r);
-    expect_close(gbetg, gbet, tol, "dbeta" + r);
-  }
+  });
   const auto choices = kernels::batchnorm_measured_choices();
   ASSERT_EQ(choices.size(), before + 2) << "one measured choice per direction, made on the first call only";
   for (size_t i = before; i < choices.size(); ++i) {
