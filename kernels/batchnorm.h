@@ -101,7 +101,7 @@ void note_batchnorm_strategy(BnStrategy strategy);
 int pick_measured(const std::vector<double>& ms, double slack);
 // One measured choice, kept for the benchmark's report and CAC_BN_VERBOSE=1 (printed as it is made).
 struct BnMeasuredChoice {
-  std::string direction;  // "forward" or "backward"
+  std::string direction;  // "forward", "backward" or "backward without dx"
   int N = 0, C = 0, H = 0, W = 0;
   std::vector<std::pair<std::string, double>> times_ms;  // candidate label -> median ms (inf: did not run)
   std::string chosen;

@@ -1180,7 +1180,8 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
     static const std::vector<BnLaunch> candidates = {{BnStrategy::SingleLaunch, 4, false, false, "single u=4"},
                                                      {BnStrategy::TwoPass, 4, false, false, "two-pass u=4"}};
     // Every output is overwritten (never accumulated), so the candidates may write the real ones.
-    L = units == 0 ? candidates.front() : measured_launch("backward", x, vec4, candidates, [&](const BnLaunch& c) {
+    const char* direction = gx ? "backward" : "backward without dx";  // without dx: one reduction
+    L = units == 0 ? candidates.front() : measured_launch(direction, x, vec4, candidates, [&](const BnLaunch& c) {
       return launch_backward(c, s, units, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta);
     });
   }
