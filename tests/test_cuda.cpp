@@ -401,6 +401,26 @@ TEST(CudaAllocator, NoDeviceMallocInSteadyState) {
   EXPECT_GT(cuda::allocator_stats().peak_in_use, 0u);
 }
 
+// A request no GPU here can serve (1 TiB) fails with the allocator's message (what was asked, what
+// this process holds, what the device has free, what to do), and the allocator keeps working.
+TEST(CudaAllocator, OutOfMemoryNamesTheRequestAndWhatIsHeld) {
+  REQUIRE_GPU();
+  const size_t huge = size_t(1) << 40;
+  try {
+    cuda::allocate(huge);
+    FAIL() << "a 1 TiB allocation succeeded";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("CUDA out of memory: requested 1024.00 GiB"), std::string::npos) << m;
+    EXPECT_NE(m.find("this process holds"), std::string::npos) << m;
+    EXPECT_NE(m.find("free of"), std::string::npos) << m;
+    EXPECT_NE(m.find("Reduce --batch"), std::string::npos) << m;
+  }
+  auto block = cuda::allocate(1024);
+  ASSERT_NE(block, nullptr);
+  EXPECT_NE(block->data, nullptr);
+}
+
 // cuda::time_ms measures GPU time: host work inside fn (here a 50 us sleep before a tiny launch)
 // happens while the spin kernel keeps the GPU busy, so it is not counted.
 TEST(CudaTiming, EventsExcludeHostLaunchWork) {
