@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/autograd.h"
+#include "core/cuda/check.h"
 #include "core/cuda_runtime.h"
 #include "kernels/batchnorm.h"
 #include "kernels/elementwise.h"
@@ -432,6 +433,31 @@ TEST(CudaTiming, EventsExcludeHostLaunchWork) {
   }, 2, 20, false);
   EXPECT_LT(ms, 0.025) << "a 256-element kernel timed at " << ms * 1e3 << " us: host time leaked in";
   EXPECT_GT(ms, 0.0);
+}
+
+// The check macros (no device needed: the error texts come from the libraries' tables): each
+// names the library's error, the failed statement and file:line, and throws cac::Error.
+TEST(CudaErrors, CheckMacrosNameTheErrorTheStatementAndTheLine) {
+  auto message_of = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const int line = __LINE__ + 1;
+  std::string m = message_of([] { CUDA_CHECK(cudaErrorInvalidValue); });
+  EXPECT_NE(m.find("cudaErrorInvalidValue"), std::string::npos) << m;
+  EXPECT_NE(m.find("`cudaErrorInvalidValue`"), std::string::npos) << m;
+  EXPECT_NE(m.find("test_cuda.cpp:" + std::to_string(line)), std::string::npos) << m;
+  m = message_of([] { CUBLAS_CHECK(CUBLAS_STATUS_INVALID_VALUE); });
+  EXPECT_NE(m.find("cuBLAS error CUBLAS_STATUS_INVALID_VALUE"), std::string::npos) << m;
+  EXPECT_NE(m.find("test_cuda.cpp:"), std::string::npos) << m;
+  m = message_of([] { CUDNN_CHECK(CUDNN_STATUS_BAD_PARAM); });
+  EXPECT_NE(m.find("cuDNN error CUDNN_STATUS_BAD_PARAM"), std::string::npos) << m;
+  EXPECT_NE(m.find("`CUDNN_STATUS_BAD_PARAM`"), std::string::npos) << m;
+  EXPECT_EQ(message_of([] { CUDA_CHECK(cudaSuccess); }), "no error");
 }
 
 TEST(CudaErrors, KernelsRejectFloat64WithAClearMessage) {
