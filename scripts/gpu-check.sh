@@ -135,7 +135,8 @@ if want train && [[ -n "$fm" ]]; then
     run=runs-gpu/fm-$method
     rm -rf "$run"
     s0=$(date +%s)
-    timeout 300 $build/apps/cac_train --dataset FashionMNIST --trial 0 --data-dir "$fm" --out "$run" --device cuda \
+    # CAC_BN_VERBOSE: the log shows which batch-norm kernels Auto measured fastest at each layer.
+    CAC_BN_VERBOSE=1 timeout 300 $build/apps/cac_train --dataset FashionMNIST --trial 0 --data-dir "$fm" --out "$run" --device cuda \
       --method $method >"$out/train-$method.log" 2>&1
     rc=$?
     s1=$(date +%s)
