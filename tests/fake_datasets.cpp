@@ -7,6 +7,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <system_error>
+
+#include <unistd.h>
 
 namespace fs = std::filesystem;
 
@@ -20,6 +23,36 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& b, bool gz
     gzclose(f);
   } else {
     std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+  }
+}
+
+TempDir::TempDir(const std::string& tag) {
+  static int counter = 0;
+  p = fs::temp_directory_path() / (tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+  fs::create_directories(p);
+}
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(p, ec);
+}
+
+void write_mnist_idx(const std::string& dir, int per_class) {
+  for (std::string part : {"train", "t10k"}) {
+    const uint32_t n = uint32_t(10 * per_class);
+    std::vector<uint8_t> img, lab;
+    auto put = [](std::vector<uint8_t>& v, uint32_t x) {
+      for (int s = 24; s >= 0; s -= 8) v.push_back(uint8_t(x >> s));
+    };
+    put(img, 0x803), put(img, n), put(img, 28), put(img, 28);
+    put(lab, 0x801), put(lab, n);
+    for (uint32_t i = 0; i < n; ++i) {
+      const int c = int(i % 10);
+      lab.push_back(uint8_t(c));
+      for (int y = 0; y < 28; ++y)
+        for (int x = 0; x < 28; ++x) img.push_back(uint8_t((y / 3 == c ? 200 : 20) + (i * 7 + x) % 13));
+    }
+    write_bytes(dir + "/" + part + "-images-idx3-ubyte.gz", img, true);
+    write_bytes(dir + "/" + part + "-labels-idx1-ubyte.gz", lab, true);
   }
 }
 

@@ -2,12 +2,28 @@
 // Writers of tiny datasets in the benchmarks' real file formats (CIFAR binary, SVHN MATLAB v5,
 // raw/gzip bytes), shared by the reader tests and the end-to-end experiment tests.
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 namespace cac::testing {
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes, bool gzip);
+
+// A fresh folder under the system's temporary directory, removed with everything in it at the end
+// of the scope; `dir / "name"` is a path inside it.
+struct TempDir {
+  std::filesystem::path p;
+  explicit TempDir(const std::string& tag = "cac-test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string operator/(const std::string& name) const { return (p / name).string(); }
+};
+
+// MNIST in its IDX files (gzip), train and t10k: 10 classes x per_class images of 28x28, image i
+// of class i % 10 with a bright bar in rows 3c..3c+2 and a little texture.
+void write_mnist_idx(const std::string& dir, int per_class);
 
 // CIFAR-10 records: 10 * per_class images, label r % 10, pixel p of record r = (p + r) mod 256.
 std::vector<uint8_t> cifar10_records(int per_class);

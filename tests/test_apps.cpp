@@ -1,7 +1,6 @@
 // cac_train / cac_eval: checkpoint round trip and corrupt checkpoints, bit-identical resume, and
 // the command line's errors for bad flags and missing data.
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -21,12 +20,9 @@ namespace fs = std::filesystem;
 namespace cac {
 namespace {
 
-struct Dir {
-  fs::path p = fs::temp_directory_path() / ("cac-apps-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
-  Dir() { fs::create_directories(p); }
-  ~Dir() { fs::remove_all(p); }
-  std::string operator/(const std::string& s) const { return (p / s).string(); }
-  static inline int n = 0;
+// A scratch folder per test (removed at the end).
+struct Dir : testing::TempDir {
+  Dir() : testing::TempDir("cac-apps") {}
 };
 
 // Runs f and expects a cac::Error whose message contains `needle` (the file, flag or cause).
@@ -40,27 +36,7 @@ void expect_error(const std::function<void()>& f, const std::string& needle) {
 }
 
 // A tiny MNIST-format dataset: 10 classes x `per` images of 28x28 (class-dependent bright bar).
-void write_mnist(const std::string& dir, int per) {
-  fs::create_directories(dir);
-  for (std::string part : {"train", "t10k"}) {
-    const uint32_t n = uint32_t(10 * per);
-    std::vector<uint8_t> img, lab;
-    auto put = [](std::vector<uint8_t>& v, uint32_t x) { for (int s = 24; s >= 0; s -= 8) v.push_back(uint8_t(x >> s)); };
-    put(img, 0x803), put(img, n), put(img, 28), put(img, 28);
-    put(lab, 0x801), put(lab, n);
-    for (uint32_t i = 0; i < n; ++i) {
-      const int c = int(i % 10);
-      lab.push_back(uint8_t(c));
-      for (int y = 0; y < 28; ++y)
-        for (int x = 0; x < 28; ++x) img.push_back(uint8_t((y / 3 == c ? 200 : 20) + (i * 7 + x) % 13));
-    }
-    for (auto [name, data] : {std::pair{part + "-images-idx3-ubyte.gz", &img}, std::pair{part + "-labels-idx1-ubyte.gz", &lab}}) {
-      gzFile f = gzopen((dir + "/" + name).c_str(), "wb");
-      gzwrite(f, data->data(), unsigned(data->size()));
-      gzclose(f);
-    }
-  }
-}
+void write_mnist(const std::string& dir, int per) { testing::write_mnist_idx(dir, per); }
 
 TEST(Checkpoint, RoundTripAndCorruptFiles) {
   Dir d;

@@ -1,0 +1,133 @@
+// cac_train and cac_eval on the GPU, end to end on a tiny MNIST-format dataset: the whole device
+// path (pinned loader ring and copy stream, training steps, checkpoints of device tensors,
+// validation, class means and scoring on the device) against the same run on the CPU. Labelled
+// cuda; skipped without a device.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "apps/evaluate.h"
+#include "apps/train.h"
+#include "core/cuda_runtime.h"
+#include "models/checkpoint.h"
+#include "tests/fake_datasets.h"
+#include "tests/op_cases.h"
+
+namespace cac {
+namespace {
+
+app::RunConfig tiny_run(const std::string& data, const std::string& out, const std::string& device) {
+  app::RunConfig c;
+  c.dataset = "MNIST";
+  c.data_dir = data;
+  c.out = out;
+  c.device = device;
+  c.seed = 5;
+  app::apply_dataset_defaults(c, false, false, false, false);
+  c.epochs = {1, 1};
+  c.batch = 16;
+  c.train_limit = 48;
+  c.workers = 2;
+  return c;
+}
+
+std::vector<std::vector<std::string>> csv_rows(const std::string& path) {
+  std::ifstream f(path);
+  std::vector<std::vector<std::string>> rows;
+  for (std::string line; std::getline(f, line);) {
+    std::vector<std::string> cells;
+    std::stringstream ss(line);
+    for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(cell);
+    rows.push_back(cells);
+  }
+  return rows;
+}
+
+app::EvalOptions eval_of(const std::string& run, const std::string& device, const std::string& scores) {
+  app::EvalOptions o;
+  o.runs = {run};
+  o.device = device;
+  o.workers = 2;
+  o.scores_csv = scores;
+  return o;
+}
+
+TEST(CudaApps, TrainAndEvaluateOnTheGpuAgreeWithTheCpu) {
+  std::string why;
+  if (!cuda::device_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+  // Full float32 convolutions through GEMM-based algorithms, as in the GPU-vs-CPU op tests.
+  cuda::set_allow_tf32(false);
+  cuda::set_strict_conv_algorithms(true);
+  testing::TempDir d("cac-cuda-apps");
+  testing::write_mnist_idx(d / "mnist", 12);
+  ASSERT_EQ(app::run_train(tiny_run(d / "mnist", d / "cpu", "cpu"), ""), 0);
+  ASSERT_EQ(app::run_train(tiny_run(d / "mnist", d / "gpu", "cuda"), ""), 0);
+
+  // Training: 6 steps on each device. The step tests compare one step's every gradient (on an
+  // H100 within 4.5e-5..7.1e-5 of each tensor's largest gradient); here the per-epoch losses must
+  // agree to 1e-3 relative: well above float32 rounding carried through 6 steps, well below what a
+  // wrong batch, a stale buffer or a skipped update does (this run's training loss goes from 2.41
+  // to 1.71 between its two epochs, measured on the CPU).
+  const auto cpu_m = csv_rows(d / "cpu/metrics.csv"), gpu_m = csv_rows(d / "gpu/metrics.csv");
+  ASSERT_EQ(cpu_m.size(), 3u);  // header + 2 epochs
+  ASSERT_EQ(gpu_m.size(), cpu_m.size());
+  EXPECT_EQ(gpu_m[0], cpu_m[0]);
+  for (size_t r = 1; r < cpu_m.size(); ++r)
+    for (const char* col : {"train_loss", "train_tuplet", "train_anchor", "val_loss"}) {
+      const size_t k = size_t(std::find(cpu_m[0].begin(), cpu_m[0].end(), col) - cpu_m[0].begin());
+      ASSERT_LT(k, cpu_m[r].size()) << col;
+      const double a = std::stod(gpu_m[r][k]), b = std::stod(cpu_m[r][k]);
+      EXPECT_TRUE(std::isfinite(a)) << col << " epoch " << r;
+      EXPECT_LE(std::abs(a - b), 1e-3 * std::abs(b)) << col << " epoch " << r << ": gpu " << a << " cpu " << b;
+    }
+  // The GPU checkpoint holds the same tensors as the CPU one (saved from device memory), finite.
+  Safetensors gpu_ck = load_safetensors(d / "gpu/last.safetensors"), cpu_ck = load_safetensors(d / "cpu/last.safetensors");
+  ASSERT_EQ(gpu_ck.tensors.size(), cpu_ck.tensors.size());
+  for (auto& [name, t] : cpu_ck.tensors) {
+    ASSERT_TRUE(gpu_ck.tensors.count(name)) << name;
+    const Tensor& g = gpu_ck.tensors.at(name);
+    ASSERT_EQ(g.shape(), t.shape()) << name;
+    ASSERT_EQ(g.dtype(), t.dtype()) << name;
+    if (g.dtype() == DType::F32) {
+      for (float v : g.to_vector<float>()) ASSERT_TRUE(std::isfinite(v)) << name;
+    }
+  }
+  EXPECT_EQ(gpu_ck.metadata.at("epochs_done"), "2");
+
+  // Evaluation of one checkpoint (the CPU run's) on both devices: the same forward in float32.
+  // Rounding errors of successive layers add, so each image's score agrees within the sum of the
+  // layers' own tolerances (f32_tolerance of each reduction: classifier32's 9 convolutions on a
+  // 1-channel input, the 8x8 average pool, the 128-wide linear layer, the distances), about 3e-4
+  // relative. A prediction can flip only where two anchor distances are that close; one flip in
+  // the 120 images is allowed.
+  ASSERT_EQ(app::run_eval(eval_of(d / "cpu", "cpu", d / "scores-cpu.csv")), 0);
+  ASSERT_EQ(app::run_eval(eval_of(d / "cpu", "cuda", d / "scores-gpu.csv")), 0);
+  const auto sc = csv_rows(d / "scores-cpu.csv"), sg = csv_rows(d / "scores-gpu.csv");
+  ASSERT_EQ(sc.size(), 121u);  // header + 72 known + 48 unknown test images
+  ASSERT_EQ(sg.size(), sc.size());
+  ASSERT_EQ(sc[0], (std::vector<std::string>{"run", "split", "set", "label", "prediction", "score"}));
+  testing::Tolerance tol{0, 0};
+  for (int64_t reduction : {1 * 9, 64 * 9, 64 * 9, 64 * 9, 128 * 9, 128 * 9, 128 * 9, 128 * 9, 128 * 9, 64, 128, 6}) {
+    tol.atol += testing::f32_tolerance(reduction).atol;
+    tol.rtol += testing::f32_tolerance(reduction).rtol;
+  }
+  int flips = 0;
+  for (size_t r = 1; r < sc.size(); ++r) {
+    ASSERT_EQ(sg[r].size(), 6u);
+    EXPECT_EQ(sg[r][2], sc[r][2]) << "row " << r;  // known / unknown, in the same order
+    EXPECT_EQ(sg[r][3], sc[r][3]) << "row " << r;  // label
+    flips += sg[r][4] != sc[r][4];
+    const double a = std::stod(sg[r][5]), b = std::stod(sc[r][5]);
+    EXPECT_TRUE(tol.close(a, b)) << "row " << r << ": gpu score " << a << " cpu " << b;
+  }
+  EXPECT_LE(flips, 1);
+}
+
+}  // namespace
+}  // namespace cac
