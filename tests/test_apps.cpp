@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include "models/checkpoint.h"
 #include "tests/fake_datasets.h"
+#include "tests/tiny_run.h"
 
 namespace fs = std::filesystem;
 
@@ -61,18 +62,7 @@ TEST(Checkpoint, RoundTripAndCorruptFiles) {
 }
 
 app::RunConfig tiny_config(const std::string& data, const std::string& out) {
-  app::RunConfig c;
-  c.dataset = "MNIST";
-  c.data_dir = data;
-  c.out = out;
-  c.device = "cpu";
-  c.seed = 5;
-  app::apply_dataset_defaults(c, false, false, false, false);
-  c.epochs = {1, 1};
-  c.batch = 16;
-  c.train_limit = 48;
-  c.workers = 2;
-  return c;
+  return testing::tiny_mnist_run(data, out, "cpu");
 }
 
 TEST(Train, ResumeGivesTheSameRunAsNoInterruption) {

@@ -18,23 +18,13 @@
 #include "models/checkpoint.h"
 #include "tests/fake_datasets.h"
 #include "tests/op_cases.h"
+#include "tests/tiny_run.h"
 
 namespace cac {
 namespace {
 
 app::RunConfig tiny_run(const std::string& data, const std::string& out, const std::string& device) {
-  app::RunConfig c;
-  c.dataset = "MNIST";
-  c.data_dir = data;
-  c.out = out;
-  c.device = device;
-  c.seed = 5;
-  app::apply_dataset_defaults(c, false, false, false, false);
-  c.epochs = {1, 1};
-  c.batch = 16;
-  c.train_limit = 48;
-  c.workers = 2;
-  return c;
+  return testing::tiny_mnist_run(data, out, device);
 }
 
 std::vector<std::vector<std::string>> csv_rows(const std::string& path) {
