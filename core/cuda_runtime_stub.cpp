@@ -25,6 +25,7 @@ std::shared_ptr<Storage> allocate_pinned(size_t bytes) { return allocate_storage
 CopyHandle copy_to_device_async(void*, const void*, size_t) { no_cuda(); }
 void wait_host(const CopyHandle&) {}
 void accumulate(const Tensor&, const Tensor&) { no_cuda(); }
+void fill(const Tensor&, double) { no_cuda(); }
 void synchronize() {}
 void set_allow_tf32(bool) {}
 bool allow_tf32() { return false; }

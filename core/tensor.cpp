@@ -104,6 +104,11 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   return t;
 }
 Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  if (device == Device::CUDA) {  // filled on the device: a host copy would make the stream wait
+    Tensor t = empty(shape, dtype, device);
+    cuda::fill(t, value);
+    return t;
+  }
   Tensor t = empty(shape, dtype, Device::CPU);
   int64_t n = t.numel();
   switch (dtype) {
@@ -112,7 +117,7 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device
     case DType::I64: std::fill_n(t.data<int64_t>(), n, int64_t(value)); break;
     case DType::U8: std::fill_n(t.data<uint8_t>(), n, uint8_t(value)); break;
   }
-  return device == Device::CPU ? t : t.to(device);
+  return t;
 }
 Tensor Tensor::view_of(std::shared_ptr<Storage> storage, size_t offset_elems, const Shape& shape,
                        DType dtype) {

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <thread>
 
@@ -422,6 +423,62 @@ TEST(CudaAllocator, OutOfMemoryNamesTheRequestAndWhatIsHeld) {
   auto block = cuda::allocate(1024);
   ASSERT_NE(block, nullptr);
   EXPECT_NE(block->data, nullptr);
+}
+
+// Tensor::full on the device fills with a kernel (no host copy, so no host wait); the values are
+// exactly the CPU's for every dtype, at sizes around the block size and past the grid's stride.
+TEST(CudaTensor, FullFillsOnTheDeviceLikeTheCpu) {
+  REQUIRE_GPU();
+  for (int64_t n : {int64_t(1), int64_t(255), int64_t(257), int64_t(1) << 20 | 3})
+    for (auto [dtype, value] : {std::pair{DType::F32, -2.5}, std::pair{DType::F64, 1.0 / 3.0},
+                                std::pair{DType::I64, 7.0}, std::pair{DType::U8, 200.0}}) {
+      const Tensor g = Tensor::full({n}, value, dtype, Device::CUDA).to(Device::CPU);
+      const Tensor c = Tensor::full({n}, value, dtype, Device::CPU);
+      ASSERT_EQ(g.nbytes(), c.nbytes());
+      EXPECT_EQ(std::memcmp(g.raw(), c.raw(), c.nbytes()), 0) << dtype_name(dtype) << " n=" << n;
+    }
+  EXPECT_EQ(Tensor::full({0}, 1.0, DType::F32, Device::CUDA).numel(), 0);
+}
+
+// What the no-host-wait, no-cudaMalloc rule of a training step is for: after warm-up (algorithm
+// measurements, allocator caches) a whole step records into a CUDA graph. Stream capture fails at
+// the first call that would make the host wait for the GPU (a copy from pageable memory, a stream
+// synchronisation, reading a value back) or that capture forbids (cudaMalloc, in this mode).
+TEST(CudaGraph, SteadyStateTrainingStepRecordsIntoAGraph) {
+  REQUIRE_GPU();
+#if !CAC_WITH_CUDA
+  GTEST_SKIP() << "built without CUDA";
+#else
+  Classifier32Config cfg;
+  auto model = make_classifier32(cfg, 6, 10.0, false);
+  model->to(Device::CUDA);
+  Trainer t(model, Method::CAC, 0.1, 0.9, 5e-4);
+  Tensor x = Tensor::full({32, 3, 32, 32}, 0.5).to(Device::CUDA);
+  Tensor y = Tensor::zeros({32}, DType::I64).to(Device::CUDA);
+  StepTotals tot;
+  tot.reset(DType::F32, Device::CUDA);
+  for (int i = 0; i < 2; ++i) t.step(x, y, 0.01, tot);
+  cuda::synchronize();
+  cudaStream_t s = cuda::compute_stream();
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  std::string error;
+  try {
+    t.step(x, y, 0.01, tot);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(s, &graph);
+  cudaGetLastError();  // a failed capture leaves its error here; the stream is usable again
+  EXPECT_EQ(error, "") << "a call in the training step cannot be captured";
+  ASSERT_EQ(ended, cudaSuccess) << cudaGetErrorName(ended) << ": " << cudaGetErrorString(ended);
+  ASSERT_NE(graph, nullptr);
+  size_t nodes = 0;
+  EXPECT_EQ(cudaGraphGetNodes(graph, nullptr, &nodes), cudaSuccess);
+  EXPECT_GT(nodes, 40u) << "every kernel of the step (9 convolutions and their batch norms, forward and backward)";
+  cudaGraphDestroy(graph);
+  cuda::synchronize();
+#endif
 }
 
 // cuda::time_ms measures GPU time: host work inside fn (here a 50 us sleep before a tiny launch)

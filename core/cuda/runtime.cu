@@ -332,4 +332,32 @@ void accumulate(const Tensor& dst, const Tensor& src) {
   CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+template <class T>
+__global__ void fill_kernel(T* __restrict__ dst, T value, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = value;
+}
+template <class T>
+void launch_fill(void* dst, double value, int64_t n) {
+  const int threads = 256;
+  const int blocks = int(std::min<int64_t>((n + threads - 1) / threads, int64_t(sm_count()) * 8));
+  fill_kernel<<<blocks, threads, 0, compute_stream()>>>(static_cast<T*>(dst), T(value), n);
+  CUDA_CHECK_LAUNCH();
+}
+}  // namespace
+
+void fill(const Tensor& dst, double value) {
+  const int64_t n = dst.numel();
+  if (n == 0) return;
+  Tensor d = dst;  // a handle to the same storage
+  void* p = d.raw();
+  switch (dst.dtype()) {
+    case DType::F32: launch_fill<float>(p, value, n); break;
+    case DType::F64: launch_fill<double>(p, value, n); break;
+    case DType::I64: launch_fill<int64_t>(p, value, n); break;
+    case DType::U8: launch_fill<uint8_t>(p, value, n); break;
+  }
+}
+
 }  // namespace cac::cuda
