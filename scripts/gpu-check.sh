@@ -87,8 +87,8 @@ fi
 if want sanitize; then
   say "(sanitize starts at $(( $(step_time) - t0 )) s)"
   # The hand-written kernels' tests (cuDNN/cuBLAS internals are not ours), then the kernel benchmark.
-  # Batch norm under every strategy for memcheck; the default (single-launch) one and the reread
-  # candidate for racecheck.
+  # Batch norm under every strategy for memcheck; for racecheck Auto unmeasured (the single-launch
+  # kernels) and the reread forward.
   for tool in memcheck racecheck; do
     # Auto's measurement (each candidate 6 times per shape) is skipped under racecheck: the
     # candidates have their own cases, and each launch there is slow.
