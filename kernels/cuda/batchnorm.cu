@@ -868,9 +868,17 @@ int64_t channel_units(const Shape4& s, bool vec4) {
 }
 
 // Co-resident blocks of a kernel (occupancy x SMs) with `smem` bytes of dynamic shared memory,
-// measured once per (kernel, smem).
+// measured once per (kernel, smem); 0 where the device cannot launch cooperatively (the
+// single-launch strategies then fall back to two passes).
 template <class Kernel>
 int resident_blocks(Kernel kernel, size_t smem = 0) {
+  static const bool cooperative = [] {
+    int device = 0, supported = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrCooperativeLaunch, device));
+    return supported != 0;
+  }();
+  if (!cooperative) return 0;
   static std::map<std::pair<const void*, size_t>, int> resident_of;
   const void* fn = reinterpret_cast<const void*>(kernel);
   auto it = resident_of.find({fn, smem});
