@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <thread>
 
 #include "core/autograd.h"
@@ -386,20 +387,29 @@ TEST(CudaStep, ResNet18StepMatchesCpu) {
   expect_step_matches([] { return make_resnet18(ResNet18Config{}, 10, 10.0, false); }, 10, 4, 17);
 }
 
-TEST(CudaAllocator, NoDeviceMallocInSteadyState) {
-  REQUIRE_GPU();
-  Classifier32Config cfg;
-  auto model = make_classifier32(cfg, 6, 10.0, false);
-  model->to(Device::CUDA);
-  Trainer t(model, Method::CAC, 0.1, 0.9, 5e-4);
+// classifier32 training on the GPU at batch 32 with fixed inputs, after `warmup` steps (the first
+// measures the convolution algorithms and batch-norm kernels and fills the allocator's caches).
+struct WarmClassifier32 {
+  std::shared_ptr<OpenSetClassifier> model = make_classifier32(Classifier32Config{}, 6, 10.0, false);
+  std::unique_ptr<Trainer> trainer;
   Tensor x = Tensor::full({32, 3, 32, 32}, 0.5).to(Device::CUDA);
   Tensor y = Tensor::zeros({32}, DType::I64).to(Device::CUDA);
-  StepTotals tot;
-  tot.reset(DType::F32, Device::CUDA);
-  for (int i = 0; i < 3; ++i) t.step(x, y, 0.01, tot);
-  cuda::synchronize();
+  StepTotals totals;
+  explicit WarmClassifier32(int warmup) {
+    model->to(Device::CUDA);
+    trainer = std::make_unique<Trainer>(model, Method::CAC, 0.1, 0.9, 5e-4);
+    totals.reset(DType::F32, Device::CUDA);
+    for (int i = 0; i < warmup; ++i) step();
+    cuda::synchronize();
+  }
+  void step() { trainer->step(x, y, 0.01, totals); }
+};
+
+TEST(CudaAllocator, NoDeviceMallocInSteadyState) {
+  REQUIRE_GPU();
+  WarmClassifier32 run(3);
   const size_t before = cuda::allocator_stats().device_allocations;
-  for (int i = 0; i < 5; ++i) t.step(x, y, 0.01, tot);
+  for (int i = 0; i < 5; ++i) run.step();
   cuda::synchronize();
   EXPECT_EQ(cuda::allocator_stats().device_allocations, before);
   EXPECT_GT(cuda::allocator_stats().peak_in_use, 0u);
@@ -449,21 +459,12 @@ TEST(CudaGraph, SteadyStateTrainingStepRecordsIntoAGraph) {
 #if !CAC_WITH_CUDA
   GTEST_SKIP() << "built without CUDA";
 #else
-  Classifier32Config cfg;
-  auto model = make_classifier32(cfg, 6, 10.0, false);
-  model->to(Device::CUDA);
-  Trainer t(model, Method::CAC, 0.1, 0.9, 5e-4);
-  Tensor x = Tensor::full({32, 3, 32, 32}, 0.5).to(Device::CUDA);
-  Tensor y = Tensor::zeros({32}, DType::I64).to(Device::CUDA);
-  StepTotals tot;
-  tot.reset(DType::F32, Device::CUDA);
-  for (int i = 0; i < 2; ++i) t.step(x, y, 0.01, tot);
-  cuda::synchronize();
+  WarmClassifier32 run(2);
   cudaStream_t s = cuda::compute_stream();
   ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), cudaSuccess);
   std::string error;
   try {
-    t.step(x, y, 0.01, tot);
+    run.step();
   } catch (const Error& e) {
     error = e.what();
   }
