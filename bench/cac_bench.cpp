@@ -20,7 +20,7 @@ namespace {
 
 struct StepOptions {
   std::string device = "cpu", arch = "classifier32", bn = "auto";
-  bool tf32 = true;
+  bool tf32 = true, graph = false;
   int batch = 128, channels = 3, size = 32, classes = 0, warmup = 2, iters = 10;
 };
 
@@ -38,6 +38,10 @@ const std::map<std::string, kernels::BnStrategy>& bn_strategies() {
 
 int run_step(const StepOptions& o) {
   const Device dev = o.device == "cuda" ? Device::CUDA : Device::CPU;
+  if (o.graph && dev != Device::CUDA) {
+    std::fprintf(stderr, "cac_bench step: --graph records CUDA work; add --device cuda\n");
+    return 2;
+  }
   if (dev == Device::CUDA) {
     std::string why;
     if (!cuda::device_available(&why)) {
@@ -81,6 +85,19 @@ int run_step(const StepOptions& o) {
               dev == Device::CUDA && o.bn != "auto" ? (" bn=" + o.bn).c_str() : "",
               o.batch, o.size, o.size, o.channels, ms, 1e3 * o.batch / ms, totals.means().loss, o.iters,
               o.warmup);
+  if (dev == Device::CUDA && o.graph) {
+    // The same step recorded once into a CUDA graph and replayed back to back: the host's launch
+    // work per step becomes one graph launch (the replays repeat one step's inputs and dropout masks).
+    cuda::RecordedWork graph([&] { trainer.step(images, labels, 0.01, totals); });
+    for (int i = 0; i < o.warmup; ++i) graph.replay();
+    cuda::synchronize();
+    const auto g0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < o.iters; ++i) graph.replay();
+    cuda::synchronize();
+    const double gms = 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - g0).count() / o.iters;
+    std::printf("%s training step  CUDA graph replay (%zu nodes)  %.2f ms/step  %.1f images/s\n", o.arch.c_str(),
+                graph.launches(), gms, 1e3 * o.batch / gms);
+  }
   if (dev == Device::CUDA) {
     auto st = cuda::allocator_stats();
     std::printf("device memory: peak %.1f MiB in tensors, %.1f MiB reserved, %zu cudaMalloc calls\n",
@@ -107,6 +124,7 @@ int main(int argc, char** argv) {
   step->add_option("--warmup", so.warmup, "untimed steps first")->check(CLI::NonNegativeNumber)->capture_default_str();
   step->add_option("--iters", so.iters, "timed steps")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_flag("--tf32,!--no-tf32", so.tf32, "TF32 tensor cores for convolutions (PyTorch's default)")->capture_default_str();
+  step->add_flag("--graph", so.graph, "also time the step recorded into a CUDA graph and replayed (cuda only)");
   step->add_option("--bn", so.bn, "CUDA batch-norm launch strategy: auto (the fastest, measured once per shape), single, reread, two-pass or flat")
       ->check(CLI::IsMember(bn_strategies()))
       ->capture_default_str();

@@ -55,6 +55,24 @@ bool allow_tf32();
 void set_strict_conv_algorithms(bool on);
 bool strict_conv_algorithms();
 
+// Device work recorded once from the compute stream into a CUDA graph and replayed as one launch
+// (what a training step's no-host-wait, no-cudaMalloc rule is for). Recording fails with a clear
+// error at the first call that waits for the host or allocates with cudaMalloc. A replay reuses
+// the recorded buffers, including blocks the recording freed: replay only while nothing else
+// allocates on the device in between (e.g. back to back in a benchmark).
+class RecordedWork {
+ public:
+  explicit RecordedWork(const std::function<void()>& record);
+  ~RecordedWork();
+  RecordedWork(const RecordedWork&) = delete;
+  RecordedWork& operator=(const RecordedWork&) = delete;
+  void replay();                // enqueued on the compute stream; no host wait
+  size_t launches() const;      // nodes of the graph (kernels, copies, memsets)
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // Timing with CUDA events on the compute stream: median milliseconds of `iters` runs of fn after
 // `warmup` runs; with flush_l2, a buffer larger than the L2 is overwritten before each timed run.
 // Each timed run is queued behind a short GPU spin (200 us), so the host's launch work for fn

@@ -26,6 +26,11 @@ CopyHandle copy_to_device_async(void*, const void*, size_t) { no_cuda(); }
 void wait_host(const CopyHandle&) {}
 void accumulate(const Tensor&, const Tensor&) { no_cuda(); }
 void fill(const Tensor&, double) { no_cuda(); }
+struct RecordedWork::Impl {};
+RecordedWork::RecordedWork(const std::function<void()>&) { no_cuda(); }
+RecordedWork::~RecordedWork() = default;
+void RecordedWork::replay() { no_cuda(); }
+size_t RecordedWork::launches() const { return 0; }
 void synchronize() {}
 void set_allow_tf32(bool) {}
 bool allow_tf32() { return false; }

@@ -73,12 +73,13 @@ say ""
 say "== training step, batch 128, 32x32x3: classifier32 and ResNet-18, cac and PyTorch, tf32 and fp32"
 {
   for arch in classifier32 resnet18; do
-    timeout 120 $build/bench/cac_bench step --arch $arch --device cuda --channels 3 --iters 50 --warmup 10
+    # --graph: also the same step recorded into a CUDA graph and replayed (a second line).
+    timeout 120 $build/bench/cac_bench step --arch $arch --device cuda --channels 3 --iters 50 --warmup 10 --graph
     timeout 120 $build/bench/cac_bench step --arch $arch --device cuda --channels 3 --iters 50 --warmup 10 --no-tf32
     timeout 120 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3
     timeout 120 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3 --no-tf32
   done
-  # The same step with the one-round reread batch-norm forward (a default candidate).
+  # The same step with the one-round reread batch-norm forward (one of Auto's candidates).
   timeout 120 $build/bench/cac_bench step --arch classifier32 --device cuda --channels 3 --iters 50 --warmup 10 --bn reread
 } >"$out/bench-step.txt" 2>&1
 tee -a "$summary" <"$out/bench-step.txt"

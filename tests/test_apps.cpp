@@ -253,6 +253,10 @@ TEST(Cli, BenchRejectsBadValues) {
   auto [rc3, out3] = run_cmd(bench + " kernels --iters 0");
   EXPECT_NE(rc3, 0);
   EXPECT_NE(out3.find("--iters"), std::string::npos) << out3;
+  auto [rc4, out4] = run_cmd(bench + " step --graph --device cpu");  // a graph records CUDA work
+  EXPECT_EQ(rc4, 2);
+  EXPECT_NE(out4.find("--graph"), std::string::npos) << out4;
+  EXPECT_NE(out4.find("--device cuda"), std::string::npos) << out4;
 }
 
 TEST(Cli, BadFlagsAndMissingDataFailClearly) {

@@ -36,10 +36,14 @@ namespace cac::cuda::detail {
 #ifdef NDEBUG
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
 #else
-#define CUDA_CHECK_LAUNCH()                                         \
-  do {                                                              \
-    CUDA_CHECK(cudaGetLastError());                                 \
-    CUDA_CHECK(cudaStreamSynchronize(::cac::cuda::compute_stream())); \
+// (not while the stream is being recorded into a graph: a synchronisation would end the recording)
+#define CUDA_CHECK_LAUNCH()                                                              \
+  do {                                                                                   \
+    CUDA_CHECK(cudaGetLastError());                                                      \
+    cudaStreamCaptureStatus cac_capture_ = cudaStreamCaptureStatusNone;                  \
+    CUDA_CHECK(cudaStreamIsCapturing(::cac::cuda::compute_stream(), &cac_capture_));     \
+    if (cac_capture_ == cudaStreamCaptureStatusNone)                                     \
+      CUDA_CHECK(cudaStreamSynchronize(::cac::cuda::compute_stream()));                  \
   } while (0)
 #endif
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "core/cuda/check.h"
@@ -261,6 +262,40 @@ bool g_strict_conv = false;
 }
 void set_strict_conv_algorithms(bool on) { g_strict_conv = on; }
 bool strict_conv_algorithms() { return g_strict_conv; }
+
+struct RecordedWork::Impl {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  size_t nodes = 0;
+};
+RecordedWork::RecordedWork(const std::function<void()>& record) : impl_(std::make_unique<Impl>()) {
+  cudaStream_t s = compute_stream();
+  // Thread-local mode: calls that could wait for the device (cudaMalloc among them) fail in this
+  // thread while recording, so the error names the call.
+  CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  std::string error;
+  try {
+    record();
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  const cudaError_t ended = cudaStreamEndCapture(s, &impl_->graph);
+  cudaGetLastError();  // a failed recording leaves its error here; the stream works again
+  if (!error.empty() || ended != cudaSuccess) {
+    if (impl_->graph) cudaGraphDestroy(impl_->graph);
+    fail("recording device work into a CUDA graph failed: {}. Something in it waits for the host "
+         "(a copy from pageable memory, a synchronisation, reading a value) or calls cudaMalloc.",
+         error.empty() ? fmt::format("{} ({})", cudaGetErrorName(ended), cudaGetErrorString(ended)) : error);
+  }
+  CUDA_CHECK(cudaGraphGetNodes(impl_->graph, nullptr, &impl_->nodes));
+  CUDA_CHECK(cudaGraphInstantiate(&impl_->exec, impl_->graph, 0));
+}
+RecordedWork::~RecordedWork() {
+  if (impl_ && impl_->exec) cudaGraphExecDestroy(impl_->exec);
+  if (impl_ && impl_->graph) cudaGraphDestroy(impl_->graph);
+}
+void RecordedWork::replay() { CUDA_CHECK(cudaGraphLaunch(impl_->exec, compute_stream())); }
+size_t RecordedWork::launches() const { return impl_->nodes; }
 
 namespace {
 // Keeps the GPU busy for `ns` nanoseconds of wall time (the global timer, not SM clocks).
