@@ -276,7 +276,7 @@ RecordedWork::RecordedWork(const std::function<void()>& record) : impl_(std::mak
   std::string error;
   try {
     record();
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // the recording must end whatever went wrong in it
     error = e.what();
   }
   const cudaError_t ended = cudaStreamEndCapture(s, &impl_->graph);
