@@ -57,7 +57,7 @@ bool strict_conv_algorithms();
 
 // Device work recorded once from the compute stream into a CUDA graph and replayed as one launch
 // (what a training step's no-host-wait, no-cudaMalloc rule is for). Recording fails with a clear
-// error at the first call that waits for the host or allocates with cudaMalloc. A replay reuses
+// error at the first call that would make the host wait for the stream. A replay reuses
 // the recorded buffers, including blocks the recording freed: replay only while nothing else
 // allocates on the device in between (e.g. back to back in a benchmark).
 class RecordedWork {

@@ -450,10 +450,10 @@ TEST(CudaTensor, FullFillsOnTheDeviceLikeTheCpu) {
   EXPECT_EQ(Tensor::full({0}, 1.0, DType::F32, Device::CUDA).numel(), 0);
 }
 
-// What the no-host-wait, no-cudaMalloc rule of a training step is for: after warm-up (algorithm
-// measurements, allocator caches) a whole step records into a CUDA graph (recording fails at the
-// first call that would make the host wait for the GPU or that calls cudaMalloc), and a replay of
-// it applies one SGD step to the parameters.
+// What the no-host-wait rule of a training step is for: after warm-up (algorithm measurements,
+// allocator caches) a whole step records into a CUDA graph (recording fails at the first call that
+// would make the host wait for the GPU; CudaAllocator.NoDeviceMallocInSteadyState checks the
+// no-cudaMalloc half), and a replay of it applies one SGD step to the parameters.
 TEST(CudaGraph, SteadyStateTrainingStepRecordsAndReplays) {
   REQUIRE_GPU();
   WarmClassifier32 run(2);
