@@ -30,6 +30,7 @@
 #include <initializer_list>
 #include <map>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -964,7 +965,9 @@ bool measuring_allowed() {
 template <class Run>
 BnLaunch measured_launch(const char* direction, const Tensor& x, bool vec4, const std::vector<BnLaunch>& candidates,
                          Run&& run) {
-  using Key = std::tuple<std::string, int64_t, int64_t, int64_t, int64_t, bool>;
+  // Looked up on every call: `direction` is one of the launchers' string literals, kept as a view
+  // (no string built per call).
+  using Key = std::tuple<std::string_view, int64_t, int64_t, int64_t, int64_t, bool>;
   static std::map<Key, BnLaunch> chosen;
   const Key key{direction, x.dim(0), x.dim(1), x.dim(2), x.dim(3), vec4};
   if (auto it = chosen.find(key); it != chosen.end()) return it->second;
