@@ -49,7 +49,8 @@ CAC_DECLARE_KERNEL(void batchnorm_backward(const Tensor& x, const Tensor& gamma,
 //   of its slice in shared memory and reads the rest twice, the second time from L2 (not yet
 //   measured on a GPU, see docs/performance.md).
 // Auto (default): the first call at each shape and direction times the candidates on the real
-//   buffers (forward: SingleLaunch, SingleLaunchReread with and without L2 hints, TwoPass;
+//   buffers (forward: SingleLaunch with and without prefetch, SingleLaunchReread holding 12 or 8
+//   units, with and without L2 hints, TwoPass;
 //   backward: SingleLaunch, TwoPass), as cudnnFind does for convolutions, and every later call runs
 //   the fastest. That first call waits for the GPU once; inside stream capture, with
 //   BnTuning::measure off or with CAC_BN_MEASURE=0, Auto is SingleLaunch. The CPU twins ignore

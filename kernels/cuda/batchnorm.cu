@@ -1146,8 +1146,10 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   if (L.strategy == BnStrategy::Auto) {
     static const std::vector<BnLaunch> candidates = {
         {BnStrategy::SingleLaunch, 8, false, false, "single u=8"},
+        {BnStrategy::SingleLaunch, 8, true, false, "single u=8 prefetch"},
         {BnStrategy::SingleLaunchReread, 12, false, false, "reread held=12"},
         {BnStrategy::SingleLaunchReread, 12, false, true, "reread held=12 L2 hints"},
+        {BnStrategy::SingleLaunchReread, 8, false, true, "reread held=8 L2 hints"},
         {BnStrategy::TwoPass, 8, false, false, "two-pass u=8"}};
     // Candidates update scratch running statistics (made on the first measured run only, outside
     // the timed ones), so the real ones see exactly one update.
