@@ -167,6 +167,7 @@ struct BnTuningCase {
   Shape shape;
   kernels::BnTuning tuning;
 };
+void PrintTo(const BnTuningCase& c, std::ostream* os) { *os << c.name; }  // not gtest's byte dump
 std::vector<BnTuningCase> bn_tuning_cases() {
   const std::vector<std::pair<std::string, Shape>> shapes = {
       {"128x64x32x32", {128, 64, 32, 32}}, {"1x64x32x32", {1, 64, 32, 32}}, {"50x4x20x20", {50, 4, 20, 20}},
