@@ -29,7 +29,7 @@ const std::map<std::string, kernels::BnStrategy>& bn_strategies() {
   static const std::map<std::string, kernels::BnStrategy> names = [] {
     std::map<std::string, kernels::BnStrategy> m;
     for (auto st : {kernels::BnStrategy::Auto, kernels::BnStrategy::SingleLaunch, kernels::BnStrategy::SingleLaunchReread,
-                    kernels::BnStrategy::TwoPass, kernels::BnStrategy::FlatTwoPass})
+                    kernels::BnStrategy::Cluster, kernels::BnStrategy::TwoPass, kernels::BnStrategy::FlatTwoPass})
       m.emplace(kernels::bn_strategy_name(st), st);
     return m;
   }();
@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
   step->add_option("--iters", so.iters, "timed steps")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_flag("--tf32,!--no-tf32", so.tf32, "TF32 tensor cores for convolutions (PyTorch's default)")->capture_default_str();
   step->add_flag("--graph", so.graph, "also time the step recorded into a CUDA graph and replayed (cuda only)");
-  step->add_option("--bn", so.bn, "CUDA batch-norm launch strategy: auto (the fastest, measured once per shape), single, reread, two-pass or flat")
+  step->add_option("--bn", so.bn, "CUDA batch-norm launch strategy: auto (the fastest, measured once per shape), single, reread, cluster, two-pass or flat")
       ->check(CLI::IsMember(bn_strategies()))
       ->capture_default_str();
   bench::KernelOptions ko;

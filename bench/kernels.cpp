@@ -167,6 +167,8 @@ int run_kernels(const KernelOptions& o) {
   bench_batchnorm(true, " 1-launch", false);
   kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, 0});
   bench_batchnorm(true, " 1-round reread", false);  // its backward is the 1-launch one
+  kernels::set_batchnorm_tuning({kernels::BnStrategy::Cluster, 0, 0});
+  bench_batchnorm(true, " cluster", false);  // likewise
   if (o.bn_sweep) {
     // Every launch configuration is validated against the CPU twin (the check column) before it
     // is timed; the default configuration's rows are the ones above.
@@ -193,6 +195,10 @@ int run_kernels(const KernelOptions& o) {
     for (int held : {8, 12}) {  // the held part loaded evict-first in L2
       kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, held, 0, true});
       bench_batchnorm(true, fmt::format(" 1-round reread u={} L2 hints", held), false);
+    }
+    for (int target : {4, 8}) {  // float4s per thread before the cluster grows (16 is the row above)
+      kernels::set_batchnorm_tuning({kernels::BnStrategy::Cluster, 0, target});
+      bench_batchnorm(true, fmt::format(" cluster u={}", target), false);
     }
   }
   kernels::set_batchnorm_tuning({});

@@ -40,6 +40,17 @@ BnSlicePlan batchnorm_reread_plan(int64_t units, int channels, int resident, int
   return p;
 }
 
+BnClusterPlan batchnorm_cluster_plan(int64_t units, int threads, int target, int max_cluster, int max_per_thread) {
+  BnClusterPlan p;
+  if (units <= 0 || threads <= 0 || target <= 0 || max_cluster <= 0) return p;
+  p.cluster = 1;
+  while (p.cluster * 2 <= max_cluster && int64_t(p.cluster) * threads * target < units) p.cluster *= 2;
+  const int64_t per_block = int64_t(p.cluster) * threads;
+  p.per_thread = int((units + per_block - 1) / per_block);
+  p.fits = p.per_thread <= max_per_thread;
+  return p;
+}
+
 namespace {
 BnTuning g_tuning;  // read by the CUDA launches (kernels/cuda/batchnorm.cu)
 int g_last_launches = 0;
@@ -47,9 +58,13 @@ int g_last_launches = 0;
 void set_batchnorm_tuning(const BnTuning& tuning) {
   CAC_CHECK(tuning.splits >= 0, "set_batchnorm_tuning: splits {} is negative", tuning.splits);
   const int u = tuning.units_per_thread;
-  const bool reread = tuning.strategy == BnStrategy::SingleLaunchReread;
-  CAC_CHECK(u == 0 || u == 2 || u == 4 || u == 8 || (reread && u == 12),
-            "set_batchnorm_tuning: units_per_thread {} is not 0, 2, 4 or 8 (or 12 with SingleLaunchReread)", u);
+  // The unit counts each kernel has an instantiation or a plan for.
+  bool known = u == 0 || u == 2 || u == 4 || u == 8;
+  if (tuning.strategy == BnStrategy::SingleLaunchReread) known = known || u == 12;
+  if (tuning.strategy == BnStrategy::Cluster) known = u == 0 || u == 4 || u == 8 || u == 16;
+  CAC_CHECK(known,
+            "set_batchnorm_tuning: units_per_thread {} is not 0, 2, 4 or 8 (or 12 with SingleLaunchReread; "
+            "0, 4, 8 or 16 with Cluster)", u);
   CAC_CHECK(tuning.pipeline_stages >= 0 && tuning.pipeline_stages <= 2,
             "set_batchnorm_tuning: pipeline_stages {} is not 0, 1 or 2", tuning.pipeline_stages);
   g_tuning = tuning;
@@ -65,6 +80,7 @@ const char* bn_strategy_name(BnStrategy s) {
     case BnStrategy::SingleLaunch: return "single";
     case BnStrategy::FlatTwoPass: return "flat";
     case BnStrategy::SingleLaunchReread: return "reread";
+    case BnStrategy::Cluster: return "cluster";
   }
   return "?";
 }

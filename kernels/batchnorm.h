@@ -48,21 +48,29 @@ CAC_DECLARE_KERNEL(void batchnorm_backward(const Tensor& x, const Tensor& gamma,
 //   round even where the activation exceeds the chip: each thread holds `units_per_thread` float4s
 //   of its slice in shared memory and reads the rest twice, the second time from L2 (not yet
 //   measured on a GPU, see docs/performance.md).
+// Cluster (forward, sm_90+; its backward is SingleLaunch's): a thread-block cluster per channel,
+//   its blocks holding the channel's slices in shared memory; the statistics meet at the cluster's
+//   hardware barrier through distributed shared memory, not at a barrier in global memory, and the
+//   clusters are independent, so no co-residency of the grid is needed (not yet run on a GPU).
+//   Falls back to TwoPass where the device or the build has no clusters or a channel exceeds 16
+//   blocks' shared memory.
 // Auto (default): the first call at each shape and direction times the candidates on the real
 //   buffers (forward: SingleLaunch with and without prefetch, SingleLaunchReread holding 12 or 8
-//   units, with and without L2 hints, TwoPass;
+//   units, with and without L2 hints, Cluster at 16 and 8 units per thread, TwoPass;
 //   backward: SingleLaunch, TwoPass), as cudnnFind does for convolutions, and every later call runs
 //   the fastest. That first call waits for the GPU once; inside stream capture, with
 //   BnTuning::measure off or with CAC_BN_MEASURE=0, Auto is SingleLaunch. The CPU twins ignore
 //   all of this.
-enum class BnStrategy { Auto, TwoPass, SingleLaunch, FlatTwoPass, SingleLaunchReread };
+enum class BnStrategy { Auto, TwoPass, SingleLaunch, FlatTwoPass, SingleLaunchReread, Cluster };
 const char* bn_strategy_name(BnStrategy s);
 struct BnTuning {
   BnStrategy strategy = BnStrategy::Auto;
   int splits = 0;            // FlatTwoPass: blocks per channel (clamped to N); 0 = from the SM count
   int units_per_thread = 0;  // TwoPass / SingleLaunch: float4s per thread (2, 4 or 8); 0 = default.
                              // SingleLaunchReread: float4s held in shared memory (2, 4, 8 or 12;
-                             // default 12 = 48 KiB per block, 4 blocks per SM)
+                             // default 12 = 48 KiB per block, 4 blocks per SM).
+                             // Cluster: the most float4s per thread before the cluster grows
+                             // (4, 8 or 16; default 16 = 64 KiB per block)
   int pipeline_stages = 0;   // SingleLaunch forward: 2 = prefetch the next channel's slice during
                              // the current one's barrier (not yet measured); 0 or 1 = no prefetch
   bool l2_hints = false;     // SingleLaunchReread: the part held in shared memory is loaded with an
@@ -87,6 +95,15 @@ BnSlicePlan batchnorm_single_plan(int64_t units, int channels, int resident, int
 // least one slice per channel, when channels > resident blocks walk channels), the fewest units
 // per thread that covers the channel with them.
 BnSlicePlan batchnorm_reread_plan(int64_t units, int channels, int resident, int threads);
+// Cluster: a channel of `units` float4s on `cluster` blocks (a power of two, the smallest that
+// keeps per_thread <= target, at most max_cluster), thread t of block rank r holding units
+// r*threads*per_thread + t + i*threads, i < per_thread; fits = per_thread <= max_per_thread (what
+// one block's shared memory holds).
+struct BnClusterPlan {
+  int cluster = 0, per_thread = 0;
+  bool fits = false;
+};
+BnClusterPlan batchnorm_cluster_plan(int64_t units, int threads, int target, int max_cluster, int max_per_thread);
 
 // Kernel launches of the last CUDA training forward or backward (1 or 2), for the benchmark table.
 int batchnorm_last_launches();

@@ -79,8 +79,10 @@ say "== training step, batch 128, 32x32x3: classifier32 and ResNet-18, cac and P
     timeout 120 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3
     timeout 120 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3 --no-tf32
   done
-  # The same step with the one-round reread batch-norm forward (one of Auto's candidates).
-  timeout 120 $build/bench/cac_bench step --arch classifier32 --device cuda --channels 3 --iters 50 --warmup 10 --bn reread
+  # The same step with the one-round reread and the cluster batch-norm forward (Auto's candidates).
+  for bn in reread cluster; do
+    timeout 120 $build/bench/cac_bench step --arch classifier32 --device cuda --channels 3 --iters 50 --warmup 10 --bn $bn
+  done
 } >"$out/bench-step.txt" 2>&1
 tee -a "$summary" <"$out/bench-step.txt"
 fi
@@ -89,12 +91,16 @@ if want sanitize; then
   say "(sanitize starts at $(( $(step_time) - t0 )) s)"
   # The hand-written kernels' tests (cuDNN/cuBLAS internals are not ours), then the kernel benchmark.
   # Batch norm under every strategy for memcheck; for racecheck Auto unmeasured (the single-launch
-  # kernels) and the reread forward.
+  # kernels), the reread and the cluster forward.
   for tool in memcheck racecheck; do
     # Auto's measurement (each candidate 6 times per shape) is skipped under racecheck: the
     # candidates have their own cases, and each launch there is slow.
-    filter='Ops/*:Shapes/*:Strategies/*:CudaBatchNormAuto.*:-*conv*:*linear*' measure=1
-    [[ $tool == racecheck ]] && filter='Ops/*:Shapes/*:Strategies/*auto*:Strategies/*reread_u12*:-*conv*:*linear*' measure=0
+    # Every strategy at the small and odd shapes; at the two largest only Auto and the one-round
+    # forwards (memcheck's cost grows with the bytes touched; the run must leave time for a rerun).
+    filter='Ops/*:Shapes/*:CudaBatchNormAuto.*:Strategies/*_1x64x32x32:Strategies/*_50x4x20x20'
+    filter+=':Strategies/*_256x2x64x64:Strategies/*_128x512x4x4:Strategies/*_3x5x7x9:Strategies/*_4x4096x2x2'
+    filter+=':Strategies/*/auto_*:Strategies/*/reread_u12_*:Strategies/*/cluster_*:-*conv*:*linear*' measure=1
+    [[ $tool == racecheck ]] && filter='Ops/*:Shapes/*:Strategies/*auto*:Strategies/*reread_u12*:Strategies/*cluster_u16*:-*conv*:*linear*' measure=0
     CAC_BN_MEASURE=$measure timeout 150 compute-sanitizer --tool $tool --error-exitcode 99 $build/tests/test_cuda \
       --gtest_filter="$filter" >"$out/sanitizer-$tool.log" 2>&1
     rc=$?
@@ -113,7 +119,7 @@ if want profile; then
   if ! command -v ncu >/dev/null; then
     say "ncu: not found on PATH"
   else
-    for k in bn_forward_single bn_forward_reread; do
+    for k in bn_forward_single bn_forward_reread bn_forward_cluster; do
       timeout 180 ncu --clock-control none --kernel-name regex:"$k" --launch-skip 3 --launch-count 1 \
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
         $build/bench/cac_bench kernels --iters 5 >"$out/ncu-$k.txt" 2>&1

@@ -29,12 +29,25 @@ namespace {
 
 bool gpu_present(std::string* why) { return cuda::device_available(why); }
 
-// Diagnosis hook: CAC_TEST_BN=flat|single|reread runs every batch norm with that strategy.
+// Diagnosis hook: CAC_TEST_BN=flat|single|reread|cluster runs every batch norm with that strategy.
 void apply_bn_override() {
   const std::string bn = std::getenv("CAC_TEST_BN") ? std::getenv("CAC_TEST_BN") : "";
   if (bn == "flat") kernels::set_batchnorm_tuning({kernels::BnStrategy::FlatTwoPass, 0, 0});
   if (bn == "single") kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, 0});
   if (bn == "reread") kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, 0});
+  if (bn == "cluster") kernels::set_batchnorm_tuning({kernels::BnStrategy::Cluster, 0, 0});
+}
+
+// Thread-block clusters (sm_90+), which the Cluster batch-norm forward needs.
+bool device_has_clusters() {
+#if CAC_WITH_CUDA
+  int device = 0, clusters = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&clusters, cudaDevAttrClusterLaunch, device));
+  return clusters != 0;
+#else
+  return false;
+#endif
 }
 
 #define REQUIRE_GPU()                                                   \
@@ -155,7 +168,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaRealShapes, ::testing::ValuesIn(real_shape_
 // ---- batch norm under each launch strategy -----------------------------------------------------
 // Every batch-norm launch strategy: the single launch (the default: slices on chip + per-channel
 // barrier), the one-round reread forward (12, 2, and 8 with L2 eviction hints, float4s per thread
-// in shared memory, the rest streamed twice), the sliced and the flat two-pass kernels. At shapes
+// in shared memory, the rest streamed twice), the cluster forward (16 and 8 float4s per thread),
+// the sliced and the flat two-pass kernels. At shapes
 // that hit each path: the real conv2 shape, batch 1, slices that end mid-block (50x4x20x20), a
 // channel cut into 128-256 slices (256x2x64x64), many small channels (128x512x4x4), odd planes that
 // must fall back to two passes (3x5x7x9), a channel too large for one launch (1024x1x64x64), and
@@ -183,7 +197,9 @@ std::vector<BnTuningCase> bn_tuning_cases() {
       {"single_u8_prefetch", {kernels::BnStrategy::SingleLaunch, 0, 8, 2}},
       {"reread_u12", {kernels::BnStrategy::SingleLaunchReread, 0, 12}},
       {"reread_u2", {kernels::BnStrategy::SingleLaunchReread, 0, 2}},
-      {"reread_u8_l2hints", {kernels::BnStrategy::SingleLaunchReread, 0, 8, 0, true}}};
+      {"reread_u8_l2hints", {kernels::BnStrategy::SingleLaunchReread, 0, 8, 0, true}},
+      {"cluster_u16", {kernels::BnStrategy::Cluster, 0, 16}},
+      {"cluster_u8", {kernels::BnStrategy::Cluster, 0, 8}}};
   std::vector<BnTuningCase> cs;
   for (const auto& [sn, shape] : shapes)
     for (const auto& [tn, tuning] : tunings) cs.push_back({tn + "_" + sn, shape, tuning});
@@ -251,16 +267,27 @@ TEST_P(CudaBatchNormTuning, MatchesCpuTwin) {
     if (c.tuning.strategy == kernels::BnStrategy::SingleLaunchReread && s[2] * s[3] % 4 == 0) {
       EXPECT_EQ(kernels::batchnorm_last_launches(), 1) << "forward" << r;
     }
+    // The cluster forward runs wherever the device has clusters and a channel fits 8 blocks of
+    // 64 KiB (the portable cluster size; every shape here but 256x2x64x64 and 1024x1x64x64), and
+    // falls back to the sliced two passes elsewhere.
+    if (c.tuning.strategy == kernels::BnStrategy::Cluster && s[2] * s[3] % 4 == 0) {
+      const bool fits = device_has_clusters() && s[0] * s[2] * s[3] / 4 <= 8 * 256 * 16;
+      const auto ran = kernels::batchnorm_last_strategy();
+      if (fits) EXPECT_EQ(ran, kernels::BnStrategy::Cluster) << "forward" << r;
+      else EXPECT_TRUE(ran == kernels::BnStrategy::Cluster || ran == kernels::BnStrategy::TwoPass) << "forward" << r;
+      EXPECT_EQ(kernels::batchnorm_last_launches(), ran == kernels::BnStrategy::Cluster ? 1 : 2) << "forward" << r;
+    }
   });
   // Single launch where the channel fits the co-resident blocks (all these shapes on an H100),
   // else and for every other strategy two launches; the odd-plane shape has no 16-byte units.
   const bool vec4 = s[2] * s[3] % 4 == 0;
   // 1024x1x64x64 with 2 float4s per thread is 2048 slices of one channel: more blocks than any GPU
   // of <= 200 SMs holds at once (8 x 256 threads per SM), so the single launch must fall back.
-  // The reread strategy's backward is the single launch with its default 4 units per thread.
-  const bool reread = c.tuning.strategy == kernels::BnStrategy::SingleLaunchReread;
-  const auto st = reread ? kernels::BnStrategy::SingleLaunch : c.tuning.strategy;
-  const int64_t units_per_thread = c.tuning.units_per_thread > 0 && !reread ? c.tuning.units_per_thread : 4;
+  // The reread's and the cluster's backward is the single launch with its default 4 units per thread.
+  const bool forward_only = c.tuning.strategy == kernels::BnStrategy::SingleLaunchReread ||
+                            c.tuning.strategy == kernels::BnStrategy::Cluster;
+  const auto st = forward_only ? kernels::BnStrategy::SingleLaunch : c.tuning.strategy;
+  const int64_t units_per_thread = c.tuning.units_per_thread > 0 && !forward_only ? c.tuning.units_per_thread : 4;
   const int64_t slices = (s[0] * s[2] * s[3] / 4 + 256 * units_per_thread - 1) / (256 * units_per_thread);
   const bool single_fits = slices <= 200 * 8;
   if (vec4 && single_fits && (st == kernels::BnStrategy::SingleLaunch || st == kernels::BnStrategy::Auto))
@@ -291,9 +318,13 @@ TEST(CudaBatchNormAuto, MeasuresOncePerShapeAndUpdatesRunningStatsOnce) {
     SCOPED_TRACE(kernels::describe(c));
     EXPECT_EQ(c.direction, i == before ? "forward" : "backward");
     EXPECT_EQ(std::vector<int>({c.N, c.C, c.H, c.W}), std::vector<int>({24, 16, 12, 12}));
-    EXPECT_EQ(c.times_ms.size(), i == before ? 6u : 2u);  // the candidates in kernels/cuda/batchnorm.cu
-    // Every candidate fits this small shape on any GPU, so each ran and was timed.
-    for (const auto& [label, ms] : c.times_ms) EXPECT_TRUE(std::isfinite(ms) && ms > 0) << label;
+    EXPECT_EQ(c.times_ms.size(), i == before ? 8u : 2u);  // the candidates in kernels/cuda/batchnorm.cu
+    // Every candidate fits this small shape on any GPU (the cluster ones on any GPU with clusters),
+    // so each ran and was timed.
+    for (const auto& [label, ms] : c.times_ms) {
+      if (label.rfind("cluster", 0) == 0 && !device_has_clusters()) EXPECT_FALSE(std::isfinite(ms)) << label;
+      else EXPECT_TRUE(std::isfinite(ms) && ms > 0) << label;
+    }
     EXPECT_NE(c.chosen, "none ran");
   }
   kernels::set_batchnorm_tuning({});
@@ -366,20 +397,34 @@ void expect_step_matches(const std::function<std::shared_ptr<OpenSetClassifier>(
         if (gname == name) expect_close(gbuf, buf, tol, name);
 }
 
+// 32x32x3, dropout 0.2: the masks are the same function on both sides.
+void expect_classifier32_step_matches() {
+  expect_step_matches([] { return make_classifier32(Classifier32Config{}, 6, 10.0, false); }, 6, 8, 9);
+}
+// The same with `bn` as every layer's batch-norm launch strategy (the default afterwards again).
+void expect_classifier32_step_matches(const kernels::BnTuning& bn) {
+  struct RestoreDefault {
+    ~RestoreDefault() { kernels::set_batchnorm_tuning({}); }
+  } restore;
+  kernels::set_batchnorm_tuning(bn);
+  expect_classifier32_step_matches();
+}
+
 TEST(CudaStep, Classifier32StepMatchesCpu) {
   REQUIRE_GPU();
-  // 32x32x3, dropout 0.2: the masks are the same function on both sides.
-  expect_step_matches([] { return make_classifier32(Classifier32Config{}, 6, 10.0, false); }, 6, 8, 9);
+  expect_classifier32_step_matches();  // the default strategy, or CAC_TEST_BN's
 }
 
 // The same step with the one-round reread batch-norm forward in every layer (a default candidate).
 TEST(CudaStep, Classifier32StepMatchesCpuWithRereadBatchNorm) {
   REQUIRE_GPU();
-  struct RestoreDefault {
-    ~RestoreDefault() { kernels::set_batchnorm_tuning({}); }
-  } restore;
-  kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, 0});
-  expect_step_matches([] { return make_classifier32(Classifier32Config{}, 6, 10.0, false); }, 6, 8, 9);
+  expect_classifier32_step_matches({kernels::BnStrategy::SingleLaunchReread, 0, 0});
+}
+
+// And with the cluster forward (sm_90+; elsewhere it falls back to the sliced two-pass forward).
+TEST(CudaStep, Classifier32StepMatchesCpuWithClusterBatchNorm) {
+  REQUIRE_GPU();
+  expect_classifier32_step_matches({kernels::BnStrategy::Cluster, 0, 0});
 }
 
 TEST(CudaStep, ResNet18StepMatchesCpu) {

@@ -280,6 +280,11 @@ TEST(BatchNormTuning, RejectsValuesWithoutAKernel) {
   EXPECT_NE(m.find("units_per_thread 3"), std::string::npos) << m;
   m = set({BnStrategy::FlatTwoPass, -1, 0});
   EXPECT_NE(m.find("splits -1"), std::string::npos) << m;
+  EXPECT_EQ(set({BnStrategy::Cluster, 0, 16}), "");
+  m = set({BnStrategy::Cluster, 0, 2});  // the cluster plan's targets are 4, 8 and 16
+  EXPECT_NE(m.find("units_per_thread 2"), std::string::npos) << m;
+  m = set({BnStrategy::SingleLaunch, 0, 16});
+  EXPECT_NE(m.find("units_per_thread 16"), std::string::npos) << m;
   m = set({BnStrategy::SingleLaunch, 0, 8, 3});
   EXPECT_NE(m.find("pipeline_stages 3"), std::string::npos) << m;
   kernels::set_batchnorm_tuning({});
@@ -306,9 +311,9 @@ TEST(BatchNormAuto, NamesAndReport) {
   using kernels::BnStrategy;
   std::set<std::string> names;
   for (auto st : {BnStrategy::Auto, BnStrategy::TwoPass, BnStrategy::SingleLaunch, BnStrategy::FlatTwoPass,
-                  BnStrategy::SingleLaunchReread})
+                  BnStrategy::SingleLaunchReread, BnStrategy::Cluster})
     names.insert(kernels::bn_strategy_name(st));
-  EXPECT_EQ(names, (std::set<std::string>{"auto", "two-pass", "single", "flat", "reread"}));
+  EXPECT_EQ(names, (std::set<std::string>{"auto", "two-pass", "single", "flat", "reread", "cluster"}));
   kernels::BnMeasuredChoice c{"forward", 128, 64, 32, 32, {{"single u=8", 0.0413}, {"reread held=12", std::numeric_limits<double>::infinity()}}, "single u=8"};
   EXPECT_EQ(kernels::describe(c), "batch norm forward 128x64x32x32 -> single u=8 (single u=8 41.30 us, reread held=12 n/a)");
 }
@@ -362,6 +367,45 @@ TEST(BatchNormPlan, EveryUnitOnceAndChannelsCoResident) {
   EXPECT_EQ(conv2.per_thread, 16);
   EXPECT_EQ(conv2.groups, 64);
   EXPECT_FALSE(kernels::batchnorm_reread_plan(32768, 64, 0, 256).fits);  // no block fits the GPU
+}
+
+// The cluster forward's geometry: every unit of a channel belongs to exactly one thread of one
+// block of the cluster, the cluster is the smallest power of two that keeps the target units per
+// thread (so small channels do not spread over idle blocks), and a channel larger than the largest
+// cluster's shared memory does not fit. At the conv2 shape (32768 float4s per channel) a target of
+// 16 is a cluster of 8 blocks of 64 KiB; 8 is 16 blocks of 32 KiB, or 8 of 64 KiB where the GPU
+// grants only the portable cluster size.
+TEST(BatchNormPlan, ClusterCoversTheChannelWithTheSmallestCluster) {
+  struct Case {
+    int64_t units;
+    int target, max_cluster, max_per_thread;
+    int cluster, per_thread;
+    bool fits;
+  };
+  const int threads = 256, h100 = 56;  // 227 KiB of shared memory per block = 56 float4s per thread
+  for (const Case& c : {Case{32768, 16, 16, h100, 8, 16, true}, Case{32768, 8, 16, h100, 16, 8, true},
+                        Case{32768, 8, 8, h100, 8, 16, true}, Case{32768, 4, 16, h100, 16, 8, true},
+                        Case{256, 16, 16, h100, 1, 1, true}, Case{4, 16, 16, h100, 1, 1, true},
+                        Case{5000, 16, 16, h100, 2, 10, true}, Case{512, 8, 16, h100, 1, 2, true},
+                        Case{262144, 16, 16, h100, 16, 64, false}, Case{1048576, 16, 16, h100, 16, 256, false},
+                        Case{262144, 16, 16, 64, 16, 64, true}}) {
+    SCOPED_TRACE(testing::Message() << c.units << " units, target " << c.target << ", clusters <= " << c.max_cluster);
+    const kernels::BnClusterPlan p = kernels::batchnorm_cluster_plan(c.units, threads, c.target, c.max_cluster,
+                                                                     c.max_per_thread);
+    EXPECT_EQ(p.cluster, c.cluster);
+    EXPECT_EQ(p.per_thread, c.per_thread);
+    EXPECT_EQ(p.fits, c.fits);
+    std::vector<int> owner_count(size_t(c.units), 0);
+    for (int r = 0; r < p.cluster; ++r)
+      for (int t = 0; t < threads; ++t)
+        for (int i = 0; i < p.per_thread; ++i) {
+          const int64_t j = int64_t(r) * threads * p.per_thread + t + int64_t(i) * threads;
+          if (j < c.units) ++owner_count[size_t(j)];
+        }
+    for (int64_t j = 0; j < c.units; ++j) ASSERT_EQ(owner_count[size_t(j)], 1) << "unit " << j;
+  }
+  EXPECT_FALSE(kernels::batchnorm_cluster_plan(0, 256, 16, 16, 56).fits);
+  EXPECT_FALSE(kernels::batchnorm_cluster_plan(100, 256, 16, 0, 56).fits);  // no clusters on this GPU
 }
 
 TEST(Autograd, NoGradRecordsNothingAndBackwardTwiceFails) {

@@ -23,6 +23,9 @@
 // * Single launch with re-read (forward only, not yet measured on a GPU): one round at any size,
 //   each thread holding part of its slice in shared memory and reading the rest twice (the second
 //   time from L2); see bn_forward_reread.
+// * Cluster (forward only, sm_90+, not yet run on a GPU): one thread-block cluster per channel,
+//   the statistics merged through distributed shared memory at the cluster's barrier; see
+//   bn_forward_cluster.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -35,6 +38,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <cooperative_groups.h>
 
 #include "core/cuda_runtime.h"
 #include "kernels/batchnorm.h"
@@ -122,10 +127,12 @@ struct SliceSums {
 struct ChannelStats {
   double n, mean, m2;
 };
-// Called by one whole warp: lane k merges slices k, k+32, ... of channel c (one load latency, not
-// `splits` of them), then the lanes merge by shuffles; all in double (Chan's formula). The result
-// is valid in lane 0 and depends only on the partials, so every caller gets the same bits.
-__device__ ChannelStats merge_slices(const float* partial, int c, int splits) {
+// Called by one whole warp: lane k merges partials k, k+32, ... (`load(k)` returns partial k as
+// (n, mean, m2); one load latency, not `count` of them), then the lanes merge by shuffles; all in
+// double (Chan's formula). The result is valid in lane 0 and depends only on the partials, so every
+// caller gets the same bits.
+template <class Load>
+__device__ ChannelStats merge_partials(int count, Load&& load) {
   const int lane = threadIdx.x & 31;
   double n = 0, mean = 0, m2 = 0;
   auto chan = [&](double nb, double mb, double m2b) {
@@ -136,9 +143,9 @@ __device__ ChannelStats merge_slices(const float* partial, int c, int splits) {
     m2 += m2b + delta * delta * n * nb / tot;
     n = tot;
   };
-  for (int k = lane; k < splits; k += 32) {
-    const float* p = partial + (int64_t(c) * splits + k) * 3;
-    chan(__ldcg(p), __ldcg(p + 1), __ldcg(p + 2));  // L2: other blocks wrote them
+  for (int k = lane; k < count; k += 32) {
+    const float3 p = load(k);
+    chan(p.x, p.y, p.z);
   }
   for (int o = 16; o > 0; o >>= 1) {
     const double nb = __shfl_down_sync(0xffffffffu, n, o), mb = __shfl_down_sync(0xffffffffu, mean, o),
@@ -146,6 +153,13 @@ __device__ ChannelStats merge_slices(const float* partial, int c, int splits) {
     chan(nb, mb, m2b);
   }
   return {n, mean, m2};
+}
+// The slices' partials of channel c, stored in global memory by the other blocks.
+__device__ ChannelStats merge_slices(const float* partial, int c, int splits) {
+  return merge_partials(splits, [&](int k) {
+    const float* p = partial + (int64_t(c) * splits + k) * 3;
+    return make_float3(__ldcg(p), __ldcg(p + 1), __ldcg(p + 2));  // L2: other blocks wrote them
+  });
 }
 
 // The mean and invstd the normalisation and backward use (rounded to float once, here, so the
@@ -697,6 +711,75 @@ __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_rerea
   }
 }
 
+// One thread-block cluster per channel (grid = C x cluster blocks, cluster = blockDim-independent
+// launch attribute): block rank r holds slice r of the channel in shared memory (cp.async, all
+// loads in flight), publishes its Welford state in its own shared memory, and after the cluster's
+// hardware barrier every block merges all the states, read through distributed shared memory in
+// rank order (so all agree bit for bit); rank 0 saves mean/invstd and updates the running
+// statistics. The activation crosses DRAM once. Unlike the cooperative single launch there is no
+// barrier in global memory and no round: a cluster needs only its own blocks resident, so while
+// one cluster waits at its barrier others load or store.
+__global__ void __launch_bounds__(kThreads) bn_forward_cluster(
+    const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
+    const float* __restrict__ beta, int N, int C, int upr, int per_thread, float momentum, float eps,
+    float* __restrict__ running_mean, float* __restrict__ running_var, float* __restrict__ save_mean,
+    float* __restrict__ save_invstd, bool leaky, float slope) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  __trap();  // no clusters before sm_90; the host launches this only where the binary has sm_90 code
+#else
+  namespace cg = cooperative_groups;
+  const cg::cluster_group cluster = cg::this_cluster();
+  extern __shared__ float4 tiles[];  // [per_thread][kThreads]; a thread reads only the slots it filled
+  __shared__ Welford block_state;    // read by every block of the cluster
+  __shared__ float2 sh_mi;
+  const int size = int(cluster.num_blocks()), rank = int(cluster.block_rank());
+  const int c = int(blockIdx.x) / size;
+  const int units = N * upr, first = rank * (kThreads * per_thread) + int(threadIdx.x);
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  float4* y4 = reinterpret_cast<float4*>(y);
+  auto slot = [&](int i) -> float4& { return tiles[i * kThreads + threadIdx.x]; };
+#pragma unroll 4
+  for (int i = 0; i < per_thread; ++i) {
+    const int j = first + i * kThreads;
+    if (j < units) cp_async16(&slot(i), x4 + unit_offset(j, upr, C, c));
+  }
+  cp_async_commit();
+  cp_async_wait_group<0>();
+  SliceSums sums(__ldg(x + int64_t(c) * upr * 4));  // centred on a value of the channel, as in bn_stats
+  for (int i = 0; i < per_thread; ++i)
+    if (first + i * kThreads < units) sums.add(slot(i));
+  const Welford w = block_merge(sums.state());
+  if (threadIdx.x == 0) block_state = w;
+  cluster.sync();  // every block's state is written, and visible to the whole cluster
+  if (threadIdx.x < 32) {
+    const ChannelStats st = merge_partials(size, [&](int k) {
+      const Welford* p = cluster.map_shared_rank(&block_state, k);
+      return make_float3(p->n, p->mean, p->m2);
+    });
+    if (threadIdx.x == 0) {
+      const float2 mi = normalisation(st, eps);
+      sh_mi = mi;
+      if (rank == 0) {
+        save_mean[c] = mi.x;
+        save_invstd[c] = mi.y;
+        update_running(st, c, momentum, running_mean, running_var);
+      }
+    }
+  }
+  __syncthreads();
+  // This block is done reading the others' states; a block's shared memory must outlive every
+  // remote read of it, so each block waits for all arrivals before it exits (after its stores).
+  cluster.barrier_arrive();
+  const float scale = __ldg(gamma + c) * sh_mi.y;  // the same expressions as bn_apply
+  const float shift = __ldg(beta + c) - sh_mi.x * scale;
+  for (int i = 0; i < per_thread; ++i) {
+    const int j = first + i * kThreads;
+    if (j < units) y4[unit_offset(j, upr, C, c)] = normalise4(slot(i), scale, shift, leaky, slope);
+  }
+  cluster.barrier_wait();
+#endif
+}
+
 template <int U>
 __global__ void __launch_bounds__(kThreads, U <= 4 ? kSingleBlocksPerSm : 1) bn_backward_single(
     const float* __restrict__ x, const float* __restrict__ gy, const float* __restrict__ gamma,
@@ -922,6 +1005,83 @@ void launch_cooperative(void (*kernel)(Params...), int blocks, size_t smem, Args
   CUDA_CHECK_LAUNCH();
 }
 
+// A launch of `blocks` blocks in clusters of `cluster` on the compute stream (cfg points at attr).
+void cluster_config(cudaLaunchConfig_t& cfg, cudaLaunchAttribute& attr, int blocks, int cluster, size_t smem) {
+  cfg = cudaLaunchConfig_t{};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream();
+  attr = cudaLaunchAttribute{};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = unsigned(cluster);
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+}
+
+// bn_forward_cluster's geometry for channels of `units` float4s at `target` float4s per thread;
+// plan.fits is false where this GPU has no clusters, this build has no sm_90 code for the kernel,
+// a channel exceeds what max_cluster blocks' shared memory holds, or no cluster of that size and
+// shared memory can be resident.
+struct ClusterGeometry {
+  cac::kernels::BnClusterPlan plan;
+  size_t smem = 0;
+};
+ClusterGeometry cluster_geometry(int64_t units, int target) {
+  struct Limits {
+    bool ok = false;
+    int max_cluster = 0, max_per_thread = 0;
+  };
+  static const Limits limits = [] {
+    Limits l;
+    int device = 0, clusters = 0, optin = 0;
+    cudaFuncAttributes attrs{};
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&clusters, cudaDevAttrClusterLaunch, device));
+    CUDA_CHECK(cudaFuncGetAttributes(&attrs, bn_forward_cluster));
+    if (!clusters || attrs.binaryVersion < 90) return l;  // the sm_80 body of the kernel only traps
+    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    const int dynamic_max = optin - int(attrs.sharedSizeBytes);
+    if (dynamic_max < int(kThreads * sizeof(float4))) return l;
+    CUDA_CHECK(cudaFuncSetAttribute(bn_forward_cluster, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_max));
+    CUDA_CHECK(cudaFuncSetAttribute(bn_forward_cluster, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                    int(cudaSharedmemCarveoutMaxShared)));
+    // 16 blocks per cluster is beyond the portable 8; H100s grant it on request. A refusal is an
+    // answer, not a failure: the portable size remains.
+    l.max_cluster = 16;
+    if (cudaFuncSetAttribute(bn_forward_cluster, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+      (void)cudaGetLastError();
+      l.max_cluster = 8;
+    }
+    l.max_per_thread = dynamic_max / int(kThreads * sizeof(float4));
+    l.ok = true;
+    return l;
+  }();
+  ClusterGeometry g;
+  if (!limits.ok) return g;
+  g.plan = cac::kernels::batchnorm_cluster_plan(units, kThreads, target, limits.max_cluster, limits.max_per_thread);
+  if (!g.plan.fits) return g;
+  g.smem = size_t(g.plan.per_thread) * kThreads * sizeof(float4);
+  static std::map<std::pair<int, size_t>, bool> resident;  // per (cluster size, shared memory)
+  auto it = resident.find({g.plan.cluster, g.smem});
+  if (it == resident.end()) {
+    cudaLaunchConfig_t cfg;
+    cudaLaunchAttribute attr;
+    cluster_config(cfg, attr, g.plan.cluster, g.plan.cluster, g.smem);
+    int clusters = 0;
+    // As above, a configuration this GPU refuses is a plan that does not fit.
+    if (cudaOccupancyMaxActiveClusters(&clusters, bn_forward_cluster, &cfg) != cudaSuccess) {
+      (void)cudaGetLastError();
+      clusters = 0;
+    }
+    it = resident.emplace(std::make_pair(g.plan.cluster, g.smem), clusters > 0).first;
+  }
+  g.plan.fits = it->second;
+  return g;
+}
+
 // Calls f(std::integral_constant<int, U>) for U = units (2, 4 or 8): the kernels' register arrays
 // need U at compile time.
 template <class F>
@@ -1013,6 +1173,20 @@ BnStrategy launch_forward(const BnLaunch& L, const Shape4& s, int64_t units, con
       return BnStrategy::SingleLaunchReread;
     }
   }
+  if (st == BnStrategy::Cluster) {
+    const ClusterGeometry g = cluster_geometry(units, units_or(L.units, 16));
+    if (g.plan.fits) {
+      cudaLaunchConfig_t cfg;
+      cudaLaunchAttribute attr;
+      cluster_config(cfg, attr, s.C * g.plan.cluster, g.plan.cluster, g.smem);
+      CUDA_CHECK(cudaLaunchKernelEx(&cfg, bn_forward_cluster, x.data<float>(), y.data<float>(), gamma.data<float>(),
+                                    beta.data<float>(), s.N, s.C, upr, g.plan.per_thread, m, e,
+                                    running_mean.data<float>(), running_var.data<float>(), save_mean.data<float>(),
+                                    save_invstd.data<float>(), act.leaky, slope));
+      CUDA_CHECK_LAUNCH();
+      return BnStrategy::Cluster;
+    }
+  }
   bool done = false;
   if (st == BnStrategy::SingleLaunch) {
     with_units(units_or(L.units, 8), [&](auto U) {
@@ -1032,8 +1206,10 @@ BnStrategy launch_forward(const BnLaunch& L, const Shape4& s, int64_t units, con
     if (done) return BnStrategy::SingleLaunch;
   }
   if (st != BnStrategy::FlatTwoPass) {
-    // The reread's `units` counts held float4s; its fallback runs the sliced kernels' default.
-    with_units(st == BnStrategy::SingleLaunchReread ? 8 : units_or(L.units, 8), [&](auto U) {
+    // The reread's and the cluster's `units` mean something else; their fallback runs the sliced
+    // kernels' default.
+    const bool own_units = st == BnStrategy::SingleLaunchReread || st == BnStrategy::Cluster;
+    with_units(own_units ? 8 : units_or(L.units, 8), [&](auto U) {
       constexpr int kU = decltype(U)::value;
       const int splits = splits_of(units, kU), blocks = s.C * splits;
       Tensor partial = Tensor::empty({s.C, splits, 3}, DType::F32, Device::CUDA);
@@ -1067,10 +1243,11 @@ BnStrategy launch_forward(const BnLaunch& L, const Shape4& s, int64_t units, con
 BnStrategy launch_backward(const BnLaunch& L, const Shape4& s, int64_t units, const Tensor& x, const Tensor& gamma,
                            const Tensor& beta, const Tensor& mean, const Tensor& invstd, const Tensor& gy,
                            BnActivation act, bool training, Tensor* gx, Tensor& ggamma, Tensor& gbeta) {
-  // SingleLaunchReread is a forward design; its backward is SingleLaunch's with the default units.
-  const bool reread = L.strategy == BnStrategy::SingleLaunchReread;
-  const BnStrategy st = units == 0 ? BnStrategy::FlatTwoPass : reread ? BnStrategy::SingleLaunch : L.strategy;
-  const int bwd_units = reread ? 4 : units_or(L.units, 4);
+  // SingleLaunchReread and Cluster are forward designs; their backward is SingleLaunch's with the
+  // default units.
+  const bool forward_only = L.strategy == BnStrategy::SingleLaunchReread || L.strategy == BnStrategy::Cluster;
+  const BnStrategy st = units == 0 ? BnStrategy::FlatTwoPass : forward_only ? BnStrategy::SingleLaunch : L.strategy;
+  const int bwd_units = forward_only ? 4 : units_or(L.units, 4);
   const float slope = float(act.slope);
   const int upr = s.HW / 4;
   float* gx_data = gx ? gx->data<float>() : nullptr;
@@ -1128,7 +1305,7 @@ BnStrategy launch_backward(const BnLaunch& L, const Shape4& s, int64_t units, co
 
 // Launches per strategy and direction (the backward without dx is one reduction launch).
 int launches_of(BnStrategy st, bool needs_dx = true) {
-  if (st == BnStrategy::SingleLaunch || st == BnStrategy::SingleLaunchReread) return 1;
+  if (st == BnStrategy::SingleLaunch || st == BnStrategy::SingleLaunchReread || st == BnStrategy::Cluster) return 1;
   return needs_dx ? 2 : 1;
 }
 }  // namespace
@@ -1150,6 +1327,8 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
         {BnStrategy::SingleLaunchReread, 12, false, false, "reread held=12"},
         {BnStrategy::SingleLaunchReread, 12, false, true, "reread held=12 L2 hints"},
         {BnStrategy::SingleLaunchReread, 8, false, true, "reread held=8 L2 hints"},
+        {BnStrategy::Cluster, 16, false, false, "cluster u=16"},
+        {BnStrategy::Cluster, 8, false, false, "cluster u=8"},
         {BnStrategy::TwoPass, 8, false, false, "two-pass u=8"}};
     // Candidates update scratch running statistics (made on the first measured run only, outside
     // the timed ones), so the real ones see exactly one update.
