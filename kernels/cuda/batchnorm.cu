@@ -711,12 +711,12 @@ __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_rerea
   }
 }
 
-// One thread-block cluster per channel (grid = C x cluster blocks, cluster = blockDim-independent
-// launch attribute): block rank r holds slice r of the channel in shared memory (cp.async, all
-// loads in flight), publishes its Welford state in its own shared memory, and after the cluster's
-// hardware barrier every block merges all the states, read through distributed shared memory in
-// rank order (so all agree bit for bit); rank 0 saves mean/invstd and updates the running
-// statistics. The activation crosses DRAM once. Unlike the cooperative single launch there is no
+// One thread-block cluster per channel (grid = C x cluster blocks; the cluster size is a launch
+// attribute, read here from the cluster): block rank r holds slice r of the channel in shared
+// memory (cp.async, all loads in flight), publishes its Welford state in its own shared memory,
+// and after the cluster's hardware barrier every block merges all the states, read through
+// distributed shared memory in rank order (so all agree bit for bit); rank 0 saves mean/invstd
+// and updates the running statistics. The activation crosses DRAM once. Unlike the cooperative single launch there is no
 // barrier in global memory and no round: a cluster needs only its own blocks resident, so while
 // one cluster waits at its barrier others load or store.
 __global__ void __launch_bounds__(kThreads) bn_forward_cluster(
