@@ -101,17 +101,36 @@ int pick_measured(const std::vector<double>& ms, double slack) {
   return best;
 }
 
+bool agrees_with_reference(const std::vector<float>& ref, const std::vector<float>& got, double rel) {
+  if (ref.size() != got.size()) return false;
+  double scale = 0;
+  for (float r : ref) scale = std::max(scale, double(std::fabs(r)));
+  const double tol = rel * (1.0 + scale);
+  for (size_t i = 0; i < ref.size(); ++i)
+    if (!(std::fabs(double(got[i]) - double(ref[i])) <= tol)) return false;  // NaN fails too
+  return true;
+}
+
 std::vector<BnMeasuredChoice> batchnorm_measured_choices() { return g_choices; }
 void note_batchnorm_measured_choice(const BnMeasuredChoice& choice) {
   g_choices.push_back(choice);
   if (const char* v = std::getenv("CAC_BN_VERBOSE"); v && std::string(v) == "1")
     fmt::print(stderr, "cac: {}\n", describe(choice));
+  for (const std::string& bad : choice.disagreeing) fmt::print(stderr, "cac: warning: {}\n", disagreement(choice, bad));
+}
+std::string disagreement(const BnMeasuredChoice& c, const std::string& candidate) {
+  return fmt::format("batch norm {} {}x{}x{}x{}: candidate '{}' computed a different result from '{}' and is not "
+                     "used (a kernel bug: please report it with this line and the GPU model)",
+                     c.direction, c.N, c.C, c.H, c.W, candidate, c.reference);
 }
 std::string describe(const BnMeasuredChoice& c) {
   std::string times;
-  for (const auto& [label, ms] : c.times_ms)
+  for (const auto& [label, ms] : c.times_ms) {
+    const bool wrong = std::find(c.disagreeing.begin(), c.disagreeing.end(), label) != c.disagreeing.end();
     times += fmt::format("{}{} {}", times.empty() ? "" : ", ", label,
-                         std::isfinite(ms) ? fmt::format("{:.2f} us", ms * 1e3) : std::string("n/a"));
+                         wrong ? std::string("WRONG RESULT")
+                               : std::isfinite(ms) ? fmt::format("{:.2f} us", ms * 1e3) : std::string("n/a"));
+  }
   return fmt::format("batch norm {} {}x{}x{}x{} -> {} ({})", c.direction, c.N, c.C, c.H, c.W, c.chosen, times);
 }
 

@@ -117,15 +117,24 @@ void note_batchnorm_strategy(BnStrategy strategy);
 // candidates that are equally fast; a time that is not finite marks a candidate that could not run
 // (e.g. its blocks do not fit the GPU). Returns -1 when none ran.
 int pick_measured(const std::vector<double>& ms, double slack);
+// Auto's check of each candidate's outputs against the first candidate's (the reference) before
+// its time counts: every element finite and within rel * (1 + max|ref|). Strategies differ only in
+// rounding (about 1e-6 relative); a wrong index or a race is of the order of max|ref|. A candidate
+// that disagrees is never chosen, and is reported on stderr as the bug it is.
+bool agrees_with_reference(const std::vector<float>& ref, const std::vector<float>& got, double rel = 1e-3);
 // One measured choice, kept for the benchmark's report and CAC_BN_VERBOSE=1 (printed as it is made).
 struct BnMeasuredChoice {
   std::string direction;  // "forward", "backward" or "backward without dx"
   int N = 0, C = 0, H = 0, W = 0;
   std::vector<std::pair<std::string, double>> times_ms;  // candidate label -> median ms (inf: did not run)
   std::string chosen;
+  std::string reference;                 // the first candidate that ran: the others are checked against it
+  std::vector<std::string> disagreeing;  // candidates whose outputs failed agrees_with_reference
 };
 std::vector<BnMeasuredChoice> batchnorm_measured_choices();
 void note_batchnorm_measured_choice(const BnMeasuredChoice& choice);
 std::string describe(const BnMeasuredChoice& choice);
+// The warning printed (always, on stderr) for each of choice.disagreeing.
+std::string disagreement(const BnMeasuredChoice& choice, const std::string& candidate);
 
 }  // namespace cac::kernels

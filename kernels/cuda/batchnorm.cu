@@ -1110,11 +1110,14 @@ BnLaunch tuned_launch() {
 
 // Auto's choice for this shape and direction: each candidate (in order of preference) runs once
 // (which also says whether it fits: a candidate that falls back to another strategy is not
-// measured), is timed with CUDA events (median of 5), and the first within 3% of the fastest wins;
-// kept per shape, so only the first call waits for the GPU. `run` launches one candidate on the
-// caller's buffers and returns the strategy that ran. Inside stream capture (no host wait allowed),
-// with BnTuning::measure off or with CAC_BN_MEASURE=0 in the environment (e.g. under
-// compute-sanitizer, where timings mean nothing), the first candidate, unmeasured and not cached.
+// measured), its outputs are checked against the first candidate's (agrees_with_reference: a
+// candidate that computes something else is never chosen), it is timed with CUDA events (median
+// of 5), and the first within 3% of the fastest wins; kept per shape, so only the first call
+// waits for the GPU. `run` launches one candidate on the caller's buffers and returns the strategy
+// that ran; `outputs` are the buffers it writes (null entries skipped). Inside stream capture (no
+// host wait allowed), with BnTuning::measure off or with CAC_BN_MEASURE=0 in the environment
+// (e.g. under compute-sanitizer, where timings mean nothing), the first candidate, unmeasured and
+// not cached.
 bool measuring_allowed() {
   static const bool env_on = [] {
     const char* v = std::getenv("CAC_BN_MEASURE");
@@ -1124,7 +1127,7 @@ bool measuring_allowed() {
 }
 template <class Run>
 BnLaunch measured_launch(const char* direction, const Tensor& x, bool vec4, const std::vector<BnLaunch>& candidates,
-                         Run&& run) {
+                         const std::vector<const Tensor*>& outputs, Run&& run) {
   // Looked up on every call: `direction` is one of the launchers' string literals, kept as a view
   // (no string built per call).
   using Key = std::tuple<std::string_view, int64_t, int64_t, int64_t, int64_t, bool>;
@@ -1134,11 +1137,25 @@ BnLaunch measured_launch(const char* direction, const Tensor& x, bool vec4, cons
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   CUDA_CHECK(cudaStreamIsCapturing(stream(), &capture));
   if (!measuring_allowed() || capture != cudaStreamCaptureStatusNone) return candidates.front();
-  cac::kernels::BnMeasuredChoice report{direction, int(x.dim(0)), int(x.dim(1)), int(x.dim(2)), int(x.dim(3)), {}, {}};
+  cac::kernels::BnMeasuredChoice report{direction, int(x.dim(0)), int(x.dim(1)), int(x.dim(2)), int(x.dim(3)), {}, {}, {}, {}};
+  std::vector<std::vector<float>> reference;  // the first candidate's outputs, on the host
   std::vector<double> ms;
   for (const BnLaunch& c : candidates) {
-    const bool runs = run(c) == c.strategy;
-    ms.push_back(runs ? cac::cuda::time_ms([&] { run(c); }, 0, 5, false) : INFINITY);
+    bool usable = run(c) == c.strategy;
+    if (usable) {
+      std::vector<std::vector<float>> got;
+      for (const Tensor* t : outputs)
+        if (t) got.push_back(t->to_vector<float>());
+      if (reference.empty()) {
+        reference = std::move(got);
+        report.reference = c.label;
+      } else {
+        for (size_t i = 0; i < got.size() && usable; ++i)
+          usable = cac::kernels::agrees_with_reference(reference[i], got[i]);
+        if (!usable) report.disagreeing.push_back(c.label);
+      }
+    }
+    ms.push_back(usable ? cac::cuda::time_ms([&] { run(c); }, 0, 5, false) : INFINITY);
     report.times_ms.emplace_back(c.label, ms.back());
   }
   const int best = cac::kernels::pick_measured(ms, 0.03);
@@ -1333,7 +1350,8 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
     // Candidates update scratch running statistics (made on the first measured run only, outside
     // the timed ones), so the real ones see exactly one update.
     Tensor rm, rv;
-    L = units == 0 ? candidates.front() : measured_launch("forward", x, vec4, candidates, [&](const BnLaunch& c) {
+    L = units == 0 ? candidates.front()
+                   : measured_launch("forward", x, vec4, candidates, {&y, &save_mean, &save_invstd}, [&](const BnLaunch& c) {
       if (!rm.defined()) {
         rm = Tensor::zeros({s.C}, DType::F32, Device::CUDA);
         rv = Tensor::zeros({s.C}, DType::F32, Device::CUDA);
@@ -1373,7 +1391,8 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
                                                      {BnStrategy::TwoPass, 4, false, false, "two-pass u=4"}};
     // Every output is overwritten (never accumulated), so the candidates may write the real ones.
     const char* direction = gx ? "backward" : "backward without dx";  // without dx: one reduction
-    L = units == 0 ? candidates.front() : measured_launch(direction, x, vec4, candidates, [&](const BnLaunch& c) {
+    L = units == 0 ? candidates.front()
+                   : measured_launch(direction, x, vec4, candidates, {gx, &ggamma, &gbeta}, [&](const BnLaunch& c) {
       return launch_backward(c, s, units, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta);
     });
   }
