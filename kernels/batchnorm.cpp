@@ -119,7 +119,7 @@ void note_batchnorm_measured_choice(const BnMeasuredChoice& choice) {
   for (const std::string& bad : choice.disagreeing) fmt::print(stderr, "cac: warning: {}\n", disagreement(choice, bad));
 }
 std::string disagreement(const BnMeasuredChoice& c, const std::string& candidate) {
-  return fmt::format("batch norm {} {}x{}x{}x{}: candidate '{}' computed a different result from '{}' and is not "
+  return fmt::format("batch norm {} {}x{}x{}x{}: candidate '{}' computed a different result from {} and is not "
                      "used (a kernel bug: please report it with this line and the GPU model)",
                      c.direction, c.N, c.C, c.H, c.W, candidate, c.reference);
 }

@@ -117,10 +117,11 @@ void note_batchnorm_strategy(BnStrategy strategy);
 // candidates that are equally fast; a time that is not finite marks a candidate that could not run
 // (e.g. its blocks do not fit the GPU). Returns -1 when none ran.
 int pick_measured(const std::vector<double>& ms, double slack);
-// Auto's check of each candidate's outputs against the first candidate's (the reference) before
-// its time counts: every element finite and within rel * (1 + max|ref|). Strategies differ only in
-// rounding (about 1e-6 relative); a wrong index or a race is of the order of max|ref|. A candidate
-// that disagrees is never chosen, and is reported on stderr as the bug it is.
+// Auto's check of each candidate's outputs against the CPU twin's on the same inputs (measured
+// once per shape, before the candidate's time counts): every element finite and within
+// rel * (1 + max|ref|). They differ only in rounding (about 1e-6 relative); a wrong index or a
+// race is of the order of max|ref|. A candidate that disagrees is never chosen, and is reported on
+// stderr as the bug it is.
 bool agrees_with_reference(const std::vector<float>& ref, const std::vector<float>& got, double rel = 1e-3);
 // One measured choice, kept for the benchmark's report and CAC_BN_VERBOSE=1 (printed as it is made).
 struct BnMeasuredChoice {
@@ -128,7 +129,7 @@ struct BnMeasuredChoice {
   int N = 0, C = 0, H = 0, W = 0;
   std::vector<std::pair<std::string, double>> times_ms;  // candidate label -> median ms (inf: did not run)
   std::string chosen;
-  std::string reference;                 // the first candidate that ran: the others are checked against it
+  std::string reference;                 // what the candidates were checked against ("the CPU twin")
   std::vector<std::string> disagreeing;  // candidates whose outputs failed agrees_with_reference
 };
 std::vector<BnMeasuredChoice> batchnorm_measured_choices();

@@ -157,9 +157,9 @@ if want train && [[ -n "$fm" ]]; then
   done
 fi
 # Auto's check of its batch-norm candidates (kernels/batchnorm.h, agrees_with_reference): a
-# candidate that computed something else than the reference is a kernel bug, whichever log it is in.
+# candidate that computed something else than the CPU twin is a kernel bug, whichever log it is in.
 bad=$(cat "$out"/*.log "$out"/*.txt 2>/dev/null | grep -h "warning: batch norm" | sort -u)
-say "batch norm candidates that disagreed with the reference: ${bad:-none}"
+say "batch norm candidates that disagreed with the CPU twin: ${bad:-none}"
 say "total: $(( $(step_time) - t0 )) s"
 # The device tool returns at most 8 files: everything but the summary goes into one archive.
 (cd "$out" && find . -type f ! -name summary.txt ! -name logs.tar.gz -printf '%P\n' | tar czf logs.tar.gz -T - \

@@ -326,7 +326,7 @@ TEST(CudaBatchNormAuto, MeasuresOncePerShapeAndUpdatesRunningStatsOnce) {
       else EXPECT_TRUE(std::isfinite(ms) && ms > 0) << label;
     }
     EXPECT_NE(c.chosen, "none ran");
-    EXPECT_TRUE(c.disagreeing.empty()) << "every candidate must compute what the reference computes";
+    EXPECT_TRUE(c.disagreeing.empty()) << "every candidate must compute what the CPU twin computes";
   }
   kernels::set_batchnorm_tuning({});
 }

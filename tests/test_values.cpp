@@ -315,18 +315,18 @@ TEST(BatchNormAuto, NamesAndReport) {
     names.insert(kernels::bn_strategy_name(st));
   EXPECT_EQ(names, (std::set<std::string>{"auto", "two-pass", "single", "flat", "reread", "cluster"}));
   const double inf = std::numeric_limits<double>::infinity();
-  kernels::BnMeasuredChoice c{"forward", 128, 64, 32, 32, {{"single u=8", 0.0413}, {"reread held=12", inf}}, "single u=8", "single u=8", {}};
+  kernels::BnMeasuredChoice c{"forward", 128, 64, 32, 32, {{"single u=8", 0.0413}, {"reread held=12", inf}}, "single u=8", "the CPU twin", {}};
   EXPECT_EQ(kernels::describe(c), "batch norm forward 128x64x32x32 -> single u=8 (single u=8 41.30 us, reread held=12 n/a)");
   c.times_ms.emplace_back("cluster u=16", inf);
   c.disagreeing = {"cluster u=16"};
   EXPECT_EQ(kernels::describe(c), "batch norm forward 128x64x32x32 -> single u=8 (single u=8 41.30 us, reread held=12 n/a, "
                                   "cluster u=16 WRONG RESULT)");
   const std::string w = kernels::disagreement(c, "cluster u=16");
-  EXPECT_NE(w.find("forward 128x64x32x32: candidate 'cluster u=16' computed a different result from 'single u=8'"),
+  EXPECT_NE(w.find("forward 128x64x32x32: candidate 'cluster u=16' computed a different result from the CPU twin"),
             std::string::npos) << w;
 }
 
-// Auto's check of a candidate against the reference candidate: rounding-level differences pass,
+// Auto's check of a candidate against the CPU twin's result: rounding-level differences pass,
 // anything of the order of the data (a wrong index, a race), a NaN or a wrong size does not.
 TEST(BatchNormAuto, CandidatesMustAgreeWithTheReference) {
   const std::vector<float> ref = {1.0f, -2.0f, 3.0f, 0.0f};

@@ -30,6 +30,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <string>
@@ -1110,11 +1111,12 @@ BnLaunch tuned_launch() {
 
 // Auto's choice for this shape and direction: each candidate (in order of preference) runs once
 // (which also says whether it fits: a candidate that falls back to another strategy is not
-// measured), its outputs are checked against the first candidate's (agrees_with_reference: a
-// candidate that computes something else is never chosen), it is timed with CUDA events (median
-// of 5), and the first within 3% of the fastest wins; kept per shape, so only the first call
-// waits for the GPU. `run` launches one candidate on the caller's buffers and returns the strategy
-// that ran; `outputs` are the buffers it writes (null entries skipped). Inside stream capture (no
+// measured), its outputs are checked against the CPU twin's on the same inputs (`cpu_reference`,
+// agrees_with_reference: a candidate that computes something else is never chosen), it is timed
+// with CUDA events (median of 5), and the first within 3% of the fastest wins; kept per shape, so
+// only the first call waits for the GPU (and for the CPU twin). `run` launches one candidate on
+// the caller's buffers and returns the strategy that ran; `outputs` are the buffers it writes
+// (null entries skipped), in the order of cpu_reference's results. Inside stream capture (no
 // host wait allowed), with BnTuning::measure off or with CAC_BN_MEASURE=0 in the environment
 // (e.g. under compute-sanitizer, where timings mean nothing), the first candidate, unmeasured and
 // not cached.
@@ -1127,7 +1129,8 @@ bool measuring_allowed() {
 }
 template <class Run>
 BnLaunch measured_launch(const char* direction, const Tensor& x, bool vec4, const std::vector<BnLaunch>& candidates,
-                         const std::vector<const Tensor*>& outputs, Run&& run) {
+                         const std::vector<const Tensor*>& outputs,
+                         const std::function<std::vector<std::vector<float>>()>& cpu_reference, Run&& run) {
   // Looked up on every call: `direction` is one of the launchers' string literals, kept as a view
   // (no string built per call).
   using Key = std::tuple<std::string_view, int64_t, int64_t, int64_t, int64_t, bool>;
@@ -1138,7 +1141,8 @@ BnLaunch measured_launch(const char* direction, const Tensor& x, bool vec4, cons
   CUDA_CHECK(cudaStreamIsCapturing(stream(), &capture));
   if (!measuring_allowed() || capture != cudaStreamCaptureStatusNone) return candidates.front();
   cac::kernels::BnMeasuredChoice report{direction, int(x.dim(0)), int(x.dim(1)), int(x.dim(2)), int(x.dim(3)), {}, {}, {}, {}};
-  std::vector<std::vector<float>> reference;  // the first candidate's outputs, on the host
+  const std::vector<std::vector<float>> reference = cpu_reference();
+  report.reference = "the CPU twin";
   std::vector<double> ms;
   for (const BnLaunch& c : candidates) {
     bool usable = run(c) == c.strategy;
@@ -1146,14 +1150,9 @@ BnLaunch measured_launch(const char* direction, const Tensor& x, bool vec4, cons
       std::vector<std::vector<float>> got;
       for (const Tensor* t : outputs)
         if (t) got.push_back(t->to_vector<float>());
-      if (reference.empty()) {
-        reference = std::move(got);
-        report.reference = c.label;
-      } else {
-        for (size_t i = 0; i < got.size() && usable; ++i)
-          usable = cac::kernels::agrees_with_reference(reference[i], got[i]);
-        if (!usable) report.disagreeing.push_back(c.label);
-      }
+      for (size_t i = 0; i < got.size() && usable; ++i)
+        usable = i < reference.size() && cac::kernels::agrees_with_reference(reference[i], got[i]);
+      if (!usable) report.disagreeing.push_back(c.label);
     }
     ms.push_back(usable ? cac::cuda::time_ms([&] { run(c); }, 0, 5, false) : INFINITY);
     report.times_ms.emplace_back(c.label, ms.back());
@@ -1351,7 +1350,14 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
     // the timed ones), so the real ones see exactly one update.
     Tensor rm, rv;
     L = units == 0 ? candidates.front()
-                   : measured_launch("forward", x, vec4, candidates, {&y, &save_mean, &save_invstd}, [&](const BnLaunch& c) {
+                   : measured_launch("forward", x, vec4, candidates, {&y, &save_mean, &save_invstd}, [&] {
+                       Tensor xc = x.to(Device::CPU), gc = gamma.to(Device::CPU), bc = beta.to(Device::CPU);
+                       Tensor rmc = Tensor::zeros({s.C}), rvc = Tensor::full({s.C}, 1.0);
+                       Tensor yc = Tensor::empty(x.shape()), mc = Tensor::empty({s.C}), ic = Tensor::empty({s.C});
+                       cac::kernels::cpu::batchnorm_forward_train(xc, gc, bc, rmc, rvc, momentum, eps, act, yc, mc, ic);
+                       return std::vector<std::vector<float>>{yc.to_vector<float>(), mc.to_vector<float>(),
+                                                              ic.to_vector<float>()};
+                     }, [&](const BnLaunch& c) {
       if (!rm.defined()) {
         rm = Tensor::zeros({s.C}, DType::F32, Device::CUDA);
         rv = Tensor::zeros({s.C}, DType::F32, Device::CUDA);
@@ -1392,7 +1398,17 @@ void batchnorm_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta
     // Every output is overwritten (never accumulated), so the candidates may write the real ones.
     const char* direction = gx ? "backward" : "backward without dx";  // without dx: one reduction
     L = units == 0 ? candidates.front()
-                   : measured_launch(direction, x, vec4, candidates, {gx, &ggamma, &gbeta}, [&](const BnLaunch& c) {
+                   : measured_launch(direction, x, vec4, candidates, {gx, &ggamma, &gbeta}, [&] {
+                       const auto host = [](const Tensor& t) { return t.to(Device::CPU); };
+                       Tensor gxc = Tensor::empty(x.shape()), ggc = Tensor::empty({s.C}), gbc = Tensor::empty({s.C});
+                       cac::kernels::cpu::batchnorm_backward(host(x), host(gamma), host(beta), host(mean), host(invstd),
+                                                             host(gy), act, training, gx ? &gxc : nullptr, ggc, gbc);
+                       std::vector<std::vector<float>> r;
+                       if (gx) r.push_back(gxc.to_vector<float>());
+                       r.push_back(ggc.to_vector<float>());
+                       r.push_back(gbc.to_vector<float>());
+                       return r;
+                     }, [&](const BnLaunch& c) {
       return launch_backward(c, s, units, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma, gbeta);
     });
   }
