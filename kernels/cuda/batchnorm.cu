@@ -175,6 +175,18 @@ __device__ void update_running(const ChannelStats& st, int c, float momentum, fl
   running_mean[c] = float((1.0 - momentum) * running_mean[c] + momentum * st.mean);
   running_var[c] = float((1.0 - momentum) * running_var[c] + momentum * unbiased);
 }
+// One thread, with channel c's merged statistics: returns (mean, invstd); where `owner` (the one
+// block of the channel that does it) also saves them and updates the running statistics.
+__device__ float2 finalise_channel(const ChannelStats& st, bool owner, int c, float momentum, float eps,
+                                   float* running_mean, float* running_var, float* save_mean, float* save_invstd) {
+  const float2 mi = normalisation(st, eps);
+  if (owner) {
+    save_mean[c] = mi.x;
+    save_invstd[c] = mi.y;
+    update_running(st, c, momentum, running_mean, running_var);
+  }
+  return mi;
+}
 
 // Returns true in thread 0 of the last block of channel c to arrive (after its own partial is
 // visible to that block).
@@ -223,10 +235,7 @@ __device__ void finalise_if_last(const float* partial, int* counters, int c, int
   if (!arrive_last(counters, c, splits) || threadIdx.x >= 32) return;
   const ChannelStats st = merge_slices(partial, c, splits);
   if (threadIdx.x != 0) return;
-  const float2 mi = normalisation(st, eps);
-  save_mean[c] = mi.x;
-  save_invstd[c] = mi.y;
-  update_running(st, c, momentum, running_mean, running_var);
+  finalise_channel(st, true, c, momentum, eps, running_mean, running_var, save_mean, save_invstd);
   counters[c] = 0;
 }
 
@@ -577,13 +586,7 @@ __device__ float2 channel_scale_shift(const Welford& mine, const float* gamma, c
   if (threadIdx.x < 32) {
     const ChannelStats st = merge_slices(partial, c, splits);
     if (threadIdx.x == 0) {
-      const float2 mi = normalisation(st, eps);
-      sh_mi = mi;
-      if (s == 0) {
-        save_mean[c] = mi.x;
-        save_invstd[c] = mi.y;
-        update_running(st, c, momentum, running_mean, running_var);
-      }
+      sh_mi = finalise_channel(st, s == 0, c, momentum, eps, running_mean, running_var, save_mean, save_invstd);
       channel_depart(counters, counters + kMaxChannels, c, splits);
     }
   }
@@ -757,15 +760,8 @@ __global__ void __launch_bounds__(kThreads) bn_forward_cluster(
       const Welford* p = cluster.map_shared_rank(&block_state, k);
       return make_float3(p->n, p->mean, p->m2);
     });
-    if (threadIdx.x == 0) {
-      const float2 mi = normalisation(st, eps);
-      sh_mi = mi;
-      if (rank == 0) {
-        save_mean[c] = mi.x;
-        save_invstd[c] = mi.y;
-        update_running(st, c, momentum, running_mean, running_var);
-      }
-    }
+    if (threadIdx.x == 0)
+      sh_mi = finalise_channel(st, rank == 0, c, momentum, eps, running_mean, running_var, save_mean, save_invstd);
   }
   __syncthreads();
   // This block is done reading the others' states; a block's shared memory must outlive every
