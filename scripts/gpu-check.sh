@@ -68,7 +68,7 @@ say "(bench starts at $(( $(step_time) - t0 )) s)"
 say ""
 say "== cac_bench kernels"
 timeout 240 $build/bench/cac_bench kernels --bn-sweep >"$out/bench-kernels.txt" 2>&1
-tee -a "$summary" <"$out/bench-kernels.txt" | tail -60
+tee -a "$summary" <"$out/bench-kernels.txt"
 say ""
 say "== training step, batch 128, 32x32x3: classifier32 and ResNet-18, cac and PyTorch, tf32 and fp32"
 {
