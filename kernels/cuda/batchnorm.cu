@@ -722,8 +722,9 @@ __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_rerea
 // distributed shared memory in rank order (so all agree bit for bit); rank 0 saves mean/invstd
 // and updates the running statistics. The activation crosses DRAM once. Unlike the cooperative single launch there is no
 // barrier in global memory and no round: a cluster needs only its own blocks resident, so while
-// one cluster waits at its barrier others load or store.
-__global__ void __launch_bounds__(kThreads) bn_forward_cluster(
+// one cluster waits at its barrier others load or store. At most 40 registers (ptxas: no spills)
+// so that 6 blocks of 32 KiB share an SM (u=8), as 3 of 64 KiB do (u=16): the same bytes on chip.
+__global__ void __launch_bounds__(kThreads, 6) bn_forward_cluster(
     const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
     const float* __restrict__ beta, int N, int C, int upr, int per_thread, float momentum, float eps,
     float* __restrict__ running_mean, float* __restrict__ running_var, float* __restrict__ save_mean,
