@@ -1155,10 +1155,12 @@ BnLaunch measured_launch(const char* direction, const Tensor& x, bool vec4, cons
     report.times_ms.emplace_back(c.label, ms.back());
   }
   const int best = cac::kernels::pick_measured(ms, 0.03);
+  // With no usable candidate (all disagreed with the CPU twin, each reported) the first one, kept
+  // like any choice: measuring again at every call would only repeat the same warnings.
   const BnLaunch pick = candidates[size_t(std::max(best, 0))];
-  report.chosen = best >= 0 ? pick.label : "none ran";
+  report.chosen = best >= 0 ? pick.label : "none usable";
   cac::kernels::note_batchnorm_measured_choice(report);
-  if (best >= 0) chosen.emplace(key, pick);
+  chosen.emplace(key, pick);
   return pick;
 }
 
