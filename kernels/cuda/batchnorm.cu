@@ -30,7 +30,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <functional>
 #include <initializer_list>
 #include <map>
 #include <string>
@@ -720,9 +719,9 @@ __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_rerea
 // memory (cp.async, all loads in flight), publishes its Welford state in its own shared memory,
 // and after the cluster's hardware barrier every block merges all the states, read through
 // distributed shared memory in rank order (so all agree bit for bit); rank 0 saves mean/invstd
-// and updates the running statistics. The activation crosses DRAM once. Unlike the cooperative single launch there is no
-// barrier in global memory and no round: a cluster needs only its own blocks resident, so while
-// one cluster waits at its barrier others load or store. At most 40 registers (ptxas: no spills)
+// and updates the running statistics. The activation crosses DRAM once. Unlike the cooperative
+// single launch there is no barrier in global memory and no round: a cluster needs only its own
+// blocks resident, so while one cluster waits at its barrier others load or store. At most 40 registers (ptxas: no spills)
 // so that 6 blocks of 32 KiB share an SM (u=8), as 3 of 64 KiB do (u=16): the same bytes on chip.
 __global__ void __launch_bounds__(kThreads, 6) bn_forward_cluster(
     const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
@@ -949,6 +948,25 @@ int64_t channel_units(const Shape4& s, bool vec4) {
   return units < (int64_t(1) << 30) && int64_t(s.C) * splits_of(units, 2) < (int64_t(1) << 31) ? units : 0;
 }
 
+// The most dynamic shared memory a block of kernel `fn` may ask for on this GPU (its static shared
+// memory counts against the same limit; negative: none), set as the kernel's limit so that every
+// size up to it launches, with shared memory preferred over L1 (the single-launch and cluster
+// forwards keep their slices there).
+int allow_all_shared_memory(const void* fn) {
+  int device = 0, optin = 0;
+  cudaFuncAttributes attrs{};
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  CUDA_CHECK(cudaFuncGetAttributes(&attrs, fn));
+  const int dynamic_max = optin - int(attrs.sharedSizeBytes);
+  if (dynamic_max >= 0) {
+    CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                    int(cudaSharedmemCarveoutMaxShared)));
+    CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_max));
+  }
+  return dynamic_max;
+}
+
 // Co-resident blocks of a kernel (occupancy x SMs) with `smem` bytes of dynamic shared memory,
 // measured once per (kernel, smem); 0 where the device cannot launch cooperatively (the
 // single-launch strategies then fall back to two passes).
@@ -965,22 +983,9 @@ int resident_blocks(Kernel kernel, size_t smem = 0) {
   const void* fn = reinterpret_cast<const void*>(kernel);
   auto it = resident_of.find({fn, smem});
   if (it == resident_of.end()) {
-    int device = 0, optin = 0, per_sm = 0;
-    cudaFuncAttributes attrs{};
-    CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    CUDA_CHECK(cudaFuncGetAttributes(&attrs, fn));
-    // The most dynamic shared memory a block of this kernel may ask for on this GPU (its static
-    // shared memory counts against the same limit), set as the kernel's limit so that every size
-    // up to it launches; more than that and no block fits.
-    const int dynamic_max = optin - int(attrs.sharedSizeBytes);
-    if (dynamic_max >= 0 && smem <= size_t(dynamic_max)) {
-      // Prefer shared memory over L1: the single-launch forwards keep their slices there.
-      CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                      int(cudaSharedmemCarveoutMaxShared)));
-      CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_max));
+    int per_sm = 0;
+    if (const int dynamic_max = allow_all_shared_memory(fn); dynamic_max >= 0 && smem <= size_t(dynamic_max))
       CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
-    }
     it = resident_of.emplace(std::make_pair(fn, smem), per_sm * cac::cuda::sm_count()).first;
   }
   return it->second;
@@ -1034,18 +1039,14 @@ ClusterGeometry cluster_geometry(int64_t units, int target) {
   };
   static const Limits limits = [] {
     Limits l;
-    int device = 0, clusters = 0, optin = 0;
+    int device = 0, clusters = 0;
     cudaFuncAttributes attrs{};
     CUDA_CHECK(cudaGetDevice(&device));
     CUDA_CHECK(cudaDeviceGetAttribute(&clusters, cudaDevAttrClusterLaunch, device));
     CUDA_CHECK(cudaFuncGetAttributes(&attrs, bn_forward_cluster));
     if (!clusters || attrs.binaryVersion < 90) return l;  // the sm_80 body of the kernel only traps
-    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    const int dynamic_max = optin - int(attrs.sharedSizeBytes);
+    const int dynamic_max = allow_all_shared_memory(reinterpret_cast<const void*>(bn_forward_cluster));
     if (dynamic_max < int(kThreads * sizeof(float4))) return l;
-    CUDA_CHECK(cudaFuncSetAttribute(bn_forward_cluster, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_max));
-    CUDA_CHECK(cudaFuncSetAttribute(bn_forward_cluster, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                    int(cudaSharedmemCarveoutMaxShared)));
     // 16 blocks per cluster is beyond the portable 8; H100s grant it on request. A refusal is an
     // answer, not a failure: the portable size remains.
     l.max_cluster = 16;
@@ -1124,10 +1125,11 @@ bool measuring_allowed() {
   }();
   return env_on && cac::kernels::batchnorm_tuning().measure;
 }
-template <class Run>
+// Runs on every training call (the cache lookup): `outputs` and the callables are passed without
+// building a container or a std::function, so a cached call allocates nothing.
+template <class Reference, class Run>
 BnLaunch measured_launch(const char* direction, const Tensor& x, bool vec4, const std::vector<BnLaunch>& candidates,
-                         const std::vector<const Tensor*>& outputs,
-                         const std::function<std::vector<std::vector<float>>()>& cpu_reference, Run&& run) {
+                         std::initializer_list<const Tensor*> outputs, Reference&& cpu_reference, Run&& run) {
   // Looked up on every call: `direction` is one of the launchers' string literals, kept as a view
   // (no string built per call).
   using Key = std::tuple<std::string_view, int64_t, int64_t, int64_t, int64_t, bool>;
