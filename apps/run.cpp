@@ -1,10 +1,12 @@
 #include "apps/run.h"
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/cuda_runtime.h"
 #include "data/benchmarks.h"
+#include "data/json_fields.h"
 
 namespace cac::app {
 
@@ -21,38 +23,74 @@ std::string RunConfig::to_json() const {
 }
 
 RunConfig RunConfig::from_json(const std::string& text, const std::string& where) {
-  RunConfig c;
+  json j;
   try {
-    const json j = json::parse(text);
-    c.dataset = j.at("dataset");
-    c.trial = j.at("trial");
-    c.data_dir = j.at("data_dir");
-    c.split_json = j.at("split_json");
-    c.method = j.at("method");
-    c.arch = j.value("arch", std::string("classifier32"));  // runs made before --arch existed
-    c.alpha = j.at("alpha");
-    c.lambda = j.at("lambda");
-    c.epochs = j.at("epochs").get<std::vector<int>>();
-    c.lrs = j.at("lrs").get<std::vector<double>>();
-    c.batch = j.at("batch");
-    c.weight_decay = j.at("weight_decay");
-    c.dropout = j.at("dropout");
-    c.momentum = j.at("momentum");
-    c.image_size = j.at("image_size");
-    c.channels = j.at("channels");
-    c.flip_p = j.at("flip_p");
-    c.rotate_deg = j.at("rotate_deg");
-    c.crop_scale_min = j.at("crop_scale_min");
-    c.flip_for_class_means = j.at("flip_for_class_means");
-    c.device = j.at("device");
-    c.seed = j.at("seed");
-    c.train_limit = j.at("train_limit");
-    c.workers = j.at("workers");
-    c.out = j.at("out");
+    j = json::parse(text);
   } catch (const json::exception& e) {
     fail("{}: not a valid run configuration ({})", where, e.what());
   }
+  using jsonf::field;
+  using jsonf::list;
+  RunConfig c;
+  c.dataset = field<std::string>(j, "dataset", where);
+  c.trial = field<int>(j, "trial", where);
+  c.data_dir = field<std::string>(j, "data_dir", where);
+  c.split_json = field<std::string>(j, "split_json", where);
+  c.method = field<std::string>(j, "method", where);
+  c.arch = j.contains("arch") ? field<std::string>(j, "arch", where) : "classifier32";  // runs made before --arch
+  c.alpha = field<double>(j, "alpha", where);
+  c.lambda = field<double>(j, "lambda", where);
+  c.epochs = list<int>(j, "epochs", where);
+  c.lrs = list<double>(j, "lrs", where);
+  c.batch = field<int>(j, "batch", where);
+  c.weight_decay = field<double>(j, "weight_decay", where);
+  c.dropout = field<double>(j, "dropout", where);
+  c.momentum = field<double>(j, "momentum", where);
+  c.image_size = field<int>(j, "image_size", where);
+  c.channels = field<int>(j, "channels", where);
+  c.flip_p = field<double>(j, "flip_p", where);
+  c.rotate_deg = field<double>(j, "rotate_deg", where);
+  c.crop_scale_min = field<double>(j, "crop_scale_min", where);
+  c.flip_for_class_means = field<bool>(j, "flip_for_class_means", where);
+  c.device = field<std::string>(j, "device", where);
+  c.seed = field<uint64_t>(j, "seed", where);
+  c.train_limit = field<int64_t>(j, "train_limit", where);
+  c.workers = field<int>(j, "workers", where);
+  c.out = field<std::string>(j, "out", where);
+  c.check(where);
   return c;
+}
+
+void RunConfig::check(const std::string& where) const {
+  auto bad = [&](const char* what, const std::string& value) {
+    fail("{}: {} (found {}); a hand-edited or corrupt config.json? The cac_train flag of the same name "
+         "lists what it accepts", where, what, value);
+  };
+  const auto& names = data::benchmark_names();
+  if (std::find(names.begin(), names.end(), dataset) == names.end()) bad("dataset is not a known benchmark", dataset);
+  if (trial < 0 || trial > 4) bad("trial must be 0-4", std::to_string(trial));
+  if (method != "cac" && method != "ce" && method != "cac-learnt") bad("method must be cac, ce or cac-learnt", method);
+  if (arch != "classifier32" && arch != "resnet18") bad("arch must be classifier32 or resnet18", arch);
+  if (!(alpha > 0)) bad("alpha must be positive", fmt::format("{}", alpha));
+  if (!(lambda >= 0)) bad("lambda must be non-negative", fmt::format("{}", lambda));
+  if (epochs.empty() || epochs.size() != lrs.size())
+    bad("epochs and lrs must be non-empty lists of the same length", fmt::format("{} and {} entries", epochs.size(), lrs.size()));
+  for (int e : epochs)
+    if (e < 0) bad("epochs must be non-negative", std::to_string(e));
+  for (double lr : lrs)
+    if (!(lr > 0)) bad("lrs must be positive", fmt::format("{}", lr));
+  if (batch < 1 || batch > 65536) bad("batch must be 1-65536", std::to_string(batch));
+  if (!(weight_decay >= 0)) bad("weight_decay must be non-negative", fmt::format("{}", weight_decay));
+  if (!(dropout >= 0 && dropout < 1)) bad("dropout must be in [0, 1)", fmt::format("{}", dropout));
+  if (!(momentum >= 0 && momentum < 1)) bad("momentum must be in [0, 1)", fmt::format("{}", momentum));
+  if (image_size < 8 || image_size > 1024) bad("image_size must be 8-1024", std::to_string(image_size));
+  if (channels != 1 && channels != 3) bad("channels must be 1 or 3", std::to_string(channels));
+  if (!(flip_p >= 0 && flip_p <= 1)) bad("flip_p must be in [0, 1]", fmt::format("{}", flip_p));
+  if (!(rotate_deg >= 0 && rotate_deg <= 180)) bad("rotate_deg must be in [0, 180]", fmt::format("{}", rotate_deg));
+  if (!(crop_scale_min > 0 && crop_scale_min <= 1)) bad("crop_scale_min must be in (0, 1]", fmt::format("{}", crop_scale_min));
+  if (device != "auto" && device != "cpu" && device != "cuda") bad("device must be auto, cpu or cuda", device);
+  if (train_limit < 0) bad("train_limit must be non-negative", std::to_string(train_limit));
+  if (workers < 0 || workers > 4096) bad("workers must be 0-4096", std::to_string(workers));
 }
 
 void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool batch_set, bool wd_set,

@@ -35,7 +35,10 @@ struct RunConfig {
   std::string out;
 
   std::string to_json() const;
+  // Parses and check()s; every problem names `where` (the file) and the field.
   static RunConfig from_json(const std::string& text, const std::string& where);
+  // The ranges cac_train's flags accept, for a config.json read back (--resume, cac_eval, cac_predict).
+  void check(const std::string& where) const;
 };
 
 // Fills every unset protocol value (arch, epochs, lrs, batch, ...) from the dataset's defaults.

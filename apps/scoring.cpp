@@ -4,6 +4,8 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "data/json_fields.h"
+
 #include "core/autograd.h"
 #include "layers/ops.h"
 
@@ -45,26 +47,36 @@ std::string Deployment::to_json() const {
 }
 
 Deployment Deployment::from_json(const std::string& text, const std::string& where) {
-  Deployment d;
+  nlohmann::json j;
   try {
-    const nlohmann::json j = nlohmann::json::parse(text);
-    d.method = j.at("method");
-    d.arch = j.at("arch");
-    d.num_classes = j.at("num_classes");
-    d.image_size = j.at("image_size");
-    d.channels = j.at("channels");
-    d.mean = j.at("mean").get<std::vector<float>>();
-    d.std = j.at("std").get<std::vector<float>>();
-    d.anchors = j.at("anchors").get<std::vector<float>>();
-    d.threshold = j.at("threshold");
-    d.class_names = j.at("class_names").get<std::vector<std::string>>();
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not a valid deployment record ({}); run cac_eval on the run again", where, e.what());
   }
-  CAC_CHECK(d.num_classes >= 2 && int(d.class_names.size()) == d.num_classes &&
-                (d.anchors.empty() || d.anchors.size() == size_t(d.num_classes) * d.num_classes) &&
+  using jsonf::field;
+  using jsonf::list;
+  Deployment d;
+  d.method = field<std::string>(j, "method", where);
+  d.arch = field<std::string>(j, "arch", where);
+  d.num_classes = field<int>(j, "num_classes", where);
+  d.image_size = field<int>(j, "image_size", where);
+  d.channels = field<int>(j, "channels", where);
+  d.mean = list<float>(j, "mean", where);
+  d.std = list<float>(j, "std", where);
+  d.anchors = list<float>(j, "anchors", where);
+  d.threshold = field<double>(j, "threshold", where);
+  d.class_names = list<std::string>(j, "class_names", where);
+  const bool ce = d.method == "ce";
+  CAC_CHECK(ce || d.method == "cac" || d.method == "cac-learnt", "{}: unknown method '{}'; run cac_eval again", where,
+            d.method);
+  CAC_CHECK(d.arch == "classifier32" || d.arch == "resnet18", "{}: unknown arch '{}'; run cac_eval again", where, d.arch);
+  CAC_CHECK(d.image_size >= 8 && d.image_size <= 1024 && (d.channels == 1 || d.channels == 3),
+            "{}: image_size {} or channels {} out of range; run cac_eval again", where, d.image_size, d.channels);
+  CAC_CHECK(d.num_classes >= 2 && int64_t(d.class_names.size()) == d.num_classes &&
+                (ce ? d.anchors.empty() : d.anchors.size() == size_t(d.num_classes) * size_t(d.num_classes)) &&
                 int(d.mean.size()) == d.channels && int(d.std.size()) == d.channels,
             "{}: inconsistent deployment record (classes, anchors or normalisation); run cac_eval again", where);
+  for (float s : d.std) CAC_CHECK(s > 0, "{}: a normalisation std of {} (must be positive); run cac_eval again", where, s);
   return d;
 }
 

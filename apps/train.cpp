@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -37,13 +38,35 @@ std::string dropout_counters(OpenSetClassifier& model) {
   });
   return out;
 }
+// A number that fills all of `text` (std::stoi would accept "12abc" and throw a message naming no file).
+template <class T>
+T parse_whole(const std::string& text, const std::string& path, const char* field) {
+  T v{};
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  CAC_CHECK(ec == std::errc() && end == text.data() + text.size() && !text.empty(),
+            "{}: corrupt checkpoint bookkeeping ({} is '{}')", path, field, text);
+  return v;
+}
+// The bookkeeping cac_train writes into last.safetensors' metadata; a missing field means the file is
+// not one of its resume checkpoints.
+const std::string& resume_field(const Safetensors& st, const char* field, const std::string& path) {
+  const auto it = st.metadata.find(field);
+  CAC_CHECK(it != st.metadata.end(), "{}: no '{}' in the metadata: not a cac_train resume checkpoint (last.safetensors)",
+            path, field);
+  return it->second;
+}
+template <class T>
+T resume_number(const Safetensors& st, const char* field, const std::string& path) {
+  return parse_whole<T>(resume_field(st, field, path), path, field);
+}
+
 void restore_dropout_counters(OpenSetClassifier& model, const std::string& s, const std::string& path) {
   std::istringstream in(s);
   model.visit([&](const std::string& name, Module& m) {
     if (auto* d = dynamic_cast<Dropout2d*>(&m)) {
       std::string v;
       CAC_CHECK(std::getline(in, v, ','), "{}: dropout counters missing for {}", path, name);
-      d->calls = std::stoull(v);
+      d->calls = parse_whole<uint64_t>(v, path, "dropout_calls");
     }
   });
 }
@@ -120,8 +143,10 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     cfg.out = resume_dir;
     resume_path = resume_dir + "/last.safetensors";
     resume_state = load_safetensors(resume_path);
-    start_epoch = std::stoi(resume_state.metadata.at("epochs_done"));
-    best = std::stod(resume_state.metadata.at("best_metric"));
+    start_epoch = int(resume_number<int64_t>(resume_state, "epochs_done", resume_path));
+    best = resume_number<double>(resume_state, "best_metric", resume_path);
+    CAC_CHECK(start_epoch >= 0 && !std::isnan(best), "{}: corrupt bookkeeping (epochs_done {}, best_metric {})",
+              resume_path, start_epoch, best);
   }
   CAC_CHECK(!cfg.out.empty(), "no output folder: pass --out RUN_DIR");
   fs::create_directories(cfg.out);
@@ -150,7 +175,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   Trainer trainer(model, method, cfg.lambda, cfg.momentum, cfg.weight_decay);
   if (!resume_path.empty()) {
     restore_tensors(resume_state, checkpoint_tensors(*model, trainer), resume_path);
-    restore_dropout_counters(*model, resume_state.metadata.at("dropout_calls"), resume_path);
+    restore_dropout_counters(*model, resume_field(resume_state, "dropout_calls", resume_path), resume_path);
     log.write(fmt::format("resuming {} at epoch {}\n", resume_dir, start_epoch + 1));
   }
 

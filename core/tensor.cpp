@@ -90,7 +90,13 @@ std::shared_ptr<Storage> allocate_storage(size_t bytes, Device device) {
 
 // ---- factories --------------------------------------------------------------------------------
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  for (int64_t d : shape) CAC_CHECK(d >= 0, "empty: negative dimension in shape {}", shape_str(shape));
+  // A shape read from a file can be anything: its byte count must not wrap around.
+  int64_t bytes = int64_t(dtype_size(dtype));
+  for (int64_t d : shape) {
+    CAC_CHECK(d >= 0, "empty: negative dimension in shape {}", shape_str(shape));
+    CAC_CHECK(!__builtin_mul_overflow(bytes, d, &bytes), "empty: shape {} of {} is too large to address",
+              shape_str(shape), dtype_name(dtype));
+  }
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;

@@ -10,6 +10,7 @@
 
 #include "core/rng.h"
 #include "data/embedded_configs.h"  // generated: kDatasetsJson, kSplitsJson
+#include "data/json_fields.h"
 
 namespace cac::data {
 
@@ -49,28 +50,33 @@ DatasetDefaults dataset_defaults(const std::string& benchmark, const std::string
   const json& j = all.at(name);
   DatasetDefaults d;
   d.name = name;
-  try {
-    d.image_size = j.at("image_size").get<int>();
-    d.channels = j.at("channels").get<int>();
-    d.batch = j.at("batch").get<int>();
-    d.cac_epochs = j.at("cac_epochs").get<std::vector<int>>();
-    d.learnt_epochs = j.at("learnt_epochs").get<std::vector<int>>();
-    d.lrs = j.at("lrs").get<std::vector<double>>();
-    d.weight_decay = j.at("weight_decay").get<double>();
-    d.dropout = j.at("dropout").get<double>();
-    d.flip_p = j.at("flip_p").get<double>();
-    d.rotate_deg = j.at("rotate_deg").get<double>();
-    d.crop_scale_min = j.at("crop_scale_min").get<double>();
-    d.val_fraction = j.at("val_fraction").get<double>();
-    d.flip_for_class_means = j.at("flip_for_class_means").get<bool>();
-    d.arch = j.value("arch", std::string("classifier32"));
-  } catch (const json::exception& e) {
-    fail("{}: entry {} is incomplete or mistyped ({})", where, name, e.what());
-  }
-  CAC_CHECK(d.image_size > 0 && (d.channels == 1 || d.channels == 3) && d.batch > 0 && d.val_fraction > 0 &&
-                d.val_fraction < 1 && d.crop_scale_min > 0 && d.crop_scale_min <= 1 &&
+  const std::string entry = fmt::format("{} (entry {})", where, name);
+  using jsonf::field;
+  using jsonf::list;
+  d.image_size = field<int>(j, "image_size", entry);
+  d.channels = field<int>(j, "channels", entry);
+  d.batch = field<int>(j, "batch", entry);
+  d.cac_epochs = list<int>(j, "cac_epochs", entry);
+  d.learnt_epochs = list<int>(j, "learnt_epochs", entry);
+  d.lrs = list<double>(j, "lrs", entry);
+  d.weight_decay = field<double>(j, "weight_decay", entry);
+  d.dropout = field<double>(j, "dropout", entry);
+  d.flip_p = field<double>(j, "flip_p", entry);
+  d.rotate_deg = field<double>(j, "rotate_deg", entry);
+  d.crop_scale_min = field<double>(j, "crop_scale_min", entry);
+  d.val_fraction = field<double>(j, "val_fraction", entry);
+  d.flip_for_class_means = field<bool>(j, "flip_for_class_means", entry);
+  if (j.contains("arch")) d.arch = field<std::string>(j, "arch", entry);
+  const auto non_negative = [](const std::vector<int>& v) { return std::all_of(v.begin(), v.end(), [](int e) { return e >= 0; }); };
+  CAC_CHECK(d.image_size >= 8 && d.image_size <= 1024 && (d.channels == 1 || d.channels == 3) && d.batch > 0 &&
+                d.batch <= 65536 && d.val_fraction > 0 && d.val_fraction < 1 && d.crop_scale_min > 0 &&
+                d.crop_scale_min <= 1 && d.flip_p >= 0 && d.flip_p <= 1 && d.rotate_deg >= 0 && d.rotate_deg <= 180 &&
+                d.weight_decay >= 0 && d.dropout >= 0 && d.dropout < 1 && !d.lrs.empty() &&
+                std::all_of(d.lrs.begin(), d.lrs.end(), [](double v) { return v > 0; }) &&
+                d.cac_epochs.size() == d.lrs.size() && d.learnt_epochs.size() == d.lrs.size() &&
+                non_negative(d.cac_epochs) && non_negative(d.learnt_epochs) &&
                 (d.arch == "classifier32" || d.arch == "resnet18"),
-            "{}: entry {} has out-of-range values", where, name);
+            "{}: entry {} has out-of-range values (see configs/datasets.json for the expected ranges)", where, name);
   return d;
 }
 
@@ -107,7 +113,7 @@ Trial read_trial_json(const std::string& path, const std::vector<std::string>* c
                 fmt::join(*class_names, ", "));
       return int64_t(it - class_names->begin());
     }
-    return v.get<int64_t>();
+    return jsonf::as<int64_t>(v, path, "a class");
   };
   try {
     for (const json& v : j.at("known")) t.known.push_back(index_of(v));
@@ -122,6 +128,8 @@ Trial read_trial_json(const std::string& path, const std::vector<std::string>* c
   for (int64_t u : t.unknown)
     CAC_CHECK(!std::binary_search(t.known.begin(), t.known.end(), u), "{}: class {} is both known and unknown", path, u);
   for (int64_t c : t.known) CAC_CHECK(c >= 0, "{}: negative class {}", path, c);
+  for (int64_t c : t.unknown) CAC_CHECK(c >= 0, "{}: negative class {}", path, c);
+  CAC_CHECK(std::adjacent_find(t.unknown.begin(), t.unknown.end()) == t.unknown.end(), "{}: repeated unknown class", path);
   return t;
 }
 
@@ -212,16 +220,24 @@ Normalisation cached_normalisation(const Subset& s, const std::string& key, cons
   if (!path.empty()) {
     std::ifstream f(path);
     if (f) {
+      // A corrupt or foreign cache is recomputed and overwritten; only an entry with one finite
+      // mean and one positive std per channel of these images is served.
       try {
         db = json::parse(f);
+        if (!db.is_object()) db = json::object();
         if (db.contains(full_key)) {
           Normalisation n;
-          n.mean = db.at(full_key).at("mean").get<std::vector<float>>();
-          n.std = db.at(full_key).at("std").get<std::vector<float>>();
-          if (!n.mean.empty() && n.mean.size() == n.std.size()) return n;
+          n.mean = jsonf::list<float>(db.at(full_key), "mean", path);
+          n.std = jsonf::list<float>(db.at(full_key), "std", path);
+          const size_t channels = size_t(s.source->channels());
+          if (n.mean.size() == channels && n.std.size() == channels &&
+              std::all_of(n.std.begin(), n.std.end(), [](float v) { return v > 0; }))
+            return n;
         }
       } catch (const json::exception&) {
-        db = json::object();  // corrupt cache: recompute and overwrite
+        db = json::object();
+      } catch (const Error&) {  // a mistyped entry (jsonf)
+        db.erase(full_key);
       }
     }
   }

@@ -35,6 +35,21 @@ void finish(OpenSetData& d, const ImageSet& train_set, const ImageSet& test_set,
                                                                   d.defaults.val_fraction))
                       : compute_normalisation(d.train);
 }
+// The test images of the unknown classes; a class with none is a split that names a class the
+// dataset does not have (the standard trials never do).
+Subset unknown_classes(const ImageSet& test, const std::vector<int64_t>& classes, const std::string& split_json) {
+  Subset s = select_classes(test, classes);  // labels kept: the dataset's own
+  std::vector<int64_t> seen(s.labels);
+  std::sort(seen.begin(), seen.end());
+  const int64_t* labels = test.labels.data<int64_t>();
+  const int64_t top = test.size() ? *std::max_element(labels, labels + test.size()) : 0;
+  for (int64_t c : classes)
+    CAC_CHECK(std::binary_search(seen.begin(), seen.end(), c),
+              "{}: unknown class {} has no images in {} (its classes are 0..{})",
+              split_json.empty() ? "the standard split" : split_json, c, test.name, top);
+  return s;
+}
+
 }  // namespace
 
 OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::string& data_dir,
@@ -63,7 +78,7 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
       CAC_CHECK(c >= 0 && c < int64_t(d.class_names.size()), "{}: unknown class {} is outside 0..{}", split_json, c,
                 d.class_names.size() - 1);
     finish(d, *train, *test, seed, /*cache_norm=*/false);
-    d.test_unknown.push_back({"unknown", select_classes(*test, d.classes.unknown)});
+    d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
     return d;
   }
   d.classes = split_json.empty() ? standard_trial(d.benchmark, trial) : read_trial_json(split_json);
@@ -72,30 +87,30 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
     const std::string dir = data_dir;  // read_mnist_dir names the missing files itself
     auto train = keep(d, read_mnist_dir(dir, true, b)), test = keep(d, read_mnist_dir(dir, false, b));
     finish(d, *train, *test, seed);
-    d.test_unknown.push_back({"unknown", select_classes(*test, d.classes.unknown)});
+    d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
   } else if (b == "SVHN") {
     const std::string dir = find_dataset_dir(data_dir, "train_32x32.mat", {"svhn", "SVHN"});
     auto train = keep(d, read_svhn((fs::path(dir) / "train_32x32.mat").string(), "SVHN train"));
     auto test = keep(d, read_svhn((fs::path(dir) / "test_32x32.mat").string(), "SVHN test"));
     finish(d, *train, *test, seed);
-    d.test_unknown.push_back({"unknown", select_classes(*test, d.classes.unknown)});
+    d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
   } else if (b == "CIFAR10" || b == "CIFAR+10" || b == "CIFAR+50") {
     const std::string dir = find_dataset_dir(data_dir, "test_batch.bin", {"cifar-10-batches-bin"});
     auto train = keep(d, read_cifar10(dir, true)), test = keep(d, read_cifar10(dir, false));
     finish(d, *train, *test, seed);
     if (b == "CIFAR10") {
-      d.test_unknown.push_back({"unknown", select_classes(*test, d.classes.unknown)});
+      d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
     } else {  // unknowns: CIFAR-100 test images of the trial's fine classes
       const std::string dir100 = find_dataset_dir(data_dir, "test.bin", {"cifar-100-binary"});
       auto test100 = keep(d, read_cifar100(dir100, false));
-      d.test_unknown.push_back({"unknown", select_classes(*test100, d.classes.unknown)});
+      d.test_unknown.push_back({"unknown", unknown_classes(*test100, d.classes.unknown, split_json)});
     }
   } else if (b == "TinyImageNet") {
     const std::string dir = find_dataset_dir(data_dir, "wnids.txt", {"tiny-imagenet-200"});
     TinyImageNet t = read_tinyimagenet(dir);
     auto train = keep(d, std::move(t.train)), test = keep(d, std::move(t.val));
     finish(d, *train, *test, seed);
-    d.test_unknown.push_back({"unknown", select_classes(*test, d.classes.unknown)});
+    d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
   }
   return d;
 }

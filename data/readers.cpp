@@ -1,6 +1,7 @@
 #include "data/readers.h"
 
 #include <jpeglib.h>
+#include <jerror.h>  // after jpeglib.h: JWRN_JPEG_EOF
 #include <matio.h>
 #include <zlib.h>
 
@@ -194,8 +195,79 @@ ImageSet read_cifar100(const std::string& dir, bool train, std::vector<int64_t>*
 }
 
 // ---- SVHN (.mat, MATLAB v5 through matio) ---------------------------------------------------------
+namespace {
+// matio 1.5.23 allocates whatever a variable's header claims for its dimensions and name before it
+// reads them, so a corrupt header of a few bytes asks for gigabytes (found by tests/fuzz/fuzz_svhn).
+// The MATLAB v5 element headers are walked here first, inflating the start of compressed ones, and
+// those sizes checked. Other formats (v4, v7.3) are left to matio.
+void check_mat5_headers(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::error_code ec;
+  const uint64_t file_bytes = fs::file_size(path, ec);
+  uint8_t head[128];
+  if (ec || !f.read(reinterpret_cast<char*>(head), sizeof head)) return;  // matio names this
+  const bool native = head[126] == 'I' && head[127] == 'M', swapped = head[126] == 'M' && head[127] == 'I';
+  if (!native && !swapped) return;
+  auto u32 = [&](const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return swapped ? __builtin_bswap32(v) : v;
+  };
+  auto pad8 = [](uint64_t n) { return (n + 7) / 8 * 8; };
+  // A matrix's first sub-elements: array flags, dimensions, name (n bytes of it at p).
+  auto check_matrix = [&](const uint8_t* p, size_t n, uint64_t offset) {
+    size_t at = 0;
+    for (const char* what : {"array flags", "dimensions", "name"}) {
+      if (at + 8 > n) return;
+      const uint32_t word = u32(p + at);
+      uint64_t bytes = word >> 16, skip = 8;  // small element: size in the upper half, data in the tag
+      if (bytes == 0) bytes = u32(p + at + 4), skip = 8 + pad8(bytes);
+      // 64 dimensions and 4 KiB of name are far beyond any real variable.
+      const uint64_t limit = std::string(what) == "dimensions" ? 64 * 8 : 4096;
+      CAC_CHECK(bytes <= limit, "{}: the variable at byte {} claims {} bytes of {}: corrupt .mat file", path, offset,
+                bytes, what);
+      at += size_t(skip);
+    }
+  };
+  std::vector<uint8_t> buf, out;
+  for (uint64_t offset = 128; offset + 8 <= file_bytes;) {
+    uint8_t tag[8];
+    f.seekg(std::streamoff(offset));
+    if (!f.read(reinterpret_cast<char*>(tag), 8)) return;
+    const uint32_t type = u32(tag);
+    const uint64_t bytes = u32(tag + 4);
+    if (type >> 16) {  // a small element at the top level: 8 bytes in all
+      offset += 8;
+      continue;
+    }
+    CAC_CHECK(bytes <= file_bytes - offset - 8, "{}: the variable at byte {} claims {} bytes but the file ends "
+              "{} bytes later: truncated or corrupt", path, offset, bytes, file_bytes - offset - 8);
+    buf.resize(size_t(std::min<uint64_t>(bytes, type == 15 ? 1 << 16 : 2048)));
+    if (!f.read(reinterpret_cast<char*>(buf.data()), std::streamsize(buf.size()))) return;
+    if (type == 14) {  // miMATRIX
+      check_matrix(buf.data(), buf.size(), offset);
+    } else if (type == 15) {  // miCOMPRESSED: a zlib stream holding one miMATRIX element
+      out.assign(2048, 0);
+      z_stream z{};
+      if (inflateInit(&z) == Z_OK) {
+        z.next_in = buf.data();
+        z.avail_in = uInt(buf.size());
+        z.next_out = out.data();
+        z.avail_out = uInt(out.size());
+        inflate(&z, Z_SYNC_FLUSH);
+        const size_t got = out.size() - z.avail_out;
+        inflateEnd(&z);
+        if (got >= 8 && u32(out.data()) == 14) check_matrix(out.data() + 8, got - 8, offset);
+      }
+    }
+    offset += 8 + (type == 15 ? bytes : pad8(bytes));
+  }
+}
+}  // namespace
+
 ImageSet read_svhn(const std::string& path, const std::string& name) {
   CAC_CHECK(fs::exists(path), "{}: file not found", path);
+  check_mat5_headers(path);
   mat_t* mat = Mat_Open(path.c_str(), MAT_ACC_RDONLY);
   CAC_CHECK(mat, "{}: not a readable MATLAB .mat file", path);
   struct Closer {
@@ -208,19 +280,54 @@ ImageSet read_svhn(const std::string& path, const std::string& name) {
       Mat_Close(m);
     }
   } c{mat};
-  c.x = Mat_VarRead(mat, "X");
-  CAC_CHECK(c.x, "{}: no variable 'X' (expected SVHN cropped digits, X of 32x32x3xN)", path);
+  // Headers first: the dimensions they claim are checked against the file's size before matio
+  // allocates anything for the data (a corrupt header can claim terabytes in a few bytes).
+  std::error_code ec;
+  const uint64_t file_bytes = fs::file_size(path, ec);
+  auto header = [&](const char* name, const char* what) {
+    matvar_t* v = Mat_VarReadInfo(mat, name);
+    CAC_CHECK(v, "{}: no variable '{}' ({})", path, name, what);
+    return v;
+  };
+  // zlib cannot expand data more than 1032-fold, so a compressed variable can hold at most that.
+  auto plausible = [&](const matvar_t* v, uint64_t bytes) {
+    return bytes <= (v->compression == MAT_COMPRESSION_NONE ? file_bytes : file_bytes * 1032);
+  };
+  c.x = header("X", "expected SVHN cropped digits, X of 32x32x3xN");
   CAC_CHECK(c.x->rank == 4 && c.x->dims[0] == 32 && c.x->dims[1] == 32 && c.x->dims[2] == 3,
             "{}: X has rank {} and dims {}x{}x...; expected 32x32x3xN", path, c.x->rank,
             c.x->rank > 0 ? c.x->dims[0] : 0, c.x->rank > 1 ? c.x->dims[1] : 0);
-  CAC_CHECK(c.x->class_type == MAT_C_UINT8, "{}: X must be uint8", path);
+  CAC_CHECK(c.x->class_type == MAT_C_UINT8 && !c.x->isComplex, "{}: X must be real uint8", path);
   const size_t n = c.x->dims[3];
-  CAC_CHECK(c.x->data && c.x->nbytes >= n * 3072, "{}: X holds {} bytes, expected {}: truncated",
-            path, c.x->nbytes, n * 3072);
+  CAC_CHECK(n <= (uint64_t(1) << 40) / 3072 && plausible(c.x, uint64_t(n) * 3072),
+            "{}: X claims {} images, more than the file's {} bytes can hold: corrupt or truncated", path, n, file_bytes);
+  c.y = header("y", "the labels");
+  size_t y_entries = 0;
+  CAC_CHECK(c.y->rank == 2 && !__builtin_mul_overflow(c.y->dims[0], c.y->dims[1], &y_entries) && y_entries == n &&
+                !c.y->isComplex && !c.y->isLogical,
+            "{}: y must be a real Nx1 array with one label per image ({} images)", path, n);
+  size_t label_bytes = 0;
+  switch (c.y->class_type) {
+    case MAT_C_DOUBLE: label_bytes = 8; break;
+    case MAT_C_SINGLE: label_bytes = 4; break;
+    case MAT_C_UINT8: label_bytes = 1; break;
+    case MAT_C_INT32: label_bytes = 4; break;
+    default: fail("{}: y has an unsupported numeric class {}", path, int(c.y->class_type));
+  }
+  CAC_CHECK(plausible(c.y, uint64_t(n) * label_bytes), "{}: y claims more labels than the file can hold: corrupt", path);
+  const size_t c_y_dims[2] = {c.y->dims[0], c.y->dims[1]};
+  Mat_VarFree(c.x);
+  Mat_VarFree(c.y);
+  c.x = c.y = nullptr;
+  // Now the data, with the header checked again on what was actually read.
+  c.x = Mat_VarRead(mat, "X");
+  CAC_CHECK(c.x && c.x->rank == 4 && c.x->dims[3] == n && c.x->class_type == MAT_C_UINT8 && !c.x->isComplex &&
+                c.x->data && c.x->nbytes >= n * 3072,
+            "{}: X could not be read in full ({} images expected): truncated or corrupt", path, n);
   c.y = Mat_VarRead(mat, "y");
-  CAC_CHECK(c.y, "{}: no variable 'y' (the labels)", path);
-  CAC_CHECK(c.y->rank == 2 && c.y->dims[0] * c.y->dims[1] == n, "{}: y has {} entries for {} images",
-            path, c.y->rank == 2 ? c.y->dims[0] * c.y->dims[1] : 0, n);
+  CAC_CHECK(c.y && c.y->rank == 2 && c.y->dims[0] == c_y_dims[0] && c.y->dims[1] == c_y_dims[1] && !c.y->isComplex &&
+                c.y->data_size == int(label_bytes) && (n == 0 || c.y->data) && c.y->nbytes >= n * label_bytes,
+            "{}: y could not be read in full ({} labels expected): truncated or corrupt", path, n);
   std::vector<int64_t> labels(n);
   for (size_t i = 0; i < n; ++i) {
     double v = 0;
@@ -248,6 +355,11 @@ ImageSet read_svhn(const std::string& path, const std::string& name) {
 
 // ---- JPEG -----------------------------------------------------------------------------------------
 namespace {
+// Larger images are refused before anything is allocated: a corrupt or hostile header can claim
+// 65535 x 65535 pixels (12 GiB of RGB) in a few hundred bytes. 100 megapixels is above any camera
+// photo a user would feed a 32x32 or 64x64 network.
+constexpr uint64_t kMaxJpegPixels = 100'000'000;
+
 struct JpegError {
   jpeg_error_mgr mgr;
   std::jmp_buf jump;
@@ -258,12 +370,18 @@ void jpeg_fail(j_common_ptr cinfo) {
   (*cinfo->err->format_message)(cinfo, e->message);
   std::longjmp(e->jump, 1);
 }
+// Warnings are ignored (libjpeg's default), except running out of data: libjpeg then pads the image
+// with grey and carries on, which would train on a half-grey picture. PIL refuses truncated files too.
+void jpeg_message(j_common_ptr cinfo, int level) {
+  if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) jpeg_fail(cinfo);
+}
 // Plain C control flow between setjmp and the decode (no destructors skipped by longjmp).
 bool decode_into(FILE* f, std::vector<uint8_t>* out, int* w, int* h, char* err) {
   jpeg_decompress_struct cinfo;
   JpegError jerr;
   cinfo.err = jpeg_std_error(&jerr.mgr);
   jerr.mgr.error_exit = jpeg_fail;
+  jerr.mgr.emit_message = jpeg_message;
   if (setjmp(jerr.jump)) {
     std::snprintf(err, JMSG_LENGTH_MAX, "%s", jerr.message);
     jpeg_destroy_decompress(&cinfo);
@@ -272,6 +390,12 @@ bool decode_into(FILE* f, std::vector<uint8_t>* out, int* w, int* h, char* err) 
   jpeg_create_decompress(&cinfo);
   jpeg_stdio_src(&cinfo, f);
   jpeg_read_header(&cinfo, TRUE);
+  if (uint64_t(cinfo.image_width) * cinfo.image_height > kMaxJpegPixels) {
+    std::snprintf(err, JMSG_LENGTH_MAX, "%ux%u pixels is over the reader's limit of %llu megapixels; resize it first",
+                  cinfo.image_width, cinfo.image_height, (unsigned long long)(kMaxJpegPixels / 1'000'000));
+    jpeg_destroy_decompress(&cinfo);
+    return false;
+  }
   cinfo.out_color_space = JCS_RGB;  // greyscale and YCbCr alike come out as RGB
   jpeg_start_decompress(&cinfo);
   *w = int(cinfo.output_width);

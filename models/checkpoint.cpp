@@ -3,6 +3,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <type_traits>
 #include <nlohmann/json.hpp>
 
 namespace cac {
@@ -25,6 +26,20 @@ DType parse_dtype(const std::string& s, const std::string& path, const std::stri
   if (s == "I64") return DType::I64;
   if (s == "U8") return DType::U8;
   fail("{}: tensor {} has unsupported dtype {}", path, name, s);
+}
+// A JSON array of integers as T; a float (1e300) or negative where T is unsigned would otherwise be
+// converted with undefined behaviour rather than rejected.
+template <class T>
+std::vector<T> integers(const json& j, const std::string& path, const std::string& name, const char* field) {
+  CAC_CHECK(j.is_array(), "{}: tensor {}: {} is not a list", path, name, field);
+  std::vector<T> out;
+  for (const json& v : j) {
+    CAC_CHECK(std::is_signed_v<T> ? v.is_number_integer() : v.is_number_unsigned(),
+              "{}: tensor {}: {} holds {}, not a{} integer", path, name, field, v.dump(),
+              std::is_signed_v<T> ? "n" : " non-negative");
+    out.push_back(v.get<T>());
+  }
+  return out;
 }
 }  // namespace
 
@@ -84,21 +99,29 @@ Safetensors load_safetensors(const std::string& path) {
   const size_t data_size = bytes.size() - 8 - n;
   Safetensors st;
   for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") {
-      for (auto m = it.value().begin(); m != it.value().end(); ++m)
-        st.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
-      continue;
-    }
     try {
+      if (it.key() == "__metadata__") {
+        CAC_CHECK(it.value().is_object(), "{}: corrupt header (__metadata__ is not an object)", path);
+        for (auto m = it.value().begin(); m != it.value().end(); ++m)
+          st.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+        continue;
+      }
       const DType dt = parse_dtype(it.value().at("dtype").get<std::string>(), path, it.key());
-      const Shape shape = it.value().at("shape").get<Shape>();
-      const auto off = it.value().at("data_offsets").get<std::vector<uint64_t>>();
+      const Shape shape = integers<int64_t>(it.value().at("shape"), path, it.key(), "shape");
+      const auto off = integers<uint64_t>(it.value().at("data_offsets"), path, it.key(), "data_offsets");
       CAC_CHECK(off.size() == 2 && off[0] <= off[1] && off[1] <= data_size,
                 "{}: tensor {} points outside the data section (truncated file?)", path, it.key());
-      for (int64_t d : shape) CAC_CHECK(d >= 0, "{}: tensor {} has a negative dimension", path, it.key());
+      // The shape's byte count, checked against the data it points at before anything is allocated
+      // (a corrupt shape must not ask for terabytes, nor wrap around to a small number).
+      uint64_t need = dtype_size(dt);
+      for (int64_t d : shape) {
+        CAC_CHECK(d >= 0, "{}: tensor {} has a negative dimension", path, it.key());
+        CAC_CHECK(!__builtin_mul_overflow(need, uint64_t(d), &need), "{}: tensor {} has an impossible shape {}",
+                  path, it.key(), shape_str(shape));
+      }
+      CAC_CHECK(off[1] - off[0] == need, "{}: tensor {} holds {} bytes but {} of {} needs {}", path, it.key(),
+                off[1] - off[0], dtype_name(dt), shape_str(shape), need);
       Tensor t = Tensor::empty(shape, dt);
-      CAC_CHECK(off[1] - off[0] == t.nbytes(), "{}: tensor {} holds {} bytes but {} of {} needs {}", path,
-                it.key(), off[1] - off[0], dtype_name(dt), shape_str(shape), t.nbytes());
       std::memcpy(t.raw(), bytes.data() + 8 + n + off[0], t.nbytes());
       st.tensors[it.key()] = t;
     } catch (const json::exception& e) {

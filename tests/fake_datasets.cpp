@@ -75,20 +75,21 @@ std::vector<uint8_t> cifar100_one_per_class() {
   return v;
 }
 
-bool write_svhn(const std::string& path, int n, const std::vector<double>& y, bool with_y) {
+bool write_svhn(const std::string& path, int n, const std::vector<double>& y, bool with_y, bool compressed) {
   mat_t* mat = Mat_CreateVer(path.c_str(), nullptr, MAT_FT_MAT5);
   if (mat == nullptr) return false;
   std::vector<uint8_t> x(size_t(n) * 3072);
   for (size_t i = 0; i < x.size(); ++i) x[i] = uint8_t(i % 251);
   size_t xd[4] = {32, 32, 3, size_t(n)};
   matvar_t* xv = Mat_VarCreate("X", MAT_C_UINT8, MAT_T_UINT8, 4, xd, x.data(), 0);
-  Mat_VarWrite(mat, xv, MAT_COMPRESSION_NONE);
+  const matio_compression how = compressed ? MAT_COMPRESSION_ZLIB : MAT_COMPRESSION_NONE;
+  Mat_VarWrite(mat, xv, how);
   Mat_VarFree(xv);
   if (with_y) {
     size_t yd[2] = {y.size(), 1};
     std::vector<double> yy = y;
     matvar_t* yv = Mat_VarCreate("y", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, yd, yy.data(), 0);
-    Mat_VarWrite(mat, yv, MAT_COMPRESSION_NONE);
+    Mat_VarWrite(mat, yv, how);
     Mat_VarFree(yv);
   }
   Mat_Close(mat);

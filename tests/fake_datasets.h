@@ -35,8 +35,10 @@ std::vector<uint8_t> cifar100_one_per_class();
 void write_fp_operating_point_files(const std::string& dir, int train_per_class, int test_per_class, int svhn);
 
 // SVHN: X 32x32x3xN uint8 (column-major, X[i] = i mod 251), y as given (1..10; 10 = digit 0).
-// Returns false when matio could not create the file.
-bool write_svhn(const std::string& path, int n, const std::vector<double>& y, bool with_y = true);
+// `compressed`: zlib-compressed variables, as MATLAB's own -v7 files have. Returns false when matio
+// could not create the file.
+bool write_svhn(const std::string& path, int n, const std::vector<double>& y, bool with_y = true,
+                bool compressed = false);
 
 // A JPEG of w x h pixels, every sample = base (RGB or greyscale). Returns false if it can't write.
 bool write_jpeg(const std::string& path, int w, int h, bool grey, uint8_t base);

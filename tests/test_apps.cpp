@@ -7,9 +7,11 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <tuple>
 
 #include "apps/evaluate.h"
 #include "apps/predict.h"
+#include "apps/scoring.h"
 #include "apps/train.h"
 #include <nlohmann/json.hpp>
 #include "models/checkpoint.h"
@@ -59,6 +61,94 @@ TEST(Checkpoint, RoundTripAndCorruptFiles) {
   save_safetensors(d / "c2.safetensors", {{"w", a}}, {});
   expect_error([&] { restore_tensors(load_safetensors(d / "c2.safetensors"), {{"w", other}}, d / "c2.safetensors"); },
                "tensor w");
+}
+
+// A safetensors file with this header text and `data_bytes` zero bytes of data.
+void write_raw_safetensors(const std::string& path, const std::string& header, size_t data_bytes) {
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[size_t(i)] = char((uint64_t(header.size()) >> (8 * i)) & 0xff);
+  out += header + std::string(data_bytes, '\0');
+  std::ofstream(path, std::ios::binary) << out;
+}
+
+// Found by tests/fuzz (fuzz_checkpoint's contract) or by reading the loader against it: headers that
+// parse as JSON but describe impossible tensors fail naming the file, before any allocation.
+TEST(Checkpoint, ImpossibleHeadersFailNamingTheFile) {
+  Dir d;
+  const std::string p = d / "bad.safetensors";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      // 2^32 x 2^32 floats: the element count wraps to 0 in 64 bits, which matched the empty data.
+      {R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})", "impossible shape"},
+      {R"({"w": {"dtype": "F32", "shape": [1e300], "data_offsets": [0, 4]}})", "not an integer"},
+      {R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [-4, 4]}})", "not a non-negative integer"},
+      {R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", "negative dimension"},
+      {R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 4]}})", "holds 4 bytes"},
+      {R"({"__metadata__": "x"})", "__metadata__ is not an object"},
+      {R"({"w": {"dtype": "F32", "shape": 7, "data_offsets": [0, 4]}})", "shape is not a list"},
+  };
+  for (const auto& [header, needle] : cases) {
+    write_raw_safetensors(p, header, 4);
+    expect_error([&] { load_safetensors(p); }, "bad.safetensors");
+    expect_error([&] { load_safetensors(p); }, needle);
+  }
+}
+
+// --resume on a last.safetensors that lacks cac_train's bookkeeping (another tool's checkpoint, or a
+// hand-edited one) names the file and the field instead of failing with "map::at" or "stoi".
+TEST(Train, ResumeFromACheckpointWithoutBookkeepingNamesTheFile) {
+  Dir d;
+  fs::create_directories(d / "run");
+  app::RunConfig c = testing::tiny_mnist_run(d / "mnist", d / "run", "cpu");
+  c.epochs = {1};
+  c.lrs = {0.01};
+  std::ofstream(d / "run/config.json") << c.to_json();
+  Tensor w = Tensor::zeros({2});
+  save_safetensors(d / "run/last.safetensors", {{"w", w}}, {{"best_metric", "0.5"}});
+  expect_error([&] { app::run_train(app::RunConfig{}, d / "run"); }, "last.safetensors: no 'epochs_done'");
+  save_safetensors(d / "run/last.safetensors", {{"w", w}}, {{"epochs_done", "1x"}, {"best_metric", "0.5"}});
+  expect_error([&] { app::run_train(app::RunConfig{}, d / "run"); }, "epochs_done is '1x'");
+}
+
+// config.json and deploy.json are read back by --resume, cac_eval and cac_predict: a value out of the
+// flags' range, or of the wrong type, names the file and the field.
+TEST(RunFiles, ConfigAndDeploymentFieldsAreChecked) {
+  const app::RunConfig good = testing::tiny_mnist_run("/data", "/out", "cpu");
+  const nlohmann::json base = nlohmann::json::parse(good.to_json());
+  EXPECT_NO_THROW(app::RunConfig::from_json(base.dump(), "config.json"));
+  const std::vector<std::tuple<const char*, nlohmann::json, const char*>> config_cases = {
+      {"batch", 0, "batch must be 1-65536"},       {"trial", 1.5, "trial must be an integer"},
+      {"lrs", {0.1, 0.01, 0.001}, "same length"},  {"dataset", "Foo", "dataset is not a known benchmark"},
+      {"seed", -1, "seed must be an integer"},     {"image_size", 1e300, "image_size must be an integer"},
+      {"device", 3, "device must be a string"},    {"dropout", 1.0, "dropout must be in [0, 1)"},
+  };
+  for (const auto& [key, value, needle] : config_cases) {
+    nlohmann::json j = base;
+    j[key] = value;
+    expect_error([&] { app::RunConfig::from_json(j.dump(), "runs/x/config.json"); }, "runs/x/config.json");
+    expect_error([&] { app::RunConfig::from_json(j.dump(), "runs/x/config.json"); }, needle);
+  }
+  app::Deployment dep;
+  dep.method = "cac";
+  dep.arch = "classifier32";
+  dep.num_classes = 2;
+  dep.channels = 1;
+  dep.mean = {0.5f};
+  dep.std = {0.25f};
+  dep.anchors = {10, 0, 0, 10};
+  dep.class_names = {"a", "b"};
+  const nlohmann::json dbase = nlohmann::json::parse(dep.to_json());
+  EXPECT_NO_THROW(app::Deployment::from_json(dbase.dump(), "deploy.json"));
+  const std::vector<std::tuple<const char*, nlohmann::json, const char*>> deploy_cases = {
+      {"std", {0.0}, "std of 0"},          {"anchors", nlohmann::json::array(), "inconsistent"},
+      {"image_size", 0, "image_size 0"},   {"threshold", "high", "threshold must be a number"},
+      {"method", "svm", "unknown method"}, {"mean", {1e300}, "mean[0] must be a finite number"},
+  };
+  for (const auto& [key, value, needle] : deploy_cases) {
+    nlohmann::json j = dbase;
+    j[key] = value;
+    expect_error([&] { app::Deployment::from_json(j.dump(), "runs/x/deploy.json"); }, "runs/x/deploy.json");
+    expect_error([&] { app::Deployment::from_json(j.dump(), "runs/x/deploy.json"); }, needle);
+  }
 }
 
 app::RunConfig tiny_config(const std::string& data, const std::string& out) {

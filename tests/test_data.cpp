@@ -6,10 +6,12 @@
 #include <matio.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <set>
 
 #include "data/benchmarks.h"
@@ -170,6 +172,66 @@ TEST(DataSvhn, MatlabV5ColumnMajorAndTenIsZero) {
   expect_error([&] { read_svhn(d / "junk.mat", "x"); }, {"junk.mat"});
 }
 
+// Found by tests/fuzz (fuzz_svhn): a header claiming billions of images made matio try to allocate
+// them before reading any data. The claim is now checked against the file's size first.
+TEST(DataSvhn, HeaderClaimingMoreImagesThanTheFileHoldsFails) {
+  TempDir d;
+  write_svhn(d / "ok.mat", 2, {1, 2});
+  std::ifstream in(d / "ok.mat", std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // X's dimensions subelement: 32, 32, 3, 2 as little-endian int32; make N = 2^31 - 1.
+  const uint8_t dims[16] = {32, 0, 0, 0, 32, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0};
+  auto at = std::search(bytes.begin(), bytes.end(), std::begin(dims), std::end(dims));
+  ASSERT_NE(at, bytes.end()) << "X's dimensions not found in the uncompressed .mat";
+  at[12] = 0xff, at[13] = 0xff, at[14] = 0xff, at[15] = 0x7f;
+  write_bytes(d / "huge.mat", bytes, false);
+  expect_error([&] { read_svhn(d / "huge.mat", "x"); }, {"huge.mat", "2147483647 images"});
+}
+
+// Found by tests/fuzz (fuzz_svhn): a dimensions sub-element claiming 4 GB made matio allocate 8.5 GB
+// while reading the variable's header. The headers are checked before matio reads them.
+TEST(DataSvhn, HeaderClaimingHugeDimensionsFails) {
+  TempDir d;
+  write_svhn(d / "ok.mat", 2, {1, 2});
+  std::ifstream in(d / "ok.mat", std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // X's dimensions tag (miINT32 = 5, 16 bytes), then 32, 32: claim 0xff000010 bytes instead.
+  const uint8_t tag[16] = {5, 0, 0, 0, 16, 0, 0, 0, 32, 0, 0, 0, 32, 0, 0, 0};
+  auto at = std::search(bytes.begin(), bytes.end(), std::begin(tag), std::end(tag));
+  ASSERT_NE(at, bytes.end());
+  at[7] = 0xff;
+  write_bytes(d / "dims.mat", bytes, false);
+  expect_error([&] { read_svhn(d / "dims.mat", "x"); }, {"dims.mat", "bytes of dimensions"});
+}
+
+// MATLAB's default (-v7) files compress each variable; the header check reads through zlib.
+TEST(DataSvhn, CompressedVariablesRead) {
+  TempDir d;
+  ASSERT_TRUE(testing::write_svhn(d / "z.mat", 3, {10, 1, 5}, true, /*compressed=*/true));
+  const ImageSet s = read_svhn(d / "z.mat", "SVHN test");
+  EXPECT_EQ(s.labels.to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 5}));
+  EXPECT_EQ(s.image(2)[(1 * 32 + 2) * 3 + 1], uint8_t((1 + 64 + 1024 + 3072 * 2) % 251));
+}
+
+// Complex labels would be read as the struct of two pointers matio keeps for them.
+TEST(DataSvhn, ComplexLabelsFail) {
+  TempDir d;
+  mat_t* mat = Mat_CreateVer((d / "complex.mat").c_str(), nullptr, MAT_FT_MAT5);
+  ASSERT_NE(mat, nullptr);
+  std::vector<uint8_t> x(2 * 3072, 7);
+  size_t xdims[4] = {32, 32, 3, 2}, ydims[2] = {2, 1};
+  matvar_t* xv = Mat_VarCreate("X", MAT_C_UINT8, MAT_T_UINT8, 4, xdims, x.data(), 0);
+  double re[2] = {1, 2}, im[2] = {0, 0};
+  mat_complex_split_t split{re, im};
+  matvar_t* yv = Mat_VarCreate("y", MAT_C_DOUBLE, MAT_T_DOUBLE, 2, ydims, &split, MAT_F_COMPLEX);
+  Mat_VarWrite(mat, xv, MAT_COMPRESSION_NONE);
+  Mat_VarWrite(mat, yv, MAT_COMPRESSION_NONE);
+  Mat_VarFree(xv);
+  Mat_VarFree(yv);
+  Mat_Close(mat);
+  expect_error([&] { read_svhn(d / "complex.mat", "x"); }, {"complex.mat", "real Nx1"});
+}
+
 // ---- JPEG, image folders, TinyImageNet --------------------------------------------------------------
 void write_jpeg(const std::string& path, int w, int h, bool grey, uint8_t base) {
   ASSERT_TRUE(testing::write_jpeg(path, w, h, grey, base)) << path;
@@ -186,6 +248,39 @@ TEST(DataJpeg, GreyscaleExpandsToRgbAndBadFilesFail) {
   EXPECT_EQ(px[1], px[2]);
   write_bytes(d / "bad.jpg", {0xff, 0xd8, 0xff, 0x00, 0x12}, false);
   expect_error([&] { decode_jpeg_rgb(d / "bad.jpg", &w, &h); }, {"bad.jpg", "JPEG"});
+}
+
+std::vector<uint8_t> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Found by tests/fuzz (fuzz_jpeg): a header claiming a huge image made the reader allocate gigabytes
+// (2.7 GiB in the fuzzer's case). Such images are refused before anything is allocated.
+TEST(DataJpeg, HugeClaimedSizeFailsBeforeAllocating) {
+  TempDir d;
+  write_jpeg(d / "small.jpg", 8, 8, false, 100);
+  std::vector<uint8_t> bytes = file_bytes(d / "small.jpg");
+  // Baseline frame header: FF C0, length (2), precision (1), height (2), width (2).
+  const uint8_t sof[2] = {0xff, 0xc0};
+  auto at = std::search(bytes.begin(), bytes.end(), std::begin(sof), std::end(sof));
+  ASSERT_NE(at, bytes.end());
+  at[5] = at[7] = 0xff, at[6] = at[8] = 0x00;  // 65280 x 65280 (libjpeg's own limit is 65500)
+  write_bytes(d / "huge.jpg", bytes, false);
+  int w = 0, h = 0;
+  expect_error([&] { decode_jpeg_rgb(d / "huge.jpg", &w, &h); }, {"huge.jpg", "65280x65280", "megapixels"});
+}
+
+// libjpeg pads a truncated file with grey and only warns; training on half-grey images would be
+// silently wrong, so the reader fails (as PIL does).
+TEST(DataJpeg, TruncatedFileFails) {
+  TempDir d;
+  write_jpeg(d / "full.jpg", 64, 64, false, 100);
+  std::vector<uint8_t> bytes = file_bytes(d / "full.jpg");
+  bytes.resize(bytes.size() * 2 / 3);
+  write_bytes(d / "cut.jpg", bytes, false);
+  int w = 0, h = 0;
+  expect_error([&] { decode_jpeg_rgb(d / "cut.jpg", &w, &h); }, {"cut.jpg", "Premature end"});
 }
 
 TEST(DataTinyImageNet, FolderLayoutCacheAndRebuild) {
@@ -305,6 +400,23 @@ TEST(DataSplits, NormalisationCacheServesAndSurvivesCorruption) {
   EXPECT_NE(cached_normalisation(fewer, "k", d / "n.json").mean, a.mean);
   std::ofstream(d / "n.json") << "{ not json";
   EXPECT_EQ(cached_normalisation(all, "k", d / "n.json").mean, a.mean);
+  // Found by tests/fuzz (fuzz_records): valid JSON that is not an object made the rewrite throw.
+  std::ofstream(d / "n.json") << "\"a string\"";
+  EXPECT_EQ(cached_normalisation(all, "k", d / "n.json").mean, a.mean);
+  // Entries that would give wrong numbers are recomputed, not served: a channel missing, a zero std,
+  // a value no float can hold.
+  const std::vector<uint8_t> bytes = file_bytes(d / "n.json");  // the entry just rewritten for `all`
+  const std::string text(bytes.begin(), bytes.end());
+  const size_t key_end = text.find("\": {");
+  ASSERT_NE(key_end, std::string::npos) << text;
+  const std::string key = text.substr(text.rfind('"', key_end - 1) + 1, key_end - text.rfind('"', key_end - 1) - 1);
+  for (const char* entry : {R"({"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]})", R"({"mean": [0.5], "std": [0]})",
+                            R"({"mean": [1e300], "std": [0.2]})", R"({"mean": "x", "std": 1})"}) {  // 1 channel
+    std::ofstream(d / "n.json") << "{\"" << key << "\": " << entry << "}";
+    const Normalisation n = cached_normalisation(all, "k", d / "n.json");
+    EXPECT_EQ(n.mean, a.mean) << entry;
+    EXPECT_EQ(n.std, a.std) << entry;
+  }
 }
 
 TEST(DataSplits, FpOperatingPointSuperclasses) {
@@ -500,6 +612,21 @@ TEST(DataOpenSet, UserSplitJson) {
   expect_error([&] { read_trial_json(d / "overlap.json"); }, {"overlap.json", "both known and unknown"});
   std::ofstream(d / "broken.json") << R"({"known": [1, 2)";
   expect_error([&] { read_trial_json(d / "broken.json"); }, {"broken.json", "invalid JSON"});
+  std::ofstream(d / "float.json") << R"({"known": [1, 2.5], "unknown": [0]})";
+  expect_error([&] { read_trial_json(d / "float.json"); }, {"float.json", "2.5"});
+  std::ofstream(d / "negative.json") << R"({"known": [1, 2], "unknown": [-3]})";
+  expect_error([&] { read_trial_json(d / "negative.json"); }, {"negative.json", "negative class -3"});
+  std::ofstream(d / "twice.json") << R"({"known": [1, 2], "unknown": [0, 0]})";
+  expect_error([&] { read_trial_json(d / "twice.json"); }, {"twice.json", "repeated unknown"});
+}
+
+// A split naming a class the dataset lacks would evaluate against an empty unknown set.
+TEST(DataOpenSet, UnknownClassWithoutImagesFails) {
+  TempDir d;
+  testing::write_mnist_idx(d.str(), 2);
+  std::ofstream(d / "split.json") << R"({"known": [0, 1], "unknown": [2, 57]})";
+  expect_error([&] { load_benchmark("MNIST", 0, d.str(), 1, d / "split.json"); },
+               {"split.json", "unknown class 57 has no images"});
 }
 
 // ---- the real Fashion-MNIST, when the Debian package is installed -----------------------------------

@@ -1,0 +1,69 @@
+#pragma once
+// Typed fields of the JSON files users and earlier runs hand the programs (config.json,
+// deploy.json, split and dataset tables, the normalisation cache). nlohmann's get<T> converts a
+// float to an int, or 1e300 to a float, with undefined behaviour instead of failing; these reject
+// what T cannot hold, with the file and the field in the message. Include from .cpp files only.
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "core/error.h"
+
+namespace cac::jsonf {
+
+// `value` as T, or cac::Error "WHERE: FIELD must be ...".
+template <class T>
+T as(const nlohmann::json& value, const std::string& where, const std::string& field) {
+  if constexpr (std::is_same_v<T, bool>) {
+    CAC_CHECK(value.is_boolean(), "{}: {} must be true or false (found {})", where, field, value.dump());
+    return value.get<bool>();
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    CAC_CHECK(value.is_string(), "{}: {} must be a string (found {})", where, field, value.dump());
+    return value.get<std::string>();
+  } else if constexpr (std::is_integral_v<T>) {
+    bool fits = false;
+    if (value.is_number_unsigned()) {
+      fits = value.get<uint64_t>() <= uint64_t(std::numeric_limits<T>::max());
+    } else if (value.is_number_integer()) {  // negative
+      fits = std::is_signed_v<T> && value.get<int64_t>() >= int64_t(std::numeric_limits<T>::min());
+    }
+    CAC_CHECK(fits, "{}: {} must be an integer in {}..{} (found {})", where, field, std::numeric_limits<T>::min(),
+              std::numeric_limits<T>::max(), value.dump());
+    return value.is_number_unsigned() ? T(value.get<uint64_t>()) : T(value.get<int64_t>());
+  } else {
+    static_assert(std::is_floating_point_v<T>, "jsonf::as: unsupported type");
+    CAC_CHECK(value.is_number(), "{}: {} must be a number (found {})", where, field, value.dump());
+    const double v = value.get<double>();
+    CAC_CHECK(std::isfinite(v) && std::fabs(v) <= double(std::numeric_limits<T>::max()),
+              "{}: {} must be a finite number (found {})", where, field, value.dump());
+    return T(v);
+  }
+}
+
+// j[key] as T; a missing key is an error naming it.
+template <class T>
+T field(const nlohmann::json& j, const char* key, const std::string& where) {
+  CAC_CHECK(j.is_object(), "{}: expected a JSON object (found {})", where, j.type_name());
+  const auto it = j.find(key);
+  CAC_CHECK(it != j.end(), "{}: missing field '{}'", where, key);
+  return as<T>(*it, where, key);
+}
+
+// j[key] as a list of T.
+template <class T>
+std::vector<T> list(const nlohmann::json& j, const char* key, const std::string& where) {
+  CAC_CHECK(j.is_object(), "{}: expected a JSON object (found {})", where, j.type_name());
+  const auto it = j.find(key);
+  CAC_CHECK(it != j.end(), "{}: missing field '{}'", where, key);
+  CAC_CHECK(it->is_array(), "{}: {} must be a list (found {})", where, key, it->type_name());
+  std::vector<T> out;
+  out.reserve(it->size());
+  for (size_t i = 0; i < it->size(); ++i) out.push_back(as<T>((*it)[i], where, fmt::format("{}[{}]", key, i)));
+  return out;
+}
+
+}  // namespace cac::jsonf
