@@ -10,6 +10,7 @@
 
 #include "apps/run.h"
 #include "apps/scoring.h"
+#include "core/files.h"
 #include "core/autograd.h"
 #include "data/loader.h"
 #include "data/openset.h"
@@ -52,8 +53,10 @@ int run_eval(const EvalOptions& o) {
   const Device dev = resolve_device(o.device);
   std::vector<eval::ReportEntry> entries;
   std::ofstream scores;
+  std::string scores_tmp;
   if (!o.scores_csv.empty()) {
-    scores.open(o.scores_csv + ".tmp");
+    scores_tmp = temp_path_for(o.scores_csv);
+    scores.open(scores_tmp);
     CAC_CHECK(scores.good(), "{}: cannot write", o.scores_csv);
     scores << "run,split,set,label,prediction,score\n";
   }
@@ -239,7 +242,7 @@ int run_eval(const EvalOptions& o) {
   if (scores.is_open()) {
     scores.close();
     CAC_CHECK(!scores.fail(), "{}: write failed", o.scores_csv);
-    fs::rename(o.scores_csv + ".tmp", o.scores_csv);
+    commit_file(scores_tmp, o.scores_csv);
   }
   if (!o.report_html.empty()) {
     write_file_atomic(o.report_html, eval::html_report(o.report_title.empty() ? "CAC open-set evaluation" : o.report_title,

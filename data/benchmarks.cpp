@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/files.h"
 #include "core/rng.h"
 #include "data/embedded_configs.h"  // generated: kDatasetsJson, kSplitsJson
 #include "data/json_fields.h"
@@ -246,10 +247,10 @@ Normalisation cached_normalisation(const Subset& s, const std::string& key, cons
     std::error_code ec;
     std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
     db[full_key] = {{"mean", n.mean}, {"std", n.std}};
-    const std::string tmp = path + ".tmp";
-    std::ofstream out(tmp);
-    if (out && (out << db.dump(1)) && (out.close(), true) && out.good())
-      std::filesystem::rename(tmp, path, ec);  // atomic replace
+    try {
+      write_file_atomic(path, db.dump(1));
+    } catch (const Error&) {  // an unwritable cache only costs the recomputation next time
+    }
   }
   return n;
 }

@@ -1,5 +1,7 @@
 #include "data/readers.h"
 
+#include "core/files.h"
+
 #include <jpeglib.h>
 #include <jerror.h>  // after jpeglib.h: JWRN_JPEG_EOF
 #include <matio.h>
@@ -497,7 +499,7 @@ namespace {
 constexpr char kCacheMagic[8] = {'C', 'A', 'C', 'T', 'I', 'N', '1', '\0'};
 
 void write_cache(const std::string& path, const TinyImageNet& t, uint64_t signature) {
-  const std::string tmp = path + ".tmp";
+  const std::string tmp = temp_path_for(path);
   std::error_code ec;
   fs::create_directories(fs::path(path).parent_path(), ec);
   {
@@ -511,9 +513,13 @@ void write_cache(const std::string& path, const TinyImageNet& t, uint64_t signat
       f.write(reinterpret_cast<const char*>(s->labels.data<int64_t>()), std::streamsize(s->labels.nbytes()));
       f.write(reinterpret_cast<const char*>(s->images.data<uint8_t>()), std::streamsize(s->images.nbytes()));
     }
-    CAC_CHECK(f.good(), "{}: write failed (disk full?)", tmp);
+    if (!f.good()) {
+      f.close();
+      fs::remove(tmp, ec);
+      fail("{}: write failed (disk full?)", tmp);
+    }
   }
-  fs::rename(tmp, path);  // atomic: a crash never leaves a half-written cache under the real name
+  commit_file(tmp, path);  // a crash never leaves a half-written cache under the real name
 }
 
 bool read_cache(const std::string& path, uint64_t signature, TinyImageNet* t) {

@@ -43,20 +43,6 @@ std::vector<T> integers(const json& j, const std::string& path, const std::strin
 }
 }  // namespace
 
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    CAC_CHECK(f.good(), "{}: cannot write (check the folder exists and is writable)", tmp);
-    f.write(text.data(), std::streamsize(text.size()));
-    f.flush();
-    CAC_CHECK(f.good(), "{}: write failed (disk full?)", tmp);
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  CAC_CHECK(!ec, "{}: cannot move the finished file into place ({})", path, ec.message());
-}
-
 void save_safetensors(const std::string& path, const NamedTensorList& tensors,
                       const std::map<std::string, std::string>& metadata) {
   json header = json::object();

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/files.h"  // write_file_atomic, used with checkpoints by the apps
 #include "core/tensor.h"
 
 namespace cac {
@@ -28,8 +29,5 @@ Safetensors load_safetensors(const std::string& path);
 // Copies every tensor of `into` from `from` (same names, shapes and dtypes, any device); the error
 // names the file, the tensor and the mismatch.
 void restore_tensors(const Safetensors& from, const NamedTensorList& into, const std::string& path);
-
-// Writes `text` to `path` atomically.
-void write_file_atomic(const std::string& path, const std::string& text);
 
 }  // namespace cac
