@@ -66,6 +66,11 @@ std::vector<uint8_t> idx_labels(const std::vector<uint8_t>& labels, uint32_t mag
   return v;
 }
 
+std::vector<uint8_t> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 // Runs f, expects a cac::Error whose message contains every needle.
 void expect_error(const std::function<void()>& f, std::vector<std::string> needles) {
   try {
@@ -175,36 +180,36 @@ TEST(DataSvhn, MatlabV5ColumnMajorAndTenIsZero) {
   expect_error([&] { read_svhn(d / "junk.mat", "x"); }, {"junk.mat"});
 }
 
+// A valid two-image .mat (uncompressed) with the 16 bytes `pattern` found and changed by `patch`.
+std::string patched_svhn(const TempDir& d, const std::string& name, const std::vector<uint8_t>& pattern,
+                         const std::function<void(std::vector<uint8_t>::iterator)>& patch) {
+  write_svhn(d / "ok.mat", 2, {1, 2});
+  std::vector<uint8_t> bytes = file_bytes(d / "ok.mat");
+  auto at = std::search(bytes.begin(), bytes.end(), pattern.begin(), pattern.end());
+  EXPECT_NE(at, bytes.end()) << "pattern not found in the uncompressed .mat";
+  if (at != bytes.end()) patch(at);
+  write_bytes(d / name, bytes, false);
+  return d / name;
+}
+
 // Found by tests/fuzz (fuzz_svhn): a header claiming billions of images made matio try to allocate
 // them before reading any data. The claim is now checked against the file's size first.
 TEST(DataSvhn, HeaderClaimingMoreImagesThanTheFileHoldsFails) {
   TempDir d;
-  write_svhn(d / "ok.mat", 2, {1, 2});
-  std::ifstream in(d / "ok.mat", std::ios::binary);
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  // X's dimensions subelement: 32, 32, 3, 2 as little-endian int32; make N = 2^31 - 1.
-  const uint8_t dims[16] = {32, 0, 0, 0, 32, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0};
-  auto at = std::search(bytes.begin(), bytes.end(), std::begin(dims), std::end(dims));
-  ASSERT_NE(at, bytes.end()) << "X's dimensions not found in the uncompressed .mat";
-  at[12] = 0xff, at[13] = 0xff, at[14] = 0xff, at[15] = 0x7f;
-  write_bytes(d / "huge.mat", bytes, false);
-  expect_error([&] { read_svhn(d / "huge.mat", "x"); }, {"huge.mat", "2147483647 images"});
+  // X's dimensions sub-element: 32, 32, 3, 2 as little-endian int32; make N = 2^31 - 1.
+  const std::string path = patched_svhn(d, "huge.mat", {32, 0, 0, 0, 32, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0},
+                                        [](auto at) { at[12] = 0xff, at[13] = 0xff, at[14] = 0xff, at[15] = 0x7f; });
+  expect_error([&] { read_svhn(path, "x"); }, {"huge.mat", "2147483647 images"});
 }
 
 // Found by tests/fuzz (fuzz_svhn): a dimensions sub-element claiming 4 GB made matio allocate 8.5 GB
 // while reading the variable's header. The headers are checked before matio reads them.
 TEST(DataSvhn, HeaderClaimingHugeDimensionsFails) {
   TempDir d;
-  write_svhn(d / "ok.mat", 2, {1, 2});
-  std::ifstream in(d / "ok.mat", std::ios::binary);
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   // X's dimensions tag (miINT32 = 5, 16 bytes), then 32, 32: claim 0xff000010 bytes instead.
-  const uint8_t tag[16] = {5, 0, 0, 0, 16, 0, 0, 0, 32, 0, 0, 0, 32, 0, 0, 0};
-  auto at = std::search(bytes.begin(), bytes.end(), std::begin(tag), std::end(tag));
-  ASSERT_NE(at, bytes.end());
-  at[7] = 0xff;
-  write_bytes(d / "dims.mat", bytes, false);
-  expect_error([&] { read_svhn(d / "dims.mat", "x"); }, {"dims.mat", "bytes of dimensions"});
+  const std::string path = patched_svhn(d, "dims.mat", {5, 0, 0, 0, 16, 0, 0, 0, 32, 0, 0, 0, 32, 0, 0, 0},
+                                        [](auto at) { at[7] = 0xff; });
+  expect_error([&] { read_svhn(path, "x"); }, {"dims.mat", "bytes of dimensions"});
 }
 
 // MATLAB's default (-v7) files compress each variable; the header check reads through zlib.
@@ -251,11 +256,6 @@ TEST(DataJpeg, GreyscaleExpandsToRgbAndBadFilesFail) {
   EXPECT_EQ(px[1], px[2]);
   write_bytes(d / "bad.jpg", {0xff, 0xd8, 0xff, 0x00, 0x12}, false);
   expect_error([&] { decode_jpeg_rgb(d / "bad.jpg", &w, &h); }, {"bad.jpg", "JPEG"});
-}
-
-std::vector<uint8_t> file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 // Found by tests/fuzz (fuzz_jpeg): a header claiming a huge image made the reader allocate gigabytes
