@@ -114,7 +114,11 @@ Trial read_trial_json(const std::string& path, const std::vector<std::string>* c
                 fmt::join(*class_names, ", "));
       return int64_t(it - class_names->begin());
     }
-    return jsonf::as<int64_t>(v, path, "a class");
+    const int64_t c = jsonf::as<int64_t>(v, path, "a class");
+    if (class_names)  // an image folder's classes: an index must name one of its sub-folders
+      CAC_CHECK(c >= 0 && c < int64_t(class_names->size()), "{}: class {} is outside 0..{} (the classes are: {})",
+                path, c, class_names->size() - 1, fmt::join(*class_names, ", "));
+    return c;
   };
   try {
     for (const json& v : j.at("known")) t.known.push_back(index_of(v));

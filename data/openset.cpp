@@ -25,7 +25,24 @@ std::shared_ptr<ImageSet> keep(OpenSetData& d, ImageSet s) {
   return d.storage.back();
 }
 
-void finish(OpenSetData& d, const ImageSet& train_set, const ImageSet& test_set, uint64_t seed, bool cache_norm = true) {
+// Every class of `classes` must have images in `set`: a split naming a class the dataset lacks
+// (class 57 of MNIST, or 3000000000, which the label maps below would size themselves by) fails here,
+// naming the split. The standard trials never do.
+void require_images(const ImageSet& set, const std::vector<int64_t>& classes, const char* role,
+                    const std::string& split_json) {
+  const int64_t* labels = set.labels.data<int64_t>();
+  std::vector<int64_t> present(labels, labels + set.size());
+  std::sort(present.begin(), present.end());
+  const int64_t top = present.empty() ? 0 : present.back();
+  for (int64_t c : classes)
+    CAC_CHECK(std::binary_search(present.begin(), present.end(), c),
+              "{}: {} class {} has no images in {} (its classes are 0..{})",
+              split_json.empty() ? "the standard split" : split_json, role, c, set.name, top);
+}
+
+void finish(OpenSetData& d, const ImageSet& train_set, const ImageSet& test_set, uint64_t seed,
+            const std::string& split_json, bool cache_norm = true) {
+  require_images(train_set, d.classes.known, "known", split_json);
   TrainVal tv = split_train_val(train_set, d.classes, d.defaults.val_fraction, seed);
   d.train = std::move(tv.train);
   d.val = std::move(tv.val);
@@ -35,19 +52,11 @@ void finish(OpenSetData& d, const ImageSet& train_set, const ImageSet& test_set,
                                                                   d.defaults.val_fraction))
                       : compute_normalisation(d.train);
 }
-// The test images of the unknown classes; a class with none is a split that names a class the
-// dataset does not have (the standard trials never do).
+
+// The test images of the unknown classes (labels kept: the dataset's own).
 Subset unknown_classes(const ImageSet& test, const std::vector<int64_t>& classes, const std::string& split_json) {
-  Subset s = select_classes(test, classes);  // labels kept: the dataset's own
-  std::vector<int64_t> seen(s.labels);
-  std::sort(seen.begin(), seen.end());
-  const int64_t* labels = test.labels.data<int64_t>();
-  const int64_t top = test.size() ? *std::max_element(labels, labels + test.size()) : 0;
-  for (int64_t c : classes)
-    CAC_CHECK(std::binary_search(seen.begin(), seen.end(), c),
-              "{}: unknown class {} has no images in {} (its classes are 0..{})",
-              split_json.empty() ? "the standard split" : split_json, c, test.name, top);
-  return s;
+  require_images(test, classes, "unknown", split_json);
+  return select_classes(test, classes);
 }
 
 }  // namespace
@@ -74,10 +83,7 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
               data_dir, fmt::join(train_names, ", "), fmt::join(test_names, ", "));
     d.class_names = train_names;
     d.classes = read_trial_json(split_json, &d.class_names);
-    for (int64_t c : d.classes.unknown)
-      CAC_CHECK(c >= 0 && c < int64_t(d.class_names.size()), "{}: unknown class {} is outside 0..{}", split_json, c,
-                d.class_names.size() - 1);
-    finish(d, *train, *test, seed, /*cache_norm=*/false);
+    finish(d, *train, *test, seed, split_json, /*cache_norm=*/false);
     d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
     return d;
   }
@@ -86,18 +92,18 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
   if (b == "MNIST" || b == "FashionMNIST") {
     const std::string dir = data_dir;  // read_mnist_dir names the missing files itself
     auto train = keep(d, read_mnist_dir(dir, true, b)), test = keep(d, read_mnist_dir(dir, false, b));
-    finish(d, *train, *test, seed);
+    finish(d, *train, *test, seed, split_json);
     d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
   } else if (b == "SVHN") {
     const std::string dir = find_dataset_dir(data_dir, "train_32x32.mat", {"svhn", "SVHN"});
     auto train = keep(d, read_svhn((fs::path(dir) / "train_32x32.mat").string(), "SVHN train"));
     auto test = keep(d, read_svhn((fs::path(dir) / "test_32x32.mat").string(), "SVHN test"));
-    finish(d, *train, *test, seed);
+    finish(d, *train, *test, seed, split_json);
     d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
   } else if (b == "CIFAR10" || b == "CIFAR+10" || b == "CIFAR+50") {
     const std::string dir = find_dataset_dir(data_dir, "test_batch.bin", {"cifar-10-batches-bin"});
     auto train = keep(d, read_cifar10(dir, true)), test = keep(d, read_cifar10(dir, false));
-    finish(d, *train, *test, seed);
+    finish(d, *train, *test, seed, split_json);
     if (b == "CIFAR10") {
       d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
     } else {  // unknowns: CIFAR-100 test images of the trial's fine classes
@@ -109,7 +115,7 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
     const std::string dir = find_dataset_dir(data_dir, "wnids.txt", {"tiny-imagenet-200"});
     TinyImageNet t = read_tinyimagenet(dir);
     auto train = keep(d, std::move(t.train)), test = keep(d, std::move(t.val));
-    finish(d, *train, *test, seed);
+    finish(d, *train, *test, seed, split_json);
     d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
   }
   return d;
@@ -122,7 +128,7 @@ OpenSetData load_fp_operating_points(const std::string& data_dir, uint64_t seed)
   for (int64_t c = 0; c < 10; ++c) d.classes.known.push_back(c);
   const std::string dir10 = find_dataset_dir(data_dir, "test_batch.bin", {"cifar-10-batches-bin"});
   auto train = keep(d, read_cifar10(dir10, true)), test = keep(d, read_cifar10(dir10, false));
-  finish(d, *train, *test, seed);
+  finish(d, *train, *test, seed, "");
   const std::string svhn_dir = find_dataset_dir(data_dir, "test_32x32.mat", {"svhn", "SVHN"});
   auto svhn = keep(d, read_svhn((fs::path(svhn_dir) / "test_32x32.mat").string(), "SVHN test"));
   Subset all_svhn = select_classes(*svhn, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9});

@@ -688,6 +688,10 @@ TEST(DataOpenSet, UserSplitJson) {
   expect_error([&] { read_trial_json(d / "negative.json"); }, {"negative.json", "negative class -3"});
   std::ofstream(d / "twice.json") << R"({"known": [1, 2], "unknown": [0, 0]})";
   expect_error([&] { read_trial_json(d / "twice.json"); }, {"twice.json", "repeated unknown"});
+  // An image folder's classes by index must name one of its sub-folders.
+  const std::vector<std::string> names = {"cat", "dog", "car"};
+  std::ofstream(d / "index.json") << R"({"known": [0, 1], "unknown": [8]})";
+  expect_error([&] { read_trial_json(d / "index.json", &names); }, {"index.json", "class 8 is outside 0..2"});
 }
 
 // A split naming a class the dataset lacks would evaluate against an empty unknown set.
@@ -697,6 +701,11 @@ TEST(DataOpenSet, UnknownClassWithoutImagesFails) {
   std::ofstream(d / "split.json") << R"({"known": [0, 1], "unknown": [2, 57]})";
   expect_error([&] { load_benchmark("MNIST", 0, d.str(), 1, d / "split.json"); },
                {"split.json", "unknown class 57 has no images"});
+  // Found by tests/fuzz (fuzz_records' contract, then traced here): the label maps were sized by the
+  // largest known class, so this split asked for 23 GB before anything checked it.
+  std::ofstream(d / "huge.json") << R"({"known": [0, 2884979248], "unknown": [2]})";
+  expect_error([&] { load_benchmark("MNIST", 0, d.str(), 1, d / "huge.json"); },
+               {"huge.json", "known class 2884979248 has no images"});
 }
 
 // ---- the real Fashion-MNIST, when the Debian package is installed -----------------------------------
