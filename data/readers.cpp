@@ -216,8 +216,9 @@ void check_mat5_headers(const std::string& path) {
     return swapped ? __builtin_bswap32(v) : v;
   };
   auto pad8 = [](uint64_t n) { return (n + 7) / 8 * 8; };
-  // A matrix's first sub-elements: array flags, dimensions, name (n bytes of it at p).
-  auto check_matrix = [&](const uint8_t* p, size_t n, uint64_t offset) {
+  // A matrix's first sub-elements: array flags, dimensions, name (n bytes of it at p). `capacity`:
+  // the most elements the variable's stored bytes can hold (at least one byte each).
+  auto check_matrix = [&](const uint8_t* p, size_t n, uint64_t offset, uint64_t capacity) {
     size_t at = 0;
     for (const char* what : {"array flags", "dimensions", "name"}) {
       if (at + 8 > n) return;
@@ -228,6 +229,32 @@ void check_mat5_headers(const std::string& path) {
       const uint64_t limit = std::string(what) == "dimensions" ? 64 * 8 : 4096;
       CAC_CHECK(bytes <= limit, "{}: the variable at byte {} claims {} bytes of {}: corrupt .mat file", path, offset,
                 bytes, what);
+      if (std::string(what) == "array flags" && skip > 8 && at + 12 <= n) {
+        // matio also reads a struct's field names and a cell's elements, sized by their own headers,
+        // while looking for X. SVHN files hold numeric arrays only, so only character (4) and
+        // numeric (6..15) classes are read.
+        const uint32_t cls = u32(p + at + 8) & 0xff;
+        CAC_CHECK(cls == 4 || (cls >= 6 && cls <= 15), "{}: the variable at byte {} is of MATLAB class {} (a cell, "
+                  "struct, object or sparse array); an SVHN file holds only the numeric arrays X and y", path, offset,
+                  cls);
+      }
+      if (std::string(what) == "dimensions") {
+        // matio allocates the product of the dimensions while looking for X (found by fuzz_svhn:
+        // 5.9 GB from a 542-byte file), so it must fit what the variable stores.
+        const uint8_t* dims = skip == 8 ? p + at + 4 : p + at + 8;
+        if (dims + bytes > p + n) return;
+        uint64_t elements = 1;
+        bool overflow = false;
+        std::string shape;
+        for (uint64_t k = 0; k + 4 <= bytes; k += 4) {
+          const int32_t d = int32_t(u32(dims + k));
+          CAC_CHECK(d >= 0, "{}: the variable at byte {} has a negative dimension: corrupt .mat file", path, offset);
+          overflow = overflow || __builtin_mul_overflow(elements, uint64_t(d), &elements);
+          shape += (k ? "x" : "") + std::to_string(d);
+        }
+        CAC_CHECK(!overflow && elements <= capacity, "{}: the variable at byte {} claims {} elements but can hold at "
+                  "most {}: corrupt or truncated .mat file", path, offset, shape, capacity);
+      }
       at += size_t(skip);
     }
   };
@@ -247,7 +274,7 @@ void check_mat5_headers(const std::string& path) {
     buf.resize(size_t(std::min<uint64_t>(bytes, type == 15 ? 1 << 16 : 2048)));
     if (!f.read(reinterpret_cast<char*>(buf.data()), std::streamsize(buf.size()))) return;
     if (type == 14) {  // miMATRIX
-      check_matrix(buf.data(), buf.size(), offset);
+      check_matrix(buf.data(), buf.size(), offset, bytes);
     } else if (type == 15) {  // miCOMPRESSED: a zlib stream holding one miMATRIX element
       out.assign(2048, 0);
       z_stream z{};
@@ -259,7 +286,8 @@ void check_mat5_headers(const std::string& path) {
         inflate(&z, Z_SYNC_FLUSH);
         const size_t got = out.size() - z.avail_out;
         inflateEnd(&z);
-        if (got >= 8 && u32(out.data()) == 14) check_matrix(out.data() + 8, got - 8, offset);
+        // zlib cannot expand data more than 1032-fold.
+        if (got >= 8 && u32(out.data()) == 14) check_matrix(out.data() + 8, got - 8, offset, bytes * 1032);
       }
     }
     offset += 8 + (type == 15 ? bytes : pad8(bytes));

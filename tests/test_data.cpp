@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -193,13 +194,39 @@ std::string patched_svhn(const TempDir& d, const std::string& name, const std::v
 }
 
 // Found by tests/fuzz (fuzz_svhn): a header claiming billions of images made matio try to allocate
-// them before reading any data. The claim is now checked against the file's size first.
+// them before reading any data (400 GB); a compressed variable claiming 1.5 billion elements did the
+// same inside Mat_VarReadInfo (5.9 GB). Every variable's element count is now checked against what
+// it stores (1032 times that when compressed, zlib's limit) before matio reads it.
 TEST(DataSvhn, HeaderClaimingMoreImagesThanTheFileHoldsFails) {
   TempDir d;
   // X's dimensions sub-element: 32, 32, 3, 2 as little-endian int32; make N = 2^31 - 1.
   const std::string path = patched_svhn(d, "huge.mat", {32, 0, 0, 0, 32, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0},
                                         [](auto at) { at[12] = 0xff, at[13] = 0xff, at[14] = 0xff, at[15] = 0x7f; });
-  expect_error([&] { read_svhn(path, "x"); }, {"huge.mat", "2147483647 images"});
+  expect_error([&] { read_svhn(path, "x"); }, {"huge.mat", "claims 32x32x3x2147483647 elements"});
+}
+
+// The same claim inside a zlib-compressed variable (MATLAB's -v7 files), where only the inflated
+// header tells: X's element from an uncompressed file, patched, deflated into an miCOMPRESSED one.
+TEST(DataSvhn, CompressedHeaderClaimingMoreImagesFails) {
+  TempDir d;
+  write_svhn(d / "ok.mat", 2, {1, 2});
+  const std::vector<uint8_t> file = file_bytes(d / "ok.mat");
+  uint32_t x_bytes = 0;
+  std::memcpy(&x_bytes, file.data() + 132, 4);  // the first element (X) after the 128-byte header
+  std::vector<uint8_t> x(file.begin() + 128, file.begin() + 136 + x_bytes);
+  const uint8_t dims[16] = {32, 0, 0, 0, 32, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0};
+  auto at = std::search(x.begin(), x.end(), std::begin(dims), std::end(dims));
+  ASSERT_NE(at, x.end());
+  at[12] = 0xff, at[13] = 0xff, at[14] = 0xff, at[15] = 0x7f;
+  uLongf packed_bytes = compressBound(uLong(x.size()));
+  std::vector<uint8_t> packed(packed_bytes);
+  ASSERT_EQ(compress2(packed.data(), &packed_bytes, x.data(), uLong(x.size()), 6), Z_OK);
+  std::vector<uint8_t> out(file.begin(), file.begin() + 128);
+  const uint32_t tag[2] = {15, uint32_t(packed_bytes)};  // miCOMPRESSED, little-endian like the file
+  out.insert(out.end(), reinterpret_cast<const uint8_t*>(tag), reinterpret_cast<const uint8_t*>(tag) + 8);
+  out.insert(out.end(), packed.begin(), packed.begin() + long(packed_bytes));
+  write_bytes(d / "z.mat", out, false);
+  expect_error([&] { read_svhn(d / "z.mat", "x"); }, {"z.mat", "claims 32x32x3x2147483647 elements"});
 }
 
 // Found by tests/fuzz (fuzz_svhn): a dimensions sub-element claiming 4 GB made matio allocate 8.5 GB
