@@ -143,7 +143,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     cfg.out = resume_dir;
     resume_path = resume_dir + "/last.safetensors";
     resume_state = load_safetensors(resume_path);
-    start_epoch = int(resume_number<int64_t>(resume_state, "epochs_done", resume_path));
+    start_epoch = resume_number<int>(resume_state, "epochs_done", resume_path);
     best = resume_number<double>(resume_state, "best_metric", resume_path);
     CAC_CHECK(start_epoch >= 0 && !std::isnan(best), "{}: corrupt bookkeeping (epochs_done {}, best_metric {})",
               resume_path, start_epoch, best);

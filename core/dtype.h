@@ -18,6 +18,9 @@ const char* dtype_name(DType t);
 const char* device_name(Device d);
 std::string shape_str(const Shape& s);
 int64_t shape_numel(const Shape& s);
+// The bytes a tensor of this shape holds; false when a dimension is negative or the size does not
+// fit in int64 (a shape read from a file can be anything: its size must not wrap around).
+bool shape_nbytes(const Shape& s, DType t, int64_t* bytes);
 
 template <class T> struct DTypeOf;
 template <> struct DTypeOf<float> { static constexpr DType value = DType::F32; };

@@ -35,6 +35,12 @@ int64_t shape_numel(const Shape& s) {
   for (int64_t d : s) n *= d;
   return n;
 }
+bool shape_nbytes(const Shape& s, DType t, int64_t* bytes) {
+  *bytes = int64_t(dtype_size(t));
+  for (int64_t d : s)
+    if (d < 0 || __builtin_mul_overflow(*bytes, d, bytes)) return false;
+  return true;
+}
 
 namespace {
 // Host caching allocator: freed blocks go to a free list per rounded size and are reused, so a
@@ -90,18 +96,14 @@ std::shared_ptr<Storage> allocate_storage(size_t bytes, Device device) {
 
 // ---- factories --------------------------------------------------------------------------------
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  // A shape read from a file can be anything: its byte count must not wrap around.
-  int64_t bytes = int64_t(dtype_size(dtype));
-  for (int64_t d : shape) {
-    CAC_CHECK(d >= 0, "empty: negative dimension in shape {}", shape_str(shape));
-    CAC_CHECK(!__builtin_mul_overflow(bytes, d, &bytes), "empty: shape {} of {} is too large to address",
-              shape_str(shape), dtype_name(dtype));
-  }
+  int64_t bytes = 0;
+  CAC_CHECK(shape_nbytes(shape, dtype, &bytes), "empty: shape {} of {} has a negative dimension or is too large "
+            "to address", shape_str(shape), dtype_name(dtype));
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;
   impl->device = device;
-  impl->storage = allocate_storage(size_t(shape_numel(shape)) * dtype_size(dtype), device);
+  impl->storage = allocate_storage(size_t(bytes), device);
   return Tensor(std::move(impl));
 }
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {

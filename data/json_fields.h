@@ -44,25 +44,28 @@ T as(const nlohmann::json& value, const std::string& where, const std::string& f
   }
 }
 
-// j[key] as T; a missing key is an error naming it.
-template <class T>
-T field(const nlohmann::json& j, const char* key, const std::string& where) {
+// j[key]; a missing key (or j not an object) is an error naming the file and the key.
+inline const nlohmann::json& member(const nlohmann::json& j, const char* key, const std::string& where) {
   CAC_CHECK(j.is_object(), "{}: expected a JSON object (found {})", where, j.type_name());
   const auto it = j.find(key);
   CAC_CHECK(it != j.end(), "{}: missing field '{}'", where, key);
-  return as<T>(*it, where, key);
+  return *it;
+}
+
+// j[key] as T.
+template <class T>
+T field(const nlohmann::json& j, const char* key, const std::string& where) {
+  return as<T>(member(j, key, where), where, key);
 }
 
 // j[key] as a list of T.
 template <class T>
 std::vector<T> list(const nlohmann::json& j, const char* key, const std::string& where) {
-  CAC_CHECK(j.is_object(), "{}: expected a JSON object (found {})", where, j.type_name());
-  const auto it = j.find(key);
-  CAC_CHECK(it != j.end(), "{}: missing field '{}'", where, key);
-  CAC_CHECK(it->is_array(), "{}: {} must be a list (found {})", where, key, it->type_name());
+  const nlohmann::json& v = member(j, key, where);
+  CAC_CHECK(v.is_array(), "{}: {} must be a list (found {})", where, key, v.type_name());
   std::vector<T> out;
-  out.reserve(it->size());
-  for (size_t i = 0; i < it->size(); ++i) out.push_back(as<T>((*it)[i], where, fmt::format("{}[{}]", key, i)));
+  out.reserve(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out.push_back(as<T>(v[i], where, fmt::format("{}[{}]", key, i)));
   return out;
 }
 

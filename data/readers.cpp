@@ -219,35 +219,36 @@ void check_mat5_headers(const std::string& path) {
   // A matrix's first sub-elements: array flags, dimensions, name (n bytes of it at p). `capacity`:
   // the most elements the variable's stored bytes can hold (at least one byte each).
   auto check_matrix = [&](const uint8_t* p, size_t n, uint64_t offset, uint64_t capacity) {
+    enum Part { kFlags, kDims, kName };
+    static const char* const part_names[] = {"array flags", "dimensions", "name"};
     size_t at = 0;
-    for (const char* what : {"array flags", "dimensions", "name"}) {
+    for (int part = kFlags; part <= kName; ++part) {
       if (at + 8 > n) return;
       const uint32_t word = u32(p + at);
       uint64_t bytes = word >> 16, skip = 8;  // small element: size in the upper half, data in the tag
       if (bytes == 0) bytes = u32(p + at + 4), skip = 8 + pad8(bytes);
       // 64 dimensions and 4 KiB of name are far beyond any real variable.
-      const uint64_t limit = std::string(what) == "dimensions" ? 64 * 8 : 4096;
-      CAC_CHECK(bytes <= limit, "{}: the variable at byte {} claims {} bytes of {}: corrupt .mat file", path, offset,
-                bytes, what);
-      if (std::string(what) == "array flags" && skip > 8 && at + 12 <= n) {
+      CAC_CHECK(bytes <= (part == kDims ? 64 * 8 : 4096), "{}: the variable at byte {} claims {} bytes of {}: corrupt "
+                ".mat file", path, offset, bytes, part_names[part]);
+      const size_t data_at = skip == 8 ? at + 4 : at + 8;  // where the sub-element's data starts
+      if (part == kFlags && skip > 8 && data_at + 4 <= n) {
         // matio also reads a struct's field names and a cell's elements, sized by their own headers,
         // while looking for X. SVHN files hold numeric arrays only, so only character (4) and
         // numeric (6..15) classes are read.
-        const uint32_t cls = u32(p + at + 8) & 0xff;
+        const uint32_t cls = u32(p + data_at) & 0xff;
         CAC_CHECK(cls == 4 || (cls >= 6 && cls <= 15), "{}: the variable at byte {} is of MATLAB class {} (a cell, "
                   "struct, object or sparse array); an SVHN file holds only the numeric arrays X and y", path, offset,
                   cls);
       }
-      if (std::string(what) == "dimensions") {
+      if (part == kDims) {
         // matio allocates the product of the dimensions while looking for X (found by fuzz_svhn:
         // 5.9 GB from a 542-byte file), so it must fit what the variable stores.
-        const uint8_t* dims = skip == 8 ? p + at + 4 : p + at + 8;
-        if (dims + bytes > p + n) return;
+        if (data_at + bytes > n) return;
         uint64_t elements = 1;
         bool overflow = false;
         std::string shape;
         for (uint64_t k = 0; k + 4 <= bytes; k += 4) {
-          const int32_t d = int32_t(u32(dims + k));
+          const int32_t d = int32_t(u32(p + data_at + k));
           CAC_CHECK(d >= 0, "{}: the variable at byte {} has a negative dimension: corrupt .mat file", path, offset);
           overflow = overflow || __builtin_mul_overflow(elements, uint64_t(d), &elements);
           shape += (k ? "x" : "") + std::to_string(d);

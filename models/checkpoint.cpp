@@ -99,13 +99,11 @@ Safetensors load_safetensors(const std::string& path) {
                 "{}: tensor {} points outside the data section (truncated file?)", path, it.key());
       // The shape's byte count, checked against the data it points at before anything is allocated
       // (a corrupt shape must not ask for terabytes, nor wrap around to a small number).
-      uint64_t need = dtype_size(dt);
-      for (int64_t d : shape) {
-        CAC_CHECK(d >= 0, "{}: tensor {} has a negative dimension", path, it.key());
-        CAC_CHECK(!__builtin_mul_overflow(need, uint64_t(d), &need), "{}: tensor {} has an impossible shape {}",
-                  path, it.key(), shape_str(shape));
-      }
-      CAC_CHECK(off[1] - off[0] == need, "{}: tensor {} holds {} bytes but {} of {} needs {}", path, it.key(),
+      for (int64_t d : shape) CAC_CHECK(d >= 0, "{}: tensor {} has a negative dimension", path, it.key());
+      int64_t need = 0;
+      CAC_CHECK(shape_nbytes(shape, dt, &need), "{}: tensor {} has an impossible shape {}", path, it.key(),
+                shape_str(shape));
+      CAC_CHECK(off[1] - off[0] == uint64_t(need), "{}: tensor {} holds {} bytes but {} of {} needs {}", path, it.key(),
                 off[1] - off[0], dtype_name(dt), shape_str(shape), need);
       Tensor t = Tensor::empty(shape, dt);
       std::memcpy(t.raw(), bytes.data() + 8 + n + off[0], t.nbytes());

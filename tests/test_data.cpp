@@ -222,8 +222,8 @@ TEST(DataSvhn, CompressedHeaderClaimingMoreImagesFails) {
   std::vector<uint8_t> packed(packed_bytes);
   ASSERT_EQ(compress2(packed.data(), &packed_bytes, x.data(), uLong(x.size()), 6), Z_OK);
   std::vector<uint8_t> out(file.begin(), file.begin() + 128);
-  const uint32_t tag[2] = {15, uint32_t(packed_bytes)};  // miCOMPRESSED, little-endian like the file
-  out.insert(out.end(), reinterpret_cast<const uint8_t*>(tag), reinterpret_cast<const uint8_t*>(tag) + 8);
+  for (uint32_t word : {uint32_t(15), uint32_t(packed_bytes)})  // miCOMPRESSED tag, little-endian like the file
+    for (int b = 0; b < 4; ++b) out.push_back(uint8_t(word >> (8 * b)));
   out.insert(out.end(), packed.begin(), packed.begin() + long(packed_bytes));
   write_bytes(d / "z.mat", out, false);
   expect_error([&] { read_svhn(d / "z.mat", "x"); }, {"z.mat", "claims 32x32x3x2147483647 elements"});
