@@ -38,8 +38,14 @@ struct Augment {
   std::vector<float> mean, std;  // per channel, on the [0, 1] scale
 };
 
-// The whole pipeline for one sample, written as normalised float CHW (c * size * size values).
+// The whole pipeline for one sample, written as normalised float CHW (c * size * size values):
+// resize to size x size; when training, random resized crop back to size x size, flip, rotation.
+// Fused (no copies, per-thread scratch) for the loader's workers.
 void transform_image(const uint8_t* hwc, int h, int w, int c, const Augment& a, uint64_t seed,
                      uint64_t epoch, uint64_t index, float* out_chw);
+// The same pipeline as a plain chain of the transforms above: the reference that transform_image
+// is tested against (same draws, same values).
+void transform_image_reference(const uint8_t* hwc, int h, int w, int c, const Augment& a, uint64_t seed,
+                               uint64_t epoch, uint64_t index, float* out_chw);
 
 }  // namespace cac::data

@@ -580,6 +580,67 @@ TEST(DataTransforms, NormalisedChwOutput) {
   EXPECT_NEAR(out[2], (0.2f - 0.5f) / 0.5f, 1e-6);
 }
 
+// The loader's fused transform against the plain chain of transforms, over the protocol's
+// augmentations (MNIST 28 -> 32 with crop 0.7; CIFAR crop 0.8, flip, rotation 10; TinyImageNet 64
+// with rotation 20), a non-square input, evaluation with and without the class-means flip, and
+// enough samples that crops equal to the whole image (the identity resize) and rotations near
+// the border both occur. Both compute each pixel with the same expressions and the same blend(),
+// so they agree to float rounding at most: values are in [0, 255] before normalisation, where a
+// differently contracted multiply-add changes a blend by a few ulps (255 * 2^-23 ~ 3e-5 each);
+// the tolerance 1e-4 on that scale, divided by the std, is 4x that margin and far below the
+// 1/255 that a wrong tap, weight, flip or draw would cause. (With GCC 12 here all 2,100 samples
+// agree bit for bit.)
+TEST(DataTransforms, FusedPipelineMatchesTheReference) {
+  struct Case {
+    const char* name;
+    int h, w, c, size;
+    bool train, flip;
+    double crop, flip_p, rotate;
+  };
+  const Case cases[] = {
+      {"MNIST train", 28, 28, 1, 32, true, false, 0.7, 0.0, 0},
+      {"CIFAR10 train", 32, 32, 3, 32, true, false, 0.8, 0.5, 10},
+      {"TinyImageNet train", 64, 64, 3, 64, true, false, 0.7, 0.5, 20},
+      {"non-square train", 24, 40, 3, 32, true, false, 0.5, 0.5, 30},
+      {"CIFAR+10 train (no rotation)", 32, 32, 3, 32, true, false, 0.8, 0.5, 0},
+      {"eval", 28, 28, 1, 32, false, false, 1, 0, 0},
+      {"eval flipped", 32, 32, 3, 32, false, true, 1, 0, 0},
+  };
+  Generator pixels(11);
+  int all_identity_crops = 0;
+  for (const Case& k : cases) {
+    std::vector<uint8_t> img(size_t(k.h) * k.w * k.c);
+    for (auto& p : img) p = uint8_t(pixels.next_u64());
+    Augment a;
+    a.size = k.size;
+    a.train = k.train;
+    a.flip = k.flip;
+    a.crop_scale_min = k.crop;
+    a.flip_p = k.flip_p;
+    a.rotate_deg = k.rotate;
+    a.mean.assign(size_t(k.c), 0.4f);
+    a.std.assign(size_t(k.c), 0.25f);
+    const size_t n = size_t(k.c) * k.size * k.size;
+    std::vector<float> fused(n), ref(n);
+    const float tol = 1e-4f / 255.f / 0.25f;
+    int identity_crops = 0;
+    for (uint64_t i = 0; i < 300; ++i) {
+      transform_image(img.data(), k.h, k.w, k.c, a, 5, 2, i, fused.data());
+      transform_image_reference(img.data(), k.h, k.w, k.c, a, 5, 2, i, ref.data());
+      float worst = 0;
+      for (size_t j = 0; j < n; ++j) worst = std::max(worst, std::abs(fused[j] - ref[j]));
+      ASSERT_LE(worst, tol) << k.name << ", sample " << i;
+      if (k.train) {
+        Generator g(hash3(5, 2, i));
+        const CropBox b = random_resized_crop_box(k.size, k.size, k.crop, g);
+        identity_crops += b.h == k.size && b.w == k.size;
+      }
+    }
+    all_identity_crops += identity_crops;
+  }
+  EXPECT_GT(all_identity_crops, 0) << "no whole-image crop drawn: the identity path went untested";
+}
+
 // ---- loader ----------------------------------------------------------------------------------------
 std::vector<float> epoch_images(const Subset& s, int workers, int epoch, std::vector<int64_t>* labels) {
   Augment a;
