@@ -77,6 +77,9 @@ int main(int argc, char** argv) {
   app.add_option("--train-limit", c.train_limit, "use a seeded subset of this many training images (0 = all)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--workers", c.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--init", c.init, "start from the model weights in this safetensors file (a run's best.safetensors, or "
+                 "PyTorch weights converted by scripts/torch_interop.py); with --epochs 0 the run holds them as they are, "
+                 "for cac_eval")->check(CLI::ExistingFile);
   app.add_option("--stop-after", stop_after, "stop after this many epochs (resumable, as an interruption)")->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
   try {
@@ -86,6 +89,7 @@ int main(int argc, char** argv) {
       // config.json records absolute paths, so cac_eval and --resume work from any folder.
       c.data_dir = std::filesystem::absolute(c.data_dir).lexically_normal().string();
       if (!c.split_json.empty()) c.split_json = std::filesystem::absolute(c.split_json).lexically_normal().string();
+      if (!c.init.empty()) c.init = std::filesystem::absolute(c.init).lexically_normal().string();
       const bool epochs_set = ep->count() > 0, lrs_set = lr->count() > 0;
       if (epochs_set) c.epochs = parse_list<int>("--epochs", epochs, "35,35", [](int v) { return v >= 0; });
       if (lrs_set) c.lrs = parse_list<double>("--lr", lrs, "0.01,0.001", [](double v) { return v > 0; });

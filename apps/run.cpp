@@ -18,7 +18,8 @@ std::string RunConfig::to_json() const {
             {"batch", batch}, {"weight_decay", weight_decay}, {"dropout", dropout}, {"momentum", momentum},
             {"image_size", image_size}, {"channels", channels}, {"flip_p", flip_p}, {"rotate_deg", rotate_deg},
             {"crop_scale_min", crop_scale_min}, {"flip_for_class_means", flip_for_class_means},
-            {"device", device}, {"seed", seed}, {"train_limit", train_limit}, {"workers", workers}, {"out", out}};
+            {"device", device}, {"seed", seed}, {"train_limit", train_limit}, {"workers", workers}, {"out", out},
+            {"init", init}};
   return j.dump(2) + "\n";
 }
 
@@ -57,6 +58,7 @@ RunConfig RunConfig::from_json(const std::string& text, const std::string& where
   c.train_limit = field<int64_t>(j, "train_limit", where);
   c.workers = field<int>(j, "workers", where);
   c.out = field<std::string>(j, "out", where);
+  c.init = j.contains("init") ? field<std::string>(j, "init", where) : "";  // runs made before --init
   c.check(where);
   return c;
 }

@@ -33,6 +33,7 @@ struct RunConfig {
   int64_t train_limit = 0;  // 0 = all training images
   int workers = 0;
   std::string out;
+  std::string init;  // weights the run started from (cac_train --init); empty = fresh initialisation
 
   std::string to_json() const;
   // Parses and check()s; every problem names `where` (the file) and the field.

@@ -154,6 +154,9 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   const Method method = parse_method(cfg.method);
   StagedLR schedule(cfg.epochs, cfg.lrs);
   const int total_epochs = schedule.total_epochs();
+  CAC_CHECK(total_epochs > 0 || !cfg.init.empty(),
+            "--epochs adds up to 0: nothing to train and no weights to keep (with --init FILE, 0 epochs makes a run "
+            "of those weights for cac_eval)");
   write_file_atomic(cfg.out + "/config.json", cfg.to_json());
   RunLog log(cfg.out + "/train.log");
 
@@ -173,6 +176,10 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   auto model = build_model(cfg, d.num_classes());
   model->to(dev);
   Trainer trainer(model, method, cfg.lambda, cfg.momentum, cfg.weight_decay);
+  if (!cfg.init.empty() && resume_path.empty()) {  // a resumed run's own checkpoint supersedes its start
+    restore_tensors(load_safetensors(cfg.init), model->state_dict(), cfg.init);
+    log.write(fmt::format("starting from the weights in {}\n", cfg.init));
+  }
   if (!resume_path.empty()) {
     restore_tensors(resume_state, checkpoint_tensors(*model, trainer), resume_path);
     restore_dropout_counters(*model, resume_field(resume_state, "dropout_calls", resume_path), resume_path);
@@ -199,6 +206,26 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     std::string line;
     std::getline(old, line);
     for (int e = 0; e < start_epoch && std::getline(old, line);) csv += line + "\n", ++e;
+  }
+  const auto validate = [&] {
+    StepTotals va;
+    va.reset(DType::F32, dev);
+    data::Batch vb;
+    val_loader.start_epoch(0);
+    while (val_loader.next(&vb)) trainer.evaluate(vb.images, vb.labels, va);
+    return va.means();
+  };
+  if (total_epochs == 0) {  // --init with 0 epochs: a run of the given weights, checked on the validation set
+    const StepTotals::Means vm = validate();
+    log.write(fmt::format("validation of the given weights: loss {:.4f}  acc {:5.1f}%  -> best.safetensors\n", vm.loss,
+                          100 * vm.accuracy));
+    write_file_atomic(cfg.out + "/metrics.csv", csv);
+    const double metric = method == Method::CE ? vm.loss : vm.anchor;
+    const std::map<std::string, std::string> meta = {
+        {"epochs_done", "0"}, {"dropout_calls", dropout_counters(*model)}, {"method", cfg.method},
+        {"dataset", cfg.dataset}, {"best_metric", fmt::format("{:.17g}", metric)}, {"init", cfg.init}};
+    save_safetensors(cfg.out + "/best.safetensors", model->state_dict(), meta);
+    save_safetensors(cfg.out + "/last.safetensors", checkpoint_tensors(*model, trainer), meta);
   }
   std::signal(SIGINT, on_sigint);
   int epochs_run = 0;
@@ -233,11 +260,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
                 stderr);
       return 3;
     }
-    StepTotals va;
-    va.reset(DType::F32, dev);
-    val_loader.start_epoch(0);
-    while (val_loader.next(&b)) trainer.evaluate(b.images, b.labels, va);
-    const StepTotals::Means vm = va.means();
+    const StepTotals::Means vm = validate();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     // The checkpoint kept for evaluation: lowest validation anchor loss (CE: lowest validation loss).
     const double metric = method == Method::CE ? vm.loss : vm.anchor;

@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""Move CAC weights between this engine and PyTorch.
+
+  python3 scripts/torch_interop.py to-torch RUN/best.safetensors model.pth [--plain]
+  python3 scripts/torch_interop.py from-torch model.pth weights.safetensors
+
+to-torch writes what the CAC authors' training script saves, {'net': state_dict}, in the layout of
+their classifier32 (`openSetClassifier`): its encoder registers every conv and batch norm twice, as
+`encoder.convN` / `encoder.bnN` and again inside `encoder.encoder1..3` (Sequential indices 0, 1, 3,
+4, 6, 7), so a strict load_state_dict needs both names; its anchors are float64. --plain writes
+this engine's names only, as a bare state_dict (e.g. for the ResNet-18, which the authors' code
+does not have).
+
+from-torch reads such a file (or a bare state_dict, or {'state_dict': ...}; a 'module.' prefix
+from DataParallel is dropped), checks that every alias holds the same values as its canonical
+name, and writes this engine's safetensors (float32, num_batches_tracked int64). Train from it or
+evaluate it with `cac_train --init FILE` (docs/reproduce.md).
+
+Needs Python 3 and PyTorch (Debian: python3-torch; `scripts/install-deps.sh --with-torch`). The
+safetensors container is read and written here with the standard library, so the `safetensors`
+package is not needed.
+"""
+import argparse
+import collections
+import json
+import re
+import struct
+import sys
+
+import torch
+import torch.nn as nn
+
+_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
+class InteropError(Exception):
+    pass
+
+
+def read_safetensors(path):
+    """Returns ({name: tensor}, metadata) of a safetensors file."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    if len(blob) < 8:
+        raise InteropError(f"{path}: not a safetensors file ({len(blob)} bytes)")
+    (n,) = struct.unpack("<Q", blob[:8])
+    if 8 + n > len(blob):
+        raise InteropError(f"{path}: header of {n} bytes runs past the end of the file ({len(blob)} bytes)")
+    try:
+        header = json.loads(blob[8:8 + n])
+    except ValueError as e:
+        raise InteropError(f"{path}: header is not JSON ({e})")
+    meta = header.pop("__metadata__", {}) or {}
+    data = blob[8 + n:]
+    tensors = collections.OrderedDict()
+    for name, info in header.items():
+        dtype = _DTYPES.get(info.get("dtype"))
+        if dtype is None:
+            raise InteropError(f"{path}: tensor {name} has unsupported dtype {info.get('dtype')}")
+        shape = [int(s) for s in info["shape"]]
+        start, end = (int(o) for o in info["data_offsets"])
+        if not 0 <= start <= end <= len(data):
+            raise InteropError(f"{path}: tensor {name} lies outside the file")
+        numel = 1
+        for s in shape:
+            numel *= s
+        chunk = bytearray(data[start:end])
+        if numel == 0:
+            t = torch.empty(shape, dtype=dtype)
+        else:
+            t = torch.frombuffer(chunk, dtype=dtype)
+            if t.numel() != numel:
+                raise InteropError(f"{path}: tensor {name} holds {t.numel()} values for shape {shape}")
+            t = t.reshape(shape)
+        tensors[name] = t
+    return tensors, meta
+
+
+def write_safetensors(path, tensors, meta):
+    """Writes {name: tensor} (little-endian, contiguous) and string metadata; temp file + rename."""
+    header, chunks, offset = {}, [], 0
+    for name, t in tensors.items():
+        raw = t.detach().contiguous().cpu().numpy().tobytes()
+        header[name] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    header["__metadata__"] = {str(k): str(v) for k, v in meta.items()}
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(head)))
+        f.write(head)
+        for c in chunks:
+            f.write(c)
+    import os
+    os.replace(tmp, path)
+
+
+# The authors' classifier32 layout: block b (1..3) of the encoder is a Sequential of
+# conv, bn, LeakyReLU three times, then Dropout2d; the convs sit at indices 0, 3, 6, the batch
+# norms at 1, 4, 7.
+def _aliases():
+    out = {}
+    for b in range(3):
+        for j in range(3):
+            layer = 3 * b + j + 1
+            out[f"encoder.encoder{b + 1}.{3 * j}"] = f"encoder.conv{layer}"
+            out[f"encoder.encoder{b + 1}.{3 * j + 1}"] = f"encoder.bn{layer}"
+    return out
+
+
+_ALIAS_RE = re.compile(r"^(encoder\.encoder[123]\.\d+)\.(.+)$")
+
+
+def is_classifier32(names):
+    return "encoder.conv1.weight" in names and "encoder.conv9.weight" in names
+
+
+class AuthorsLayoutClassifier32(nn.Module):
+    """classifier32 with the authors' parameter names (each conv and batch norm reachable under two
+    names) and their head: float64 anchors, distances computed in float64."""
+
+    def __init__(self, num_classes, channels, image_size, dropout=0.0):
+        super().__init__()
+        self.encoder = nn.Module()
+        enc = self.encoder
+        enc.dropout = nn.Dropout2d(dropout)
+        enc.relu = nn.LeakyReLU(0.2)
+        widths = [64, 64, 128, 128, 128, 128, 128, 128, 128]
+        for i, w in enumerate(widths):
+            setattr(enc, f"bn{i + 1}", nn.BatchNorm2d(w))
+        cin = channels
+        for i, w in enumerate(widths):
+            setattr(enc, f"conv{i + 1}", nn.Conv2d(cin, w, 3, 2 if i % 3 == 2 else 1, 1, bias=False))
+            cin = w
+        for b in range(3):
+            parts = []
+            for j in range(3):
+                layer = 3 * b + j + 1
+                parts += [getattr(enc, f"conv{layer}"), getattr(enc, f"bn{layer}"), enc.relu]
+            setattr(enc, f"encoder{b + 1}", nn.Sequential(*parts, enc.dropout))
+        side = image_size // 8
+        self.classify = nn.Linear(128 * side * side, num_classes)
+        self.anchors = nn.Parameter(torch.zeros(num_classes, num_classes, dtype=torch.float64), requires_grad=False)
+
+    def forward(self, x):
+        e = self.encoder
+        h = e.encoder3(e.encoder2(e.encoder1(x)))
+        z = self.classify(h.reshape(len(x), -1))
+        d = torch.norm(z.double()[:, None, :] - self.anchors[None, :, :], 2, 2)
+        return z, d
+
+
+def classifier32_shape(tensors, path):
+    """(classes, channels, image size) from the tensors' shapes."""
+    w = tensors["classify.weight"]
+    classes, features = w.shape
+    channels = tensors["encoder.conv1.weight"].shape[1]
+    side = {128 * 4 * 4: 32, 128 * 8 * 8: 64}.get(features)
+    if side is None:
+        raise InteropError(f"{path}: classify.weight has {features} inputs; classifier32 takes 2048 (32x32) or 8192 (64x64)")
+    return classes, channels, side
+
+
+def to_torch(src, dst, plain):
+    tensors, meta = read_safetensors(src)
+    names = list(tensors)
+    # Only the model's tensors: a last.safetensors also holds the optimiser's momentum buffers.
+    model = collections.OrderedDict((k, v) for k, v in tensors.items() if not k.startswith("optimizer."))
+    if plain or not is_classifier32(names):
+        if not plain:
+            print(f"{src}: not a classifier32 checkpoint; writing this engine's names as they are", file=sys.stderr)
+        torch.save(model, dst)
+        print(f"wrote {dst}: a state_dict of {len(model)} tensors")
+        return
+    classes, channels, side = classifier32_shape(model, src)
+    state = collections.OrderedDict()
+    for k, v in model.items():
+        state[k] = v.double() if k == "anchors" else v
+    for alias, canonical in _aliases().items():
+        for k in list(model):
+            if k.startswith(canonical + "."):
+                state[alias + k[len(canonical):]] = state[k]
+    # Same keys as the authors' model, checked here on our own copy of their layout.
+    expected = set(AuthorsLayoutClassifier32(classes, channels, side).state_dict())
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise InteropError(f"{src}: does not map onto classifier32 (missing {missing[:5]}, unexpected {extra[:5]})")
+    torch.save({"net": state, "source": f"cac-engine {src}", "metadata": meta}, dst)
+    print(f"wrote {dst}: classifier32, {classes} classes, {channels} channel(s), {side}x{side} inputs; load with "
+          f"openSetClassifier(num_classes={classes}, num_channels={channels}, im_size={side})"
+          f".load_state_dict(torch.load('{dst}')['net'])")
+
+
+def _state_dict_of(obj, path):
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, dict):
+        for key in ("net", "state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                return obj[key]
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+    raise InteropError(f"{path}: holds no state_dict (expected a dict of tensors, or one under 'net' or 'state_dict')")
+
+
+def from_torch(src, dst):
+    try:
+        obj = torch.load(src, map_location="cpu")
+    except Exception as e:  # torch raises many types for a bad file
+        raise InteropError(f"{src}: torch.load failed: {e}")
+    sd = _state_dict_of(obj, src)
+    sd = collections.OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in sd.items())
+    aliases = _aliases()
+    out = collections.OrderedDict()
+    seen_alias = {}
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor):
+            raise InteropError(f"{src}: entry {k} is not a tensor")
+        m = _ALIAS_RE.match(k)
+        if m and m.group(1) in aliases:
+            seen_alias[f"{aliases[m.group(1)]}.{m.group(2)}"] = (k, v)
+            continue
+        out[k] = v
+    for canonical, (alias, v) in seen_alias.items():
+        if canonical not in out:
+            out[canonical] = v
+        elif not torch.equal(out[canonical].to(v.dtype), v):
+            raise InteropError(f"{src}: {alias} and {canonical} should be one tensor but hold different values")
+    for k, v in out.items():
+        out[k] = v.to(torch.int64) if k.endswith("num_batches_tracked") else v.to(torch.float32)
+    write_safetensors(dst, collections.OrderedDict(sorted(out.items())), {"source": f"torch_interop from-torch {src}"})
+    print(f"wrote {dst}: {len(out)} tensors" + (" (classifier32)" if is_classifier32(out) else ""))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("to-torch", help="this engine's safetensors -> a PyTorch file in the authors' layout")
+    a.add_argument("src")
+    a.add_argument("dst")
+    a.add_argument("--plain", action="store_true", help="a bare state_dict with this engine's names")
+    b = sub.add_parser("from-torch", help="a PyTorch state_dict file -> this engine's safetensors")
+    b.add_argument("src")
+    b.add_argument("dst")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "to-torch":
+            to_torch(args.src, args.dst, args.plain)
+        else:
+            from_torch(args.src, args.dst)
+    except (InteropError, OSError) as e:
+        print(f"torch_interop: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
