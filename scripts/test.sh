@@ -17,8 +17,9 @@ while (($#)); do
   esac
   shift
 done
-# The default mode also opens a report in headless Chromium (Report.RendersInChromium).
-if [[ $mode == default ]]; then bash scripts/install-deps.sh --with-browser; else bash scripts/install-deps.sh; fi
+# The default mode also opens a report in headless Chromium (Report.RendersInChromium) and loads a
+# checkpoint into PyTorch (TorchInterop.*).
+if [[ $mode == default ]]; then bash scripts/install-deps.sh --with-browser --with-torch; else bash scripts/install-deps.sh; fi
 targets=()
 case "$mode" in
   default) dir=${BUILD_DIR:-build}; flags=() ;;

@@ -12,7 +12,9 @@
 #include "apps/evaluate.h"
 #include "apps/predict.h"
 #include "apps/scoring.h"
+#include "apps/run.h"
 #include "apps/train.h"
+#include "core/autograd.h"
 #include <nlohmann/json.hpp>
 #include "models/checkpoint.h"
 #include "tests/fake_datasets.h"
@@ -230,6 +232,7 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
   expect_error([&] { app::run_eval(o); }, "trained with --arch classifier32");
 }
 
+
 std::pair<int, std::string> run_cmd(const std::string& cmd) {
   FILE* p = popen((cmd + " 2>&1").c_str(), "r");
   std::string out;
@@ -237,6 +240,160 @@ std::pair<int, std::string> run_cmd(const std::string& cmd) {
   while (fgets(buf, sizeof buf, p)) out += buf;
   const int status = pclose(p);
   return {WEXITSTATUS(status), out};
+}
+
+std::string read_all(const fs::path& p) {
+  std::ifstream f(p);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// cac_train --init: a run started from another run's weights; with 0 epochs it holds them as they
+// are, and cac_eval scores it exactly like the run it came from.
+TEST(Train, InitWithZeroEpochsMakesARunOfTheGivenWeights) {
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "source"), ""), 0);
+  app::RunConfig c = tiny_config(d / "mnist", d / "held");
+  c.epochs = {0};
+  c.lrs = {0.01};
+  c.init = (d / "source/best.safetensors");
+  ASSERT_EQ(app::run_train(c, ""), 0);
+  const Safetensors src = load_safetensors(d / "source/best.safetensors"), held = load_safetensors(d / "held/best.safetensors");
+  ASSERT_EQ(src.tensors.size(), held.tensors.size());
+  for (const auto& [name, t] : src.tensors) {
+    const Tensor& u = held.tensors.at(name);
+    ASSERT_EQ(t.nbytes(), u.nbytes()) << name;
+    EXPECT_EQ(std::memcmp(t.raw(), u.raw(), t.nbytes()), 0) << name << " changed";
+  }
+  EXPECT_EQ(held.metadata.at("epochs_done"), "0");
+  EXPECT_TRUE(fs::exists(d / "held/last.safetensors"));
+  const std::string log = read_all(d / "held/train.log");
+  EXPECT_NE(log.find("starting from the weights in " + c.init), std::string::npos) << log;
+  EXPECT_NE(log.find("validation of the given weights"), std::string::npos) << log;
+  EXPECT_EQ(read_all(d / "held/metrics.csv").find('\n'), read_all(d / "held/metrics.csv").size() - 1);  // header only
+  EXPECT_EQ(nlohmann::json::parse(read_all(d / "held/config.json"))["init"], c.init);
+
+  // Same weights, same data: the same metrics, and a report without training curves.
+  auto evaluate = [&](const std::string& run) {
+    app::EvalOptions o;
+    o.runs = {d / run};
+    o.device = "cpu";
+    o.workers = 2;
+    o.json_out = d / (run + ".json");
+    o.report_html = d / (run + ".html");
+    EXPECT_EQ(app::run_eval(o), 0);
+    return nlohmann::json::parse(read_all(d / (run + ".json")))["runs"][0];
+  };
+  const auto a = evaluate("source"), b = evaluate("held");
+  for (const char* k : {"accuracy", "auroc", "oscr", "fpr_at_95_tpr"}) EXPECT_EQ(a[k], b[k]) << k;
+  EXPECT_EQ(read_all(d / "held.html").find("Loss per epoch"), std::string::npos);
+
+  // With epochs the run trains on from there (the first epoch's weights differ from the start).
+  c.out = (d / "tuned");
+  c.epochs = {1};
+  ASSERT_EQ(app::run_train(c, ""), 0);
+  const Safetensors tuned = load_safetensors(d / "tuned/last.safetensors");
+  const Tensor& w0 = src.tensors.at("encoder.conv2.weight");
+  const Tensor& w1 = tuned.tensors.at("encoder.conv2.weight");
+  EXPECT_NE(std::memcmp(w0.raw(), w1.raw(), w0.nbytes()), 0);
+  EXPECT_NE(read_all(d / "tuned/train.log").find("starting from the weights in"), std::string::npos);
+}
+
+TEST(Train, InitProblemsNameTheFile) {
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  app::RunConfig c = tiny_config(d / "mnist", d / "run");
+  c.epochs = {0, 0};
+  expect_error([&] { app::run_train(c, ""); }, "--epochs adds up to 0");
+  c.epochs = {1, 0};
+  c.init = (d / "other.safetensors");
+  // Weights of another network: a 3-channel model's for this 1-channel one (the first convolution
+  // differs), and a file without the head.
+  app::RunConfig rgb = c;
+  rgb.channels = 3;
+  save_safetensors(c.init, app::build_model(rgb, 6)->state_dict(), {});
+  expect_error([&] { app::run_train(c, ""); }, c.init);
+  expect_error([&] { app::run_train(c, ""); }, "encoder.conv1.weight");
+  save_safetensors(c.init, {{"encoder.conv1.weight", Tensor::zeros({64, 1, 3, 3})}}, {});
+  expect_error([&] { app::run_train(c, ""); }, "is missing");
+  std::ofstream(c.init) << "not a checkpoint";
+  expect_error([&] { app::run_train(c, ""); }, c.init);
+}
+
+// The PyTorch round trip of scripts/torch_interop.py, with a real PyTorch: a checkpoint of this
+// engine loads into the CAC authors' classifier32 layout with a strict load_state_dict, computes
+// the same logits and distances there, and comes back bit for bit. Skipped where no python3 can
+// import torch (scripts/install-deps.sh --with-torch installs Debian's python3-torch).
+std::string python_with_torch() {
+  std::vector<std::string> candidates;
+  if (const char* p = std::getenv("CAC_PYTHON")) candidates.push_back(p);
+  candidates.push_back("/usr/bin/python3");  // Debian's, which python3-torch installs into
+  candidates.push_back("python3");
+  for (const auto& p : candidates)
+    if (run_cmd(p + " -c 'import torch'").first == 0) return p;
+  return "";
+}
+
+TEST(TorchInterop, CheckpointRoundTripsThroughTheAuthorsPyTorchLayout) {
+  const std::string py = python_with_torch();
+  if (py.empty()) GTEST_SKIP() << "no python3 here can import torch (scripts/install-deps.sh --with-torch)";
+  Dir d;
+  struct Shape {
+    int channels, size, classes;
+  };
+  for (const Shape s : {Shape{3, 32, 6}, Shape{1, 64, 4}}) {
+    SCOPED_TRACE(fmt::format("{} channel(s), {}x{}, {} classes", s.channels, s.size, s.size, s.classes));
+    app::RunConfig c = tiny_config("/unused", "/unused");
+    c.channels = s.channels;
+    c.image_size = s.size;
+    auto model = app::build_model(c, s.classes);
+    // Batch-norm statistics, affine terms and anchors away from their initial values, so that a
+    // swapped or missing tensor shows in the outputs.
+    Generator g(17);
+    for (auto& [name, t] : model->state_dict()) {
+      if (t.dtype() != DType::F32) continue;
+      float* v = t.data<float>();
+      const bool positive = name.find("running_var") != std::string::npos || name.find(".weight") != std::string::npos;
+      const bool bn_or_head = name.find(".bn") != std::string::npos || name.find("anchors") != std::string::npos ||
+                              name.find("classify.bias") != std::string::npos;
+      if (!bn_or_head) continue;
+      for (int64_t i = 0; i < t.numel(); ++i)
+        v[i] = positive ? float(0.5 + g.uniform()) : float(name == "anchors" ? 3 * g.normal() : 0.2 * g.normal());
+    }
+    model->eval();
+    Tensor x = Tensor::empty({3, s.channels, s.size, s.size});
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = float(g.normal());
+    OpenSetOutput out;
+    {
+      NoGradGuard no_grad;
+      out = model->forward(x);
+    }
+    const fs::path m = d / "model.safetensors", io = d / "io.safetensors", pth = d / "model.pth", back = d / "back.safetensors";
+    save_safetensors(m, model->state_dict(), {});
+    save_safetensors(io, {{"x", x}, {"logits", out.logits}, {"distances", out.distances}}, {});
+    const std::string interop = py + " " + CAC_SOURCE_DIR + "/scripts/torch_interop.py ";
+    auto [rc1, out1] = run_cmd(interop + "to-torch " + m.string() + " " + pth.string());
+    ASSERT_EQ(rc1, 0) << out1;
+    auto [rc2, out2] = run_cmd(py + " " + CAC_SOURCE_DIR + "/tests/torch_interop_check.py " + pth.string() + " " + io.string());
+    EXPECT_EQ(rc2, 0) << out2;
+    auto [rc3, out3] = run_cmd(interop + "from-torch " + pth.string() + " " + back.string());
+    ASSERT_EQ(rc3, 0) << out3;
+    const Safetensors b = load_safetensors(back);
+    const NamedTensorList named = model->state_dict();
+    EXPECT_EQ(b.tensors.size(), named.size());
+    for (const auto& [name, t] : named) {
+      auto it = b.tensors.find(name);
+      ASSERT_NE(it, b.tensors.end()) << name;
+      ASSERT_EQ(it->second.str(), t.str()) << name;
+      EXPECT_EQ(std::memcmp(it->second.raw(), t.raw(), t.nbytes()), 0) << name << " changed on the way";
+    }
+  }
+  // A file that is not a PyTorch checkpoint: exit 1 and a message naming it.
+  std::ofstream(d / "bad.pth") << "garbage";
+  auto [rc, msg] = run_cmd(py + " " + CAC_SOURCE_DIR + "/scripts/torch_interop.py from-torch " + (d / "bad.pth") +
+                           " " + (d / "x.safetensors"));
+  EXPECT_EQ(rc, 1) << msg;
+  EXPECT_NE(msg.find((d / "bad.pth")), std::string::npos) << msg;
 }
 
 // Your own data: an image folder with a named split, through cac_train and cac_eval.
