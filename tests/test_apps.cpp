@@ -487,6 +487,41 @@ TEST(FpOperatingPoints, ScriptRunsEndToEndOnSyntheticFiles) {
   EXPECT_EQ(rc2, 0) << out2;
 }
 
+// scripts/benchmark.sh: trials x methods trained (or resumed) and evaluated together, on synthetic
+// MNIST files.
+TEST(Benchmark, ScriptTrainsEveryTrialAndMethodAndSummarises) {
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  const std::string bin_dir = fs::path(CAC_TRAIN_BIN).parent_path().string();
+  const std::string script = "CAC_BIN_DIR=" + bin_dir + " bash " + CAC_SOURCE_DIR + "/scripts/benchmark.sh MNIST " +
+                             (d / "mnist") + " " + (d / "bench");
+  const std::string flags = " --epochs 1 --lr 0.01 --batch 16 --train-limit 48 --device cpu --workers 2 --seed 3";
+  auto [rc, out] = run_cmd(script + " --trials 0,1 --methods cac,ce" + flags);
+  ASSERT_EQ(rc, 0) << out;
+  const auto j = nlohmann::json::parse(read_all(d / "bench/MNIST.json"));
+  ASSERT_EQ(j["runs"].size(), 4u);  // {t0, t1} x {cac, ce}
+  ASSERT_EQ(j["groups"].size(), 2u);  // per method: mean and std over the two trials
+  for (const auto& g : j["groups"]) {
+    EXPECT_EQ(g["runs"], 2) << g.dump();
+    EXPECT_TRUE(g["mean"]["auroc"].is_number()) << g.dump();
+    EXPECT_TRUE(g["std"]["auroc"].is_number()) << g.dump();
+  }
+  EXPECT_EQ(nlohmann::json::parse(read_all(d / "bench/ce-t1/config.json"))["trial"], 1);
+  EXPECT_NE(read_all(d / "bench/MNIST.html").find("<svg"), std::string::npos);
+  EXPECT_NE(out.find("ce-t1"), std::string::npos) << out;  // the table on stdout
+  // Again: every run is complete, so training resumes at its end and only evaluation repeats.
+  auto [rc2, out2] = run_cmd(script + " --trials 0,1 --methods cac,ce --device cpu");
+  EXPECT_EQ(rc2, 0) << out2;
+  EXPECT_EQ(out2.find("epoch   1/1"), std::string::npos) << out2;
+  // Bad arguments: exit 2 and say which.
+  for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
+           {" --trials 0,7", "trial '7'"}, {" --methods cac,svm", "method 'svm'"}, {" --out x", "--out is set by"}}) {
+    auto [rc3, msg] = run_cmd(script + args);
+    EXPECT_EQ(rc3, 2) << args << ": " << msg;
+    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+  }
+}
+
 // cac_bench's options are checked like cac_train's: a bad value names the option and what it allows.
 TEST(Cli, BenchRejectsBadValues) {
   const std::string bench = CAC_BENCH_BIN;

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One open-set benchmark the way the paper reports it: the five standard known/unknown trials,
+# each trained with CAC and with the cross-entropy baseline, then evaluated together: metrics per
+# run and their mean ± std per method on stdout, in JSON and in one HTML report.
+#
+#   scripts/benchmark.sh DATASET DATA_DIR OUT_DIR [--trials 0,1,2,3,4] [--methods cac,ce] [cac_train flags ...]
+#
+# DATASET: MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50 or TinyImageNet (docs/reproduce.md
+# says which files DATA_DIR holds). The schedule and augmentation default to the protocol's for the
+# dataset (configs/datasets.json); any cac_train flag overrides them, e.g. --device cuda --epochs 5,5.
+# Runs go to OUT_DIR/<method>-t<trial>; a run that was interrupted (Ctrl-C) or already finished
+# continues from its last checkpoint when the command is run again, so only what is missing trains.
+# Writes OUT_DIR/DATASET.json, OUT_DIR/DATASET.html and OUT_DIR/scores.csv.
+# CAC_BIN_DIR overrides where cac_train and cac_eval are (default: build/apps).
+set -euo pipefail
+usage="usage: benchmark.sh DATASET DATA_DIR OUT_DIR [--trials 0,1,2,3,4] [--methods cac,ce] [cac_train flags ...]"
+dataset=${1:?$usage}
+data=${2:?$usage}
+out=${3:?$usage}
+shift 3
+bin=${CAC_BIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/build/apps}
+[[ -x "$bin/cac_train" && -x "$bin/cac_eval" ]] || { echo "benchmark: no cac_train/cac_eval in $bin (build first, or set CAC_BIN_DIR)" >&2; exit 2; }
+trials=0,1,2,3,4
+methods=cac,ce
+device=auto
+flags=()
+while (($#)); do
+  case "$1" in
+    --trials) trials=${2:?"benchmark: --trials needs a list, e.g. 0,1,2,3,4"}; shift 2 ;;
+    --methods) methods=${2:?"benchmark: --methods needs a list, e.g. cac,ce"}; shift 2 ;;
+    --device) device=${2:?"benchmark: --device needs a value"}; flags+=("$1" "$2"); shift 2 ;;
+    --out | --trial | --method | --dataset | --resume)
+      echo "benchmark: $1 is set by this script (OUT_DIR, --trials, --methods, DATASET)" >&2; exit 2 ;;
+    *) flags+=("$1"); shift ;;
+  esac
+done
+IFS=, read -r -a trial_list <<< "$trials"
+IFS=, read -r -a method_list <<< "$methods"
+for t in "${trial_list[@]}"; do
+  [[ $t =~ ^[0-4]$ ]] || { echo "benchmark: trial '$t' is not one of 0-4" >&2; exit 2; }
+done
+for m in "${method_list[@]}"; do
+  [[ $m == cac || $m == ce || $m == cac-learnt ]] || { echo "benchmark: method '$m' is not cac, ce or cac-learnt" >&2; exit 2; }
+done
+mkdir -p "$out"
+runs=()
+for t in "${trial_list[@]}"; do
+  for m in "${method_list[@]}"; do
+    run="$out/$m-t$t"
+    echo "== $dataset trial $t, $m: $run"
+    if [[ -f "$run/last.safetensors" ]]; then
+      "$bin/cac_train" --resume "$run"
+    else
+      "$bin/cac_train" --dataset "$dataset" --trial "$t" --method "$m" --data-dir "$data" --out "$run" "${flags[@]}"
+    fi
+    runs+=(--run "$run")
+  done
+done
+"$bin/cac_eval" "${runs[@]}" --device "$device" --json "$out/$dataset.json" --save-scores "$out/scores.csv" \
+  --report "$out/$dataset.html" --title "$dataset: ${method_list[*]}, trials $trials"
