@@ -17,6 +17,7 @@
 #include "core/autograd.h"
 #include <nlohmann/json.hpp>
 #include "models/checkpoint.h"
+#include "models/training.h"
 #include "tests/fake_datasets.h"
 #include "tests/tiny_run.h"
 
@@ -334,6 +335,21 @@ std::string python_with_torch() {
   return "";
 }
 
+// Batch-norm statistics, affine terms, the head's bias and (unless `keep_anchors`) the anchors away
+// from their initial values, so that a swapped or missing tensor shows in the outputs.
+void perturb(OpenSetClassifier& model, Generator& g, bool keep_anchors = false) {
+  for (auto& [name, t] : model.state_dict()) {
+    if (t.dtype() != DType::F32 || (keep_anchors && name == "anchors")) continue;
+    float* v = t.data<float>();
+    const bool positive = name.find("running_var") != std::string::npos || name.find(".weight") != std::string::npos;
+    const bool bn_or_head = name.find(".bn") != std::string::npos || name.find("anchors") != std::string::npos ||
+                            name.find("classify.bias") != std::string::npos;
+    if (!bn_or_head) continue;
+    for (int64_t i = 0; i < t.numel(); ++i)
+      v[i] = positive ? float(0.5 + g.uniform()) : float(name == "anchors" ? 3 * g.normal() : 0.2 * g.normal());
+  }
+}
+
 TEST(TorchInterop, CheckpointRoundTripsThroughTheAuthorsPyTorchLayout) {
   const std::string py = python_with_torch();
   if (py.empty()) GTEST_SKIP() << "no python3 here can import torch (scripts/install-deps.sh --with-torch)";
@@ -347,19 +363,8 @@ TEST(TorchInterop, CheckpointRoundTripsThroughTheAuthorsPyTorchLayout) {
     c.channels = s.channels;
     c.image_size = s.size;
     auto model = app::build_model(c, s.classes);
-    // Batch-norm statistics, affine terms and anchors away from their initial values, so that a
-    // swapped or missing tensor shows in the outputs.
     Generator g(17);
-    for (auto& [name, t] : model->state_dict()) {
-      if (t.dtype() != DType::F32) continue;
-      float* v = t.data<float>();
-      const bool positive = name.find("running_var") != std::string::npos || name.find(".weight") != std::string::npos;
-      const bool bn_or_head = name.find(".bn") != std::string::npos || name.find("anchors") != std::string::npos ||
-                              name.find("classify.bias") != std::string::npos;
-      if (!bn_or_head) continue;
-      for (int64_t i = 0; i < t.numel(); ++i)
-        v[i] = positive ? float(0.5 + g.uniform()) : float(name == "anchors" ? 3 * g.normal() : 0.2 * g.normal());
-    }
+    perturb(*model, g);
     model->eval();
     Tensor x = Tensor::empty({3, s.channels, s.size, s.size});
     for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = float(g.normal());
@@ -394,6 +399,49 @@ TEST(TorchInterop, CheckpointRoundTripsThroughTheAuthorsPyTorchLayout) {
                            " " + (d / "x.safetensors"));
   EXPECT_EQ(rc, 1) << msg;
   EXPECT_NE(msg.find((d / "bad.pth")), std::string::npos) << msg;
+}
+
+// Training semantics against PyTorch: from the same weights and batches, three SGD steps of this
+// engine's CAC trainer (train-mode batch norm, the CAC loss, momentum and weight decay) and of
+// PyTorch (the authors' loss formula, torch.optim.SGD) give the same losses, the same parameter
+// updates and the same running statistics. Dropout is 0 here: the two draw different masks.
+TEST(TorchInterop, TrainingStepsMatchPyTorch) {
+  const std::string py = python_with_torch();
+  if (py.empty()) GTEST_SKIP() << "no python3 here can import torch (scripts/install-deps.sh --with-torch)";
+  Dir d;
+  app::RunConfig c = tiny_config("/unused", "/unused");
+  c.channels = 3;
+  c.dropout = 0;
+  const int K = 6, B = 8, steps = 3;
+  const double lr = 0.05, momentum = 0.9, weight_decay = 5e-4, lambda = 0.1;
+  auto model = app::build_model(c, K);
+  Generator g(23);
+  perturb(*model, g, /*keep_anchors=*/true);  // CAC trains against the fixed alpha * e_i anchors
+  save_safetensors(d / "init.safetensors", model->state_dict(), {});
+  Tensor x = Tensor::empty({steps, B, 3, 32, 32}), y = Tensor::empty({steps, B}, DType::I64), losses = Tensor::empty({steps});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = float(g.normal());
+  for (int64_t i = 0; i < y.numel(); ++i) y.data<int64_t>()[i] = int64_t(g.below(K));
+  Trainer trainer(model, Method::CAC, lambda, momentum, weight_decay);
+  for (int s = 0; s < steps; ++s) {
+    StepTotals totals;
+    totals.reset(DType::F32, Device::CPU);
+    const Tensor xs = Tensor::from_vector(std::vector<float>(x.data<float>() + int64_t(s) * B * 3 * 32 * 32,
+                                                             x.data<float>() + int64_t(s + 1) * B * 3 * 32 * 32),
+                                          {B, 3, 32, 32});
+    Tensor ys = Tensor::empty({B}, DType::I64);
+    std::copy_n(y.data<int64_t>() + s * B, B, ys.data<int64_t>());
+    trainer.step(xs, ys, lr, totals);
+    losses.data<float>()[s] = float(totals.means().loss);
+  }
+  save_safetensors(d / "after.safetensors", model->state_dict(), {});
+  save_safetensors(d / "io.safetensors", {{"x", x}, {"y", y}, {"losses", losses}}, {});
+  auto [rc1, out1] = run_cmd(py + " " + CAC_SOURCE_DIR + "/scripts/torch_interop.py to-torch " + (d / "init.safetensors") +
+                             " " + (d / "init.pth"));
+  ASSERT_EQ(rc1, 0) << out1;
+  auto [rc2, out2] = run_cmd(fmt::format("{} {}/tests/torch_interop_check.py --train {} {} {} {} {} {} {}", py, CAC_SOURCE_DIR,
+                                         lr, momentum, weight_decay, lambda, d / "init.pth", d / "io.safetensors",
+                                         d / "after.safetensors"));
+  EXPECT_EQ(rc2, 0) << out2;
 }
 
 // Your own data: an image folder with a named split, through cac_train and cac_eval.
