@@ -4,12 +4,14 @@
   python3 scripts/torch_interop.py to-torch RUN/best.safetensors model.pth [--plain]
   python3 scripts/torch_interop.py from-torch model.pth weights.safetensors
 
-to-torch writes what the CAC authors' training script saves, {'net': state_dict}, in the layout of
-their classifier32 (`openSetClassifier`): its encoder registers every conv and batch norm twice, as
-`encoder.convN` / `encoder.bnN` and again inside `encoder.encoder1..3` (Sequential indices 0, 1, 3,
-4, 6, 7), so a strict load_state_dict needs both names; its anchors are float64. --plain writes
-this engine's names only, as a bare state_dict (e.g. for the ResNet-18, which the authors' code
-does not have).
+to-torch writes what the CAC authors' training script saves, {'net': state_dict}. For classifier32
+that is the layout of their `openSetClassifier`: its encoder registers every conv and batch norm
+twice, as `encoder.convN` / `encoder.bnN` and again inside `encoder.encoder1..3` (Sequential
+indices 0, 1, 3, 4, 6, 7), so a strict load_state_dict needs both names; its anchors are float64.
+The authors' code has no ResNet-18: its checkpoint keeps this engine's names, which are
+torchvision's ResNet-18 names under `encoder.` (CIFAR stem: 3x3 conv1, no max-pool; the head is
+`classify`), and loads into CifarResNet18 below. --plain writes this engine's names only, as a
+bare state_dict.
 
 from-torch reads such a file (or a bare state_dict, or {'state_dict': ...}; a 'module.' prefix
 from DataParallel is dropped), checks that every alias holds the same values as its canonical
@@ -154,6 +156,64 @@ class AuthorsLayoutClassifier32(nn.Module):
         return z, d
 
 
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.conv1(x)))
+        h = self.bn2(self.conv2(h))
+        return torch.relu(h + (x if self.downsample is None else self.downsample(x)))
+
+
+class CifarResNet18(nn.Module):
+    """This engine's ResNet-18 (models/resnet18): torchvision's names under `encoder.`, a 3x3 stride-1
+    stem without max-pool, global average pooling, `classify`, and the same float64 anchor head as
+    the authors' classifier32."""
+
+    def __init__(self, num_classes, channels):
+        super().__init__()
+        self.encoder = nn.Module()
+        e = self.encoder
+        e.conv1, e.bn1 = nn.Conv2d(channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64)
+        cin = 64
+        for i, w in enumerate([64, 128, 256, 512]):
+            setattr(e, f"layer{i + 1}", nn.Sequential(BasicBlock(cin, w, 1 if i == 0 else 2), BasicBlock(w, w, 1)))
+            cin = w
+        self.classify = nn.Linear(512, num_classes)
+        self.anchors = nn.Parameter(torch.zeros(num_classes, num_classes, dtype=torch.float64), requires_grad=False)
+
+    def forward(self, x):
+        e = self.encoder
+        h = torch.relu(e.bn1(e.conv1(x)))
+        h = e.layer4(e.layer3(e.layer2(e.layer1(h))))
+        z = self.classify(h.mean(dim=(2, 3)))
+        d = torch.norm(z.double()[:, None, :] - self.anchors[None, :, :], 2, 2)
+        return z, d
+
+
+def is_resnet18(names):
+    return "encoder.layer4.1.bn2.weight" in names and "classify.weight" in names
+
+
+def model_for(tensors, path):
+    """An untrained PyTorch module of the network these tensors belong to, and a description."""
+    if is_classifier32(tensors):
+        classes, channels, side = classifier32_shape(tensors, path)
+        return (AuthorsLayoutClassifier32(classes, channels, side),
+                f"classifier32, {classes} classes, {channels} channel(s), {side}x{side} inputs")
+    if is_resnet18(tensors):
+        classes, channels = tensors["classify.weight"].shape[0], tensors["encoder.conv1.weight"].shape[1]
+        return CifarResNet18(classes, channels), f"resnet18, {classes} classes, {channels} channel(s)"
+    raise InteropError(f"{path}: neither a classifier32 nor a ResNet-18 checkpoint (no encoder.conv1/conv9 or "
+                       "encoder.layer4 tensors)")
+
+
 def classifier32_shape(tensors, path):
     """(classes, channels, image size) from the tensors' shapes."""
     w = tensors["classify.weight"]
@@ -167,32 +227,30 @@ def classifier32_shape(tensors, path):
 
 def to_torch(src, dst, plain):
     tensors, meta = read_safetensors(src)
-    names = list(tensors)
     # Only the model's tensors: a last.safetensors also holds the optimiser's momentum buffers.
     model = collections.OrderedDict((k, v) for k, v in tensors.items() if not k.startswith("optimizer."))
-    if plain or not is_classifier32(names):
-        if not plain:
-            print(f"{src}: not a classifier32 checkpoint; writing this engine's names as they are", file=sys.stderr)
+    if plain:
         torch.save(model, dst)
         print(f"wrote {dst}: a state_dict of {len(model)} tensors")
         return
-    classes, channels, side = classifier32_shape(model, src)
+    net, what = model_for(model, src)
     state = collections.OrderedDict()
     for k, v in model.items():
         state[k] = v.double() if k == "anchors" else v
-    for alias, canonical in _aliases().items():
-        for k in list(model):
-            if k.startswith(canonical + "."):
-                state[alias + k[len(canonical):]] = state[k]
-    # Same keys as the authors' model, checked here on our own copy of their layout.
-    expected = set(AuthorsLayoutClassifier32(classes, channels, side).state_dict())
+    if is_classifier32(model):
+        for alias, canonical in _aliases().items():
+            for k in list(model):
+                if k.startswith(canonical + "."):
+                    state[alias + k[len(canonical):]] = state[k]
+    # The same keys as the PyTorch module of that network (for classifier32: the authors' layout).
+    expected = set(net.state_dict())
     if set(state) != expected:
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
-        raise InteropError(f"{src}: does not map onto classifier32 (missing {missing[:5]}, unexpected {extra[:5]})")
+        raise InteropError(f"{src}: does not map onto {what.split(',')[0]} (missing {missing[:5]}, unexpected {extra[:5]})")
     torch.save({"net": state, "source": f"cac-engine {src}", "metadata": meta}, dst)
-    print(f"wrote {dst}: classifier32, {classes} classes, {channels} channel(s), {side}x{side} inputs; load with "
-          f"openSetClassifier(num_classes={classes}, num_channels={channels}, im_size={side})"
-          f".load_state_dict(torch.load('{dst}')['net'])")
+    how = "openSetClassifier(num_classes, num_channels, im_size)" if is_classifier32(model) else \
+        "CifarResNet18(num_classes, channels) from scripts/torch_interop.py"
+    print(f"wrote {dst}: {what}; load with {how}.load_state_dict(torch.load('{dst}')['net'])")
 
 
 def _state_dict_of(obj, path):
