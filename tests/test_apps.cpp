@@ -413,10 +413,12 @@ TEST(TorchInterop, TrainingStepsMatchPyTorch) {
   if (py.empty()) GTEST_SKIP() << "no python3 here can import torch (scripts/install-deps.sh --with-torch)";
   Dir d;
   for (const auto& [arch, method] : std::vector<std::pair<std::string, Method>>{
-           {"classifier32", Method::CAC}, {"classifier32", Method::CE}, {"resnet18", Method::CAC}}) {
+           {"classifier32", Method::CAC}, {"classifier32", Method::CE}, {"classifier32", Method::CACLearnt},
+           {"resnet18", Method::CAC}}) {
     SCOPED_TRACE(arch + ", " + method_name(method));
     app::RunConfig c = tiny_config("/unused", "/unused");
     c.arch = arch;
+    c.method = method_name(method);  // cac-learnt makes the anchors trainable
     c.channels = 3;
     c.dropout = 0;
     const int K = 6, B = 8, steps = 3;
@@ -454,7 +456,7 @@ TEST(TorchInterop, TrainingStepsMatchPyTorch) {
                                (d / "init.safetensors") + " " + (d / "init.pth"));
     ASSERT_EQ(rc1, 0) << out1;
     auto [rc2, out2] = run_cmd(fmt::format("{} {}/tests/torch_interop_check.py --train {} {} {} {} {} {} {} {}", py,
-                                           CAC_SOURCE_DIR, method == Method::CE ? "ce" : "cac", lr, momentum,
+                                           CAC_SOURCE_DIR, method_name(method), lr, momentum,
                                            weight_decay, lambda, d / "init.pth", d / "io.safetensors",
                                            d / "after.safetensors"));
     EXPECT_EQ(rc2, 0) << out2;

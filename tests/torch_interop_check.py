@@ -3,10 +3,10 @@ authors' classifier32 layout, or the ResNet-18) with a strict load_state_dict, r
 compares logits and distances with this engine's.
 
   python3 tests/torch_interop_check.py MODEL.pth IO.safetensors
-  python3 tests/torch_interop_check.py --train cac|ce LR MOMENTUM WEIGHT_DECAY LAMBDA INIT.pth IO.safetensors AFTER.safetensors
+  python3 tests/torch_interop_check.py --train cac|ce|cac-learnt LR MOMENTUM WEIGHT_DECAY LAMBDA INIT.pth IO.safetensors AFTER.safetensors
 
---train: the same SGD steps in PyTorch (train mode, the authors' CAC loss or cross-entropy on the
-logits, torch.optim.SGD) from the
+--train: the same SGD steps in PyTorch (train mode, the authors' CAC loss, cross-entropy on the
+logits, or both with trainable centres; torch.optim.SGD) from the
 weights in INIT.pth on the batches in IO.safetensors (x, y; one step per batch), compared with this
 engine's losses (IO's `losses`) and its weights and batch-norm statistics after the steps.
 
@@ -68,6 +68,8 @@ def train(method, lr, momentum, weight_decay, lam, init_path, io_path, after_pat
     # layer4.1.conv2.weight was 7.8% of its largest value away from float64, this engine's 2.9e-6;
     # presumably a ReLU input within rounding of 0 that float32 PyTorch puts on the other side.)
     net = net.double()
+    if method == "cac-learnt":  # the centres train too (supplementary section 5)
+        net.anchors.requires_grad_(True)
     init = {k: v.clone() for k, v in net.state_dict().items()}
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -86,6 +88,8 @@ def train(method, lr, momentum, weight_decay, lam, init_path, io_path, after_pat
             others = d.masked_fill(torch.nn.functional.one_hot(y, classes).bool(), float("inf"))
             tuplet = torch.log(1 + torch.exp(dy - others).sum(1)).mean()
             loss = tuplet + lam * dy.mean()
+            if method == "cac-learnt":  # L_CAC + L_CE
+                loss = loss + torch.nn.functional.cross_entropy(z.double(), y)
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -111,7 +115,7 @@ def train(method, lr, momentum, weight_decay, lam, init_path, io_path, after_pat
             err = relative(mine, theirs)
             worst_stat = max(worst_stat, (name, err), key=lambda t: t[1])
             ok &= err <= bound
-        elif name != "anchors":
+        elif name != "anchors" or method == "cac-learnt":
             # The SGD updates (after - before): a different rule (decay, momentum) is off by O(1).
             # Allowed: the gradients' error (2 * bound) plus this engine's float32 weights, rounded
             # after each step by up to half an ulp, 2^-24 * |w|, which the update's size scales.
