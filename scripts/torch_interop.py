@@ -288,6 +288,8 @@ def from_torch(src, dst):
             out[canonical] = v
         elif not torch.equal(out[canonical].to(v.dtype), v):
             raise InteropError(f"{src}: {alias} and {canonical} should be one tensor but hold different values")
+    if "anchors" not in out and "means" in out:  # older checkpoints of the authors' code name them so
+        out["anchors"] = out.pop("means")
     for k, v in out.items():
         out[k] = v.to(torch.int64) if k.endswith("num_batches_tracked") else v.to(torch.float32)
     write_safetensors(dst, collections.OrderedDict(sorted(out.items())), {"source": f"torch_interop from-torch {src}"})

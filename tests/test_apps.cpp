@@ -395,6 +395,17 @@ TEST(TorchInterop, CheckpointRoundTripsThroughTheAuthorsPyTorchLayout) {
       EXPECT_EQ(std::memcmp(it->second.raw(), t.raw(), t.nbytes()), 0) << name << " changed on the way";
     }
   }
+  // The authors' evaluation also accepts checkpoints whose anchors are stored as `means`.
+  const fs::path pth = d / "model.pth", means = d / "means.pth", back = d / "means.safetensors";
+  auto [rcm, outm] = run_cmd(py + " -c \"import torch; c = torch.load('" + pth.string() + "'); c['net']['means'] = "
+                             "c['net'].pop('anchors'); torch.save(c, '" + means.string() + "')\"");
+  ASSERT_EQ(rcm, 0) << outm;
+  auto [rcb, outb] = run_cmd(py + " " + CAC_SOURCE_DIR + "/scripts/torch_interop.py from-torch " + means.string() + " " +
+                             back.string());
+  ASSERT_EQ(rcb, 0) << outb;
+  const Safetensors m = load_safetensors(back), last = load_safetensors(d / "back.safetensors");
+  ASSERT_TRUE(m.tensors.count("anchors")) << outb;
+  EXPECT_EQ(m.tensors.at("anchors").to_vector<float>(), last.tensors.at("anchors").to_vector<float>());
   // A file that is not a PyTorch checkpoint: exit 1 and a message naming it.
   std::ofstream(d / "bad.pth") << "garbage";
   auto [rc, msg] = run_cmd(py + " " + CAC_SOURCE_DIR + "/scripts/torch_interop.py from-torch " + (d / "bad.pth") +
