@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -46,6 +47,29 @@ app::EvalOptions eval_of(const std::string& run, const std::string& device, cons
   o.workers = 2;
   o.scores_csv = scores;
   return o;
+}
+
+// cac_train --init on the GPU: weights given as a file go to device memory and, with 0 epochs,
+// come back into best.safetensors unchanged (a copy, no arithmetic: bit for bit).
+TEST(CudaApps, InitOnTheGpuHoldsTheGivenWeights) {
+  std::string why;
+  if (!cuda::device_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+  testing::TempDir d("cac-cuda-init");
+  testing::write_mnist_idx(d / "mnist", 12);
+  ASSERT_EQ(app::run_train(tiny_run(d / "mnist", d / "cpu", "cpu"), ""), 0);
+  app::RunConfig c = tiny_run(d / "mnist", d / "gpu", "cuda");
+  c.epochs = {0};
+  c.lrs = {0.01};
+  c.init = d / "cpu/best.safetensors";
+  ASSERT_EQ(app::run_train(c, ""), 0);
+  const Safetensors a = load_safetensors(d / "cpu/best.safetensors"), b = load_safetensors(d / "gpu/best.safetensors");
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (const auto& [name, t] : a.tensors) {
+    ASSERT_TRUE(b.tensors.count(name)) << name;
+    const Tensor& u = b.tensors.at(name);
+    ASSERT_EQ(u.nbytes(), t.nbytes()) << name;
+    EXPECT_EQ(std::memcmp(u.raw(), t.raw(), t.nbytes()), 0) << name << " changed on the way through the GPU";
+  }
 }
 
 TEST(CudaApps, TrainAndEvaluateOnTheGpuAgreeWithTheCpu) {
