@@ -215,10 +215,14 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     while (val_loader.next(&vb)) trainer.evaluate(vb.images, vb.labels, va);
     return va.means();
   };
+  // The CAC loss's two terms for a log line (CE has none).
+  const auto loss_parts = [&](const StepTotals::Means& m) {
+    return method == Method::CE ? std::string() : fmt::format(" (tuplet {:.4f} anchor {:.4f})", m.tuplet, m.anchor);
+  };
   if (total_epochs == 0) {  // --init with 0 epochs: a run of the given weights, checked on the validation set
     const StepTotals::Means vm = validate();
-    log.write(fmt::format("validation of the given weights: loss {:.4f}  acc {:5.1f}%  -> best.safetensors\n", vm.loss,
-                          100 * vm.accuracy));
+    log.write(fmt::format("validation of the given weights: loss {:.4f}{}  acc {:5.1f}%  -> best.safetensors\n", vm.loss,
+                          loss_parts(vm), 100 * vm.accuracy));
     write_file_atomic(cfg.out + "/metrics.csv", csv);
     const double metric = method == Method::CE ? vm.loss : vm.anchor;
     const std::map<std::string, std::string> meta = {
@@ -265,8 +269,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     // The checkpoint kept for evaluation: lowest validation anchor loss (CE: lowest validation loss).
     const double metric = method == Method::CE ? vm.loss : vm.anchor;
     const bool improved = metric < best;
-    const std::string val_parts = method == Method::CE ? "" : fmt::format(" (tuplet {:.4f} anchor {:.4f})", vm.tuplet, vm.anchor);
-    log.write(fmt::format("           validation: loss {:.4f}{}  acc {:5.1f}%  ({:.1f} s){}\n", vm.loss, val_parts,
+    log.write(fmt::format("           validation: loss {:.4f}{}  acc {:5.1f}%  ({:.1f} s){}\n", vm.loss, loss_parts(vm),
                           100 * vm.accuracy, secs, improved ? "  -> best.safetensors" : ""));
     csv += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.2f}\n", epoch + 1, lr, tm.loss,
                        tm.tuplet, tm.anchor, tm.accuracy, vm.loss, vm.tuplet, vm.anchor, vm.accuracy, secs);
