@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -177,7 +178,13 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   model->to(dev);
   Trainer trainer(model, method, cfg.lambda, cfg.momentum, cfg.weight_decay);
   if (!cfg.init.empty() && resume_path.empty()) {  // a resumed run's own checkpoint supersedes its start
-    restore_tensors(load_safetensors(cfg.init), model->state_dict(), cfg.init);
+    const Safetensors init = load_safetensors(cfg.init);
+    NamedTensorList wanted = model->state_dict();
+    // A closed-set (cross-entropy) classifier's file has no anchors, and CE never reads them.
+    if (method == Method::CE && !init.tensors.count("anchors"))
+      wanted.erase(std::remove_if(wanted.begin(), wanted.end(), [](const auto& nt) { return nt.first == "anchors"; }),
+                   wanted.end());
+    restore_tensors(init, wanted, cfg.init);
     log.write(fmt::format("starting from the weights in {}\n", cfg.init));
   }
   if (!resume_path.empty()) {

@@ -16,7 +16,9 @@ bare state_dict.
 from-torch reads such a file (or a bare state_dict, or {'state_dict': ...}; a 'module.' prefix
 from DataParallel is dropped), checks that every alias holds the same values as its canonical
 name, and writes this engine's safetensors (float32, num_batches_tracked int64). Train from it or
-evaluate it with `cac_train --init FILE` (docs/reproduce.md).
+evaluate it with `cac_train --init FILE` (docs/reproduce.md). A checkpoint of the cross-entropy
+baseline (a run with --method ce, or the authors' closedSetClassifier) has no anchors: to-torch
+leaves them out, from-torch writes none, and cac_train --method ce --init accepts that.
 
 Needs Python 3 and PyTorch (Debian: python3-torch; `scripts/install-deps.sh --with-torch`). The
 safetensors container is read and written here with the standard library, so the `safetensors`
@@ -121,11 +123,27 @@ def is_classifier32(names):
     return "encoder.conv1.weight" in names and "encoder.conv9.weight" in names
 
 
+def _add_anchors(net, num_classes, anchors):
+    # The open-set head's anchors (float64, as in the authors' openSetClassifier); none for a
+    # closed-set (cross-entropy) classifier, like their closedSetClassifier.
+    net.anchors = None
+    if anchors:
+        net.anchors = nn.Parameter(torch.zeros(num_classes, num_classes, dtype=torch.float64), requires_grad=False)
+
+
+def _head(net, z):
+    """(logits, distances to the anchors in float64), distances None without anchors."""
+    if net.anchors is None:
+        return z, None
+    return z, torch.norm(z.double()[:, None, :] - net.anchors[None, :, :], 2, 2)
+
+
 class AuthorsLayoutClassifier32(nn.Module):
     """classifier32 with the authors' parameter names (each conv and batch norm reachable under two
-    names) and their head: float64 anchors, distances computed in float64."""
+    names) and their head: float64 anchors, distances computed in float64 (anchors=False: their
+    closedSetClassifier, the cross-entropy baseline)."""
 
-    def __init__(self, num_classes, channels, image_size, dropout=0.0):
+    def __init__(self, num_classes, channels, image_size, dropout=0.0, anchors=True):
         super().__init__()
         self.encoder = nn.Module()
         enc = self.encoder
@@ -146,14 +164,12 @@ class AuthorsLayoutClassifier32(nn.Module):
             setattr(enc, f"encoder{b + 1}", nn.Sequential(*parts, enc.dropout))
         side = image_size // 8
         self.classify = nn.Linear(128 * side * side, num_classes)
-        self.anchors = nn.Parameter(torch.zeros(num_classes, num_classes, dtype=torch.float64), requires_grad=False)
+        _add_anchors(self, num_classes, anchors)
 
     def forward(self, x):
         e = self.encoder
         h = e.encoder3(e.encoder2(e.encoder1(x)))
-        z = self.classify(h.reshape(len(x), -1))
-        d = torch.norm(z.double()[:, None, :] - self.anchors[None, :, :], 2, 2)
-        return z, d
+        return _head(self, self.classify(h.reshape(len(x), -1)))
 
 
 class BasicBlock(nn.Module):
@@ -176,7 +192,7 @@ class CifarResNet18(nn.Module):
     stem without max-pool, global average pooling, `classify`, and the same float64 anchor head as
     the authors' classifier32."""
 
-    def __init__(self, num_classes, channels):
+    def __init__(self, num_classes, channels, anchors=True):
         super().__init__()
         self.encoder = nn.Module()
         e = self.encoder
@@ -186,15 +202,13 @@ class CifarResNet18(nn.Module):
             setattr(e, f"layer{i + 1}", nn.Sequential(BasicBlock(cin, w, 1 if i == 0 else 2), BasicBlock(w, w, 1)))
             cin = w
         self.classify = nn.Linear(512, num_classes)
-        self.anchors = nn.Parameter(torch.zeros(num_classes, num_classes, dtype=torch.float64), requires_grad=False)
+        _add_anchors(self, num_classes, anchors)
 
     def forward(self, x):
         e = self.encoder
         h = torch.relu(e.bn1(e.conv1(x)))
         h = e.layer4(e.layer3(e.layer2(e.layer1(h))))
-        z = self.classify(h.mean(dim=(2, 3)))
-        d = torch.norm(z.double()[:, None, :] - self.anchors[None, :, :], 2, 2)
-        return z, d
+        return _head(self, self.classify(h.mean(dim=(2, 3))))
 
 
 def is_resnet18(names):
@@ -203,13 +217,15 @@ def is_resnet18(names):
 
 def model_for(tensors, path):
     """An untrained PyTorch module of the network these tensors belong to, and a description."""
+    anchors = "anchors" in tensors
+    head = "" if anchors else ", closed-set (no anchors)"
     if is_classifier32(tensors):
         classes, channels, side = classifier32_shape(tensors, path)
-        return (AuthorsLayoutClassifier32(classes, channels, side),
-                f"classifier32, {classes} classes, {channels} channel(s), {side}x{side} inputs")
+        return (AuthorsLayoutClassifier32(classes, channels, side, anchors=anchors),
+                f"classifier32, {classes} classes, {channels} channel(s), {side}x{side} inputs{head}")
     if is_resnet18(tensors):
         classes, channels = tensors["classify.weight"].shape[0], tensors["encoder.conv1.weight"].shape[1]
-        return CifarResNet18(classes, channels), f"resnet18, {classes} classes, {channels} channel(s)"
+        return CifarResNet18(classes, channels, anchors=anchors), f"resnet18, {classes} classes, {channels} channel(s){head}"
     raise InteropError(f"{path}: neither a classifier32 nor a ResNet-18 checkpoint (no encoder.conv1/conv9 or "
                        "encoder.layer4 tensors)")
 
@@ -229,6 +245,10 @@ def to_torch(src, dst, plain):
     tensors, meta = read_safetensors(src)
     # Only the model's tensors: a last.safetensors also holds the optimiser's momentum buffers.
     model = collections.OrderedDict((k, v) for k, v in tensors.items() if not k.startswith("optimizer."))
+    if meta.get("method") == "ce" and not plain:
+        # The cross-entropy baseline never uses its anchors; without them the file has the layout
+        # of the authors' closedSetClassifier.
+        model.pop("anchors", None)
     if plain:
         torch.save(model, dst)
         print(f"wrote {dst}: a state_dict of {len(model)} tensors")
@@ -248,7 +268,8 @@ def to_torch(src, dst, plain):
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
         raise InteropError(f"{src}: does not map onto {what.split(',')[0]} (missing {missing[:5]}, unexpected {extra[:5]})")
     torch.save({"net": state, "source": f"cac-engine {src}", "metadata": meta}, dst)
-    how = "openSetClassifier(num_classes, num_channels, im_size)" if is_classifier32(model) else \
+    authors = "openSetClassifier" if "anchors" in model else "closedSetClassifier"
+    how = f"{authors}(num_classes, num_channels, im_size)" if is_classifier32(model) else \
         "CifarResNet18(num_classes, channels) from scripts/torch_interop.py"
     print(f"wrote {dst}: {what}; load with {how}.load_state_dict(torch.load('{dst}')['net'])")
 
@@ -293,7 +314,8 @@ def from_torch(src, dst):
     for k, v in out.items():
         out[k] = v.to(torch.int64) if k.endswith("num_batches_tracked") else v.to(torch.float32)
     write_safetensors(dst, collections.OrderedDict(sorted(out.items())), {"source": f"torch_interop from-torch {src}"})
-    print(f"wrote {dst}: {len(out)} tensors" + (" (classifier32)" if is_classifier32(out) else ""))
+    note = "" if "anchors" in out else "; no anchors: a closed-set classifier, for cac_train --method ce"
+    print(f"wrote {dst}: {len(out)} tensors" + (" (classifier32)" if is_classifier32(out) else "") + note)
 
 
 def main(argv=None):

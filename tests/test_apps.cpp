@@ -2,6 +2,7 @@
 // the command line's errors for bad flags and missing data.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -317,6 +318,17 @@ TEST(Train, InitProblemsNameTheFile) {
   expect_error([&] { app::run_train(c, ""); }, "encoder.conv1.weight");
   save_safetensors(c.init, {{"encoder.conv1.weight", Tensor::zeros({64, 1, 3, 3})}}, {});
   expect_error([&] { app::run_train(c, ""); }, "is missing");
+  // A closed-set classifier's weights (no anchors): fine for --method ce, which never reads them;
+  // CAC needs its anchors.
+  NamedTensorList no_anchors = app::build_model(c, 6)->state_dict();
+  no_anchors.erase(std::remove_if(no_anchors.begin(), no_anchors.end(), [](const auto& nt) { return nt.first == "anchors"; }),
+                   no_anchors.end());
+  save_safetensors(c.init, no_anchors, {});
+  expect_error([&] { app::run_train(c, ""); }, "tensor anchors is missing");
+  c.method = "ce";
+  c.epochs = {0};
+  c.lrs = {0.01};
+  EXPECT_EQ(app::run_train(c, ""), 0);
   std::ofstream(c.init) << "not a checkpoint";
   expect_error([&] { app::run_train(c, ""); }, c.init);
 }
@@ -357,9 +369,14 @@ TEST(TorchInterop, CheckpointRoundTripsThroughTheAuthorsPyTorchLayout) {
   struct Shape {
     const char* arch;
     int channels, size, classes;
+    const char* method;  // ce: the closed-set layout, without anchors
   };
-  for (const Shape s : {Shape{"classifier32", 3, 32, 6}, Shape{"classifier32", 1, 64, 4}, Shape{"resnet18", 3, 32, 10}}) {
-    SCOPED_TRACE(fmt::format("{}, {} channel(s), {}x{}, {} classes", s.arch, s.channels, s.size, s.size, s.classes));
+  // (The `means` case below reuses the last file, which has anchors.)
+  for (const Shape s : {Shape{"classifier32", 3, 32, 6, "ce"}, Shape{"classifier32", 3, 32, 6, "cac"},
+                        Shape{"classifier32", 1, 64, 4, "cac"}, Shape{"resnet18", 3, 32, 10, "cac"}}) {
+    SCOPED_TRACE(fmt::format("{}, {} channel(s), {}x{}, {} classes, {}", s.arch, s.channels, s.size, s.size, s.classes,
+                             s.method));
+    const bool closed_set = std::string(s.method) == "ce";
     app::RunConfig c = tiny_config("/unused", "/unused");
     c.arch = s.arch;
     c.channels = s.channels;
@@ -376,7 +393,7 @@ TEST(TorchInterop, CheckpointRoundTripsThroughTheAuthorsPyTorchLayout) {
       out = model->forward(x);
     }
     const fs::path m = d / "model.safetensors", io = d / "io.safetensors", pth = d / "model.pth", back = d / "back.safetensors";
-    save_safetensors(m, model->state_dict(), {});
+    save_safetensors(m, model->state_dict(), {{"method", s.method}});
     save_safetensors(io, {{"x", x}, {"logits", out.logits}, {"distances", out.distances}}, {});
     const std::string interop = py + " " + CAC_SOURCE_DIR + "/scripts/torch_interop.py ";
     auto [rc1, out1] = run_cmd(interop + "to-torch " + m.string() + " " + pth.string());
@@ -387,8 +404,10 @@ TEST(TorchInterop, CheckpointRoundTripsThroughTheAuthorsPyTorchLayout) {
     ASSERT_EQ(rc3, 0) << out3;
     const Safetensors b = load_safetensors(back);
     const NamedTensorList named = model->state_dict();
-    EXPECT_EQ(b.tensors.size(), named.size());
+    EXPECT_EQ(b.tensors.size(), named.size() - (closed_set ? 1 : 0));
+    EXPECT_EQ(b.tensors.count("anchors"), closed_set ? 0u : 1u) << out3;
     for (const auto& [name, t] : named) {
+      if (closed_set && name == "anchors") continue;
       auto it = b.tensors.find(name);
       ASSERT_NE(it, b.tensors.end()) << name;
       ASSERT_EQ(it->second.str(), t.str()) << name;

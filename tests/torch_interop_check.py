@@ -43,7 +43,10 @@ def main(model_path, io_path):
         logits, distances = net(io["x"])
     bound = forward_bound(net)
     worst = 0.0
-    for name, got, ref in (("logits", logits.float(), io["logits"]), ("distances", distances.float(), io["distances"])):
+    pairs = [("logits", logits.float(), io["logits"])]
+    if distances is not None:  # a closed-set classifier has no anchors
+        pairs.append(("distances", distances.float(), io["distances"]))
+    for name, got, ref in pairs:
         if got.shape != ref.shape:
             print(f"{name}: shape {list(got.shape)} vs {list(ref.shape)}")
             return 1
