@@ -5,9 +5,15 @@ cudnn.benchmark is on (like cac's per-shape algorithm search); TF32 convolutions
 default (on), matching cac_bench's default.
 """
 import argparse
+import os
+import sys
 
 import torch
 import torch.nn as nn
+
+# The residual block is the one the checkpoint converter's ResNet-18 uses (same layers, same forward).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from torch_interop import BasicBlock  # noqa: E402
 
 
 class Classifier32(nn.Module):
@@ -30,23 +36,6 @@ class Classifier32(nn.Module):
         return z, d
 
 
-class Block(nn.Module):
-    """ResNet basic block: conv-BN-ReLU, conv-BN, + shortcut (1x1 conv + BN when the shape changes), ReLU."""
-
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        h = torch.relu(self.bn1(self.conv1(x)))
-        h = self.bn2(self.conv2(h))
-        return torch.relu(h + (x if self.downsample is None else self.downsample(x)))
-
-
 class ResNet18(nn.Module):
     """CIFAR ResNet-18 (3x3 stem, no max-pool) with the same open-set head as cac's models/resnet18."""
 
@@ -55,7 +44,7 @@ class ResNet18(nn.Module):
         layers = [nn.Conv2d(channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
         cin = 64
         for i, w in enumerate([64, 128, 256, 512]):
-            layers += [Block(cin, w, 1 if i == 0 else 2), Block(w, w, 1)]
+            layers += [BasicBlock(cin, w, 1 if i == 0 else 2), BasicBlock(w, w, 1)]
             cin = w
         self.encoder = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classify = nn.Linear(512, classes)
