@@ -7,7 +7,8 @@
 #   scripts/gpu-check.sh OUT_DIR
 #   GPU_CHECK_STAGES="tests sanitize bench train" (the default) picks stages (GPU_CHECK_METHODS
 #   the train stage's methods, default "cac ce"; "profile", not a default, runs Nsight Compute on
-#   the batch-norm forward kernels); the build always
+#   the batch-norm forward kernels; "interop", not a default, runs the TorchInterop tests against
+#   this machine's PyTorch); the build always
 #   runs (incremental when build-gpu/ is still there from an earlier call on the same machine).
 #
 # Build dependencies: if .deps/*.deb exist (scripts/fetch-gpu-deps.sh downloads them on a Debian
@@ -109,6 +110,15 @@ if want sanitize; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 99 $build/bench/cac_bench kernels --iters 2 \
     >"$out/sanitizer-bench.log" 2>&1
   say "compute-sanitizer memcheck (cac_bench kernels): rc=$?, $(grep -E 'ERROR SUMMARY' "$out/sanitizer-bench.log" | tail -1)"
+fi
+
+# The PyTorch interop tests (CPU work, not in the default stages) against this machine's PyTorch,
+# a newer one than Debian's: checkpoints through torch.load/load_state_dict, training steps compared.
+if want interop; then
+  say ""
+  timeout 300 env CAC_PYTHON="env -u LD_LIBRARY_PATH python3" ctest --test-dir $build -R TorchInterop \
+    --output-on-failure >"$out/ctest-interop.log" 2>&1
+  say "ctest -R TorchInterop (python3: $(env -u LD_LIBRARY_PATH python3 -c 'import torch; print(torch.__version__)' 2>&1 | tail -1)): $(grep -E 'tests passed|tests failed' "$out/ctest-interop.log" | tail -1)"
 fi
 
 # Nsight Compute on the batch-norm forward candidates (not in the default stages): duration, DRAM
