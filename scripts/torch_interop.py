@@ -27,6 +27,7 @@ package is not needed.
 import argparse
 import collections
 import json
+import os
 import re
 import struct
 import sys
@@ -56,15 +57,20 @@ def read_safetensors(path):
         header = json.loads(blob[8:8 + n])
     except ValueError as e:
         raise InteropError(f"{path}: header is not JSON ({e})")
+    if not isinstance(header, dict):
+        raise InteropError(f"{path}: header is not a JSON object")
     meta = header.pop("__metadata__", {}) or {}
     data = blob[8 + n:]
     tensors = collections.OrderedDict()
     for name, info in header.items():
-        dtype = _DTYPES.get(info.get("dtype"))
+        try:
+            dtype = _DTYPES.get(info.get("dtype"))
+            shape = [int(s) for s in info["shape"]]
+            start, end = (int(o) for o in info["data_offsets"])
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise InteropError(f"{path}: tensor {name} has a malformed entry ({e!r})")
         if dtype is None:
             raise InteropError(f"{path}: tensor {name} has unsupported dtype {info.get('dtype')}")
-        shape = [int(s) for s in info["shape"]]
-        start, end = (int(o) for o in info["data_offsets"])
         if not 0 <= start <= end <= len(data):
             raise InteropError(f"{path}: tensor {name} lies outside the file")
         numel = 1
@@ -99,7 +105,6 @@ def write_safetensors(path, tensors, meta):
         f.write(head)
         for c in chunks:
             f.write(c)
-    import os
     os.replace(tmp, path)
 
 
@@ -120,7 +125,7 @@ _ALIAS_RE = re.compile(r"^(encoder\.encoder[123]\.\d+)\.(.+)$")
 
 
 def is_classifier32(names):
-    return "encoder.conv1.weight" in names and "encoder.conv9.weight" in names
+    return all(k in names for k in ("encoder.conv1.weight", "encoder.conv9.weight", "classify.weight"))
 
 
 def _add_anchors(net, num_classes, anchors):
@@ -336,6 +341,9 @@ def main(argv=None):
             from_torch(args.src, args.dst)
     except (InteropError, OSError) as e:
         print(f"torch_interop: {e}", file=sys.stderr)
+        return 1
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:  # tensors of unexpected shapes or types
+        print(f"torch_interop: {args.src}: cannot convert ({e!r})", file=sys.stderr)
         return 1
     return 0
 

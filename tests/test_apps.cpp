@@ -431,6 +431,15 @@ TEST(TorchInterop, CheckpointRoundTripsThroughTheAuthorsPyTorchLayout) {
                            " " + (d / "x.safetensors"));
   EXPECT_EQ(rc, 1) << msg;
   EXPECT_NE(msg.find((d / "bad.pth")), std::string::npos) << msg;
+  // A corrupt safetensors file for to-torch: a short file, and a header that is JSON of the wrong shape.
+  for (const std::string& bytes : {std::string("xx"), std::string("\x0b\0\0\0\0\0\0\0{\"a\": 1}   ", 19)}) {
+    std::ofstream(d / "bad.safetensors", std::ios::binary) << bytes;
+    auto [rcs, msgs] = run_cmd(py + " " + CAC_SOURCE_DIR + "/scripts/torch_interop.py to-torch " + (d / "bad.safetensors") +
+                               " " + (d / "x.pth"));
+    EXPECT_EQ(rcs, 1) << msgs;
+    EXPECT_NE(msgs.find(d / "bad.safetensors"), std::string::npos) << msgs;
+    EXPECT_EQ(msgs.find("Traceback"), std::string::npos) << msgs;
+  }
 }
 
 // Training semantics against PyTorch: from the same weights and batches, three SGD steps of this
