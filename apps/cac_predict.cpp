@@ -8,10 +8,10 @@
 int main(int argc, char** argv) {
   CLI::App app{"cac_predict: classify images as one of a run's known classes or as unknown"};
   app.footer("Needs RUN/deploy.json, which `cac_eval --run RUN` writes (anchors, normalisation, threshold).\n"
-             "Example: cac_predict --run runs/mine photos/ extra.jpg --csv predictions.csv");
+             "Example: cac_predict --run runs/mine photos/ extra.png --csv predictions.csv");
   cac::app::PredictOptions o;
   app.add_option("--run", o.run, "a run folder made by cac_train and evaluated by cac_eval")->required()->check(CLI::ExistingDirectory);
-  app.add_option("images", o.inputs, "JPEG files and folders (searched recursively)")->required();
+  app.add_option("images", o.inputs, "JPEG or PNG files, and folders (searched recursively)")->required();
   app.add_option("--threshold", o.threshold, "open-set score above which an image is unknown (default: the run's, "
                  "which accepts 95% of the validation images of the known classes)")->check(CLI::NonNegativeNumber);
   app.add_option("--csv", o.csv, "also write path,prediction,class,score,verdict rows here");

@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   int stop_after = 0;
   app.add_option("--dataset", c.dataset, "MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, CIFAR10-FP "
                  "(all ten classes known; unknowns SVHN test + nine CIFAR-100 superclasses), or ImageFolder "
-                 "(your own data: DIR/train/<class>/*.jpg, DIR/test/<class>/*.jpg, with --split)")
+                 "(your own data: DIR/train/<class>/*.{jpg,png}, DIR/test/<class>/*.{jpg,png}, with --split)")
       ->check(CLI::IsMember(data::benchmark_names()))->capture_default_str();
   app.add_option("--trial", c.trial, "standard known/unknown trial 0-4")->check(CLI::Range(0, 4))->capture_default_str();
   app.add_option("--split", c.split_json, "a JSON file {\"known\": [...], \"unknown\": [...]} instead of the standard trial "

@@ -17,7 +17,7 @@ namespace fs = std::filesystem;
 namespace cac::app {
 
 namespace {
-// Files as given, folders searched recursively for JPEGs (sorted, so the output order is stable).
+// Files as given, folders searched recursively for JPEGs and PNGs (sorted, so the output order is stable).
 std::vector<std::string> collect_images(const std::vector<std::string>& inputs) {
   std::vector<std::string> files;
   for (const std::string& in : inputs) {
@@ -28,8 +28,8 @@ std::vector<std::string> collect_images(const std::vector<std::string>& inputs) 
     }
     std::vector<std::string> found;
     for (const auto& e : fs::recursive_directory_iterator(in))
-      if (e.is_regular_file() && data::is_jpeg_name(e.path())) found.push_back(e.path().string());
-    CAC_CHECK(!found.empty(), "{}: no JPEG images in this folder", in);
+      if (e.is_regular_file() && data::is_image_name(e.path())) found.push_back(e.path().string());
+    CAC_CHECK(!found.empty(), "{}: no JPEG or PNG images in this folder", in);
     std::sort(found.begin(), found.end());
     files.insert(files.end(), found.begin(), found.end());
   }
@@ -68,7 +68,7 @@ int run_predict(const PredictOptions& o) {
     std::vector<float> x(n * size_t(C) * S * S);
     for (size_t i = 0; i < n; ++i) {
       int w = 0, h = 0;
-      std::vector<uint8_t> px = data::decode_jpeg_rgb(files[b0 + i], &w, &h);
+      std::vector<uint8_t> px = data::decode_image_rgb(files[b0 + i], &w, &h);
       if (C == 1) {  // greyscale networks (MNIST-style): ITU-R 601 luma, as PIL's convert("L")
         std::vector<uint8_t> g(size_t(w) * h);
         for (size_t p = 0; p < g.size(); ++p)

@@ -30,7 +30,7 @@ struct OpenSetData {
 // data_dir holds the dataset's files directly or in its usual folder (cifar-10-batches-bin,
 // cifar-100-binary, tiny-imagenet-200); CIFAR+N needs both CIFAR folders under data_dir.
 // split_json: a user split instead of the standard trial (trial is then only a label).
-// ImageFolder: data_dir/train/<class>/*.jpg and data_dir/test/<class>/*.jpg (the same class folders;
+// ImageFolder: data_dir/train/<class>/*.{jpg,png} and data_dir/test/<class>/*.{jpg,png} (the same class folders;
 // classes in name order), split_json required (classes by name or index); image_size > 0 resizes
 // every image on decoding (else the dataset default), and the normalisation is never cached (the
 // folder's content is the user's and may change).

@@ -1,6 +1,7 @@
 #include "data/readers.h"
 
 #include "core/files.h"
+#include "data/png.h"
 
 #include <jpeglib.h>
 #include <jerror.h>  // after jpeglib.h: JWRN_JPEG_EOF
@@ -489,7 +490,7 @@ ImageSet decode_set(const std::string& name, const std::vector<std::string>& fil
   CAC_CHECK(!files.empty(), "{}: no images found", name);
   int w0 = 0, h0 = 0;
   if (size <= 0) {
-    decode_jpeg_rgb(files[0], &w0, &h0);
+    decode_image_rgb(files[0], &w0, &h0);
     CAC_CHECK(w0 == h0, "{}: images must be square to be used without resizing ({} is {}x{})", name,
               files[0], w0, h0);
     size = w0;
@@ -497,7 +498,7 @@ ImageSet decode_set(const std::string& name, const std::vector<std::string>& fil
   std::vector<uint8_t> images(files.size() * size_t(size) * size * 3);
   parallel_for(int64_t(files.size()), threads, [&](int64_t i) {
     int w = 0, h = 0;
-    std::vector<uint8_t> px = decode_jpeg_rgb(files[size_t(i)], &w, &h);
+    std::vector<uint8_t> px = decode_image_rgb(files[size_t(i)], &w, &h);
     if (w != size || h != size) px = resize_rgb(px, w, h, size);
     std::memcpy(images.data() + size_t(i) * size * size * 3, px.data(), px.size());
   });
@@ -506,10 +507,10 @@ ImageSet decode_set(const std::string& name, const std::vector<std::string>& fil
 
 }  // namespace
 
-bool is_jpeg_name(const std::filesystem::path& p) {
+bool is_image_name(const std::filesystem::path& p) {
   std::string e = p.extension().string();
   std::transform(e.begin(), e.end(), e.begin(), ::tolower);
-  return e == ".jpg" || e == ".jpeg";
+  return e == ".jpg" || e == ".jpeg" || e == ".png";
 }
 
 std::vector<uint8_t> decode_jpeg_rgb(const std::string& path, int* width, int* height) {
@@ -521,6 +522,21 @@ std::vector<uint8_t> decode_jpeg_rgb(const std::string& path, int* width, int* h
   std::fclose(f);
   CAC_CHECK(ok, "{}: not a decodable JPEG ({})", path, err);
   return out;
+}
+
+std::vector<uint8_t> decode_image_rgb(const std::string& path, int* width, int* height) {
+  uint8_t head[8] = {0};
+  size_t got = 0;
+  {
+    std::ifstream f(path, std::ios::binary);
+    CAC_CHECK(f.good(), "{}: cannot open", path);
+    f.read(reinterpret_cast<char*>(head), sizeof head);
+    got = size_t(f.gcount());
+  }
+  if (has_png_signature(head, got)) return decode_png_rgb(path, width, height);
+  CAC_CHECK(got >= 3 && head[0] == 0xff && head[1] == 0xd8 && head[2] == 0xff,
+            "{}: neither a JPEG nor a PNG image (the first bytes are neither format's signature)", path);
+  return decode_jpeg_rgb(path, width, height);
 }
 
 // ---- TinyImageNet ---------------------------------------------------------------------------------
@@ -607,7 +623,7 @@ TinyImageNet read_tinyimagenet(const std::string& root, const std::string& cache
     CAC_CHECK(fs::is_directory(dir), "{}: missing training folder for class {}", dir.string(), w);
     std::vector<std::string> files;
     for (const auto& e : fs::directory_iterator(dir))
-      if (is_jpeg_name(e.path())) files.push_back(e.path().string());
+      if (is_image_name(e.path())) files.push_back(e.path().string());
     std::sort(files.begin(), files.end());
     for (auto& f : files) {
       train_files.push_back(f);
@@ -651,15 +667,15 @@ ImageSet read_image_folder(const std::string& root, int size, std::vector<std::s
   for (const auto& e : fs::directory_iterator(root))
     if (e.is_directory()) names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
-  CAC_CHECK(!names.empty(), "{}: no class sub-folders (expected root/<class>/*.jpg)", root);
+  CAC_CHECK(!names.empty(), "{}: no class sub-folders (expected root/<class>/*.jpg or *.png)", root);
   std::vector<std::string> files;
   std::vector<int64_t> labels;
   for (size_t k = 0; k < names.size(); ++k) {
     std::vector<std::string> f;
     for (const auto& e : fs::directory_iterator(fs::path(root) / names[k]))
-      if (is_jpeg_name(e.path())) f.push_back(e.path().string());
+      if (is_image_name(e.path())) f.push_back(e.path().string());
     std::sort(f.begin(), f.end());
-    CAC_CHECK(!f.empty(), "{}/{}: no JPEG images", root, names[k]);
+    CAC_CHECK(!f.empty(), "{}/{}: no JPEG or PNG images", root, names[k]);
     for (auto& x : f) {
       files.push_back(x);
       labels.push_back(int64_t(k));

@@ -36,15 +36,19 @@ struct TinyImageNet {
 TinyImageNet read_tinyimagenet(const std::string& root, const std::string& cache_dir = "",
                                int threads = 0);
 
-// An image folder of the user's own: root/<class>/*.{jpg,jpeg,JPEG,png?}; classes sorted by name.
+// An image folder of the user's own: root/<class>/*.{jpg,jpeg,png} (any case); classes sorted by name.
 // Images must share one size (or `size` > 0 resizes them to size x size).
 ImageSet read_image_folder(const std::string& root, int size, std::vector<std::string>* classes,
                            int threads = 0);
 
-// Whether a file name ends in .jpg or .jpeg (any case): what the folder readers pick up.
-bool is_jpeg_name(const std::filesystem::path& p);
+// Whether a file name ends in .jpg, .jpeg or .png (any case): what the folder readers pick up.
+bool is_image_name(const std::filesystem::path& p);
 
 // Decodes one JPEG file to RGB (greyscale expanded); throws naming the file.
 std::vector<uint8_t> decode_jpeg_rgb(const std::string& path, int* width, int* height);
+
+// Decodes a JPEG or a PNG (told apart by their first bytes, not the name) to 8-bit RGB, as
+// torchvision's default loader would see it (data/png.h); throws naming the file.
+std::vector<uint8_t> decode_image_rgb(const std::string& path, int* width, int* height);
 
 }  // namespace cac::data

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes every reader of a file a user hands the programs (tests/fuzz: IDX, CIFAR, SVHN .mat, JPEG,
-# safetensors checkpoints, the JSON records) with libFuzzer under ASan + UBSan.
+# PNG, safetensors checkpoints, the JSON records) with libFuzzer under ASan + UBSan.
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET ...]     default: 60 s each, all targets
-# Targets: idx cifar svhn jpeg checkpoint records. The corpus grows in build-fuzz/corpus/<target>
+# Targets: idx cifar svhn jpeg png checkpoint records. The corpus grows in build-fuzz/corpus/<target>
 # (kept between runs); an input that crashes, leaks an exception other than cac::Error, or makes a
 # reader allocate over 2 GiB is saved in build-fuzz/findings/<target>/ and the script exits 1.
 # Replay one: build-fuzz/tests/fuzz/fuzz_<target> build-fuzz/findings/<target>/<file>. Once fixed,
@@ -13,7 +13,7 @@ seconds=${1:-60}
 [[ $seconds =~ ^[0-9]+$ ]] || { echo "fuzz.sh: SECONDS_PER_TARGET must be a whole number (got '$seconds')" >&2; exit 2; }
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(idx cifar svhn jpeg checkpoint records)
+((${#targets[@]})) || targets=(idx cifar svhn jpeg png checkpoint records)
 for t in "${targets[@]}"; do
   [[ -f tests/fuzz/fuzz_$t.cpp ]] || { echo "fuzz.sh: no target '$t' (tests/fuzz/fuzz_$t.cpp)" >&2; exit 2; }
 done
@@ -29,6 +29,7 @@ found=0
 for t in "${targets[@]}"; do
   mkdir -p "$dir/corpus/$t" "$dir/findings/$t"
   cp -n "$dir/seeds/$t"/* "$dir/corpus/$t/" 2>/dev/null || true
+  if [[ $t == png ]]; then cp -n tests/data/png/*.png "$dir/corpus/png/"; fi  # libpng's encodings of every format
   log="$dir/findings/$t.log"
   before=$(find "$dir/findings/$t" -type f | wc -l)
   # -malloc_limit_mb: a reader must not allocate gigabytes because a small file says so.

@@ -133,6 +133,52 @@ bool write_jpeg(const std::string& path, int w, int h, bool grey, uint8_t base) 
   return true;
 }
 
+namespace {
+void png_chunk(std::vector<uint8_t>& out, const std::string& type, const std::vector<uint8_t>& data) {
+  for (int s = 24; s >= 0; s -= 8) out.push_back(uint8_t(data.size() >> s));
+  const size_t start = out.size();
+  out.insert(out.end(), type.begin(), type.end());
+  out.insert(out.end(), data.begin(), data.end());
+  const uint32_t crc = uint32_t(crc32(0, out.data() + start, uInt(out.size() - start)));
+  for (int s = 24; s >= 0; s -= 8) out.push_back(uint8_t(crc >> s));
+}
+}  // namespace
+
+std::vector<uint8_t> png_bytes(const PngParts& p) {
+  std::vector<uint8_t> out{137, 80, 78, 71, 13, 10, 26, 10};
+  std::vector<uint8_t> ihdr;
+  for (uint32_t v : {p.width, p.height})
+    for (int s = 24; s >= 0; s -= 8) ihdr.push_back(uint8_t(v >> s));
+  ihdr.insert(ihdr.end(), {p.depth, p.colour, 0, 0, p.interlace});
+  png_chunk(out, "IHDR", ihdr);
+  for (const auto& [type, data] : p.extra) png_chunk(out, type, data);
+  if (!p.palette.empty()) png_chunk(out, "PLTE", p.palette);
+  std::vector<uint8_t> idat = p.idat;
+  if (idat.empty()) {
+    uLongf n = compressBound(uLong(p.scanlines.size()));
+    idat.resize(n);
+    compress2(idat.data(), &n, p.scanlines.data(), uLong(p.scanlines.size()), 6);
+    idat.resize(n);
+  }
+  png_chunk(out, "IDAT", idat);
+  png_chunk(out, "IEND", {});
+  return out;
+}
+
+bool write_png(const std::string& path, int w, int h, uint8_t base) {
+  PngParts p;
+  p.width = uint32_t(w), p.height = uint32_t(h);
+  for (int y = 0; y < h; ++y) {
+    p.scanlines.push_back(0);
+    p.scanlines.insert(p.scanlines.end(), size_t(w) * 3, base);
+  }
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream f(path, std::ios::binary);
+  const std::vector<uint8_t> b = png_bytes(p);
+  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+  return f.good();
+}
+
 void write_image_folder(const std::string& dir, const std::vector<std::string>& classes, int per_class_train,
                         int per_class_test, int w, int h) {
   for (size_t k = 0; k < classes.size(); ++k)

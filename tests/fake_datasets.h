@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace cac::testing {
@@ -42,6 +43,21 @@ bool write_svhn(const std::string& path, int n, const std::vector<double>& y, bo
 
 // A JPEG of w x h pixels, every sample = base (RGB or greyscale). Returns false if it can't write.
 bool write_jpeg(const std::string& path, int w, int h, bool grey, uint8_t base);
+// PNG assembly for the reader tests: wraps given scanlines (each a filter byte and the row's bytes,
+// already filtered, concatenated over the passes) in a PNG with the given header fields. Nothing is
+// validated, so tests can build exactly the broken file they want. `palette`: RGB triples (PLTE
+// chunk if not empty); `extra`: chunks (type + data) written before IDAT; `idat`, if not empty,
+// replaces the compressed scanlines.
+struct PngParts {
+  uint32_t width = 1, height = 1;
+  uint8_t depth = 8, colour = 2, interlace = 0;
+  std::vector<uint8_t> scanlines, palette, idat;
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> extra;
+};
+std::vector<uint8_t> png_bytes(const PngParts& p);
+// An 8-bit RGB PNG (filter type 0) of w x h pixels, every sample = base.
+bool write_png(const std::string& path, int w, int h, uint8_t base);
+
 // A user image folder: dir/train/<name>/*.jpg (per_class_train each) and dir/test/<name>/*.jpg
 // (per_class_test each), images w x h with a class-dependent brightness.
 void write_image_folder(const std::string& dir, const std::vector<std::string>& classes, int per_class_train,

@@ -527,7 +527,8 @@ TEST(ImageFolder, TrainAndEvaluateOwnData) {
   ASSERT_TRUE(fs::exists(d / "run/deploy.json"));
   app::PredictOptions p;
   p.run = d / "run";
-  p.inputs = {d / "pets/test/bird", d / "pets/test/cat/img0.jpg"};
+  ASSERT_TRUE(testing::write_png(d / "new/photo.png", 40, 30, 120));  // PNGs too, at another size
+  p.inputs = {d / "pets/test/bird", d / "pets/test/cat/img0.jpg", d / "new"};
   p.device = "cpu";
   p.csv = d / "pred.csv";
   ASSERT_EQ(app::run_predict(p), 0);
@@ -541,16 +542,16 @@ TEST(ImageFolder, TrainAndEvaluateOwnData) {
     EXPECT_TRUE(line.find(",cat,") != std::string::npos || line.find(",dog,") != std::string::npos) << line;
     EXPECT_TRUE(line.size() > 6 && (line.rfind(",known") == line.size() - 6 || line.rfind(",unknown") == line.size() - 8)) << line;
   }
-  EXPECT_EQ(rows, 5);  // 4 bird images (a folder, searched) + 1 file
+  EXPECT_EQ(rows, 6);  // 4 bird images (a folder, searched) + 1 file + the PNG (a folder)
   p.threshold = 1e9;  // nothing scores above it: every image is called known
   ASSERT_EQ(app::run_predict(p), 0);
   std::ifstream pf2(d / "pred.csv");
   const std::string all((std::istreambuf_iterator<char>(pf2)), std::istreambuf_iterator<char>());
   EXPECT_EQ(all.find(",unknown"), std::string::npos);
-  // Bad input: not a JPEG, and a run cac_eval has not seen.
+  // Bad input: not an image, and a run cac_eval has not seen.
   std::ofstream(d / "junk.jpg") << "not a jpeg";
   p.inputs = {d / "junk.jpg"};
-  expect_error([&] { app::run_predict(p); }, "junk.jpg");  // not a JPEG: the file is named
+  expect_error([&] { app::run_predict(p); }, "junk.jpg");  // neither JPEG nor PNG: the file is named
   fs::remove(d / "run/deploy.json");
   p.inputs = {d / "pets/test/bird"};
   expect_error([&] { app::run_predict(p); }, "cac_eval --run");  // no deploy.json: says what to run

@@ -21,6 +21,7 @@
 #include "data/benchmarks.h"
 #include "data/loader.h"
 #include "data/openset.h"
+#include "data/png.h"
 #include "data/readers.h"
 #include "data/transforms.h"
 #include "tests/fake_datasets.h"
@@ -311,6 +312,161 @@ TEST(DataJpeg, TruncatedFileFails) {
   write_bytes(d / "cut.jpg", bytes, false);
   int w = 0, h = 0;
   expect_error([&] { decode_jpeg_rgb(d / "cut.jpg", &w, &h); }, {"cut.jpg", "Premature end"});
+}
+
+// ---- PNG -----------------------------------------------------------------------------------------
+// The fixtures were written by libpng (tests/data/png/make_fixtures.c), an encoder independent of
+// data/png.cpp: 37x29 pixels, every colour type and bit depth, plain and Adam7, all five row filters
+// (libpng chose them per row; each occurs). Sample (x, y, c) is this formula in both programs.
+unsigned fixture_sample(int x, int y, int c, int depth) {
+  if (depth == 16) return unsigned(x * 2039 + y * 4099 + c * 8191 + x * y * 37) % 65536u;
+  return unsigned(x * 7 + y * 13 + c * 29 + (x * y) % 5) % (1u << depth);
+}
+
+TEST(DataPng, DecodesEveryFormatWrittenByLibpng) {
+  const int combos[][2] = {{0, 1}, {0, 2}, {0, 4}, {0, 8}, {0, 16}, {2, 8}, {2, 16}, {3, 1},
+                           {3, 2}, {3, 4}, {3, 8}, {4, 8}, {4, 16}, {6, 8}, {6, 16}};
+  for (const auto& [colour, depth] : combos)
+    for (const char* interlace : {"", "-adam7"}) {
+      const std::string name = fmt::format("c{}-d{}{}.png", colour, depth, interlace);
+      SCOPED_TRACE(name);
+      int w = 0, h = 0;
+      const std::vector<uint8_t> px = decode_image_rgb(std::string(CAC_SOURCE_DIR) + "/tests/data/png/" + name, &w, &h);
+      ASSERT_EQ(w, 37);
+      ASSERT_EQ(h, 29);
+      ASSERT_EQ(px.size(), size_t(w) * h * 3);
+      const int entries = depth == 8 ? 200 : depth == 4 ? 11 : 1 << depth;
+      int mismatches = 0;
+      for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x)
+          for (int c = 0; c < 3; ++c) {
+            unsigned want = 0;
+            if (colour == 3) {  // palette entry k = (37k + 11, 91k + 3, 53k + 200) mod 256
+              const unsigned k = fixture_sample(x, y, 0, depth) % unsigned(entries);
+              want = (k * (c == 0 ? 37 : c == 1 ? 91 : 53) + (c == 0 ? 11 : c == 1 ? 3 : 200)) % 256;
+            } else {
+              // Greys are replicated (sample 0); alpha (the last sample of types 4 and 6) is dropped.
+              const unsigned v = fixture_sample(x, y, colour == 0 || colour == 4 ? 0 : c, depth);
+              want = depth == 16 ? v >> 8 : depth < 8 ? v * 255 / ((1u << depth) - 1) : v;
+            }
+            mismatches += px[(size_t(y) * w + x) * 3 + c] != want;
+          }
+      EXPECT_EQ(mismatches, 0);
+    }
+}
+
+// Scanlines of a w x h 8-bit image of the given colour type, each row filter type 0 and its bytes = fill.
+std::vector<uint8_t> plain_scanlines(int w, int h, int channels, uint8_t fill) {
+  std::vector<uint8_t> s;
+  for (int y = 0; y < h; ++y) {
+    s.push_back(0);
+    s.insert(s.end(), size_t(w) * channels, fill);
+  }
+  return s;
+}
+
+// Every way a PNG can be broken gives an error naming the file and the problem; nothing is guessed.
+TEST(DataPng, BadFilesNameTheFileAndTheProblem) {
+  TempDir d;
+  int w = 0, h = 0;
+  auto fails = [&](const std::string& name, const std::vector<uint8_t>& bytes, std::vector<std::string> words) {
+    SCOPED_TRACE(name);
+    write_bytes(d / name, bytes, false);
+    words.insert(words.begin(), name);
+    expect_error([&] { decode_image_rgb(d / name, &w, &h); }, words);
+  };
+  testing::PngParts good;
+  good.width = 5, good.height = 4;
+  good.scanlines = plain_scanlines(5, 4, 3, 77);
+  const std::vector<uint8_t> ok = testing::png_bytes(good);
+  write_bytes(d / "ok.png", ok, false);
+  EXPECT_EQ(decode_image_rgb(d / "ok.png", &w, &h), std::vector<uint8_t>(5 * 4 * 3, 77));
+
+  // A PNG named .jpg is still read as a PNG: the format is told by the first bytes.
+  write_bytes(d / "really-a-png.jpg", ok, false);
+  EXPECT_EQ(decode_image_rgb(d / "really-a-png.jpg", &w, &h).size(), 5u * 4 * 3);
+  fails("text.png", {'h', 'e', 'l', 'l', 'o', '\n'}, {"neither a JPEG nor a PNG"});
+  fails("empty.png", {}, {"neither a JPEG nor a PNG"});
+
+  std::vector<uint8_t> cut = ok;
+  cut.resize(ok.size() - 20);  // inside IDAT's CRC or IEND
+  fails("cut.png", cut, {"truncated"});
+  fails("signature-only.png", std::vector<uint8_t>(ok.begin(), ok.begin() + 8), {"ends early", "truncated"});
+
+  std::vector<uint8_t> bad_crc = ok;
+  const auto idat = std::search(bad_crc.begin(), bad_crc.end(), std::begin("IDAT"), std::end("IDAT") - 1);
+  ASSERT_NE(idat, bad_crc.end());
+  idat[6] ^= 0x40;  // a byte of the compressed data: the chunk's CRC no longer matches
+  fails("bad-crc.png", bad_crc, {"CRC mismatch", "IDAT"});
+
+  {  // A damaged ancillary chunk is skipped, as libpng does: nothing the pixels need is in it.
+    testing::PngParts p = good;
+    p.extra = {{"tEXt", {'k', 0, 'v'}}};
+    std::vector<uint8_t> b = testing::png_bytes(p);
+    b[8 + 25 + 8] ^= 1;  // the first data byte of tEXt (after the signature and the 25-byte IHDR)
+    write_bytes(d / "bad-text-crc.png", b, false);
+    EXPECT_EQ(decode_image_rgb(d / "bad-text-crc.png", &w, &h), std::vector<uint8_t>(5 * 4 * 3, 77));
+    p.extra = {{"ABCD", {1, 2, 3}}};  // upper-case first letter: critical, and unknown
+    fails("unknown-critical.png", testing::png_bytes(p), {"unknown critical chunk ABCD"});
+  }
+  {
+    testing::PngParts p = good;
+    p.depth = 3;
+    fails("depth3.png", testing::png_bytes(p), {"bit depth 3", "colour type 2"});
+    p = good, p.colour = 5;
+    fails("colour5.png", testing::png_bytes(p), {"colour type 5"});
+    p = good, p.width = 0;
+    fails("zero-width.png", testing::png_bytes(p), {"0x4"});
+    p = good, p.interlace = 2;
+    fails("interlace2.png", testing::png_bytes(p), {"interlace method 2"});
+    // Refused from the header alone, before a byte of the 1.6 GB image is allocated.
+    p = good, p.width = 20000, p.height = 20000;
+    fails("huge.png", testing::png_bytes(p), {"20000x20000", "megapixels"});
+    // A believable size whose data cannot hold it: refused before allocating too.
+    p = good, p.width = 4000, p.height = 3000;
+    fails("too-little-data.png", testing::png_bytes(p), {"cannot hold a 4000x3000 image"});
+  }
+  {
+    testing::PngParts p = good;
+    p.scanlines.resize(p.scanlines.size() - 16);  // the last row is short
+    fails("short-data.png", testing::png_bytes(p), {"image data ends early", "48 of 64 bytes"});
+    p = good, p.scanlines[16] = 5;  // row 1's filter byte
+    fails("filter5.png", testing::png_bytes(p), {"row 1", "filter type 5"});
+    p = good, p.idat = {0x78, 0x9c, 0xff, 0xff, 0xff, 0xff, 0xff};
+    fails("bad-zlib.png", testing::png_bytes(p), {"damaged compressed image data"});
+  }
+  {  // Palette images: the palette must exist and hold every index used.
+    testing::PngParts p;
+    p.width = 4, p.height = 2, p.depth = 2, p.colour = 3;
+    p.scanlines = {0, 0x1b, 0, 0x00};  // row 0: indices 0 1 2 3; row 1: 0 0 0 0
+    fails("no-plte.png", testing::png_bytes(p), {"without a PLTE chunk"});
+    p.palette = {10, 20, 30, 40, 50, 60, 70, 80, 90};  // 3 entries: index 3 is out of range
+    fails("index.png", testing::png_bytes(p), {"palette index 3", "pixel (3, 0)", "3 entries"});
+    p.palette.insert(p.palette.end(), {1, 2, 3});
+    write_bytes(d / "palette.png", testing::png_bytes(p), false);
+    EXPECT_EQ(decode_image_rgb(d / "palette.png", &w, &h),
+              (std::vector<uint8_t>{10, 20, 30, 40, 50, 60, 70, 80, 90, 1, 2, 3,  //
+                                    10, 20, 30, 10, 20, 30, 10, 20, 30, 10, 20, 30}));
+  }
+}
+
+// Images of a folder may be JPEGs and PNGs mixed; both go through the same resize.
+TEST(DataImageFolder, PngAndJpegTogether) {
+  TempDir d;
+  ASSERT_TRUE(testing::write_png(d / "root/cat/a.PNG", 12, 12, 90));
+  write_jpeg(d / "root/cat/b.jpg", 12, 12, false, 90);
+  ASSERT_TRUE(testing::write_png(d / "root/dog/c.png", 24, 6, 200));
+  std::ofstream(d / "root/dog/notes.txt") << "not an image";  // ignored: not an image name
+  std::vector<std::string> classes;
+  ImageSet s = read_image_folder(d / "root", 12, &classes, 2);
+  EXPECT_EQ(classes, (std::vector<std::string>{"cat", "dog"}));
+  ASSERT_EQ(s.images.shape(), (Shape{3, 12, 12, 3}));
+  EXPECT_EQ(s.labels.to_vector<int64_t>(), (std::vector<int64_t>{0, 0, 1}));
+  EXPECT_EQ(s.image(0)[0], 90);
+  EXPECT_NEAR(s.image(1)[0], 90, 2);  // JPEG quality 100: within rounding
+  EXPECT_EQ(s.image(2)[100], 200);    // a flat image stays flat through the resize
+  std::ofstream(d / "root/dog/broken.png") << "garbage";
+  expect_error([&] { read_image_folder(d / "root", 12, nullptr, 2); }, {"broken.png", "neither a JPEG nor a PNG"});
 }
 
 // Two classes (n01, n02), three training images (one greyscale) and two validation images.

@@ -69,6 +69,23 @@ int main(int argc, char** argv) {
   // JPEG: RGB and greyscale, square and not.
   if (cac::testing::write_jpeg(tmp / "rgb.jpg", 8, 8, false, 100)) put(out / "jpeg", "rgb-8x8", slurp(tmp / "rgb.jpg"));
   if (cac::testing::write_jpeg(tmp / "grey.jpg", 12, 5, true, 30)) put(out / "jpeg", "grey-12x5", slurp(tmp / "grey.jpg"));
+  // PNG: RGB with rows of every filter type, and an interlaced 2-bit palette image (scripts/fuzz.sh
+  // adds libpng's fixtures from tests/data/png).
+  {
+    cac::testing::PngParts p;
+    p.width = 6, p.height = 5;
+    for (int y = 0; y < 5; ++y) {
+      p.scanlines.push_back(uint8_t(y));
+      for (int i = 0; i < 18; ++i) p.scanlines.push_back(uint8_t(i * 11 + y));
+    }
+    put(out / "png", "rgb-6x5-filters", cac::testing::png_bytes(p));
+    cac::testing::PngParts q;
+    q.width = 3, q.height = 3, q.depth = 2, q.colour = 3, q.interlace = 1;
+    q.palette = {255, 0, 0, 0, 255, 0, 0, 0, 255};
+    // Adam7 passes of a 3x3 image: pass 1 (1x1), pass 4 (1x1), pass 5 (2x1), pass 6 (1x2), pass 7 (3x1).
+    q.scanlines = {0, 0x40, 0, 0x80, 0, 0x50, 0, 0x00, 0, 0x40, 0, 0x24};
+    put(out / "png", "palette-3x3-adam7", cac::testing::png_bytes(q));
+  }
   // Checkpoint: the tensors fuzz_checkpoint restores, plus resume metadata.
   {
     cac::Tensor w = cac::Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {2, 3});
