@@ -1,12 +1,13 @@
 """The same CAC training step in PyTorch, for comparison with `cac_bench step`.
 
-Usage: python3 bench/torch_step.py [--arch classifier32|resnet18] [--batch 128] [--channels 3] [--iters 50] [--no-tf32]
+Usage: python3 bench/torch_step.py [--arch classifier32|resnet18] [--batch 128] [--channels 3] [--iters 50] [--no-tf32] [--device cuda|cpu]
 cudnn.benchmark is on (like cac's per-shape algorithm search); TF32 convolutions follow PyTorch's
 default (on), matching cac_bench's default.
 """
 import argparse
 import os
 import sys
+import time
 
 import torch
 import torch.nn as nn
@@ -67,10 +68,14 @@ def main():
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--no-tf32", action="store_true")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     a = p.parse_args()
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = not a.no_tf32
-    dev = torch.device("cuda")
+    dev = torch.device(a.device)
+    if dev.type == "cpu":
+        # Debian's build starts with one intra-op thread here; use every core, as cac_bench does.
+        torch.set_num_threads(os.cpu_count())
     classes = 10 if a.arch == "resnet18" else 6  # cac_bench's defaults for each network
     net = (ResNet18(a.channels, classes) if a.arch == "resnet18" else Classifier32(a.channels, classes)).to(dev)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -87,16 +92,22 @@ def main():
 
     for _ in range(a.warmup):
         step()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(a.iters):
-        loss = step()
-    stop.record()
-    torch.cuda.synchronize()
-    ms = start.elapsed_time(stop) / a.iters
+    if dev.type == "cuda":
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(a.iters):
+            loss = step()
+        stop.record()
+        torch.cuda.synchronize()
+        ms = start.elapsed_time(stop) / a.iters
+    else:
+        begin = time.perf_counter()
+        for _ in range(a.iters):
+            loss = step()
+        ms = (time.perf_counter() - begin) * 1e3 / a.iters
     print(f"pytorch {torch.__version__} {a.arch} training step  batch={a.batch}  input=32x32x{a.channels}"
-          f"  {'tf32' if not a.no_tf32 else 'fp32'} convs  {ms:.2f} ms/step  {1e3 * a.batch / ms:.1f} images/s"
+          f"  {a.device}{f' ({torch.get_num_threads()} threads)' if dev.type == 'cpu' else ''} {'tf32' if dev.type == 'cuda' and not a.no_tf32 else 'fp32'} convs  {ms:.2f} ms/step  {1e3 * a.batch / ms:.1f} images/s"
           f"  (loss {loss.item():.4f}, {a.iters} timed steps after {a.warmup} warm-up)")
 
 
