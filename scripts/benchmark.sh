@@ -11,14 +11,17 @@
 # Runs go to OUT_DIR/<method>-t<trial>; a run that was interrupted (Ctrl-C) or already finished
 # continues from its last checkpoint when the command is run again, so only what is missing trains.
 # Writes OUT_DIR/DATASET.json, OUT_DIR/DATASET.html and OUT_DIR/scores.csv.
-# CAC_BIN_DIR overrides where cac_train and cac_eval are (default: build/apps).
+# CAC_BIN_DIR overrides where cac_train and cac_eval are (default: build/apps of this checkout, or the
+# bin/ of the prefix this script was installed into by `cmake --install`).
 set -euo pipefail
 usage="usage: benchmark.sh DATASET DATA_DIR OUT_DIR [--trials 0,1,2,3,4] [--methods cac,ce] [cac_train flags ...]"
 dataset=${1:?$usage}
 data=${2:?$usage}
 out=${3:?$usage}
 shift 3
-bin=${CAC_BIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/build/apps}
+here=$(cd "$(dirname "$0")" && pwd)
+bin=${CAC_BIN_DIR:-$here/../build/apps}
+[[ -n ${CAC_BIN_DIR:-} || -x "$bin/cac_train" ]] || bin=$here/../../../bin  # PREFIX/share/cac-engine/scripts
 [[ -x "$bin/cac_train" && -x "$bin/cac_eval" ]] || { echo "benchmark: no cac_train/cac_eval in $bin (build first, or set CAC_BIN_DIR)" >&2; exit 2; }
 trials=0,1,2,3,4
 methods=cac,ce

@@ -13,12 +13,15 @@
 # CIFAR10's augmentation); any cac_train flag overrides them, e.g. --epochs 30,10 --device cuda.
 # An interrupted run (Ctrl-C) continues where it stopped when the command is run again.
 # Writes OUT_DIR/cac, OUT_DIR/ce (run folders), OUT_DIR/fp-operating-points.{json,html}, scores.csv.
-# CAC_BIN_DIR overrides where cac_train and cac_eval are (default: build/apps).
+# CAC_BIN_DIR overrides where cac_train and cac_eval are (default: build/apps of this checkout, or the
+# bin/ of the prefix this script was installed into by `cmake --install`).
 set -euo pipefail
 data=${1:?usage: fp-operating-points.sh DATA_DIR OUT_DIR [cac_train flags ...]}
 out=${2:?usage: fp-operating-points.sh DATA_DIR OUT_DIR [cac_train flags ...]}
 shift 2
-bin=${CAC_BIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/build/apps}
+here=$(cd "$(dirname "$0")" && pwd)
+bin=${CAC_BIN_DIR:-$here/../build/apps}
+[[ -n ${CAC_BIN_DIR:-} || -x "$bin/cac_train" ]] || bin=$here/../../../bin  # PREFIX/share/cac-engine/scripts
 [[ -x "$bin/cac_train" && -x "$bin/cac_eval" ]] || { echo "fp-operating-points: no cac_train/cac_eval in $bin (build first, or set CAC_BIN_DIR)" >&2; exit 2; }
 device=auto
 args=("$@")
