@@ -54,6 +54,8 @@ int run_eval(const EvalOptions& o) {
   std::vector<eval::ReportEntry> entries;
   std::ofstream scores;
   std::string scores_tmp;
+  // Scores are written in the shortest form that reads back to the same double, so a threshold
+  // applied to the file gives what cac_eval computed.
   if (!o.scores_csv.empty()) {
     scores_tmp = temp_path_for(o.scores_csv);
     scores.open(scores_tmp);
@@ -127,6 +129,8 @@ int run_eval(const EvalOptions& o) {
 
     // RUN/deploy.json: anchors, normalisation and the 95%-of-validation-knowns threshold, so
     // cac_predict can score new images without the training data.
+    double threshold = 0;
+    std::vector<std::string> class_names;
     {
       std::vector<double> vs, vl;
       std::vector<int64_t> vp;
@@ -140,10 +144,11 @@ int run_eval(const EvalOptions& o) {
       dep.mean = d.norm.mean;
       dep.std = d.norm.std;
       if (method != Method::CE) dep.anchors = anchors_cpu.to_vector<float>();
-      dep.threshold = eval::accept_threshold(vs, 0.95);  // the FPR@95%TPR convention
+      dep.threshold = threshold = eval::accept_threshold(vs, 0.95);  // the FPR@95%TPR convention
       for (int k = 0; k < K; ++k)
         dep.class_names.push_back(d.class_names.empty() ? std::to_string(d.classes.known[size_t(k)])
                                                         : d.class_names[size_t(d.classes.known[size_t(k)])]);
+      class_names = dep.class_names;
       write_file_atomic(run + "/deploy.json", dep.to_json());
     }
     std::vector<double> ks;
@@ -157,7 +162,7 @@ int run_eval(const EvalOptions& o) {
     }
     if (scores.is_open())
       for (size_t i = 0; i < ks.size(); ++i)
-        scores << run << ",known,known," << d.test_known.labels[i] << "," << kp[i] << "," << ks[i] << "\n";
+        scores << fmt::format("{},known,known,{},{},{}\n", run, d.test_known.labels[i], kp[i], ks[i]);
     const std::string metrics_csv = fs::exists(run + "/metrics.csv") ? read_text(run + "/metrics.csv") : "";
     // Each unknown set is its own open-set problem (the FP experiment has two).
     for (auto& [set_name, subset] : d.test_unknown) {
@@ -185,7 +190,11 @@ int run_eval(const EvalOptions& o) {
       }
       if (scores.is_open())
         for (size_t i = 0; i < us.size(); ++i)
-          scores << run << ",unknown," << set_name << "," << subset.labels[i] << "," << up[i] << "," << us[i] << "\n";
+          scores << fmt::format("{},unknown,{},{},{},{}\n", run, set_name, subset.labels[i], up[i], us[i]);
+      // What cac_predict would say of each test image, as a table: at the deploy threshold.
+      e.class_names = class_names;
+      e.threshold = threshold;
+      e.confusion = eval::open_set_confusion(K, d.test_known.labels, kp, ks, up, us, threshold);
       e.known_scores = ks;
       e.known_correct = correct;
       e.unknown_scores = std::move(us);
@@ -219,6 +228,10 @@ int run_eval(const EvalOptions& o) {
       std::printf(" %*s", int(std::max(w, n.size())), std::isfinite(v) ? fmt::format("{:.4f}", v).c_str() : "n/a");
       jr[n] = num(v);
     }
+    std::vector<std::string> labels = e.class_names;
+    labels.push_back("unknown");
+    jr["threshold"] = num(e.threshold);
+    jr["confusion"] = {{"labels", labels}, {"rows", e.confusion}};
     std::printf("\n");
     out["runs"].push_back(jr);
   }

@@ -117,6 +117,30 @@ std::optional<double> ccr_at_fpr(const std::vector<OscrPoint>& c, double target,
   return best;
 }
 
+Confusion open_set_confusion(int num_known, const std::vector<int64_t>& known_labels,
+                             const std::vector<int64_t>& known_pred, const std::vector<double>& known_scores,
+                             const std::vector<int64_t>& unknown_pred, const std::vector<double>& unknown_scores,
+                             double threshold) {
+  CAC_CHECK(num_known > 0, "open_set_confusion: no known classes");
+  CAC_CHECK(known_labels.size() == known_pred.size() && known_pred.size() == known_scores.size() &&
+                unknown_pred.size() == unknown_scores.size(),
+            "open_set_confusion: {} labels, {} predictions and {} scores of knowns; {} predictions and {} scores "
+            "of unknowns", known_labels.size(), known_pred.size(), known_scores.size(), unknown_pred.size(),
+            unknown_scores.size());
+  const int64_t K = num_known;
+  Confusion m(size_t(K + 1), std::vector<int64_t>(size_t(K + 1), 0));
+  auto column = [&](int64_t pred, double score) {
+    CAC_CHECK(pred >= 0 && pred < K, "open_set_confusion: predicted class {} of {}", pred, K);
+    return score > threshold ? K : pred;
+  };
+  for (size_t i = 0; i < known_labels.size(); ++i) {
+    CAC_CHECK(known_labels[i] >= 0 && known_labels[i] < K, "open_set_confusion: label {} of {}", known_labels[i], K);
+    ++m[size_t(known_labels[i])][size_t(column(known_pred[i], known_scores[i]))];
+  }
+  for (size_t i = 0; i < unknown_pred.size(); ++i) ++m[size_t(K)][size_t(column(unknown_pred[i], unknown_scores[i]))];
+  return m;
+}
+
 std::vector<RocPoint> roc_curve(const std::vector<double>& known, const std::vector<double>& unknown) {
   check(known, unknown, "roc");
   std::vector<std::pair<double, bool>> all;

@@ -31,6 +31,15 @@ double oscr_area(const std::vector<OscrPoint>& curve);  // trapezoids over FPR i
 // resolve that rate (fewer than 1/target images): never extrapolated.
 std::optional<double> ccr_at_fpr(const std::vector<OscrPoint>& curve, double target, size_t num_unknown);
 
+// Open-set confusion matrix, (K+1) x (K+1) counts: row = true class (0..K-1 the known classes,
+// K the unknown set), column = the predicted known class, or K where the score is above
+// `threshold` (rejected as unknown; score <= threshold is accepted, as everywhere here).
+using Confusion = std::vector<std::vector<int64_t>>;
+Confusion open_set_confusion(int num_known, const std::vector<int64_t>& known_labels,
+                             const std::vector<int64_t>& known_pred, const std::vector<double>& known_scores,
+                             const std::vector<int64_t>& unknown_pred, const std::vector<double>& unknown_scores,
+                             double threshold);
+
 struct RocPoint {
   double fpr, tpr;  // unknowns as positives
 };

@@ -8,6 +8,8 @@
 #include <map>
 #include <sstream>
 
+#include "core/error.h"
+
 namespace cac::eval {
 
 namespace {
@@ -246,6 +248,31 @@ std::map<std::string, std::vector<double>> parse_csv(const std::string& text) {
 }
 }  // namespace
 
+std::string html_confusion(const ReportEntry& e) {
+  const size_t K = e.class_names.size();
+  CAC_CHECK(e.confusion.size() == K + 1, "html_confusion: {} rows for {} classes + unknown", e.confusion.size(), K);
+  auto name = [&](size_t k) { return k < K ? html_escape(e.class_names[k]) : std::string("<i>unknown</i>"); };
+  std::string h = "<table class=\"cm\"><tr><th>true \\ predicted</th>";
+  for (size_t k = 0; k <= K; ++k) h += "<th>" + name(k) + "</th>";
+  h += "<th>images</th></tr>\n";
+  for (size_t r = 0; r <= K; ++r) {
+    CAC_CHECK(e.confusion[r].size() == K + 1, "html_confusion: row {} has {} columns, not {}", r, e.confusion[r].size(), K + 1);
+    int64_t n = 0;
+    for (int64_t v : e.confusion[r]) n += v;
+    h += "<tr><th>" + name(r) + "</th>";
+    for (size_t c = 0; c <= K; ++c) {
+      const int64_t v = e.confusion[r][c];
+      const double share = n > 0 ? double(v) / double(n) : 0.0;
+      const char* rgb = r == c ? "31,119,180" : "214,39,40";  // right: blue, wrong: red
+      h += v == 0 ? "<td class=\"zero\">0</td>"
+                  : fmt::format("<td style=\"background:rgba({},{:.3f}){}\">{}<br><small>{:.1f}%</small></td>", rgb,
+                                0.08 + 0.8 * share, share > 0.55 ? ";color:#fff" : "", v, 100 * share);
+    }
+    h += fmt::format("<td>{}</td></tr>\n", n);
+  }
+  return h + "</table>\n";
+}
+
 std::string html_report(const std::string& title, const std::vector<ReportEntry>& entries,
                         const std::vector<std::string>& metric_names, const std::string& command_line) {
   std::string h = R"(<!DOCTYPE html>
@@ -261,6 +288,8 @@ th:first-child,td:first-child{text-align:left} tr.summary td{background:#f6f8fb;
 svg .title{font-size:14px;font-weight:600} svg .tick{font-size:11px;fill:#555} svg .axis{font-size:12px}
 svg .legend{font-size:11px} svg .frame{fill:none;stroke:#999} svg .grid{stroke:#eee}
 svg .chance{stroke:#bbb;stroke-dasharray:3 3}
+table.cm td,table.cm th{text-align:center;border:1px solid #e4e4e4;min-width:44px} table.cm td.zero{color:#bbb}
+details{margin:6px 0} summary{cursor:pointer;font-size:14px}
 </style></head><body>
 )";
   char when[64];
@@ -317,6 +346,19 @@ svg .chance{stroke:#bbb;stroke-dasharray:3 3}
   for (const ReportEntry& e : entries)
     h += svg_histogram(short_entry_name(e), e.known_scores, e.unknown_scores);
   h += "</div>\n";
+
+  bool first = true;
+  for (const ReportEntry& e : entries) {
+    if (e.confusion.empty()) continue;
+    if (first)
+      h += "<h2>Open-set confusion</h2>\n<p class=\"meta\">Rows: the true class (the known classes, then the unknown "
+           "test set). Columns: the predicted known class, or <i>unknown</i> where the score is above the threshold "
+           "(the one that accepts 95% of the validation images of the known classes, as cac_predict uses). Each cell: "
+           "images and share of the row.</p>\n";
+    h += fmt::format("<details{}><summary>{} · threshold {:.4g}</summary>\n", first ? " open" : "",
+                     html_escape(entry_name(e)), e.threshold) + html_confusion(e) + "</details>\n";
+    first = false;
+  }
 
   // Training curves, once per run (entries of one run share its metrics.csv).
   std::vector<Series> loss, acc;

@@ -40,6 +40,11 @@ struct ReportEntry {
   std::vector<double> known_scores, unknown_scores;     // higher = more likely unknown
   std::vector<bool> known_correct;
   std::string metrics_csv;  // the run's metrics.csv text (training curves); may be empty
+  // Open-set confusion (eval::open_set_confusion) at `threshold`; rows and columns are named by
+  // class_names (the K known classes), then "unknown". Left empty, the report has no table for it.
+  std::vector<std::string> class_names{};
+  double threshold = 0;
+  Confusion confusion{};
 };
 
 std::string entry_name(const ReportEntry& e);  // "run" or "run · set"
@@ -54,7 +59,12 @@ struct GroupSummary {
 };
 std::vector<GroupSummary> summarise(const std::vector<ReportEntry>& entries, const std::vector<std::string>& names);
 
-// The metrics table (entries, then the groups' mean +- std), curves, histograms, training curves.
+// An open-set confusion matrix as an HTML table: count and share of the row per cell, shaded by
+// the share (blue where the prediction is right, red where it is wrong).
+std::string html_confusion(const ReportEntry& e);
+
+// The metrics table (entries, then the groups' mean +- std), curves, histograms, confusion
+// matrices, training curves.
 std::string html_report(const std::string& title, const std::vector<ReportEntry>& entries,
                         const std::vector<std::string>& metric_names, const std::string& command_line);
 

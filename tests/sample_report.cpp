@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "core/rng.h"
 #include "eval/report.h"
@@ -33,6 +34,11 @@ int main(int argc, char** argv) {
     for (int ep = 1; ep <= 10; ++ep)
       e.metrics_csv += std::to_string(ep) + "," + std::to_string(2.0 / ep) + "," + std::to_string(2.2 / ep) + "," +
                        std::to_string(1 - 0.5 / ep) + "," + std::to_string(0.95 - 0.5 / ep) + "\n";
+    e.class_names = {"T-shirt", "trouser", "pullover", "dress", "coat", "sandal"};
+    e.threshold = 1.96;
+    e.confusion.assign(7, std::vector<int64_t>(7, 0));
+    for (int t = 0; t < 7; ++t)
+      for (int p = 0; p < 7; ++p) e.confusion[size_t(t)][size_t(p)] = t == p ? 300 - 40 * r : (t + p + r) % 4 * 7;
     entries.push_back(e);
   }
   cac::write_file_atomic(argv[1], html_report("Sample report (synthetic scores)", entries, {"accuracy", "auroc", "oscr"},

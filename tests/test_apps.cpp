@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <functional>
 #include <map>
 #include <tuple>
@@ -222,13 +223,34 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
   std::getline(sf, line);
   EXPECT_EQ(line, "run,split,set,label,prediction,score");
   int known = 0, unknown = 0;
-  while (std::getline(sf, line)) (line.find(",known,") != std::string::npos ? known : unknown) += 1;
+  // The open-set confusion in eval.json is what the threshold gives on the scores in scores.csv,
+  // and that threshold is deploy.json's (what cac_predict applies).
+  const auto& cm = j["runs"][0]["confusion"];
+  const double threshold = j["runs"][0]["threshold"].get<double>();
+  const int K = 6;
+  ASSERT_EQ(cm["labels"].size(), size_t(K + 1));
+  EXPECT_EQ(cm["labels"][K], "unknown");
+  std::vector<std::vector<int64_t>> expect(K + 1, std::vector<int64_t>(K + 1, 0));
+  while (std::getline(sf, line)) {
+    const bool is_known = line.find(",known,") != std::string::npos;
+    (is_known ? known : unknown) += 1;
+    std::vector<std::string> f;
+    std::stringstream ls(line);
+    for (std::string x; std::getline(ls, x, ',');) f.push_back(x);
+    ASSERT_EQ(f.size(), 6u) << line;
+    const int pred = std::stoi(f[4]);
+    ++expect[is_known ? std::stoi(f[3]) : K][std::stod(f[5]) > threshold ? K : pred];
+  }
+  EXPECT_EQ(cm["rows"].get<std::vector<std::vector<int64_t>>>(), expect);
+  std::ifstream df(d / "run/deploy.json");
+  EXPECT_EQ(nlohmann::json::parse(df)["threshold"].get<double>(), threshold);
   EXPECT_EQ(known, 72);
   EXPECT_EQ(unknown, 48);
   std::ifstream rf(d / "report.html");
   const std::string html((std::istreambuf_iterator<char>(rf)), std::istreambuf_iterator<char>());
   EXPECT_NE(html.find("<svg"), std::string::npos);
   EXPECT_NE(html.find("Loss per epoch"), std::string::npos);  // training curves from metrics.csv
+  EXPECT_NE(html.find("<table class=\"cm\">"), std::string::npos);  // the confusion matrix
   // --arch on cac_eval checks what the runs were trained with.
   o.arch = "resnet18";
   expect_error([&] { app::run_eval(o); }, "trained with --arch classifier32");

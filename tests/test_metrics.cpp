@@ -11,6 +11,13 @@
 namespace cac::eval {
 namespace {
 
+size_t count(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
+}
+
+
 TEST(Metrics, AurocHandCases) {
   EXPECT_DOUBLE_EQ(auroc({0.1, 0.2}, {0.8, 0.9}), 1.0);     // perfect
   EXPECT_DOUBLE_EQ(auroc({0.8, 0.9}, {0.1, 0.2}), 0.0);     // inverted
@@ -73,6 +80,43 @@ TEST(Metrics, CcrAtFprThresholdConventionAtTies) {
   EXPECT_DOUBLE_EQ(*ccr_at_fpr(flat, 1.0, 10), 1.0);
 }
 
+// Rows: true class (0, 1, then unknown); columns: predicted class, or unknown above the threshold.
+TEST(Metrics, OpenSetConfusionHandCase) {
+  // Knowns: (label, prediction, score) = (0,0,.1) (0,1,.5: accepted, at the threshold) (1,1,.9: rejected) (1,1,.2).
+  // Unknowns: (prediction, score) = (0,.7: rejected) (1,.3: accepted as 1) (1,.5: accepted as 1).
+  const Confusion m = open_set_confusion(2, {0, 0, 1, 1}, {0, 1, 1, 1}, {0.1, 0.5, 0.9, 0.2}, {0, 1, 1}, {0.7, 0.3, 0.5}, 0.5);
+  EXPECT_EQ(m, (Confusion{{1, 1, 0}, {0, 1, 1}, {0, 2, 1}}));
+  EXPECT_THROW(open_set_confusion(2, {0, 2}, {0, 0}, {0.1, 0.1}, {}, {}, 0.5), Error);  // label out of range
+  EXPECT_THROW(open_set_confusion(2, {0}, {3}, {0.1}, {}, {}, 0.5), Error);             // prediction out of range
+  EXPECT_THROW(open_set_confusion(2, {0}, {0, 1}, {0.1}, {}, {}, 0.5), Error);          // lengths differ
+}
+
+TEST(Report, ConfusionTableNamesClassesAndShadesRightAndWrong) {
+  ReportEntry e;
+  e.run = "r";
+  e.class_names = {"cat", "<dog>"};
+  e.threshold = 0.5;
+  e.confusion = {{8, 1, 1}, {0, 0, 0}, {3, 0, 7}};
+  const std::string h = html_confusion(e);
+  EXPECT_NE(h.find("&lt;dog&gt;"), std::string::npos);  // names escaped
+  EXPECT_EQ(count(h, "<i>unknown</i>"), 2u);            // a row and a column
+  EXPECT_NE(h.find("rgba(31,119,180,0.720)"), std::string::npos);  // 8 of 10 right: blue, 0.08 + 0.8 * 0.8
+  EXPECT_NE(h.find("rgba(214,39,40,0.320)"), std::string::npos);   // 3 of 10 unknowns taken for cat: red
+  EXPECT_NE(h.find("<td>10</td>"), std::string::npos);             // row totals
+  EXPECT_NE(h.find("<td>0</td></tr>"), std::string::npos);         // an empty row, no division by zero
+  e.confusion.pop_back();
+  EXPECT_THROW(html_confusion(e), Error);
+  // In the whole report: a section with one table per entry that has a matrix.
+  e.confusion = {{8, 1, 1}, {0, 0, 0}, {3, 0, 7}};
+  e.known_scores = {0.1, 0.6}, e.unknown_scores = {0.7}, e.known_correct = {true, false};
+  ReportEntry f = e;
+  f.confusion.clear();
+  const std::string r = html_report("t", {e, f}, {}, "cmd");
+  EXPECT_EQ(count(r, "Open-set confusion"), 1u);
+  EXPECT_EQ(count(r, "<table class=\"cm\">"), 1u);
+  EXPECT_NE(r.find("threshold 0.5"), std::string::npos);
+}
+
 TEST(Metrics, RocCurveEnds) {
   auto r = roc_curve({1, 2}, {3});
   EXPECT_DOUBLE_EQ(r.front().tpr, 0.0);
@@ -82,12 +126,6 @@ TEST(Metrics, RocCurveEnds) {
 
 
 // --- The HTML report -------------------------------------------------------------------------
-
-size_t count(const std::string& s, const std::string& what) {
-  size_t n = 0;
-  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
-  return n;
-}
 
 TEST(Report, PlotSkipsSubPixelSteps) {
   // 100000 points on a 388-pixel-wide line: at most one point per half pixel of path survives.
