@@ -120,8 +120,10 @@ int run_eval(const EvalOptions& o) {
     const Tensor anchors_cpu = model->anchors.to(Device::CPU);
     std::vector<double> ks_logit;
     auto score_set = [&](const data::Subset& s, std::vector<double>* score, std::vector<int64_t>* pred,
-                         std::vector<double>* logit_score) {
-      Scored r = score_logits(method, all_logits(*model, s, a, dev, o.workers), K, anchors_cpu);
+                         std::vector<double>* logit_score, std::vector<float>* logits = nullptr) {
+      std::vector<float> z = all_logits(*model, s, a, dev, o.workers);
+      Scored r = score_logits(method, z, K, anchors_cpu);
+      if (logits) *logits = std::move(z);
       *score = std::move(r.score);
       *pred = std::move(r.pred);
       *logit_score = std::move(r.logit_score);
@@ -153,7 +155,8 @@ int run_eval(const EvalOptions& o) {
     }
     std::vector<double> ks;
     std::vector<int64_t> kp;
-    score_set(d.test_known, &ks, &kp, &ks_logit);
+    std::vector<float> known_logits;  // for the report's picture of the logit space
+    score_set(d.test_known, &ks, &kp, &ks_logit, &known_logits);
     std::vector<bool> correct;
     int64_t nc = 0;
     for (size_t i = 0; i < ks.size(); ++i) {
@@ -168,7 +171,8 @@ int run_eval(const EvalOptions& o) {
     for (auto& [set_name, subset] : d.test_unknown) {
       std::vector<double> us, us_logit;
       std::vector<int64_t> up;
-      score_set(subset, &us, &up, &us_logit);
+      std::vector<float> unknown_logits;
+      score_set(subset, &us, &up, &us_logit, o.report_html.empty() ? nullptr : &unknown_logits);
       eval::ReportEntry e;
       e.run = run;
       e.unknown_set = set_name;
@@ -195,6 +199,13 @@ int run_eval(const EvalOptions& o) {
       e.class_names = class_names;
       e.threshold = threshold;
       e.confusion = eval::open_set_confusion(K, d.test_known.labels, kp, ks, up, us, threshold);
+      if (!o.report_html.empty()) {
+        e.num_classes = K;
+        e.known_logits = known_logits;
+        e.unknown_logits = std::move(unknown_logits);
+        e.known_labels = d.test_known.labels;
+        if (method != Method::CE) e.anchors = anchors_cpu.to_vector<float>();
+      }
       e.known_scores = ks;
       e.known_correct = correct;
       e.unknown_scores = std::move(us);

@@ -165,7 +165,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   log.write(fmt::format("cac_train: {} trial {}, {}, {} known classes, {} train / {} val images, method {}, {} epochs on {}\n",
                         d.benchmark, cfg.trial, cfg.arch.empty() ? "classifier32" : cfg.arch, d.num_classes(), d.train.size(),
                         d.val.size(), cfg.method, total_epochs, dev == Device::CUDA ? cuda::device_description() : "the CPU"));
-  if (!d.class_names.empty()) {  // an image folder: say which folder is which network class
+  if (!d.class_names.empty()) {  // named classes (an image folder, Fashion-MNIST, CIFAR-10): which is which
     std::string known, unknown;
     for (size_t i = 0; i < d.classes.known.size(); ++i)
       known += fmt::format("{}{}={}", i ? ", " : "", i, d.class_names[size_t(d.classes.known[i])]);

@@ -68,6 +68,7 @@ DatasetDefaults dataset_defaults(const std::string& benchmark, const std::string
   d.val_fraction = field<double>(j, "val_fraction", entry);
   d.flip_for_class_means = field<bool>(j, "flip_for_class_means", entry);
   if (j.contains("arch")) d.arch = field<std::string>(j, "arch", entry);
+  if (j.contains("class_names")) d.class_names = list<std::string>(j, "class_names", entry);
   const auto non_negative = [](const std::vector<int>& v) { return std::all_of(v.begin(), v.end(), [](int e) { return e >= 0; }); };
   CAC_CHECK(d.image_size >= 8 && d.image_size <= 1024 && (d.channels == 1 || d.channels == 3) && d.batch > 0 &&
                 d.batch <= 65536 && d.val_fraction > 0 && d.val_fraction < 1 && d.crop_scale_min > 0 &&

@@ -20,6 +20,7 @@ struct DatasetDefaults {
   double val_fraction = 0.2;
   bool flip_for_class_means = false;
   std::string arch = "classifier32";  // the network the benchmark is run with by default
+  std::vector<std::string> class_names;  // of labels 0, 1, ... where the table gives them
 };
 
 // Names: MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, CIFAR10-FP (the

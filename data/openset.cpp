@@ -87,7 +87,12 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
     d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
     return d;
   }
-  d.classes = split_json.empty() ? standard_trial(d.benchmark, trial) : read_trial_json(split_json);
+  // Where the protocol table names the labels, a split file may use the names, and reports and
+  // cac_predict show them (CIFAR+N has none: its unknowns are CIFAR-100 labels).
+  const std::vector<std::string>& names = d.defaults.class_names;
+  d.classes = split_json.empty() ? standard_trial(d.benchmark, trial)
+                                 : read_trial_json(split_json, names.empty() ? nullptr : &names);
+  d.class_names = names;
   const std::string& b = d.benchmark;
   if (b == "MNIST" || b == "FashionMNIST") {
     const std::string dir = data_dir;  // read_mnist_dir names the missing files itself
@@ -125,6 +130,7 @@ OpenSetData load_fp_operating_points(const std::string& data_dir, uint64_t seed)
   OpenSetData d;
   d.defaults = dataset_defaults("CIFAR10-FP");
   d.benchmark = "CIFAR10-FP";
+  d.class_names = d.defaults.class_names;
   for (int64_t c = 0; c < 10; ++c) d.classes.known.push_back(c);
   const std::string dir10 = find_dataset_dir(data_dir, "test_batch.bin", {"cifar-10-batches-bin"});
   auto train = keep(d, read_cifar10(dir10, true)), test = keep(d, read_cifar10(dir10, false));

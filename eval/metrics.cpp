@@ -141,6 +141,96 @@ Confusion open_set_confusion(int num_known, const std::vector<int64_t>& known_la
   return m;
 }
 
+namespace {
+// Eigen-decomposition of a symmetric matrix by cyclic Jacobi rotations (the logit spaces here have
+// at most a few hundred dimensions). On return the diagonal of `a` holds the eigenvalues and the
+// columns of `v` the eigenvectors.
+void jacobi_eigen(std::vector<double>& a, std::vector<double>& v, int n) {
+  v.assign(size_t(n) * n, 0.0);
+  for (int i = 0; i < n; ++i) v[size_t(i) * n + i] = 1;
+  auto A = [&](int r, int c) -> double& { return a[size_t(r) * n + c]; };
+  for (int sweep = 0; sweep < 100; ++sweep) {
+    double off = 0, diag = 0;
+    for (int r = 0; r < n; ++r)
+      for (int c = 0; c < n; ++c) (r == c ? diag : off) += A(r, c) * A(r, c);
+    if (off <= 1e-30 * std::max(diag, 1e-300)) break;
+    for (int p = 0; p < n - 1; ++p)
+      for (int q = p + 1; q < n; ++q) {
+        if (A(p, q) == 0) continue;
+        // The rotation that zeroes A(p, q): tan(2 theta) = 2 A(p, q) / (A(q, q) - A(p, p)).
+        const double theta = (A(q, q) - A(p, p)) / (2 * A(p, q));
+        const double t = (theta >= 0 ? 1 : -1) / (std::abs(theta) + std::sqrt(theta * theta + 1));
+        const double c = 1 / std::sqrt(t * t + 1), s = t * c;
+        for (int k = 0; k < n; ++k) {  // columns p and q
+          const double akp = A(k, p), akq = A(k, q);
+          A(k, p) = c * akp - s * akq;
+          A(k, q) = s * akp + c * akq;
+        }
+        for (int k = 0; k < n; ++k) {  // rows p and q
+          const double apk = A(p, k), aqk = A(q, k);
+          A(p, k) = c * apk - s * aqk;
+          A(q, k) = s * apk + c * aqk;
+        }
+        for (int k = 0; k < n; ++k) {
+          const double vkp = v[size_t(k) * n + p], vkq = v[size_t(k) * n + q];
+          v[size_t(k) * n + p] = c * vkp - s * vkq;
+          v[size_t(k) * n + q] = s * vkp + c * vkq;
+        }
+      }
+  }
+}
+}  // namespace
+
+std::pair<double, double> PrincipalPlane::project(const float* point) const {
+  double x = 0, y = 0;
+  for (size_t k = 0; k < mean.size(); ++k) {
+    const double d = double(point[k]) - mean[k];
+    x += d * axis1[k];
+    y += d * axis2[k];
+  }
+  return {x, y};
+}
+
+PrincipalPlane principal_plane(const std::vector<float>& points, int dim) {
+  CAC_CHECK(dim > 0 && !points.empty() && points.size() % size_t(dim) == 0,
+            "principal_plane: {} values are not rows of {}", points.size(), dim);
+  const size_t n = points.size() / size_t(dim), D = size_t(dim);
+  PrincipalPlane pl;
+  pl.mean.assign(D, 0.0);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t k = 0; k < D; ++k) pl.mean[k] += double(points[i * D + k]) / double(n);
+  std::vector<double> cov(D * D, 0.0);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t r = 0; r < D; ++r) {
+      const double dr = double(points[i * D + r]) - pl.mean[r];
+      for (size_t c = r; c < D; ++c) cov[r * D + c] += dr * (double(points[i * D + c]) - pl.mean[c]) / double(n);
+    }
+  for (size_t r = 0; r < D; ++r)
+    for (size_t c = 0; c < r; ++c) cov[r * D + c] = cov[c * D + r];
+  for (size_t k = 0; k < D; ++k) pl.total_variance += cov[k * D + k];
+  std::vector<double> vec;
+  jacobi_eigen(cov, vec, dim);
+  std::vector<size_t> order(D);
+  for (size_t k = 0; k < D; ++k) order[k] = k;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return cov[a * D + a] > cov[b * D + b]; });
+  auto axis = [&](size_t which, std::vector<double>* out, double* variance) {
+    out->assign(D, 0.0);
+    if (which >= D) return;
+    const size_t col = order[which];
+    size_t biggest = 0;
+    for (size_t k = 0; k < D; ++k) {
+      (*out)[k] = vec[k * D + col];
+      if (std::abs((*out)[k]) > std::abs((*out)[biggest])) biggest = k;
+    }
+    if ((*out)[biggest] < 0)
+      for (double& x : *out) x = -x;
+    *variance = std::max(0.0, cov[col * D + col]);
+  };
+  axis(0, &pl.axis1, &pl.variance1);
+  axis(1, &pl.axis2, &pl.variance2);
+  return pl;
+}
+
 std::vector<RocPoint> roc_curve(const std::vector<double>& known, const std::vector<double>& unknown) {
   check(known, unknown, "roc");
   std::vector<std::pair<double, bool>> all;

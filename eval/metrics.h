@@ -3,6 +3,7 @@
 // an image is accepted as known at threshold t when score <= t.
 #include <cstdint>
 #include <optional>
+#include <utility>
 #include <vector>
 
 namespace cac::eval {
@@ -39,6 +40,18 @@ Confusion open_set_confusion(int num_known, const std::vector<int64_t>& known_la
                              const std::vector<int64_t>& known_pred, const std::vector<double>& known_scores,
                              const std::vector<int64_t>& unknown_pred, const std::vector<double>& unknown_scores,
                              double threshold);
+
+// The plane through the mean of the rows of `points` (n x dim, row-major) spanned by their two
+// principal axes: the best 2-D view of the logit space. Axes are unit vectors, the first of the
+// larger variance; each is signed so that its largest-magnitude component is positive, so the
+// picture does not flip between runs. dim 1 gives a zero second axis.
+struct PrincipalPlane {
+  std::vector<double> mean, axis1, axis2;
+  double variance1 = 0, variance2 = 0, total_variance = 0;  // along the axes, and in all dims
+  // Coordinates of one dim-long point in the plane.
+  std::pair<double, double> project(const float* point) const;
+};
+PrincipalPlane principal_plane(const std::vector<float>& points, int dim);
 
 struct RocPoint {
   double fpr, tpr;  // unknowns as positives

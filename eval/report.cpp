@@ -248,6 +248,74 @@ std::map<std::string, std::vector<double>> parse_csv(const std::string& text) {
 }
 }  // namespace
 
+std::string svg_logit_space(const ReportEntry& e, size_t max_points) {
+  const size_t K = size_t(e.num_classes);
+  CAC_CHECK(K > 0 && !e.known_logits.empty() && e.known_logits.size() == e.known_labels.size() * K &&
+                e.unknown_logits.size() % K == 0 && (e.anchors.empty() || e.anchors.size() == K * K),
+            "svg_logit_space: {} known logits for {} labels, {} unknown logits, {} anchor values, {} classes",
+            e.known_logits.size(), e.known_labels.size(), e.unknown_logits.size(), e.anchors.size(), K);
+  const PrincipalPlane plane = principal_plane(e.known_logits, int(K));
+  struct Dot {
+    double x, y;
+    int cls;  // -1: unknown
+  };
+  std::vector<Dot> dots;
+  auto take = [&](const std::vector<float>& logits, const std::vector<int64_t>* labels) {
+    const size_t n = logits.size() / K, step = std::max<size_t>(1, (n + max_points - 1) / std::max<size_t>(1, max_points));
+    for (size_t i = 0; i < n; i += step) {
+      auto [x, y] = plane.project(&logits[i * K]);
+      dots.push_back({x, y, labels ? int((*labels)[i]) : -1});
+    }
+  };
+  take(e.unknown_logits, nullptr);  // drawn first: the knowns' colours stay on top
+  take(e.known_logits, &e.known_labels);
+  std::vector<std::pair<double, double>> anchors;
+  for (size_t k = 0; k < e.anchors.size() / std::max<size_t>(K, 1); ++k) anchors.push_back(plane.project(&e.anchors[k * K]));
+  double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
+  auto extend = [&](double x, double y) { x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y); };
+  for (const Dot& d : dots) extend(d.x, d.y);
+  for (auto [x, y] : anchors) extend(x, y);
+  const double padx = std::max(1e-9, (x1 - x0) * 0.05), pady = std::max(1e-9, (y1 - y0) * 0.05);
+  x0 -= padx, x1 += padx, y0 -= pady, y1 += pady;
+  const double pw = kWidth - kLeft - kRight, ph = kHeight - kTop - kBottom;
+  auto tx = [&](double x) { return kLeft + (x - x0) / (x1 - x0) * pw; };
+  auto ty = [&](double y) { return kTop + (1 - (y - y0) / (y1 - y0)) * ph; };
+  const double share = plane.total_variance > 0 ? (plane.variance1 + plane.variance2) / plane.total_variance : 1.0;
+  std::string s = fmt::format(R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img">)",
+                              kWidth + kLegendWidth, kHeight, kWidth + kLegendWidth, kHeight);
+  s += fmt::format(R"(<text x="{}" y="18" class="title">{} · the plane holds {:.0f}% of the variance</text>)", kLeft,
+                   html_escape(short_entry_name(e)), 100 * share);
+  s += fmt::format(R"(<rect x="{}" y="{}" width="{}" height="{}" class="frame"/>)", kLeft, kTop, pw, ph);
+  s += fmt::format(R"(<text x="{}" y="{}" class="axis" text-anchor="middle">principal axis 1 of the known logits</text>)",
+                   kLeft + pw / 2, kHeight - 8);
+  s += fmt::format(R"~(<text transform="translate(14 {}) rotate(-90)" class="axis" text-anchor="middle">principal axis 2</text>)~",
+                   kTop + ph / 2);
+  for (const Dot& d : dots)
+    s += fmt::format(R"(<circle cx="{:.1f}" cy="{:.1f}" r="1.8" fill="{}" fill-opacity="{}"/>)", tx(d.x), ty(d.y),
+                     d.cls < 0 ? "#888" : colour(size_t(d.cls)), d.cls < 0 ? "0.35" : "0.7");
+  for (size_t k = 0; k < anchors.size(); ++k) {
+    const double ax = tx(anchors[k].first), ay = ty(anchors[k].second);
+    s += fmt::format(R"(<path d="M{0:.1f} {1:.1f}l10 10m0 -10l-10 10" stroke="#000" stroke-width="3.5"/>)"
+                     R"(<path d="M{0:.1f} {1:.1f}l10 10m0 -10l-10 10" stroke="{2}" stroke-width="2"/>)",
+                     ax - 5, ay - 5, colour(k));
+  }
+  // Legend: the classes (up to 10; colours repeat after that), unknown, anchor.
+  double ly = kTop + 8;
+  auto legend = [&](const std::string& mark, const std::string& text) {
+    s += mark + fmt::format(R"(<text x="{}" y="{:.1f}" class="legend">{}</text>)", kWidth + 22, ly + 4, html_escape(legend_label(text)));
+    ly += 16;
+  };
+  for (size_t k = 0; k < std::min<size_t>(K, 10); ++k)
+    legend(fmt::format(R"(<circle cx="{}" cy="{:.1f}" r="4" fill="{}"/>)", kWidth + 10, ly, colour(k)),
+           k < e.class_names.size() ? e.class_names[k] : fmt::format("class {}", k));
+  if (K > 10) legend("", fmt::format("(+{} classes, colours repeat)", K - 10));
+  legend(fmt::format(R"(<circle cx="{}" cy="{:.1f}" r="4" fill="#888"/>)", kWidth + 10, ly), "unknown");
+  if (!anchors.empty())
+    legend(fmt::format(R"(<path d="M{} {:.1f}l8 8m0 -8l-8 8" stroke="#000" stroke-width="2"/>)", kWidth + 6, ly - 4),
+           "anchor (class mean)");
+  return s + "</svg>";
+}
+
 std::string html_confusion(const ReportEntry& e) {
   const size_t K = e.class_names.size();
   CAC_CHECK(e.confusion.size() == K + 1, "html_confusion: {} rows for {} classes + unknown", e.confusion.size(), K);
@@ -346,6 +414,15 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
   for (const ReportEntry& e : entries)
     h += svg_histogram(short_entry_name(e), e.known_scores, e.unknown_scores);
   h += "</div>\n";
+
+  std::string spaces;
+  for (const ReportEntry& e : entries)
+    if (!e.known_logits.empty()) spaces += svg_logit_space(e);
+  if (!spaces.empty())
+    h += "<h2>Logit space</h2>\n<p class=\"meta\">Each test image's logits, projected on the plane of the two "
+         "principal axes of the known images' logits; knowns coloured by true class, unknowns grey, crosses the "
+         "class-mean anchors the scores are measured from. CAC pulls each class towards its anchor; unknowns "
+         "should land away from all of them.</p>\n<div class=\"plots\">" + spaces + "</div>\n";
 
   bool first = true;
   for (const ReportEntry& e : entries) {

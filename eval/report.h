@@ -45,6 +45,11 @@ struct ReportEntry {
   std::vector<std::string> class_names{};
   double threshold = 0;
   Confusion confusion{};
+  // The test images' logits (rows of num_classes), the knowns' labels and the anchors (num_classes
+  // x num_classes; empty for CE), for the picture of the logit space. Left empty: no picture.
+  int num_classes = 0;
+  std::vector<float> known_logits{}, unknown_logits{}, anchors{};
+  std::vector<int64_t> known_labels{};
 };
 
 std::string entry_name(const ReportEntry& e);  // "run" or "run · set"
@@ -63,8 +68,13 @@ std::vector<GroupSummary> summarise(const std::vector<ReportEntry>& entries, con
 // the share (blue where the prediction is right, red where it is wrong).
 std::string html_confusion(const ReportEntry& e);
 
-// The metrics table (entries, then the groups' mean +- std), curves, histograms, confusion
-// matrices, training curves.
+// The logit space of one entry in its principal plane (fitted to the known test images): knowns
+// coloured by class, unknowns grey, the anchors as crosses. At most `max_points` of each set are
+// drawn (every k-th), so the SVG stays small for large test sets.
+std::string svg_logit_space(const ReportEntry& e, size_t max_points = 800);
+
+// The metrics table (entries, then the groups' mean +- std), curves, histograms, logit spaces,
+// confusion matrices, training curves.
 std::string html_report(const std::string& title, const std::vector<ReportEntry>& entries,
                         const std::vector<std::string>& metric_names, const std::string& command_line);
 

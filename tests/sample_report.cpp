@@ -39,6 +39,15 @@ int main(int argc, char** argv) {
     e.confusion.assign(7, std::vector<int64_t>(7, 0));
     for (int t = 0; t < 7; ++t)
       for (int p = 0; p < 7; ++p) e.confusion[size_t(t)][size_t(p)] = t == p ? 300 - 40 * r : (t + p + r) % 4 * 7;
+    // Logits: knowns scattered around their class's anchor 6 e_k, unknowns nearer the origin.
+    e.num_classes = 6;
+    for (int i = 0; i < 600; ++i) {
+      e.known_labels.push_back(i % 6);
+      for (int k = 0; k < 6; ++k) e.known_logits.push_back(float((k == i % 6 ? 6 : 0) + 1.2 * g.normal()));
+    }
+    for (int i = 0; i < 400; ++i)
+      for (int k = 0; k < 6; ++k) e.unknown_logits.push_back(float(1.5 + 1.5 * g.normal()));
+    for (int k = 0; k < 36; ++k) e.anchors.push_back(k % 7 == 0 ? 6.f : 0.f);
     entries.push_back(e);
   }
   cac::write_file_atomic(argv[1], html_report("Sample report (synthetic scores)", entries, {"accuracy", "auroc", "oscr"},

@@ -251,6 +251,7 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
   EXPECT_NE(html.find("<svg"), std::string::npos);
   EXPECT_NE(html.find("Loss per epoch"), std::string::npos);  // training curves from metrics.csv
   EXPECT_NE(html.find("<table class=\"cm\">"), std::string::npos);  // the confusion matrix
+  EXPECT_NE(html.find("<h2>Logit space</h2>"), std::string::npos);   // and the logits in their plane
   // --arch on cac_eval checks what the runs were trained with.
   o.arch = "resnet18";
   expect_error([&] { app::run_eval(o); }, "trained with --arch classifier32");

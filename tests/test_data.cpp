@@ -609,6 +609,17 @@ TEST(DataSplits, DefaultsFromTheProtocolTable) {
   EXPECT_DOUBLE_EQ(t.dropout, 0.3);
   EXPECT_DOUBLE_EQ(t.val_fraction, 0.1);
   EXPECT_EQ(dataset_defaults("MNIST").channels, 1);
+  // Label names where the datasets define them (Fashion-MNIST's and CIFAR-10's documentation).
+  EXPECT_TRUE(dataset_defaults("MNIST").class_names.empty());
+  EXPECT_TRUE(dataset_defaults("CIFAR+10").class_names.empty());  // unknowns are CIFAR-100 labels
+  const auto fm = dataset_defaults("FashionMNIST").class_names;
+  ASSERT_EQ(fm.size(), 10u);
+  EXPECT_EQ(fm[0], "T-shirt/top");
+  EXPECT_EQ(fm[9], "Ankle boot");
+  const auto cifar = dataset_defaults("CIFAR10").class_names;
+  ASSERT_EQ(cifar.size(), 10u);
+  EXPECT_EQ(cifar[3], "cat");
+  EXPECT_EQ(dataset_defaults("CIFAR10-FP").class_names, cifar);
 }
 
 ImageSet labelled_set(const std::vector<int64_t>& per_class_counts) {
@@ -936,6 +947,25 @@ TEST(DataOpenSet, UserSplitJson) {
   const std::vector<std::string> names = {"cat", "dog", "car"};
   std::ofstream(d / "index.json") << R"({"known": [0, 1], "unknown": [8]})";
   expect_error([&] { read_trial_json(d / "index.json", &names); }, {"index.json", "class 8 is outside 0..2"});
+}
+
+// Fashion-MNIST's labels have names: runs carry them, and a split file may use them.
+TEST(DataOpenSet, NamedLabelsOfTheProtocolTable) {
+  TempDir d;
+  testing::write_mnist_idx(d.str(), 2);  // the same IDX files serve as Fashion-MNIST
+  OpenSetData o = load_benchmark("FashionMNIST", 0, d.str(), 1);
+  ASSERT_EQ(o.class_names.size(), 10u);
+  EXPECT_EQ(o.class_names[size_t(o.classes.known[0])], "T-shirt/top");
+  std::ofstream(d / "named.json") << R"({"known": ["Trouser", "Bag", 0], "unknown": ["Sneaker"]})";
+  OpenSetData n = load_benchmark("FashionMNIST", 0, d.str(), 1, d / "named.json");
+  EXPECT_EQ(n.classes.known, (std::vector<int64_t>{0, 1, 8}));
+  EXPECT_EQ(n.classes.unknown, (std::vector<int64_t>{7}));
+  std::ofstream(d / "typo.json") << R"({"known": ["Trousers"], "unknown": [3]})";
+  expect_error([&] { load_benchmark("FashionMNIST", 0, d.str(), 1, d / "typo.json"); },
+               {"typo.json", "no class named 'Trousers'", "Ankle boot"});
+  // MNIST's labels are digits: names are refused, indices work as before.
+  expect_error([&] { load_benchmark("MNIST", 0, d.str(), 1, d / "named.json"); }, {"named.json", "classes are numbers"});
+  EXPECT_TRUE(load_benchmark("MNIST", 0, d.str(), 1).class_names.empty());
 }
 
 // A split naming a class the dataset lacks would evaluate against an empty unknown set.

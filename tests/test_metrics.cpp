@@ -91,6 +91,36 @@ TEST(Metrics, OpenSetConfusionHandCase) {
   EXPECT_THROW(open_set_confusion(2, {0}, {0, 1}, {0.1}, {}, {}, 0.5), Error);          // lengths differ
 }
 
+TEST(Report, LogitSpaceDrawsKnownsUnknownsAndAnchors) {
+  ReportEntry e;
+  e.run = "runs/t0";
+  e.num_classes = 3;
+  e.class_names = {"cat", "<dog>", "eel"};
+  for (int i = 0; i < 30; ++i) {  // ten knowns per class near their anchor 5 e_k
+    e.known_labels.push_back(i % 3);
+    for (int k = 0; k < 3; ++k) e.known_logits.push_back(k == i % 3 ? 5.f + 0.1f * float(i % 7) : 0.2f * float(i % 5));
+  }
+  for (int i = 0; i < 12; ++i)
+    for (int k = 0; k < 3; ++k) e.unknown_logits.push_back(1.f + 0.1f * float((i + k) % 4));
+  e.anchors = {5, 0, 0, 0, 5, 0, 0, 0, 5};
+  const std::string s = svg_logit_space(e);
+  EXPECT_EQ(s.rfind("<svg", 0), 0u);
+  EXPECT_EQ(count(s, "<circle") - 3 - 1, 30u + 12u);  // every point, plus 3 + 1 legend marks
+  EXPECT_EQ(count(s, "stroke-width=\"2\"/>"), 3u + 1u);  // an anchor cross per class, and the legend's
+  EXPECT_NE(s.find("&lt;dog&gt;"), std::string::npos);
+  const PrincipalPlane pl = principal_plane(e.known_logits, 3);  // fitted to the knowns
+  const int share = int(std::lround(100 * (pl.variance1 + pl.variance2) / pl.total_variance));
+  EXPECT_GT(share, 50);
+  EXPECT_NE(s.find(std::to_string(share) + "% of the variance"), std::string::npos) << s.substr(0, 2000);
+  // At most max_points of each set: every 3rd known, every 2nd unknown.
+  EXPECT_EQ(count(svg_logit_space(e, 10), "<circle") - 4, 10u + 6u);
+  // CE runs have no anchors: no crosses, no anchor legend.
+  e.anchors.clear();
+  EXPECT_EQ(count(svg_logit_space(e), "<path"), 0u);
+  e.known_labels.pop_back();
+  EXPECT_THROW(svg_logit_space(e), Error);
+}
+
 TEST(Report, ConfusionTableNamesClassesAndShadesRightAndWrong) {
   ReportEntry e;
   e.run = "r";
@@ -115,6 +145,43 @@ TEST(Report, ConfusionTableNamesClassesAndShadesRightAndWrong) {
   EXPECT_EQ(count(r, "Open-set confusion"), 1u);
   EXPECT_EQ(count(r, "<table class=\"cm\">"), 1u);
   EXPECT_NE(r.find("threshold 0.5"), std::string::npos);
+}
+
+// Points m + a u + b v in 4-D with orthonormal u, v and var(a) > var(b): the plane recovers u and v
+// (up to the sign convention), their variances, and coordinates that reproduce a and b.
+TEST(Metrics, PrincipalPlaneFindsTheAxesOfPlanarData) {
+  const double r = 1 / std::sqrt(2.0);
+  const std::vector<double> m = {1, -2, 3, 0.5}, u = {r, r, 0, 0}, v = {0, 0, -0.6, 0.8};
+  std::vector<float> pts;
+  std::vector<std::pair<double, double>> ab;
+  for (int i = 0; i < 10; ++i)  // every sign combination of (a, b): a and b are exactly uncorrelated
+    for (double sa : {1.0, -1.0})
+      for (double sb : {1.0, -1.0}) {
+        const double a = sa * 3 * (1 + std::sin(0.7 * i)), b = sb * (0.5 + std::cos(1.3 * i) / 4);
+        ab.push_back({a, b});
+        for (int k = 0; k < 4; ++k) pts.push_back(float(m[k] + a * u[k] + b * v[k]));
+      }
+  const PrincipalPlane pl = principal_plane(pts, 4);
+  double du = 0, dv = 0;
+  for (int k = 0; k < 4; ++k) du += pl.axis1[k] * u[k], dv += pl.axis2[k] * v[k];
+  // Both keep their sign: the largest-magnitude component of u (r, the first of two equal ones)
+  // and of v (0.8) is positive.
+  EXPECT_NEAR(du, 1.0, 1e-5);
+  EXPECT_NEAR(dv, 1.0, 1e-5);
+  EXPECT_GT(pl.variance1, pl.variance2);
+  EXPECT_NEAR(pl.variance1 + pl.variance2, pl.total_variance, 1e-5 * pl.total_variance);
+  // The coordinates are a and b, centred.
+  double mean_a = 0, mean_b = 0;
+  for (auto [a, b] : ab) mean_a += a / 40, mean_b += b / 40;
+  for (size_t i = 0; i < ab.size(); ++i) {
+    auto [x, y] = pl.project(&pts[i * 4]);
+    EXPECT_NEAR(x, ab[i].first - mean_a, 1e-5);
+    EXPECT_NEAR(y, ab[i].second - mean_b, 1e-5);
+  }
+  EXPECT_THROW(principal_plane({1, 2, 3}, 2), Error);  // not whole rows
+  const PrincipalPlane line = principal_plane({1, 2, 4}, 1);  // one dimension: no second axis
+  EXPECT_EQ(line.axis1, std::vector<double>{1.0});
+  EXPECT_EQ(line.axis2, std::vector<double>{0.0});
 }
 
 TEST(Metrics, RocCurveEnds) {
