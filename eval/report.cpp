@@ -283,7 +283,7 @@ std::string svg_logit_space(const ReportEntry& e, size_t max_points) {
   const double share = plane.total_variance > 0 ? (plane.variance1 + plane.variance2) / plane.total_variance : 1.0;
   std::string s = fmt::format(R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img">)",
                               kWidth + kLegendWidth, kHeight, kWidth + kLegendWidth, kHeight);
-  s += fmt::format(R"(<text x="{}" y="18" class="title">{} · the plane holds {:.0f}% of the variance</text>)", kLeft,
+  s += fmt::format(R"(<text x="{}" y="18" class="title">{} · plane: {:.0f}% of the variance</text>)", kLeft,
                    html_escape(short_entry_name(e)), 100 * share);
   s += fmt::format(R"(<rect x="{}" y="{}" width="{}" height="{}" class="frame"/>)", kLeft, kTop, pw, ph);
   s += fmt::format(R"(<text x="{}" y="{}" class="axis" text-anchor="middle">principal axis 1 of the known logits</text>)",
