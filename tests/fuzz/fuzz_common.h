@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "data/dataset.h"
+#include "data/readers.h"
 
 namespace cac::fuzz {
 
@@ -53,6 +54,24 @@ void expect_success_or_clean_error(const std::string& must_name, Fn&& fn) {
     std::fprintf(stderr, "fuzz: an exception other than cac::Error escaped: %s\n", e.what());
     std::abort();
   }
+}
+
+// The image targets (fuzz_jpeg, fuzz_png): the input as `file` in a one-class folder, decoded by
+// `decode` (which must give w x h RGB), then read by the image-folder reader, resizing to 20x20.
+template <class Decode>
+void image_file_target(const uint8_t* data, size_t size, const std::string& folder, const std::string& file,
+                       Decode&& decode) {
+  std::filesystem::create_directories(scratch_dir() / folder / "cls");
+  const std::string path = write_input(folder + "/cls/" + file, data, size);
+  expect_success_or_clean_error(path, [&] {
+    int w = 0, h = 0;
+    const std::vector<uint8_t> px = decode(path, &w, &h);
+    if (w <= 0 || h <= 0 || px.size() != size_t(w) * h * 3) std::abort();
+  });
+  expect_success_or_clean_error(path, [&] {
+    const cac::data::ImageSet s = cac::data::read_image_folder((scratch_dir() / folder).string(), 20, nullptr, 1);
+    if (s.size() != 1 || s.images.dim(1) != 20 || s.images.dim(2) != 20) std::abort();
+  });
 }
 
 // fuzz_records' normalisation cache is keyed by this subset (four 2x2 RGB images); the seed
