@@ -167,10 +167,9 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
                         d.val.size(), cfg.method, total_epochs, dev == Device::CUDA ? cuda::device_description() : "the CPU"));
   if (!d.class_names.empty()) {  // named classes (an image folder, Fashion-MNIST, CIFAR-10): which is which
     std::string known, unknown;
-    for (size_t i = 0; i < d.classes.known.size(); ++i)
-      known += fmt::format("{}{}={}", i ? ", " : "", i, d.class_names[size_t(d.classes.known[i])]);
-    for (size_t i = 0; i < d.classes.unknown.size(); ++i)
-      unknown += (i ? ", " : "") + d.class_names[size_t(d.classes.unknown[i])];
+    auto name = [&](int64_t c) { return c >= 0 && c < int64_t(d.class_names.size()) ? d.class_names[size_t(c)] : std::to_string(c); };
+    for (size_t i = 0; i < d.classes.known.size(); ++i) known += fmt::format("{}{}={}", i ? ", " : "", i, name(d.classes.known[i]));
+    for (size_t i = 0; i < d.classes.unknown.size(); ++i) unknown += (i ? ", " : "") + name(d.classes.unknown[i]);
     log.write(fmt::format("known classes: {}; unknown: {}\n", known, unknown.empty() ? "(none)" : unknown));
   }
 

@@ -119,6 +119,7 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
   } else if (b == "TinyImageNet") {
     const std::string dir = find_dataset_dir(data_dir, "wnids.txt", {"tiny-imagenet-200"});
     TinyImageNet t = read_tinyimagenet(dir);
+    d.class_names = tinyimagenet_class_names(dir, t.wnids);  // shown in reports and by cac_predict
     auto train = keep(d, std::move(t.train)), test = keep(d, std::move(t.val));
     finish(d, *train, *test, seed, split_json);
     d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});

@@ -23,8 +23,9 @@ struct OpenSetData {
   std::vector<std::pair<std::string, Subset>> test_unknown;
   Normalisation norm;
   int num_classes() const { return int(classes.known.size()); }
-  // Names of the dataset's labels, in label order: ImageFolder's sub-folders, or the protocol
-  // table's (configs/datasets.json: Fashion-MNIST, CIFAR-10); empty where labels are numbers.
+  // Names of the dataset's labels, in label order: ImageFolder's sub-folders, the protocol
+  // table's (configs/datasets.json: Fashion-MNIST, CIFAR-10) or TinyImageNet's words.txt; empty
+  // where labels are numbers.
   std::vector<std::string> class_names;
   std::vector<std::shared_ptr<ImageSet>> storage;  // owns the image sets the subsets point into
 };

@@ -661,6 +661,28 @@ TinyImageNet read_tinyimagenet(const std::string& root, const std::string& cache
   return t;
 }
 
+std::vector<std::string> tinyimagenet_class_names(const std::string& root, const std::vector<std::string>& wnids) {
+  std::map<std::string, std::string> first_name;
+  std::ifstream f(fs::path(root) / "words.txt");
+  for (std::string line; std::getline(f, line);) {
+    const size_t tab = line.find('\t');
+    if (tab == std::string::npos) continue;
+    std::string name = line.substr(tab + 1);
+    name = name.substr(0, name.find(','));
+    while (!name.empty() && (name.back() == '\r' || name.back() == ' ')) name.pop_back();
+    if (!name.empty()) first_name[line.substr(0, tab)] = name;
+  }
+  std::map<std::string, int> uses;
+  for (const auto& w : wnids)
+    if (first_name.count(w)) ++uses[first_name[w]];
+  std::vector<std::string> names;
+  for (const auto& w : wnids) {
+    const auto it = first_name.find(w);
+    names.push_back(it == first_name.end() ? w : uses[it->second] > 1 ? it->second + " (" + w + ")" : it->second);
+  }
+  return names;
+}
+
 ImageSet read_image_folder(const std::string& root, int size, std::vector<std::string>* classes, int threads) {
   CAC_CHECK(fs::is_directory(root), "{}: image folder not found", root);
   std::vector<std::string> names;

@@ -35,6 +35,10 @@ struct TinyImageNet {
 };
 TinyImageNet read_tinyimagenet(const std::string& root, const std::string& cache_dir = "",
                                int threads = 0);
+// Readable names of TinyImageNet's classes, in wnid order: the first name words.txt gives each wnid
+// ("n01443537\tgoldfish, Carassius auratus" -> "goldfish"; "name (wnid)" where two classes would
+// share one), or the wnid itself where words.txt is missing or lacks it.
+std::vector<std::string> tinyimagenet_class_names(const std::string& root, const std::vector<std::string>& wnids);
 
 // An image folder of the user's own: root/<class>/*.{jpg,jpeg,png} (any case); classes sorted by name.
 // Images must share one size (or `size` > 0 resizes them to size x size).

@@ -503,6 +503,17 @@ TEST(DataTinyImageNet, FolderLayoutCacheAndRebuild) {
   expect_error([&] { read_tinyimagenet(d / "absent", "", 1); }, {"absent"});
 }
 
+// Class names from words.txt (its format: wnid, tab, comma-separated names); wnids where it has none.
+TEST(DataTinyImageNet, ClassNamesFromWordsTxt) {
+  TempDir d;
+  const std::vector<std::string> wnids = {"n01", "n02", "n03", "n04", "n05"};
+  EXPECT_EQ(tinyimagenet_class_names(d.str(), wnids), wnids);  // no words.txt
+  std::ofstream(d / "words.txt") << "n00\tentity\nn01\tgoldfish, Carassius auratus\nn02\tcrane\r\n"
+                                    "n03\tcrane, derrick\nn05\t\nbroken line\n";
+  EXPECT_EQ(tinyimagenet_class_names(d.str(), wnids),
+            (std::vector<std::string>{"goldfish", "crane (n02)", "crane (n03)", "n04", "n05"}));
+}
+
 // Trials run in parallel share the decoded-image cache. With one fixed temporary name the writers
 // wrote into the same temporary and the later renames failed ("cannot rename: No such file"), ending
 // those trials; this test failed that way in 3 of 3 runs before the fix.
