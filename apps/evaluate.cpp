@@ -1,6 +1,9 @@
 #include "apps/evaluate.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -26,9 +29,39 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Logits of every image of `s`, in order, as a host [N, K] array.
+// Progress of one pass over a set, on stderr (stdout keeps only the results table): a redrawn bar
+// on a terminal, otherwise a line every 10 s; always a closing line with the rate.
+class PassProgress {
+ public:
+  PassProgress(std::string what, int64_t total) : what_(std::move(what)), total_(total), tty_(isatty(2)) {}
+  void update(int64_t done) {
+    const double secs = elapsed();
+    const bool final = done >= total_;
+    if (!final && secs - last_ < (tty_ ? 0.25 : 10.0)) return;
+    last_ = secs;
+    const int width = 24, filled = int(width * double(done) / double(std::max<int64_t>(total_, 1)));
+    const double eta = done > 0 ? secs / double(done) * double(total_ - done) : 0;
+    const std::string line =
+        final ? fmt::format("cac_eval: {}: {} images in {:.1f} s ({:.0f} img/s)", what_, total_, secs, double(total_) / std::max(secs, 1e-9))
+              : fmt::format("cac_eval: {} [{}{}] {}/{} images  eta {:.0f}s", what_, std::string(size_t(filled), '#'),
+                            std::string(size_t(width - filled), '.'), done, total_, eta);
+    std::fprintf(stderr, "%s%s%s", tty_ ? "\r\033[K" : "", line.c_str(), tty_ && !final ? "" : "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  std::string what_;
+  int64_t total_;
+  bool tty_;
+  double last_ = -1e9;
+  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+  double elapsed() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
+};
+
+// Logits of every image of `s`, in order, as a host [N, K] array; `what` names the pass in the
+// progress line.
 std::vector<float> all_logits(OpenSetClassifier& model, const data::Subset& s, const data::Augment& a,
-                              Device dev, int workers) {
+                              Device dev, int workers, const std::string& what) {
   data::Loader::Options lo;
   lo.batch = 256;
   lo.shuffle = false;
@@ -39,9 +72,12 @@ std::vector<float> all_logits(OpenSetClassifier& model, const data::Subset& s, c
   std::vector<float> out;
   data::Batch b;
   NoGradGuard no_grad;
+  PassProgress progress(what, s.size());
+  int64_t done = 0;
   while (loader.next(&b)) {
     std::vector<float> z = model.logits(b.images).to_vector<float>();
     out.insert(out.end(), z.begin(), z.end());
+    progress.update(done += b.images.dim(0));
   }
   return out;
 }
@@ -90,7 +126,8 @@ int run_eval(const EvalOptions& o) {
       for (bool flip : flips) {
         data::Augment af = a;
         af.flip = flip;
-        std::vector<float> z = all_logits(*model, d.train, af, dev, o.workers);
+        std::vector<float> z = all_logits(*model, d.train, af, dev, o.workers,
+                                          run + ": class means" + (flip ? " (flipped copies)" : ""));
         for (int64_t i = 0; i < d.train.size(); ++i) {
           const float* zi = z.data() + size_t(i) * K;
           const int64_t pred = std::max_element(zi, zi + K) - zi;
@@ -119,9 +156,9 @@ int run_eval(const EvalOptions& o) {
     // Scores (apps/scoring.h): CAC min_j gamma_j, CE 1 - max softmax (and minus the max logit).
     const Tensor anchors_cpu = model->anchors.to(Device::CPU);
     std::vector<double> ks_logit;
-    auto score_set = [&](const data::Subset& s, std::vector<double>* score, std::vector<int64_t>* pred,
-                         std::vector<double>* logit_score, std::vector<float>* logits = nullptr) {
-      std::vector<float> z = all_logits(*model, s, a, dev, o.workers);
+    auto score_set = [&](const std::string& what, const data::Subset& s, std::vector<double>* score,
+                         std::vector<int64_t>* pred, std::vector<double>* logit_score, std::vector<float>* logits = nullptr) {
+      std::vector<float> z = all_logits(*model, s, a, dev, o.workers, run + ": " + what);
       Scored r = score_logits(method, z, K, anchors_cpu);
       if (logits) *logits = std::move(z);
       *score = std::move(r.score);
@@ -136,7 +173,7 @@ int run_eval(const EvalOptions& o) {
     {
       std::vector<double> vs, vl;
       std::vector<int64_t> vp;
-      score_set(d.val, &vs, &vp, &vl);
+      score_set("validation", d.val, &vs, &vp, &vl);
       Deployment dep;
       dep.method = c.method;
       dep.arch = c.arch.empty() ? "classifier32" : c.arch;
@@ -156,7 +193,7 @@ int run_eval(const EvalOptions& o) {
     std::vector<double> ks;
     std::vector<int64_t> kp;
     std::vector<float> known_logits;  // for the report's picture of the logit space
-    score_set(d.test_known, &ks, &kp, &ks_logit, &known_logits);
+    score_set("known test", d.test_known, &ks, &kp, &ks_logit, &known_logits);
     std::vector<bool> correct;
     int64_t nc = 0;
     for (size_t i = 0; i < ks.size(); ++i) {
@@ -172,7 +209,8 @@ int run_eval(const EvalOptions& o) {
       std::vector<double> us, us_logit;
       std::vector<int64_t> up;
       std::vector<float> unknown_logits;
-      score_set(subset, &us, &up, &us_logit, o.report_html.empty() ? nullptr : &unknown_logits);
+      score_set("unknown test (" + set_name + ")", subset, &us, &up, &us_logit,
+                o.report_html.empty() ? nullptr : &unknown_logits);
       eval::ReportEntry e;
       e.run = run;
       e.unknown_set = set_name;

@@ -205,7 +205,14 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
   o.json_out = d / "eval.json";
   o.scores_csv = d / "scores.csv";
   o.report_html = d / "report.html";
-  ASSERT_EQ(app::run_eval(o), 0);
+  ::testing::internal::CaptureStderr();
+  const int rc = app::run_eval(o);
+  const std::string progress = ::testing::internal::GetCapturedStderr();
+  ASSERT_EQ(rc, 0) << progress;
+  // Each pass over a set says what it did, on stderr (stdout keeps the table): here not a
+  // terminal, so one closing line each.
+  for (const char* pass : {": class means: ", ": validation: ", ": known test: 72 images in ", ": unknown test (unknown): 48 images in "})
+    EXPECT_NE(progress.find(pass), std::string::npos) << pass << " missing from:\n" << progress;
   std::ifstream jf(d / "eval.json");
   const auto j = nlohmann::json::parse(jf);
   ASSERT_EQ(j["runs"].size(), 1u);
