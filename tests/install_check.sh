@@ -12,16 +12,20 @@ cmake --install "$build" --prefix "$prefix" >/dev/null
 for p in cac_train cac_eval cac_predict cac_bench; do
   [[ -x $prefix/bin/$p ]] || fail "$p was not installed into $prefix/bin"
   "$prefix/bin/$p" --help >/dev/null || fail "$prefix/bin/$p --help exited with $?"
-  if ldd "$prefix/bin/$p" | grep -q "not found"; then
-    ldd "$prefix/bin/$p" >&2
+  # ldd's output is read whole first: `ldd | grep -q` under pipefail fails at random when grep
+  # exits early and ldd dies of SIGPIPE (seen once in CI).
+  libs=$(ldd "$prefix/bin/$p")
+  if grep -q "not found" <<<"$libs"; then
+    echo "$libs" >&2
     fail "$prefix/bin/$p has unresolved libraries"
   fi
 done
 # Built against OpenBLAS's OpenMP build: the installed program must load that one, not the
 # system's default alternative (which would run two thread pools against each other).
 if grep -q "^CAC_OPENBLAS_LIB:.*openblas-openmp" "$build/CMakeCache.txt"; then
-  ldd "$prefix/bin/cac_train" | grep -q "openblas-openmp/libopenblas" ||
-    fail "the installed cac_train does not load OpenBLAS's OpenMP build: $(ldd "$prefix/bin/cac_train" | grep blas)"
+  libs=$(ldd "$prefix/bin/cac_train")
+  grep -q "openblas-openmp/libopenblas" <<<"$libs" ||
+    fail "the installed cac_train does not load OpenBLAS's OpenMP build: $(grep blas <<<"$libs")"
 fi
 scripts=$prefix/share/cac-engine/scripts
 for s in benchmark.sh fp-operating-points.sh render-report.sh torch_interop.py; do
