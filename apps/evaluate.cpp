@@ -39,12 +39,11 @@ class PassProgress {
     const bool final = done >= total_;
     if (!final && secs - last_ < (tty_ ? 0.25 : 10.0)) return;
     last_ = secs;
-    const int width = 24, filled = int(width * double(done) / double(std::max<int64_t>(total_, 1)));
     const double eta = done > 0 ? secs / double(done) * double(total_ - done) : 0;
     const std::string line =
         final ? fmt::format("cac_eval: {}: {} images in {:.1f} s ({:.0f} img/s)", what_, total_, secs, double(total_) / std::max(secs, 1e-9))
-              : fmt::format("cac_eval: {} [{}{}] {}/{} images  eta {:.0f}s", what_, std::string(size_t(filled), '#'),
-                            std::string(size_t(width - filled), '.'), done, total_, eta);
+              : fmt::format("cac_eval: {} [{}] {}/{} images  eta {:.0f}s", what_, progress_bar(done, total_), done,
+                            total_, eta);
     std::fprintf(stderr, "%s%s%s", tty_ ? "\r\033[K" : "", line.c_str(), tty_ && !final ? "" : "\n");
     std::fflush(stderr);
   }

@@ -112,8 +112,7 @@ class Progress {
     const double secs = elapsed();
     last_print_ = secs;
     const double eta = done > 0 ? secs / double(done) * double(batches_ - done) : 0;
-    const int width = 24, filled = int(width * double(done) / double(std::max<int64_t>(batches_, 1)));
-    std::string bar = std::string(size_t(filled), '#') + std::string(size_t(width - filled), '.');
+    const std::string bar = progress_bar(done, batches_);
     const std::string parts = ce_ ? "" : fmt::format(" (tuplet {:.4f} anchor {:.4f})", m.tuplet, m.anchor);
     const std::string line = fmt::format("epoch {:3d}/{} [{}] {:5d}/{}  {:7.0f} img/s  loss {:.4f}{}  acc {:5.1f}%  eta {:4.0f}s",
                                          epoch_ + 1, epochs_, bar, done, batches_, double(images) / std::max(secs, 1e-9),

@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <iterator>
 
 #include "core/error.h"
 
@@ -264,10 +263,12 @@ std::vector<uint8_t> decode_png_rgb_bytes(const std::vector<uint8_t>& file, cons
 }
 
 std::vector<uint8_t> decode_png_rgb(const std::string& path, int* width, int* height) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   CAC_CHECK(f.good(), "{}: cannot open", path);
-  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  CAC_CHECK(!f.bad(), "{}: read error", path);
+  std::vector<uint8_t> bytes(size_t(f.tellg()));
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(bytes.size()));
+  CAC_CHECK(f.good(), "{}: read error", path);
   return decode_png_rgb_bytes(bytes, path, width, height);
 }
 

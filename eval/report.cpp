@@ -49,6 +49,21 @@ std::string run_short_name(const std::string& run) {
   return slash == std::string::npos ? r : r.substr(slash + 1);
 }
 
+// The chart's opening: the <svg> element, the title, the plot frame and the axis labels (the
+// caller adds ticks, data and legend, then closes the element).
+std::string svg_chart_open(const std::string& title, const std::string& x_label, const std::string& y_label) {
+  const double pw = kWidth - kLeft - kRight, ph = kHeight - kTop - kBottom;
+  std::string s = fmt::format(R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img">)",
+                              kWidth + kLegendWidth, kHeight, kWidth + kLegendWidth, kHeight);
+  s += fmt::format(R"(<text x="{}" y="18" class="title">{}</text>)", kLeft, html_escape(title));
+  s += fmt::format(R"(<rect x="{}" y="{}" width="{}" height="{}" class="frame"/>)", kLeft, kTop, pw, ph);
+  s += fmt::format(R"(<text x="{}" y="{}" class="axis" text-anchor="middle">{}</text>)", kLeft + pw / 2, kHeight - 8,
+                   html_escape(x_label));
+  s += fmt::format(R"~(<text transform="translate(14 {}) rotate(-90)" class="axis" text-anchor="middle">{}</text>)~",
+                   kTop + ph / 2, html_escape(y_label));
+  return s;
+}
+
 std::string tick_label(double v, bool log_axis) {
   if (log_axis) return fmt::format("1e{}", int(std::lround(std::log10(v))));
   return fmt::format("{:g}", v);
@@ -83,10 +98,7 @@ std::string svg_line_plot(const PlotSpec& spec, const std::vector<Series>& serie
     const double u = (std::clamp(y, spec.y_min, spec.y_max) - spec.y_min) / (spec.y_max - spec.y_min);
     return kTop + (1 - u) * ph;
   };
-  std::string s = fmt::format(R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img">)",
-                              kWidth + kLegendWidth, kHeight, kWidth + kLegendWidth, kHeight);
-  s += fmt::format(R"(<text x="{}" y="18" class="title">{}</text>)", kLeft, html_escape(spec.title));
-  s += fmt::format(R"(<rect x="{}" y="{}" width="{}" height="{}" class="frame"/>)", kLeft, kTop, pw, ph);
+  std::string s = svg_chart_open(spec.title, spec.x_label, spec.y_label);
   // Grid and tick labels.
   std::vector<double> xt;
   if (spec.log_x) {
@@ -100,10 +112,6 @@ std::string svg_line_plot(const PlotSpec& spec, const std::vector<Series>& serie
   for (double v : nice_ticks(spec.y_min, spec.y_max))
     s += fmt::format(R"(<line x1="{0}" y1="{1:.1f}" x2="{2}" y2="{1:.1f}" class="grid"/><text x="{3}" y="{4:.1f}" class="tick" text-anchor="end">{5}</text>)",
                      kLeft, ty(v), kLeft + pw, kLeft - 5, ty(v) + 4, tick_label(v, false));
-  s += fmt::format(R"(<text x="{}" y="{}" class="axis" text-anchor="middle">{}</text>)", kLeft + pw / 2, kHeight - 8,
-                   html_escape(spec.x_label));
-  s += fmt::format(R"~(<text transform="translate(14 {}) rotate(-90)" class="axis" text-anchor="middle">{}</text>)~",
-                   kTop + ph / 2, html_escape(spec.y_label));
   if (spec.diagonal) {
     s += fmt::format(R"(<line x1="{}" y1="{}" x2="{}" y2="{}" class="chance"/>)", tx(spec.x_min), ty(spec.y_min), tx(spec.x_max),
                      ty(spec.y_max));
@@ -281,15 +289,8 @@ std::string svg_logit_space(const ReportEntry& e, size_t max_points) {
   auto tx = [&](double x) { return kLeft + (x - x0) / (x1 - x0) * pw; };
   auto ty = [&](double y) { return kTop + (1 - (y - y0) / (y1 - y0)) * ph; };
   const double share = plane.total_variance > 0 ? (plane.variance1 + plane.variance2) / plane.total_variance : 1.0;
-  std::string s = fmt::format(R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" viewBox="0 0 {} {}" role="img">)",
-                              kWidth + kLegendWidth, kHeight, kWidth + kLegendWidth, kHeight);
-  s += fmt::format(R"(<text x="{}" y="18" class="title">{} · plane: {:.0f}% of the variance</text>)", kLeft,
-                   html_escape(short_entry_name(e)), 100 * share);
-  s += fmt::format(R"(<rect x="{}" y="{}" width="{}" height="{}" class="frame"/>)", kLeft, kTop, pw, ph);
-  s += fmt::format(R"(<text x="{}" y="{}" class="axis" text-anchor="middle">principal axis 1 of the known logits</text>)",
-                   kLeft + pw / 2, kHeight - 8);
-  s += fmt::format(R"~(<text transform="translate(14 {}) rotate(-90)" class="axis" text-anchor="middle">principal axis 2</text>)~",
-                   kTop + ph / 2);
+  std::string s = svg_chart_open(fmt::format("{} · plane: {:.0f}% of the variance", short_entry_name(e), 100 * share),
+                                 "principal axis 1 of the known logits", "principal axis 2");
   for (const Dot& d : dots)
     s += fmt::format(R"(<circle cx="{:.1f}" cy="{:.1f}" r="1.8" fill="{}" fill-opacity="{}"/>)", tx(d.x), ty(d.y),
                      d.cls < 0 ? "#888" : colour(size_t(d.cls)), d.cls < 0 ? "0.35" : "0.7");

@@ -165,18 +165,23 @@ std::vector<uint8_t> png_bytes(const PngParts& p) {
   return out;
 }
 
+std::vector<uint8_t> plain_scanlines(int w, int h, int channels, uint8_t fill) {
+  std::vector<uint8_t> s;
+  for (int y = 0; y < h; ++y) {
+    s.push_back(0);
+    s.insert(s.end(), size_t(w) * channels, fill);
+  }
+  return s;
+}
+
 bool write_png(const std::string& path, int w, int h, uint8_t base) {
   PngParts p;
   p.width = uint32_t(w), p.height = uint32_t(h);
-  for (int y = 0; y < h; ++y) {
-    p.scanlines.push_back(0);
-    p.scanlines.insert(p.scanlines.end(), size_t(w) * 3, base);
-  }
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream f(path, std::ios::binary);
+  p.scanlines = plain_scanlines(w, h, 3, base);
   const std::vector<uint8_t> b = png_bytes(p);
-  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-  return f.good();
+  write_bytes(path, b, false);
+  std::error_code ec;
+  return fs::file_size(path, ec) == b.size() && !ec;
 }
 
 void write_image_folder(const std::string& dir, const std::vector<std::string>& classes, int per_class_train,

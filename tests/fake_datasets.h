@@ -55,6 +55,9 @@ struct PngParts {
   std::vector<std::pair<std::string, std::vector<uint8_t>>> extra;
 };
 std::vector<uint8_t> png_bytes(const PngParts& p);
+// Scanlines of a w x h 8-bit image with `channels` samples per pixel: every row filter type 0 and
+// every byte = fill.
+std::vector<uint8_t> plain_scanlines(int w, int h, int channels, uint8_t fill);
 // An 8-bit RGB PNG (filter type 0) of w x h pixels, every sample = base.
 bool write_png(const std::string& path, int w, int h, uint8_t base);
 

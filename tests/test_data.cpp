@@ -355,16 +355,6 @@ TEST(DataPng, DecodesEveryFormatWrittenByLibpng) {
     }
 }
 
-// Scanlines of a w x h 8-bit image of the given colour type, each row filter type 0 and its bytes = fill.
-std::vector<uint8_t> plain_scanlines(int w, int h, int channels, uint8_t fill) {
-  std::vector<uint8_t> s;
-  for (int y = 0; y < h; ++y) {
-    s.push_back(0);
-    s.insert(s.end(), size_t(w) * channels, fill);
-  }
-  return s;
-}
-
 // Every way a PNG can be broken gives an error naming the file and the problem; nothing is guessed.
 TEST(DataPng, BadFilesNameTheFileAndTheProblem) {
   TempDir d;
@@ -377,7 +367,7 @@ TEST(DataPng, BadFilesNameTheFileAndTheProblem) {
   };
   testing::PngParts good;
   good.width = 5, good.height = 4;
-  good.scanlines = plain_scanlines(5, 4, 3, 77);
+  good.scanlines = testing::plain_scanlines(5, 4, 3, 77);
   const std::vector<uint8_t> ok = testing::png_bytes(good);
   write_bytes(d / "ok.png", ok, false);
   EXPECT_EQ(decode_image_rgb(d / "ok.png", &w, &h), std::vector<uint8_t>(5 * 4 * 3, 77));
