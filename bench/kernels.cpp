@@ -200,6 +200,10 @@ int run_kernels(const KernelOptions& o) {
       kernels::set_batchnorm_tuning({kernels::BnStrategy::Cluster, 0, target});
       bench_batchnorm(true, fmt::format(" cluster u={}", target), false);
     }
+    for (int held : {4, 8, 12}) {  // of 16 float4s per thread in shared memory, the rest read twice
+      kernels::set_batchnorm_tuning({kernels::BnStrategy::Cluster, 0, 16, 0, false, true, held});
+      bench_batchnorm(true, fmt::format(" cluster u=16 held={}", held), false);
+    }
   }
   kernels::set_batchnorm_tuning({});
 

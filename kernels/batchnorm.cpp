@@ -40,14 +40,19 @@ BnSlicePlan batchnorm_reread_plan(int64_t units, int channels, int resident, int
   return p;
 }
 
-BnClusterPlan batchnorm_cluster_plan(int64_t units, int threads, int target, int max_cluster, int max_per_thread) {
+BnClusterPlan batchnorm_cluster_plan(int64_t units, int threads, int target, int max_cluster, int max_per_thread,
+                                     int held) {
   BnClusterPlan p;
-  if (units <= 0 || threads <= 0 || target <= 0 || max_cluster <= 0) return p;
+  if (units <= 0 || threads <= 0 || target <= 0 || max_cluster <= 0 || held < 0) return p;
   p.cluster = 1;
   while (p.cluster * 2 <= max_cluster && int64_t(p.cluster) * threads * target < units) p.cluster *= 2;
   const int64_t per_block = int64_t(p.cluster) * threads;
-  p.per_thread = int((units + per_block - 1) / per_block);
-  p.fits = p.per_thread <= max_per_thread;
+  // The kernel indexes a channel's units with int.
+  const int64_t per_thread = (units + per_block - 1) / per_block;
+  if (per_thread * per_block >= (int64_t(1) << 31)) return BnClusterPlan{};
+  p.per_thread = int(per_thread);
+  p.held = held > 0 ? std::min(held, p.per_thread) : p.per_thread;
+  p.fits = p.held <= max_per_thread;
   return p;
 }
 
@@ -65,6 +70,7 @@ void set_batchnorm_tuning(const BnTuning& tuning) {
   CAC_CHECK(known,
             "set_batchnorm_tuning: units_per_thread {} is not 0, 2, 4 or 8 (or 12 with SingleLaunchReread; "
             "0, 4, 8 or 16 with Cluster)", u);
+  CAC_CHECK(tuning.cluster_held >= 0, "set_batchnorm_tuning: cluster_held {} is negative", tuning.cluster_held);
   CAC_CHECK(tuning.pipeline_stages >= 0 && tuning.pipeline_stages <= 2,
             "set_batchnorm_tuning: pipeline_stages {} is not 0, 1 or 2", tuning.pipeline_stages);
   g_tuning = tuning;

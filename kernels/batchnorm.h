@@ -52,11 +52,15 @@ CAC_DECLARE_KERNEL(void batchnorm_backward(const Tensor& x, const Tensor& gamma,
 //   its blocks holding the channel's slices in shared memory; the statistics meet at the cluster's
 //   hardware barrier through distributed shared memory, not at a barrier in global memory, and the
 //   clusters are independent, so no co-residency of the grid is needed (not yet run on a GPU).
+//   With BnTuning::cluster_held a block keeps only that many float4s per thread in shared memory
+//   and reads the rest twice (the second time from L2, right after the cluster's barrier), so the
+//   blocks are small enough for the whole grid to be resident at once and any channel fits.
 //   Falls back to TwoPass where the device or the build has no clusters or a channel exceeds 16
 //   blocks' shared memory.
 // Auto (default): the first call at each shape and direction times the candidates on the real
 //   buffers (forward: SingleLaunch with and without prefetch, SingleLaunchReread holding 12 or 8
-//   units, with and without L2 hints, Cluster at 16 and 8 units per thread, TwoPass;
+//   units, with and without L2 hints, Cluster at 16 and 8 units per thread, Cluster at 16 units
+//   holding 12 or 8, TwoPass;
 //   backward: SingleLaunch, TwoPass), as cudnnFind does for convolutions, and every later call runs
 //   the fastest. That first call waits for the GPU once; inside stream capture, with
 //   BnTuning::measure off or with CAC_BN_MEASURE=0, Auto is SingleLaunch. The CPU twins ignore
@@ -76,6 +80,8 @@ struct BnTuning {
   bool l2_hints = false;     // SingleLaunchReread: the part held in shared memory is loaded with an
                              // L2 evict-first policy, sparing the re-read part (not yet measured)
   bool measure = true;       // Auto: time the candidates once per shape (false: SingleLaunch, fixed)
+  int cluster_held = 0;      // Cluster: float4s per thread kept in shared memory, the rest read twice
+                             // (0 = all of them; not yet measured)
 };
 // For benchmarks (`cac_bench kernels --bn-sweep`) and tests; process-wide, not thread-safe.
 void set_batchnorm_tuning(const BnTuning& tuning);
@@ -98,12 +104,15 @@ BnSlicePlan batchnorm_reread_plan(int64_t units, int channels, int resident, int
 // Cluster: a channel of `units` float4s on `cluster` blocks (a power of two, the smallest that
 // keeps per_thread <= target, at most max_cluster), thread t of block rank r holding units
 // r*threads*per_thread + t + i*threads, i < per_thread; fits = per_thread <= max_per_thread (what
-// one block's shared memory holds).
+// one block's shared memory holds). With held > 0 a thread keeps only its first min(held,
+// per_thread) units in shared memory (`held`) and reads the others twice; fits = held <=
+// max_per_thread, whatever the channel's size. held = 0: all of them.
 struct BnClusterPlan {
-  int cluster = 0, per_thread = 0;
+  int cluster = 0, per_thread = 0, held = 0;
   bool fits = false;
 };
-BnClusterPlan batchnorm_cluster_plan(int64_t units, int threads, int target, int max_cluster, int max_per_thread);
+BnClusterPlan batchnorm_cluster_plan(int64_t units, int threads, int target, int max_cluster, int max_per_thread,
+                                     int held = 0);
 
 // Kernel launches of the last CUDA training forward or backward (1 or 2), for the benchmark table.
 int batchnorm_last_launches();

@@ -168,9 +168,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaRealShapes, ::testing::ValuesIn(real_shape_
 // ---- batch norm under each launch strategy -----------------------------------------------------
 // Every batch-norm launch strategy: the single launch (the default: slices on chip + per-channel
 // barrier), the one-round reread forward (12, 2, and 8 with L2 eviction hints, float4s per thread
-// in shared memory, the rest streamed twice), the cluster forward (16 and 8 float4s per thread),
-// the sliced and the flat two-pass kernels. At shapes
-// that hit each path: the real conv2 shape, batch 1, slices that end mid-block (50x4x20x20), a
+// in shared memory, the rest streamed twice), the cluster forward (16 and 8 float4s per thread,
+// and 16 holding 12 or 2 of them with the rest streamed twice), the sliced and the flat two-pass
+// kernels. At shapes that hit each path: the real conv2 shape, batch 1, slices that end mid-block (50x4x20x20), a
 // channel cut into 128-256 slices (256x2x64x64), many small channels (128x512x4x4), odd planes that
 // must fall back to two passes (3x5x7x9), a channel too large for one launch (1024x1x64x64), and
 // more channels than co-resident blocks, so each block of a single launch walks several channels
@@ -199,7 +199,9 @@ std::vector<BnTuningCase> bn_tuning_cases() {
       {"reread_u2", {kernels::BnStrategy::SingleLaunchReread, 0, 2}},
       {"reread_u8_l2hints", {kernels::BnStrategy::SingleLaunchReread, 0, 8, 0, true}},
       {"cluster_u16", {kernels::BnStrategy::Cluster, 0, 16}},
-      {"cluster_u8", {kernels::BnStrategy::Cluster, 0, 8}}};
+      {"cluster_u8", {kernels::BnStrategy::Cluster, 0, 8}},
+      {"cluster_u16_held12", {kernels::BnStrategy::Cluster, 0, 16, 0, false, true, 12}},
+      {"cluster_u16_held2", {kernels::BnStrategy::Cluster, 0, 16, 0, false, true, 2}}};
   std::vector<BnTuningCase> cs;
   for (const auto& [sn, shape] : shapes)
     for (const auto& [tn, tuning] : tunings) cs.push_back({tn + "_" + sn, shape, tuning});
@@ -269,9 +271,10 @@ TEST_P(CudaBatchNormTuning, MatchesCpuTwin) {
     }
     // The cluster forward runs wherever the device has clusters and a channel fits 8 blocks of
     // 64 KiB (the portable cluster size; every shape here but 256x2x64x64 and 1024x1x64x64), and
-    // falls back to the sliced two passes elsewhere.
+    // falls back to the sliced two passes elsewhere. Holding part of the slices it fits any channel.
     if (c.tuning.strategy == kernels::BnStrategy::Cluster && s[2] * s[3] % 4 == 0) {
-      const bool fits = device_has_clusters() && s[0] * s[2] * s[3] / 4 <= 8 * 256 * 16;
+      const bool fits =
+          device_has_clusters() && (c.tuning.cluster_held > 0 || s[0] * s[2] * s[3] / 4 <= 8 * 256 * 16);
       const auto ran = kernels::batchnorm_last_strategy();
       if (fits) EXPECT_EQ(ran, kernels::BnStrategy::Cluster) << "forward" << r;
       else EXPECT_TRUE(ran == kernels::BnStrategy::Cluster || ran == kernels::BnStrategy::TwoPass) << "forward" << r;
@@ -318,7 +321,7 @@ TEST(CudaBatchNormAuto, MeasuresOncePerShapeAndUpdatesRunningStatsOnce) {
     SCOPED_TRACE(kernels::describe(c));
     EXPECT_EQ(c.direction, i == before ? "forward" : "backward");
     EXPECT_EQ(std::vector<int>({c.N, c.C, c.H, c.W}), std::vector<int>({24, 16, 12, 12}));
-    EXPECT_EQ(c.times_ms.size(), i == before ? 8u : 2u);  // the candidates in kernels/cuda/batchnorm.cu
+    EXPECT_EQ(c.times_ms.size(), i == before ? 10u : 2u);  // the candidates in kernels/cuda/batchnorm.cu
     // Every candidate fits this small shape on any GPU (the cluster ones on any GPU with clusters),
     // so each ran and was timed.
     for (const auto& [label, ms] : c.times_ms) {
@@ -426,6 +429,12 @@ TEST(CudaStep, Classifier32StepMatchesCpuWithRereadBatchNorm) {
 TEST(CudaStep, Classifier32StepMatchesCpuWithClusterBatchNorm) {
   REQUIRE_GPU();
   expect_classifier32_step_matches({kernels::BnStrategy::Cluster, 0, 0});
+}
+
+// And with the cluster forward holding 12 of its 16 float4s per thread (the rest read twice).
+TEST(CudaStep, Classifier32StepMatchesCpuWithClusterRereadBatchNorm) {
+  REQUIRE_GPU();
+  expect_classifier32_step_matches({kernels::BnStrategy::Cluster, 0, 16, 0, false, true, 12});
 }
 
 TEST(CudaStep, ResNet18StepMatchesCpu) {

@@ -287,6 +287,9 @@ TEST(BatchNormTuning, RejectsValuesWithoutAKernel) {
   EXPECT_NE(m.find("units_per_thread 16"), std::string::npos) << m;
   m = set({BnStrategy::SingleLaunch, 0, 8, 3});
   EXPECT_NE(m.find("pipeline_stages 3"), std::string::npos) << m;
+  EXPECT_EQ(set({BnStrategy::Cluster, 0, 16, 0, false, true, 12}), "");
+  m = set({BnStrategy::Cluster, 0, 16, 0, false, true, -4});
+  EXPECT_NE(m.find("cluster_held -4"), std::string::npos) << m;
   kernels::set_batchnorm_tuning({});
   EXPECT_EQ(kernels::batchnorm_tuning().strategy, BnStrategy::Auto);
 }
@@ -428,6 +431,34 @@ TEST(BatchNormPlan, ClusterCoversTheChannelWithTheSmallestCluster) {
   }
   EXPECT_FALSE(kernels::batchnorm_cluster_plan(0, 256, 16, 16, 56).fits);
   EXPECT_FALSE(kernels::batchnorm_cluster_plan(100, 256, 16, 0, 56).fits);  // no clusters on this GPU
+}
+
+// With a held count only that part of a thread's units needs shared memory (the rest is read
+// twice), so the cluster's size and the units per thread are as without it, and any channel fits:
+// at the conv2 shape 12 of 16 units held is 48 KiB per block, and the 1M-unit channel that did not
+// fit above fits now. The held part never exceeds the thread's units.
+TEST(BatchNormPlan, ClusterHoldsOnlyTheHeldUnitsInSharedMemory) {
+  struct Case {
+    int64_t units;
+    int target, max_cluster, max_per_thread, held;
+    int cluster, per_thread, expect_held;
+    bool fits;
+  };
+  const int h100 = 56;
+  for (const Case& c : {Case{32768, 16, 16, h100, 12, 8, 16, 12, true}, Case{32768, 16, 16, h100, 8, 8, 16, 8, true},
+                        Case{32768, 16, 16, h100, 0, 8, 16, 16, true}, Case{256, 16, 16, h100, 12, 1, 1, 1, true},
+                        Case{1048576, 16, 16, h100, 12, 16, 256, 12, true},
+                        Case{1048576, 16, 16, h100, 0, 16, 256, 256, false},
+                        Case{32768, 16, 16, 8, 12, 8, 16, 12, false}}) {
+    SCOPED_TRACE(testing::Message() << c.units << " units, held " << c.held);
+    const kernels::BnClusterPlan p =
+        kernels::batchnorm_cluster_plan(c.units, 256, c.target, c.max_cluster, c.max_per_thread, c.held);
+    EXPECT_EQ(p.cluster, c.cluster);
+    EXPECT_EQ(p.per_thread, c.per_thread);
+    EXPECT_EQ(p.held, c.expect_held);
+    EXPECT_EQ(p.fits, c.fits);
+  }
+  EXPECT_FALSE(kernels::batchnorm_cluster_plan(32768, 256, 16, 16, 56, -1).fits);
 }
 
 TEST(Autograd, NoGradRecordsNothingAndBackwardTwiceFails) {

@@ -24,7 +24,8 @@
 //   each thread holding part of its slice in shared memory and reading the rest twice (the second
 //   time from L2); see bn_forward_reread.
 // * Cluster (forward only, sm_90+, not yet run on a GPU): one thread-block cluster per channel,
-//   the statistics merged through distributed shared memory at the cluster's barrier; see
+//   the statistics merged through distributed shared memory at the cluster's barrier, optionally
+//   holding only part of each slice on chip and re-reading the rest from L2; see
 //   bn_forward_cluster.
 #include <algorithm>
 #include <cmath>
@@ -721,11 +722,16 @@ __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_rerea
 // distributed shared memory in rank order (so all agree bit for bit); rank 0 saves mean/invstd
 // and updates the running statistics. The activation crosses DRAM once. Unlike the cooperative
 // single launch there is no barrier in global memory and no round: a cluster needs only its own
-// blocks resident, so while one cluster waits at its barrier others load or store. At most 40 registers (ptxas: no spills)
-// so that 6 blocks of 32 KiB share an SM (u=8), as 3 of 64 KiB do (u=16): the same bytes on chip.
+// blocks resident, so while one cluster waits at its barrier others load or store.
+// held < per_thread: a thread keeps its first `held` units in shared memory and streams the others
+// twice, as bn_forward_reread does (read last before the barrier, first after it, so the second
+// read finds them in L2). At the conv2 shape (16 units per thread, 8 blocks per cluster) held = 12
+// is 48 KiB per block: the 512 blocks fit an H100 at once (4 per SM) and 8.4 MB are re-read.
+// At most 40 registers (ptxas: no spills) so that 6 blocks of 32 KiB share an SM (u=8), as 3 of
+// 64 KiB do (u=16): the same bytes on chip.
 __global__ void __launch_bounds__(kThreads, 6) bn_forward_cluster(
     const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
-    const float* __restrict__ beta, int N, int C, int upr, int per_thread, float momentum, float eps,
+    const float* __restrict__ beta, int N, int C, int upr, int per_thread, int held, float momentum, float eps,
     float* __restrict__ running_mean, float* __restrict__ running_var, float* __restrict__ save_mean,
     float* __restrict__ save_invstd, bool leaky, float slope) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
@@ -733,7 +739,7 @@ __global__ void __launch_bounds__(kThreads, 6) bn_forward_cluster(
 #else
   namespace cg = cooperative_groups;
   const cg::cluster_group cluster = cg::this_cluster();
-  extern __shared__ float4 tiles[];  // [per_thread][kThreads]; a thread reads only the slots it filled
+  extern __shared__ float4 tiles[];  // [held][kThreads]; a thread reads only the slots it filled
   __shared__ Welford block_state;    // read by every block of the cluster
   __shared__ float2 sh_mi;
   const int size = int(cluster.num_blocks()), rank = int(cluster.block_rank());
@@ -742,15 +748,32 @@ __global__ void __launch_bounds__(kThreads, 6) bn_forward_cluster(
   const float4* x4 = reinterpret_cast<const float4*>(x);
   float4* y4 = reinterpret_cast<float4*>(y);
   auto slot = [&](int i) -> float4& { return tiles[i * kThreads + threadIdx.x]; };
+  // Visits the streamed units i in [held, per_thread), kStreamChunk loads in flight.
+  auto stream_units = [&](auto&& use) {
+    for (int i = held; i < per_thread; i += kStreamChunk) {
+      float4 v[kStreamChunk];
+#pragma unroll
+      for (int k = 0; k < kStreamChunk; ++k) {
+        const int j = first + (i + k) * kThreads;
+        v[k] = i + k < per_thread && j < units ? __ldg(x4 + unit_offset(j, upr, C, c)) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int k = 0; k < kStreamChunk; ++k) {
+        const int j = first + (i + k) * kThreads;
+        if (i + k < per_thread && j < units) use(j, v[k]);
+      }
+    }
+  };
 #pragma unroll 4
-  for (int i = 0; i < per_thread; ++i) {
+  for (int i = 0; i < held; ++i) {
     const int j = first + i * kThreads;
     if (j < units) cp_async16(&slot(i), x4 + unit_offset(j, upr, C, c));
   }
   cp_async_commit();
-  cp_async_wait_group<0>();
   SliceSums sums(__ldg(x + int64_t(c) * upr * 4));  // centred on a value of the channel, as in bn_stats
-  for (int i = 0; i < per_thread; ++i)
+  stream_units([&](int, float4 v) { sums.add(v); });
+  cp_async_wait_group<0>();
+  for (int i = 0; i < held; ++i)
     if (first + i * kThreads < units) sums.add(slot(i));
   const Welford w = block_merge(sums.state());
   if (threadIdx.x == 0) block_state = w;
@@ -769,7 +792,8 @@ __global__ void __launch_bounds__(kThreads, 6) bn_forward_cluster(
   cluster.barrier_arrive();
   const float scale = __ldg(gamma + c) * sh_mi.y;  // the same expressions as bn_apply
   const float shift = __ldg(beta + c) - sh_mi.x * scale;
-  for (int i = 0; i < per_thread; ++i) {
+  stream_units([&](int j, float4 v) { y4[unit_offset(j, upr, C, c)] = normalise4(v, scale, shift, leaky, slope); });
+  for (int i = 0; i < held; ++i) {
     const int j = first + i * kThreads;
     if (j < units) y4[unit_offset(j, upr, C, c)] = normalise4(slot(i), scale, shift, leaky, slope);
   }
@@ -1024,7 +1048,8 @@ void cluster_config(cudaLaunchConfig_t& cfg, cudaLaunchAttribute& attr, int bloc
   cfg.numAttrs = 1;
 }
 
-// bn_forward_cluster's geometry for channels of `units` float4s at `target` float4s per thread;
+// bn_forward_cluster's geometry for channels of `units` float4s at `target` float4s per thread,
+// `held` of them in shared memory (0: all);
 // plan.fits is false where this GPU has no clusters, this build has no sm_90 code for the kernel,
 // a channel exceeds what max_cluster blocks' shared memory holds, or no cluster of that size and
 // shared memory can be resident.
@@ -1032,7 +1057,7 @@ struct ClusterGeometry {
   cac::kernels::BnClusterPlan plan;
   size_t smem = 0;
 };
-ClusterGeometry cluster_geometry(int64_t units, int target) {
+ClusterGeometry cluster_geometry(int64_t units, int target, int held) {
   struct Limits {
     bool ok = false;
     int max_cluster = 0, max_per_thread = 0;
@@ -1060,9 +1085,10 @@ ClusterGeometry cluster_geometry(int64_t units, int target) {
   }();
   ClusterGeometry g;
   if (!limits.ok) return g;
-  g.plan = cac::kernels::batchnorm_cluster_plan(units, kThreads, target, limits.max_cluster, limits.max_per_thread);
+  g.plan = cac::kernels::batchnorm_cluster_plan(units, kThreads, target, limits.max_cluster, limits.max_per_thread,
+                                                held);
   if (!g.plan.fits) return g;
-  g.smem = size_t(g.plan.per_thread) * kThreads * sizeof(float4);
+  g.smem = size_t(g.plan.held) * kThreads * sizeof(float4);
   static std::map<std::pair<int, size_t>, bool> resident;  // per (cluster size, shared memory)
   auto it = resident.find({g.plan.cluster, g.smem});
   if (it == resident.end()) {
@@ -1098,13 +1124,14 @@ struct BnLaunch {
   bool prefetch = false;  // SingleLaunch forward: double-buffered slices (BnTuning::pipeline_stages)
   bool l2_hints = false;  // SingleLaunchReread (BnTuning::l2_hints)
   const char* label = "single";
+  int held = 0;           // Cluster: float4s per thread in shared memory (BnTuning::cluster_held; 0 = all)
 };
 int units_or(int units, int default_units) { return units > 0 ? units : default_units; }
 
 // The launch BnTuning asks for; Auto is resolved by measured_launch.
 BnLaunch tuned_launch() {
   const BnTuning t = cac::kernels::batchnorm_tuning();
-  return {t.strategy, t.units_per_thread, t.pipeline_stages == 2, t.l2_hints, "tuned"};
+  return {t.strategy, t.units_per_thread, t.pipeline_stages == 2, t.l2_hints, "tuned", t.cluster_held};
 }
 
 // Auto's choice for this shape and direction: each candidate (in order of preference) runs once
@@ -1191,13 +1218,13 @@ BnStrategy launch_forward(const BnLaunch& L, const Shape4& s, int64_t units, con
     }
   }
   if (st == BnStrategy::Cluster) {
-    const ClusterGeometry g = cluster_geometry(units, units_or(L.units, 16));
+    const ClusterGeometry g = cluster_geometry(units, units_or(L.units, 16), L.held);
     if (g.plan.fits) {
       cudaLaunchConfig_t cfg;
       cudaLaunchAttribute attr;
       cluster_config(cfg, attr, s.C * g.plan.cluster, g.plan.cluster, g.smem);
       CUDA_CHECK(cudaLaunchKernelEx(&cfg, bn_forward_cluster, x.data<float>(), y.data<float>(), gamma.data<float>(),
-                                    beta.data<float>(), s.N, s.C, upr, g.plan.per_thread, m, e,
+                                    beta.data<float>(), s.N, s.C, upr, g.plan.per_thread, g.plan.held, m, e,
                                     running_mean.data<float>(), running_var.data<float>(), save_mean.data<float>(),
                                     save_invstd.data<float>(), act.leaky, slope));
       CUDA_CHECK_LAUNCH();
@@ -1346,6 +1373,8 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
         {BnStrategy::SingleLaunchReread, 8, false, true, "reread held=8 L2 hints"},
         {BnStrategy::Cluster, 16, false, false, "cluster u=16"},
         {BnStrategy::Cluster, 8, false, false, "cluster u=8"},
+        {BnStrategy::Cluster, 16, false, false, "cluster u=16 held=12", 12},
+        {BnStrategy::Cluster, 16, false, false, "cluster u=16 held=8", 8},
         {BnStrategy::TwoPass, 8, false, false, "two-pass u=8"}};
     // Candidates update scratch running statistics (made on the first measured run only, outside
     // the timed ones), so the real ones see exactly one update.
