@@ -2,7 +2,9 @@
 // learnt centres) under the paper's protocol. `cac_train --help` lists every flag and default.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
+#include <set>
 #include <stdexcept>
 #include <type_traits>
 
@@ -48,52 +50,107 @@ int main(int argc, char** argv) {
   app.footer("Protocol defaults per dataset come from configs/datasets.json (see docs/reproduce.md).\n"
              "Example: cac_train --dataset FashionMNIST --trial 0 --data-dir /usr/share/datasets/fashion-mnist --out runs/fm0");
   app::RunConfig c;
-  std::string epochs, lrs, resume;
+  std::string epochs, lrs, resume, config_file;
   int stop_after = 0;
-  app.add_option("--dataset", c.dataset, "MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, CIFAR10-FP "
+  bool print_config = false;
+  auto* ds = app.add_option("--dataset", c.dataset, "MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, CIFAR10-FP "
                  "(all ten classes known; unknowns SVHN test + nine CIFAR-100 superclasses), or ImageFolder "
                  "(your own data: DIR/train/<class>/*.{jpg,png}, DIR/test/<class>/*.{jpg,png}, with --split)")
       ->check(CLI::IsMember(data::benchmark_names()))->capture_default_str();
-  app.add_option("--trial", c.trial, "standard known/unknown trial 0-4")->check(CLI::Range(0, 4))->capture_default_str();
-  app.add_option("--split", c.split_json, "a JSON file {\"known\": [...], \"unknown\": [...]} instead of the standard trial "
+  auto* tr = app.add_option("--trial", c.trial, "standard known/unknown trial 0-4")->check(CLI::Range(0, 4))->capture_default_str();
+  auto* sp = app.add_option("--split", c.split_json, "a JSON file {\"known\": [...], \"unknown\": [...]} instead of the standard trial "
                  "(class indices; for ImageFolder also sub-folder names)")->check(CLI::ExistingFile);
   auto* isz = app.add_option("--image-size", c.image_size, "resize images to this size (default: the dataset's; "
                              "classifier32 takes 32 or 64)")->check(CLI::Range(8, 1024));
-  app.add_option("--data-dir", c.data_dir, "folder with the dataset's files")->check(CLI::ExistingDirectory);
-  app.add_option("--method", c.method, "cac (anchored), ce (cross-entropy baseline) or cac-learnt (learnt centres + CE)")
+  auto* dd = app.add_option("--data-dir", c.data_dir, "folder with the dataset's files")->check(CLI::ExistingDirectory);
+  auto* me = app.add_option("--method", c.method, "cac (anchored), ce (cross-entropy baseline) or cac-learnt (learnt centres + CE)")
       ->check(CLI::IsMember({"cac", "ce", "cac-learnt"}))->capture_default_str();
-  app.add_option("--arch", c.arch, "network: classifier32 or resnet18 (default: the dataset's; resnet18 for CIFAR10-FP)")
+  auto* ar = app.add_option("--arch", c.arch, "network: classifier32 or resnet18 (default: the dataset's; resnet18 for CIFAR10-FP)")
       ->check(CLI::IsMember({"classifier32", "resnet18"}));
-  app.add_option("--alpha", c.alpha, "anchor magnitude: c_i = alpha * e_i")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--lambda", c.lambda, "weight of the anchor loss")->check(CLI::NonNegativeNumber)->capture_default_str();
+  auto* al = app.add_option("--alpha", c.alpha, "anchor magnitude: c_i = alpha * e_i")->check(CLI::PositiveNumber)->capture_default_str();
+  auto* la = app.add_option("--lambda", c.lambda, "weight of the anchor loss")->check(CLI::NonNegativeNumber)->capture_default_str();
   auto* ep = app.add_option("--epochs", epochs, "epochs per learning-rate stage, e.g. 35,35 (default: the dataset's)");
   auto* lr = app.add_option("--lr", lrs, "learning rate per stage, e.g. 0.01,0.001 (default: the dataset's)");
   auto* bs = app.add_option("--batch", c.batch, "batch size (default: the dataset's)")->check(CLI::Range(1, 65536));
   auto* wd = app.add_option("--weight-decay", c.weight_decay, "SGD weight decay (default: the dataset's)")->check(CLI::NonNegativeNumber);
-  app.add_option("--device", c.device, "auto (GPU if present), cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
-  app.add_option("--seed", c.seed, "seed of initialisation, splits, data order and augmentation")->capture_default_str();
+  auto* dv = app.add_option("--device", c.device, "auto (GPU if present), cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  auto* se = app.add_option("--seed", c.seed, "seed of initialisation, splits, data order and augmentation")->capture_default_str();
   app.add_option("--out", c.out, "run folder to create (config.json, metrics.csv, checkpoints)");
   app.add_option("--resume", resume, "continue the run in this folder at its next epoch")->check(CLI::ExistingDirectory);
-  app.add_option("--train-limit", c.train_limit, "use a seeded subset of this many training images (0 = all)")
+  auto* tl = app.add_option("--train-limit", c.train_limit, "use a seeded subset of this many training images (0 = all)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--workers", c.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--init", c.init, "start from the model weights in this safetensors file (a run's best.safetensors, or "
+  auto* wk = app.add_option("--workers", c.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  auto* in = app.add_option("--init", c.init, "start from the model weights in this safetensors file (a run's best.safetensors, or "
                  "PyTorch weights converted by scripts/torch_interop.py); with --epochs 0 the run holds them as they are, "
                  "for cac_eval")->check(CLI::ExistingFile);
   app.add_option("--stop-after", stop_after, "stop after this many epochs (resumable, as an interruption)")->check(CLI::NonNegativeNumber);
+  auto* cf = app.add_option("--config", config_file, "settings from a JSON file: a run's config.json (to repeat or vary "
+                            "that run) or any part of one, e.g. {\"dropout\": 0.3, \"rotate_deg\": 10}; it overrides "
+                            "the dataset's defaults, the flags given here override it; its \"out\" is not used, and "
+                            "relative paths in it are relative to its folder")->check(CLI::ExistingFile);
+  app.add_flag("--print-config", print_config, "print the settings the run would use (its config.json) and exit without training");
+  cf->excludes("--resume");
   CLI11_PARSE(app, argc, argv);
   try {
     if (resume.empty()) {
+      namespace fs = std::filesystem;
+      // The fields set on the command line: the config file does not override them.
+      const std::vector<std::pair<CLI::Option*, const char*>> flag_fields = {
+          {ds, "dataset"}, {tr, "trial"}, {sp, "split_json"}, {isz, "image_size"}, {dd, "data_dir"},
+          {me, "method"}, {ar, "arch"}, {al, "alpha"}, {la, "lambda"}, {ep, "epochs"}, {lr, "lrs"},
+          {bs, "batch"}, {wd, "weight_decay"}, {dv, "device"}, {se, "seed"}, {tl, "train_limit"},
+          {wk, "workers"}, {in, "init"}};
+      // A run's config.json names its own folder, and channels follow from the dataset.
+      std::set<std::string> keep = {"out", "channels"};
+      for (const auto& [opt, field] : flag_fields)
+        if (opt->count() > 0) keep.insert(field);
+      const std::string config_text = config_file.empty() ? "" : app::read_text(config_file);
+      std::set<std::string> from_file;
+      // Twice: first for what decides the dataset's defaults (dataset, method, arch, the lists),
+      // then again over those defaults, which would otherwise replace the file's dropout,
+      // augmentation and so on.
+      auto overlay = [&] {
+        if (config_file.empty()) return;
+        for (const auto& f : c.overlay_json(config_text, config_file, keep)) from_file.insert(f);
+      };
+      overlay();
+      auto given = [&](const char* field) { return keep.count(field) > 0 || from_file.count(field) > 0; };
+      if (ep->count() > 0) c.epochs = parse_list<int>("--epochs", epochs, "35,35", [](int v) { return v >= 0; });
+      if (lr->count() > 0) c.lrs = parse_list<double>("--lr", lrs, "0.01,0.001", [](double v) { return v > 0; });
+      app::apply_dataset_defaults(c, given("epochs"), given("lrs"), given("batch"), given("weight_decay"),
+                                  given("image_size"));
+      overlay();
+      if (!config_file.empty()) {  // a file may repeat the dataset's channels, not change them
+        app::RunConfig file_only;
+        const auto fields = file_only.overlay_json(config_text, config_file, {});
+        CAC_CHECK(std::find(fields.begin(), fields.end(), "channels") == fields.end() || file_only.channels == c.channels,
+                  "{}: channels {} does not match {}'s images ({} channels); remove it from the file", config_file,
+                  file_only.channels, c.dataset, c.channels);
+      }
+      // Relative paths in the file are relative to the file; config.json records absolute paths,
+      // so cac_eval and --resume work from any folder.
+      const fs::path config_dir = config_file.empty() ? fs::path() : fs::absolute(config_file).parent_path();
+      auto absolute = [&](std::string& path, const char* field) {
+        if (path.empty()) return;
+        fs::path p(path);
+        if (p.is_relative() && !keep.count(field) && from_file.count(field)) p = config_dir / p;
+        path = fs::absolute(p).lexically_normal().string();
+      };
+      absolute(c.data_dir, "data_dir");
+      absolute(c.split_json, "split_json");
+      absolute(c.init, "init");
+      c.check(config_file.empty() ? std::string("cac_train") : config_file + " (with the flags given)");
+      if (print_config) {
+        std::fputs(c.to_json().c_str(), stdout);
+        return 0;
+      }
       CAC_CHECK(!c.data_dir.empty(), "--data-dir is required (the folder with the dataset's files)");
       CAC_CHECK(!c.out.empty(), "--out is required (the run folder to create)");
-      // config.json records absolute paths, so cac_eval and --resume work from any folder.
-      c.data_dir = std::filesystem::absolute(c.data_dir).lexically_normal().string();
-      if (!c.split_json.empty()) c.split_json = std::filesystem::absolute(c.split_json).lexically_normal().string();
-      if (!c.init.empty()) c.init = std::filesystem::absolute(c.init).lexically_normal().string();
-      const bool epochs_set = ep->count() > 0, lrs_set = lr->count() > 0;
-      if (epochs_set) c.epochs = parse_list<int>("--epochs", epochs, "35,35", [](int v) { return v >= 0; });
-      if (lrs_set) c.lrs = parse_list<double>("--lr", lrs, "0.01,0.001", [](double v) { return v > 0; });
-      app::apply_dataset_defaults(c, epochs_set, lrs_set, bs->count() > 0, wd->count() > 0, isz->count() > 0);
+    } else if (print_config) {
+      const std::string where = resume + "/config.json";
+      std::fputs(app::RunConfig::from_json(app::read_text(where, " (is this a cac_train run folder?)"), where).to_json().c_str(),
+                 stdout);
+      return 0;
     }
     return app::run_train(c, resume, stop_after);
   } catch (const std::exception& e) {

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <fstream>
+#include <set>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "core/cuda_runtime.h"
@@ -23,44 +25,88 @@ std::string RunConfig::to_json() const {
   return j.dump(2) + "\n";
 }
 
-RunConfig RunConfig::from_json(const std::string& text, const std::string& where) {
+namespace {
+// Every config.json field and how it is read (the file and the field named in every error).
+struct ConfigField {
+  const char* key;
+  void (*read)(RunConfig& c, const json& v, const std::string& where);
+};
+template <class T>
+std::vector<T> as_list(const json& v, const std::string& where, const char* key) {
+  CAC_CHECK(v.is_array(), "{}: {} must be a list (found {})", where, key, v.type_name());
+  std::vector<T> out;
+  for (size_t i = 0; i < v.size(); ++i) out.push_back(jsonf::as<T>(v[i], where, fmt::format("{}[{}]", key, i)));
+  return out;
+}
+#define CAC_CONFIG_FIELD(name, T)                                                                        \
+  ConfigField {                                                                                          \
+#name, [](RunConfig& c, const json& v, const std::string& where) { c.name = jsonf::as<T>(v, where, #name); } \
+  }
+#define CAC_CONFIG_LIST(name, T)                                                                         \
+  ConfigField {                                                                                          \
+#name, [](RunConfig& c, const json& v, const std::string& where) { c.name = as_list<T>(v, where, #name); } \
+  }
+const std::vector<ConfigField>& config_fields() {
+  static const std::vector<ConfigField> fields = {
+      CAC_CONFIG_FIELD(dataset, std::string), CAC_CONFIG_FIELD(trial, int),
+      CAC_CONFIG_FIELD(data_dir, std::string), CAC_CONFIG_FIELD(split_json, std::string),
+      CAC_CONFIG_FIELD(method, std::string), CAC_CONFIG_FIELD(arch, std::string),
+      CAC_CONFIG_FIELD(alpha, double), CAC_CONFIG_FIELD(lambda, double),
+      CAC_CONFIG_LIST(epochs, int), CAC_CONFIG_LIST(lrs, double),
+      CAC_CONFIG_FIELD(batch, int), CAC_CONFIG_FIELD(weight_decay, double),
+      CAC_CONFIG_FIELD(dropout, double), CAC_CONFIG_FIELD(momentum, double),
+      CAC_CONFIG_FIELD(image_size, int), CAC_CONFIG_FIELD(channels, int),
+      CAC_CONFIG_FIELD(flip_p, double), CAC_CONFIG_FIELD(rotate_deg, double),
+      CAC_CONFIG_FIELD(crop_scale_min, double), CAC_CONFIG_FIELD(flip_for_class_means, bool),
+      CAC_CONFIG_FIELD(device, std::string), CAC_CONFIG_FIELD(seed, uint64_t),
+      CAC_CONFIG_FIELD(train_limit, int64_t), CAC_CONFIG_FIELD(workers, int),
+      CAC_CONFIG_FIELD(out, std::string), CAC_CONFIG_FIELD(init, std::string)};
+  return fields;
+}
+#undef CAC_CONFIG_FIELD
+#undef CAC_CONFIG_LIST
+
+json parse_object(const std::string& text, const std::string& where) {
   json j;
   try {
     j = json::parse(text);
   } catch (const json::exception& e) {
     fail("{}: not a valid run configuration ({})", where, e.what());
   }
-  using jsonf::field;
-  using jsonf::list;
+  CAC_CHECK(j.is_object(), "{}: expected a JSON object of run settings (found {})", where, j.type_name());
+  return j;
+}
+}  // namespace
+
+RunConfig RunConfig::from_json(const std::string& text, const std::string& where) {
+  const json j = parse_object(text, where);
   RunConfig c;
-  c.dataset = field<std::string>(j, "dataset", where);
-  c.trial = field<int>(j, "trial", where);
-  c.data_dir = field<std::string>(j, "data_dir", where);
-  c.split_json = field<std::string>(j, "split_json", where);
-  c.method = field<std::string>(j, "method", where);
-  c.arch = j.contains("arch") ? field<std::string>(j, "arch", where) : "classifier32";  // runs made before --arch
-  c.alpha = field<double>(j, "alpha", where);
-  c.lambda = field<double>(j, "lambda", where);
-  c.epochs = list<int>(j, "epochs", where);
-  c.lrs = list<double>(j, "lrs", where);
-  c.batch = field<int>(j, "batch", where);
-  c.weight_decay = field<double>(j, "weight_decay", where);
-  c.dropout = field<double>(j, "dropout", where);
-  c.momentum = field<double>(j, "momentum", where);
-  c.image_size = field<int>(j, "image_size", where);
-  c.channels = field<int>(j, "channels", where);
-  c.flip_p = field<double>(j, "flip_p", where);
-  c.rotate_deg = field<double>(j, "rotate_deg", where);
-  c.crop_scale_min = field<double>(j, "crop_scale_min", where);
-  c.flip_for_class_means = field<bool>(j, "flip_for_class_means", where);
-  c.device = field<std::string>(j, "device", where);
-  c.seed = field<uint64_t>(j, "seed", where);
-  c.train_limit = field<int64_t>(j, "train_limit", where);
-  c.workers = field<int>(j, "workers", where);
-  c.out = field<std::string>(j, "out", where);
-  c.init = j.contains("init") ? field<std::string>(j, "init", where) : "";  // runs made before --init
+  c.arch = "classifier32";  // runs made before --arch have no "arch"
+  for (const ConfigField& f : config_fields()) {
+    const std::string key = f.key;
+    if (!j.contains(key) && (key == "arch" || key == "init")) continue;  // runs made before --arch / --init
+    f.read(c, jsonf::member(j, f.key, where), where);
+  }
   c.check(where);
   return c;
+}
+
+std::vector<std::string> RunConfig::overlay_json(const std::string& text, const std::string& where,
+                                                 const std::set<std::string>& keep) {
+  const json j = parse_object(text, where);
+  std::vector<std::string> known;
+  for (const ConfigField& f : config_fields()) known.push_back(f.key);
+  for (const auto& [key, value] : j.items())
+    if (std::find(known.begin(), known.end(), key) == known.end())
+      fail("{}: unknown setting '{}' (a typo? the settings are those of a run's config.json: {})", where, key,
+           fmt::join(known, ", "));
+  std::vector<std::string> taken;
+  for (const ConfigField& f : config_fields()) {
+    if (!j.contains(f.key) || keep.count(f.key)) continue;
+    f.read(*this, j.at(f.key), where);
+    taken.push_back(f.key);
+  }
+  return taken;
 }
 
 void RunConfig::check(const std::string& where) const {

@@ -3,6 +3,7 @@
 // used) and building the model they describe.
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,11 @@ struct RunConfig {
   std::string to_json() const;
   // Parses and check()s; every problem names `where` (the file) and the field.
   static RunConfig from_json(const std::string& text, const std::string& where);
+  // Sets the fields present in a JSON object of run settings (a run's config.json, or any part of
+  // one: cac_train --config), except those named in `keep`; returns the fields it set. Unknown
+  // fields and wrong types are errors naming `where` and the field. Does not check() the result.
+  std::vector<std::string> overlay_json(const std::string& text, const std::string& where,
+                                        const std::set<std::string>& keep);
   // The ranges cac_train's flags accept, for a config.json read back (--resume, cac_eval, cac_predict).
   void check(const std::string& where) const;
 };

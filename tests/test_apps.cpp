@@ -16,6 +16,7 @@
 #include "apps/scoring.h"
 #include "apps/run.h"
 #include "apps/train.h"
+#include "data/benchmarks.h"
 #include "core/autograd.h"
 #include <nlohmann/json.hpp>
 #include "models/checkpoint.h"
@@ -277,6 +278,65 @@ std::pair<int, std::string> run_cmd(const std::string& cmd) {
 std::string read_all(const fs::path& p) {
   std::ifstream f(p);
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// cac_train --config: a run's config.json repeats that run (bit for bit on the CPU), and a partial
+// file varies the dataset's defaults; flags override the file, the file's relative paths are
+// relative to it, and a typo, a wrong type or a changed channel count names the file and field.
+TEST(Train, ConfigFileRepeatsARunAndFlagsOverrideIt) {
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "a"), ""), 0);
+  const std::string bin = CAC_TRAIN_BIN;
+  auto [rc, out] = run_cmd(bin + " --config " + (d / "a/config.json") + " --out " + (d / "b"));
+  ASSERT_EQ(rc, 0) << out;
+  const nlohmann::json ca = nlohmann::json::parse(app::read_text(d / "a/config.json"));
+  nlohmann::json cb = nlohmann::json::parse(app::read_text(d / "b/config.json"));
+  EXPECT_EQ(cb["out"], (d / "b"));
+  cb["out"] = ca["out"];
+  EXPECT_EQ(cb, ca);
+  Safetensors a = load_safetensors(d / "a/last.safetensors"), b = load_safetensors(d / "b/last.safetensors");
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (auto& [name, t] : a.tensors)
+    EXPECT_EQ(std::memcmp(t.raw(), b.tensors.at(name).raw(), t.nbytes()), 0) << name << " differs in the repeated run";
+
+  // A part of a config: the file overrides the dataset's defaults (dropout, augmentation, the
+  // schedule), the flags override the file, unset fields keep the defaults.
+  fs::create_directories(d / "cfg");
+  std::ofstream(d / "cfg/part.json") << R"({"dataset": "CIFAR10", "dropout": 0.3, "rotate_deg": 10,
+      "epochs": [2], "lrs": [0.05], "seed": 3, "data_dir": "../mnist", "split_json": "split.json"})";
+  auto [rc2, out2] = run_cmd("cd / && " + bin + " --config " + (d / "cfg/part.json") + " --seed 7 --print-config");
+  ASSERT_EQ(rc2, 0) << out2;
+  const app::RunConfig p = app::RunConfig::from_json(out2, "printed");
+  EXPECT_EQ(p.dataset, "CIFAR10");
+  EXPECT_EQ(p.dropout, 0.3);
+  EXPECT_EQ(p.rotate_deg, 10.0);
+  EXPECT_EQ(p.epochs, std::vector<int>{2});
+  EXPECT_EQ(p.lrs, std::vector<double>{0.05});
+  EXPECT_EQ(p.seed, 7u);                                            // the flag wins
+  EXPECT_EQ(p.channels, 3);                                         // CIFAR10's
+  EXPECT_EQ(p.batch, data::dataset_defaults("CIFAR10").batch);      // not in the file: the default
+  EXPECT_EQ(p.data_dir, (d / "mnist"));                             // relative to the file
+  EXPECT_EQ(p.split_json, (d / "cfg/split.json"));
+  EXPECT_FALSE(fs::exists(d / "cfg/runs"));                         // --print-config trains nothing
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"({"dropuot": 0.3})", "unknown setting 'dropuot'"},
+      {R"({"dropout": "high"})", "dropout must be a number"},
+      {R"({"dropout": 1.5})", "dropout must be in [0, 1)"},
+      {R"({"dataset": "MNIST", "channels": 3})", "channels 3 does not match MNIST"},
+      {R"([1, 2])", "expected a JSON object"},
+      {R"({"seed": )", "not a valid run configuration"}};
+  for (const auto& [text, needle] : bad) {
+    std::ofstream(d / "cfg/bad.json") << text;
+    auto [rc3, out3] = run_cmd(bin + " --config " + (d / "cfg/bad.json") + " --print-config");
+    EXPECT_NE(rc3, 0) << text;
+    EXPECT_NE(out3.find("bad.json"), std::string::npos) << out3;
+    EXPECT_NE(out3.find(needle), std::string::npos) << out3;
+  }
+  auto [rc4, out4] = run_cmd(bin + " --config " + (d / "a/config.json") + " --resume " + (d / "a"));
+  EXPECT_NE(rc4, 0);
+  EXPECT_NE(out4.find("--resume excludes --config"), std::string::npos) << out4;
 }
 
 // cac_train --init: a run started from another run's weights; with 0 epochs it holds them as they
@@ -704,6 +764,8 @@ TEST(Cli, BadFlagsAndMissingDataFailClearly) {
   EXPECT_NE(out5.find("--lambda"), std::string::npos);
   EXPECT_NE(out5.find("--resume"), std::string::npos);
   EXPECT_NE(out5.find("--arch"), std::string::npos);
+  EXPECT_NE(out5.find("--config"), std::string::npos);
+  EXPECT_NE(out5.find("--print-config"), std::string::npos);
 }
 
 }  // namespace
