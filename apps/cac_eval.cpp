@@ -19,6 +19,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"classifier32", "resnet18"}));
   app.add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   app.add_option("--data-dir", o.data_dir, "dataset folder, if not where the run was trained")->check(CLI::ExistingDirectory);
+  app.add_option("--unknown", o.unknowns, "[NAME=]SOURCE: also score every run against these unknowns (repeatable): a folder of "
+                 "JPEG/PNG images (searched recursively), or DATASET:PATH for the test split of MNIST, FashionMNIST, "
+                 "CIFAR10, CIFAR100, SVHN or TinyImageNet; each gets its own metrics, e.g. --unknown svhn:/data/svhn "
+                 "--unknown ood=photos/");
   app.add_option("--workers", o.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
   for (int i = 0; i < argc; ++i) o.command_line += (i ? " " : "") + std::string(argv[i]);

@@ -8,6 +8,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
+#include <tuple>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
@@ -85,6 +88,14 @@ std::vector<float> all_logits(OpenSetClassifier& model, const data::Subset& s, c
 
 int run_eval(const EvalOptions& o) {
   CAC_CHECK(!o.runs.empty(), "no runs given: pass --run RUN_DIR (repeatable)");
+  std::vector<data::UnknownSource> extra;  // checked before any run is loaded
+  for (const std::string& spec : o.unknowns) {
+    extra.push_back(data::parse_unknown_source(spec));
+    for (size_t i = 0; i + 1 < extra.size(); ++i)
+      CAC_CHECK(extra[i].name != extra.back().name, "--unknown: two sets named '{}' (give each a NAME=)", extra.back().name);
+  }
+  // Read once per image size and channel count (runs of one benchmark share them).
+  std::map<std::tuple<size_t, int, int>, std::shared_ptr<data::ImageSet>> extra_sets;
   const Device dev = resolve_device(o.device);
   std::vector<eval::ReportEntry> entries;
   std::ofstream scores;
@@ -103,6 +114,21 @@ int run_eval(const EvalOptions& o) {
     CAC_CHECK(o.arch.empty() || o.arch == c.arch, "{}: trained with --arch {}, but --arch {} was asked for", run, c.arch, o.arch);
     const Method method = parse_method(c.method);
     data::OpenSetData d = load_run_data(c);
+    for (size_t i = 0; i < extra.size(); ++i) {
+      for (const auto& [name, subset] : d.test_unknown)
+        CAC_CHECK(name != extra[i].name, "--unknown: {} already has an unknown set named '{}' (give yours another NAME=)",
+                  run, name);
+      auto& set = extra_sets[{i, c.image_size, c.channels}];
+      if (!set) set = std::make_shared<data::ImageSet>(data::read_unknown_source(extra[i], c.image_size, c.channels));
+      data::Subset all;
+      all.source = set.get();
+      const int64_t* labels = set->labels.data<int64_t>();
+      for (int64_t k = 0; k < set->size(); ++k) {
+        all.indices.push_back(k);
+        all.labels.push_back(labels[k]);
+      }
+      d.test_unknown.push_back({extra[i].name, std::move(all)});
+    }
     const int K = d.num_classes();
     auto model = build_model(c, K);
     model->to(dev);

@@ -10,6 +10,9 @@ struct EvalOptions {
   std::string report_html, report_title, command_line;          // the report quotes the command
   std::string arch;  // when set, every run must have been trained with it
   int workers = 0;
+  // Extra unknown test sets for every run ([NAME=]SOURCE, data::parse_unknown_source), each scored
+  // like the run's own unknowns (its own metrics, scores.csv rows, report sections).
+  std::vector<std::string> unknowns;
 };
 // Evaluates each run's best checkpoint on its test sets (class-mean anchors for CAC), prints a
 // table with mean and std over runs, writes the JSON and scores CSV when asked; exit code.

@@ -69,10 +69,9 @@ int run_predict(const PredictOptions& o) {
     for (size_t i = 0; i < n; ++i) {
       int w = 0, h = 0;
       std::vector<uint8_t> px = data::decode_image_rgb(files[b0 + i], &w, &h);
-      if (C == 1) {  // greyscale networks (MNIST-style): ITU-R 601 luma, as PIL's convert("L")
+      if (C == 1) {  // greyscale networks (MNIST-style)
         std::vector<uint8_t> g(size_t(w) * h);
-        for (size_t p = 0; p < g.size(); ++p)
-          g[p] = uint8_t(std::lround(0.299 * px[3 * p] + 0.587 * px[3 * p + 1] + 0.114 * px[3 * p + 2]));
+        data::rgb_to_grey(px.data(), g.size(), g.data());
         px = std::move(g);
       }
       data::transform_image(px.data(), h, w, C, a, 0, 0, 0, x.data() + i * size_t(C) * S * S);

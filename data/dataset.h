@@ -29,6 +29,13 @@ struct Subset {
   int64_t size() const { return int64_t(indices.size()); }
 };
 
+// `pixels` RGB pixels to grey: ITU-R 601 luma (0.299 R + 0.587 G + 0.114 B, rounded), as PIL's
+// convert("L") does, for greyscale networks (MNIST-style) shown colour images.
+void rgb_to_grey(const uint8_t* rgb, size_t pixels, uint8_t* grey);
+// The set with `channels` (1 or 3) channels per pixel: grey replicated to RGB, RGB to luma; the
+// set itself where it has them already. Other channel counts are an error naming the set.
+ImageSet with_channels(const ImageSet& set, int channels);
+
 // Concatenates sets of the same image shape (e.g. the five CIFAR-10 training batches).
 ImageSet concat(const std::vector<ImageSet>& parts, const std::string& name);
 

@@ -156,4 +156,77 @@ OpenSetData load_fp_operating_points(const std::string& data_dir, uint64_t seed)
   return d;
 }
 
+const std::vector<std::string>& unknown_source_datasets() {
+  static const std::vector<std::string> names = {"MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "SVHN", "TinyImageNet"};
+  return names;
+}
+
+UnknownSource parse_unknown_source(const std::string& spec) {
+  UnknownSource u;
+  std::string source = spec;
+  // NAME=SOURCE; an '=' inside a path after a ':' or '/' belongs to the path.
+  if (const size_t eq = spec.find('='); eq != std::string::npos && spec.find_first_of(":/") > eq) {
+    u.name = spec.substr(0, eq);
+    source = spec.substr(eq + 1);
+    CAC_CHECK(!u.name.empty(), "--unknown '{}': empty name before '='", spec);
+  }
+  CAC_CHECK(!source.empty(), "--unknown '{}': no source (a folder of images, or DATASET:PATH)", spec);
+  const size_t colon = source.find(':');
+  if (colon != std::string::npos && colon > 0 && source.find('/') > colon) {
+    std::string want = source.substr(0, colon), lower = want;
+    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+    for (const std::string& d : unknown_source_datasets()) {
+      std::string dl = d;
+      std::transform(dl.begin(), dl.end(), dl.begin(), ::tolower);
+      if (dl == lower || (dl == "fashionmnist" && lower == "fashion-mnist")) u.dataset = d;
+    }
+    CAC_CHECK(!u.dataset.empty(), "--unknown '{}': unknown dataset '{}' (one of {}, or a folder of images)", spec, want,
+              fmt::join(unknown_source_datasets(), ", "));
+    u.path = source.substr(colon + 1);
+    CAC_CHECK(!u.path.empty(), "--unknown '{}': no path after '{}:'", spec, want);
+  } else {
+    u.path = source;
+  }
+  if (u.name.empty()) {
+    if (!u.dataset.empty()) {
+      u.name = u.dataset + " test";
+    } else {
+      fs::path p = fs::path(u.path).lexically_normal();
+      if (!p.has_filename()) p = p.parent_path();  // "photos/" -> "photos"
+      u.name = p.filename().string();
+      if (u.name.empty() || u.name == "." || u.name == "..") u.name = fs::absolute(p).lexically_normal().filename().string();
+    }
+  }
+  // The name is a column of scores.csv and a key of eval.json: no separators or line breaks.
+  CAC_CHECK(u.name.find_first_of(",\"\n\r") == std::string::npos && u.name != "unknown",
+            "--unknown '{}': the set's name '{}' may not contain commas, quotes or line breaks, nor be 'unknown' "
+            "(give one with NAME=...)", spec, u.name);
+  return u;
+}
+
+ImageSet read_unknown_source(const UnknownSource& u, int image_size, int channels) {
+  ImageSet set;
+  const std::string& b = u.dataset;
+  if (b.empty()) {
+    set = read_image_tree(u.path, image_size, u.name);
+  } else if (b == "MNIST" || b == "FashionMNIST") {
+    set = read_mnist_dir(u.path, false, u.name);
+  } else if (b == "CIFAR10") {
+    set = read_cifar10(find_dataset_dir(u.path, "test_batch.bin", {"cifar-10-batches-bin"}), false);
+  } else if (b == "CIFAR100") {
+    set = read_cifar100(find_dataset_dir(u.path, "test.bin", {"cifar-100-binary"}), false);
+  } else if (b == "SVHN") {
+    const std::string mat = fs::is_regular_file(u.path)
+                                ? u.path
+                                : (fs::path(find_dataset_dir(u.path, "test_32x32.mat", {"svhn", "SVHN"})) / "test_32x32.mat").string();
+    set = read_svhn(mat, u.name);
+  } else if (b == "TinyImageNet") {
+    set = std::move(read_tinyimagenet(find_dataset_dir(u.path, "wnids.txt", {"tiny-imagenet-200"})).val);
+  } else {
+    fail("--unknown: no reader for dataset '{}'", b);
+  }
+  set.name = u.name;
+  return with_channels(set, channels);
+}
+
 }  // namespace cac::data

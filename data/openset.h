@@ -43,6 +43,20 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
 // data_dir must contain cifar-10-batches-bin, cifar-100-binary and test_32x32.mat (SVHN).
 OpenSetData load_fp_operating_points(const std::string& data_dir, uint64_t seed);
 
+// An extra set of unknowns to evaluate a run against (cac_eval --unknown [NAME=]SOURCE): SOURCE is
+// a folder of JPEG/PNG images (searched recursively) or DATASET:PATH for the test split of MNIST,
+// FashionMNIST, CIFAR10, CIFAR100, SVHN (PATH: the folder, or test_32x32.mat itself) or
+// TinyImageNet (its val images). NAME defaults to "DATASET test" or the folder's name.
+struct UnknownSource {
+  std::string name, dataset, path;  // dataset empty: an image folder
+};
+UnknownSource parse_unknown_source(const std::string& spec);  // errors name the spec
+const std::vector<std::string>& unknown_source_datasets();
+// All of the source's images, labels as the dataset has them (0 for a folder), with `channels`
+// channels (with_channels); a folder's images are resized to image_size x image_size on decoding
+// (the datasets' keep their size: the loader resizes them as it does the run's own).
+ImageSet read_unknown_source(const UnknownSource& source, int image_size, int channels);
+
 // The folder holding `marker` (data_dir itself or data_dir/<sub> for one of `subs`).
 std::string find_dataset_dir(const std::string& data_dir, const std::string& marker,
                              const std::vector<std::string>& subs);

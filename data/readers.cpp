@@ -9,6 +9,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <csetjmp>
 #include <cstdio>
@@ -26,6 +27,31 @@ namespace cac::data {
 const uint8_t* ImageSet::image(int64_t i) const {
   const int64_t per = int64_t(height()) * width() * channels();
   return images.data<uint8_t>() + i * per;
+}
+
+void rgb_to_grey(const uint8_t* rgb, size_t pixels, uint8_t* grey) {
+  for (size_t p = 0; p < pixels; ++p)
+    grey[p] = uint8_t(std::lround(0.299 * rgb[3 * p] + 0.587 * rgb[3 * p + 1] + 0.114 * rgb[3 * p + 2]));
+}
+
+ImageSet with_channels(const ImageSet& set, int channels) {
+  const int have = set.channels();
+  CAC_CHECK((channels == 1 || channels == 3) && (have == 1 || have == 3),
+            "{}: cannot convert images of {} channels to {} (1 or 3 only)", set.name, have, channels);
+  if (have == channels) return set;
+  const int64_t n = set.size(), pixels = n * set.height() * set.width();
+  ImageSet out;
+  out.name = set.name;
+  out.labels = set.labels;
+  out.images = Tensor::empty({n, set.height(), set.width(), channels}, DType::U8);
+  const uint8_t* src = set.images.data<uint8_t>();
+  uint8_t* dst = out.images.data<uint8_t>();
+  if (channels == 1) {
+    rgb_to_grey(src, size_t(pixels), dst);
+  } else {
+    for (int64_t p = 0; p < pixels; ++p) dst[3 * p] = dst[3 * p + 1] = dst[3 * p + 2] = src[p];
+  }
+  return out;
 }
 
 ImageSet concat(const std::vector<ImageSet>& parts, const std::string& name) {
@@ -506,6 +532,16 @@ ImageSet decode_set(const std::string& name, const std::vector<std::string>& fil
 }
 
 }  // namespace
+
+ImageSet read_image_tree(const std::string& root, int size, const std::string& name, int threads) {
+  CAC_CHECK(fs::is_directory(root), "{}: image folder not found", root);
+  std::vector<std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(root))
+    if (e.is_regular_file() && is_image_name(e.path())) files.push_back(e.path().string());
+  CAC_CHECK(!files.empty(), "{}: no JPEG or PNG images in this folder or below it", root);
+  std::sort(files.begin(), files.end());
+  return decode_set(name, files, std::vector<int64_t>(files.size(), 0), size, threads);
+}
 
 bool is_image_name(const std::filesystem::path& p) {
   std::string e = p.extension().string();

@@ -45,6 +45,10 @@ std::vector<std::string> tinyimagenet_class_names(const std::string& root, const
 ImageSet read_image_folder(const std::string& root, int size, std::vector<std::string>* classes,
                            int threads = 0);
 
+// Every JPEG and PNG under root (recursively, in path order) as one set of size x size RGB images
+// (size 0: all must share the first's square size), labels 0; e.g. images that are all unknown.
+ImageSet read_image_tree(const std::string& root, int size, const std::string& name, int threads = 0);
+
 // Whether a file name ends in .jpg, .jpeg or .png (any case): what the folder readers pick up.
 bool is_image_name(const std::filesystem::path& p);
 

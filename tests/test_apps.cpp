@@ -17,6 +17,7 @@
 #include "apps/run.h"
 #include "apps/train.h"
 #include "data/benchmarks.h"
+#include "data/readers.h"
 #include "core/autograd.h"
 #include <nlohmann/json.hpp>
 #include "models/checkpoint.h"
@@ -265,6 +266,68 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
   expect_error([&] { app::run_eval(o); }, "trained with --arch classifier32");
 }
 
+
+std::string read_all(const fs::path& p);
+std::pair<int, std::string> run_cmd(const std::string& cmd);
+
+// cac_eval --unknown: every run is also scored against a folder of images (greyscale network: the
+// colour PNGs become luma) and another dataset's test split, each its own open-set problem with
+// its own metrics, scores.csv rows and report section; the run's own unknowns stay.
+TEST(Eval, ExtraUnknownSetsFromAFolderAndADataset) {
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "run"), ""), 0);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(testing::write_png(d / ("ood/img" + std::to_string(i) + ".png"), 40, 30, uint8_t(40 * i)));
+  testing::write_mnist_idx(d / "fashion", 2);
+  app::EvalOptions o;
+  o.runs = {d / "run"};
+  o.device = "cpu";
+  o.workers = 2;
+  o.json_out = d / "eval.json";
+  o.scores_csv = d / "scores.csv";
+  o.report_html = d / "report.html";
+  o.unknowns = {d / "ood", "fm=fashion-mnist:" + (d / "fashion")};
+  ::testing::internal::CaptureStderr();
+  const int rc = app::run_eval(o);
+  const std::string progress = ::testing::internal::GetCapturedStderr();
+  ASSERT_EQ(rc, 0) << progress;
+  EXPECT_NE(progress.find("unknown test (ood): 5 images"), std::string::npos) << progress;
+  const auto j = nlohmann::json::parse(read_all(d / "eval.json"));
+  ASSERT_EQ(j["runs"].size(), 3u);
+  std::vector<std::string> sets;
+  for (const auto& r : j["runs"]) {
+    sets.push_back(r["unknown_set"].get<std::string>());
+    for (const char* k : {"auroc", "oscr", "fpr_at_95_tpr"}) EXPECT_TRUE(r[k].is_number()) << sets.back() << " " << k;
+    EXPECT_EQ(r["accuracy"], j["runs"][0]["accuracy"]);  // the same known test set each time
+  }
+  EXPECT_EQ(sets, (std::vector<std::string>{"unknown", "ood", "fm"}));
+  EXPECT_EQ(j["groups"].size(), 3u);  // one per unknown set
+  std::map<std::string, int> rows;
+  std::ifstream sf(d / "scores.csv");
+  std::string line;
+  std::getline(sf, line);
+  while (std::getline(sf, line)) {
+    std::vector<std::string> f;
+    std::stringstream ls(line);
+    for (std::string x; std::getline(ls, x, ',');) f.push_back(x);
+    ASSERT_EQ(f.size(), 6u) << line;
+    ++rows[f[2]];
+  }
+  EXPECT_EQ(rows["ood"], 5);
+  EXPECT_EQ(rows["fm"], int(data::read_mnist_dir(d / "fashion", false, "x").size()));
+  EXPECT_EQ(rows["unknown"], 48);
+  const std::string html = read_all(d / "report.html");
+  EXPECT_NE(html.find("ood"), std::string::npos);
+
+  o.unknowns = {d / "ood", "ood=" + (d / "fashion")};
+  expect_error([&] { app::run_eval(o); }, "two sets named 'ood'");
+  auto [rc2, out2] = run_cmd(std::string(CAC_EVAL_BIN) + " --run " + (d / "run") + " --device cpu --unknown imagenet:/x");
+  EXPECT_NE(rc2, 0);
+  EXPECT_NE(out2.find("unknown dataset 'imagenet'"), std::string::npos) << out2;
+  auto [rc3, out3] = run_cmd(std::string(CAC_EVAL_BIN) + " --run " + (d / "run") + " --device cpu --unknown " + (d / "nowhere"));
+  EXPECT_NE(rc3, 0);
+  EXPECT_NE(out3.find("nowhere: image folder not found"), std::string::npos) << out3;
+}
 
 std::pair<int, std::string> run_cmd(const std::string& cmd) {
   FILE* p = popen((cmd + " 2>&1").c_str(), "r");

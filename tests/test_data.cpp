@@ -577,6 +577,75 @@ TEST(DataImageFolder, ClassesSortedAndResized) {
   EXPECT_EQ(s.labels.to_vector<int64_t>(), (std::vector<int64_t>{0, 1}));
 }
 
+// cac_eval --unknown: an extra set of unknowns, named and read from a folder or a dataset's test split.
+TEST(DataUnknownSource, ParsesNamesDatasetsAndFolders) {
+  auto p = [](const std::string& spec) { return parse_unknown_source(spec); };
+  UnknownSource u = p("svhn:/data/svhn");
+  EXPECT_EQ(u.dataset, "SVHN");
+  EXPECT_EQ(u.path, "/data/svhn");
+  EXPECT_EQ(u.name, "SVHN test");
+  u = p("digits=fashion-mnist:/usr/share/datasets/fashion-mnist");
+  EXPECT_EQ(u.dataset, "FashionMNIST");
+  EXPECT_EQ(u.name, "digits");
+  u = p("photos/");
+  EXPECT_EQ(u.dataset, "");
+  EXPECT_EQ(u.path, "photos/");
+  EXPECT_EQ(u.name, "photos");
+  u = p("ood=/data/my=photos");  // an '=' after the first '/' belongs to the path
+  EXPECT_EQ(u.name, "ood");
+  EXPECT_EQ(u.path, "/data/my=photos");
+  u = p("./odd:name");  // a ':' after a '/' is part of a folder's name, not a dataset
+  EXPECT_EQ(u.dataset, "");
+  EXPECT_EQ(u.name, "odd:name");
+  expect_error([&] { p("imagenet:/data"); }, {"imagenet:/data", "unknown dataset 'imagenet'", "SVHN"});
+  expect_error([&] { p("cifar10:"); }, {"no path"});
+  expect_error([&] { p("=photos"); }, {"empty name"});
+  expect_error([&] { p("a,b=photos"); }, {"'a,b'", "commas"});
+  expect_error([&] { p("unknown=photos"); }, {"'unknown'"});
+  expect_error([&] { p(""); }, {"no source"});
+}
+
+// Grey to RGB replicates, RGB to grey is ITU-R 601 luma; the set keeps its labels and name.
+TEST(DataUnknownSource, ChannelConversion) {
+  ImageSet rgb;
+  rgb.name = "two pixels";
+  rgb.images = Tensor::from_vector(std::vector<uint8_t>{255, 0, 0, 10, 200, 30}, {1, 1, 2, 3});
+  rgb.labels = Tensor::from_vector(std::vector<int64_t>{7}, {1});
+  ImageSet grey = with_channels(rgb, 1);
+  ASSERT_EQ(grey.images.shape(), (Shape{1, 1, 2, 1}));
+  // 0.299 * 255 = 76.2 -> 76; 0.299 * 10 + 0.587 * 200 + 0.114 * 30 = 123.8 -> 124
+  EXPECT_EQ(grey.images.to_vector<uint8_t>(), (std::vector<uint8_t>{76, 124}));
+  EXPECT_EQ(grey.labels.to_vector<int64_t>(), std::vector<int64_t>{7});
+  ImageSet back = with_channels(grey, 3);
+  EXPECT_EQ(back.images.to_vector<uint8_t>(), (std::vector<uint8_t>{76, 76, 76, 124, 124, 124}));
+  EXPECT_EQ(with_channels(rgb, 3).images.raw(), rgb.images.raw());  // nothing to convert: the same images
+  expect_error([&] { with_channels(rgb, 4); }, {"two pixels", "4"});
+}
+
+// A folder (recursively, any mix of JPEG and PNG, resized) and a dataset's test split, each with
+// the run's channel count; problems name the folder or file.
+TEST(DataUnknownSource, ReadsFoldersAndDatasetsWithTheRunsChannels) {
+  TempDir d;
+  ASSERT_TRUE(testing::write_png(d / "ood/a.png", 20, 10, 90));
+  write_jpeg(d / "ood/deeper/b.jpg", 12, 12, false, 200);
+  std::ofstream(d / "ood/readme.txt") << "not an image";
+  ImageSet f = read_unknown_source(parse_unknown_source(d / "ood"), 16, 1);
+  EXPECT_EQ(f.name, "ood");
+  ASSERT_EQ(f.images.shape(), (Shape{2, 16, 16, 1}));
+  EXPECT_EQ(f.labels.to_vector<int64_t>(), (std::vector<int64_t>{0, 0}));
+  EXPECT_EQ(f.image(0)[0], 90);           // a.png: grey 90 stays 90 as luma
+  EXPECT_NEAR(f.image(1)[40], 200, 2);    // deeper/b.jpg, JPEG rounding
+  testing::write_mnist_idx(d / "mnist", 3);
+  ImageSet m = read_unknown_source(parse_unknown_source("MNIST:" + (d / "mnist")), 32, 3);
+  EXPECT_EQ(m.name, "MNIST test");
+  ASSERT_EQ(m.images.dim(3), 3);  // replicated for an RGB network; the 28x28 size is the loader's to resize
+  EXPECT_EQ(m.size(), read_mnist_dir(d / "mnist", false, "x").size());
+  fs::create_directories(d / "empty");
+  expect_error([&] { read_unknown_source(parse_unknown_source(d / "empty"), 16, 3); }, {"empty", "no JPEG or PNG"});
+  expect_error([&] { read_unknown_source(parse_unknown_source("cifar10:" + (d / "empty")), 32, 3); },
+               {"empty", "test_batch.bin"});
+}
+
 // ---- benchmark definitions ------------------------------------------------------------------------
 TEST(DataSplits, TrialsMatchTheStandardLists) {
   EXPECT_EQ(standard_trial("MNIST", 0).known, (std::vector<int64_t>{0, 1, 2, 4, 5, 9}));
