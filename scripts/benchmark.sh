@@ -7,7 +7,8 @@
 #
 # DATASET: MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50 or TinyImageNet (docs/reproduce.md
 # says which files DATA_DIR holds). The schedule and augmentation default to the protocol's for the
-# dataset (configs/datasets.json); any cac_train flag overrides them, e.g. --device cuda --epochs 5,5.
+# dataset (configs/datasets.json); any cac_train flag overrides them, e.g. --device cuda --epochs 5,5,
+# or --config ablation.json with settings that have no flag (e.g. {"dropout": 0.3}).
 # Runs go to OUT_DIR/<method>-t<trial>; a run that was interrupted (Ctrl-C) or already finished
 # continues from its last checkpoint when the command is run again, so only what is missing trains.
 # Writes OUT_DIR/DATASET.json, OUT_DIR/DATASET.html and OUT_DIR/scores.csv.
@@ -34,6 +35,8 @@ while (($#)); do
     --device) device=${2:?"benchmark: --device needs a value"}; flags+=("$1" "$2"); shift 2 ;;
     --out | --trial | --method | --dataset | --resume)
       echo "benchmark: $1 is set by this script (OUT_DIR, --trials, --methods, DATASET)" >&2; exit 2 ;;
+    --print-config)
+      echo "benchmark: --print-config trains nothing; run cac_train --print-config with the same flags instead" >&2; exit 2 ;;
     *) flags+=("$1"); shift ;;
   esac
 done

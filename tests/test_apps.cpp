@@ -755,7 +755,10 @@ TEST(Benchmark, ScriptTrainsEveryTrialAndMethodAndSummarises) {
   const std::string bin_dir = fs::path(CAC_TRAIN_BIN).parent_path().string();
   const std::string script = "CAC_BIN_DIR=" + bin_dir + " bash " + CAC_SOURCE_DIR + "/scripts/benchmark.sh MNIST " +
                              (d / "mnist") + " " + (d / "bench");
-  const std::string flags = " --epochs 1 --lr 0.01 --batch 16 --train-limit 48 --device cpu --workers 2 --seed 3";
+  // Settings without a flag come through --config (the script's own flags still win: trial, method).
+  std::ofstream(d / "ablation.json") << R"({"dropout": 0.1, "trial": 4, "method": "ce"})";
+  const std::string flags = " --epochs 1 --lr 0.01 --batch 16 --train-limit 48 --device cpu --workers 2 --seed 3"
+                            " --config " + (d / "ablation.json");
   auto [rc, out] = run_cmd(script + " --trials 0,1 --methods cac,ce" + flags);
   ASSERT_EQ(rc, 0) << out;
   const auto j = nlohmann::json::parse(read_all(d / "bench/MNIST.json"));
@@ -767,6 +770,10 @@ TEST(Benchmark, ScriptTrainsEveryTrialAndMethodAndSummarises) {
     EXPECT_TRUE(g["std"]["auroc"].is_number()) << g.dump();
   }
   EXPECT_EQ(nlohmann::json::parse(read_all(d / "bench/ce-t1/config.json"))["trial"], 1);
+  const auto cac_t0 = nlohmann::json::parse(read_all(d / "bench/cac-t0/config.json"));
+  EXPECT_EQ(cac_t0["dropout"], 0.1);
+  EXPECT_EQ(cac_t0["trial"], 0);
+  EXPECT_EQ(cac_t0["method"], "cac");
   EXPECT_NE(read_all(d / "bench/MNIST.html").find("<svg"), std::string::npos);
   EXPECT_NE(out.find("ce-t1"), std::string::npos) << out;  // the table on stdout
   // Again: every run is complete, so training resumes at its end and only evaluation repeats.
@@ -775,7 +782,8 @@ TEST(Benchmark, ScriptTrainsEveryTrialAndMethodAndSummarises) {
   EXPECT_EQ(out2.find("epoch   1/1"), std::string::npos) << out2;
   // Bad arguments: exit 2 and say which.
   for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
-           {" --trials 0,7", "trial '7'"}, {" --methods cac,svm", "method 'svm'"}, {" --out x", "--out is set by"}}) {
+           {" --trials 0,7", "trial '7'"}, {" --methods cac,svm", "method 'svm'"}, {" --out x", "--out is set by"},
+           {" --print-config", "--print-config"}}) {
     auto [rc3, msg] = run_cmd(script + args);
     EXPECT_EQ(rc3, 2) << args << ": " << msg;
     EXPECT_NE(msg.find(needle), std::string::npos) << msg;
