@@ -96,6 +96,7 @@ int run_eval(const EvalOptions& o) {
   }
   // Read once per image size and channel count (runs of one benchmark share them).
   std::map<std::tuple<size_t, int, int>, std::shared_ptr<data::ImageSet>> extra_sets;
+  std::map<std::string, std::vector<std::string>> extra_names;  // each set's label names
   const Device dev = resolve_device(o.device);
   std::vector<eval::ReportEntry> entries;
   std::ofstream scores;
@@ -119,7 +120,11 @@ int run_eval(const EvalOptions& o) {
         CAC_CHECK(name != extra[i].name, "--unknown: {} already has an unknown set named '{}' (give yours another NAME=)",
                   run, name);
       auto& set = extra_sets[{i, c.image_size, c.channels}];
-      if (!set) set = std::make_shared<data::ImageSet>(data::read_unknown_source(extra[i], c.image_size, c.channels));
+      if (!set) {
+        set = std::make_shared<data::ImageSet>(
+            data::read_unknown_source(extra[i], c.image_size, c.channels, &extra_names[extra[i].name]));
+      }
+      d.unknown_label_names[extra[i].name] = extra_names[extra[i].name];
       data::Subset all;
       all.source = set.get();
       const int64_t* labels = set->labels.data<int64_t>();
@@ -262,6 +267,9 @@ int run_eval(const EvalOptions& o) {
       e.class_names = class_names;
       e.threshold = threshold;
       e.confusion = eval::open_set_confusion(K, d.test_known.labels, kp, ks, up, us, threshold);
+      e.unknown_classes = eval::unknown_class_breakdown(K, ks, subset.labels, up, us, threshold);
+      if (auto it = d.unknown_label_names.find(set_name); it != d.unknown_label_names.end())
+        e.unknown_label_names = it->second;
       if (!o.report_html.empty()) {
         e.num_classes = K;
         e.known_logits = known_logits;
@@ -306,6 +314,11 @@ int run_eval(const EvalOptions& o) {
     labels.push_back("unknown");
     jr["threshold"] = num(e.threshold);
     jr["confusion"] = {{"labels", labels}, {"rows", e.confusion}};
+    jr["unknown_classes"] = json::array();
+    for (const auto& b : e.unknown_classes)
+      jr["unknown_classes"].push_back({{"label", b.label}, {"name", eval::unknown_label_name(e, b.label)},
+                                       {"images", b.images}, {"auroc", num(b.auroc)}, {"accepted", b.accepted},
+                                       {"accepted_as", b.accepted_as}});
     std::printf("\n");
     out["runs"].push_back(jr);
   }

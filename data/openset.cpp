@@ -85,6 +85,7 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
     d.classes = read_trial_json(split_json, &d.class_names);
     finish(d, *train, *test, seed, split_json, /*cache_norm=*/false);
     d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
+    d.unknown_label_names["unknown"] = d.class_names;
     return d;
   }
   // Where the protocol table names the labels, a split file may use the names, and reports and
@@ -115,6 +116,7 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
       const std::string dir100 = find_dataset_dir(data_dir, "test.bin", {"cifar-100-binary"});
       auto test100 = keep(d, read_cifar100(dir100, false));
       d.test_unknown.push_back({"unknown", unknown_classes(*test100, d.classes.unknown, split_json)});
+      d.unknown_label_names["unknown"] = read_cifar100_fine_names(dir100);
     }
   } else if (b == "TinyImageNet") {
     const std::string dir = find_dataset_dir(data_dir, "wnids.txt", {"tiny-imagenet-200"});
@@ -124,6 +126,8 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
     finish(d, *train, *test, seed, split_json);
     d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
   }
+  // The standard benchmarks' unknowns are classes of the same dataset (CIFAR+N's are CIFAR-100's, above).
+  if (!d.unknown_label_names.count("unknown")) d.unknown_label_names["unknown"] = d.class_names;
   return d;
 }
 
@@ -153,6 +157,7 @@ OpenSetData load_fp_operating_points(const std::string& data_dir, uint64_t seed)
       sub.labels.push_back(c100->labels.data<int64_t>()[i]);
     }
   d.test_unknown.push_back({"CIFAR-100 superclasses", sub});
+  d.unknown_label_names["CIFAR-100 superclasses"] = read_cifar100_fine_names(dir100);
   return d;
 }
 
@@ -204,28 +209,39 @@ UnknownSource parse_unknown_source(const std::string& spec) {
   return u;
 }
 
-ImageSet read_unknown_source(const UnknownSource& u, int image_size, int channels) {
+ImageSet read_unknown_source(const UnknownSource& u, int image_size, int channels,
+                             std::vector<std::string>* label_names) {
   ImageSet set;
+  std::vector<std::string> names;
   const std::string& b = u.dataset;
   if (b.empty()) {
     set = read_image_tree(u.path, image_size, u.name);
+    names = {u.name};
   } else if (b == "MNIST" || b == "FashionMNIST") {
     set = read_mnist_dir(u.path, false, u.name);
+    names = dataset_defaults(b).class_names;
   } else if (b == "CIFAR10") {
     set = read_cifar10(find_dataset_dir(u.path, "test_batch.bin", {"cifar-10-batches-bin"}), false);
+    names = dataset_defaults(b).class_names;
   } else if (b == "CIFAR100") {
-    set = read_cifar100(find_dataset_dir(u.path, "test.bin", {"cifar-100-binary"}), false);
+    const std::string dir = find_dataset_dir(u.path, "test.bin", {"cifar-100-binary"});
+    set = read_cifar100(dir, false);
+    names = read_cifar100_fine_names(dir);
   } else if (b == "SVHN") {
     const std::string mat = fs::is_regular_file(u.path)
                                 ? u.path
                                 : (fs::path(find_dataset_dir(u.path, "test_32x32.mat", {"svhn", "SVHN"})) / "test_32x32.mat").string();
     set = read_svhn(mat, u.name);
   } else if (b == "TinyImageNet") {
-    set = std::move(read_tinyimagenet(find_dataset_dir(u.path, "wnids.txt", {"tiny-imagenet-200"})).val);
+    const std::string dir = find_dataset_dir(u.path, "wnids.txt", {"tiny-imagenet-200"});
+    TinyImageNet t = read_tinyimagenet(dir);
+    names = tinyimagenet_class_names(dir, t.wnids);
+    set = std::move(t.val);
   } else {
     fail("--unknown: no reader for dataset '{}'", b);
   }
   set.name = u.name;
+  if (label_names) *label_names = names;
   return with_channels(set, channels);
 }
 

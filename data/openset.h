@@ -3,6 +3,7 @@
 // validation splits, the known and unknown test sets, and the normalisation computed from the
 // known-class training images. Also the experiment at false-positive operating points (CIFAR10
 // all known; unknowns = SVHN test and the nine-superclass CIFAR-100 test subset).
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +28,10 @@ struct OpenSetData {
   // table's (configs/datasets.json: Fashion-MNIST, CIFAR-10) or TinyImageNet's words.txt; empty
   // where labels are numbers.
   std::vector<std::string> class_names;
+  // Names of the labels of each unknown set (by set name; indexed by label), where known: the
+  // dataset's own for its "unknown" set, CIFAR-100's for CIFAR+N and the FP experiment (from
+  // fine_label_names.txt, when present). Absent or empty: labels are shown as numbers.
+  std::map<std::string, std::vector<std::string>> unknown_label_names;
   std::vector<std::shared_ptr<ImageSet>> storage;  // owns the image sets the subsets point into
 };
 
@@ -55,7 +60,10 @@ const std::vector<std::string>& unknown_source_datasets();
 // All of the source's images, labels as the dataset has them (0 for a folder), with `channels`
 // channels (with_channels); a folder's images are resized to image_size x image_size on decoding
 // (the datasets' keep their size: the loader resizes them as it does the run's own).
-ImageSet read_unknown_source(const UnknownSource& source, int image_size, int channels);
+// label_names (optional) receives the names of its labels where the dataset has them (the folder's:
+// its own name for label 0).
+ImageSet read_unknown_source(const UnknownSource& source, int image_size, int channels,
+                             std::vector<std::string>* label_names = nullptr);
 
 // The folder holding `marker` (data_dir itself or data_dir/<sub> for one of `subs`).
 std::string find_dataset_dir(const std::string& data_dir, const std::string& marker,

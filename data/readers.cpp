@@ -223,6 +223,20 @@ ImageSet read_cifar100(const std::string& dir, bool train, std::vector<int64_t>*
   return make_set(train ? "CIFAR100 train" : "CIFAR100 test", images, fine, 32, 32, 3);
 }
 
+std::vector<std::string> read_cifar100_fine_names(const std::string& dir) {
+  const fs::path path = fs::path(dir) / "fine_label_names.txt";
+  if (!fs::exists(path)) return {};
+  std::ifstream f(path);
+  std::vector<std::string> names;
+  for (std::string line; std::getline(f, line);) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (!line.empty()) names.push_back(line);
+  }
+  CAC_CHECK(names.size() == 100, "{}: expected the 100 CIFAR-100 class names, one per line, found {} (remove the "
+            "file to show class numbers instead)", path.string(), names.size());
+  return names;
+}
+
 // ---- SVHN (.mat, MATLAB v5 through matio) ---------------------------------------------------------
 namespace {
 // matio 1.5.23 allocates whatever a variable's header claims for its dimensions and name before it

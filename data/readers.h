@@ -22,6 +22,10 @@ ImageSet read_cifar10(const std::string& dir, bool train);
 // fine labels; `coarse` receives the coarse (superclass) ones.
 ImageSet read_cifar100(const std::string& dir, bool train, std::vector<int64_t>* coarse = nullptr);
 
+// CIFAR-100's fine class names from dir/fine_label_names.txt (the binary version ships it: 100 lines
+// in label order); empty where the file is absent, an error naming it where it is not 100 names.
+std::vector<std::string> read_cifar100_fine_names(const std::string& dir);
+
 // SVHN cropped digits (MATLAB v5 .mat): X is 32x32x3xN uint8, y is Nx1 with 1..10 (10 = digit 0).
 ImageSet read_svhn(const std::string& mat_path, const std::string& name);
 

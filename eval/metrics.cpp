@@ -1,6 +1,7 @@
 #include "eval/metrics.h"
 
 #include <algorithm>
+#include <map>
 #include <cmath>
 
 #include "core/error.h"
@@ -139,6 +140,37 @@ Confusion open_set_confusion(int num_known, const std::vector<int64_t>& known_la
   }
   for (size_t i = 0; i < unknown_pred.size(); ++i) ++m[size_t(K)][size_t(column(unknown_pred[i], unknown_scores[i]))];
   return m;
+}
+
+std::vector<UnknownClassBreakdown> unknown_class_breakdown(int num_known, const std::vector<double>& known_scores,
+                                                           const std::vector<int64_t>& unknown_labels,
+                                                           const std::vector<int64_t>& unknown_pred,
+                                                           const std::vector<double>& unknown_scores, double threshold) {
+  CAC_CHECK(num_known > 0, "unknown_class_breakdown: no known classes");
+  CAC_CHECK(unknown_labels.size() == unknown_pred.size() && unknown_pred.size() == unknown_scores.size(),
+            "unknown_class_breakdown: {} labels, {} predictions and {} scores of unknowns", unknown_labels.size(),
+            unknown_pred.size(), unknown_scores.size());
+  std::map<int64_t, std::vector<size_t>> members;  // label -> its images, labels in ascending order
+  for (size_t i = 0; i < unknown_labels.size(); ++i) members[unknown_labels[i]].push_back(i);
+  std::vector<UnknownClassBreakdown> out;
+  for (const auto& [label, idx] : members) {
+    UnknownClassBreakdown b;
+    b.label = label;
+    b.images = int64_t(idx.size());
+    b.accepted_as.assign(size_t(num_known), 0);
+    std::vector<double> scores;
+    for (size_t i : idx) {
+      scores.push_back(unknown_scores[i]);
+      if (unknown_scores[i] > threshold) continue;
+      CAC_CHECK(unknown_pred[i] >= 0 && unknown_pred[i] < num_known, "unknown_class_breakdown: predicted class {} of {}",
+                unknown_pred[i], num_known);
+      ++b.accepted;
+      ++b.accepted_as[size_t(unknown_pred[i])];
+    }
+    b.auroc = known_scores.empty() ? NAN : auroc(known_scores, scores);
+    out.push_back(std::move(b));
+  }
+  return out;
 }
 
 namespace {

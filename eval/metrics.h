@@ -41,6 +41,21 @@ Confusion open_set_confusion(int num_known, const std::vector<int64_t>& known_la
                              const std::vector<int64_t>& unknown_pred, const std::vector<double>& unknown_scores,
                              double threshold);
 
+// The unknown set class by class (by its images' labels, ascending): how well each unknown class is
+// told from the knowns (AUROC of the knowns against that class alone) and what a deployment at
+// `threshold` does with it: how many of its images it accepts (score <= threshold) and, per known
+// class, how many it accepts as that class. Shows which unknown classes the open-set errors come
+// from and which known classes absorb them.
+struct UnknownClassBreakdown {
+  int64_t label = 0, images = 0, accepted = 0;
+  double auroc = 0;
+  std::vector<int64_t> accepted_as;  // num_known counts, summing to accepted
+};
+std::vector<UnknownClassBreakdown> unknown_class_breakdown(int num_known, const std::vector<double>& known_scores,
+                                                           const std::vector<int64_t>& unknown_labels,
+                                                           const std::vector<int64_t>& unknown_pred,
+                                                           const std::vector<double>& unknown_scores, double threshold);
+
 // The plane through the mean of the rows of `points` (n x dim, row-major) spanned by their two
 // principal axes: the best 2-D view of the logit space. Axes are unit vectors, the first of the
 // larger variance; each is signed so that its largest-magnitude component is positive, so the

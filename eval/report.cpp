@@ -342,6 +342,42 @@ std::string html_confusion(const ReportEntry& e) {
   return h + "</table>\n";
 }
 
+std::string unknown_label_name(const ReportEntry& e, int64_t label) {
+  return label >= 0 && size_t(label) < e.unknown_label_names.size() ? e.unknown_label_names[size_t(label)]
+                                                                     : std::to_string(label);
+}
+
+std::string html_unknown_classes(const ReportEntry& e) {
+  std::vector<const UnknownClassBreakdown*> rows;
+  for (const auto& b : e.unknown_classes) rows.push_back(&b);
+  // Hardest first; classes with no defined AUROC (no knowns) last, then by label.
+  std::stable_sort(rows.begin(), rows.end(), [](const UnknownClassBreakdown* a, const UnknownClassBreakdown* b) {
+    const bool fa = std::isfinite(a->auroc), fb = std::isfinite(b->auroc);
+    return fa != fb ? fa : fa && a->auroc < b->auroc;
+  });
+  auto known_name = [&](size_t k) {
+    return k < e.class_names.size() ? e.class_names[k] : std::to_string(k);
+  };
+  std::string h = "<table><tr><th>unknown class</th><th>images</th><th>AUROC</th><th>accepted</th>"
+                  "<th style=\"text-align:left\">accepted as (most often first)</th></tr>\n";
+  for (const UnknownClassBreakdown* b : rows) {
+    std::vector<size_t> order;
+    for (size_t k = 0; k < b->accepted_as.size(); ++k)
+      if (b->accepted_as[k] > 0) order.push_back(k);
+    std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return b->accepted_as[x] > b->accepted_as[y]; });
+    std::string as;
+    for (size_t i = 0; i < order.size() && i < 3; ++i)
+      as += fmt::format("{}{} {}", i ? ", " : "", html_escape(known_name(order[i])), b->accepted_as[order[i]]);
+    if (order.size() > 3) as += ", …";
+    const double share = b->images > 0 ? double(b->accepted) / double(b->images) : 0.0;
+    h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ({:.1f}%)</td><td style=\"text-align:left\">{}</td></tr>\n",
+                     html_escape(unknown_label_name(e, b->label)), b->images,
+                     std::isfinite(b->auroc) ? fmt::format("{:.4f}", b->auroc) : "n/a", b->accepted, 100 * share,
+                     as.empty() ? "-" : as);
+  }
+  return h + "</table>\n";
+}
+
 std::string html_report(const std::string& title, const std::vector<ReportEntry>& entries,
                         const std::vector<std::string>& metric_names, const std::string& command_line) {
   std::string h = R"(<!DOCTYPE html>
@@ -435,6 +471,18 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
            "images and share of the row.</p>\n";
     h += fmt::format("<details{}><summary>{} · threshold {:.4g}</summary>\n", first ? " open" : "",
                      html_escape(entry_name(e)), e.threshold) + html_confusion(e) + "</details>\n";
+    first = false;
+  }
+
+  first = true;
+  for (const ReportEntry& e : entries) {
+    if (e.unknown_classes.empty()) continue;
+    if (first)
+      h += "<h2>Unknown classes</h2>\n<p class=\"meta\">Each unknown class on its own, the hardest first: the AUROC "
+           "of the known test images against that class alone, how many of its images the threshold above accepts "
+           "as known, and the known classes they are taken for: where the open-set errors come from.</p>\n";
+    h += fmt::format("<details{}><summary>{} · {} classes</summary>\n", first ? " open" : "", html_escape(entry_name(e)),
+                     e.unknown_classes.size()) + html_unknown_classes(e) + "</details>\n";
     first = false;
   }
 

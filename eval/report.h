@@ -50,6 +50,10 @@ struct ReportEntry {
   int num_classes = 0;
   std::vector<float> known_logits{}, unknown_logits{}, anchors{};
   std::vector<int64_t> known_labels{};
+  // The unknown set class by class (eval::unknown_class_breakdown at `threshold`) and the names of
+  // its labels (indexed by label; empty or too short: numbers). Left empty: no table.
+  std::vector<UnknownClassBreakdown> unknown_classes{};
+  std::vector<std::string> unknown_label_names{};
 };
 
 std::string entry_name(const ReportEntry& e);  // "run" or "run · set"
@@ -67,6 +71,12 @@ std::vector<GroupSummary> summarise(const std::vector<ReportEntry>& entries, con
 // An open-set confusion matrix as an HTML table: count and share of the row per cell, shaded by
 // the share (blue where the prediction is right, red where it is wrong).
 std::string html_confusion(const ReportEntry& e);
+
+// The unknown classes of one entry as an HTML table, the hardest first (lowest AUROC): images,
+// AUROC against the knowns, share accepted at the threshold and the known classes that accept them.
+std::string html_unknown_classes(const ReportEntry& e);
+// The name of unknown label `label` of the entry: its name where known, else the number.
+std::string unknown_label_name(const ReportEntry& e, int64_t label);
 
 // The logit space of one entry in its principal plane (fitted to the known test images): knowns
 // coloured by class, unknowns grey, the anchors as crosses. At most `max_points` of each set are

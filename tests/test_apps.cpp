@@ -318,6 +318,33 @@ TEST(Eval, ExtraUnknownSetsFromAFolderAndADataset) {
   EXPECT_EQ(rows["unknown"], 48);
   const std::string html = read_all(d / "report.html");
   EXPECT_NE(html.find("ood"), std::string::npos);
+  // Class by class: every unknown image counted once, the accepted ones as the confusion matrix's
+  // unknown row has them, and names where the dataset has them (Fashion-MNIST's; MNIST's are digits).
+  for (const auto& r : j["runs"]) {
+    const auto& unknown_row = r["confusion"]["rows"].back();
+    std::vector<int64_t> accepted_as(unknown_row.size() - 1, 0);
+    int64_t images = 0;
+    for (const auto& b : r["unknown_classes"]) {
+      images += b["images"].get<int64_t>();
+      const auto as = b["accepted_as"].get<std::vector<int64_t>>();
+      ASSERT_EQ(as.size(), accepted_as.size());
+      int64_t sum = 0;
+      for (size_t k = 0; k < as.size(); ++k) accepted_as[k] += as[k], sum += as[k];
+      EXPECT_EQ(sum, b["accepted"].get<int64_t>());
+      EXPECT_TRUE(b["auroc"].is_number());
+    }
+    const std::string set = r["unknown_set"];
+    EXPECT_EQ(images, rows[set]) << set;
+    for (size_t k = 0; k < accepted_as.size(); ++k) EXPECT_EQ(accepted_as[k], unknown_row[k].get<int64_t>()) << set;
+  }
+  const auto& own = j["runs"][0]["unknown_classes"];
+  ASSERT_EQ(own.size(), 4u);  // MNIST trial 0's unknowns: 3, 6, 7, 8
+  EXPECT_EQ(own[0]["label"], 3);
+  EXPECT_EQ(own[0]["name"], "3");
+  EXPECT_EQ(j["runs"][1]["unknown_classes"][0]["name"], "ood");
+  EXPECT_EQ(j["runs"][2]["unknown_classes"][0]["name"], "T-shirt/top");
+  EXPECT_EQ(j["runs"][2]["unknown_classes"].size(), 10u);
+  EXPECT_NE(html.find("<h2>Unknown classes</h2>"), std::string::npos);
 
   o.unknowns = {d / "ood", "ood=" + (d / "fashion")};
   expect_error([&] { app::run_eval(o); }, "two sets named 'ood'");

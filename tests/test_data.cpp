@@ -646,6 +646,23 @@ TEST(DataUnknownSource, ReadsFoldersAndDatasetsWithTheRunsChannels) {
                {"empty", "test_batch.bin"});
 }
 
+// CIFAR-100's fine_label_names.txt: optional (absent: no names), but a damaged one is named.
+TEST(DataCifar100, FineNamesFileIsOptionalButChecked) {
+  TempDir d;
+  fs::create_directories(d / "c100");
+  EXPECT_TRUE(read_cifar100_fine_names(d / "c100").empty());
+  {
+    std::ofstream f(d / "c100/fine_label_names.txt");
+    for (int i = 0; i < 100; ++i) f << "class" << i << (i % 2 ? "\r\n" : "\n");  // either line ending
+  }
+  const auto names = read_cifar100_fine_names(d / "c100");
+  ASSERT_EQ(names.size(), 100u);
+  EXPECT_EQ(names[0], "class0");
+  EXPECT_EQ(names[99], "class99");
+  std::ofstream(d / "c100/fine_label_names.txt") << "apple\npear\n";
+  expect_error([&] { read_cifar100_fine_names(d / "c100"); }, {"fine_label_names.txt", "found 2"});
+}
+
 // ---- benchmark definitions ------------------------------------------------------------------------
 TEST(DataSplits, TrialsMatchTheStandardLists) {
   EXPECT_EQ(standard_trial("MNIST", 0).known, (std::vector<int64_t>{0, 1, 2, 4, 5, 9}));

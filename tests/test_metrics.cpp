@@ -91,6 +91,56 @@ TEST(Metrics, OpenSetConfusionHandCase) {
   EXPECT_THROW(open_set_confusion(2, {0}, {0, 1}, {0.1}, {}, {}, 0.5), Error);          // lengths differ
 }
 
+// Unknown class 7: scores .2 (accepted as 1) and .9 (rejected); class 3: .05 (accepted as 0), .3
+// (accepted as 1), .4 (accepted as 1). Knowns .1 and .5, threshold .5 (accepted: score <= .5).
+// AUROC(knowns, class 7) = P(unknown > known) = (0.5 [.2 vs .1: 1, vs .5: 0] + 1 [.9 beats both]) / 2
+// = 0.75; class 3: .05 beats none, .3 beats .1, .4 beats .1 -> 2 of 6 = 1/3.
+TEST(Metrics, UnknownClassBreakdownHandCase) {
+  const auto b = unknown_class_breakdown(2, {0.1, 0.5}, {7, 3, 7, 3, 3}, {1, 0, 0, 1, 1}, {0.2, 0.05, 0.9, 0.3, 0.4}, 0.5);
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0].label, 3);  // ascending labels
+  EXPECT_EQ(b[0].images, 3);
+  EXPECT_EQ(b[0].accepted, 3);
+  EXPECT_EQ(b[0].accepted_as, (std::vector<int64_t>{1, 2}));
+  EXPECT_NEAR(b[0].auroc, 1.0 / 3.0, 1e-12);
+  EXPECT_EQ(b[1].label, 7);
+  EXPECT_EQ(b[1].images, 2);
+  EXPECT_EQ(b[1].accepted, 1);
+  EXPECT_EQ(b[1].accepted_as, (std::vector<int64_t>{0, 1}));
+  EXPECT_NEAR(b[1].auroc, 0.75, 1e-12);
+  // A rejected image's prediction is not used, so it need not be valid; an accepted one must be.
+  EXPECT_NO_THROW(unknown_class_breakdown(2, {0.1}, {0}, {9}, {0.9}, 0.5));
+  EXPECT_THROW(unknown_class_breakdown(2, {0.1}, {0}, {9}, {0.2}, 0.5), Error);
+  EXPECT_THROW(unknown_class_breakdown(2, {0.1}, {0, 1}, {0}, {0.2}, 0.5), Error);  // lengths differ
+  EXPECT_TRUE(unknown_class_breakdown(2, {0.1}, {}, {}, {}, 0.5).empty());
+}
+
+// The table lists the hardest class first, with names where known (escaped) and numbers where
+// not, the share accepted and the known classes that accept them; the report has one section.
+TEST(Report, UnknownClassesHardestFirst) {
+  ReportEntry e;
+  e.run = "r";
+  e.class_names = {"cat", "dog"};
+  e.unknown_label_names = {"<zero>", "one"};  // label 5 has no name: shown as 5
+  e.unknown_classes = {{0, 10, 4, 0.9, {1, 3}}, {1, 4, 0, 0.99, {0, 0}}, {5, 2, 2, 0.4, {2, 0}}};
+  const std::string h = html_unknown_classes(e);
+  const size_t at5 = h.find("<td>5</td>"), at0 = h.find("&lt;zero&gt;"), at1 = h.find("<td>one</td>");
+  ASSERT_NE(at5, std::string::npos) << h;
+  ASSERT_NE(at0, std::string::npos) << h;
+  ASSERT_NE(at1, std::string::npos) << h;
+  EXPECT_LT(at5, at0);  // AUROC 0.4, then 0.9, then 0.99
+  EXPECT_LT(at0, at1);
+  EXPECT_NE(h.find("4 (40.0%)"), std::string::npos) << h;
+  EXPECT_NE(h.find("dog 3, cat 1"), std::string::npos) << h;  // most often first
+  EXPECT_NE(h.find("0 (0.0%)</td><td style=\"text-align:left\">-</td>"), std::string::npos) << h;
+  e.known_scores = {0.1}, e.unknown_scores = {0.7}, e.known_correct = {true};
+  ReportEntry f = e;
+  f.unknown_classes.clear();
+  const std::string r = html_report("t", {e, f}, {}, "cmd");
+  EXPECT_EQ(count(r, "<h2>Unknown classes</h2>"), 1u);
+  EXPECT_NE(r.find("r · 3 classes"), std::string::npos);
+}
+
 TEST(Report, LogitSpaceDrawsKnownsUnknownsAndAnchors) {
   ReportEntry e;
   e.run = "runs/t0";
