@@ -48,6 +48,11 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 400; ++i)
       for (int k = 0; k < 6; ++k) e.unknown_logits.push_back(float(1.5 + 1.5 * g.normal()));
     for (int k = 0; k < 36; ++k) e.anchors.push_back(k % 7 == 0 ? 6.f : 0.f);
+    // The unknowns as four classes (labels 6-9), the breakdown of the synthetic scores.
+    std::vector<int64_t> labels, pred;
+    for (size_t i = 0; i < e.unknown_scores.size(); ++i) labels.push_back(6 + int64_t(i % 4)), pred.push_back(int64_t(i % 6));
+    e.unknown_classes = unknown_class_breakdown(6, e.known_scores, labels, pred, e.unknown_scores, e.threshold);
+    e.unknown_label_names = {"", "", "", "", "", "", "shirt", "sneaker", "bag", "ankle boot"};
     entries.push_back(e);
   }
   cac::write_file_atomic(argv[1], html_report("Sample report (synthetic scores)", entries, {"accuracy", "auroc", "oscr"},
