@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
                  "JPEG/PNG images (searched recursively), or DATASET:PATH for the test split of MNIST, FashionMNIST, "
                  "CIFAR10, CIFAR100, SVHN or TinyImageNet; each gets its own metrics, e.g. --unknown svhn:/data/svhn "
                  "--unknown ood=photos/");
+  app.add_option("--accept", o.accept, "the deployment threshold accepts this share of the validation images of the known "
+                 "classes (RUN/deploy.json for cac_predict; the confusion matrices and unknown-class tables use it)")
+      ->check(CLI::Range(1e-6, 1.0))->capture_default_str();
   app.add_option("--workers", o.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
   for (int i = 0; i < argc; ++i) o.command_line += (i ? " " : "") + std::string(argv[i]);

@@ -88,6 +88,8 @@ std::vector<float> all_logits(OpenSetClassifier& model, const data::Subset& s, c
 
 int run_eval(const EvalOptions& o) {
   CAC_CHECK(!o.runs.empty(), "no runs given: pass --run RUN_DIR (repeatable)");
+  CAC_CHECK(o.accept > 0 && o.accept <= 1, "--accept {} is outside (0, 1] (the share of validation knowns to accept)",
+            o.accept);
   std::vector<data::UnknownSource> extra;  // checked before any run is loaded
   for (const std::string& spec : o.unknowns) {
     extra.push_back(data::parse_unknown_source(spec));
@@ -196,7 +198,7 @@ int run_eval(const EvalOptions& o) {
       *logit_score = std::move(r.logit_score);
     };
 
-    // RUN/deploy.json: anchors, normalisation and the 95%-of-validation-knowns threshold, so
+    // RUN/deploy.json: anchors, normalisation and the threshold that accepts o.accept of the validation knowns, so
     // cac_predict can score new images without the training data.
     double threshold = 0;
     std::vector<std::string> class_names;
@@ -213,7 +215,8 @@ int run_eval(const EvalOptions& o) {
       dep.mean = d.norm.mean;
       dep.std = d.norm.std;
       if (method != Method::CE) dep.anchors = anchors_cpu.to_vector<float>();
-      dep.threshold = threshold = eval::accept_threshold(vs, 0.95);  // the FPR@95%TPR convention
+      dep.threshold = threshold = eval::accept_threshold(vs, o.accept);  // 0.95: the FPR@95%TPR convention
+      dep.accept = o.accept;
       for (int k = 0; k < K; ++k)
         dep.class_names.push_back(d.class_names.empty() ? std::to_string(d.classes.known[size_t(k)])
                                                         : d.class_names[size_t(d.classes.known[size_t(k)])]);
@@ -266,6 +269,7 @@ int run_eval(const EvalOptions& o) {
       // What cac_predict would say of each test image, as a table: at the deploy threshold.
       e.class_names = class_names;
       e.threshold = threshold;
+      e.accept = o.accept;
       e.confusion = eval::open_set_confusion(K, d.test_known.labels, kp, ks, up, us, threshold);
       e.unknown_classes = eval::unknown_class_breakdown(K, ks, subset.labels, up, us, threshold);
       if (auto it = d.unknown_label_names.find(set_name); it != d.unknown_label_names.end())
@@ -313,6 +317,7 @@ int run_eval(const EvalOptions& o) {
     std::vector<std::string> labels = e.class_names;
     labels.push_back("unknown");
     jr["threshold"] = num(e.threshold);
+    jr["accept"] = e.accept;
     jr["confusion"] = {{"labels", labels}, {"rows", e.confusion}};
     jr["unknown_classes"] = json::array();
     for (const auto& b : e.unknown_classes)

@@ -10,6 +10,9 @@ struct EvalOptions {
   std::string report_html, report_title, command_line;          // the report quotes the command
   std::string arch;  // when set, every run must have been trained with it
   int workers = 0;
+  // The deployment threshold (deploy.json, the confusion matrices, the unknown-class table) accepts
+  // this share of the validation images of the known classes.
+  double accept = 0.95;
   // Extra unknown test sets for every run ([NAME=]SOURCE, data::parse_unknown_source), each scored
   // like the run's own unknowns (its own metrics, scores.csv rows, report sections).
   std::vector<std::string> unknowns;

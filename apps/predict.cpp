@@ -93,8 +93,10 @@ int run_predict(const PredictOptions& o) {
     std::printf("%-48s %-16s %10.4f  %s\n", shown.c_str(), name.c_str(), all.score[i], is_unknown ? "unknown" : "known");
     csv += fmt::format("{},{},{},{:.6g},{}\n", files[i], all.pred[i], name, all.score[i], is_unknown ? "unknown" : "known");
   }
+  const std::string why = o.threshold >= 0 ? std::string("--threshold")
+                                           : fmt::format("accepts {:g}% of the validation knowns", 100 * dep.accept);
   std::printf("%zu images: %zu known, %d unknown (threshold %.4f: %s)\n", files.size(), files.size() - size_t(unknown),
-              unknown, threshold, o.threshold >= 0 ? "--threshold" : "accepts 95% of the validation knowns");
+              unknown, threshold, why.c_str());
   if (!o.csv.empty()) write_file_atomic(o.csv, csv);
   return 0;
 }

@@ -40,9 +40,9 @@ Scored score_logits(Method method, const std::vector<float>& z, int K, const Ten
 std::string Deployment::to_json() const {
   nlohmann::json j = {{"method", method}, {"arch", arch}, {"num_classes", num_classes}, {"image_size", image_size},
                       {"channels", channels}, {"mean", mean}, {"std", std}, {"anchors", anchors},
-                      {"threshold", threshold}, {"class_names", class_names},
-                      {"_comment", "written by cac_eval; threshold = open-set score accepting 95% of the "
-                                   "validation images of the known classes"}};
+                      {"threshold", threshold}, {"accept", accept}, {"class_names", class_names},
+                      {"_comment", "written by cac_eval; threshold = the open-set score that accepts the share "
+                                   "`accept` of the validation images of the known classes"}};
   return j.dump(2) + "\n";
 }
 
@@ -65,6 +65,8 @@ Deployment Deployment::from_json(const std::string& text, const std::string& whe
   d.std = list<float>(j, "std", where);
   d.anchors = list<float>(j, "anchors", where);
   d.threshold = field<double>(j, "threshold", where);
+  d.accept = j.contains("accept") ? field<double>(j, "accept", where) : 0.95;  // records made before --accept
+  CAC_CHECK(d.accept > 0 && d.accept <= 1, "{}: accept {} is outside (0, 1]; run cac_eval again", where, d.accept);
   d.class_names = list<std::string>(j, "class_names", where);
   const bool ce = d.method == "ce";
   CAC_CHECK(ce || d.method == "cac" || d.method == "cac-learnt", "{}: unknown method '{}'; run cac_eval again", where,

@@ -25,7 +25,8 @@ struct Deployment {
   std::string method, arch;
   int num_classes = 0, image_size = 32, channels = 3;
   std::vector<float> mean, std, anchors;  // anchors: K x K (class means of training logits); CE: empty
-  double threshold = 0;                    // score above it = unknown; accepts 95% of validation knowns
+  double threshold = 0;                    // score above it = unknown
+  double accept = 0.95;                    // the share of the validation knowns that threshold accepts
   std::vector<std::string> class_names;    // network class k -> a name (folder name or dataset label)
   std::string to_json() const;
   static Deployment from_json(const std::string& text, const std::string& where);

@@ -467,10 +467,12 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
     if (first)
       h += "<h2>Open-set confusion</h2>\n<p class=\"meta\">Rows: the true class (the known classes, then the unknown "
            "test set). Columns: the predicted known class, or <i>unknown</i> where the score is above the threshold "
-           "(the one that accepts 95% of the validation images of the known classes, as cac_predict uses). Each cell: "
+           "(the one that accepts the stated share of the validation images of the known classes, as cac_predict "
+           "uses). Each cell: "
            "images and share of the row.</p>\n";
-    h += fmt::format("<details{}><summary>{} · threshold {:.4g}</summary>\n", first ? " open" : "",
-                     html_escape(entry_name(e)), e.threshold) + html_confusion(e) + "</details>\n";
+    h += fmt::format("<details{}><summary>{} · threshold {:.4g} (accepts {:g}% of the validation knowns)</summary>\n",
+                     first ? " open" : "", html_escape(entry_name(e)), e.threshold, 100 * e.accept) +
+         html_confusion(e) + "</details>\n";
     first = false;
   }
 

@@ -43,7 +43,7 @@ struct ReportEntry {
   // Open-set confusion (eval::open_set_confusion) at `threshold`; rows and columns are named by
   // class_names (the K known classes), then "unknown". Left empty, the report has no table for it.
   std::vector<std::string> class_names{};
-  double threshold = 0;
+  double threshold = 0, accept = 0.95;  // the threshold accepts the share `accept` of the validation knowns
   Confusion confusion{};
   // The test images' logits (rows of num_classes), the knowns' labels and the anchors (num_classes
   // x num_classes; empty for CE), for the picture of the logit space. Left empty: no picture.

@@ -149,6 +149,7 @@ TEST(RunFiles, ConfigAndDeploymentFieldsAreChecked) {
       {"std", {0.0}, "std of 0"},          {"anchors", nlohmann::json::array(), "inconsistent"},
       {"image_size", 0, "image_size 0"},   {"threshold", "high", "threshold must be a number"},
       {"method", "svm", "unknown method"}, {"mean", {1e300}, "mean[0] must be a finite number"},
+      {"accept", 2.0, "accept 2 is outside"},
   };
   for (const auto& [key, value, needle] : deploy_cases) {
     nlohmann::json j = dbase;
@@ -269,6 +270,52 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
 
 std::string read_all(const fs::path& p);
 std::pair<int, std::string> run_cmd(const std::string& cmd);
+
+// cac_eval --accept: the deployment threshold accepts that share of the validation knowns; it is
+// recorded in deploy.json and eval.json, used by the confusion matrix, and cac_predict says so.
+TEST(Eval, AcceptSetsTheDeploymentThreshold) {
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "run"), ""), 0);
+  app::EvalOptions o;
+  o.runs = {d / "run"};
+  o.device = "cpu";
+  o.workers = 2;
+  o.json_out = d / "eval.json";
+  auto threshold_at = [&](double accept) {
+    o.accept = accept;
+    EXPECT_EQ(app::run_eval(o), 0);
+    const auto dep = nlohmann::json::parse(read_all(d / "run/deploy.json"));
+    const auto j = nlohmann::json::parse(read_all(d / "eval.json"));
+    EXPECT_EQ(dep["accept"], accept);
+    EXPECT_EQ(j["runs"][0]["accept"], accept);
+    EXPECT_EQ(j["runs"][0]["threshold"], dep["threshold"]);
+    // Knowns accepted (every column but the last, over the known rows) at this threshold.
+    const auto rows = j["runs"][0]["confusion"]["rows"].get<std::vector<std::vector<int64_t>>>();
+    int64_t accepted = 0, known = 0;
+    for (size_t r = 0; r + 1 < rows.size(); ++r)
+      for (size_t c = 0; c < rows[r].size(); ++c) known += rows[r][c], accepted += c + 1 < rows[r].size() ? rows[r][c] : 0;
+    return std::make_pair(dep["threshold"].get<double>(), double(accepted) / double(known));
+  };
+  const auto [t95, a95] = threshold_at(0.95);
+  const auto [t50, a50] = threshold_at(0.5);
+  EXPECT_LT(t50, t95);  // accepting fewer knowns: a lower score threshold
+  EXPECT_LT(a50, a95);  // and fewer test knowns accepted
+  app::PredictOptions p;
+  p.run = d / "run";
+  ASSERT_TRUE(testing::write_png(d / "new/photo.png", 40, 30, 120));
+  p.inputs = {d / "new"};
+  p.device = "cpu";
+  ::testing::internal::CaptureStdout();
+  ASSERT_EQ(app::run_predict(p), 0);
+  const std::string said = ::testing::internal::GetCapturedStdout();
+  EXPECT_NE(said.find("accepts 50% of the validation knowns"), std::string::npos) << said;
+  o.accept = 1.5;
+  expect_error([&] { app::run_eval(o); }, "--accept 1.5");
+  auto [rc, out] = run_cmd(std::string(CAC_EVAL_BIN) + " --run " + (d / "run") + " --accept 0");
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("--accept"), std::string::npos) << out;
+}
 
 // cac_eval --unknown: every run is also scored against a folder of images (greyscale network: the
 // colour PNGs become luma) and another dataset's test split, each its own open-set problem with
