@@ -343,6 +343,22 @@ int run_eval(const EvalOptions& o) {
                   std::isfinite(g.mean[i]) ? fmt::format("{:.4f}+-{:.3f}", g.mean[i], g.stdev[i]).c_str() : "n/a");
     std::printf("\n");
   }
+  // Where the open-set errors come from: the hardest unknown class of each set that has several.
+  bool heading = false;
+  for (const auto& e : entries) {
+    const eval::UnknownClassBreakdown* worst = nullptr;
+    for (const auto& b : e.unknown_classes)
+      if (std::isfinite(b.auroc) && (!worst || b.auroc < worst->auroc)) worst = &b;
+    if (e.unknown_classes.size() < 2 || !worst) continue;
+    if (!heading) std::printf("\nhardest unknown class (AUROC against the knowns; accepted at the deploy threshold):\n");
+    heading = true;
+    const auto most = std::max_element(worst->accepted_as.begin(), worst->accepted_as.end());
+    const size_t k = size_t(most - worst->accepted_as.begin());
+    std::printf("  %s: %s  AUROC %.4f, %.1f%% accepted%s\n", eval::entry_name(e).c_str(),
+                eval::unknown_label_name(e, worst->label).c_str(), worst->auroc,
+                100.0 * double(worst->accepted) / double(std::max<int64_t>(worst->images, 1)),
+                worst->accepted > 0 ? fmt::format(", most as {}", k < e.class_names.size() ? e.class_names[k] : std::to_string(k)).c_str() : "");
+  }
   if (!o.json_out.empty()) write_file_atomic(o.json_out, out.dump(2) + "\n");
   if (scores.is_open()) {
     scores.close();

@@ -209,7 +209,9 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
   o.scores_csv = d / "scores.csv";
   o.report_html = d / "report.html";
   ::testing::internal::CaptureStderr();
+  ::testing::internal::CaptureStdout();
   const int rc = app::run_eval(o);
+  const std::string table = ::testing::internal::GetCapturedStdout();
   const std::string progress = ::testing::internal::GetCapturedStderr();
   ASSERT_EQ(rc, 0) << progress;
   // Each pass over a set says what it did, on stderr (stdout keeps the table): here not a
@@ -226,6 +228,16 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
     EXPECT_TRUE(j["mean"][k].is_number()) << k;
     EXPECT_EQ(j["std"][k].get<double>(), 0.0) << k;  // one run
   }
+  // stdout ends with the hardest unknown class (lowest AUROC of the JSON's unknown_classes).
+  const auto& classes = j["runs"][0]["unknown_classes"];
+  ASSERT_EQ(classes.size(), 4u);
+  size_t worst = 0;
+  for (size_t i = 1; i < classes.size(); ++i)
+    if (classes[i]["auroc"].get<double>() < classes[worst]["auroc"].get<double>()) worst = i;
+  const std::string expect_line = fmt::format("  {}: {}  AUROC {:.4f}", d / "run", classes[worst]["name"].get<std::string>(),
+                                              classes[worst]["auroc"].get<double>());
+  EXPECT_NE(table.find("hardest unknown class"), std::string::npos) << table;
+  EXPECT_NE(table.find(expect_line), std::string::npos) << expect_line << "\n" << table;
   // 120 test images, 6 known classes (MNIST trial 0) -> 72 known + 48 unknown: 1e-4 is unresolvable.
   EXPECT_TRUE(j["runs"][0]["ccr_at_fpr_0.0001"].is_null());
   std::ifstream sf(d / "scores.csv");
