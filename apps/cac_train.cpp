@@ -76,7 +76,8 @@ int main(int argc, char** argv) {
   auto* dv = app.add_option("--device", c.device, "auto (GPU if present), cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   auto* se = app.add_option("--seed", c.seed, "seed of initialisation, splits, data order and augmentation")->capture_default_str();
   app.add_option("--out", c.out, "run folder to create (config.json, metrics.csv, checkpoints)");
-  app.add_option("--resume", resume, "continue the run in this folder at its next epoch")->check(CLI::ExistingDirectory);
+  app.add_option("--resume", resume, "continue the run in this folder at its next epoch, with its settings (config.json); --data-dir, "
+                 "--device and --workers may change")->check(CLI::ExistingDirectory);
   auto* tl = app.add_option("--train-limit", c.train_limit, "use a seeded subset of this many training images (0 = all)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   auto* wk = app.add_option("--workers", c.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
@@ -146,13 +147,28 @@ int main(int argc, char** argv) {
       }
       CAC_CHECK(!c.data_dir.empty(), "--data-dir is required (the folder with the dataset's files)");
       CAC_CHECK(!c.out.empty(), "--out is required (the run folder to create)");
-    } else if (print_config) {
+    } else {
+      // A resumed run keeps its settings (config.json); only where the data is and what runs it may change.
+      const std::set<std::string> allowed = {"--resume", "--stop-after", "--print-config", "--data-dir", "--device", "--workers"};
+      for (const CLI::Option* opt : app.get_options())
+        if (opt->count() > 0 && !allowed.count(opt->get_name()))
+          fail("{} cannot be changed when resuming: --resume continues the run as {}/config.json describes it (with it "
+               "only --data-dir, --device, --workers and --stop-after). For a new run from its settings: cac_train "
+               "--config {}/config.json {} ... --out NEW_RUN", opt->get_name(), resume, resume, opt->get_name());
+    }
+    if (!resume.empty() && print_config) {
       const std::string where = resume + "/config.json";
       std::fputs(app::RunConfig::from_json(app::read_text(where, " (is this a cac_train run folder?)"), where).to_json().c_str(),
                  stdout);
       return 0;
     }
-    return app::run_train(c, resume, stop_after);
+    app::ResumeOverrides changes;
+    if (!resume.empty()) {
+      if (dd->count() > 0) changes.data_dir = c.data_dir;
+      if (dv->count() > 0) changes.device = c.device;
+      if (wk->count() > 0) changes.workers = c.workers;
+    }
+    return app::run_train(c, resume, stop_after, changes);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cac_train: error: %s\n", e.what());
     return 1;

@@ -133,14 +133,27 @@ class Progress {
 };
 }  // namespace
 
-int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epochs) {
+int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epochs, const ResumeOverrides& overrides) {
   int start_epoch = 0;
   double best = INFINITY;
   Safetensors resume_state;
-  std::string resume_path;
+  std::string resume_path, resume_changes;
   if (!resume_dir.empty()) {
     cfg = RunConfig::from_json(read_text(resume_dir + "/config.json"), resume_dir + "/config.json");
     cfg.out = resume_dir;
+    auto change = [&](std::string& field, const std::string& to, const char* flag) {
+      if (to.empty() || to == field) return;
+      resume_changes += fmt::format("{}{} {} (was {})", resume_changes.empty() ? "" : ", ", flag, to, field);
+      field = to;
+    };
+    change(cfg.data_dir, overrides.data_dir.empty() ? "" : fs::absolute(overrides.data_dir).lexically_normal().string(),
+           "--data-dir");
+    change(cfg.device, overrides.device, "--device");
+    if (overrides.workers >= 0 && overrides.workers != cfg.workers) {
+      resume_changes += fmt::format("{}--workers {} (was {})", resume_changes.empty() ? "" : ", ", overrides.workers, cfg.workers);
+      cfg.workers = overrides.workers;
+    }
+    cfg.check(resume_dir + "/config.json with the flags given");
     resume_path = resume_dir + "/last.safetensors";
     resume_state = load_safetensors(resume_path);
     start_epoch = resume_number<int>(resume_state, "epochs_done", resume_path);
@@ -188,7 +201,8 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   if (!resume_path.empty()) {
     restore_tensors(resume_state, checkpoint_tensors(*model, trainer), resume_path);
     restore_dropout_counters(*model, resume_field(resume_state, "dropout_calls", resume_path), resume_path);
-    log.write(fmt::format("resuming {} at epoch {}\n", resume_dir, start_epoch + 1));
+    log.write(fmt::format("resuming {} at epoch {}{}\n", resume_dir, start_epoch + 1,
+                          resume_changes.empty() ? "" : " with " + resume_changes));
   }
 
   const data::Augment train_aug =

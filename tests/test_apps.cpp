@@ -48,6 +48,10 @@ void expect_error(const std::function<void()>& f, const std::string& needle) {
 // A tiny MNIST-format dataset: 10 classes x `per` images of 28x28 (class-dependent bright bar).
 void write_mnist(const std::string& dir, int per) { testing::write_mnist_idx(dir, per); }
 
+// A command's exit code and its stdout + stderr; a whole text file (both defined below).
+std::pair<int, std::string> run_cmd(const std::string& cmd);
+std::string read_all(const fs::path& p);
+
 TEST(Checkpoint, RoundTripAndCorruptFiles) {
   Dir d;
   Tensor a = Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {2, 3});
@@ -197,6 +201,33 @@ TEST(Train, ResumeGivesTheSameRunAsNoInterruption) {
   EXPECT_TRUE(fs::exists(d / "full/config.json"));
 }
 
+// --resume keeps the run's settings: a flag that would change them is refused (naming it and the
+// way to a new run), while the data's new place, the device and the worker count may change; the
+// change is logged and recorded in config.json.
+TEST(Train, ResumeRefusesSettingsButFollowsMovedData) {
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "cut"), "", /*stop_after_epochs=*/1), 0);
+  const std::string bin = CAC_TRAIN_BIN;
+  auto [rc1, out1] = run_cmd(bin + " --resume " + (d / "cut") + " --epochs 5,5");
+  EXPECT_NE(rc1, 0);
+  EXPECT_NE(out1.find("--epochs cannot be changed when resuming"), std::string::npos) << out1;
+  EXPECT_NE(out1.find("--config " + (d / "cut") + "/config.json"), std::string::npos) << out1;
+  fs::rename(d / "mnist", d / "moved");
+  auto [rc2, out2] = run_cmd(bin + " --resume " + (d / "cut"));
+  EXPECT_NE(rc2, 0);
+  EXPECT_NE(out2.find(d / "mnist"), std::string::npos) << out2;  // names where it looked
+  auto [rc3, out3] = run_cmd(bin + " --resume " + (d / "cut") + " --data-dir " + (d / "moved") + " --workers 1");
+  ASSERT_EQ(rc3, 0) << out3;
+  const auto c = nlohmann::json::parse(read_all(d / "cut/config.json"));
+  EXPECT_EQ(c["data_dir"], (d / "moved"));
+  EXPECT_EQ(c["workers"], 1);
+  EXPECT_EQ(c["epochs"], nlohmann::json::parse("[1, 1]"));  // the settings as they were
+  const std::string log = read_all(d / "cut/train.log");
+  EXPECT_NE(log.find("resuming " + (d / "cut") + " at epoch 2 with --data-dir " + (d / "moved") + " (was " +
+                     (d / "mnist") + "), --workers 1 (was 2)"), std::string::npos) << log;
+}
+
 TEST(Eval, JsonScoresAndReportFromATinyRun) {
   Dir d;
   write_mnist(d / "mnist", 12);
@@ -280,8 +311,6 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
 }
 
 
-std::string read_all(const fs::path& p);
-std::pair<int, std::string> run_cmd(const std::string& cmd);
 
 // cac_eval --accept: the deployment threshold accepts that share of the validation knowns; it is
 // recorded in deploy.json and eval.json, used by the confusion matrix, and cac_predict says so.
