@@ -10,7 +10,8 @@
 # dataset (configs/datasets.json); any cac_train flag overrides them, e.g. --device cuda --epochs 5,5,
 # or --config ablation.json with settings that have no flag (e.g. {"dropout": 0.3}).
 # Runs go to OUT_DIR/<method>-t<trial>; a run that was interrupted (Ctrl-C) or already finished
-# continues from its last checkpoint when the command is run again, so only what is missing trains.
+# continues from its last checkpoint when the command is run again, so only what is missing trains
+# (with that command's DATA_DIR, --device and --workers: the data may have moved).
 # Writes OUT_DIR/DATASET.json, OUT_DIR/DATASET.html and OUT_DIR/scores.csv.
 # CAC_BIN_DIR overrides where cac_train and cac_eval are (default: build/apps of this checkout, or the
 # bin/ of the prefix this script was installed into by `cmake --install`).
@@ -28,11 +29,13 @@ trials=0,1,2,3,4
 methods=cac,ce
 device=auto
 flags=()
+resume_flags=()  # what a resumed run may change: where the data is (DATA_DIR), --device, --workers
 while (($#)); do
   case "$1" in
     --trials) trials=${2:?"benchmark: --trials needs a list, e.g. 0,1,2,3,4"}; shift 2 ;;
     --methods) methods=${2:?"benchmark: --methods needs a list, e.g. cac,ce"}; shift 2 ;;
-    --device) device=${2:?"benchmark: --device needs a value"}; flags+=("$1" "$2"); shift 2 ;;
+    --device) device=${2:?"benchmark: --device needs a value"}; flags+=("$1" "$2"); resume_flags+=("$1" "$2"); shift 2 ;;
+    --workers) flags+=("$1" "${2:?"benchmark: --workers needs a value"}"); resume_flags+=("$1" "$2"); shift 2 ;;
     --out | --trial | --method | --dataset | --resume)
       echo "benchmark: $1 is set by this script (OUT_DIR, --trials, --methods, DATASET)" >&2; exit 2 ;;
     --print-config)
@@ -55,7 +58,7 @@ for t in "${trial_list[@]}"; do
     run="$out/$m-t$t"
     echo "== $dataset trial $t, $m: $run"
     if [[ -f "$run/last.safetensors" ]]; then
-      "$bin/cac_train" --resume "$run"
+      "$bin/cac_train" --resume "$run" --data-dir "$data" "${resume_flags[@]}"
     else
       "$bin/cac_train" --dataset "$dataset" --trial "$t" --method "$m" --data-dir "$data" --out "$run" "${flags[@]}"
     fi

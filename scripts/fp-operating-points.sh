@@ -11,7 +11,8 @@
 # DATA_DIR holds cifar-10-batches-bin/, cifar-100-binary/ and test_32x32.mat (or svhn/test_32x32.mat).
 # Defaults: configs/datasets.json, entry CIFAR10-FP (150 + 25 epochs at lr 0.01 / 0.001, batch 128,
 # CIFAR10's augmentation); any cac_train flag overrides them, e.g. --epochs 30,10 --device cuda.
-# An interrupted run (Ctrl-C) continues where it stopped when the command is run again.
+# An interrupted run (Ctrl-C) continues where it stopped when the command is run again (with that
+# command's DATA_DIR, --device and --workers: the data may have moved).
 # Writes OUT_DIR/cac, OUT_DIR/ce (run folders), OUT_DIR/fp-operating-points.{json,html}, scores.csv.
 # CAC_BIN_DIR overrides where cac_train and cac_eval are (default: build/apps of this checkout, or the
 # bin/ of the prefix this script was installed into by `cmake --install`).
@@ -25,12 +26,18 @@ bin=${CAC_BIN_DIR:-$here/../build/apps}
 [[ -x "$bin/cac_train" && -x "$bin/cac_eval" ]] || { echo "fp-operating-points: no cac_train/cac_eval in $bin (build first, or set CAC_BIN_DIR)" >&2; exit 2; }
 device=auto
 args=("$@")
-for ((i = 0; i < ${#args[@]}; ++i)); do [[ ${args[i]} == --device ]] && device=${args[i + 1]:-auto}; done
+resume_flags=()  # what a resumed run may change: where the data is (DATA_DIR), --device, --workers
+for ((i = 0; i < ${#args[@]}; ++i)); do
+  case ${args[i]} in
+    --device) device=${args[i + 1]:-auto}; resume_flags+=(--device "$device") ;;
+    --workers) resume_flags+=(--workers "${args[i + 1]:-0}") ;;
+  esac
+done
 mkdir -p "$out"
 for method in cac ce; do
   run="$out/$method"
   if [[ -f "$run/last.safetensors" ]]; then
-    "$bin/cac_train" --resume "$run"
+    "$bin/cac_train" --resume "$run" --data-dir "$data" "${resume_flags[@]}"
   else
     "$bin/cac_train" --dataset CIFAR10-FP --arch resnet18 --method "$method" --data-dir "$data" --out "$run" "$@"
   fi

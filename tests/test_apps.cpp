@@ -891,10 +891,15 @@ TEST(Benchmark, ScriptTrainsEveryTrialAndMethodAndSummarises) {
   EXPECT_EQ(cac_t0["method"], "cac");
   EXPECT_NE(read_all(d / "bench/MNIST.html").find("<svg"), std::string::npos);
   EXPECT_NE(out.find("ce-t1"), std::string::npos) << out;  // the table on stdout
-  // Again: every run is complete, so training resumes at its end and only evaluation repeats.
-  auto [rc2, out2] = run_cmd(script + " --trials 0,1 --methods cac,ce --device cpu");
+  // Again, with the data moved: every run is complete, so training resumes at its end (finding the
+  // data where the command now says it is) and only evaluation repeats.
+  fs::rename(d / "mnist", d / "moved");
+  const std::string moved_script = "CAC_BIN_DIR=" + bin_dir + " bash " + CAC_SOURCE_DIR + "/scripts/benchmark.sh MNIST " +
+                                   (d / "moved") + " " + (d / "bench");
+  auto [rc2, out2] = run_cmd(moved_script + " --trials 0,1 --methods cac,ce --device cpu --workers 1");
   EXPECT_EQ(rc2, 0) << out2;
   EXPECT_EQ(out2.find("epoch   1/1"), std::string::npos) << out2;
+  EXPECT_EQ(nlohmann::json::parse(read_all(d / "bench/ce-t1/config.json"))["data_dir"], (d / "moved"));
   // Bad arguments: exit 2 and say which.
   for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
            {" --trials 0,7", "trial '7'"}, {" --methods cac,svm", "method 'svm'"}, {" --out x", "--out is set by"},
