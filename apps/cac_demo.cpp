@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "core/build_info.h"
 #include "core/autograd.h"
 #include "core/cuda_runtime.h"
 #include "layers/ops.h"
@@ -45,6 +46,7 @@ double auroc(const std::vector<double>& known, const std::vector<double>& unknow
 
 int main(int argc, char** argv) {
   CLI::App app{"cac_demo: a short Class Anchor Clustering run on synthetic images"};
+  app.set_version_flag("--version", [] { return cac::engine_version(); }, "the engine's version, source revision and libraries");
   std::string device = "auto";
   int steps = 60, batch = 64;
   uint64_t seed = 0;

@@ -3,10 +3,12 @@
 #include <cstdio>
 #include <string>
 
+#include "core/build_info.h"
 #include "apps/evaluate.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"cac_eval: evaluate cac_train runs on their known and unknown test sets"};
+  app.set_version_flag("--version", [] { return cac::engine_version(); }, "the engine's version, source revision and libraries");
   app.footer("Also writes RUN/deploy.json (class-mean anchors, normalisation, threshold) for cac_predict.\n"
              "Example: cac_eval --run runs/fm-t0 --json eval.json --report report.html");
   cac::app::EvalOptions o;

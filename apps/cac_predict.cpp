@@ -3,10 +3,12 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "core/build_info.h"
 #include "apps/predict.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"cac_predict: classify images as one of a run's known classes or as unknown"};
+  app.set_version_flag("--version", [] { return cac::engine_version(); }, "the engine's version, source revision and libraries");
   app.footer("Needs RUN/deploy.json, which `cac_eval --run RUN` writes (anchors, normalisation, threshold).\n"
              "Example: cac_predict --run runs/mine photos/ extra.png --csv predictions.csv");
   cac::app::PredictOptions o;

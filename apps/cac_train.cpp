@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "core/build_info.h"
 #include "apps/train.h"
 #include "data/benchmarks.h"
 
@@ -47,6 +48,7 @@ std::vector<T> parse_list(const char* flag, const std::string& text, const char*
 
 int main(int argc, char** argv) {
   CLI::App app{"cac_train: train a Class Anchor Clustering open-set classifier (classifier32 or ResNet-18)"};
+  app.set_version_flag("--version", [] { return cac::engine_version(); }, "the engine's version, source revision and libraries");
   app.footer("Protocol defaults per dataset come from configs/datasets.json (see docs/reproduce.md).\n"
              "Example: cac_train --dataset FashionMNIST --trial 0 --data-dir /usr/share/datasets/fashion-mnist --out runs/fm0");
   app::RunConfig c;

@@ -16,6 +16,7 @@
 
 #include "apps/run.h"
 #include "apps/scoring.h"
+#include "core/build_info.h"
 #include "core/files.h"
 #include "core/autograd.h"
 #include "data/loader.h"
@@ -304,6 +305,7 @@ int run_eval(const EvalOptions& o) {
   for (auto& n : names) std::printf(" %*s", int(std::max(w, n.size())), n.c_str());
   std::printf("\n");
   json out = json::object();
+  out["engine"] = engine_version();
   out["runs"] = json::array();
   for (auto& e : entries) {
     const std::string name = eval::entry_name(e);
@@ -367,7 +369,7 @@ int run_eval(const EvalOptions& o) {
   }
   if (!o.report_html.empty()) {
     write_file_atomic(o.report_html, eval::html_report(o.report_title.empty() ? "CAC open-set evaluation" : o.report_title,
-                                                       entries, names, o.command_line));
+                                                       entries, names, o.command_line, engine_version()));
     std::printf("report: %s\n", o.report_html.c_str());
   }
   return 0;

@@ -1,5 +1,7 @@
 #include "apps/train.h"
 
+#include "core/build_info.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -174,6 +176,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   RunLog log(cfg.out + "/train.log");
 
   data::OpenSetData d = load_run_data(cfg);
+  log.write(fmt::format("engine: {}\n", engine_version()));
   log.write(fmt::format("cac_train: {} trial {}, {}, {} known classes, {} train / {} val images, method {}, {} epochs on {}\n",
                         d.benchmark, cfg.trial, cfg.arch.empty() ? "classifier32" : cfg.arch, d.num_classes(), d.train.size(),
                         d.val.size(), cfg.method, total_epochs, dev == Device::CUDA ? cuda::device_description() : "the CPU"));

@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "core/build_info.h"
 #include "bench/kernels.h"
 #include "core/cuda_runtime.h"
 #include "core/rng.h"
@@ -112,6 +113,7 @@ int run_step(const StepOptions& o) {
 
 int main(int argc, char** argv) {
   CLI::App app{"cac_bench: measured throughput of the CAC engine"};
+  app.set_version_flag("--version", [] { return cac::engine_version(); }, "the engine's version, source revision and libraries");
   app.require_subcommand(1);
   StepOptions so;
   auto* step = app.add_subcommand("step", "images/s of a full CAC training step (classifier32 or ResNet-18)");

@@ -15,6 +15,9 @@ bool built_with_cuda();
 // True when built with CUDA and a device is usable; `why` receives the reason otherwise.
 bool device_available(std::string* why = nullptr);
 std::string device_description();
+// The CUDA runtime and cuDNN this process loaded, e.g. "CUDA runtime 13.0, cuDNN 9.10.2"; a build
+// without CUDA says "CPU only (built without CUDA)".
+std::string library_versions();
 
 // Caching, stream-ordered allocation on the compute stream.
 std::shared_ptr<Storage> allocate(size_t bytes);

@@ -16,6 +16,7 @@ bool device_available(std::string* why) {
   return false;
 }
 std::string device_description() { return "none (built without CUDA)"; }
+std::string library_versions() { return "CPU only (built without CUDA)"; }
 std::shared_ptr<Storage> allocate(size_t) { no_cuda(); }
 AllocatorStats allocator_stats() { return {}; }
 void release_cached_memory() {}

@@ -379,7 +379,8 @@ std::string html_unknown_classes(const ReportEntry& e) {
 }
 
 std::string html_report(const std::string& title, const std::vector<ReportEntry>& entries,
-                        const std::vector<std::string>& metric_names, const std::string& command_line) {
+                        const std::vector<std::string>& metric_names, const std::string& command_line,
+                        const std::string& engine) {
   std::string h = R"(<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>)" +
                   html_escape(title) + R"(</title>
@@ -400,7 +401,8 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
   char when[64];
   const std::time_t now = std::time(nullptr);
   std::strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
-  h += fmt::format("<h1>{}</h1>\n<p class=\"meta\">{} · <code>{}</code></p>\n", html_escape(title), when, html_escape(command_line));
+  h += fmt::format("<h1>{}</h1>\n<p class=\"meta\">{} · <code>{}</code>{}</p>\n", html_escape(title), when,
+                   html_escape(command_line), engine.empty() ? "" : "<br>" + html_escape(engine));
 
   // Metrics table.
   h += "<h2>Metrics</h2>\n<p class=\"meta\">Score: CAC min distance-based γ; CE 1 − max softmax. Unknown = positive for "

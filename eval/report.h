@@ -85,8 +85,10 @@ std::string svg_logit_space(const ReportEntry& e, size_t max_points = 800);
 
 // The metrics table (entries, then the groups' mean +- std), curves, histograms, logit spaces,
 // confusion matrices, training curves.
+// `engine` (optional): what computed it (cac::engine_version()), shown under the title.
 std::string html_report(const std::string& title, const std::vector<ReportEntry>& entries,
-                        const std::vector<std::string>& metric_names, const std::string& command_line);
+                        const std::vector<std::string>& metric_names, const std::string& command_line,
+                        const std::string& engine = "");
 
 std::string html_escape(const std::string& s);
 

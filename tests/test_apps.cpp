@@ -18,7 +18,9 @@
 #include "apps/train.h"
 #include "data/benchmarks.h"
 #include "data/readers.h"
+#include "eval/report.h"
 #include "core/autograd.h"
+#include "core/build_info.h"
 #include <nlohmann/json.hpp>
 #include "models/checkpoint.h"
 #include "models/training.h"
@@ -908,6 +910,34 @@ TEST(Benchmark, ScriptTrainsEveryTrialAndMethodAndSummarises) {
     EXPECT_EQ(rc3, 2) << args << ": " << msg;
     EXPECT_NE(msg.find(needle), std::string::npos) << msg;
   }
+}
+
+// Every program names the engine that it is: version, source revision, build type and the CUDA
+// libraries it loaded (a CPU-only build says so); train.log and eval.json record the same line.
+TEST(Cli, EveryProgramTellsItsVersion) {
+  const fs::path dir = fs::path(CAC_TRAIN_BIN).parent_path();
+  const std::string expected = engine_version();
+  EXPECT_EQ(expected.rfind("cac-engine ", 0), 0u) << expected;
+  EXPECT_TRUE(expected.find("(git ") != std::string::npos || expected.find("(no git revision") != std::string::npos)
+      << expected;
+  const std::vector<std::string> programs = {CAC_TRAIN_BIN, CAC_EVAL_BIN, CAC_BENCH_BIN, (dir / "cac_predict").string()};
+  for (const std::string& bin : programs) {
+    auto [rc, out] = run_cmd(bin + " --version");
+    EXPECT_EQ(rc, 0) << bin;
+    EXPECT_EQ(out, expected + "\n") << bin;
+  }
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "run"), ""), 0);
+  EXPECT_EQ(read_all(d / "run/train.log").rfind("engine: " + expected + "\n", 0), 0u);
+  app::EvalOptions o;
+  o.runs = {d / "run"};
+  o.device = "cpu";
+  o.json_out = d / "eval.json";
+  o.report_html = d / "report.html";
+  ASSERT_EQ(app::run_eval(o), 0);
+  EXPECT_EQ(nlohmann::json::parse(read_all(d / "eval.json"))["engine"], expected);
+  EXPECT_NE(read_all(d / "report.html").find(eval::html_escape(expected)), std::string::npos);
 }
 
 // cac_bench's options are checked like cac_train's: a bad value names the option and what it allows.

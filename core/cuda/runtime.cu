@@ -177,6 +177,17 @@ std::string device_description() {
                      p.multiProcessorCount, double(p.totalGlobalMem) / double(size_t(1) << 30));
 }
 
+std::string library_versions() {
+  // Neither call needs a device: both answer on a machine without a GPU.
+  int runtime = 0;
+  const std::string cuda = cudaRuntimeGetVersion(&runtime) == cudaSuccess
+                               ? fmt::format("CUDA runtime {}.{}", runtime / 1000, runtime % 1000 / 10)
+                               : std::string("CUDA runtime unknown");
+  // cuDNN 9 numbers itself major*10000 + minor*100 + patch, earlier versions major*1000 + ...
+  const size_t dnn = cudnnGetVersion(), major_unit = dnn >= 90000 ? 10000 : 1000;
+  return fmt::format("{}, cuDNN {}.{}.{}", cuda, dnn / major_unit, dnn % major_unit / 100, dnn % 100);
+}
+
 cudaStream_t compute_stream() { return ctx().compute; }
 cudaStream_t copy_stream() { return ctx().copy; }
 cublasHandle_t cublas() { return ctx().cublas; }
