@@ -53,6 +53,14 @@ void write_mnist(const std::string& dir, int per) { testing::write_mnist_idx(dir
 // A command's exit code and its stdout + stderr; a whole text file (both defined below).
 std::pair<int, std::string> run_cmd(const std::string& cmd);
 std::string read_all(const fs::path& p);
+// The command exits non-zero and says `needle` (the flag, file or problem) on stdout or stderr;
+// returns what it said, for further checks.
+std::string expect_command_fails(const std::string& cmd, const std::string& needle) {
+  auto [rc, out] = run_cmd(cmd);
+  EXPECT_NE(rc, 0) << cmd;
+  EXPECT_NE(out.find(needle), std::string::npos) << cmd << ":\n" << out;
+  return out;
+}
 
 TEST(Checkpoint, RoundTripAndCorruptFiles) {
   Dir d;
@@ -169,6 +177,38 @@ app::RunConfig tiny_config(const std::string& data, const std::string& out) {
   return testing::tiny_mnist_run(data, out, "cpu");
 }
 
+// The tiny MNIST run the evaluation tests start from: the data in D/mnist, the run in D/run.
+void train_tiny_run(const Dir& d) {
+  write_mnist(d / "mnist", 12);
+  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "run"), ""), 0);
+}
+
+// cac_eval's options for `run` on the CPU, two loader threads (what each evaluation test starts from).
+app::EvalOptions cpu_eval(const std::string& run) {
+  app::EvalOptions o;
+  o.runs = {run};
+  o.device = "cpu";
+  o.workers = 2;
+  return o;
+}
+
+// scores.csv as rows of its six fields, after checking the header.
+std::vector<std::vector<std::string>> read_scores_csv(const std::string& path) {
+  std::ifstream f(path);
+  std::string line;
+  std::getline(f, line);
+  EXPECT_EQ(line, "run,split,set,label,prediction,score");
+  std::vector<std::vector<std::string>> rows;
+  while (std::getline(f, line)) {
+    std::vector<std::string> fields;
+    std::stringstream ls(line);
+    for (std::string x; std::getline(ls, x, ',');) fields.push_back(x);
+    EXPECT_EQ(fields.size(), 6u) << line;
+    rows.push_back(fields);
+  }
+  return rows;
+}
+
 TEST(Train, ResumeGivesTheSameRunAsNoInterruption) {
   Dir d;
   write_mnist(d / "mnist", 12);
@@ -211,9 +251,8 @@ TEST(Train, ResumeRefusesSettingsButFollowsMovedData) {
   write_mnist(d / "mnist", 12);
   ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "cut"), "", /*stop_after_epochs=*/1), 0);
   const std::string bin = CAC_TRAIN_BIN;
-  auto [rc1, out1] = run_cmd(bin + " --resume " + (d / "cut") + " --epochs 5,5");
-  EXPECT_NE(rc1, 0);
-  EXPECT_NE(out1.find("--epochs cannot be changed when resuming"), std::string::npos) << out1;
+  const std::string out1 =
+      expect_command_fails(bin + " --resume " + (d / "cut") + " --epochs 5,5", "--epochs cannot be changed when resuming");
   EXPECT_NE(out1.find("--config " + (d / "cut") + "/config.json"), std::string::npos) << out1;
   fs::rename(d / "mnist", d / "moved");
   auto [rc2, out2] = run_cmd(bin + " --resume " + (d / "cut"));
@@ -232,12 +271,8 @@ TEST(Train, ResumeRefusesSettingsButFollowsMovedData) {
 
 TEST(Eval, JsonScoresAndReportFromATinyRun) {
   Dir d;
-  write_mnist(d / "mnist", 12);
-  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "run"), ""), 0);
-  app::EvalOptions o;
-  o.runs = {d / "run"};
-  o.device = "cpu";
-  o.workers = 2;
+  ASSERT_NO_FATAL_FAILURE(train_tiny_run(d));
+  app::EvalOptions o = cpu_eval(d / "run");
   o.json_out = d / "eval.json";
   o.scores_csv = d / "scores.csv";
   o.report_html = d / "report.html";
@@ -273,10 +308,6 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
   EXPECT_NE(table.find(expect_line), std::string::npos) << expect_line << "\n" << table;
   // 120 test images, 6 known classes (MNIST trial 0) -> 72 known + 48 unknown: 1e-4 is unresolvable.
   EXPECT_TRUE(j["runs"][0]["ccr_at_fpr_0.0001"].is_null());
-  std::ifstream sf(d / "scores.csv");
-  std::string line;
-  std::getline(sf, line);
-  EXPECT_EQ(line, "run,split,set,label,prediction,score");
   int known = 0, unknown = 0;
   // The open-set confusion in eval.json is what the threshold gives on the scores in scores.csv,
   // and that threshold is deploy.json's (what cac_predict applies).
@@ -286,13 +317,10 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
   ASSERT_EQ(cm["labels"].size(), size_t(K + 1));
   EXPECT_EQ(cm["labels"][K], "unknown");
   std::vector<std::vector<int64_t>> expect(K + 1, std::vector<int64_t>(K + 1, 0));
-  while (std::getline(sf, line)) {
-    const bool is_known = line.find(",known,") != std::string::npos;
+  for (const auto& f : read_scores_csv(d / "scores.csv")) {
+    ASSERT_EQ(f.size(), 6u);
+    const bool is_known = f[1] == "known";
     (is_known ? known : unknown) += 1;
-    std::vector<std::string> f;
-    std::stringstream ls(line);
-    for (std::string x; std::getline(ls, x, ',');) f.push_back(x);
-    ASSERT_EQ(f.size(), 6u) << line;
     const int pred = std::stoi(f[4]);
     ++expect[is_known ? std::stoi(f[3]) : K][std::stod(f[5]) > threshold ? K : pred];
   }
@@ -318,12 +346,8 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
 // recorded in deploy.json and eval.json, used by the confusion matrix, and cac_predict says so.
 TEST(Eval, AcceptSetsTheDeploymentThreshold) {
   Dir d;
-  write_mnist(d / "mnist", 12);
-  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "run"), ""), 0);
-  app::EvalOptions o;
-  o.runs = {d / "run"};
-  o.device = "cpu";
-  o.workers = 2;
+  ASSERT_NO_FATAL_FAILURE(train_tiny_run(d));
+  app::EvalOptions o = cpu_eval(d / "run");
   o.json_out = d / "eval.json";
   auto threshold_at = [&](double accept) {
     o.accept = accept;
@@ -355,9 +379,7 @@ TEST(Eval, AcceptSetsTheDeploymentThreshold) {
   EXPECT_NE(said.find("accepts 50% of the validation knowns"), std::string::npos) << said;
   o.accept = 1.5;
   expect_error([&] { app::run_eval(o); }, "--accept 1.5");
-  auto [rc, out] = run_cmd(std::string(CAC_EVAL_BIN) + " --run " + (d / "run") + " --accept 0");
-  EXPECT_NE(rc, 0);
-  EXPECT_NE(out.find("--accept"), std::string::npos) << out;
+  expect_command_fails(std::string(CAC_EVAL_BIN) + " --run " + (d / "run") + " --accept 0", "--accept");
 }
 
 // cac_eval --unknown: every run is also scored against a folder of images (greyscale network: the
@@ -365,14 +387,10 @@ TEST(Eval, AcceptSetsTheDeploymentThreshold) {
 // its own metrics, scores.csv rows and report section; the run's own unknowns stay.
 TEST(Eval, ExtraUnknownSetsFromAFolderAndADataset) {
   Dir d;
-  write_mnist(d / "mnist", 12);
-  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "run"), ""), 0);
+  ASSERT_NO_FATAL_FAILURE(train_tiny_run(d));
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(testing::write_png(d / ("ood/img" + std::to_string(i) + ".png"), 40, 30, uint8_t(40 * i)));
   testing::write_mnist_idx(d / "fashion", 2);
-  app::EvalOptions o;
-  o.runs = {d / "run"};
-  o.device = "cpu";
-  o.workers = 2;
+  app::EvalOptions o = cpu_eval(d / "run");
   o.json_out = d / "eval.json";
   o.scores_csv = d / "scores.csv";
   o.report_html = d / "report.html";
@@ -393,16 +411,8 @@ TEST(Eval, ExtraUnknownSetsFromAFolderAndADataset) {
   EXPECT_EQ(sets, (std::vector<std::string>{"unknown", "ood", "fm"}));
   EXPECT_EQ(j["groups"].size(), 3u);  // one per unknown set
   std::map<std::string, int> rows;
-  std::ifstream sf(d / "scores.csv");
-  std::string line;
-  std::getline(sf, line);
-  while (std::getline(sf, line)) {
-    std::vector<std::string> f;
-    std::stringstream ls(line);
-    for (std::string x; std::getline(ls, x, ',');) f.push_back(x);
-    ASSERT_EQ(f.size(), 6u) << line;
-    ++rows[f[2]];
-  }
+  for (const auto& f : read_scores_csv(d / "scores.csv"))
+    if (f.size() == 6) ++rows[f[2]];
   EXPECT_EQ(rows["ood"], 5);
   EXPECT_EQ(rows["fm"], int(data::read_mnist_dir(d / "fashion", false, "x").size()));
   EXPECT_EQ(rows["unknown"], 48);
@@ -438,12 +448,8 @@ TEST(Eval, ExtraUnknownSetsFromAFolderAndADataset) {
 
   o.unknowns = {d / "ood", "ood=" + (d / "fashion")};
   expect_error([&] { app::run_eval(o); }, "two sets named 'ood'");
-  auto [rc2, out2] = run_cmd(std::string(CAC_EVAL_BIN) + " --run " + (d / "run") + " --device cpu --unknown imagenet:/x");
-  EXPECT_NE(rc2, 0);
-  EXPECT_NE(out2.find("unknown dataset 'imagenet'"), std::string::npos) << out2;
-  auto [rc3, out3] = run_cmd(std::string(CAC_EVAL_BIN) + " --run " + (d / "run") + " --device cpu --unknown " + (d / "nowhere"));
-  EXPECT_NE(rc3, 0);
-  EXPECT_NE(out3.find("nowhere: image folder not found"), std::string::npos) << out3;
+  expect_command_fails(std::string(CAC_EVAL_BIN) + " --run " + (d / "run") + " --device cpu --unknown imagenet:/x", "unknown dataset 'imagenet'");
+  expect_command_fails(std::string(CAC_EVAL_BIN) + " --run " + (d / "run") + " --device cpu --unknown " + (d / "nowhere"), "nowhere: image folder not found");
 }
 
 std::pair<int, std::string> run_cmd(const std::string& cmd) {
@@ -509,14 +515,10 @@ TEST(Train, ConfigFileRepeatsARunAndFlagsOverrideIt) {
       {R"({"seed": )", "not a valid run configuration"}};
   for (const auto& [text, needle] : bad) {
     std::ofstream(d / "cfg/bad.json") << text;
-    auto [rc3, out3] = run_cmd(bin + " --config " + (d / "cfg/bad.json") + " --print-config");
-    EXPECT_NE(rc3, 0) << text;
-    EXPECT_NE(out3.find("bad.json"), std::string::npos) << out3;
-    EXPECT_NE(out3.find(needle), std::string::npos) << out3;
+    const std::string said = expect_command_fails(bin + " --config " + (d / "cfg/bad.json") + " --print-config", "bad.json");
+    EXPECT_NE(said.find(needle), std::string::npos) << said;
   }
-  auto [rc4, out4] = run_cmd(bin + " --config " + (d / "a/config.json") + " --resume " + (d / "a"));
-  EXPECT_NE(rc4, 0);
-  EXPECT_NE(out4.find("--resume excludes --config"), std::string::npos) << out4;
+  expect_command_fails(bin + " --config " + (d / "a/config.json") + " --resume " + (d / "a"), "--resume excludes --config");
 }
 
 // cac_train --init: a run started from another run's weights; with 0 epochs it holds them as they
@@ -547,10 +549,7 @@ TEST(Train, InitWithZeroEpochsMakesARunOfTheGivenWeights) {
 
   // Same weights, same data: the same metrics, and a report without training curves.
   auto evaluate = [&](const std::string& run) {
-    app::EvalOptions o;
-    o.runs = {d / run};
-    o.device = "cpu";
-    o.workers = 2;
+    app::EvalOptions o = cpu_eval(d / run);
     o.json_out = d / (run + ".json");
     o.report_html = d / (run + ".html");
     EXPECT_EQ(app::run_eval(o), 0);
@@ -782,10 +781,7 @@ TEST(ImageFolder, TrainAndEvaluateOwnData) {
                            " --image-size 32 --epochs 1 --lr 0.01 --batch 4 --device cpu --workers 2 --out " + (d / "run"));
   ASSERT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("known classes: 0=cat, 1=dog; unknown: bird"), std::string::npos) << out;
-  app::EvalOptions o;
-  o.runs = {d / "run"};
-  o.device = "cpu";
-  o.workers = 2;
+  app::EvalOptions o = cpu_eval(d / "run");
   o.json_out = d / "eval.json";
   ASSERT_EQ(app::run_eval(o), 0);
   std::ifstream jf(d / "eval.json");
@@ -927,12 +923,9 @@ TEST(Cli, EveryProgramTellsItsVersion) {
     EXPECT_EQ(out, expected + "\n") << bin;
   }
   Dir d;
-  write_mnist(d / "mnist", 12);
-  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "run"), ""), 0);
+  ASSERT_NO_FATAL_FAILURE(train_tiny_run(d));
   EXPECT_EQ(read_all(d / "run/train.log").rfind("engine: " + expected + "\n", 0), 0u);
-  app::EvalOptions o;
-  o.runs = {d / "run"};
-  o.device = "cpu";
+  app::EvalOptions o = cpu_eval(d / "run");
   o.json_out = d / "eval.json";
   o.report_html = d / "report.html";
   ASSERT_EQ(app::run_eval(o), 0);
@@ -943,16 +936,10 @@ TEST(Cli, EveryProgramTellsItsVersion) {
 // cac_bench's options are checked like cac_train's: a bad value names the option and what it allows.
 TEST(Cli, BenchRejectsBadValues) {
   const std::string bench = CAC_BENCH_BIN;
-  auto [rc1, out1] = run_cmd(bench + " step --bn fastest");
-  EXPECT_NE(rc1, 0);
-  EXPECT_NE(out1.find("--bn"), std::string::npos) << out1;
+  const std::string out1 = expect_command_fails(bench + " step --bn fastest", "--bn");
   EXPECT_NE(out1.find("reread"), std::string::npos) << out1;
-  auto [rc2, out2] = run_cmd(bench + " step --arch vgg16");
-  EXPECT_NE(rc2, 0);
-  EXPECT_NE(out2.find("--arch"), std::string::npos) << out2;
-  auto [rc3, out3] = run_cmd(bench + " kernels --iters 0");
-  EXPECT_NE(rc3, 0);
-  EXPECT_NE(out3.find("--iters"), std::string::npos) << out3;
+  expect_command_fails(bench + " step --arch vgg16", "--arch");
+  expect_command_fails(bench + " kernels --iters 0", "--iters");
   auto [rc4, out4] = run_cmd(bench + " step --graph --device cpu");  // a graph records CUDA work
   EXPECT_EQ(rc4, 2);
   EXPECT_NE(out4.find("--graph"), std::string::npos) << out4;
@@ -962,24 +949,14 @@ TEST(Cli, BenchRejectsBadValues) {
 TEST(Cli, BadFlagsAndMissingDataFailClearly) {
   Dir d;
   const std::string bin = CAC_TRAIN_BIN;
-  auto [rc1, out1] = run_cmd(bin + " --dataset ImageNet --data-dir /tmp --out " + (d / "r"));
-  EXPECT_NE(rc1, 0);
-  EXPECT_NE(out1.find("ImageNet"), std::string::npos) << out1;
+  expect_command_fails(bin + " --dataset ImageNet --data-dir /tmp --out " + (d / "r"), "ImageNet");
   auto [rc2, out2] = run_cmd(bin + " --dataset MNIST --data-dir " + d.p.string() + " --out " + (d / "r"));
   EXPECT_NE(rc2, 0);
   EXPECT_NE(out2.find("train-images-idx3-ubyte"), std::string::npos) << out2;  // names the missing file
-  auto [rc3, out3] = run_cmd(bin + " --dataset MNIST --data-dir /tmp --out " + (d / "r") + " --epochs 3,x");
-  EXPECT_NE(rc3, 0);
-  EXPECT_NE(out3.find("--epochs"), std::string::npos) << out3;
-  auto [rc4, out4] = run_cmd(bin + " --dataset MNIST --data-dir /tmp --out " + (d / "r") + " --trial 7");
-  EXPECT_NE(rc4, 0);
-  EXPECT_NE(out4.find("trial"), std::string::npos) << out4;
-  auto [rc6, out6] = run_cmd(bin + " --dataset MNIST --data-dir /tmp --out " + (d / "r") + " --arch vgg16");
-  EXPECT_NE(rc6, 0);
-  EXPECT_NE(out6.find("--arch"), std::string::npos) << out6;
-  auto [rc7, out7] = run_cmd(bin + " --dataset CIFAR10-FP --trial 3 --data-dir " + d.p.string() + " --out " + (d / "r"));
-  EXPECT_NE(rc7, 0);
-  EXPECT_NE(out7.find("one fixed split"), std::string::npos) << out7;
+  expect_command_fails(bin + " --dataset MNIST --data-dir /tmp --out " + (d / "r") + " --epochs 3,x", "--epochs");
+  expect_command_fails(bin + " --dataset MNIST --data-dir /tmp --out " + (d / "r") + " --trial 7", "trial");
+  expect_command_fails(bin + " --dataset MNIST --data-dir /tmp --out " + (d / "r") + " --arch vgg16", "--arch");
+  expect_command_fails(bin + " --dataset CIFAR10-FP --trial 3 --data-dir " + d.p.string() + " --out " + (d / "r"), "one fixed split");
   auto [rc5, out5] = run_cmd(bin + " --help");
   EXPECT_EQ(rc5, 0);
   EXPECT_NE(out5.find("--lambda"), std::string::npos);

@@ -660,6 +660,26 @@ __global__ void __launch_bounds__(kThreads) bn_forward_single(
 // kEvictHeldFirst: the held part's loads carry an L2 evict-first policy, so that what L2 must
 // give up first is what shared memory already holds, not the streamed part awaiting its re-read.
 constexpr int kStreamChunk = 4;  // float4 loads in flight per thread in the streamed part
+// Visits the units i in [from, per_thread) of a thread's slice of channel c (unit j = first +
+// i * kThreads, those below `units`) as use(j, value), kStreamChunk loads in flight: the part of a
+// slice that the re-reading forwards stream instead of holding in shared memory.
+template <class Use>
+__device__ __forceinline__ void stream_units(const float4* __restrict__ x4, int first, int from, int per_thread,
+                                             int units, int upr, int C, int c, Use&& use) {
+  for (int i = from; i < per_thread; i += kStreamChunk) {
+    float4 v[kStreamChunk];
+#pragma unroll
+    for (int k = 0; k < kStreamChunk; ++k) {
+      const int j = first + (i + k) * kThreads;
+      v[k] = i + k < per_thread && j < units ? __ldg(x4 + unit_offset(j, upr, C, c)) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int k = 0; k < kStreamChunk; ++k) {
+      const int j = first + (i + k) * kThreads;
+      if (i + k < per_thread && j < units) use(j, v[k]);
+    }
+  }
+}
 template <bool kEvictHeldFirst>
 __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_reread(
     const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
@@ -675,22 +695,6 @@ __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_rerea
   const float4* x4 = reinterpret_cast<const float4*>(x);
   float4* y4 = reinterpret_cast<float4*>(y);
   auto slot = [&](int i) -> float4& { return tiles[i * kThreads + threadIdx.x]; };
-  // Visits the streamed units i in [own, per_thread) of channel c, kStreamChunk loads in flight.
-  auto stream_units = [&](int c, auto&& use) {
-    for (int i = own; i < per_thread; i += kStreamChunk) {
-      float4 v[kStreamChunk];
-#pragma unroll
-      for (int k = 0; k < kStreamChunk; ++k) {
-        const int j = first + (i + k) * kThreads;
-        v[k] = i + k < per_thread && j < units ? __ldg(x4 + unit_offset(j, upr, C, c)) : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-#pragma unroll
-      for (int k = 0; k < kStreamChunk; ++k) {
-        const int j = first + (i + k) * kThreads;
-        if (i + k < per_thread && j < units) use(j, v[k]);
-      }
-    }
-  };
   for (int c = g; c < C; c += groups) {
     for (int i = 0; i < own; ++i) {
       const int j = first + i * kThreads;
@@ -700,13 +704,14 @@ __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_rerea
     }
     cp_async_commit();
     SliceSums sums(__ldg(x + int64_t(c) * upr * 4));
-    stream_units(c, [&](int, float4 v) { sums.add(v); });
+    stream_units(x4, first, own, per_thread, units, upr, C, c, [&](int, float4 v) { sums.add(v); });
     cp_async_wait_group<0>();
     for (int i = 0; i < own; ++i)
       if (first + i * kThreads < units) sums.add(slot(i));
     const float2 ss = channel_scale_shift(sums.state(), gamma, beta, c, s, splits, partial, counters, momentum,
                                           eps, running_mean, running_var, save_mean, save_invstd);
-    stream_units(c, [&](int j, float4 v) { y4[unit_offset(j, upr, C, c)] = normalise4(v, ss.x, ss.y, leaky, slope); });
+    stream_units(x4, first, own, per_thread, units, upr, C, c,
+                 [&](int j, float4 v) { y4[unit_offset(j, upr, C, c)] = normalise4(v, ss.x, ss.y, leaky, slope); });
     for (int i = 0; i < own; ++i) {
       const int j = first + i * kThreads;
       if (j < units) y4[unit_offset(j, upr, C, c)] = normalise4(slot(i), ss.x, ss.y, leaky, slope);
@@ -748,22 +753,6 @@ __global__ void __launch_bounds__(kThreads, 6) bn_forward_cluster(
   const float4* x4 = reinterpret_cast<const float4*>(x);
   float4* y4 = reinterpret_cast<float4*>(y);
   auto slot = [&](int i) -> float4& { return tiles[i * kThreads + threadIdx.x]; };
-  // Visits the streamed units i in [held, per_thread), kStreamChunk loads in flight.
-  auto stream_units = [&](auto&& use) {
-    for (int i = held; i < per_thread; i += kStreamChunk) {
-      float4 v[kStreamChunk];
-#pragma unroll
-      for (int k = 0; k < kStreamChunk; ++k) {
-        const int j = first + (i + k) * kThreads;
-        v[k] = i + k < per_thread && j < units ? __ldg(x4 + unit_offset(j, upr, C, c)) : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-#pragma unroll
-      for (int k = 0; k < kStreamChunk; ++k) {
-        const int j = first + (i + k) * kThreads;
-        if (i + k < per_thread && j < units) use(j, v[k]);
-      }
-    }
-  };
 #pragma unroll 4
   for (int i = 0; i < held; ++i) {
     const int j = first + i * kThreads;
@@ -771,7 +760,7 @@ __global__ void __launch_bounds__(kThreads, 6) bn_forward_cluster(
   }
   cp_async_commit();
   SliceSums sums(__ldg(x + int64_t(c) * upr * 4));  // centred on a value of the channel, as in bn_stats
-  stream_units([&](int, float4 v) { sums.add(v); });
+  stream_units(x4, first, held, per_thread, units, upr, C, c, [&](int, float4 v) { sums.add(v); });
   cp_async_wait_group<0>();
   for (int i = 0; i < held; ++i)
     if (first + i * kThreads < units) sums.add(slot(i));
@@ -792,7 +781,8 @@ __global__ void __launch_bounds__(kThreads, 6) bn_forward_cluster(
   cluster.barrier_arrive();
   const float scale = __ldg(gamma + c) * sh_mi.y;  // the same expressions as bn_apply
   const float shift = __ldg(beta + c) - sh_mi.x * scale;
-  stream_units([&](int j, float4 v) { y4[unit_offset(j, upr, C, c)] = normalise4(v, scale, shift, leaky, slope); });
+  stream_units(x4, first, held, per_thread, units, upr, C, c,
+               [&](int j, float4 v) { y4[unit_offset(j, upr, C, c)] = normalise4(v, scale, shift, leaky, slope); });
   for (int i = 0; i < held; ++i) {
     const int j = first + i * kThreads;
     if (j < units) y4[unit_offset(j, upr, C, c)] = normalise4(slot(i), scale, shift, leaky, slope);
