@@ -33,34 +33,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Progress of one pass over a set, on stderr (stdout keeps only the results table): a redrawn bar
-// on a terminal, otherwise a line every 10 s; always a closing line with the rate.
-class PassProgress {
- public:
-  PassProgress(std::string what, int64_t total) : what_(std::move(what)), total_(total), tty_(isatty(2)) {}
-  void update(int64_t done) {
-    const double secs = elapsed();
-    const bool final = done >= total_;
-    if (!final && secs - last_ < (tty_ ? 0.25 : 10.0)) return;
-    last_ = secs;
-    const double eta = done > 0 ? secs / double(done) * double(total_ - done) : 0;
-    const std::string line =
-        final ? fmt::format("cac_eval: {}: {} images in {:.1f} s ({:.0f} img/s)", what_, total_, secs, double(total_) / std::max(secs, 1e-9))
-              : fmt::format("cac_eval: {} [{}] {}/{} images  eta {:.0f}s", what_, progress_bar(done, total_), done,
-                            total_, eta);
-    std::fprintf(stderr, "%s%s%s", tty_ ? "\r\033[K" : "", line.c_str(), tty_ && !final ? "" : "\n");
-    std::fflush(stderr);
-  }
-
- private:
-  std::string what_;
-  int64_t total_;
-  bool tty_;
-  double last_ = -1e9;
-  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
-  double elapsed() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
-};
-
 // Logits of every image of `s`, in order, as a host [N, K] array; `what` names the pass in the
 // progress line.
 std::vector<float> all_logits(OpenSetClassifier& model, const data::Subset& s, const data::Augment& a,
@@ -75,7 +47,7 @@ std::vector<float> all_logits(OpenSetClassifier& model, const data::Subset& s, c
   std::vector<float> out;
   data::Batch b;
   NoGradGuard no_grad;
-  PassProgress progress(what, s.size());
+  ProgressLine progress("cac_eval: ", what, s.size());  // on stderr: stdout keeps the results table
   int64_t done = 0;
   while (loader.next(&b)) {
     std::vector<float> z = model.logits(b.images).to_vector<float>();

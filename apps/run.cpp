@@ -162,11 +162,6 @@ void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool ba
   CAC_CHECK(c.epochs.size() == c.lrs.size(), "--epochs has {} stages but --lr has {}", c.epochs.size(), c.lrs.size());
 }
 
-std::string progress_bar(int64_t done, int64_t total, int width) {
-  const int filled = std::clamp(int(width * double(done) / double(std::max<int64_t>(total, 1))), 0, width);
-  return std::string(size_t(filled), '#') + std::string(size_t(width - filled), '.');
-}
-
 std::string read_text(const std::string& path, const std::string& hint) {
   std::ifstream f(path);
   CAC_CHECK(f.good(), "{}: not found{}", path, hint);

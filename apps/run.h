@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/progress.h"
 #include "models/classifier32.h"
 #include "models/resnet18.h"
 #include "data/openset.h"
@@ -54,8 +55,6 @@ void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool ba
 
 // A whole text file; a missing file fails with "PATH: not found" + hint (what the user should do).
 std::string read_text(const std::string& path, const std::string& hint = "");
-// "#####......" of `width` characters, filled in proportion to done / total (the progress lines).
-std::string progress_bar(int64_t done, int64_t total, int width = 24);
 
 Device resolve_device(const std::string& d);  // auto | cpu | cuda; clear error when cuda is missing
 std::shared_ptr<OpenSetClassifier> build_model(const RunConfig& c, int num_classes);

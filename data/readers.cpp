@@ -1,6 +1,7 @@
 #include "data/readers.h"
 
 #include "core/files.h"
+#include "core/progress.h"
 #include "data/png.h"
 
 #include <jpeglib.h>
@@ -536,11 +537,18 @@ ImageSet decode_set(const std::string& name, const std::vector<std::string>& fil
     size = w0;
   }
   std::vector<uint8_t> images(files.size() * size_t(size) * size * 3);
+  // Large folders (TinyImageNet's 110,000 JPEGs, users' own) take minutes: a progress line on
+  // stderr, silent for sets that decode within 2 s.
+  ProgressLine::Options po;
+  po.quiet_below_s = 2;
+  ProgressLine progress("", "decoding " + name, int64_t(files.size()), po);
+  std::atomic<int64_t> decoded{0};
   parallel_for(int64_t(files.size()), threads, [&](int64_t i) {
     int w = 0, h = 0;
     std::vector<uint8_t> px = decode_image_rgb(files[size_t(i)], &w, &h);
     if (w != size || h != size) px = resize_rgb(px, w, h, size);
     std::memcpy(images.data() + size_t(i) * size * size * 3, px.data(), px.size());
+    progress.update(++decoded);
   });
   return make_set(name, images, labels, size, size, 3);
 }

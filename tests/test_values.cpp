@@ -5,9 +5,12 @@
 #include <cmath>
 #include <limits>
 #include <set>
+#include <thread>
+#include <vector>
 #include <string>
 
 #include "core/autograd.h"
+#include "core/progress.h"
 #include "core/rng.h"
 #include "core/parameter_store.h"
 #include "kernels/batchnorm.h"
@@ -483,4 +486,87 @@ TEST(Autograd, SharedInputsAccumulate) {
 }
 
 }  // namespace
+
+// ---- progress lines ------------------------------------------------------------------------------
+std::string written(FILE* f) {
+  std::fflush(f);
+  std::rewind(f);
+  std::string text;
+  for (int c; (c = std::fgetc(f)) != EOF;) text += char(c);
+  return text;
+}
+
+// Plain lines (a log): a line per due update with the bar and the count, one closing line with the
+// rate, nothing after it; a terminal redraws in place; quick work can stay silent.
+TEST(ProgressLine, LinesBarsAndTheClosingLine) {
+  FILE* f = std::tmpfile();
+  ASSERT_NE(f, nullptr);
+  ProgressLine::Options o;
+  o.out = f;
+  o.tty = 0;
+  o.interval_s = 0;
+  {
+    ProgressLine p("prog: ", "decoding x", 4, o);
+    p.update(1);
+    p.update(2);
+    p.update(4);  // done: the closing line
+    p.update(3);
+    p.finish();
+  }
+  const std::string text = written(f);
+  EXPECT_EQ(text.rfind("prog: decoding x [######..................] 1/4 images  eta ", 0), 0u) << text;
+  EXPECT_NE(text.find("prog: decoding x [############............] 2/4 images"), std::string::npos) << text;
+  EXPECT_NE(text.find("prog: decoding x: 4 images in "), std::string::npos) << text;
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3) << text;  // 2 progress lines + the closing one
+  std::fclose(f);
+
+  f = std::tmpfile();
+  o.out = f;
+  o.tty = 1;
+  {
+    ProgressLine p("", "w", 2, o);
+    p.update(1);
+    p.finish();
+  }
+  const std::string redrawn = written(f);
+  EXPECT_EQ(redrawn.rfind("\r\033[Kw [", 0), 0u) << redrawn;
+  EXPECT_EQ(std::count(redrawn.begin(), redrawn.end(), '\n'), 1) << redrawn;  // only the closing line ends one
+  std::fclose(f);
+
+  f = std::tmpfile();
+  o.out = f;
+  o.quiet_below_s = 60;
+  {
+    ProgressLine p("", "quick", 3, o);
+    p.update(1);
+    p.update(3);
+  }
+  EXPECT_EQ(written(f), "");
+  std::fclose(f);
+}
+
+// Updated from many threads at once (the parallel decoders): no lost closing line, no second one.
+TEST(ProgressLine, ManyThreadsOneClosingLine) {
+  FILE* f = std::tmpfile();
+  ASSERT_NE(f, nullptr);
+  ProgressLine::Options o;
+  o.out = f;
+  o.tty = 0;
+  o.interval_s = 0;
+  ProgressLine p("", "work", 8000, o);
+  std::atomic<int64_t> done{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i) p.update(++done);
+    });
+  for (auto& t : threads) t.join();
+  const std::string text = written(f);
+  size_t closing = 0;
+  for (size_t at = text.find("work: 8000 images in"); at != std::string::npos; at = text.find("work: 8000 images in", at + 1))
+    ++closing;
+  EXPECT_EQ(closing, 1u);
+  std::fclose(f);
+}
+
 }  // namespace cac
