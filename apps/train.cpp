@@ -180,6 +180,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   log.write(fmt::format("cac_train: {} trial {}, {}, {} known classes, {} train / {} val images, method {}, {} epochs on {}\n",
                         d.benchmark, cfg.trial, cfg.arch.empty() ? "classifier32" : cfg.arch, d.num_classes(), d.train.size(),
                         d.val.size(), cfg.method, total_epochs, dev == Device::CUDA ? cuda::device_description() : "the CPU"));
+  if (!d.val_folder.empty()) log.write(fmt::format("validation images: {} (all of train/ trains)\n", d.val_folder));
   if (!d.class_names.empty()) {  // named classes (an image folder, Fashion-MNIST, CIFAR-10): which is which
     std::string known, unknown;
     auto name = [&](int64_t c) { return c >= 0 && c < int64_t(d.class_names.size()) ? d.class_names[size_t(c)] : std::to_string(c); };

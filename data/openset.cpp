@@ -53,6 +53,17 @@ void finish(OpenSetData& d, const ImageSet& train_set, const ImageSet& test_set,
                       : compute_normalisation(d.train);
 }
 
+// finish() with a validation set of its own instead of a seeded split of the training images.
+void finish_with_val(OpenSetData& d, const ImageSet& train_set, const ImageSet& val_set, const ImageSet& test_set,
+                     const std::string& split_json) {
+  require_images(train_set, d.classes.known, "known", split_json);
+  const std::vector<int64_t> map = known_class_map(d.classes, d.classes.known.back() + 1);
+  d.train = select_classes(train_set, d.classes.known, map);
+  d.val = select_classes(val_set, d.classes.known, map);
+  d.test_known = select_classes(test_set, d.classes.known, map);
+  d.norm = compute_normalisation(d.train);
+}
+
 // The test images of the unknown classes (labels kept: the dataset's own).
 Subset unknown_classes(const ImageSet& test, const std::vector<int64_t>& classes, const std::string& split_json) {
   require_images(test, classes, "unknown", split_json);
@@ -76,14 +87,39 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
     CAC_CHECK(!split_json.empty(), "ImageFolder: pass --split FILE naming the known and unknown classes, e.g. "
               "{{\"known\": [\"cat\", \"dog\"], \"unknown\": [\"car\"]}} (sub-folder names of {}/train)", data_dir);
     const int size = image_size > 0 ? image_size : d.defaults.image_size;
-    std::vector<std::string> train_names, test_names;
+    std::vector<std::string> train_names, test_names, val_names;
     auto train = keep(d, read_image_folder((fs::path(data_dir) / "train").string(), size, &train_names));
     auto test = keep(d, read_image_folder((fs::path(data_dir) / "test").string(), size, &test_names));
     CAC_CHECK(train_names == test_names, "{}: train/ and test/ must hold the same class folders (train: {}; test: {})",
               data_dir, fmt::join(train_names, ", "), fmt::join(test_names, ", "));
     d.class_names = train_names;
     d.classes = read_trial_json(split_json, &d.class_names);
-    finish(d, *train, *test, seed, split_json, /*cache_norm=*/false);
+    const fs::path val_dir = fs::path(data_dir) / "val";
+    if (!fs::exists(val_dir)) {
+      finish(d, *train, *test, seed, split_json, /*cache_norm=*/false);
+    } else {
+      // A validation folder of the user's own: all of train/ trains, val/ validates (its known
+      // classes; the unknown ones need no folder there).
+      auto val = keep(d, read_image_folder(val_dir.string(), size, &val_names));
+      for (const std::string& n : val_names)
+        CAC_CHECK(std::find(train_names.begin(), train_names.end(), n) != train_names.end(),
+                  "{}: class folder '{}' is not in train/ (its classes: {})", val_dir.string(), n, fmt::join(train_names, ", "));
+      std::vector<int64_t> val_labels;  // val/'s labels are its own folders' ranks: map them to train/'s
+      for (int64_t c : d.classes.known) {
+        const auto it = std::find(val_names.begin(), val_names.end(), train_names[size_t(c)]);
+        CAC_CHECK(it != val_names.end(), "{}: no folder for the known class '{}' (a val/ folder must hold every known class)",
+                  val_dir.string(), train_names[size_t(c)]);
+      }
+      const int64_t* vl = val->labels.data<int64_t>();
+      std::vector<int64_t> relabelled(size_t(val->size()));
+      for (int64_t i = 0; i < val->size(); ++i) {
+        const std::string& name = val_names[size_t(vl[i])];
+        relabelled[size_t(i)] = std::find(train_names.begin(), train_names.end(), name) - train_names.begin();
+      }
+      val->labels = Tensor::from_vector(relabelled, {val->size()});
+      finish_with_val(d, *train, *val, *test, split_json);
+      d.val_folder = val_dir.string();
+    }
     d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});
     d.unknown_label_names["unknown"] = d.class_names;
     return d;

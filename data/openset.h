@@ -18,6 +18,7 @@ struct OpenSetData {
   Trial classes;
   DatasetDefaults defaults;
   Subset train, val;    // labels remapped to 0..K-1
+  std::string val_folder;  // where val comes from when it is not a seeded split of the training images
   Subset test_known;    // labels remapped to 0..K-1
   // Unknown test sets by name ("unknown", or "SVHN test" / "CIFAR-100 superclasses"); labels are
   // the source dataset's own.

@@ -1015,6 +1015,32 @@ TEST(DataOpenSet, ImageFolderWithNamedSplit) {
   expect_error([&] { read_trial_json(d / "split.json"); }, {"split.json", "by name"});
 }
 
+// An image folder with its own val/: all of train/ trains, val/ validates (in train/'s class
+// numbering, whatever val/ holds besides), the normalisation comes from train/ alone; a val/ that
+// lacks a known class or has one train/ lacks is named.
+TEST(DataOpenSet, ImageFolderWithItsOwnValidationFolder) {
+  TempDir d;
+  testing::write_image_folder(d / "pets", {"cat", "car", "dog"}, 5, 2, 16, 16);
+  for (int i = 0; i < 3; ++i) write_jpeg(d / ("pets/val/dog/v" + std::to_string(i) + ".jpg"), 16, 16, false, 200);
+  write_jpeg(d / "pets/val/cat/v0.jpg", 16, 16, false, 10);
+  std::ofstream(d / "split.json") << R"({"known": ["dog", "cat"], "unknown": ["car"]})";
+  OpenSetData o = load_benchmark("ImageFolder", 0, d / "pets", 1, d / "split.json", 16);
+  EXPECT_EQ(o.val_folder, d / "pets/val");
+  EXPECT_EQ(o.train.size(), 10);  // every train/ image of the two known classes
+  ASSERT_EQ(o.val.size(), 4);
+  std::multiset<int64_t> val_labels(o.val.labels.begin(), o.val.labels.end());
+  EXPECT_EQ(val_labels, (std::multiset<int64_t>{0, 1, 1, 1}));  // cat -> 0, dog -> 1 (train/'s order)
+  for (size_t i = 0; i < o.val.indices.size(); ++i)  // the images are val/'s: dog 200, cat 10
+    EXPECT_NEAR(o.val.source->image(o.val.indices[i])[0], o.val.labels[i] == 1 ? 200 : 10, 2);
+  fs::remove_all(d / "pets/val/cat");
+  expect_error([&] { load_benchmark("ImageFolder", 0, d / "pets", 1, d / "split.json", 16); },
+               {"val", "no folder for the known class 'cat'"});
+  write_jpeg(d / "pets/val/cat/v0.jpg", 16, 16, false, 10);
+  write_jpeg(d / "pets/val/cow/v0.jpg", 16, 16, false, 10);
+  expect_error([&] { load_benchmark("ImageFolder", 0, d / "pets", 1, d / "split.json", 16); },
+               {"val", "'cow' is not in train/"});
+}
+
 TEST(DataOpenSet, UserSplitJson) {
   TempDir d;
   std::ofstream(d / "split.json") << R"({"known": [3, 1, 4], "unknown": [0, 2]})";
