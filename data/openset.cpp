@@ -232,10 +232,11 @@ UnknownSource parse_unknown_source(const std::string& spec) {
     if (!u.dataset.empty()) {
       u.name = u.dataset + " test";
     } else {
-      fs::path p = fs::path(u.path).lexically_normal();
-      if (!p.has_filename()) p = p.parent_path();  // "photos/" -> "photos"
+      // The folder's own name: "photos/" -> "photos", "." -> the current folder's name (fuzz_records).
+      fs::path p = fs::absolute(u.path).lexically_normal();
+      if (!p.has_filename()) p = p.parent_path();
       u.name = p.filename().string();
-      if (u.name.empty() || u.name == "." || u.name == "..") u.name = fs::absolute(p).lexically_normal().filename().string();
+      if (u.name.empty()) u.name = "images";  // the root folder
     }
   }
   // The name is a column of scores.csv and a key of eval.json: no separators or line breaks.

@@ -594,6 +594,9 @@ TEST(DataUnknownSource, ParsesNamesDatasetsAndFolders) {
   u = p("ood=/data/my=photos");  // an '=' after the first '/' belongs to the path
   EXPECT_EQ(u.name, "ood");
   EXPECT_EQ(u.path, "/data/my=photos");
+  u = p(".");  // the current folder, by its own name (found by fuzz_records: the name was empty)
+  EXPECT_EQ(u.name, fs::current_path().filename().string());
+  EXPECT_EQ(p("/").name, "images");
   u = p("./odd:name");  // a ':' after a '/' is part of a folder's name, not a dataset
   EXPECT_EQ(u.dataset, "");
   EXPECT_EQ(u.name, "odd:name");
