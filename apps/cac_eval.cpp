@@ -15,7 +15,8 @@ int main(int argc, char** argv) {
   app.add_option("--run", o.runs, "a run folder made by cac_train (repeat for trials 0-4)")->required()->check(CLI::ExistingDirectory);
   app.add_option("--json", o.json_out, "write metrics per run and their mean/std here");
   app.add_option("--save-scores", o.scores_csv, "write one CSV row per test image (run, split, set, label, prediction, score)");
-  app.add_option("--report", o.report_html, "write a self-contained HTML report (curves, histograms, training curves)");
+  app.add_option("--report", o.report_html, "write a self-contained HTML report (metrics, ROC/OSCR curves, score histograms, logit space, "
+                 "confusion matrices, unknown classes, training curves)");
   app.add_option("--title", o.report_title, "the report's title");
   app.add_option("--arch", o.arch, "check that every run is this network (classifier32 or resnet18; read from config.json)")
       ->check(CLI::IsMember({"classifier32", "resnet18"}));

@@ -158,10 +158,13 @@ int main(int argc, char** argv) {
                "only --data-dir, --device, --workers and --stop-after). For a new run from its settings: cac_train "
                "--config {}/config.json {} ... --out NEW_RUN", opt->get_name(), resume, resume, opt->get_name());
     }
-    if (!resume.empty() && print_config) {
+    if (!resume.empty() && print_config) {  // the settings as resuming would record them
       const std::string where = resume + "/config.json";
-      std::fputs(app::RunConfig::from_json(app::read_text(where, " (is this a cac_train run folder?)"), where).to_json().c_str(),
-                 stdout);
+      app::RunConfig r = app::RunConfig::from_json(app::read_text(where, " (is this a cac_train run folder?)"), where);
+      if (dd->count() > 0) r.data_dir = std::filesystem::absolute(c.data_dir).lexically_normal().string();
+      if (dv->count() > 0) r.device = c.device;
+      if (wk->count() > 0) r.workers = c.workers;
+      std::fputs(r.to_json().c_str(), stdout);
       return 0;
     }
     app::ResumeOverrides changes;

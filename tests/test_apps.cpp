@@ -255,6 +255,9 @@ TEST(Train, ResumeRefusesSettingsButFollowsMovedData) {
       expect_command_fails(bin + " --resume " + (d / "cut") + " --epochs 5,5", "--epochs cannot be changed when resuming");
   EXPECT_NE(out1.find("--config " + (d / "cut") + "/config.json"), std::string::npos) << out1;
   fs::rename(d / "mnist", d / "moved");
+  auto [rc_print, printed] = run_cmd(bin + " --resume " + (d / "cut") + " --data-dir " + (d / "moved") + " --print-config");
+  ASSERT_EQ(rc_print, 0) << printed;
+  EXPECT_EQ(app::RunConfig::from_json(printed, "printed").data_dir, (d / "moved"));  // as resuming would record it
   auto [rc2, out2] = run_cmd(bin + " --resume " + (d / "cut"));
   EXPECT_NE(rc2, 0);
   EXPECT_NE(out2.find(d / "mnist"), std::string::npos) << out2;  // names where it looked
