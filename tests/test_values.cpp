@@ -488,72 +488,70 @@ TEST(Autograd, SharedInputsAccumulate) {
 }  // namespace
 
 // ---- progress lines ------------------------------------------------------------------------------
-std::string written(FILE* f) {
-  std::fflush(f);
-  std::rewind(f);
-  std::string text;
-  for (int c; (c = std::fgetc(f)) != EOF;) text += char(c);
-  return text;
-}
+// A scratch file that a progress line writes to, with options that draw every update.
+struct CapturedLines {
+  FILE* f = std::tmpfile();
+  CapturedLines() { EXPECT_NE(f, nullptr); }
+  ~CapturedLines() { std::fclose(f); }
+  ProgressLine::Options options(int tty = 0) const {
+    ProgressLine::Options o;
+    o.out = f;
+    o.tty = tty;
+    o.interval_s = 0;
+    return o;
+  }
+  std::string text() const {
+    std::fflush(f);
+    std::rewind(f);
+    std::string text;
+    for (int c; (c = std::fgetc(f)) != EOF;) text += char(c);
+    return text;
+  }
+};
 
 // Plain lines (a log): a line per due update with the bar and the count, one closing line with the
 // rate, nothing after it; a terminal redraws in place; quick work can stay silent.
 TEST(ProgressLine, LinesBarsAndTheClosingLine) {
-  FILE* f = std::tmpfile();
-  ASSERT_NE(f, nullptr);
-  ProgressLine::Options o;
-  o.out = f;
-  o.tty = 0;
-  o.interval_s = 0;
+  CapturedLines plain;
   {
-    ProgressLine p("prog: ", "decoding x", 4, o);
+    ProgressLine p("prog: ", "decoding x", 4, plain.options());
     p.update(1);
     p.update(2);
     p.update(4);  // done: the closing line
     p.update(3);
     p.finish();
   }
-  const std::string text = written(f);
+  const std::string text = plain.text();
   EXPECT_EQ(text.rfind("prog: decoding x [######..................] 1/4 images  eta ", 0), 0u) << text;
   EXPECT_NE(text.find("prog: decoding x [############............] 2/4 images"), std::string::npos) << text;
   EXPECT_NE(text.find("prog: decoding x: 4 images in "), std::string::npos) << text;
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3) << text;  // 2 progress lines + the closing one
-  std::fclose(f);
 
-  f = std::tmpfile();
-  o.out = f;
-  o.tty = 1;
+  CapturedLines terminal;
   {
-    ProgressLine p("", "w", 2, o);
+    ProgressLine p("", "w", 2, terminal.options(/*tty=*/1));
     p.update(1);
     p.finish();
   }
-  const std::string redrawn = written(f);
+  const std::string redrawn = terminal.text();
   EXPECT_EQ(redrawn.rfind("\r\033[Kw [", 0), 0u) << redrawn;
   EXPECT_EQ(std::count(redrawn.begin(), redrawn.end(), '\n'), 1) << redrawn;  // only the closing line ends one
-  std::fclose(f);
 
-  f = std::tmpfile();
-  o.out = f;
+  CapturedLines quick;
+  ProgressLine::Options o = quick.options();
   o.quiet_below_s = 60;
   {
     ProgressLine p("", "quick", 3, o);
     p.update(1);
     p.update(3);
   }
-  EXPECT_EQ(written(f), "");
-  std::fclose(f);
+  EXPECT_EQ(quick.text(), "");
 }
 
 // Updated from many threads at once (the parallel decoders): no lost closing line, no second one.
 TEST(ProgressLine, ManyThreadsOneClosingLine) {
-  FILE* f = std::tmpfile();
-  ASSERT_NE(f, nullptr);
-  ProgressLine::Options o;
-  o.out = f;
-  o.tty = 0;
-  o.interval_s = 0;
-  ProgressLine p("", "work", 8000, o);
+  CapturedLines lines;
+  ProgressLine p("", "work", 8000, lines.options());
   std::atomic<int64_t> done{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t)
@@ -561,12 +559,11 @@ TEST(ProgressLine, ManyThreadsOneClosingLine) {
       for (int i = 0; i < 1000; ++i) p.update(++done);
     });
   for (auto& t : threads) t.join();
-  const std::string text = written(f);
+  const std::string text = lines.text();
   size_t closing = 0;
   for (size_t at = text.find("work: 8000 images in"); at != std::string::npos; at = text.find("work: 8000 images in", at + 1))
     ++closing;
   EXPECT_EQ(closing, 1u);
-  std::fclose(f);
 }
 
 }  // namespace cac
