@@ -2,7 +2,6 @@
 // learnt centres) under the paper's protocol. `cac_train --help` lists every flag and default.
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <stdexcept>
@@ -103,8 +102,8 @@ int main(int argc, char** argv) {
           {me, "method"}, {ar, "arch"}, {al, "alpha"}, {la, "lambda"}, {ep, "epochs"}, {lr, "lrs"},
           {bs, "batch"}, {wd, "weight_decay"}, {dv, "device"}, {se, "seed"}, {tl, "train_limit"},
           {wk, "workers"}, {in, "init"}};
-      // A run's config.json names its own folder, and channels follow from the dataset.
-      std::set<std::string> keep = {"out", "channels"};
+      // A run's config.json names its own folder.
+      std::set<std::string> keep = {"out"};
       for (const auto& [opt, field] : flag_fields)
         if (opt->count() > 0) keep.insert(field);
       const std::string config_text = config_file.empty() ? "" : app::read_text(config_file);
@@ -123,20 +122,18 @@ int main(int argc, char** argv) {
       app::apply_dataset_defaults(c, given("epochs"), given("lrs"), given("batch"), given("weight_decay"),
                                   given("image_size"));
       overlay();
-      if (!config_file.empty()) {  // a file may repeat the dataset's channels, not change them
-        app::RunConfig file_only;
-        const auto fields = file_only.overlay_json(config_text, config_file, {});
-        CAC_CHECK(std::find(fields.begin(), fields.end(), "channels") == fields.end() || file_only.channels == c.channels,
-                  "{}: channels {} does not match {}'s images ({} channels); remove it from the file", config_file,
-                  file_only.channels, c.dataset, c.channels);
-      }
+      // Channels follow from the dataset: a file may repeat them, not change them.
+      const int dataset_channels = data::dataset_defaults(c.dataset).channels;
+      CAC_CHECK(!from_file.count("channels") || c.channels == dataset_channels,
+                "{}: channels {} does not match {}'s images ({} channels); remove it from the file", config_file,
+                c.channels, c.dataset, dataset_channels);
       // Relative paths in the file are relative to the file; config.json records absolute paths,
       // so cac_eval and --resume work from any folder.
       const fs::path config_dir = config_file.empty() ? fs::path() : fs::absolute(config_file).parent_path();
       auto absolute = [&](std::string& path, const char* field) {
         if (path.empty()) return;
         fs::path p(path);
-        if (p.is_relative() && !keep.count(field) && from_file.count(field)) p = config_dir / p;
+        if (p.is_relative() && from_file.count(field)) p = config_dir / p;  // (flags are never in from_file)
         path = fs::absolute(p).lexically_normal().string();
       };
       absolute(c.data_dir, "data_dir");

@@ -1,9 +1,6 @@
 #include "apps/evaluate.h"
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -70,8 +67,11 @@ int run_eval(const EvalOptions& o) {
       CAC_CHECK(extra[i].name != extra.back().name, "--unknown: two sets named '{}' (give each a NAME=)", extra.back().name);
   }
   // Read once per image size and channel count (runs of one benchmark share them).
-  std::map<std::tuple<size_t, int, int>, std::shared_ptr<data::ImageSet>> extra_sets;
-  std::map<std::string, std::vector<std::string>> extra_names;  // each set's label names
+  struct ExtraSet {
+    std::shared_ptr<data::ImageSet> images;
+    std::vector<std::string> label_names;
+  };
+  std::map<std::tuple<size_t, int, int>, ExtraSet> extra_sets;
   const Device dev = resolve_device(o.device);
   std::vector<eval::ReportEntry> entries;
   std::ofstream scores;
@@ -94,16 +94,15 @@ int run_eval(const EvalOptions& o) {
       for (const auto& [name, subset] : d.test_unknown)
         CAC_CHECK(name != extra[i].name, "--unknown: {} already has an unknown set named '{}' (give yours another NAME=)",
                   run, name);
-      auto& set = extra_sets[{i, c.image_size, c.channels}];
-      if (!set) {
-        set = std::make_shared<data::ImageSet>(
-            data::read_unknown_source(extra[i], c.image_size, c.channels, &extra_names[extra[i].name]));
-      }
-      d.unknown_label_names[extra[i].name] = extra_names[extra[i].name];
+      ExtraSet& set = extra_sets[{i, c.image_size, c.channels}];
+      if (!set.images)
+        set.images = std::make_shared<data::ImageSet>(
+            data::read_unknown_source(extra[i], c.image_size, c.channels, &set.label_names));
+      d.unknown_label_names[extra[i].name] = set.label_names;
       data::Subset all;
-      all.source = set.get();
-      const int64_t* labels = set->labels.data<int64_t>();
-      for (int64_t k = 0; k < set->size(); ++k) {
+      all.source = set.images.get();
+      const int64_t* labels = set.images->labels.data<int64_t>();
+      for (int64_t k = 0; k < set.images->size(); ++k) {
         all.indices.push_back(k);
         all.labels.push_back(labels[k]);
       }
@@ -331,7 +330,7 @@ int run_eval(const EvalOptions& o) {
     std::printf("  %s: %s  AUROC %.4f, %.1f%% accepted%s\n", eval::entry_name(e).c_str(),
                 eval::unknown_label_name(e, worst->label).c_str(), worst->auroc,
                 100.0 * double(worst->accepted) / double(std::max<int64_t>(worst->images, 1)),
-                worst->accepted > 0 ? fmt::format(", most as {}", k < e.class_names.size() ? e.class_names[k] : std::to_string(k)).c_str() : "");
+                worst->accepted > 0 ? fmt::format(", most as {}", eval::known_class_name(e, k)).c_str() : "");
   }
   if (!o.json_out.empty()) write_file_atomic(o.json_out, out.dump(2) + "\n");
   if (scores.is_open()) {

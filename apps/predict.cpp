@@ -26,11 +26,8 @@ std::vector<std::string> collect_images(const std::vector<std::string>& inputs) 
       files.push_back(in);
       continue;
     }
-    std::vector<std::string> found;
-    for (const auto& e : fs::recursive_directory_iterator(in))
-      if (e.is_regular_file() && data::is_image_name(e.path())) found.push_back(e.path().string());
+    const std::vector<std::string> found = data::list_images(in);
     CAC_CHECK(!found.empty(), "{}: no JPEG or PNG images in this folder", in);
-    std::sort(found.begin(), found.end());
     files.insert(files.end(), found.begin(), found.end());
   }
   CAC_CHECK(!files.empty(), "no images given");

@@ -31,20 +31,13 @@ struct ConfigField {
   const char* key;
   void (*read)(RunConfig& c, const json& v, const std::string& where);
 };
-template <class T>
-std::vector<T> as_list(const json& v, const std::string& where, const char* key) {
-  CAC_CHECK(v.is_array(), "{}: {} must be a list (found {})", where, key, v.type_name());
-  std::vector<T> out;
-  for (size_t i = 0; i < v.size(); ++i) out.push_back(jsonf::as<T>(v[i], where, fmt::format("{}[{}]", key, i)));
-  return out;
-}
 #define CAC_CONFIG_FIELD(name, T)                                                                        \
   ConfigField {                                                                                          \
 #name, [](RunConfig& c, const json& v, const std::string& where) { c.name = jsonf::as<T>(v, where, #name); } \
   }
 #define CAC_CONFIG_LIST(name, T)                                                                         \
   ConfigField {                                                                                          \
-#name, [](RunConfig& c, const json& v, const std::string& where) { c.name = as_list<T>(v, where, #name); } \
+#name, [](RunConfig& c, const json& v, const std::string& where) { c.name = jsonf::as_list<T>(v, where, #name); } \
   }
 const std::vector<ConfigField>& config_fields() {
   static const std::vector<ConfigField> fields = {

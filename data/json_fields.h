@@ -58,15 +58,20 @@ T field(const nlohmann::json& j, const char* key, const std::string& where) {
   return as<T>(member(j, key, where), where, key);
 }
 
-// j[key] as a list of T.
+// `value` (the field `key`) as a list of T.
 template <class T>
-std::vector<T> list(const nlohmann::json& j, const char* key, const std::string& where) {
-  const nlohmann::json& v = member(j, key, where);
+std::vector<T> as_list(const nlohmann::json& v, const std::string& where, const char* key) {
   CAC_CHECK(v.is_array(), "{}: {} must be a list (found {})", where, key, v.type_name());
   std::vector<T> out;
   out.reserve(v.size());
   for (size_t i = 0; i < v.size(); ++i) out.push_back(as<T>(v[i], where, fmt::format("{}[{}]", key, i)));
   return out;
+}
+
+// j[key] as a list of T.
+template <class T>
+std::vector<T> list(const nlohmann::json& j, const char* key, const std::string& where) {
+  return as_list<T>(member(j, key, where), where, key);
 }
 
 }  // namespace cac::jsonf

@@ -40,28 +40,24 @@ void require_images(const ImageSet& set, const std::vector<int64_t>& classes, co
               split_json.empty() ? "the standard split" : split_json, role, c, set.name, top);
 }
 
+// val_set: a validation set of its own (all of train_set then trains); none: a seeded split of
+// the training images.
 void finish(OpenSetData& d, const ImageSet& train_set, const ImageSet& test_set, uint64_t seed,
-            const std::string& split_json, bool cache_norm = true) {
+            const std::string& split_json, bool cache_norm = true, const ImageSet* val_set = nullptr) {
   require_images(train_set, d.classes.known, "known", split_json);
-  TrainVal tv = split_train_val(train_set, d.classes, d.defaults.val_fraction, seed);
-  d.train = std::move(tv.train);
-  d.val = std::move(tv.val);
-  const int64_t max_label = d.classes.known.back();
-  d.test_known = select_classes(test_set, d.classes.known, known_class_map(d.classes, max_label + 1));
+  const std::vector<int64_t> map = known_class_map(d.classes, d.classes.known.back() + 1);
+  if (val_set) {
+    d.train = select_classes(train_set, d.classes.known, map);
+    d.val = select_classes(*val_set, d.classes.known, map);
+  } else {
+    TrainVal tv = split_train_val(train_set, d.classes, d.defaults.val_fraction, seed);
+    d.train = std::move(tv.train);
+    d.val = std::move(tv.val);
+  }
+  d.test_known = select_classes(test_set, d.classes.known, map);
   d.norm = cache_norm ? cached_normalisation(d.train, fmt::format("{}/trial{}/seed{}/val{}", d.benchmark, d.trial, seed,
                                                                   d.defaults.val_fraction))
                       : compute_normalisation(d.train);
-}
-
-// finish() with a validation set of its own instead of a seeded split of the training images.
-void finish_with_val(OpenSetData& d, const ImageSet& train_set, const ImageSet& val_set, const ImageSet& test_set,
-                     const std::string& split_json) {
-  require_images(train_set, d.classes.known, "known", split_json);
-  const std::vector<int64_t> map = known_class_map(d.classes, d.classes.known.back() + 1);
-  d.train = select_classes(train_set, d.classes.known, map);
-  d.val = select_classes(val_set, d.classes.known, map);
-  d.test_known = select_classes(test_set, d.classes.known, map);
-  d.norm = compute_normalisation(d.train);
 }
 
 // The test images of the unknown classes (labels kept: the dataset's own).
@@ -101,23 +97,20 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
       // A validation folder of the user's own: all of train/ trains, val/ validates (its known
       // classes; the unknown ones need no folder there).
       auto val = keep(d, read_image_folder(val_dir.string(), size, &val_names));
-      for (const std::string& n : val_names)
-        CAC_CHECK(std::find(train_names.begin(), train_names.end(), n) != train_names.end(),
-                  "{}: class folder '{}' is not in train/ (its classes: {})", val_dir.string(), n, fmt::join(train_names, ", "));
-      std::vector<int64_t> val_labels;  // val/'s labels are its own folders' ranks: map them to train/'s
-      for (int64_t c : d.classes.known) {
-        const auto it = std::find(val_names.begin(), val_names.end(), train_names[size_t(c)]);
-        CAC_CHECK(it != val_names.end(), "{}: no folder for the known class '{}' (a val/ folder must hold every known class)",
+      std::vector<int64_t> to_train;  // val/'s labels are its own folders' ranks: val/ folder k -> train/'s class
+      for (const std::string& n : val_names) {
+        const auto it = std::find(train_names.begin(), train_names.end(), n);
+        CAC_CHECK(it != train_names.end(), "{}: class folder '{}' is not in train/ (its classes: {})", val_dir.string(),
+                  n, fmt::join(train_names, ", "));
+        to_train.push_back(it - train_names.begin());
+      }
+      for (int64_t c : d.classes.known)
+        CAC_CHECK(std::find(to_train.begin(), to_train.end(), c) != to_train.end(),
+                  "{}: no folder for the known class '{}' (a val/ folder must hold every known class)",
                   val_dir.string(), train_names[size_t(c)]);
-      }
-      const int64_t* vl = val->labels.data<int64_t>();
-      std::vector<int64_t> relabelled(size_t(val->size()));
-      for (int64_t i = 0; i < val->size(); ++i) {
-        const std::string& name = val_names[size_t(vl[i])];
-        relabelled[size_t(i)] = std::find(train_names.begin(), train_names.end(), name) - train_names.begin();
-      }
-      val->labels = Tensor::from_vector(relabelled, {val->size()});
-      finish_with_val(d, *train, *val, *test, split_json);
+      int64_t* labels = val->labels.data<int64_t>();
+      for (int64_t i = 0; i < val->size(); ++i) labels[i] = to_train[size_t(labels[i])];
+      finish(d, *train, *test, seed, split_json, /*cache_norm=*/false, val.get());
       d.val_folder = val_dir.string();
     }
     d.test_unknown.push_back({"unknown", unknown_classes(*test, d.classes.unknown, split_json)});

@@ -555,13 +555,18 @@ ImageSet decode_set(const std::string& name, const std::vector<std::string>& fil
 
 }  // namespace
 
-ImageSet read_image_tree(const std::string& root, int size, const std::string& name, int threads) {
-  CAC_CHECK(fs::is_directory(root), "{}: image folder not found", root);
+std::vector<std::string> list_images(const std::string& root) {
   std::vector<std::string> files;
   for (const auto& e : fs::recursive_directory_iterator(root))
     if (e.is_regular_file() && is_image_name(e.path())) files.push_back(e.path().string());
-  CAC_CHECK(!files.empty(), "{}: no JPEG or PNG images in this folder or below it", root);
   std::sort(files.begin(), files.end());
+  return files;
+}
+
+ImageSet read_image_tree(const std::string& root, int size, const std::string& name, int threads) {
+  CAC_CHECK(fs::is_directory(root), "{}: image folder not found", root);
+  const std::vector<std::string> files = list_images(root);
+  CAC_CHECK(!files.empty(), "{}: no JPEG or PNG images in this folder or below it", root);
   return decode_set(name, files, std::vector<int64_t>(files.size(), 0), size, threads);
 }
 

@@ -49,6 +49,8 @@ std::vector<std::string> tinyimagenet_class_names(const std::string& root, const
 ImageSet read_image_folder(const std::string& root, int size, std::vector<std::string>* classes,
                            int threads = 0);
 
+// The JPEG and PNG files under root (recursively), in path order; empty where there are none.
+std::vector<std::string> list_images(const std::string& root);
 // Every JPEG and PNG under root (recursively, in path order) as one set of size x size RGB images
 // (size 0: all must share the first's square size), labels 0; e.g. images that are all unknown.
 ImageSet read_image_tree(const std::string& root, int size, const std::string& name, int threads = 0);

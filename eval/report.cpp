@@ -347,6 +347,10 @@ std::string unknown_label_name(const ReportEntry& e, int64_t label) {
                                                                      : std::to_string(label);
 }
 
+std::string known_class_name(const ReportEntry& e, size_t k) {
+  return k < e.class_names.size() ? e.class_names[k] : std::to_string(k);
+}
+
 std::string html_unknown_classes(const ReportEntry& e) {
   std::vector<const UnknownClassBreakdown*> rows;
   for (const auto& b : e.unknown_classes) rows.push_back(&b);
@@ -355,9 +359,6 @@ std::string html_unknown_classes(const ReportEntry& e) {
     const bool fa = std::isfinite(a->auroc), fb = std::isfinite(b->auroc);
     return fa != fb ? fa : fa && a->auroc < b->auroc;
   });
-  auto known_name = [&](size_t k) {
-    return k < e.class_names.size() ? e.class_names[k] : std::to_string(k);
-  };
   std::string h = "<table><tr><th>unknown class</th><th>images</th><th>AUROC</th><th>accepted</th>"
                   "<th style=\"text-align:left\">accepted as (most often first)</th></tr>\n";
   for (const UnknownClassBreakdown* b : rows) {
@@ -367,7 +368,7 @@ std::string html_unknown_classes(const ReportEntry& e) {
     std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return b->accepted_as[x] > b->accepted_as[y]; });
     std::string as;
     for (size_t i = 0; i < order.size() && i < 3; ++i)
-      as += fmt::format("{}{} {}", i ? ", " : "", html_escape(known_name(order[i])), b->accepted_as[order[i]]);
+      as += fmt::format("{}{} {}", i ? ", " : "", html_escape(known_class_name(e, order[i])), b->accepted_as[order[i]]);
     if (order.size() > 3) as += ", …";
     const double share = b->images > 0 ? double(b->accepted) / double(b->images) : 0.0;
     h += fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ({:.1f}%)</td><td style=\"text-align:left\">{}</td></tr>\n",

@@ -77,6 +77,8 @@ std::string html_confusion(const ReportEntry& e);
 std::string html_unknown_classes(const ReportEntry& e);
 // The name of unknown label `label` of the entry: its name where known, else the number.
 std::string unknown_label_name(const ReportEntry& e, int64_t label);
+// The name of the entry's known class k (network class index): class_names[k], else the number.
+std::string known_class_name(const ReportEntry& e, size_t k);
 
 // The logit space of one entry in its principal plane (fitted to the known test images): knowns
 // coloured by class, unknowns grey, the anchors as crosses. At most `max_points` of each set are
