@@ -6,8 +6,10 @@
 #include <chrono>
 #include <cstdio>
 
-#include "core/build_info.h"
+#include "apps/device_option.h"
+#include "apps/run.h"
 #include "core/autograd.h"
+#include "core/build_info.h"
 #include "core/cuda_runtime.h"
 #include "layers/ops.h"
 #include "models/training.h"
@@ -50,17 +52,15 @@ int main(int argc, char** argv) {
   std::string device = "auto";
   int steps = 60, batch = 64;
   uint64_t seed = 0;
-  app.add_option("--device", device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  app.add_option("--device", device, "auto, cpu or cuda")->check(cac::app::device_choice())->capture_default_str();
   app.add_option("--steps", steps, "training steps")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--batch", batch, "batch size")->check(CLI::Range(2, 4096))->capture_default_str();
   app.add_option("--seed", seed, "random seed")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   try {
-    std::string why;
-    const bool gpu = device == "cuda" || (device == "auto" && cuda::device_available(&why));
-    CAC_CHECK(!(device == "cuda" && !cuda::device_available(&why)), "--device cuda: {}", why);
-    const Device dev = gpu ? Device::CUDA : Device::CPU;
+    const Device dev = app::resolve_device(device);
+    const bool gpu = dev == Device::CUDA;
     std::printf("cac_demo: classifier32, CAC loss (alpha 10, lambda 0.1), %d steps of %d on %s\n",
                 steps, batch, gpu ? cuda::device_description().c_str() : "the CPU");
 

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <string>
 
+#include "apps/device_option.h"
 #include "core/build_info.h"
 #include "apps/evaluate.h"
 
@@ -20,7 +21,7 @@ int main(int argc, char** argv) {
   app.add_option("--title", o.report_title, "the report's title");
   app.add_option("--arch", o.arch, "check that every run is this network (classifier32 or resnet18; read from config.json)")
       ->check(CLI::IsMember({"classifier32", "resnet18"}));
-  app.add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  app.add_option("--device", o.device, "auto, cpu or cuda")->check(cac::app::device_choice())->capture_default_str();
   app.add_option("--data-dir", o.data_dir, "dataset folder, if not where the run was trained")->check(CLI::ExistingDirectory);
   app.add_option("--unknown", o.unknowns, "[NAME=]SOURCE: also score every run against these unknowns (repeatable): a folder of "
                  "JPEG/PNG images (searched recursively), or DATASET:PATH for the test split of MNIST, FashionMNIST, "

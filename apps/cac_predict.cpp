@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "apps/device_option.h"
 #include "core/build_info.h"
 #include "apps/predict.h"
 
@@ -17,7 +18,7 @@ int main(int argc, char** argv) {
   app.add_option("--threshold", o.threshold, "open-set score above which an image is unknown (default: the run's, "
                  "which accepts 95% of the validation images of the known classes, or the share given to cac_eval --accept)")->check(CLI::NonNegativeNumber);
   app.add_option("--csv", o.csv, "also write path,prediction,class,score,verdict rows here");
-  app.add_option("--device", o.device, "auto, cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  app.add_option("--device", o.device, "auto, cpu or cuda")->check(cac::app::device_choice())->capture_default_str();
   app.add_option("--batch", o.batch, "images per forward pass")->check(CLI::Range(1, 4096))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {

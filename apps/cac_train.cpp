@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "apps/device_option.h"
 #include "core/build_info.h"
 #include "apps/train.h"
 #include "data/benchmarks.h"
@@ -74,7 +75,7 @@ int main(int argc, char** argv) {
   auto* lr = app.add_option("--lr", lrs, "learning rate per stage, e.g. 0.01,0.001 (default: the dataset's)");
   auto* bs = app.add_option("--batch", c.batch, "batch size (default: the dataset's)")->check(CLI::Range(1, 65536));
   auto* wd = app.add_option("--weight-decay", c.weight_decay, "SGD weight decay (default: the dataset's)")->check(CLI::NonNegativeNumber);
-  auto* dv = app.add_option("--device", c.device, "auto (GPU if present), cpu or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  auto* dv = app.add_option("--device", c.device, "auto (GPU if present), cpu or cuda")->check(cac::app::device_choice())->capture_default_str();
   auto* se = app.add_option("--seed", c.seed, "seed of initialisation, splits, data order and augmentation")->capture_default_str();
   app.add_option("--out", c.out, "run folder to create (config.json, metrics.csv, checkpoints)");
   app.add_option("--resume", resume, "continue the run in this folder at its next epoch, with its settings (config.json); --data-dir, "

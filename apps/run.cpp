@@ -6,6 +6,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "apps/device_option.h"
 #include "core/cuda_runtime.h"
 #include "data/benchmarks.h"
 #include "data/json_fields.h"
@@ -162,15 +163,16 @@ std::string read_text(const std::string& path, const std::string& hint) {
 }
 
 Device resolve_device(const std::string& d) {
-  std::string why;
-  const bool gpu = cuda::device_available(&why);
   if (d == "cpu") return Device::CPU;
-  if (d == "cuda") {
-    CAC_CHECK(gpu, "--device cuda: {}", why);
-    return Device::CUDA;
-  }
-  CAC_CHECK(d == "auto", "--device must be auto, cpu or cuda (got '{}')", d);
-  return gpu ? Device::CUDA : Device::CPU;
+  const std::string problem = device_problem(d);
+  CAC_CHECK(problem.empty(), "--device {}", problem);
+  std::string why;
+  const cuda::GpuState gpu = cuda::gpu_state(&why);
+  CAC_CHECK(gpu != cuda::GpuState::Absent || d == "auto", "--device cuda: {}", why);
+  // A GPU that is there but unusable is an error for auto too: falling back to the CPU would
+  // turn minutes into days without saying why.
+  CAC_CHECK(gpu != cuda::GpuState::Unusable, "--device {}: {}; or --device cpu to run on the CPU", d, why);
+  return gpu == cuda::GpuState::Usable ? Device::CUDA : Device::CPU;
 }
 
 std::shared_ptr<OpenSetClassifier> build_model(const RunConfig& c, int num_classes) {

@@ -56,7 +56,9 @@ void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool ba
 // A whole text file; a missing file fails with "PATH: not found" + hint (what the user should do).
 std::string read_text(const std::string& path, const std::string& hint = "");
 
-Device resolve_device(const std::string& d);  // auto | cpu | cuda; clear error when cuda is missing
+// auto | cpu | cuda. A clear error when cuda is asked for and missing, and for auto too where a GPU
+// is present but this build or driver cannot use it (cuda::GpuState::Unusable).
+Device resolve_device(const std::string& d);
 std::shared_ptr<OpenSetClassifier> build_model(const RunConfig& c, int num_classes);
 
 // The benchmark as the run sees it: load_benchmark, then the seeded --train-limit subset.

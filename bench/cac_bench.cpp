@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "apps/device_option.h"
 #include "core/build_info.h"
 #include "bench/kernels.h"
 #include "core/cuda_runtime.h"
@@ -46,7 +47,7 @@ int run_step(const StepOptions& o) {
   if (dev == Device::CUDA) {
     std::string why;
     if (!cuda::device_available(&why)) {
-      std::fprintf(stderr, "cac_bench step: no CUDA device (%s)\n", why.c_str());
+      std::fprintf(stderr, "cac_bench step: no usable CUDA device: %s\n", why.c_str());
       return 2;
     }
   }
@@ -118,7 +119,7 @@ int main(int argc, char** argv) {
   StepOptions so;
   auto* step = app.add_subcommand("step", "images/s of a full CAC training step (classifier32 or ResNet-18)");
   step->add_option("--arch", so.arch, "classifier32 or resnet18")->check(CLI::IsMember({"classifier32", "resnet18"}))->capture_default_str();
-  step->add_option("--device", so.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  step->add_option("--device", so.device, "cpu or cuda")->check(cac::app::device_choice({"cpu", "cuda"}))->capture_default_str();
   step->add_option("--batch", so.batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_option("--channels", so.channels, "input channels (1 or 3)")->check(CLI::IsMember({1, 3}))->capture_default_str();
   step->add_option("--size", so.size, "image size (32 or 64)")->check(CLI::IsMember({32, 64}))->capture_default_str();

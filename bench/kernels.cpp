@@ -101,7 +101,7 @@ void print_targets(const std::vector<Row>& rows, double copy_gbs) {
 int run_kernels(const KernelOptions& o) {
   std::string why;
   if (!cuda::device_available(&why)) {
-    std::fprintf(stderr, "cac_bench kernels: no CUDA device (%s)\n", why.c_str());
+    std::fprintf(stderr, "cac_bench kernels: no usable CUDA device: %s\n", why.c_str());
     return 2;
   }
   cuda::set_allow_tf32(false);

@@ -12,6 +12,33 @@
 namespace cac::cuda {
 
 bool built_with_cuda();
+
+// What a look for a GPU found (probe_gpu()); plain data, so that explain_gpu's messages are tested
+// on machines without one.
+struct GpuProbe {
+  enum class Count { Ok, NoDevice, DriverTooOld, Failed };  // how cudaGetDeviceCount answered
+  bool built_with_cuda = false;
+  int driver_version = 0;   // CUDA version the driver supports, e.g. 13000; 0: no driver installed
+  int runtime_version = 0;  // the CUDA runtime this build loaded
+  Count count = Count::Ok;
+  std::string error;        // cudaGetDeviceCount's error where count is Failed
+  int devices = 0;
+  std::string name;         // the current device's name and compute capability
+  int major = 0, minor = 0;
+  bool has_code = false;    // this binary has kernels the current device can run
+  std::string built_for;    // CMAKE_CUDA_ARCHITECTURES of the build, e.g. "90" or "80;90-real"
+};
+enum class GpuState {
+  Usable,
+  Absent,    // no GPU here (no driver, no device, or a build without CUDA): --device auto uses the CPU
+  Unusable,  // a GPU this build or driver cannot use: an error, with what to do, even for auto
+};
+GpuProbe probe_gpu();
+GpuState explain_gpu(const GpuProbe& probe, std::string* why);
+// "sm_90 + PTX", "sm_80, sm_90" ...: what a CMAKE_CUDA_ARCHITECTURES list puts in the binary.
+std::string describe_architectures(const std::string& cmake_list);
+// explain_gpu(probe_gpu(), why).
+GpuState gpu_state(std::string* why = nullptr);
 // True when built with CUDA and a device is usable; `why` receives the reason otherwise.
 bool device_available(std::string* why = nullptr);
 std::string device_description();

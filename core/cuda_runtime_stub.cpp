@@ -11,10 +11,9 @@ namespace {
 }  // namespace
 
 bool built_with_cuda() { return false; }
-bool device_available(std::string* why) {
-  if (why) *why = "built without the CUDA backend";
-  return false;
-}
+GpuProbe probe_gpu() { return GpuProbe{}; }  // built_with_cuda = false
+GpuState gpu_state(std::string* why) { return explain_gpu(probe_gpu(), why); }
+bool device_available(std::string* why) { return gpu_state(why) == GpuState::Usable; }
 std::string device_description() { return "none (built without CUDA)"; }
 std::string library_versions() { return "CPU only (built without CUDA)"; }
 std::shared_ptr<Storage> allocate(size_t) { no_cuda(); }

@@ -11,6 +11,7 @@
 #include <map>
 #include <tuple>
 
+#include "apps/device_option.h"
 #include "apps/evaluate.h"
 #include "apps/predict.h"
 #include "apps/scoring.h"
@@ -21,6 +22,7 @@
 #include "eval/report.h"
 #include "core/autograd.h"
 #include "core/build_info.h"
+#include "core/cuda_runtime.h"
 #include <nlohmann/json.hpp>
 #include "models/checkpoint.h"
 #include "models/training.h"
@@ -947,6 +949,29 @@ TEST(Cli, BenchRejectsBadValues) {
   EXPECT_EQ(rc4, 2);
   EXPECT_NE(out4.find("--graph"), std::string::npos) << out4;
   EXPECT_NE(out4.find("--device cuda"), std::string::npos) << out4;
+}
+
+// --device takes auto, cpu or cuda in every program; PyTorch's "cuda:1" gets the way to pick a GPU
+// here, and on a machine without a GPU, --device cuda says why (with no driver: that it is missing).
+TEST(Cli, DeviceChoiceExplainsItself) {
+  const fs::path dir = fs::path(CAC_TRAIN_BIN).parent_path();
+  for (const std::string& bin : {std::string(CAC_TRAIN_BIN), std::string(CAC_EVAL_BIN) + " --run .",
+                                 (dir / "cac_predict").string() + " --run . x.png", (dir / "cac_demo").string(),
+                                 std::string(CAC_BENCH_BIN) + " step"}) {
+    const std::string out = expect_command_fails(bin + " --device cuda:1", "CUDA_VISIBLE_DEVICES=1");
+    EXPECT_NE(out.find("--device cuda"), std::string::npos) << out;
+    expect_command_fails(bin + " --device gpu", "'gpu' is not one of");
+  }
+  EXPECT_EQ(app::device_problem("cuda"), "");
+  EXPECT_EQ(app::device_problem("auto", {"cpu", "cuda"}), "'auto' is not one of cpu, cuda");
+  std::string why;
+  if (cuda::gpu_state(&why) == cuda::GpuState::Absent) {
+    Dir d;
+    expect_command_fails((dir / "cac_demo").string() + " --device cuda", "--device cuda: " + why);
+    auto [rc, out] = run_cmd((dir / "cac_demo").string() + " --device auto --steps 1 --batch 4");
+    EXPECT_EQ(rc, 0) << out;  // auto without a GPU: the CPU
+    EXPECT_NE(out.find("on the CPU"), std::string::npos) << out;
+  }
 }
 
 TEST(Cli, BadFlagsAndMissingDataFailClearly) {

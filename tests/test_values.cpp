@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/autograd.h"
+#include "core/cuda_runtime.h"
 #include "core/progress.h"
 #include "core/rng.h"
 #include "core/parameter_store.h"
@@ -564,6 +565,84 @@ TEST(ProgressLine, ManyThreadsOneClosingLine) {
   for (size_t at = text.find("work: 8000 images in"); at != std::string::npos; at = text.find("work: 8000 images in", at + 1))
     ++closing;
   EXPECT_EQ(closing, 1u);
+}
+
+// What the engine says about the GPU it found, for each way a GPU can be missing or unusable
+// (the probe's facts are given, so every case is checked on any machine).
+TEST(GpuProbe, EachStateSaysWhatToDo) {
+  using cuda::GpuProbe;
+  using cuda::GpuState;
+  GpuProbe ok;
+  ok.built_with_cuda = true;
+  ok.driver_version = 13000;
+  ok.runtime_version = 13000;
+  ok.devices = 1;
+  ok.name = "NVIDIA H100 80GB HBM3";
+  ok.major = 9;
+  ok.has_code = true;
+  ok.built_for = "90";
+  std::string why = "stale";
+  EXPECT_EQ(cuda::explain_gpu(ok, &why), GpuState::Usable);
+  EXPECT_EQ(why, "");
+
+  GpuProbe p;  // a build without CUDA
+  EXPECT_EQ(cuda::explain_gpu(p, &why), GpuState::Absent);
+  EXPECT_EQ(why, "built without the CUDA backend");
+
+  p = ok;
+  p.driver_version = 0;  // no driver: the CPU, quietly, for --device auto
+  EXPECT_EQ(cuda::explain_gpu(p, &why), GpuState::Absent);
+  EXPECT_NE(why.find("no NVIDIA driver"), std::string::npos) << why;
+
+  p = ok;
+  p.count = GpuProbe::Count::NoDevice;  // e.g. CUDA_VISIBLE_DEVICES=""
+  p.devices = 0;
+  EXPECT_EQ(cuda::explain_gpu(p, &why), GpuState::Absent);
+  EXPECT_EQ(why, "no CUDA device found");
+
+  p = ok;
+  p.count = GpuProbe::Count::DriverTooOld;
+  p.driver_version = 12040;
+  EXPECT_EQ(cuda::explain_gpu(p, &why), GpuState::Unusable);
+  EXPECT_EQ(why, "the NVIDIA driver supports CUDA 12.4 but this build uses the CUDA 13.0 runtime: update the "
+                 "driver, or build with a CUDA toolkit no newer than 12.4");
+
+  p = ok;
+  p.count = GpuProbe::Count::Failed;
+  p.error = "cudaErrorDevicesUnavailable: CUDA-capable device(s) is/are busy or unavailable";
+  EXPECT_EQ(cuda::explain_gpu(p, &why), GpuState::Unusable);
+  EXPECT_NE(why.find(p.error), std::string::npos) << why;
+
+  p = ok;  // an RTX 3090 with a build for Hopper only
+  p.name = "NVIDIA GeForce RTX 3090";
+  p.major = 8;
+  p.minor = 6;
+  p.has_code = false;
+  EXPECT_EQ(cuda::explain_gpu(p, &why), GpuState::Unusable);
+  EXPECT_EQ(why.rfind("NVIDIA GeForce RTX 3090 is sm_86, and this build has GPU code only for sm_90 + PTX: "
+                      "rebuild with -DCMAKE_CUDA_ARCHITECTURES=86", 0), 0u) << why;
+
+  EXPECT_EQ(cuda::explain_gpu(ok, nullptr), GpuState::Usable);  // `why` is optional
+}
+
+TEST(GpuProbe, ArchitectureListsInWords) {
+  EXPECT_EQ(cuda::describe_architectures("90"), "sm_90 + PTX");
+  EXPECT_EQ(cuda::describe_architectures("80;86-real;90-virtual"), "sm_80 + PTX, sm_86, compute_90 (PTX)");
+  EXPECT_EQ(cuda::describe_architectures("75,89"), "sm_75 + PTX, sm_89 + PTX");  // as the build passes it
+  EXPECT_EQ(cuda::describe_architectures("all-major"), "all-major");
+  EXPECT_EQ(cuda::describe_architectures(""), "none");
+}
+
+// On this machine: whatever the probe finds, device_available agrees with the state, and a state
+// other than Usable comes with a reason.
+TEST(GpuProbe, DeviceAvailableFollowsTheState) {
+  std::string why;
+  const cuda::GpuState s = cuda::gpu_state(&why);
+  EXPECT_EQ(cuda::device_available(), s == cuda::GpuState::Usable);
+  EXPECT_EQ(why.empty(), s == cuda::GpuState::Usable) << why;
+  if (!cuda::built_with_cuda()) {
+    EXPECT_EQ(s, cuda::GpuState::Absent);
+  }
 }
 
 }  // namespace cac

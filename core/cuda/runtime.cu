@@ -151,20 +151,47 @@ Context& ctx() {
 
 bool built_with_cuda() { return true; }
 
-bool device_available(std::string* why) {
-  int n = 0;
-  cudaError_t e = cudaGetDeviceCount(&n);
+namespace {
+__global__ void probe_kernel() {}
+}  // namespace
+
+GpuProbe probe_gpu() {
+  GpuProbe p;
+  p.built_with_cuda = true;
+  p.built_for = CAC_CUDA_ARCHITECTURES;
+  // Neither call needs a device; a machine without a driver answers 0 for the driver.
+  if (cudaDriverGetVersion(&p.driver_version) != cudaSuccess) p.driver_version = 0;
+  if (cudaRuntimeGetVersion(&p.runtime_version) != cudaSuccess) p.runtime_version = 0;
+  if (p.driver_version == 0) return p;
+  const cudaError_t e = cudaGetDeviceCount(&p.devices);
   if (e != cudaSuccess) {
-    cudaGetLastError();
-    if (why) *why = fmt::format("no usable CUDA device ({})", cudaGetErrorString(e));
-    return false;
+    cudaGetLastError();  // not sticky, but leave no error behind for a later check
+    p.devices = 0;
+    p.count = e == cudaErrorNoDevice              ? GpuProbe::Count::NoDevice
+              : e == cudaErrorInsufficientDriver ? GpuProbe::Count::DriverTooOld
+                                                 : GpuProbe::Count::Failed;
+    p.error = fmt::format("{}: {}", cudaGetErrorName(e), cudaGetErrorString(e));
+    return p;
   }
-  if (n == 0) {
-    if (why) *why = "no CUDA device found";
-    return false;
+  if (p.devices == 0) return p;
+  int dev = 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess) {
+    p.name = prop.name;
+    p.major = prop.major;
+    p.minor = prop.minor;
   }
-  return true;
+  // No SASS for this GPU and no PTX it can compile: every kernel launch would fail with
+  // cudaErrorNoKernelImageForDevice, so ask once here, where the message can say what to do.
+  cudaFuncAttributes attrs{};
+  p.has_code = cudaFuncGetAttributes(&attrs, probe_kernel) == cudaSuccess;
+  cudaGetLastError();
+  return p;
 }
+
+GpuState gpu_state(std::string* why) { return explain_gpu(probe_gpu(), why); }
+
+bool device_available(std::string* why) { return gpu_state(why) == GpuState::Usable; }
 
 std::string device_description() {
   std::string why;
@@ -185,7 +212,8 @@ std::string library_versions() {
                                : std::string("CUDA runtime unknown");
   // cuDNN 9 numbers itself major*10000 + minor*100 + patch, earlier versions major*1000 + ...
   const size_t dnn = cudnnGetVersion(), major_unit = dnn >= 90000 ? 10000 : 1000;
-  return fmt::format("{}, cuDNN {}.{}.{}", cuda, dnn / major_unit, dnn % major_unit / 100, dnn % 100);
+  return fmt::format("{}, cuDNN {}.{}.{}, GPU code {}", cuda, dnn / major_unit, dnn % major_unit / 100, dnn % 100,
+                     describe_architectures(CAC_CUDA_ARCHITECTURES));
 }
 
 cudaStream_t compute_stream() { return ctx().compute; }

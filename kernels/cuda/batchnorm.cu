@@ -548,27 +548,52 @@ constexpr int kSingleBlocksPerSm = 4;
 // ---- single launch: training forward and backward ---------------------------------------------------
 // Block b is split b % splits of group b / splits; `partial` holds [C][splits] Welford states
 // (forward) or pairs of sums (backward).
-// 16-byte asynchronous copy global -> shared (sm_80+), bypassing registers and L1.
+// 16-byte asynchronous copy global -> shared (sm_80+), bypassing registers and L1. Turing (sm_75)
+// has no cp.async: there the copy is a plain load and store, complete when it returns, and the
+// commit/wait calls are no-ops (callers still __syncthreads() before reading other threads' slots).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define CAC_BN_SYNC_COPIES 1
+#endif
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+#ifdef CAC_BN_SYNC_COPIES
+  *static_cast<float4*>(smem) = __ldcg(static_cast<const float4*>(gmem));
+#else
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem) : "memory");
+#endif
 }
 
-// The same with an L2 eviction policy (from createpolicy), e.g. evict-first for data read once.
+// The same with an L2 eviction policy (from createpolicy), e.g. evict-first for data read once
+// (sm_80+; ignored on sm_75).
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, uint64_t l2_policy) {
+#ifdef CAC_BN_SYNC_COPIES
+  (void)l2_policy;
+  cp_async16(smem, gmem);
+#else
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "l"(l2_policy)
                : "memory");
+#endif
 }
 __device__ __forceinline__ uint64_t l2_evict_first_policy() {
-  uint64_t policy;
+  uint64_t policy = 0;
+#ifndef CAC_BN_SYNC_COPIES
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+#endif
   return policy;
 }
 
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() {
+#ifndef CAC_BN_SYNC_COPIES
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
 template <int N>
-__device__ __forceinline__ void cp_async_wait_group() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void cp_async_wait_group() {
+#ifndef CAC_BN_SYNC_COPIES
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
 
 // Single-launch forward, block-wide, once every thread has the state of its part of slice s of
 // channel c: publishes the block's state, waits at the channel's barrier for the other slices,
@@ -733,8 +758,14 @@ __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_rerea
 // read finds them in L2). At the conv2 shape (16 units per thread, 8 blocks per cluster) held = 12
 // is 48 KiB per block: the 512 blocks fit an H100 at once (4 per SM) and 8.4 MB are re-read.
 // At most 40 registers (ptxas: no spills) so that 6 blocks of 32 KiB share an SM (u=8), as 3 of
-// 64 KiB do (u=16): the same bytes on chip.
-__global__ void __launch_bounds__(kThreads, 6) bn_forward_cluster(
+// 64 KiB do (u=16): the same bytes on chip. (Before sm_90 the kernel only traps, and 6 blocks of
+// 256 threads exceed what a Turing SM holds, so there the bound asks for one.)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define CAC_BN_CLUSTER_MIN_BLOCKS 1
+#else
+#define CAC_BN_CLUSTER_MIN_BLOCKS 6
+#endif
+__global__ void __launch_bounds__(kThreads, CAC_BN_CLUSTER_MIN_BLOCKS) bn_forward_cluster(
     const float* __restrict__ x, float* __restrict__ y, const float* __restrict__ gamma,
     const float* __restrict__ beta, int N, int C, int upr, int per_thread, int held, float momentum, float eps,
     float* __restrict__ running_mean, float* __restrict__ running_var, float* __restrict__ save_mean,
