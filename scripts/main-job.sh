@@ -11,7 +11,16 @@ cmake -S . -B build -G Ninja >/dev/null
 cmake --build build
 data=/usr/share/datasets/fashion-mnist
 run=runs/fashionmnist-trial0-$(date +%Y%m%d-%H%M%S)
+gpu=false
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  if ./build/apps/cac_train --version | grep -q "built without CUDA"; then
+    echo "main-job: this machine has a GPU, but the build has no CUDA backend (no nvcc found: install the" \
+         "CUDA toolkit and cuDNN, then rerun); training on the CPU with the smaller budget" >&2
+  else
+    gpu=true
+  fi
+fi
+if $gpu; then
   ./build/apps/cac_train --dataset FashionMNIST --trial 0 --data-dir "$data" --out "$run" --device cuda "$@"
   device=cuda
 else

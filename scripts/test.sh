@@ -22,7 +22,10 @@ done
 if [[ $mode == default ]]; then bash scripts/install-deps.sh --with-browser --with-torch; else bash scripts/install-deps.sh; fi
 targets=()
 case "$mode" in
-  default) dir=${BUILD_DIR:-build}; flags=() ;;
+  # With nvcc present the CUDA backend is required, not AUTO: a machine that lost cuDNN fails here
+  # instead of quietly testing the CPU engine alone.
+  default) dir=${BUILD_DIR:-build}; flags=()
+           if [[ -x /usr/local/cuda/bin/nvcc ]] || command -v nvcc >/dev/null; then flags=(-DCAC_CUDA=ON); fi ;;
   cpu) dir=${BUILD_DIR:-build-cpu}; flags=(-DCAC_CUDA=OFF) ;;
   asan) dir=${BUILD_DIR:-build-asan}; flags=(-DCAC_CUDA=OFF -DCAC_ASAN=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo)
         targets=(--target test_data); ctest_args=(-R "^Data" "${ctest_args[@]}") ;;
