@@ -3,7 +3,13 @@
 # each trained with CAC and with the cross-entropy baseline, then evaluated together: metrics per
 # run and their mean ± std per method on stdout, in JSON and in one HTML report.
 #
-#   scripts/benchmark.sh DATASET DATA_DIR OUT_DIR [--trials 0,1,2,3,4] [--methods cac,ce] [cac_train flags ...]
+#   scripts/benchmark.sh DATASET DATA_DIR OUT_DIR [--trials 0,1,2,3,4] [--methods cac,ce] [--gpus 0,1,...]
+#                        [cac_train flags ...]
+#
+# --gpus LIST trains up to one run per listed GPU at a time (each run sees only its GPU, through
+# CUDA_VISIBLE_DEVICES; the data-loader threads are shared out, nproc / GPUs each, unless --workers
+# is given); each run's console output goes to OUT_DIR/logs/<method>-t<trial>.log. Without it the
+# runs train one after the other, printing to the terminal.
 #
 # DATASET: MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50 or TinyImageNet (docs/reproduce.md
 # says which files DATA_DIR holds). The schedule and augmentation default to the protocol's for the
@@ -16,7 +22,7 @@
 # CAC_BIN_DIR overrides where cac_train and cac_eval are (default: build/apps of this checkout, or the
 # bin/ of the prefix this script was installed into by `cmake --install`).
 set -euo pipefail
-usage="usage: benchmark.sh DATASET DATA_DIR OUT_DIR [--trials 0,1,2,3,4] [--methods cac,ce] [cac_train flags ...]"
+usage="usage: benchmark.sh DATASET DATA_DIR OUT_DIR [--trials 0,1,2,3,4] [--methods cac,ce] [--gpus 0,1,...] [cac_train flags ...]"
 dataset=${1:?$usage}
 data=${2:?$usage}
 out=${3:?$usage}
@@ -28,6 +34,8 @@ bin=${CAC_BIN_DIR:-$here/../build/apps}
 trials=0,1,2,3,4
 methods=cac,ce
 device=auto
+gpus=""
+workers_given=false
 flags=()
 resume_flags=()  # what a resumed run may change: where the data is (DATA_DIR), --device, --workers
 while (($#)); do
@@ -35,7 +43,8 @@ while (($#)); do
     --trials) trials=${2:?"benchmark: --trials needs a list, e.g. 0,1,2,3,4"}; shift 2 ;;
     --methods) methods=${2:?"benchmark: --methods needs a list, e.g. cac,ce"}; shift 2 ;;
     --device) device=${2:?"benchmark: --device needs a value"}; flags+=("$1" "$2"); resume_flags+=("$1" "$2"); shift 2 ;;
-    --workers) flags+=("$1" "${2:?"benchmark: --workers needs a value"}"); resume_flags+=("$1" "$2"); shift 2 ;;
+    --workers) flags+=("$1" "${2:?"benchmark: --workers needs a value"}"); resume_flags+=("$1" "$2"); workers_given=true; shift 2 ;;
+    --gpus) gpus=${2:?"benchmark: --gpus needs a list, e.g. 0,1"}; shift 2 ;;
     --out | --trial | --method | --dataset | --resume)
       echo "benchmark: $1 is set by this script (OUT_DIR, --trials, --methods, DATASET)" >&2; exit 2 ;;
     --print-config)
@@ -51,19 +60,38 @@ done
 for m in "${method_list[@]}"; do
   [[ $m == cac || $m == ce || $m == cac-learnt ]] || { echo "benchmark: method '$m' is not cac, ce or cac-learnt" >&2; exit 2; }
 done
+if [[ -n $gpus ]]; then
+  source "$here/gpu-queue.sh"
+  gpu_queue_parse "$gpus" "$device"
+  if ! $workers_given; then flags+=(--workers "$gpu_workers"); resume_flags+=(--workers "$gpu_workers"); fi
+fi
+
+# Trains (or resumes) run METHOD-tTRIAL; its output goes to stdout.
+run_job() {
+  local m=${1%-t*} t=${1##*-t} run="$out/$1"
+  if [[ -f "$run/last.safetensors" ]]; then
+    "$bin/cac_train" --resume "$run" --data-dir "$data" "${resume_flags[@]}"
+  else
+    "$bin/cac_train" --dataset "$dataset" --trial "$t" --method "$m" --data-dir "$data" --out "$run" "${flags[@]}"
+  fi
+}
+
 mkdir -p "$out"
 runs=()
+jobs_todo=()
 for t in "${trial_list[@]}"; do
   for m in "${method_list[@]}"; do
-    run="$out/$m-t$t"
-    echo "== $dataset trial $t, $m: $run"
-    if [[ -f "$run/last.safetensors" ]]; then
-      "$bin/cac_train" --resume "$run" --data-dir "$data" "${resume_flags[@]}"
-    else
-      "$bin/cac_train" --dataset "$dataset" --trial "$t" --method "$m" --data-dir "$data" --out "$run" "${flags[@]}"
-    fi
-    runs+=(--run "$run")
+    runs+=(--run "$out/$m-t$t")
+    jobs_todo+=("$m-t$t")
   done
 done
+if [[ -n $gpus ]]; then
+  gpu_queue_run "$out/logs" "${jobs_todo[@]}" || exit 1
+else
+  for job in "${jobs_todo[@]}"; do
+    echo "== $dataset $job: $out/$job"
+    run_job "$job"
+  done
+fi
 "$bin/cac_eval" "${runs[@]}" --device "$device" --json "$out/$dataset.json" --save-scores "$out/scores.csv" \
   --report "$out/$dataset.html" --title "$dataset: ${method_list[*]}, trials $trials"

@@ -6,7 +6,10 @@
 # unknown set is too small to resolve the rate), OSCR curves and AUROC; a table on stdout, JSON and
 # an HTML report.
 #
-#   scripts/fp-operating-points.sh DATA_DIR OUT_DIR [cac_train flags ...]
+#   scripts/fp-operating-points.sh DATA_DIR OUT_DIR [--gpus 0,1] [cac_train flags ...]
+#
+# --gpus 0,1 trains the two runs side by side, one per GPU (logs in OUT_DIR/logs; see
+# scripts/gpu-queue.sh); without it they train one after the other.
 #
 # DATA_DIR holds cifar-10-batches-bin/, cifar-100-binary/ and test_32x32.mat (or svhn/test_32x32.mat).
 # Defaults: configs/datasets.json, entry CIFAR10-FP (150 + 25 epochs at lr 0.01 / 0.001, batch 128,
@@ -25,23 +28,38 @@ bin=${CAC_BIN_DIR:-$here/../build/apps}
 [[ -n ${CAC_BIN_DIR:-} || -x "$bin/cac_train" ]] || bin=$here/../../../bin  # PREFIX/share/cac-engine/scripts
 [[ -x "$bin/cac_train" && -x "$bin/cac_eval" ]] || { echo "fp-operating-points: no cac_train/cac_eval in $bin (build first, or set CAC_BIN_DIR)" >&2; exit 2; }
 device=auto
-args=("$@")
+gpus=""
+workers_given=false
+flags=()
 resume_flags=()  # what a resumed run may change: where the data is (DATA_DIR), --device, --workers
-for ((i = 0; i < ${#args[@]}; ++i)); do
-  case ${args[i]} in
-    --device) device=${args[i + 1]:-auto}; resume_flags+=(--device "$device") ;;
-    --workers) resume_flags+=(--workers "${args[i + 1]:-0}") ;;
+while (($#)); do
+  case "$1" in
+    --device) device=${2:?"fp-operating-points: --device needs a value"}; flags+=("$1" "$2"); resume_flags+=("$1" "$2"); shift 2 ;;
+    --workers) flags+=("$1" "${2:?"fp-operating-points: --workers needs a value"}"); resume_flags+=("$1" "$2"); workers_given=true; shift 2 ;;
+    --gpus) gpus=${2:?"fp-operating-points: --gpus needs a list, e.g. 0,1"}; shift 2 ;;
+    *) flags+=("$1"); shift ;;
   esac
 done
-mkdir -p "$out"
-for method in cac ce; do
-  run="$out/$method"
+if [[ -n $gpus ]]; then
+  source "$here/gpu-queue.sh"
+  gpu_queue_parse "$gpus" "$device"
+  if ! $workers_given; then flags+=(--workers "$gpu_workers"); resume_flags+=(--workers "$gpu_workers"); fi
+fi
+# Trains (or resumes) the run of method $1; its output goes to stdout.
+run_job() {
+  local run="$out/$1"
   if [[ -f "$run/last.safetensors" ]]; then
     "$bin/cac_train" --resume "$run" --data-dir "$data" "${resume_flags[@]}"
   else
-    "$bin/cac_train" --dataset CIFAR10-FP --arch resnet18 --method "$method" --data-dir "$data" --out "$run" "$@"
+    "$bin/cac_train" --dataset CIFAR10-FP --arch resnet18 --method "$1" --data-dir "$data" --out "$run" "${flags[@]}"
   fi
-done
+}
+mkdir -p "$out"
+if [[ -n $gpus ]]; then
+  gpu_queue_run "$out/logs" cac ce || exit 1
+else
+  for method in cac ce; do run_job "$method"; done
+fi
 "$bin/cac_eval" --run "$out/cac" --run "$out/ce" --arch resnet18 --device "$device" \
   --json "$out/fp-operating-points.json" --save-scores "$out/scores.csv" \
   --report "$out/fp-operating-points.html" --title "ResNet-18 on CIFAR10 at false-positive operating points (CAC vs CE)"

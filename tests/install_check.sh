@@ -31,6 +31,7 @@ scripts=$prefix/share/cac-engine/scripts
 for s in benchmark.sh fp-operating-points.sh render-report.sh torch_interop.py; do
   [[ -x $scripts/$s ]] || fail "$scripts/$s missing or not executable"
 done
+[[ -f $scripts/gpu-queue.sh ]] || fail "$scripts/gpu-queue.sh (sourced by benchmark.sh --gpus) missing"
 [[ -f $prefix/share/cac-engine/configs/datasets.json ]] || fail "configs not installed"
 # The installed benchmark script runs the installed cac_train: on a missing data folder the error
 # is cac_train's, naming the folder (not the script's "no cac_train/cac_eval" message).

@@ -859,10 +859,14 @@ TEST(FpOperatingPoints, ScriptRunsEndToEndOnSyntheticFiles) {
   const std::string html((std::istreambuf_iterator<char>(rf)), std::istreambuf_iterator<char>());
   EXPECT_NE(html.find("CIFAR-100 superclasses"), std::string::npos);
   EXPECT_NE(html.find("OSCR, log FPR"), std::string::npos);
-  // Run again: both runs are complete, so training resumes at its end and only evaluation repeats.
+  // Run again: both runs are complete, so training resumes at its end and only evaluation repeats;
+  // with --gpus the two resume side by side (--device auto: the CPU here), each with its log.
   auto [rc2, out2] = run_cmd("CAC_BIN_DIR=" + bin_dir + " bash " + CAC_SOURCE_DIR + "/scripts/fp-operating-points.sh " +
-                             (d / "data") + " " + (d / "fp") + " --device cpu");
+                             (d / "data") + " " + (d / "fp") + " --gpus 0,1");
   EXPECT_EQ(rc2, 0) << out2;
+  EXPECT_NE(out2.find("== ce: on GPU 1 (log: "), std::string::npos) << out2;
+  EXPECT_NE(out2.find("== cac: done on GPU 0"), std::string::npos) << out2;
+  EXPECT_NE(read_all(d / "fp/logs/ce.log").find("resum"), std::string::npos) << read_all(d / "fp/logs/ce.log");
 }
 
 // scripts/benchmark.sh: trials x methods trained (or resumed) and evaluated together, on synthetic
@@ -915,6 +919,48 @@ TEST(Benchmark, ScriptTrainsEveryTrialAndMethodAndSummarises) {
 
 // Every program names the engine that it is: version, source revision, build type and the CUDA
 // libraries it loaded (a CPU-only build says so); train.log and eval.json record the same line.
+// --gpus: one run per listed GPU at a time, each with its own log; a run that fails is named with
+// the end of its log, and nothing is evaluated. (Without a GPU, --device auto trains on the CPU.)
+TEST(Benchmark, GpusTrainRunsSideBySide) {
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  const std::string bin_dir = fs::path(CAC_TRAIN_BIN).parent_path().string();
+  auto script = [&](const fs::path& out) {
+    return "CAC_BIN_DIR=" + bin_dir + " bash " + CAC_SOURCE_DIR + "/scripts/benchmark.sh MNIST " + (d / "mnist") + " " +
+           out.string();
+  };
+  const std::string flags = " --trials 0 --methods cac,ce --epochs 1 --lr 0.01 --batch 16 --train-limit 48 --seed 3";
+  auto [rc, out] = run_cmd(script(d / "bench") + flags + " --gpus 0,1");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("== cac-t0: on GPU 0 (log: "), std::string::npos) << out;
+  EXPECT_NE(out.find("== ce-t0: on GPU 1 (log: "), std::string::npos) << out;
+  EXPECT_NE(out.find("== ce-t0: done on GPU 1"), std::string::npos) << out;
+  EXPECT_NE(read_all(d / "bench/logs/cac-t0.log").find("epoch   1/1"), std::string::npos);
+  EXPECT_EQ(nlohmann::json::parse(read_all(d / "bench/MNIST.json"))["runs"].size(), 2u);
+  // The loader threads are shared out between the two runs.
+  auto [nrc, nproc] = run_cmd("nproc");
+  ASSERT_EQ(nrc, 0);
+  const int share = std::max(1, std::stoi(nproc) / 2);
+  EXPECT_EQ(nlohmann::json::parse(read_all(d / "bench/ce-t0/config.json"))["workers"], share);
+
+  fs::create_directories(d / "broken");
+  std::ofstream(d / "broken/ce-t0") << "a file where the run folder goes";
+  auto [rc2, out2] = run_cmd(script(d / "broken") + flags + " --gpus 0");
+  EXPECT_EQ(rc2, 1) << out2;
+  EXPECT_NE(out2.find("== ce-t0: FAILED on GPU 0"), std::string::npos) << out2;
+  EXPECT_NE(out2.find("Not a directory"), std::string::npos) << out2;  // the end of its log
+  EXPECT_NE(out2.find("1 run(s) failed: ce-t0"), std::string::npos) << out2;
+  EXPECT_TRUE(fs::exists(d / "broken/cac-t0/best.safetensors"));  // the other run finished
+  EXPECT_FALSE(fs::exists(d / "broken/MNIST.json"));
+
+  for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
+           {" --gpus 0,x", "GPU 'x'"}, {" --gpus 0 --device cpu", "drop --device cpu"}}) {
+    auto [rc3, msg] = run_cmd(script(d / "bad") + args);
+    EXPECT_EQ(rc3, 2) << args << ": " << msg;
+    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+  }
+}
+
 TEST(Cli, EveryProgramTellsItsVersion) {
   const fs::path dir = fs::path(CAC_TRAIN_BIN).parent_path();
   const std::string expected = engine_version();

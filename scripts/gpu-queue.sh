@@ -1,0 +1,74 @@
+# Sourced by benchmark.sh and fp-operating-points.sh (bash): trains their runs one per GPU at a
+# time instead of one after the other.
+#
+#   gpu_queue_parse GPUS DEVICE      checks a --gpus list ("0,1,3") against --device; sets gpu_list
+#                                    and gpu_workers (the loader threads per run: nproc / GPUs)
+#   gpu_queue_run LOG_DIR JOB...     runs the caller's `run_job JOB` for each JOB, each with
+#                                    CUDA_VISIBLE_DEVICES set to a free GPU of gpu_list and its output
+#                                    in LOG_DIR/JOB.log; prints one line per start and end, the end of
+#                                    the log of a run that failed; returns 1 when any failed.
+# A job writes its exit status to LOG_DIR/JOB.rc when it ends and the queue polls for those files
+# (sturdier than tracking children through `wait -n`). Ctrl-C reaches the runs too: they save their
+# checkpoints, the queue waits for them and exits 130, and the same command resumes them.
+
+gpu_queue_parse() {
+  local g
+  IFS=, read -r -a gpu_list <<< "$1"
+  ((${#gpu_list[@]})) || { echo "${0##*/}: --gpus needs a list, e.g. 0,1" >&2; exit 2; }
+  for g in "${gpu_list[@]}"; do
+    [[ $g =~ ^[0-9]+$ ]] || { echo "${0##*/}: GPU '$g' in --gpus is not a GPU number (nvidia-smi -L lists them)" >&2; exit 2; }
+  done
+  [[ $2 != cpu ]] || { echo "${0##*/}: --gpus runs on GPUs; drop --device cpu (or --gpus)" >&2; exit 2; }
+  gpu_workers=$(( $(nproc) / ${#gpu_list[@]} ))
+  ((gpu_workers >= 1)) || gpu_workers=1
+}
+
+gpu_queue_run() {
+  local logs=$1 job i slot rc
+  shift
+  mkdir -p "$logs"
+  local -a slot_job=() failed=()
+  trap 'echo "${0##*/}: interrupted; waiting for the runs to save their checkpoints (run the same command to resume)" >&2; wait; exit 130' INT TERM
+  # Reaps slot $1 when its job has ended; true when the slot is free.
+  _gpu_slot_free() {
+    local job=${slot_job[$1]:-} rc
+    [[ -z $job ]] && return 0
+    [[ -f "$logs/$job.rc" ]] || return 1
+    rc=$(<"$logs/$job.rc")
+    rm -f "$logs/$job.rc"
+    if [[ $rc == 0 ]]; then
+      echo "== $job: done on GPU ${gpu_list[$1]}"
+    else
+      echo "== $job: FAILED on GPU ${gpu_list[$1]} (exit $rc); the end of $logs/$job.log:" >&2
+      tail -n 5 "$logs/$job.log" >&2
+      failed+=("$job")
+    fi
+    slot_job[$1]=""
+    return 0
+  }
+  for job in "$@"; do
+    slot=""
+    while [[ -z $slot ]]; do
+      for i in "${!gpu_list[@]}"; do
+        if _gpu_slot_free "$i"; then slot=$i; break; fi
+      done
+      [[ -n $slot ]] || sleep 2
+    done
+    rm -f "$logs/$job.rc"
+    echo "== $job: on GPU ${gpu_list[$slot]} (log: $logs/$job.log)"
+    (
+      if CUDA_VISIBLE_DEVICES=${gpu_list[$slot]} run_job "$job" >"$logs/$job.log" 2>&1; then rc=0; else rc=$?; fi
+      echo "$rc" >"$logs/$job.rc"
+    ) &
+    slot_job[$slot]=$job
+  done
+  for i in "${!gpu_list[@]}"; do
+    until _gpu_slot_free "$i"; do sleep 2; done
+  done
+  trap - INT TERM
+  if ((${#failed[@]})); then
+    echo "${0##*/}: ${#failed[@]} run(s) failed: ${failed[*]}; fix the cause and run the same command again" \
+         "(finished runs are kept)" >&2
+    return 1
+  fi
+}
