@@ -275,8 +275,13 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     }
     if (g_interrupted) {
       std::printf("\n");
-      log.write(fmt::format("interrupted: the last checkpoint is {}/last.safetensors ({} epochs done); continue "
-                            "with: cac_train --resume {}\n", cfg.out, epoch, cfg.out));
+      if (fs::exists(cfg.out + "/last.safetensors")) {
+        log.write(fmt::format("interrupted: the last checkpoint is {}/last.safetensors ({} epochs done); continue "
+                              "with: cac_train --resume {}\n", cfg.out, epoch, cfg.out));
+      } else {  // stopped inside the first epoch: nothing to resume from
+        log.write(fmt::format("interrupted in the first epoch, before any checkpoint; run the same command again to "
+                              "start {} over\n", cfg.out));
+      }
       return 130;
     }
     const StepTotals::Means tm = tr.means();
