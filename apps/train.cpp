@@ -24,8 +24,10 @@ namespace fs = std::filesystem;
 namespace cac::app {
 
 namespace {
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) { g_interrupted = true; }
+// SIGINT (Ctrl-C) or SIGTERM (a batch scheduler's time limit, `kill`): the signal, once received;
+// training stops at the next batch, with the last epoch's checkpoint intact.
+std::atomic<int> g_interrupted{0};
+extern "C" void on_stop_signal(int sig) { g_interrupted = sig; }
 
 // Everything a bit-identical resume needs beyond the tensors: the epoch and the dropout counters.
 NamedTensorList checkpoint_tensors(OpenSetClassifier& model, Trainer& trainer) {
@@ -254,7 +256,8 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     save_safetensors(cfg.out + "/best.safetensors", model->state_dict(), meta);
     save_safetensors(cfg.out + "/last.safetensors", checkpoint_tensors(*model, trainer), meta);
   }
-  std::signal(SIGINT, on_sigint);
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
   int epochs_run = 0;
   for (int epoch = start_epoch; epoch < total_epochs; ++epoch) {
     const double lr = schedule.lr_at(epoch);
@@ -273,16 +276,17 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
         progress.update(done, images, tr.means(), false);
       if (g_interrupted) break;
     }
-    if (g_interrupted) {
+    if (const int sig = g_interrupted) {
       std::printf("\n");
+      const char* what = sig == SIGTERM ? "terminated (SIGTERM)" : "interrupted";
       if (fs::exists(cfg.out + "/last.safetensors")) {
-        log.write(fmt::format("interrupted: the last checkpoint is {}/last.safetensors ({} epochs done); continue "
-                              "with: cac_train --resume {}\n", cfg.out, epoch, cfg.out));
+        log.write(fmt::format("{}: the last checkpoint is {}/last.safetensors ({} epochs done); continue "
+                              "with: cac_train --resume {}\n", what, cfg.out, epoch, cfg.out));
       } else {  // stopped inside the first epoch: nothing to resume from
-        log.write(fmt::format("interrupted in the first epoch, before any checkpoint; run the same command again to "
-                              "start {} over\n", cfg.out));
+        log.write(fmt::format("{} in the first epoch, before any checkpoint; run the same command again to "
+                              "start {} over\n", what, cfg.out));
       }
-      return 130;
+      return 128 + sig;  // the shell's code for death by that signal: 130 (SIGINT), 143 (SIGTERM)
     }
     const StepTotals::Means tm = tr.means();
     progress.update(done, images, tm, true);

@@ -8,8 +8,10 @@
 #                                    in LOG_DIR/JOB.log; prints one line per start and end, the end of
 #                                    the log of a run that failed; returns 1 when any failed.
 # A job writes its exit status to LOG_DIR/JOB.rc when it ends and the queue polls for those files
-# (sturdier than tracking children through `wait -n`). Ctrl-C reaches the runs too: they save their
-# checkpoints, the queue waits for them and exits 130, and the same command resumes them.
+# (sturdier than tracking children through `wait -n`). Ctrl-C reaches the runs too (one process
+# group); a SIGTERM sent to the script alone is passed on to them (pkill, from procps): either way
+# they stop at their next batch, the queue waits for them and exits 130, and the same command
+# resumes them from their last epoch's checkpoints.
 
 gpu_queue_parse() {
   local g
@@ -27,8 +29,17 @@ gpu_queue_run() {
   local logs=$1 job i slot rc
   shift
   mkdir -p "$logs"
-  local -a slot_job=() failed=()
-  trap 'echo "${0##*/}: interrupted; waiting for the runs to save their checkpoints (run the same command to resume)" >&2; wait; exit 130' INT TERM
+  local -a slot_job=() slot_pid=() failed=()
+  _gpu_stop() {
+    local p
+    echo "${0##*/}: interrupted; waiting for the runs to stop (run the same command to resume)" >&2
+    if command -v pkill >/dev/null; then
+      for p in "${slot_pid[@]}"; do [[ -z $p ]] || pkill -TERM -P "$p" 2>/dev/null || true; done
+    fi
+    wait
+    exit 130
+  }
+  trap _gpu_stop INT TERM
   # Reaps slot $1 when its job has ended; true when the slot is free.
   _gpu_slot_free() {
     local job=${slot_job[$1]:-} rc
@@ -44,6 +55,7 @@ gpu_queue_run() {
       failed+=("$job")
     fi
     slot_job[$1]=""
+    slot_pid[$1]=""
     return 0
   }
   for job in "$@"; do
@@ -61,6 +73,7 @@ gpu_queue_run() {
       echo "$rc" >"$logs/$job.rc"
     ) &
     slot_job[$slot]=$job
+    slot_pid[$slot]=$!
   done
   for i in "${!gpu_list[@]}"; do
     until _gpu_slot_free "$i"; do sleep 2; done

@@ -211,27 +211,31 @@ std::vector<std::vector<std::string>> read_scores_csv(const std::string& path) {
   return rows;
 }
 
-// Ctrl-C (SIGINT) while cac_train runs: it stops at the next batch with exit code 130 and says what
-// to do. In the first epoch there is no checkpoint yet, so it says to start over, not to resume.
+// Ctrl-C (SIGINT) or SIGTERM (a scheduler's time limit) while cac_train runs: it stops at the next
+// batch with the shell's exit code for that signal and says what to do. In the first epoch there is
+// no checkpoint yet, so it says to start over, not to resume.
 TEST(Train, InterruptedInTheFirstEpochSaysToStartOver) {
   Dir d;
   write_mnist(d / "mnist", 300);
-  const std::string run = d / "run", log = d / "console.txt";
-  // Signalled once the first progress line is out, so the handler is in place (a background job of
-  // a script starts with SIGINT ignored until cac_train installs its own).
-  std::ofstream(d / "interrupt.sh") << CAC_TRAIN_BIN << " --dataset MNIST --data-dir " << (d / "mnist") << " --out " << run
-                                    << " --epochs 1 --lr 0.01 --batch 2 --device cpu --workers 1 >" << log << " 2>&1 &\n"
-                                    << "pid=$!\n"
-                                    << "for i in $(seq 600); do grep -q 'epoch   1/1 \\[' " << log
-                                    << " 2>/dev/null && break; sleep 0.1; done\n"
-                                    << "kill -INT $pid\nwait $pid\necho rc=$?\n";
-  auto [rc, out] = run_cmd("bash " + (d / "interrupt.sh"));
-  ASSERT_EQ(rc, 0) << out;
-  EXPECT_NE(out.find("rc=130"), std::string::npos) << out << read_all(log);
-  const std::string console = read_all(log);
-  EXPECT_NE(console.find("interrupted in the first epoch, before any checkpoint; run the same command again"),
-            std::string::npos) << console;
-  EXPECT_FALSE(fs::exists(d / "run/last.safetensors"));
+  for (const auto& [sig, code, what] : std::vector<std::tuple<std::string, int, std::string>>{
+           {"INT", 130, "interrupted"}, {"TERM", 143, "terminated (SIGTERM)"}}) {
+    const std::string run = d / ("run-" + sig), log = d / ("console-" + sig + ".txt");
+    // Signalled once the first progress line is out, so the handler is in place (a background job
+    // of a script starts with SIGINT ignored until cac_train installs its own).
+    std::ofstream(d / "interrupt.sh") << CAC_TRAIN_BIN << " --dataset MNIST --data-dir " << (d / "mnist") << " --out "
+                                      << run << " --epochs 1 --lr 0.01 --batch 2 --device cpu --workers 1 >" << log
+                                      << " 2>&1 &\npid=$!\n"
+                                      << "for i in $(seq 600); do grep -q 'epoch   1/1 \\[' " << log
+                                      << " 2>/dev/null && break; sleep 0.1; done\n"
+                                      << "kill -" << sig << " $pid\nwait $pid\necho rc=$?\n";
+    auto [rc, out] = run_cmd("bash " + (d / "interrupt.sh"));
+    ASSERT_EQ(rc, 0) << out;
+    const std::string console = read_all(log);
+    EXPECT_NE(out.find("rc=" + std::to_string(code)), std::string::npos) << sig << ": " << out << console;
+    EXPECT_NE(console.find(what + " in the first epoch, before any checkpoint; run the same command again"),
+              std::string::npos) << console;
+    EXPECT_FALSE(fs::exists(run + "/last.safetensors"));
+  }
 }
 
 TEST(Train, ResumeGivesTheSameRunAsNoInterruption) {
