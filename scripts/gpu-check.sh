@@ -59,9 +59,17 @@ stages=" ${GPU_CHECK_STAGES:-tests sanitize bench train} "
 want() { [[ "$stages" == *" $1 "* ]]; }
 
 if want tests; then
+  # What the engine makes of this GPU (a probe that wrongly said "unusable" would skip every cuda test).
+  say "engine: $($build/apps/cac_train --version 2>&1)"
+  say "GPU as the engine sees it: $(timeout 60 $build/apps/cac_demo --device cuda --steps 2 --batch 8 2>&1 | head -1)"
   timeout 240 ctest --test-dir $build -L cuda --output-on-failure -j 4 >"$out/ctest-cuda.log" 2>&1
   say "ctest -L cuda: $(grep -E 'tests passed|tests failed' "$out/ctest-cuda.log" | tail -1)"
   grep -E "\(Failed\)|\(SEGFAULT\)|\(Timeout\)|Skipped" "$out/ctest-cuda.log" | head -20 | tee -a "$summary"
+  skipped=$(grep -c "(Skipped)" "$out/ctest-cuda.log" || true)
+  if ((skipped > 0)); then
+    say "WARNING: $skipped cuda tests SKIPPED on a machine with a GPU; the first reason:"
+    grep -m1 -A1 "no CUDA device" "$out/ctest-cuda.log" | tee -a "$summary" || true
+  fi
 fi
 
 if want bench; then
