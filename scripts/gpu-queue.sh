@@ -1,8 +1,9 @@
 # Sourced by benchmark.sh and fp-operating-points.sh (bash): trains their runs one per GPU at a
 # time instead of one after the other.
 #
-#   gpu_queue_parse GPUS DEVICE      checks a --gpus list ("0,1,3") against --device; sets gpu_list
-#                                    and gpu_workers (the loader threads per run: nproc / GPUs)
+#   gpu_queue_parse GPUS DEVICE      checks a --gpus list ("0,1,3") against --device; sets gpu_list,
+#                                    gpu_visible (each one's CUDA_VISIBLE_DEVICES value) and
+#                                    gpu_workers (the loader threads per run: nproc / GPUs)
 #   gpu_queue_run LOG_DIR JOB...     runs the caller's `run_job JOB` for each JOB, each with
 #                                    CUDA_VISIBLE_DEVICES set to a free GPU of gpu_list and its output
 #                                    in LOG_DIR/JOB.log; prints one line per start and end, the end of
@@ -21,6 +22,18 @@ gpu_queue_parse() {
     [[ $g =~ ^[0-9]+$ ]] || { echo "${0##*/}: GPU '$g' in --gpus is not a GPU number (nvidia-smi -L lists them)" >&2; exit 2; }
   done
   [[ $2 != cpu ]] || { echo "${0##*/}: --gpus runs on GPUs; drop --device cpu (or --gpus)" >&2; exit 2; }
+  # GPU numbers count the GPUs this process may see, as CUDA's do: where CUDA_VISIBLE_DEVICES is
+  # already set (a batch scheduler's allocation, e.g. 2,5,6,7), --gpus 0,1 means its first two.
+  gpu_visible=("${gpu_list[@]}")
+  if [[ -n ${CUDA_VISIBLE_DEVICES:-} ]]; then
+    local -a visible
+    local i
+    IFS=, read -r -a visible <<< "$CUDA_VISIBLE_DEVICES"
+    for i in "${!gpu_list[@]}"; do
+      ((gpu_list[i] < ${#visible[@]})) || { echo "${0##*/}: GPU ${gpu_list[i]} in --gpus: only ${#visible[@]} GPU(s) are visible (CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES), numbered from 0" >&2; exit 2; }
+      gpu_visible[i]=${visible[gpu_list[i]]}
+    done
+  fi
   gpu_workers=$(( $(nproc) / ${#gpu_list[@]} ))
   ((gpu_workers >= 1)) || gpu_workers=1
 }
@@ -67,9 +80,9 @@ gpu_queue_run() {
       [[ -n $slot ]] || sleep 2
     done
     rm -f "$logs/$job.rc"
-    echo "== $job: on GPU ${gpu_list[$slot]} (log: $logs/$job.log)"
+    echo "== $job: on GPU ${gpu_list[$slot]} (CUDA_VISIBLE_DEVICES=${gpu_visible[$slot]}; log: $logs/$job.log)"
     (
-      if CUDA_VISIBLE_DEVICES=${gpu_list[$slot]} run_job "$job" >"$logs/$job.log" 2>&1; then rc=0; else rc=$?; fi
+      if CUDA_VISIBLE_DEVICES=${gpu_visible[$slot]} run_job "$job" >"$logs/$job.log" 2>&1; then rc=0; else rc=$?; fi
       echo "$rc" >"$logs/$job.rc"
     ) &
     slot_job[$slot]=$job

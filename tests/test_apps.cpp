@@ -891,7 +891,7 @@ TEST(FpOperatingPoints, ScriptRunsEndToEndOnSyntheticFiles) {
   auto [rc2, out2] = run_cmd("CAC_BIN_DIR=" + bin_dir + " bash " + CAC_SOURCE_DIR + "/scripts/fp-operating-points.sh " +
                              (d / "data") + " " + (d / "fp") + " --gpus 0,1");
   EXPECT_EQ(rc2, 0) << out2;
-  EXPECT_NE(out2.find("== ce: on GPU 1 (log: "), std::string::npos) << out2;
+  EXPECT_NE(out2.find("== ce: on GPU 1 (CUDA_VISIBLE_DEVICES=1; log: "), std::string::npos) << out2;
   EXPECT_NE(out2.find("== cac: done on GPU 0"), std::string::npos) << out2;
   EXPECT_NE(read_all(d / "fp/logs/ce.log").find("resum"), std::string::npos) << read_all(d / "fp/logs/ce.log");
 }
@@ -959,8 +959,8 @@ TEST(Benchmark, GpusTrainRunsSideBySide) {
   const std::string flags = " --trials 0 --methods cac,ce --epochs 1 --lr 0.01 --batch 16 --train-limit 48 --seed 3";
   auto [rc, out] = run_cmd(script(d / "bench") + flags + " --gpus 0,1");
   ASSERT_EQ(rc, 0) << out;
-  EXPECT_NE(out.find("== cac-t0: on GPU 0 (log: "), std::string::npos) << out;
-  EXPECT_NE(out.find("== ce-t0: on GPU 1 (log: "), std::string::npos) << out;
+  EXPECT_NE(out.find("== cac-t0: on GPU 0 (CUDA_VISIBLE_DEVICES=0; log: "), std::string::npos) << out;
+  EXPECT_NE(out.find("== ce-t0: on GPU 1 (CUDA_VISIBLE_DEVICES=1; log: "), std::string::npos) << out;
   EXPECT_NE(out.find("== ce-t0: done on GPU 1"), std::string::npos) << out;
   EXPECT_NE(read_all(d / "bench/logs/cac-t0.log").find("epoch   1/1"), std::string::npos);
   EXPECT_EQ(nlohmann::json::parse(read_all(d / "bench/MNIST.json"))["runs"].size(), 2u);
@@ -972,17 +972,20 @@ TEST(Benchmark, GpusTrainRunsSideBySide) {
 
   fs::create_directories(d / "broken");
   std::ofstream(d / "broken/ce-t0") << "a file where the run folder goes";
-  auto [rc2, out2] = run_cmd(script(d / "broken") + flags + " --gpus 0");
+  // Under a scheduler's allocation (CUDA_VISIBLE_DEVICES set), GPU numbers count the visible GPUs.
+  auto [rc2, out2] = run_cmd("CUDA_VISIBLE_DEVICES=7,5 " + script(d / "broken") + flags + " --gpus 1");
+  EXPECT_NE(out2.find("== cac-t0: on GPU 1 (CUDA_VISIBLE_DEVICES=5; log: "), std::string::npos) << out2;
   EXPECT_EQ(rc2, 1) << out2;
-  EXPECT_NE(out2.find("== ce-t0: FAILED on GPU 0"), std::string::npos) << out2;
+  EXPECT_NE(out2.find("== ce-t0: FAILED on GPU 1"), std::string::npos) << out2;
   EXPECT_NE(out2.find("Not a directory"), std::string::npos) << out2;  // the end of its log
   EXPECT_NE(out2.find("1 run(s) failed: ce-t0"), std::string::npos) << out2;
   EXPECT_TRUE(fs::exists(d / "broken/cac-t0/best.safetensors"));  // the other run finished
   EXPECT_FALSE(fs::exists(d / "broken/MNIST.json"));
 
   for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
-           {" --gpus 0,x", "GPU 'x'"}, {" --gpus 0 --device cpu", "drop --device cpu"}}) {
-    auto [rc3, msg] = run_cmd(script(d / "bad") + args);
+           {" --gpus 0,x", "GPU 'x'"}, {" --gpus 0 --device cpu", "drop --device cpu"},
+           {" --gpus 0,2", "GPU 2 in --gpus: only 2 GPU(s) are visible (CUDA_VISIBLE_DEVICES=7,5)"}}) {
+    auto [rc3, msg] = run_cmd("CUDA_VISIBLE_DEVICES=7,5 " + script(d / "bad") + args);
     EXPECT_EQ(rc3, 2) << args << ": " << msg;
     EXPECT_NE(msg.find(needle), std::string::npos) << msg;
   }
