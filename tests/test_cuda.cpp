@@ -142,11 +142,6 @@ std::vector<OpCase> real_shape_cases() {
   cs.push_back({"cac_head_128x6", {in({128, 6}), in({6, 6}), lab(128, 6)}, [](const V& v) { return ops::cac_head(v[0], v[1], v[2], 0.1).loss; }, 128});
   cs.push_back({"cac_head_batch1_20", {in({1, 20}), in({20, 20}), lab(1, 20)}, [](const V& v) { return ops::cac_head(v[0], v[1], v[2], 0.1).loss; }, 20});
   cs.push_back({"cac_head_300x20", {in({300, 20}), in({20, 20}), lab(300, 20)}, [](const V& v) { return ops::cac_head(v[0], v[1], v[2], 0.1).loss; }, 300});
-  // The head kernels stage z, the centres and d in shared memory when they fit (300x20: 50 KB, past
-  // the 48 KB default, so through the opt-in limit), else read global memory (1000x40: 330 KB, more
-  // than any GPU's block may have). 64x37: rows longer than a warp and an odd row stride.
-  cs.push_back({"cac_head_64x37", {in({64, 37}), in({37, 37}), lab(64, 37)}, [](const V& v) { return ops::cac_head(v[0], v[1], v[2], 0.1).loss; }, 64});
-  cs.push_back({"cac_head_unstaged_1000x40", {in({1000, 40}), in({40, 40}), lab(1000, 40)}, [](const V& v) { return ops::cac_head(v[0], v[1], v[2], 0.1).loss; }, 1000});
   cs.push_back({"cac_loss_128x6", {in({128, 6}, InputSpec::Positive), lab(128, 6)}, [](const V& v) { return ops::cac_loss(v[0], v[1], 0.1).loss; }, 128});
   cs.push_back({"cross_entropy_128x10", {in({128, 10}), lab(128, 10)}, [](const V& v) { return ops::cross_entropy(v[0], v[1]); }, 128});
   cs.push_back({"open_set_score_257x20", {in({257, 20}, InputSpec::Positive)}, [](const V& v) { return ops::open_set_score(v[0]); }, 20});

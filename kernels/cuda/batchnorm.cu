@@ -993,6 +993,25 @@ int64_t channel_units(const Shape4& s, bool vec4) {
   return units < (int64_t(1) << 30) && int64_t(s.C) * splits_of(units, 2) < (int64_t(1) << 31) ? units : 0;
 }
 
+// The most dynamic shared memory a block of kernel `fn` may ask for on this GPU (its static shared
+// memory counts against the same limit; negative: none), set as the kernel's limit so that every
+// size up to it launches, with shared memory preferred over L1 (the single-launch and cluster
+// forwards keep their slices there).
+int allow_all_shared_memory(const void* fn) {
+  int device = 0, optin = 0;
+  cudaFuncAttributes attrs{};
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  CUDA_CHECK(cudaFuncGetAttributes(&attrs, fn));
+  const int dynamic_max = optin - int(attrs.sharedSizeBytes);
+  if (dynamic_max >= 0) {
+    CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                    int(cudaSharedmemCarveoutMaxShared)));
+    CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_max));
+  }
+  return dynamic_max;
+}
+
 // Co-resident blocks of a kernel (occupancy x SMs) with `smem` bytes of dynamic shared memory,
 // measured once per (kernel, smem); 0 where the device cannot launch cooperatively (the
 // single-launch strategies then fall back to two passes).

@@ -23,34 +23,9 @@ inline int grid_for(int64_t n, int threads) {
   return int(std::max<int64_t>(1, std::min<int64_t>(blocks, int64_t(cac::cuda::sm_count()) * 16)));
 }
 
-// The most dynamic shared memory a block of kernel `fn` may ask for on this GPU (its static shared
-// memory counts against the same limit; negative: none), set as the kernel's limit so that every
-// size up to it launches, with shared memory preferred over L1 (the single-launch and cluster
-// forwards and the fused CAC head keep their data there).
-inline int allow_all_shared_memory(const void* fn) {
-  int device = 0, optin = 0;
-  cudaFuncAttributes attrs{};
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  CUDA_CHECK(cudaFuncGetAttributes(&attrs, fn));
-  const int dynamic_max = optin - int(attrs.sharedSizeBytes);
-  if (dynamic_max >= 0) {
-    CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                    int(cudaSharedmemCarveoutMaxShared)));
-    CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_max));
-  }
-  return dynamic_max;
-}
-
 template <class T>
 __device__ __forceinline__ T warp_sum(T v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// fmaxf: a NaN lane does not win (the callers' sums carry the NaN on).
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
 
