@@ -20,10 +20,10 @@
 //   channel's slices exceed the co-resident blocks.
 // * Flat two passes: (splits x channels) reduction blocks over whole images, then a grid-stride
 //   elementwise pass in memory order; the only path for odd planes (HW % 4 != 0) and unaligned views.
-// * Single launch with re-read (forward only, not yet measured on a GPU): one round at any size,
+// * Single launch with re-read (forward only): one round at any size,
 //   each thread holding part of its slice in shared memory and reading the rest twice (the second
 //   time from L2); see bn_forward_reread.
-// * Cluster (forward only, sm_90+, not yet run on a GPU): one thread-block cluster per channel,
+// * Cluster (forward only, sm_90+): one thread-block cluster per channel,
 //   the statistics merged through distributed shared memory at the cluster's barrier, optionally
 //   holding only part of each slice on chip and re-reading the rest from L2; see
 //   bn_forward_cluster.
