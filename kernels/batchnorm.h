@@ -51,8 +51,8 @@ CAC_DECLARE_KERNEL(void batchnorm_backward(const Tensor& x, const Tensor& gamma,
 // Cluster (forward, sm_90+; its backward is SingleLaunch's): a thread-block cluster per channel,
 //   its blocks holding the channel's slices in shared memory; the statistics meet at the cluster's
 //   hardware barrier through distributed shared memory, not at a barrier in global memory, and the
-//   clusters are independent, so no co-residency of the grid is needed (on an H100 the fastest forward at the
-//   smaller activations of classifier32 and ResNet-18; docs/performance.md).
+//   clusters are independent, so no co-residency of the grid is needed (on an H100 the fastest
+//   forward at the smaller activations of classifier32 and ResNet-18; docs/performance.md).
 //   With BnTuning::cluster_held a block keeps only that many float4s per thread in shared memory
 //   and reads the rest twice (the second time from L2, right after the cluster's barrier), so the
 //   blocks are small enough for the whole grid to be resident at once and any channel fits.
