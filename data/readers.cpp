@@ -272,6 +272,11 @@ void check_mat5_headers(const std::string& path) {
       // 64 dimensions and 4 KiB of name are far beyond any real variable.
       CAC_CHECK(bytes <= (part == kDims ? 64 * 8 : 4096), "{}: the variable at byte {} claims {} bytes of {}: corrupt "
                 ".mat file", path, offset, bytes, part_names[part]);
+      // matio reads the dimensions 16 bytes into the matrix whatever size the flags claim (found by
+      // fuzz_svhn: flags claiming 72 bytes hid a 1.4 GB dimensions claim from the walk below, and
+      // matio allocated 5.4 GB). MATLAB always writes 8 bytes of flags, so anything else is corrupt.
+      CAC_CHECK(part != kFlags || skip == 16, "{}: the variable at byte {} has {} bytes of array flags where "
+                "MATLAB writes 8: corrupt .mat file", path, offset, bytes);
       const size_t data_at = skip == 8 ? at + 4 : at + 8;  // where the sub-element's data starts
       if (part == kFlags && skip > 8 && data_at + 4 <= n) {
         // matio also reads a struct's field names and a cell's elements, sized by their own headers,

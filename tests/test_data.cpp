@@ -240,6 +240,21 @@ TEST(DataSvhn, HeaderClaimingHugeDimensionsFails) {
   expect_error([&] { read_svhn(path, "x"); }, {"dims.mat", "bytes of dimensions"});
 }
 
+// Found by tests/fuzz (fuzz_svhn): array flags claiming 72 bytes moved the header walk past a
+// dimensions sub-element claiming 1.4 GB, which matio (reading the dimensions 16 bytes into the
+// matrix regardless) then allocated 5.4 GB for. Flags of any size but MATLAB's 8 bytes are refused.
+TEST(DataSvhn, ArrayFlagsOfTheWrongSizeFail) {
+  TempDir d;
+  // X's array flags: miUINT32 (6), 8 bytes, class uint8 (9); claim 72 bytes instead.
+  const std::string path = patched_svhn(d, "flags.mat", {6, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0},
+                                        [](auto at) { at[4] = 72; });
+  expect_error([&] { read_svhn(path, "x"); }, {"flags.mat", "72 bytes of array flags where MATLAB writes 8"});
+  // A small-element tag (4 bytes in the tag itself) is just as far from matio's fixed layout.
+  const std::string small = patched_svhn(d, "small.mat", {6, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0},
+                                         [](auto at) { at[2] = 4, at[4] = 0; });
+  expect_error([&] { read_svhn(small, "x"); }, {"small.mat", "4 bytes of array flags"});
+}
+
 // MATLAB's default (-v7) files compress each variable; the header check reads through zlib.
 TEST(DataSvhn, CompressedVariablesRead) {
   TempDir d;
