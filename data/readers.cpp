@@ -272,10 +272,15 @@ void check_mat5_headers(const std::string& path) {
       // 64 dimensions and 4 KiB of name are far beyond any real variable.
       CAC_CHECK(bytes <= (part == kDims ? 64 * 8 : 4096), "{}: the variable at byte {} claims {} bytes of {}: corrupt "
                 ".mat file", path, offset, bytes, part_names[part]);
-      // matio reads the dimensions 16 bytes into the matrix whatever size the flags claim (found by
-      // fuzz_svhn: flags claiming 72 bytes hid a 1.4 GB dimensions claim from the walk below, and
-      // matio allocated 5.4 GB). MATLAB always writes 8 bytes of flags, so anything else is corrupt.
-      CAC_CHECK(part != kFlags || skip == 16, "{}: the variable at byte {} has {} bytes of array flags where "
+      // matio reads the flags and dimensions at fixed places (the dimensions' tag 16 bytes into the
+      // matrix, its size in the tag's second word) whatever the tags say, so the walk must not read
+      // them differently (found by fuzz_svhn: flags claiming 72 bytes, and a dimensions tag in the
+      // small format, each hid a gigabyte-sized dimensions claim from this walk, and matio allocated
+      // 5.4 and 3.9 GB). MATLAB writes both in the full format, the flags in 8 bytes; anything else
+      // is corrupt.
+      CAC_CHECK(part == kName || (word >> 16) == 0, "{}: the variable at byte {} has its {} in the small-element "
+                "format, which MATLAB uses only for names: corrupt .mat file", path, offset, part_names[part]);
+      CAC_CHECK(part != kFlags || bytes == 8, "{}: the variable at byte {} has {} bytes of array flags where "
                 "MATLAB writes 8: corrupt .mat file", path, offset, bytes);
       const size_t data_at = skip == 8 ? at + 4 : at + 8;  // where the sub-element's data starts
       if (part == kFlags && skip > 8 && data_at + 4 <= n) {

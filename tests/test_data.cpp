@@ -240,19 +240,23 @@ TEST(DataSvhn, HeaderClaimingHugeDimensionsFails) {
   expect_error([&] { read_svhn(path, "x"); }, {"dims.mat", "bytes of dimensions"});
 }
 
-// Found by tests/fuzz (fuzz_svhn): array flags claiming 72 bytes moved the header walk past a
-// dimensions sub-element claiming 1.4 GB, which matio (reading the dimensions 16 bytes into the
-// matrix regardless) then allocated 5.4 GB for. Flags of any size but MATLAB's 8 bytes are refused.
-TEST(DataSvhn, ArrayFlagsOfTheWrongSizeFail) {
+// Found by tests/fuzz (fuzz_svhn), twice: array flags claiming 72 bytes, and a dimensions tag in the
+// small-element format, each made the header walk read the dimensions elsewhere than matio does
+// (the dimensions' tag 16 bytes into the matrix, its size in the second word), so matio allocated
+// 5.4 and 3.9 GB for a claim the walk never saw. Both layouts are refused.
+TEST(DataSvhn, FlagsAndDimensionsOutsideMatlabsLayoutFail) {
   TempDir d;
   // X's array flags: miUINT32 (6), 8 bytes, class uint8 (9); claim 72 bytes instead.
-  const std::string path = patched_svhn(d, "flags.mat", {6, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0},
-                                        [](auto at) { at[4] = 72; });
-  expect_error([&] { read_svhn(path, "x"); }, {"flags.mat", "72 bytes of array flags where MATLAB writes 8"});
-  // A small-element tag (4 bytes in the tag itself) is just as far from matio's fixed layout.
-  const std::string small = patched_svhn(d, "small.mat", {6, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0},
-                                         [](auto at) { at[2] = 4, at[4] = 0; });
-  expect_error([&] { read_svhn(small, "x"); }, {"small.mat", "4 bytes of array flags"});
+  const std::vector<uint8_t> flags = {6, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0};
+  const std::string wide = patched_svhn(d, "flags.mat", flags, [](auto at) { at[4] = 72; });
+  expect_error([&] { read_svhn(wide, "x"); }, {"flags.mat", "72 bytes of array flags where MATLAB writes 8"});
+  // The flags as a small element (4 bytes inside the tag).
+  const std::string small = patched_svhn(d, "small.mat", flags, [](auto at) { at[2] = 4; });
+  expect_error([&] { read_svhn(small, "x"); }, {"small.mat", "array flags in the small-element format"});
+  // X's dimensions tag (miINT32 = 5, 16 bytes) as a small element claiming 5 bytes.
+  const std::string dims = patched_svhn(d, "dims.mat", {5, 0, 0, 0, 16, 0, 0, 0, 32, 0, 0, 0, 32, 0, 0, 0},
+                                        [](auto at) { at[2] = 5; });
+  expect_error([&] { read_svhn(dims, "x"); }, {"dims.mat", "dimensions in the small-element format"});
 }
 
 // MATLAB's default (-v7) files compress each variable; the header check reads through zlib.
