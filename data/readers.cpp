@@ -279,7 +279,7 @@ void check_mat5_headers(const std::string& path) {
       // 5.4 and 3.9 GB). MATLAB writes both in the full format, the flags in 8 bytes; anything else
       // is corrupt.
       CAC_CHECK(part == kName || (word >> 16) == 0, "{}: the variable at byte {} has its {} in the small-element "
-                "format, which MATLAB uses only for names: corrupt .mat file", path, offset, part_names[part]);
+                "format (at most 4 bytes), which MATLAB never writes for them: corrupt .mat file", path, offset, part_names[part]);
       CAC_CHECK(part != kFlags || bytes == 8, "{}: the variable at byte {} has {} bytes of array flags where "
                 "MATLAB writes 8: corrupt .mat file", path, offset, bytes);
       const size_t data_at = skip == 8 ? at + 4 : at + 8;  // where the sub-element's data starts
