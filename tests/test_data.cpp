@@ -206,28 +206,36 @@ TEST(DataSvhn, HeaderClaimingMoreImagesThanTheFileHoldsFails) {
   expect_error([&] { read_svhn(path, "x"); }, {"huge.mat", "claims 32x32x3x2147483647 elements"});
 }
 
-// The same claim inside a zlib-compressed variable (MATLAB's -v7 files), where only the inflated
-// header tells: X's element from an uncompressed file, patched, deflated into an miCOMPRESSED one.
-TEST(DataSvhn, CompressedHeaderClaimingMoreImagesFails) {
-  TempDir d;
+// A file whose only variable is X from a valid uncompressed file, with `pattern` found in it and
+// changed by `patch`, deflated into an miCOMPRESSED element (MATLAB's -v7 files), where only the
+// inflated header tells.
+std::string compressed_patched_svhn(const TempDir& d, const std::string& name, const std::vector<uint8_t>& pattern,
+                                    const std::function<void(std::vector<uint8_t>::iterator)>& patch) {
   write_svhn(d / "ok.mat", 2, {1, 2});
   const std::vector<uint8_t> file = file_bytes(d / "ok.mat");
   uint32_t x_bytes = 0;
   std::memcpy(&x_bytes, file.data() + 132, 4);  // the first element (X) after the 128-byte header
   std::vector<uint8_t> x(file.begin() + 128, file.begin() + 136 + x_bytes);
-  const uint8_t dims[16] = {32, 0, 0, 0, 32, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0};
-  auto at = std::search(x.begin(), x.end(), std::begin(dims), std::end(dims));
-  ASSERT_NE(at, x.end());
-  at[12] = 0xff, at[13] = 0xff, at[14] = 0xff, at[15] = 0x7f;
+  auto at = std::search(x.begin(), x.end(), pattern.begin(), pattern.end());
+  EXPECT_NE(at, x.end()) << "pattern not found in X";
+  if (at != x.end()) patch(at);
   uLongf packed_bytes = compressBound(uLong(x.size()));
   std::vector<uint8_t> packed(packed_bytes);
-  ASSERT_EQ(compress2(packed.data(), &packed_bytes, x.data(), uLong(x.size()), 6), Z_OK);
+  EXPECT_EQ(compress2(packed.data(), &packed_bytes, x.data(), uLong(x.size()), 6), Z_OK);
   std::vector<uint8_t> out(file.begin(), file.begin() + 128);
   for (uint32_t word : {uint32_t(15), uint32_t(packed_bytes)})  // miCOMPRESSED tag, little-endian like the file
     for (int b = 0; b < 4; ++b) out.push_back(uint8_t(word >> (8 * b)));
   out.insert(out.end(), packed.begin(), packed.begin() + long(packed_bytes));
-  write_bytes(d / "z.mat", out, false);
-  expect_error([&] { read_svhn(d / "z.mat", "x"); }, {"z.mat", "claims 32x32x3x2147483647 elements"});
+  write_bytes(d / name, out, false);
+  return d / name;
+}
+
+// The same claim inside a zlib-compressed variable.
+TEST(DataSvhn, CompressedHeaderClaimingMoreImagesFails) {
+  TempDir d;
+  const std::string path = compressed_patched_svhn(d, "z.mat", {32, 0, 0, 0, 32, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0},
+                                                   [](auto at) { at[12] = 0xff, at[13] = 0xff, at[14] = 0xff, at[15] = 0x7f; });
+  expect_error([&] { read_svhn(path, "x"); }, {"z.mat", "claims 32x32x3x2147483647 elements"});
 }
 
 // Found by tests/fuzz (fuzz_svhn): a dimensions sub-element claiming 4 GB made matio allocate 8.5 GB
@@ -257,6 +265,12 @@ TEST(DataSvhn, FlagsAndDimensionsOutsideMatlabsLayoutFail) {
   const std::string dims = patched_svhn(d, "dims.mat", {5, 0, 0, 0, 16, 0, 0, 0, 32, 0, 0, 0, 32, 0, 0, 0},
                                         [](auto at) { at[2] = 5; });
   expect_error([&] { read_svhn(dims, "x"); }, {"dims.mat", "dimensions in the small-element format"});
+  // Both inside a compressed variable, as the fuzzer found them.
+  const std::string zflags = compressed_patched_svhn(d, "zflags.mat", flags, [](auto at) { at[4] = 72; });
+  expect_error([&] { read_svhn(zflags, "x"); }, {"zflags.mat", "72 bytes of array flags"});
+  const std::string zdims = compressed_patched_svhn(d, "zdims.mat", {5, 0, 0, 0, 16, 0, 0, 0, 32, 0, 0, 0},
+                                                    [](auto at) { at[2] = 5; });
+  expect_error([&] { read_svhn(zdims, "x"); }, {"zdims.mat", "dimensions in the small-element format"});
 }
 
 // MATLAB's default (-v7) files compress each variable; the header check reads through zlib.
