@@ -182,17 +182,27 @@ TEST(DataSvhn, MatlabV5ColumnMajorAndTenIsZero) {
   expect_error([&] { read_svhn(d / "junk.mat", "x"); }, {"junk.mat"});
 }
 
-// A valid two-image .mat (uncompressed) with the 16 bytes `pattern` found and changed by `patch`.
+using Patch = std::function<void(std::vector<uint8_t>::iterator)>;
+// Finds `pattern` in `bytes` and lets `patch` change the bytes there (a test failure if it is absent).
+void patch_first(std::vector<uint8_t>& bytes, const std::vector<uint8_t>& pattern, const Patch& patch) {
+  auto at = std::search(bytes.begin(), bytes.end(), pattern.begin(), pattern.end());
+  EXPECT_NE(at, bytes.end()) << "pattern not found in the valid .mat";
+  if (at != bytes.end()) patch(at);
+}
+
+// A valid two-image .mat (uncompressed) with `pattern` found and changed by `patch`.
 std::string patched_svhn(const TempDir& d, const std::string& name, const std::vector<uint8_t>& pattern,
-                         const std::function<void(std::vector<uint8_t>::iterator)>& patch) {
+                         const Patch& patch) {
   write_svhn(d / "ok.mat", 2, {1, 2});
   std::vector<uint8_t> bytes = file_bytes(d / "ok.mat");
-  auto at = std::search(bytes.begin(), bytes.end(), pattern.begin(), pattern.end());
-  EXPECT_NE(at, bytes.end()) << "pattern not found in the uncompressed .mat";
-  if (at != bytes.end()) patch(at);
+  patch_first(bytes, pattern, patch);
   write_bytes(d / name, bytes, false);
   return d / name;
 }
+
+// X's dimensions sub-element (32, 32, 3, 2 as little-endian int32) and a patch making N = 2^31 - 1.
+const std::vector<uint8_t> kXDims = {32, 0, 0, 0, 32, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0};
+void claim_2g_images(std::vector<uint8_t>::iterator at) { at[12] = 0xff, at[13] = 0xff, at[14] = 0xff, at[15] = 0x7f; }
 
 // Found by tests/fuzz (fuzz_svhn): a header claiming billions of images made matio try to allocate
 // them before reading any data (400 GB); a compressed variable claiming 1.5 billion elements did the
@@ -200,25 +210,21 @@ std::string patched_svhn(const TempDir& d, const std::string& name, const std::v
 // it stores (1032 times that when compressed, zlib's limit) before matio reads it.
 TEST(DataSvhn, HeaderClaimingMoreImagesThanTheFileHoldsFails) {
   TempDir d;
-  // X's dimensions sub-element: 32, 32, 3, 2 as little-endian int32; make N = 2^31 - 1.
-  const std::string path = patched_svhn(d, "huge.mat", {32, 0, 0, 0, 32, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0},
-                                        [](auto at) { at[12] = 0xff, at[13] = 0xff, at[14] = 0xff, at[15] = 0x7f; });
-  expect_error([&] { read_svhn(path, "x"); }, {"huge.mat", "claims 32x32x3x2147483647 elements"});
+  expect_error([&] { read_svhn(patched_svhn(d, "huge.mat", kXDims, claim_2g_images), "x"); },
+               {"huge.mat", "claims 32x32x3x2147483647 elements"});
 }
 
 // A file whose only variable is X from a valid uncompressed file, with `pattern` found in it and
 // changed by `patch`, deflated into an miCOMPRESSED element (MATLAB's -v7 files), where only the
 // inflated header tells.
 std::string compressed_patched_svhn(const TempDir& d, const std::string& name, const std::vector<uint8_t>& pattern,
-                                    const std::function<void(std::vector<uint8_t>::iterator)>& patch) {
+                                    const Patch& patch) {
   write_svhn(d / "ok.mat", 2, {1, 2});
   const std::vector<uint8_t> file = file_bytes(d / "ok.mat");
   uint32_t x_bytes = 0;
   std::memcpy(&x_bytes, file.data() + 132, 4);  // the first element (X) after the 128-byte header
   std::vector<uint8_t> x(file.begin() + 128, file.begin() + 136 + x_bytes);
-  auto at = std::search(x.begin(), x.end(), pattern.begin(), pattern.end());
-  EXPECT_NE(at, x.end()) << "pattern not found in X";
-  if (at != x.end()) patch(at);
+  patch_first(x, pattern, patch);
   uLongf packed_bytes = compressBound(uLong(x.size()));
   std::vector<uint8_t> packed(packed_bytes);
   EXPECT_EQ(compress2(packed.data(), &packed_bytes, x.data(), uLong(x.size()), 6), Z_OK);
@@ -233,9 +239,8 @@ std::string compressed_patched_svhn(const TempDir& d, const std::string& name, c
 // The same claim inside a zlib-compressed variable.
 TEST(DataSvhn, CompressedHeaderClaimingMoreImagesFails) {
   TempDir d;
-  const std::string path = compressed_patched_svhn(d, "z.mat", {32, 0, 0, 0, 32, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0},
-                                                   [](auto at) { at[12] = 0xff, at[13] = 0xff, at[14] = 0xff, at[15] = 0x7f; });
-  expect_error([&] { read_svhn(path, "x"); }, {"z.mat", "claims 32x32x3x2147483647 elements"});
+  expect_error([&] { read_svhn(compressed_patched_svhn(d, "z.mat", kXDims, claim_2g_images), "x"); },
+               {"z.mat", "claims 32x32x3x2147483647 elements"});
 }
 
 // Found by tests/fuzz (fuzz_svhn): a dimensions sub-element claiming 4 GB made matio allocate 8.5 GB
