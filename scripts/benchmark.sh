@@ -8,10 +8,10 @@
 #
 # --gpus LIST trains up to one run per listed GPU at a time (each run sees only its GPU, through
 # CUDA_VISIBLE_DEVICES; numbers count the GPUs this command may see, so under a scheduler that set
-# CUDA_VISIBLE_DEVICES=2,5 --gpus 0,1 means GPUs 2 and 5; the data-loader threads are shared out, nproc / GPUs each, unless --workers
-# is given; a GPU listed twice, e.g. 0,0, trains two runs at a time on it); each run's console output
-# goes to OUT_DIR/logs/<method>-t<trial>.log. Without it the runs train one after the other,
-# printing to the terminal.
+# CUDA_VISIBLE_DEVICES=2,5 --gpus 0,1 means GPUs 2 and 5; the data-loader threads are shared out,
+# nproc / GPUs each, unless --workers is given; a GPU listed twice, e.g. 0,0, trains two runs at a
+# time on it); each run's console output goes to OUT_DIR/logs/<method>-t<trial>.log. Without it the
+# runs train one after the other, printing to the terminal.
 #
 # DATASET: MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50 or TinyImageNet (docs/reproduce.md
 # says which files DATA_DIR holds). The schedule and augmentation default to the protocol's for the
