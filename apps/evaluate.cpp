@@ -21,6 +21,7 @@
 #include "eval/metrics.h"
 #include "eval/report.h"
 #include "layers/ops.h"
+#include "models/anchors.h"
 #include "models/checkpoint.h"
 
 namespace cac::app {
@@ -54,51 +55,28 @@ std::vector<float> all_logits(OpenSetClassifier& model, const data::Subset& s, c
   return out;
 }
 
-}  // namespace
-
-int run_eval(const EvalOptions& o) {
-  CAC_CHECK(!o.runs.empty(), "no runs given: pass --run RUN_DIR (repeatable)");
-  CAC_CHECK(o.accept > 0 && o.accept <= 1, "--accept {} is outside (0, 1] (the share of validation knowns to accept)",
-            o.accept);
-  std::vector<data::UnknownSource> extra;  // checked before any run is loaded
-  for (const std::string& spec : o.unknowns) {
-    extra.push_back(data::parse_unknown_source(spec));
-    for (size_t i = 0; i + 1 < extra.size(); ++i)
-      CAC_CHECK(extra[i].name != extra.back().name, "--unknown: two sets named '{}' (give each a NAME=)", extra.back().name);
+// The --unknown sources, read once per image size and channel count (runs of one benchmark share them).
+class ExtraUnknowns {
+ public:
+  explicit ExtraUnknowns(const std::vector<std::string>& specs) {
+    for (const std::string& spec : specs) {  // checked before any run is loaded
+      sources_.push_back(data::parse_unknown_source(spec));
+      for (size_t i = 0; i + 1 < sources_.size(); ++i)
+        CAC_CHECK(sources_[i].name != sources_.back().name, "--unknown: two sets named '{}' (give each a NAME=)",
+                  sources_.back().name);
+    }
   }
-  // Read once per image size and channel count (runs of one benchmark share them).
-  struct ExtraSet {
-    std::shared_ptr<data::ImageSet> images;
-    std::vector<std::string> label_names;
-  };
-  std::map<std::tuple<size_t, int, int>, ExtraSet> extra_sets;
-  const Device dev = resolve_device(o.device);
-  std::vector<eval::ReportEntry> entries;
-  std::ofstream scores;
-  std::string scores_tmp;
-  // Scores are written in the shortest form that reads back to the same double, so a threshold
-  // applied to the file gives what cac_eval computed.
-  if (!o.scores_csv.empty()) {
-    scores_tmp = temp_path_for(o.scores_csv);
-    scores.open(scores_tmp);
-    CAC_CHECK(scores.good(), "{}: cannot write", o.scores_csv);
-    scores << "run,split,set,label,prediction,score\n";
-  }
-  for (const std::string& run : o.runs) {
-    RunConfig c = RunConfig::from_json(read_text(run + "/config.json", " (is this a cac_train run folder?)"), run + "/config.json");
-    if (!o.data_dir.empty()) c.data_dir = o.data_dir;
-    CAC_CHECK(o.arch.empty() || o.arch == c.arch, "{}: trained with --arch {}, but --arch {} was asked for", run, c.arch, o.arch);
-    const Method method = parse_method(c.method);
-    data::OpenSetData d = load_run_data(c);
-    for (size_t i = 0; i < extra.size(); ++i) {
+  // Appends every source to the run's unknown test sets.
+  void add_to(data::OpenSetData& d, const RunConfig& c, const std::string& run) {
+    for (size_t i = 0; i < sources_.size(); ++i) {
       for (const auto& [name, subset] : d.test_unknown)
-        CAC_CHECK(name != extra[i].name, "--unknown: {} already has an unknown set named '{}' (give yours another NAME=)",
+        CAC_CHECK(name != sources_[i].name, "--unknown: {} already has an unknown set named '{}' (give yours another NAME=)",
                   run, name);
-      ExtraSet& set = extra_sets[{i, c.image_size, c.channels}];
+      Set& set = sets_[{i, c.image_size, c.channels}];
       if (!set.images)
         set.images = std::make_shared<data::ImageSet>(
-            data::read_unknown_source(extra[i], c.image_size, c.channels, &set.label_names));
-      d.unknown_label_names[extra[i].name] = set.label_names;
+            data::read_unknown_source(sources_[i], c.image_size, c.channels, &set.label_names));
+      d.unknown_label_names[sources_[i].name] = set.label_names;
       data::Subset all;
       all.source = set.images.get();
       const int64_t* labels = set.images->labels.data<int64_t>();
@@ -106,205 +84,284 @@ int run_eval(const EvalOptions& o) {
         all.indices.push_back(k);
         all.labels.push_back(labels[k]);
       }
-      d.test_unknown.push_back({extra[i].name, std::move(all)});
-    }
-    const int K = d.num_classes();
-    auto model = build_model(c, K);
-    model->to(dev);
-    const std::string ckpt = run + "/best.safetensors";
-    Safetensors st = load_safetensors(ckpt);
-    restore_tensors(st, model->state_dict(), ckpt);
-    model->eval();
-    data::Augment a;
-    a.size = c.image_size;
-    a.mean = d.norm.mean;
-    a.std = d.norm.std;
-
-    if (method != Method::CE) {
-      // Anchors := mean logit of the correctly classified (argmax z) training images per class,
-      // with horizontally flipped copies for CIFAR and TinyImageNet; alpha*e_i where a class has none.
-      std::vector<double> sum(size_t(K) * K, 0.0);
-      std::vector<int64_t> count(size_t(K), 0);
-      std::vector<bool> flips = {false};
-      if (c.flip_for_class_means) flips.push_back(true);
-      for (bool flip : flips) {
-        data::Augment af = a;
-        af.flip = flip;
-        std::vector<float> z = all_logits(*model, d.train, af, dev, o.workers,
-                                          run + ": class means" + (flip ? " (flipped copies)" : ""));
-        for (int64_t i = 0; i < d.train.size(); ++i) {
-          const float* zi = z.data() + size_t(i) * K;
-          const int64_t pred = std::max_element(zi, zi + K) - zi;
-          const int64_t y = d.train.labels[size_t(i)];
-          if (pred != y) continue;
-          for (int k = 0; k < K; ++k) sum[size_t(y) * K + k] += zi[k];
-          ++count[size_t(y)];
-        }
-      }
-      std::vector<float> anchors(size_t(K) * K, 0.f);
-      std::vector<int> fallback;
-      for (int y = 0; y < K; ++y) {
-        if (count[size_t(y)] == 0) {
-          fallback.push_back(y);
-          anchors[size_t(y) * K + y] = float(c.alpha);
-          continue;
-        }
-        for (int k = 0; k < K; ++k) anchors[size_t(y) * K + k] = float(sum[size_t(y) * K + k] / double(count[size_t(y)]));
-      }
-      if (!fallback.empty())
-        std::fprintf(stderr, "cac_eval: warning: %s: classes %s have no correctly classified training image; "
-                     "their anchors stay alpha * e_i (train longer?)\n", run.c_str(), fmt::format("{}", fmt::join(fallback, ", ")).c_str());
-      model->set_anchors(Tensor::from_vector(anchors, {K, K}));
-    }
-
-    // Scores (apps/scoring.h): CAC min_j gamma_j, CE 1 - max softmax (and minus the max logit).
-    const Tensor anchors_cpu = model->anchors.to(Device::CPU);
-    std::vector<double> ks_logit;
-    auto score_set = [&](const std::string& what, const data::Subset& s, std::vector<double>* score,
-                         std::vector<int64_t>* pred, std::vector<double>* logit_score, std::vector<float>* logits = nullptr) {
-      std::vector<float> z = all_logits(*model, s, a, dev, o.workers, run + ": " + what);
-      Scored r = score_logits(method, z, K, anchors_cpu);
-      if (logits) *logits = std::move(z);
-      *score = std::move(r.score);
-      *pred = std::move(r.pred);
-      *logit_score = std::move(r.logit_score);
-    };
-
-    // RUN/deploy.json: anchors, normalisation and the threshold that accepts o.accept of the validation knowns, so
-    // cac_predict can score new images without the training data.
-    double threshold = 0;
-    std::vector<std::string> class_names;
-    {
-      std::vector<double> vs, vl;
-      std::vector<int64_t> vp;
-      score_set("validation", d.val, &vs, &vp, &vl);
-      Deployment dep;
-      dep.method = c.method;
-      dep.arch = c.arch.empty() ? "classifier32" : c.arch;
-      dep.num_classes = K;
-      dep.image_size = c.image_size;
-      dep.channels = c.channels;
-      dep.mean = d.norm.mean;
-      dep.std = d.norm.std;
-      if (method != Method::CE) dep.anchors = anchors_cpu.to_vector<float>();
-      dep.threshold = threshold = eval::accept_threshold(vs, o.accept);  // 0.95: the FPR@95%TPR convention
-      dep.accept = o.accept;
-      for (int k = 0; k < K; ++k)
-        dep.class_names.push_back(d.class_names.empty() ? std::to_string(d.classes.known[size_t(k)])
-                                                        : d.class_names[size_t(d.classes.known[size_t(k)])]);
-      class_names = dep.class_names;
-      write_file_atomic(run + "/deploy.json", dep.to_json());
-    }
-    std::vector<double> ks;
-    std::vector<int64_t> kp;
-    std::vector<float> known_logits;  // for the report's picture of the logit space
-    score_set("known test", d.test_known, &ks, &kp, &ks_logit, &known_logits);
-    std::vector<bool> correct;
-    int64_t nc = 0;
-    for (size_t i = 0; i < ks.size(); ++i) {
-      correct.push_back(kp[i] == d.test_known.labels[i]);
-      nc += correct.back();
-    }
-    if (scores.is_open())
-      for (size_t i = 0; i < ks.size(); ++i)
-        scores << fmt::format("{},known,known,{},{},{}\n", run, d.test_known.labels[i], kp[i], ks[i]);
-    const std::string metrics_csv = fs::exists(run + "/metrics.csv") ? read_text(run + "/metrics.csv") : "";
-    // Each unknown set is its own open-set problem (the FP experiment has two).
-    for (auto& [set_name, subset] : d.test_unknown) {
-      std::vector<double> us, us_logit;
-      std::vector<int64_t> up;
-      std::vector<float> unknown_logits;
-      score_set("unknown test (" + set_name + ")", subset, &us, &up, &us_logit,
-                o.report_html.empty() ? nullptr : &unknown_logits);
-      eval::ReportEntry e;
-      e.run = run;
-      e.unknown_set = set_name;
-      e.method = c.method;
-      e.dataset = c.dataset;
-      e.metrics_csv = metrics_csv;
-      auto put = [&](const std::string& n, double v) { e.metrics.push_back({n, v}); };
-      put("accuracy", double(nc) / double(ks.size()));
-      put("auroc", eval::auroc(ks, us));
-      if (method == Method::CE) put("auroc_max_logit", eval::auroc(ks_logit, us_logit));
-      put("aupr_in", eval::aupr_in(ks, us));
-      put("aupr_out", eval::aupr_out(ks, us));
-      put("fpr_at_95_tpr", eval::fpr_at_95_tpr(ks, us));
-      const auto curve = eval::oscr_curve(ks, correct, us);
-      put("oscr", eval::oscr_area(curve));
-      for (double t : {1e-1, 1e-2, 1e-3, 1e-4}) {
-        auto v = eval::ccr_at_fpr(curve, t, us.size());
-        put(fmt::format("ccr_at_fpr_{:g}", t), v ? *v : NAN);  // NaN = the set cannot resolve it
-      }
-      if (scores.is_open())
-        for (size_t i = 0; i < us.size(); ++i)
-          scores << fmt::format("{},unknown,{},{},{},{}\n", run, set_name, subset.labels[i], up[i], us[i]);
-      // What cac_predict would say of each test image, as a table: at the deploy threshold.
-      e.class_names = class_names;
-      e.threshold = threshold;
-      e.accept = o.accept;
-      e.confusion = eval::open_set_confusion(K, d.test_known.labels, kp, ks, up, us, threshold);
-      e.unknown_classes = eval::unknown_class_breakdown(K, ks, subset.labels, up, us, threshold);
-      if (auto it = d.unknown_label_names.find(set_name); it != d.unknown_label_names.end())
-        e.unknown_label_names = it->second;
-      if (!o.report_html.empty()) {
-        e.num_classes = K;
-        e.known_logits = known_logits;
-        e.unknown_logits = std::move(unknown_logits);
-        e.known_labels = d.test_known.labels;
-        if (method != Method::CE) e.anchors = anchors_cpu.to_vector<float>();
-      }
-      e.known_scores = ks;
-      e.known_correct = correct;
-      e.unknown_scores = std::move(us);
-      entries.push_back(std::move(e));
+      d.test_unknown.push_back({sources_[i].name, std::move(all)});
     }
   }
 
-  // Table and JSON: per (run, unknown set), then mean and std per method and unknown set.
-  std::vector<std::string> names;  // in first-seen order; CE runs add auroc_max_logit
+ private:
+  struct Set {
+    std::shared_ptr<data::ImageSet> images;
+    std::vector<std::string> label_names;
+  };
+  std::vector<data::UnknownSource> sources_;
+  std::map<std::tuple<size_t, int, int>, Set> sets_;
+};
+
+// scores.csv, written to a temporary beside it and renamed when complete. Scores are written in the
+// shortest form that reads back to the same double, so a threshold applied to the file gives what
+// cac_eval computed.
+class ScoresCsv {
+ public:
+  explicit ScoresCsv(const std::string& path) : path_(path) {
+    if (path.empty()) return;
+    tmp_ = temp_path_for(path);
+    f_.open(tmp_);
+    CAC_CHECK(f_.good(), "{}: cannot write", path);
+    f_ << "run,split,set,label,prediction,score\n";
+  }
+  void add(const std::string& run, const std::string& split, const std::string& set,
+           const std::vector<int64_t>& labels, const std::vector<int64_t>& pred, const std::vector<double>& score) {
+    if (!f_.is_open()) return;
+    for (size_t i = 0; i < score.size(); ++i)
+      f_ << fmt::format("{},{},{},{},{},{}\n", run, split, set, labels[i], pred[i], score[i]);
+  }
+  void commit() {
+    if (!f_.is_open()) return;
+    f_.close();
+    CAC_CHECK(!f_.fail(), "{}: write failed", path_);
+    commit_file(tmp_, path_);
+  }
+
+ private:
+  std::string path_, tmp_;
+  std::ofstream f_;
+};
+
+// The run's network with its best checkpoint, in eval mode.
+std::shared_ptr<OpenSetClassifier> load_trained(const std::string& run, const RunConfig& c, int K, Device dev) {
+  auto model = build_model(c, K);
+  model->to(dev);
+  const std::string ckpt = run + "/best.safetensors";
+  restore_tensors(load_safetensors(ckpt), model->state_dict(), ckpt);
+  model->eval();
+  return model;
+}
+
+// CAC's deploy anchors: the class means of the correctly classified training logits, with
+// horizontally flipped copies where the protocol says (CIFAR, TinyImageNet); models/anchors.h.
+void set_class_mean_anchors(OpenSetClassifier& model, const RunConfig& c, const data::Subset& train,
+                            const data::Augment& a, Device dev, int workers, const std::string& run) {
+  std::vector<float> z;
+  std::vector<int64_t> labels;
+  for (bool flip : c.flip_for_class_means ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+    data::Augment af = a;
+    af.flip = flip;
+    const std::vector<float> zf = all_logits(model, train, af, dev, workers,
+                                             run + ": class means" + (flip ? " (flipped copies)" : ""));
+    z.insert(z.end(), zf.begin(), zf.end());
+    labels.insert(labels.end(), train.labels.begin(), train.labels.end());
+  }
+  const ClassMeanAnchors means = class_mean_anchors(z, labels, model.num_classes(), c.alpha);
+  if (!means.fallback.empty())
+    std::fprintf(stderr, "cac_eval: warning: %s: classes %s have no correctly classified training image; "
+                 "their anchors stay alpha * e_i (train longer?)\n", run.c_str(), fmt::format("{}", fmt::join(means.fallback, ", ")).c_str());
+  model.set_anchors(means.anchors);
+}
+
+// One set's scores (apps/scoring.h), predictions, and logits when the report wants them.
+struct SetScores {
+  std::vector<double> score, logit_score;
+  std::vector<int64_t> pred;
+  std::vector<float> logits;
+};
+
+// One run under evaluation: its settings, data, network and anchors, and the scoring passes.
+struct RunUnderEval {
+  std::string run;
+  RunConfig c;
+  Method method;
+  data::OpenSetData d;
+  std::shared_ptr<OpenSetClassifier> model;
+  data::Augment eval_aug;
+  Tensor anchors;  // [K, K] on the CPU
+  Device dev;
+  int workers;
+
+  int K() const { return d.num_classes(); }
+  SetScores score_set(const std::string& what, const data::Subset& s, bool keep_logits) const {
+    std::vector<float> z = all_logits(*model, s, eval_aug, dev, workers, run + ": " + what);
+    Scored r = score_logits(method, z, K(), anchors);
+    SetScores out{std::move(r.score), std::move(r.logit_score), std::move(r.pred), {}};
+    if (keep_logits) out.logits = std::move(z);
+    return out;
+  }
+};
+
+RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknowns& extra, Device dev) {
+  RunUnderEval r;
+  r.run = run;
+  r.c = RunConfig::from_json(read_text(run + "/config.json", " (is this a cac_train run folder?)"), run + "/config.json");
+  if (!o.data_dir.empty()) r.c.data_dir = o.data_dir;
+  CAC_CHECK(o.arch.empty() || o.arch == r.c.arch, "{}: trained with --arch {}, but --arch {} was asked for", run, r.c.arch,
+            o.arch);
+  r.method = parse_method(r.c.method);
+  r.d = load_run_data(r.c);
+  extra.add_to(r.d, r.c, run);
+  r.model = load_trained(run, r.c, r.K(), dev);
+  r.eval_aug.size = r.c.image_size;
+  r.eval_aug.mean = r.d.norm.mean;
+  r.eval_aug.std = r.d.norm.std;
+  r.dev = dev;
+  r.workers = o.workers;
+  if (r.method != Method::CE) set_class_mean_anchors(*r.model, r.c, r.d.train, r.eval_aug, dev, o.workers, run);
+  r.anchors = r.model->anchors.to(Device::CPU);
+  return r;
+}
+
+// RUN/deploy.json: anchors, normalisation and the threshold that accepts o.accept of the validation
+// knowns, so cac_predict can score new images without the training data.
+Deployment write_deployment(const RunUnderEval& r, double accept) {
+  const SetScores v = r.score_set("validation", r.d.val, false);
+  Deployment dep;
+  dep.method = r.c.method;
+  dep.arch = r.c.arch.empty() ? "classifier32" : r.c.arch;
+  dep.num_classes = r.K();
+  dep.image_size = r.c.image_size;
+  dep.channels = r.c.channels;
+  dep.mean = r.d.norm.mean;
+  dep.std = r.d.norm.std;
+  if (r.method != Method::CE) dep.anchors = r.anchors.to_vector<float>();
+  dep.threshold = eval::accept_threshold(v.score, accept);  // 0.95: the FPR@95%TPR convention
+  dep.accept = accept;
+  const data::OpenSetData& d = r.d;
+  for (int k = 0; k < r.K(); ++k)
+    dep.class_names.push_back(d.class_names.empty() ? std::to_string(d.classes.known[size_t(k)])
+                                                    : d.class_names[size_t(d.classes.known[size_t(k)])]);
+  write_file_atomic(r.run + "/deploy.json", dep.to_json());
+  return dep;
+}
+
+// The known test set's scores and which predictions are right.
+struct KnownScores {
+  SetScores s;
+  std::vector<bool> correct;
+  int64_t right = 0;
+};
+
+// One unknown set's entry: every metric, the deploy-threshold tables, and the report's data.
+eval::ReportEntry unknown_set_entry(const RunUnderEval& r, const KnownScores& known, const SetScores& u,
+                                    const std::string& set_name, const data::Subset& subset, const Deployment& dep,
+                                    const std::string& metrics_csv, bool for_report) {
+  eval::ReportEntry e;
+  e.run = r.run;
+  e.unknown_set = set_name;
+  e.method = r.c.method;
+  e.dataset = r.c.dataset;
+  e.metrics_csv = metrics_csv;
+  const std::vector<double>& ks = known.s.score;
+  auto put = [&](const std::string& n, double v) { e.metrics.push_back({n, v}); };
+  put("accuracy", double(known.right) / double(ks.size()));
+  put("auroc", eval::auroc(ks, u.score));
+  if (r.method == Method::CE) put("auroc_max_logit", eval::auroc(known.s.logit_score, u.logit_score));
+  put("aupr_in", eval::aupr_in(ks, u.score));
+  put("aupr_out", eval::aupr_out(ks, u.score));
+  put("fpr_at_95_tpr", eval::fpr_at_95_tpr(ks, u.score));
+  const auto curve = eval::oscr_curve(ks, known.correct, u.score);
+  put("oscr", eval::oscr_area(curve));
+  for (double t : {1e-1, 1e-2, 1e-3, 1e-4}) {
+    auto v = eval::ccr_at_fpr(curve, t, u.score.size());
+    put(fmt::format("ccr_at_fpr_{:g}", t), v ? *v : NAN);  // NaN = the set cannot resolve it
+  }
+  // What cac_predict would say of each test image, as a table: at the deploy threshold.
+  e.class_names = dep.class_names;
+  e.threshold = dep.threshold;
+  e.accept = dep.accept;
+  e.confusion = eval::open_set_confusion(r.K(), r.d.test_known.labels, known.s.pred, ks, u.pred, u.score, dep.threshold);
+  e.unknown_classes = eval::unknown_class_breakdown(r.K(), ks, subset.labels, u.pred, u.score, dep.threshold);
+  if (auto it = r.d.unknown_label_names.find(set_name); it != r.d.unknown_label_names.end())
+    e.unknown_label_names = it->second;
+  if (for_report) {
+    e.num_classes = r.K();
+    e.known_logits = known.s.logits;
+    e.unknown_logits = u.logits;
+    e.known_labels = r.d.test_known.labels;
+    if (r.method != Method::CE) e.anchors = r.anchors.to_vector<float>();
+  }
+  e.known_scores = ks;
+  e.known_correct = known.correct;
+  e.unknown_scores = u.score;
+  return e;
+}
+
+// Scores one run's test sets (each unknown set is its own open-set problem; the FP experiment has
+// two) and appends an entry per unknown set.
+void evaluate_run(const RunUnderEval& r, const EvalOptions& o, ScoresCsv& scores, std::vector<eval::ReportEntry>& entries) {
+  const Deployment dep = write_deployment(r, o.accept);
+  const bool for_report = !o.report_html.empty();
+  KnownScores known;
+  known.s = r.score_set("known test", r.d.test_known, true);
+  for (size_t i = 0; i < known.s.score.size(); ++i) {
+    known.correct.push_back(known.s.pred[i] == r.d.test_known.labels[i]);
+    known.right += known.correct.back();
+  }
+  scores.add(r.run, "known", "known", r.d.test_known.labels, known.s.pred, known.s.score);
+  const std::string metrics_csv = fs::exists(r.run + "/metrics.csv") ? read_text(r.run + "/metrics.csv") : "";
+  for (const auto& [set_name, subset] : r.d.test_unknown) {
+    const SetScores u = r.score_set("unknown test (" + set_name + ")", subset, for_report);
+    scores.add(r.run, "unknown", set_name, subset.labels, u.pred, u.score);
+    entries.push_back(unknown_set_entry(r, known, u, set_name, subset, dep, metrics_csv, for_report));
+  }
+}
+
+// Every metric name, in first-seen order (CE runs add auroc_max_logit), and one entry's value.
+std::vector<std::string> metric_names(const std::vector<eval::ReportEntry>& entries) {
+  std::vector<std::string> names;
   for (auto& e : entries)
     for (auto& [k, v] : e.metrics)
       if (std::find(names.begin(), names.end(), k) == names.end()) names.push_back(k);
-  auto value = [](const eval::ReportEntry& e, const std::string& n) {
-    for (auto& [k, v] : e.metrics)
-      if (k == n) return v;
-    return double(NAN);
-  };
-  auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };  // null = n/a
-  const size_t w = 8;
+  return names;
+}
+double metric_value(const eval::ReportEntry& e, const std::string& n) {
+  for (auto& [k, v] : e.metrics)
+    if (k == n) return v;
+  return double(NAN);
+}
+json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }  // null = n/a
+
+constexpr size_t kColumn = 8;
+void print_cell(const std::string& name, const std::string& text) {
+  std::printf(" %*s", int(std::max(kColumn, name.size())), text.c_str());
+}
+
+// The table's rows per (run, unknown set), and the same as the JSON's "runs".
+json print_runs(const std::vector<eval::ReportEntry>& entries, const std::vector<std::string>& names) {
   std::printf("\n%-40s", "run");
-  for (auto& n : names) std::printf(" %*s", int(std::max(w, n.size())), n.c_str());
+  for (auto& n : names) print_cell(n, n);
   std::printf("\n");
-  json out = json::object();
-  out["engine"] = engine_version();
-  out["runs"] = json::array();
+  json runs = json::array();
   for (auto& e : entries) {
     const std::string name = eval::entry_name(e);
     std::printf("%-40s", name.size() > 40 ? ("..." + name.substr(name.size() - 37)).c_str() : name.c_str());
     json jr = {{"run", e.run}, {"unknown_set", e.unknown_set}, {"method", e.method}};
     for (auto& n : names) {
-      const double v = value(e, n);
-      std::printf(" %*s", int(std::max(w, n.size())), std::isfinite(v) ? fmt::format("{:.4f}", v).c_str() : "n/a");
-      jr[n] = num(v);
+      const double v = metric_value(e, n);
+      print_cell(n, std::isfinite(v) ? fmt::format("{:.4f}", v) : "n/a");
+      jr[n] = number_or_null(v);
     }
     std::vector<std::string> labels = e.class_names;
     labels.push_back("unknown");
-    jr["threshold"] = num(e.threshold);
+    jr["threshold"] = number_or_null(e.threshold);
     jr["accept"] = e.accept;
     jr["confusion"] = {{"labels", labels}, {"rows", e.confusion}};
     jr["unknown_classes"] = json::array();
     for (const auto& b : e.unknown_classes)
       jr["unknown_classes"].push_back({{"label", b.label}, {"name", eval::unknown_label_name(e, b.label)},
-                                       {"images", b.images}, {"auroc", num(b.auroc)}, {"accepted", b.accepted},
+                                       {"images", b.images}, {"auroc", number_or_null(b.auroc)}, {"accepted", b.accepted},
                                        {"accepted_as", b.accepted_as}});
     std::printf("\n");
-    out["runs"].push_back(jr);
+    runs.push_back(jr);
   }
+  return runs;
+}
+
+// Mean and std per benchmark, method and unknown set: the table's last rows and the JSON's "groups"
+// (and "mean"/"std" when there is one group).
+void print_groups(const std::vector<eval::ReportEntry>& entries, const std::vector<std::string>& names, json& out) {
   const auto groups = eval::summarise(entries, names);
   out["groups"] = json::array();
   for (auto& g : groups) {
     json mean = json::object(), stdev = json::object();
-    for (size_t i = 0; i < names.size(); ++i) mean[names[i]] = num(g.mean[i]), stdev[names[i]] = num(g.stdev[i]);
+    for (size_t i = 0; i < names.size(); ++i) mean[names[i]] = number_or_null(g.mean[i]), stdev[names[i]] = number_or_null(g.stdev[i]);
     out["groups"].push_back({{"dataset", g.dataset}, {"method", g.method}, {"unknown_set", g.unknown_set}, {"runs", g.runs},
                              {"mean", mean}, {"std", stdev}});
     if (groups.size() == 1) out["mean"] = mean, out["std"] = stdev;
@@ -312,11 +369,13 @@ int run_eval(const EvalOptions& o) {
     std::printf("%-40s", fmt::format("mean+-std {} {}{} ({} runs)", g.dataset, g.method,
                                      g.unknown_set == "unknown" ? "" : " " + g.unknown_set, g.runs).c_str());
     for (size_t i = 0; i < names.size(); ++i)
-      std::printf(" %*s", int(std::max(w, names[i].size())),
-                  std::isfinite(g.mean[i]) ? fmt::format("{:.4f}+-{:.3f}", g.mean[i], g.stdev[i]).c_str() : "n/a");
+      print_cell(names[i], std::isfinite(g.mean[i]) ? fmt::format("{:.4f}+-{:.3f}", g.mean[i], g.stdev[i]) : "n/a");
     std::printf("\n");
   }
-  // Where the open-set errors come from: the hardest unknown class of each set that has several.
+}
+
+// Where the open-set errors come from: the hardest unknown class of each set that has several.
+void print_hardest_unknowns(const std::vector<eval::ReportEntry>& entries) {
   bool heading = false;
   for (const auto& e : entries) {
     const eval::UnknownClassBreakdown* worst = nullptr;
@@ -332,12 +391,28 @@ int run_eval(const EvalOptions& o) {
                 100.0 * double(worst->accepted) / double(std::max<int64_t>(worst->images, 1)),
                 worst->accepted > 0 ? fmt::format(", most as {}", eval::known_class_name(e, k)).c_str() : "");
   }
+}
+
+}  // namespace
+
+int run_eval(const EvalOptions& o) {
+  CAC_CHECK(!o.runs.empty(), "no runs given: pass --run RUN_DIR (repeatable)");
+  CAC_CHECK(o.accept > 0 && o.accept <= 1, "--accept {} is outside (0, 1] (the share of validation knowns to accept)",
+            o.accept);
+  ExtraUnknowns extra(o.unknowns);
+  const Device dev = resolve_device(o.device);
+  std::vector<eval::ReportEntry> entries;
+  ScoresCsv scores(o.scores_csv);
+  for (const std::string& run : o.runs) evaluate_run(load_run(run, o, extra, dev), o, scores, entries);
+  // Table and JSON: per (run, unknown set), then mean and std per method and unknown set.
+  const std::vector<std::string> names = metric_names(entries);
+  json out = json::object();
+  out["engine"] = engine_version();
+  out["runs"] = print_runs(entries, names);
+  print_groups(entries, names, out);
+  print_hardest_unknowns(entries);
   if (!o.json_out.empty()) write_file_atomic(o.json_out, out.dump(2) + "\n");
-  if (scores.is_open()) {
-    scores.close();
-    CAC_CHECK(!scores.fail(), "{}: write failed", o.scores_csv);
-    commit_file(scores_tmp, o.scores_csv);
-  }
+  scores.commit();
   if (!o.report_html.empty()) {
     write_file_atomic(o.report_html, eval::html_report(o.report_title.empty() ? "CAC open-set evaluation" : o.report_title,
                                                        entries, names, o.command_line, engine_version()));

@@ -29,19 +29,14 @@ namespace {
 std::atomic<int> g_interrupted{0};
 extern "C" void on_stop_signal(int sig) { g_interrupted = sig; }
 
-// Everything a bit-identical resume needs beyond the tensors: the epoch and the dropout counters.
+// Everything a bit-identical resume needs: the model's tensors, the optimizer's momentum and the
+// model's resume state (the dropout counters, as "resume.<module>.calls").
 NamedTensorList checkpoint_tensors(OpenSetClassifier& model, Trainer& trainer) {
   NamedTensorList t = model.state_dict();
   if (trainer.optimizer().momentum_buffer().defined())
     t.push_back({"optimizer.momentum_buffer", trainer.optimizer().momentum_buffer()});
+  for (auto& kv : model.resume_state("resume.")) t.push_back(std::move(kv));
   return t;
-}
-std::string dropout_counters(OpenSetClassifier& model) {
-  std::string out;
-  model.visit([&](const std::string&, Module& m) {
-    if (auto* d = dynamic_cast<Dropout2d*>(&m)) out += std::to_string(d->calls) + ",";
-  });
-  return out;
 }
 // A number that fills all of `text` (std::stoi would accept "12abc" and throw a message naming no file).
 template <class T>
@@ -65,15 +60,23 @@ T resume_number(const Safetensors& st, const char* field, const std::string& pat
   return parse_whole<T>(resume_field(st, field, path), path, field);
 }
 
-void restore_dropout_counters(OpenSetClassifier& model, const std::string& s, const std::string& path) {
-  std::istringstream in(s);
-  model.visit([&](const std::string& name, Module& m) {
-    if (auto* d = dynamic_cast<Dropout2d*>(&m)) {
-      std::string v;
-      CAC_CHECK(std::getline(in, v, ','), "{}: dropout counters missing for {}", path, name);
-      d->calls = parse_whole<uint64_t>(v, path, "dropout_calls");
-    }
-  });
+// Restores what checkpoint_tensors saved. Checkpoints written before the counters were tensors
+// keep them in the metadata field "dropout_calls" (comma-separated, in module order).
+void restore_checkpoint(const Safetensors& st, OpenSetClassifier& model, Trainer& trainer, const std::string& path) {
+  const NamedTensorList counters = model.resume_state("resume.");
+  if (counters.empty() || st.tensors.count(counters.front().first)) {
+    restore_tensors(st, checkpoint_tensors(model, trainer), path);
+    return;
+  }
+  NamedTensorList tensors = checkpoint_tensors(model, trainer);
+  tensors.resize(tensors.size() - counters.size());
+  restore_tensors(st, tensors, path);
+  std::istringstream in(resume_field(st, "dropout_calls", path));
+  for (auto [name, counter] : counters) {  // a copy of the handle: the same storage
+    std::string v;
+    CAC_CHECK(std::getline(in, v, ','), "{}: dropout counters missing for {}", path, name);
+    counter.data<int64_t>()[0] = int64_t(parse_whole<uint64_t>(v, path, "dropout_calls"));
+  }
 }
 
 // RUN_DIR/train.log: every line cac_train prints except the in-epoch progress redraws, appended (a
@@ -135,36 +138,237 @@ class Progress {
   std::chrono::steady_clock::time_point t0_;
   double elapsed() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
 };
+
+// Where a resumed run stands: its checkpoint and bookkeeping, and what the flags changed.
+struct ResumePoint {
+  int start_epoch = 0;
+  double best = INFINITY;
+  Safetensors state;
+  std::string path, changes;
+};
+
+// Reads RUN/config.json (with the changes --resume allows) and RUN/last.safetensors.
+ResumePoint load_resume_point(RunConfig& cfg, const std::string& dir, const ResumeOverrides& o) {
+  ResumePoint r;
+  cfg = RunConfig::from_json(read_text(dir + "/config.json"), dir + "/config.json");
+  cfg.out = dir;
+  auto change = [&](std::string& field, const std::string& to, const char* flag) {
+    if (to.empty() || to == field) return;
+    r.changes += fmt::format("{}{} {} (was {})", r.changes.empty() ? "" : ", ", flag, to, field);
+    field = to;
+  };
+  change(cfg.data_dir, o.data_dir.empty() ? "" : fs::absolute(o.data_dir).lexically_normal().string(), "--data-dir");
+  change(cfg.device, o.device, "--device");
+  if (o.workers >= 0 && o.workers != cfg.workers) {
+    r.changes += fmt::format("{}--workers {} (was {})", r.changes.empty() ? "" : ", ", o.workers, cfg.workers);
+    cfg.workers = o.workers;
+  }
+  cfg.check(dir + "/config.json with the flags given");
+  r.path = dir + "/last.safetensors";
+  r.state = load_safetensors(r.path);
+  r.start_epoch = resume_number<int>(r.state, "epochs_done", r.path);
+  r.best = resume_number<double>(r.state, "best_metric", r.path);
+  CAC_CHECK(r.start_epoch >= 0 && !std::isnan(r.best), "{}: corrupt bookkeeping (epochs_done {}, best_metric {})",
+            r.path, r.start_epoch, r.best);
+  return r;
+}
+
+// The first lines of train.log: the engine, the run, and which classes are known.
+void log_header(RunLog& log, const RunConfig& cfg, const data::OpenSetData& d, Device dev, int total_epochs) {
+  log.write(fmt::format("engine: {}\n", engine_version()));
+  log.write(fmt::format("cac_train: {} trial {}, {}, {} known classes, {} train / {} val images, method {}, {} epochs on {}\n",
+                        d.benchmark, cfg.trial, cfg.arch.empty() ? "classifier32" : cfg.arch, d.num_classes(), d.train.size(),
+                        d.val.size(), cfg.method, total_epochs, dev == Device::CUDA ? cuda::device_description() : "the CPU"));
+  if (!d.val_folder.empty()) log.write(fmt::format("validation images: {} (all of train/ trains)\n", d.val_folder));
+  if (d.class_names.empty()) return;
+  // Named classes (an image folder, Fashion-MNIST, CIFAR-10): which is which.
+  std::string known, unknown;
+  auto name = [&](int64_t c) { return c >= 0 && c < int64_t(d.class_names.size()) ? d.class_names[size_t(c)] : std::to_string(c); };
+  for (size_t i = 0; i < d.classes.known.size(); ++i) known += fmt::format("{}{}={}", i ? ", " : "", i, name(d.classes.known[i]));
+  for (size_t i = 0; i < d.classes.unknown.size(); ++i) unknown += (i ? ", " : "") + name(d.classes.unknown[i]);
+  log.write(fmt::format("known classes: {}; unknown: {}\n", known, unknown.empty() ? "(none)" : unknown));
+}
+
+// cac_train --init: the model's weights from a file (a CE file has no anchors, and CE never reads them).
+void load_init_weights(OpenSetClassifier& model, const std::string& path, Method method) {
+  const Safetensors init = load_safetensors(path);
+  NamedTensorList wanted = model.state_dict();
+  if (method == Method::CE && !init.tensors.count("anchors"))
+    wanted.erase(std::remove_if(wanted.begin(), wanted.end(), [](const auto& nt) { return nt.first == "anchors"; }),
+                 wanted.end());
+  restore_tensors(init, wanted, path);
+}
+
+// metrics.csv so far: the header, and on resume the rows of the epochs already done.
+std::string metrics_csv_so_far(const std::string& out, int start_epoch) {
+  std::string csv = "epoch,lr,train_loss,train_tuplet,train_anchor,train_acc,val_loss,val_tuplet,val_anchor,val_acc,seconds\n";
+  if (start_epoch == 0 || !fs::exists(out + "/metrics.csv")) return csv;
+  std::istringstream old(read_text(out + "/metrics.csv"));
+  std::string line;
+  std::getline(old, line);
+  for (int e = 0; e < start_epoch && std::getline(old, line);) csv += line + "\n", ++e;
+  return csv;
+}
+
+// One training run from its settings: the model, its trainer, the loaders, the log and the
+// bookkeeping of checkpoints and metrics, and the steps of an epoch.
+class TrainRun {
+ public:
+  TrainRun(const RunConfig& cfg, const data::OpenSetData& d, Device dev, RunLog& log)
+      : cfg_(cfg), method_(parse_method(cfg.method)), dev_(dev), log_(log),
+        model_(build_model(cfg, d.num_classes())), trainer_((model_->to(dev), model_), method_, cfg.lambda,
+                                                            cfg.momentum, cfg.weight_decay),
+        train_aug_(data::training_augment(cfg.image_size, cfg.crop_scale_min, cfg.flip_p, cfg.rotate_deg, d.norm)),
+        train_loader_(d.train, train_aug_, loader_options(true)),
+        val_loader_(d.val, eval_augment(), loader_options(false)) {}
+
+  OpenSetClassifier& model() { return *model_; }
+  Trainer& trainer() { return trainer_; }
+  bool ce() const { return method_ == Method::CE; }
+  // The metric best.safetensors minimises: the validation anchor loss (CE: the validation loss).
+  double metric(const StepTotals::Means& v) const { return ce() ? v.loss : v.anchor; }
+  // The CAC loss's two terms for a log line (CE has none).
+  std::string loss_parts(const StepTotals::Means& m) const {
+    return ce() ? std::string() : fmt::format(" (tuplet {:.4f} anchor {:.4f})", m.tuplet, m.anchor);
+  }
+
+  StepTotals::Means validate() {
+    StepTotals va;
+    va.reset(DType::F32, dev_);
+    data::Batch vb;
+    val_loader_.start_epoch(0);
+    while (val_loader_.next(&vb)) trainer_.evaluate(vb.images, vb.labels, va);
+    return va.means();
+  }
+
+  // The training batches of one epoch with a progress line; stops early at a stop signal (the
+  // caller checks g_interrupted).
+  StepTotals::Means train_epoch(int epoch, int total_epochs, double lr) {
+    train_loader_.start_epoch(epoch);
+    StepTotals tr;
+    tr.reset(DType::F32, dev_);
+    Progress progress(epoch, total_epochs, train_loader_.batches_per_epoch(), ce(), log_);
+    data::Batch b;
+    int64_t done = 0, images = 0;
+    while (train_loader_.next(&b)) {
+      trainer_.step(b.images, b.labels, lr, tr);
+      ++done;
+      images += b.labels.numel();
+      if (done < train_loader_.batches_per_epoch() && progress.due())  // the last one prints below
+        progress.update(done, images, tr.means(), false);
+      if (g_interrupted) return {};
+    }
+    const StepTotals::Means tm = tr.means();
+    progress.update(done, images, tm, true);
+    return tm;
+  }
+
+  // The bookkeeping of a checkpoint written after `epochs_done` epochs.
+  std::map<std::string, std::string> checkpoint_meta(int epochs_done, double best) const {
+    return {{"epochs_done", std::to_string(epochs_done)}, {"method", cfg_.method}, {"dataset", cfg_.dataset},
+            {"best_metric", fmt::format("{:.17g}", best)}};
+  }
+  void save_best(const std::map<std::string, std::string>& meta) {
+    save_safetensors(cfg_.out + "/best.safetensors", model_->state_dict(), meta);
+  }
+  void save_last(const std::map<std::string, std::string>& meta) {
+    save_safetensors(cfg_.out + "/last.safetensors", checkpoint_tensors(*model_, trainer_), meta);
+  }
+
+ private:
+  data::Loader::Options loader_options(bool shuffle) const {
+    data::Loader::Options lo;
+    lo.batch = cfg_.batch;
+    lo.seed = cfg_.seed;
+    lo.workers = cfg_.workers;
+    lo.device = dev_;
+    lo.shuffle = shuffle;
+    return lo;
+  }
+  data::Augment eval_augment() const {
+    data::Augment a = train_aug_;
+    a.train = false;
+    return a;
+  }
+
+  const RunConfig& cfg_;
+  Method method_;
+  Device dev_;
+  RunLog& log_;
+  std::shared_ptr<OpenSetClassifier> model_;
+  Trainer trainer_;
+  data::Augment train_aug_;
+  data::Loader train_loader_, val_loader_;
+};
+
+// --init with 0 epochs: a run of the given weights, checked on the validation set.
+void hold_given_weights(TrainRun& run, const RunConfig& cfg, RunLog& log, const std::string& csv) {
+  const StepTotals::Means vm = run.validate();
+  log.write(fmt::format("validation of the given weights: loss {:.4f}{}  acc {:5.1f}%  -> best.safetensors\n", vm.loss,
+                        run.loss_parts(vm), 100 * vm.accuracy));
+  write_file_atomic(cfg.out + "/metrics.csv", csv);
+  std::map<std::string, std::string> meta = run.checkpoint_meta(0, run.metric(vm));
+  meta["init"] = cfg.init;
+  run.save_best(meta);
+  run.save_last(meta);
+}
+
+// What cac_train says when a stop signal ended an epoch early; the exit code.
+int report_stop(RunLog& log, const RunConfig& cfg, int epoch) {
+  const int sig = g_interrupted;
+  std::printf("\n");
+  const char* what = sig == SIGTERM ? "terminated (SIGTERM)" : "interrupted";
+  if (fs::exists(cfg.out + "/last.safetensors")) {
+    log.write(fmt::format("{}: the last checkpoint is {}/last.safetensors ({} epochs done); continue "
+                          "with: cac_train --resume {}\n", what, cfg.out, epoch, cfg.out));
+  } else {  // stopped inside the first epoch: nothing to resume from
+    log.write(fmt::format("{} in the first epoch, before any checkpoint; run the same command again to "
+                          "start {} over\n", what, cfg.out));
+  }
+  return 128 + sig;  // the shell's code for death by that signal: 130 (SIGINT), 143 (SIGTERM)
+}
+
+// The epochs from `start` on: train, validate, write metrics.csv and the checkpoints. Returns the
+// exit code.
+int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const StagedLR& schedule, int start, double best,
+               std::string csv, int stop_after_epochs) {
+  int epochs_run = 0;
+  for (int epoch = start; epoch < schedule.total_epochs(); ++epoch) {
+    const double lr = schedule.lr_at(epoch);
+    const auto t0 = std::chrono::steady_clock::now();
+    const StepTotals::Means tm = run.train_epoch(epoch, schedule.total_epochs(), lr);
+    if (g_interrupted) return report_stop(log, cfg, epoch);
+    if (!std::isfinite(tm.loss)) {
+      log.write(fmt::format("cac_train: the training loss became {} in epoch {}; stopping. The last good "
+                            "checkpoint ({}/last.safetensors) is intact; try a lower --lr.\n", tm.loss, epoch + 1, cfg.out),
+                stderr);
+      return 3;
+    }
+    const StepTotals::Means vm = run.validate();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double metric = run.metric(vm);
+    const bool improved = metric < best;
+    log.write(fmt::format("           validation: loss {:.4f}{}  acc {:5.1f}%  ({:.1f} s){}\n", vm.loss, run.loss_parts(vm),
+                          100 * vm.accuracy, secs, improved ? "  -> best.safetensors" : ""));
+    csv += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.2f}\n", epoch + 1, lr, tm.loss,
+                       tm.tuplet, tm.anchor, tm.accuracy, vm.loss, vm.tuplet, vm.anchor, vm.accuracy, secs);
+    write_file_atomic(cfg.out + "/metrics.csv", csv);
+    if (improved) {
+      best = metric;
+      run.save_best(run.checkpoint_meta(epoch + 1, best));
+    }
+    run.save_last(run.checkpoint_meta(epoch + 1, best));
+    if (stop_after_epochs > 0 && ++epochs_run >= stop_after_epochs) break;
+  }
+  log.write(fmt::format("cac_train: done; run folder {} (best.safetensors: lowest validation {}; log train.log)\n",
+                        cfg.out, run.ce() ? "loss" : "anchor loss"));
+  return 0;
+}
 }  // namespace
 
 int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epochs, const ResumeOverrides& overrides) {
-  int start_epoch = 0;
-  double best = INFINITY;
-  Safetensors resume_state;
-  std::string resume_path, resume_changes;
-  if (!resume_dir.empty()) {
-    cfg = RunConfig::from_json(read_text(resume_dir + "/config.json"), resume_dir + "/config.json");
-    cfg.out = resume_dir;
-    auto change = [&](std::string& field, const std::string& to, const char* flag) {
-      if (to.empty() || to == field) return;
-      resume_changes += fmt::format("{}{} {} (was {})", resume_changes.empty() ? "" : ", ", flag, to, field);
-      field = to;
-    };
-    change(cfg.data_dir, overrides.data_dir.empty() ? "" : fs::absolute(overrides.data_dir).lexically_normal().string(),
-           "--data-dir");
-    change(cfg.device, overrides.device, "--device");
-    if (overrides.workers >= 0 && overrides.workers != cfg.workers) {
-      resume_changes += fmt::format("{}--workers {} (was {})", resume_changes.empty() ? "" : ", ", overrides.workers, cfg.workers);
-      cfg.workers = overrides.workers;
-    }
-    cfg.check(resume_dir + "/config.json with the flags given");
-    resume_path = resume_dir + "/last.safetensors";
-    resume_state = load_safetensors(resume_path);
-    start_epoch = resume_number<int>(resume_state, "epochs_done", resume_path);
-    best = resume_number<double>(resume_state, "best_metric", resume_path);
-    CAC_CHECK(start_epoch >= 0 && !std::isnan(best), "{}: corrupt bookkeeping (epochs_done {}, best_metric {})",
-              resume_path, start_epoch, best);
-  }
+  ResumePoint resume;
+  if (!resume_dir.empty()) resume = load_resume_point(cfg, resume_dir, overrides);
   CAC_CHECK(!cfg.out.empty(), "no output folder: pass --out RUN_DIR");
   fs::create_directories(cfg.out);
   const Device dev = resolve_device(cfg.device);
@@ -176,151 +380,23 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
             "of those weights for cac_eval)");
   write_file_atomic(cfg.out + "/config.json", cfg.to_json());
   RunLog log(cfg.out + "/train.log");
-
-  data::OpenSetData d = load_run_data(cfg);
-  log.write(fmt::format("engine: {}\n", engine_version()));
-  log.write(fmt::format("cac_train: {} trial {}, {}, {} known classes, {} train / {} val images, method {}, {} epochs on {}\n",
-                        d.benchmark, cfg.trial, cfg.arch.empty() ? "classifier32" : cfg.arch, d.num_classes(), d.train.size(),
-                        d.val.size(), cfg.method, total_epochs, dev == Device::CUDA ? cuda::device_description() : "the CPU"));
-  if (!d.val_folder.empty()) log.write(fmt::format("validation images: {} (all of train/ trains)\n", d.val_folder));
-  if (!d.class_names.empty()) {  // named classes (an image folder, Fashion-MNIST, CIFAR-10): which is which
-    std::string known, unknown;
-    auto name = [&](int64_t c) { return c >= 0 && c < int64_t(d.class_names.size()) ? d.class_names[size_t(c)] : std::to_string(c); };
-    for (size_t i = 0; i < d.classes.known.size(); ++i) known += fmt::format("{}{}={}", i ? ", " : "", i, name(d.classes.known[i]));
-    for (size_t i = 0; i < d.classes.unknown.size(); ++i) unknown += (i ? ", " : "") + name(d.classes.unknown[i]);
-    log.write(fmt::format("known classes: {}; unknown: {}\n", known, unknown.empty() ? "(none)" : unknown));
-  }
-
-  auto model = build_model(cfg, d.num_classes());
-  model->to(dev);
-  Trainer trainer(model, method, cfg.lambda, cfg.momentum, cfg.weight_decay);
-  if (!cfg.init.empty() && resume_path.empty()) {  // a resumed run's own checkpoint supersedes its start
-    const Safetensors init = load_safetensors(cfg.init);
-    NamedTensorList wanted = model->state_dict();
-    // A closed-set (cross-entropy) classifier's file has no anchors, and CE never reads them.
-    if (method == Method::CE && !init.tensors.count("anchors"))
-      wanted.erase(std::remove_if(wanted.begin(), wanted.end(), [](const auto& nt) { return nt.first == "anchors"; }),
-                   wanted.end());
-    restore_tensors(init, wanted, cfg.init);
+  const data::OpenSetData d = load_run_data(cfg);
+  log_header(log, cfg, d, dev, total_epochs);
+  TrainRun run(cfg, d, dev, log);
+  if (!cfg.init.empty() && resume.path.empty()) {  // a resumed run's own checkpoint supersedes its start
+    load_init_weights(run.model(), cfg.init, method);
     log.write(fmt::format("starting from the weights in {}\n", cfg.init));
   }
-  if (!resume_path.empty()) {
-    restore_tensors(resume_state, checkpoint_tensors(*model, trainer), resume_path);
-    restore_dropout_counters(*model, resume_field(resume_state, "dropout_calls", resume_path), resume_path);
-    log.write(fmt::format("resuming {} at epoch {}{}\n", resume_dir, start_epoch + 1,
-                          resume_changes.empty() ? "" : " with " + resume_changes));
+  if (!resume.path.empty()) {
+    restore_checkpoint(resume.state, run.model(), run.trainer(), resume.path);
+    log.write(fmt::format("resuming {} at epoch {}{}\n", resume_dir, resume.start_epoch + 1,
+                          resume.changes.empty() ? "" : " with " + resume.changes));
   }
-
-  const data::Augment train_aug =
-      data::training_augment(cfg.image_size, cfg.crop_scale_min, cfg.flip_p, cfg.rotate_deg, d.norm);
-  data::Augment eval_aug = train_aug;
-  eval_aug.train = false;
-  data::Loader::Options lo;
-  lo.batch = cfg.batch;
-  lo.seed = cfg.seed;
-  lo.workers = cfg.workers;
-  lo.device = dev;
-  data::Loader train_loader(d.train, train_aug, lo);
-  lo.shuffle = false;
-  data::Loader val_loader(d.val, eval_aug, lo);
-
-  // metrics.csv is rewritten whole each epoch (atomically), keeping earlier rows on resume.
-  std::string csv = "epoch,lr,train_loss,train_tuplet,train_anchor,train_acc,val_loss,val_tuplet,val_anchor,val_acc,seconds\n";
-  if (start_epoch > 0 && fs::exists(cfg.out + "/metrics.csv")) {
-    std::istringstream old(read_text(cfg.out + "/metrics.csv"));
-    std::string line;
-    std::getline(old, line);
-    for (int e = 0; e < start_epoch && std::getline(old, line);) csv += line + "\n", ++e;
-  }
-  const auto validate = [&] {
-    StepTotals va;
-    va.reset(DType::F32, dev);
-    data::Batch vb;
-    val_loader.start_epoch(0);
-    while (val_loader.next(&vb)) trainer.evaluate(vb.images, vb.labels, va);
-    return va.means();
-  };
-  // The CAC loss's two terms for a log line (CE has none).
-  const auto loss_parts = [&](const StepTotals::Means& m) {
-    return method == Method::CE ? std::string() : fmt::format(" (tuplet {:.4f} anchor {:.4f})", m.tuplet, m.anchor);
-  };
-  if (total_epochs == 0) {  // --init with 0 epochs: a run of the given weights, checked on the validation set
-    const StepTotals::Means vm = validate();
-    log.write(fmt::format("validation of the given weights: loss {:.4f}{}  acc {:5.1f}%  -> best.safetensors\n", vm.loss,
-                          loss_parts(vm), 100 * vm.accuracy));
-    write_file_atomic(cfg.out + "/metrics.csv", csv);
-    const double metric = method == Method::CE ? vm.loss : vm.anchor;
-    const std::map<std::string, std::string> meta = {
-        {"epochs_done", "0"}, {"dropout_calls", dropout_counters(*model)}, {"method", cfg.method},
-        {"dataset", cfg.dataset}, {"best_metric", fmt::format("{:.17g}", metric)}, {"init", cfg.init}};
-    save_safetensors(cfg.out + "/best.safetensors", model->state_dict(), meta);
-    save_safetensors(cfg.out + "/last.safetensors", checkpoint_tensors(*model, trainer), meta);
-  }
+  const std::string csv = metrics_csv_so_far(cfg.out, resume.start_epoch);
+  if (total_epochs == 0) hold_given_weights(run, cfg, log, csv);
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
-  int epochs_run = 0;
-  for (int epoch = start_epoch; epoch < total_epochs; ++epoch) {
-    const double lr = schedule.lr_at(epoch);
-    const auto t0 = std::chrono::steady_clock::now();
-    train_loader.start_epoch(epoch);
-    StepTotals tr;
-    tr.reset(DType::F32, dev);
-    Progress progress(epoch, total_epochs, train_loader.batches_per_epoch(), method == Method::CE, log);
-    data::Batch b;
-    int64_t done = 0, images = 0;
-    while (train_loader.next(&b)) {
-      trainer.step(b.images, b.labels, lr, tr);
-      ++done;
-      images += b.labels.numel();
-      if (done < train_loader.batches_per_epoch() && progress.due())  // the last one prints below
-        progress.update(done, images, tr.means(), false);
-      if (g_interrupted) break;
-    }
-    if (const int sig = g_interrupted) {
-      std::printf("\n");
-      const char* what = sig == SIGTERM ? "terminated (SIGTERM)" : "interrupted";
-      if (fs::exists(cfg.out + "/last.safetensors")) {
-        log.write(fmt::format("{}: the last checkpoint is {}/last.safetensors ({} epochs done); continue "
-                              "with: cac_train --resume {}\n", what, cfg.out, epoch, cfg.out));
-      } else {  // stopped inside the first epoch: nothing to resume from
-        log.write(fmt::format("{} in the first epoch, before any checkpoint; run the same command again to "
-                              "start {} over\n", what, cfg.out));
-      }
-      return 128 + sig;  // the shell's code for death by that signal: 130 (SIGINT), 143 (SIGTERM)
-    }
-    const StepTotals::Means tm = tr.means();
-    progress.update(done, images, tm, true);
-    if (!std::isfinite(tm.loss)) {
-      log.write(fmt::format("cac_train: the training loss became {} in epoch {}; stopping. The last good "
-                            "checkpoint ({}/last.safetensors) is intact; try a lower --lr.\n", tm.loss, epoch + 1, cfg.out),
-                stderr);
-      return 3;
-    }
-    const StepTotals::Means vm = validate();
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    // The checkpoint kept for evaluation: lowest validation anchor loss (CE: lowest validation loss).
-    const double metric = method == Method::CE ? vm.loss : vm.anchor;
-    const bool improved = metric < best;
-    log.write(fmt::format("           validation: loss {:.4f}{}  acc {:5.1f}%  ({:.1f} s){}\n", vm.loss, loss_parts(vm),
-                          100 * vm.accuracy, secs, improved ? "  -> best.safetensors" : ""));
-    csv += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.2f}\n", epoch + 1, lr, tm.loss,
-                       tm.tuplet, tm.anchor, tm.accuracy, vm.loss, vm.tuplet, vm.anchor, vm.accuracy, secs);
-    write_file_atomic(cfg.out + "/metrics.csv", csv);
-    std::map<std::string, std::string> meta = {{"epochs_done", std::to_string(epoch + 1)},
-                                               {"dropout_calls", dropout_counters(*model)},
-                                               {"method", cfg.method}, {"dataset", cfg.dataset}};
-    if (improved) {
-      best = metric;
-      meta["best_metric"] = fmt::format("{:.17g}", best);
-      save_safetensors(cfg.out + "/best.safetensors", model->state_dict(), meta);
-    }
-    meta["best_metric"] = fmt::format("{:.17g}", best);
-    save_safetensors(cfg.out + "/last.safetensors", checkpoint_tensors(*model, trainer), meta);
-    if (stop_after_epochs > 0 && ++epochs_run >= stop_after_epochs) break;
-  }
-  log.write(fmt::format("cac_train: done; run folder {} (best.safetensors: lowest validation {}; log train.log)\n",
-                        cfg.out, method == Method::CE ? "loss" : "anchor loss"));
-  return 0;
+  return run_epochs(run, cfg, log, schedule, resume.start_epoch, resume.best, csv, stop_after_epochs);
 }
 
 }  // namespace cac::app

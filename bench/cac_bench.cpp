@@ -3,7 +3,6 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <map>
 #include <string>
 
 #include "apps/device_option.h"
@@ -11,7 +10,6 @@
 #include "bench/kernels.h"
 #include "core/cuda_runtime.h"
 #include "core/rng.h"
-#include "kernels/batchnorm.h"
 #include "models/classifier32.h"
 #include "models/resnet18.h"
 #include "models/training.h"
@@ -21,22 +19,10 @@ using namespace cac;
 namespace {
 
 struct StepOptions {
-  std::string device = "cpu", arch = "classifier32", bn = "auto";
+  std::string device = "cpu", arch = "classifier32";
   bool tf32 = true, graph = false;
   int batch = 128, channels = 3, size = 32, classes = 0, warmup = 2, iters = 10;
 };
-
-// `cac_bench step --bn`: the CUDA batch-norm launch strategy of every layer, by name.
-const std::map<std::string, kernels::BnStrategy>& bn_strategies() {
-  static const std::map<std::string, kernels::BnStrategy> names = [] {
-    std::map<std::string, kernels::BnStrategy> m;
-    for (auto st : {kernels::BnStrategy::Auto, kernels::BnStrategy::SingleLaunch, kernels::BnStrategy::SingleLaunchReread,
-                    kernels::BnStrategy::Cluster, kernels::BnStrategy::TwoPass, kernels::BnStrategy::FlatTwoPass})
-      m.emplace(kernels::bn_strategy_name(st), st);
-    return m;
-  }();
-  return names;
-}
 
 int run_step(const StepOptions& o) {
   const Device dev = o.device == "cuda" ? Device::CUDA : Device::CPU;
@@ -52,7 +38,6 @@ int run_step(const StepOptions& o) {
     }
   }
   if (dev == Device::CUDA) cuda::set_allow_tf32(o.tf32);
-  kernels::set_batchnorm_tuning({bn_strategies().at(o.bn), 0, 0});  // the CPU ignores it
   const int classes = o.classes > 0 ? o.classes : o.arch == "resnet18" ? 10 : 6;  // FP experiment / a trial
   std::shared_ptr<OpenSetClassifier> model;
   if (o.arch == "resnet18") {
@@ -81,10 +66,9 @@ int run_step(const StepOptions& o) {
   cuda::synchronize();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double ms = 1e3 * s / o.iters;
-  std::printf("%s training step  device=%s%s%s  batch=%d  input=%dx%dx%d  %.2f ms/step  %.1f images/s"
+  std::printf("%s training step  device=%s%s  batch=%d  input=%dx%dx%d  %.2f ms/step  %.1f images/s"
               "  (loss %.4f, %d timed steps after %d warm-up)\n",
               o.arch.c_str(), o.device.c_str(), dev == Device::CUDA ? (o.tf32 ? " (tf32 convs)" : " (fp32 convs)") : "",
-              dev == Device::CUDA && o.bn != "auto" ? (" bn=" + o.bn).c_str() : "",
               o.batch, o.size, o.size, o.channels, ms, 1e3 * o.batch / ms, totals.means().loss, o.iters,
               o.warmup);
   if (dev == Device::CUDA && o.graph) {
@@ -104,8 +88,6 @@ int run_step(const StepOptions& o) {
     auto st = cuda::allocator_stats();
     std::printf("device memory: peak %.1f MiB in tensors, %.1f MiB reserved, %zu cudaMalloc calls\n",
                 double(st.peak_in_use) / (1 << 20), double(st.reserved) / (1 << 20), st.device_allocations);
-    for (const auto& choice : kernels::batchnorm_measured_choices())  // bn=auto's choice per layer shape
-      std::printf("  %s\n", kernels::describe(choice).c_str());
   }
   return 0;
 }
@@ -128,15 +110,9 @@ int main(int argc, char** argv) {
   step->add_option("--iters", so.iters, "timed steps")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_flag("--tf32,!--no-tf32", so.tf32, "TF32 tensor cores for convolutions (PyTorch's default)")->capture_default_str();
   step->add_flag("--graph", so.graph, "also time the step recorded into a CUDA graph and replayed (cuda only)");
-  step->add_option("--bn", so.bn, "CUDA batch-norm launch strategy: auto (the fastest, measured once per shape), single, reread, cluster, two-pass or flat")
-      ->check(CLI::IsMember(bn_strategies()))
-      ->capture_default_str();
   bench::KernelOptions ko;
   auto* kern = app.add_subcommand("kernels", "each hand-written CUDA kernel: check vs CPU twin, then time");
   kern->add_option("--batch", ko.batch, "batch size of the activation shapes")->check(CLI::PositiveNumber)->capture_default_str();
-  kern->add_flag("--bn-sweep", ko.bn_sweep,
-                 "also validate and time batch norm under every launch configuration (strategy, units per thread, "
-                 "splits, prefetch, L2 hints)");
   kern->add_option("--iters", ko.iters, "timed runs per kernel (median reported)")->check(CLI::PositiveNumber)->capture_default_str();
   bench::LoaderOptions lo;
   auto* load = app.add_subcommand("loader", "images/s of the data loader with the CIFAR10/MNIST augmentation");

@@ -10,6 +10,7 @@
 #include "core/cuda_runtime.h"
 #include "core/rng.h"
 #include "kernels/batchnorm.h"
+#include "kernels/batchnorm_paths.h"
 #include "kernels/distance.h"
 #include "kernels/elementwise.h"
 #include "kernels/losses.h"
@@ -48,7 +49,7 @@ struct Row {
   std::string name, shape;
   int launches;
   double bytes, check, warm_us, cold_us;
-  std::string strategy = {};  // batch norm rows: the strategy that ran (Auto's choice for the defaults)
+  std::string strategy = {};  // batch norm rows: the path that ran (the rule's choice for the defaults)
 };
 
 double of_copy_percent(const Row& r, double copy_gbs) {
@@ -81,7 +82,7 @@ void print_targets(const std::vector<Row>& rows, double copy_gbs) {
       if (!best || r.warm_us < best->warm_us) best = &r;
       if (r.name == "batchnorm " + dir || r.name == "batchnorm+leaky " + dir) {
         const double pc = of_copy_percent(r, copy_gbs);
-        std::printf("  %-34s %-14s %5.1f%% of copy (>= 60%%): %s (auto ran: %s)\n", r.name.c_str(),
+        std::printf("  %-34s %-14s %5.1f%% of copy (>= 60%%): %s (ran: %s)\n", r.name.c_str(),
                     r.shape.c_str(), pc, pc >= 60 ? "met" : "MISSED", r.strategy.c_str());
       }
     }
@@ -117,8 +118,10 @@ int run_kernels(const KernelOptions& o) {
   const kernels::BnActivation leaky{true, 0.2};
 
   // ---- batch norm (+ LeakyReLU) at the conv2 activation shape ----------------------------------
-  // `suffix` tags the rows of a launch-configuration sweep.
-  auto bench_batchnorm = [&](bool fused, const std::string& suffix, bool with_eval) {
+  // `path`: the library's rule (the default rows) or one of its paths, for comparison; the lab
+  // (dev/bn_lab) sweeps every candidate and launch configuration.
+  auto bench_batchnorm = [&](bool fused, kernels::BnPath fwd, kernels::BnPath bwd, bool with_eval) {
+    const std::string suffix = fwd == kernels::BnPath::Rule ? "" : std::string(" ") + kernels::bn_path_name(fwd);
     const kernels::BnActivation act = fused ? leaky : kernels::BnActivation{};
     const Shape s{o.batch, 64, 32, 32};
     const int64_t C = 64, n = shape_numel(s), M = n / C;
@@ -130,25 +133,26 @@ int run_kernels(const KernelOptions& o) {
     Tensor rm = Tensor::zeros({C}, DType::F32, Device::CUDA), rv = Tensor::full({C}, 1.0, DType::F32, Device::CUDA);
     Tensor y = Tensor::empty(s, DType::F32, Device::CUDA), m = Tensor::empty({C}, DType::F32, Device::CUDA),
            is = Tensor::empty({C}, DType::F32, Device::CUDA);
-    kernels::batchnorm_forward_train(xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is);
-    const int launches_f = kernels::batchnorm_last_launches();
-    const std::string ran_f = kernels::bn_strategy_name(kernels::batchnorm_last_strategy());
+    const kernels::BnPath ran_fwd = kernels::batchnorm_forward_train_via(fwd, xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is);
+    const int launches_f = kernels::bn_launches(ran_fwd);
+    const std::string ran_f = kernels::bn_path_name(ran_fwd);
     const double check_f = std::max({worst(y, y_c, M), worst(m, m_c, M), worst(rv, rv_c, M)});
     const std::string tag = (fused ? "batchnorm+leaky" : "batchnorm");
     const std::string shape = fmt::format("{}x64x32x32", o.batch);
     time_both({tag + " forward (train)" + suffix, shape, launches_f, 2.0 * n * 4, check_f, 0, 0, ran_f},
-              [&] { kernels::batchnorm_forward_train(xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is); });
+              [&] { kernels::batchnorm_forward_train_via(fwd, xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is); });
     Tensor gx_c = Tensor::empty(s), ggam_c = Tensor::empty({C}), gbet_c = Tensor::empty({C});
     kernels::cpu::batchnorm_backward(x, gamma, beta, m_c, is_c, gy, act, true, &gx_c, ggam_c, gbet_c);
     Tensor gx = Tensor::empty(s, DType::F32, Device::CUDA), ggam = Tensor::empty({C}, DType::F32, Device::CUDA),
            gbet = Tensor::empty({C}, DType::F32, Device::CUDA);
     Tensor mc = m_c.to(Device::CUDA), isc = is_c.to(Device::CUDA);
-    kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet);
-    const int launches_b = kernels::batchnorm_last_launches();
-    const std::string ran_b = kernels::bn_strategy_name(kernels::batchnorm_last_strategy());
+    const kernels::BnPath ran_bwd = kernels::batchnorm_backward_via(bwd, xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet);
+    const int launches_b = kernels::bn_launches(ran_bwd);
+    const std::string ran_b = kernels::bn_path_name(ran_bwd);
     const double check_b = std::max({worst(gx, gx_c, M), worst(ggam, ggam_c, M), worst(gbet, gbet_c, M)});
-    time_both({tag + " backward" + suffix, shape, launches_b, 3.0 * n * 4, check_b, 0, 0, ran_b},
-              [&] { kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet); });
+    const std::string bsuffix = bwd == kernels::BnPath::Rule ? "" : std::string(" ") + kernels::bn_path_name(bwd);
+    time_both({tag + " backward" + bsuffix, shape, launches_b, 3.0 * n * 4, check_b, 0, 0, ran_b},
+              [&] { kernels::batchnorm_backward_via(bwd, xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet); });
     if (with_eval) {
       Tensor ye_c = Tensor::empty(s), ye = Tensor::empty(s, DType::F32, Device::CUDA);
       kernels::cpu::batchnorm_forward_eval(x, gamma, beta, m_c, rv_c, 1e-5, act, ye_c);
@@ -158,54 +162,14 @@ int run_kernels(const KernelOptions& o) {
                 [&] { kernels::batchnorm_forward_eval(xg, gg, bg, mc, rvc, 1e-5, act, ye); });
     }
   };
-  // The default (Auto: the candidates timed once at this shape, the fastest kept), then the
-  // strategies one by one for comparison.
-  for (bool fused : {false, true}) bench_batchnorm(fused, "", fused);
-  kernels::set_batchnorm_tuning({kernels::BnStrategy::FlatTwoPass, 0, 0});
-  bench_batchnorm(true, " flat", false);
-  kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, 0});
-  bench_batchnorm(true, " 1-launch", false);
-  kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, 0});
-  bench_batchnorm(true, " 1-round reread", false);  // its backward is the 1-launch one
-  kernels::set_batchnorm_tuning({kernels::BnStrategy::Cluster, 0, 0});
-  bench_batchnorm(true, " cluster", false);  // likewise
-  if (o.bn_sweep) {
-    // Every launch configuration is validated against the CPU twin (the check column) before it
-    // is timed; the default configuration's rows are the ones above.
-    for (int units : {2, 4, 8}) {
-      kernels::set_batchnorm_tuning({kernels::BnStrategy::TwoPass, 0, units});
-      bench_batchnorm(true, fmt::format(" 2-pass u={}", units), false);
-    }
-    for (int splits : {4, 8, 16, 32}) {
-      kernels::set_batchnorm_tuning({kernels::BnStrategy::FlatTwoPass, splits, 0});
-      bench_batchnorm(true, fmt::format(" flat s={}", splits), false);
-    }
-    for (int units : {2, 4, 8}) {
-      kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, units});
-      bench_batchnorm(true, fmt::format(" 1-launch u={}", units), false);
-    }
-    for (int units : {4, 8}) {  // forward prefetches the next channel (the backward ignores it)
-      kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, units, 2});
-      bench_batchnorm(true, fmt::format(" 1-launch u={} prefetch", units), false);
-    }
-    for (int held : {4, 8}) {  // float4s per thread in shared memory (12 is the row above)
-      kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, held});
-      bench_batchnorm(true, fmt::format(" 1-round reread u={}", held), false);
-    }
-    for (int held : {8, 12}) {  // the held part loaded evict-first in L2
-      kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, held, 0, true});
-      bench_batchnorm(true, fmt::format(" 1-round reread u={} L2 hints", held), false);
-    }
-    for (int target : {4, 8}) {  // float4s per thread before the cluster grows (16 is the row above)
-      kernels::set_batchnorm_tuning({kernels::BnStrategy::Cluster, 0, target});
-      bench_batchnorm(true, fmt::format(" cluster u={}", target), false);
-    }
-    for (int held : {4, 8, 12}) {  // of 16 float4s per thread in shared memory, the rest read twice
-      kernels::set_batchnorm_tuning({kernels::BnStrategy::Cluster, 0, 16, 0, false, true, held});
-      bench_batchnorm(true, fmt::format(" cluster u=16 held={}", held), false);
-    }
-  }
-  kernels::set_batchnorm_tuning({});
+  // The default (the library's rule), then each of the library's paths for comparison (a path that
+  // cannot run here falls back and says so in the strategy column).
+  using kernels::BnPath;
+  for (bool fused : {false, true}) bench_batchnorm(fused, BnPath::Rule, BnPath::Rule, fused);
+  bench_batchnorm(true, BnPath::Reread, BnPath::SingleLaunch, false);
+  bench_batchnorm(true, BnPath::Cluster, BnPath::SingleLaunch, false);
+  bench_batchnorm(true, BnPath::TwoPass, BnPath::TwoPass, false);
+  bench_batchnorm(true, BnPath::Flat, BnPath::Flat, false);
 
   // ---- the CAC head: distance + loss forward and backward (2 launches) -------------------------
   for (int K : {6, 20}) {
@@ -259,9 +223,6 @@ int run_kernels(const KernelOptions& o) {
               [&] { kernels::sgd_step(pg, gg, bg, 0.01, 0.9, 5e-4); });
   }
   print(rows, copy_gbs);
-  std::printf("\nbatch norm Auto, measured on first use (median of 5, first within 3%% of the fastest):\n");
-  for (const auto& choice : kernels::batchnorm_measured_choices())
-    std::printf("  %s\n", kernels::describe(choice).c_str());
   print_targets(rows, copy_gbs);
   for (const Row& r : rows)
     if (r.check > 1) return 1;

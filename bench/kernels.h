@@ -6,7 +6,6 @@ struct KernelOptions {
   int64_t batch = 128;
   int64_t slab = 1200000;  // about classifier32's parameter count
   int iters = 50;
-  bool bn_sweep = false;  // also validate and time batch norm under every launch configuration
 };
 int run_kernels(const KernelOptions& o);
 

@@ -1,11 +1,10 @@
-// Dispatch point of the batchnorm kernels: device -> CPU twin or CUDA kernel.
+// Dispatch point of the batchnorm kernels (device -> CPU twin or CUDA kernel), and the host side of
+// the CUDA path choice: the rule and the launch geometry (kernels/batchnorm_paths.h).
 #include "kernels/batchnorm.h"
 
 #include <algorithm>
-#include <cmath>
-#include <cstdlib>
 
-#include <fmt/format.h>
+#include "kernels/batchnorm_paths.h"
 
 namespace cac::kernels {
 
@@ -56,88 +55,41 @@ BnClusterPlan batchnorm_cluster_plan(int64_t units, int threads, int target, int
   return p;
 }
 
-namespace {
-BnTuning g_tuning;  // read by the CUDA launches (kernels/cuda/batchnorm.cu)
-int g_last_launches = 0;
-}
-void set_batchnorm_tuning(const BnTuning& tuning) {
-  CAC_CHECK(tuning.splits >= 0, "set_batchnorm_tuning: splits {} is negative", tuning.splits);
-  const int u = tuning.units_per_thread;
-  // The unit counts each kernel has an instantiation or a plan for.
-  bool known = u == 0 || u == 2 || u == 4 || u == 8;
-  if (tuning.strategy == BnStrategy::SingleLaunchReread) known = known || u == 12;
-  if (tuning.strategy == BnStrategy::Cluster) known = u == 0 || u == 4 || u == 8 || u == 16;
-  CAC_CHECK(known,
-            "set_batchnorm_tuning: units_per_thread {} is not 0, 2, 4 or 8 (or 12 with SingleLaunchReread; "
-            "0, 4, 8 or 16 with Cluster)", u);
-  CAC_CHECK(tuning.cluster_held >= 0, "set_batchnorm_tuning: cluster_held {} is negative", tuning.cluster_held);
-  CAC_CHECK(tuning.pipeline_stages >= 0 && tuning.pipeline_stages <= 2,
-            "set_batchnorm_tuning: pipeline_stages {} is not 0, 1 or 2", tuning.pipeline_stages);
-  g_tuning = tuning;
-}
-BnTuning batchnorm_tuning() { return g_tuning; }
-int batchnorm_last_launches() { return g_last_launches; }
-void note_batchnorm_launches(int launches) { g_last_launches = launches; }
-
-const char* bn_strategy_name(BnStrategy s) {
-  switch (s) {
-    case BnStrategy::Auto: return "auto";
-    case BnStrategy::TwoPass: return "two-pass";
-    case BnStrategy::SingleLaunch: return "single";
-    case BnStrategy::FlatTwoPass: return "flat";
-    case BnStrategy::SingleLaunchReread: return "reread";
-    case BnStrategy::Cluster: return "cluster";
+const char* bn_path_name(BnPath p) {
+  switch (p) {
+    case BnPath::Rule: return "rule";
+    case BnPath::Reread: return "reread";
+    case BnPath::Cluster: return "cluster";
+    case BnPath::SingleLaunch: return "single";
+    case BnPath::TwoPass: return "two-pass";
+    case BnPath::Flat: return "flat";
   }
   return "?";
 }
-namespace {
-BnStrategy g_last_strategy = BnStrategy::Auto;
-std::vector<BnMeasuredChoice> g_choices;
-}  // namespace
-BnStrategy batchnorm_last_strategy() { return g_last_strategy; }
-void note_batchnorm_strategy(BnStrategy strategy) { g_last_strategy = strategy; }
 
-int pick_measured(const std::vector<double>& ms, double slack) {
-  int best = -1;
-  for (size_t i = 0; i < ms.size(); ++i)
-    if (std::isfinite(ms[i]) && (best < 0 || ms[i] < ms[size_t(best)])) best = int(i);
-  if (best < 0) return -1;
-  for (size_t i = 0; i < ms.size(); ++i)
-    if (std::isfinite(ms[i]) && ms[i] <= ms[size_t(best)] * (1.0 + slack)) return int(i);
-  return best;
+int bn_launches(BnPath ran, bool needs_dx) {
+  if (ran == BnPath::Reread || ran == BnPath::Cluster || ran == BnPath::SingleLaunch) return 1;
+  return needs_dx ? 2 : 1;
 }
 
-bool agrees_with_reference(const std::vector<float>& ref, const std::vector<float>& got, double rel) {
-  if (ref.size() != got.size()) return false;
-  double scale = 0;
-  for (float r : ref) scale = std::max(scale, double(std::fabs(r)));
-  const double tol = rel * (1.0 + scale);
-  for (size_t i = 0; i < ref.size(); ++i)
-    if (!(std::fabs(double(got[i]) - double(ref[i])) <= tol)) return false;  // NaN fails too
-  return true;
+BnPath batchnorm_forward_rule(const BnForwardFacts& f) {
+  if (f.units == 0) return BnPath::Flat;
+  if (f.cluster_fits && f.activation_bytes <= f.on_chip_bytes) return BnPath::Cluster;
+  if (f.reread_fits) return BnPath::Reread;
+  return f.cluster_fits ? BnPath::Cluster : BnPath::TwoPass;
 }
 
-std::vector<BnMeasuredChoice> batchnorm_measured_choices() { return g_choices; }
-void note_batchnorm_measured_choice(const BnMeasuredChoice& choice) {
-  g_choices.push_back(choice);
-  if (const char* v = std::getenv("CAC_BN_VERBOSE"); v && std::string(v) == "1")
-    fmt::print(stderr, "cac: {}\n", describe(choice));
-  for (const std::string& bad : choice.disagreeing) fmt::print(stderr, "cac: warning: {}\n", disagreement(choice, bad));
+BnPath batchnorm_forward_train_via(BnPath want, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                   Tensor& running_mean, Tensor& running_var, double momentum, double eps,
+                                   BnActivation act, Tensor& y, Tensor& save_mean, Tensor& save_invstd) {
+  return CAC_CUDA_ONLY(batchnorm_forward_train_via, want, x, gamma, beta, running_mean, running_var, momentum, eps,
+                       act, y, save_mean, save_invstd);
 }
-std::string disagreement(const BnMeasuredChoice& c, const std::string& candidate) {
-  return fmt::format("batch norm {} {}x{}x{}x{}: candidate '{}' computed a different result from {} and is not "
-                     "used (a kernel bug: please report it with this line and the GPU model)",
-                     c.direction, c.N, c.C, c.H, c.W, candidate, c.reference);
-}
-std::string describe(const BnMeasuredChoice& c) {
-  std::string times;
-  for (const auto& [label, ms] : c.times_ms) {
-    const bool wrong = std::find(c.disagreeing.begin(), c.disagreeing.end(), label) != c.disagreeing.end();
-    times += fmt::format("{}{} {}", times.empty() ? "" : ", ", label,
-                         wrong ? std::string("WRONG RESULT")
-                               : std::isfinite(ms) ? fmt::format("{:.2f} us", ms * 1e3) : std::string("n/a"));
-  }
-  return fmt::format("batch norm {} {}x{}x{}x{} -> {} ({})", c.direction, c.N, c.C, c.H, c.W, c.chosen, times);
+BnPath batchnorm_backward_via(BnPath want, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                              const Tensor& mean, const Tensor& invstd, const Tensor& gy, BnActivation act,
+                              bool training, Tensor* gx, Tensor& ggamma, Tensor& gbeta) {
+  return CAC_CUDA_ONLY(batchnorm_backward_via, want, x, gamma, beta, mean, invstd, gy, act, training, gx, ggamma,
+                       gbeta);
 }
 
 }  // namespace cac::kernels

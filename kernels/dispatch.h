@@ -8,11 +8,15 @@ namespace cac::kernels {
 [[noreturn]] void no_cuda_kernels(const char* op);
 }
 
+// CAC_CUDA_ONLY: a call with no CPU twin (a CUDA launch detail such as the batch-norm path).
 #if CAC_WITH_CUDA_KERNELS
 #define CAC_DISPATCH(device, op, ...)                                               \
   ((device) == ::cac::Device::CUDA ? ::cac::kernels::cuda::op(__VA_ARGS__) \
                                    : ::cac::kernels::cpu::op(__VA_ARGS__))
+#define CAC_CUDA_ONLY(op, ...) ::cac::kernels::cuda::op(__VA_ARGS__)
 #else
+#define CAC_CUDA_ONLY(op, ...) \
+  (::cac::kernels::no_cuda_kernels(#op), decltype(::cac::kernels::cuda::op(__VA_ARGS__))())
 #define CAC_DISPATCH(device, op, ...)                                             \
   ((device) == ::cac::Device::CUDA ? ::cac::kernels::no_cuda_kernels(#op) \
                                    : ::cac::kernels::cpu::op(__VA_ARGS__))

@@ -35,6 +35,14 @@ NamedTensors Module::state_dict() const {
   return out;
 }
 
+NamedTensors Module::resume_state(const std::string& prefix) const {
+  NamedTensors out;
+  for (const auto& [name, t] : counters_) out.emplace_back(prefix + name, t);
+  for (const auto& [name, child] : children_)
+    for (auto& kv : child->resume_state(prefix + name + ".")) out.push_back(std::move(kv));
+  return out;
+}
+
 void Module::visit(const std::function<void(const std::string&, Module&)>& fn, const std::string& prefix) {
   fn(prefix, *this);
   for (auto& [name, child] : children_) child->visit(fn, prefix.empty() ? name : prefix + "." + name);
@@ -75,6 +83,11 @@ Tensor& Module::register_parameter(const std::string& name, Tensor t, bool train
   t.set_requires_grad(trainable);
   params_.emplace_back(name, t);
   return params_.back().second;
+}
+
+Tensor& Module::register_counter(const std::string& name) {
+  counters_.emplace_back(name, Tensor::zeros({}, DType::I64));
+  return counters_.back().second;
 }
 
 Tensor& Module::register_buffer(const std::string& name, Tensor t) {
@@ -136,9 +149,12 @@ Tensor LeakyReLU::forward(const Tensor& x) { return ops::leaky_relu(x, slope); }
 Tensor ReLU::forward(const Tensor& x) { return ops::relu(x); }
 Tensor Flatten::forward(const Tensor& x) { return ops::flatten(x); }
 
+Dropout2d::Dropout2d(double p, uint64_t seed) : p(p), seed(seed), calls_(register_counter("calls")) {}
+
 Tensor Dropout2d::forward(const Tensor& x) {
   if (!is_training()) return x;
-  return ops::dropout2d(x, p, true, seed, calls++);
+  int64_t& calls = calls_.data<int64_t>()[0];
+  return ops::dropout2d(x, p, true, seed, uint64_t(calls++));
 }
 
 Tensor Sequential::forward(const Tensor& x) {

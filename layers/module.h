@@ -31,6 +31,10 @@ class Module {
   NamedTensors named_buffers(const std::string& prefix = "") const;
   // Parameters and buffers together: what a checkpoint holds.
   NamedTensors state_dict() const;
+  // Host-side counters a bit-identical resume needs beyond the state_dict (the dropout masks'
+  // counters): i64 scalars, saved in the resume checkpoint only, since PyTorch's state_dict has no
+  // place for them.
+  NamedTensors resume_state(const std::string& prefix = "") const;
   std::vector<Tensor> trainable_parameters() const;  // requires_grad, in name order of definition
   // Calls fn(name, module) for this module and every descendant, depth first.
   void visit(const std::function<void(const std::string&, Module&)>& fn, const std::string& prefix = "");
@@ -41,6 +45,7 @@ class Module {
  protected:
   Tensor& register_parameter(const std::string& name, Tensor t, bool trainable = true);
   Tensor& register_buffer(const std::string& name, Tensor t);
+  Tensor& register_counter(const std::string& name);  // an i64 scalar of resume_state(), starting at 0
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
     children_.emplace_back(name, m);
@@ -50,7 +55,7 @@ class Module {
 
  private:
   bool training_ = true;
-  NamedTensors params_, buffers_;
+  NamedTensors params_, buffers_, counters_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
 };
 
@@ -104,13 +109,17 @@ class Flatten : public Layer {
   Tensor forward(const Tensor& x) override;
 };
 
-// Each training forward draws a fresh mask: counter = number of training forwards so far.
+// Each training forward draws a fresh mask: counter = number of training forwards so far (the
+// resume state "calls").
 class Dropout2d : public Layer {
  public:
-  Dropout2d(double p, uint64_t seed) : p(p), seed(seed) {}
+  Dropout2d(double p, uint64_t seed);
   Tensor forward(const Tensor& x) override;
   double p;
-  uint64_t seed, calls = 0;
+  uint64_t seed;
+
+ private:
+  Tensor calls_;
 };
 
 class Sequential : public Layer {

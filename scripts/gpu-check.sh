@@ -6,9 +6,10 @@
 #
 #   scripts/gpu-check.sh OUT_DIR
 #   GPU_CHECK_STAGES="tests sanitize bench train" (the default) picks stages (GPU_CHECK_METHODS
-#   the train stage's methods, default "cac ce"; "profile", not a default, runs Nsight Compute on
-#   the batch-norm forward kernels; "interop", not a default, runs the TorchInterop tests against
-#   this machine's PyTorch); the build always
+#   the train stage's methods, default "cac ce"; "lab", not a default, runs dev/bn_lab: every
+#   batch-norm candidate at the network shapes against the library's rule; "profile", not a
+#   default, runs Nsight Compute on the batch-norm forward kernels; "interop", not a default, runs
+#   the TorchInterop tests against this machine's PyTorch; "none" only builds); the build always
 #   runs (incremental when build-gpu/ is still there from an earlier call on the same machine).
 #
 # Build dependencies: if .deps/*.deb exist (scripts/fetch-gpu-deps.sh downloads them on a Debian
@@ -76,7 +77,7 @@ if want bench; then
 say "(bench starts at $(( $(step_time) - t0 )) s)"
 say ""
 say "== cac_bench kernels"
-timeout 240 $build/bench/cac_bench kernels --bn-sweep >"$out/bench-kernels.txt" 2>&1
+timeout 240 $build/bench/cac_bench kernels >"$out/bench-kernels.txt" 2>&1
 tee -a "$summary" <"$out/bench-kernels.txt"
 say ""
 say "== training step, batch 128, 32x32x3: classifier32 and ResNet-18, cac and PyTorch, tf32 and fp32"
@@ -88,29 +89,32 @@ say "== training step, batch 128, 32x32x3: classifier32 and ResNet-18, cac and P
     timeout 120 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3
     timeout 120 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3 --no-tf32
   done
-  # The same step with the one-round reread and the cluster batch-norm forward (Auto's candidates).
-  for bn in reread cluster; do
-    timeout 120 $build/bench/cac_bench step --arch classifier32 --device cuda --channels 3 --iters 50 --warmup 10 --bn $bn
-  done
 } >"$out/bench-step.txt" 2>&1
 tee -a "$summary" <"$out/bench-step.txt"
+fi
+
+# The batch-norm lab (dev/bn_lab): every candidate checked against the CPU twin and timed at the
+# network shapes; the "->" lines say whether the library's rule was the fastest.
+if want lab; then
+  say ""
+  say "== dev/bn_lab (batch-norm candidates vs the library's rule, batch 128)"
+  timeout 300 $build/dev/bn_lab --iters 20 >"$out/bn-lab.txt" 2>&1
+  say "bn_lab: rc=$? $(grep -E 'disagreed' "$out/bn-lab.txt")"
+  grep -E "^[0-9]+x|->" "$out/bn-lab.txt" | tee -a "$summary"
 fi
 
 if want sanitize; then
   say "(sanitize starts at $(( $(step_time) - t0 )) s)"
   # The hand-written kernels' tests (cuDNN/cuBLAS internals are not ours), then the kernel benchmark.
-  # Batch norm under every strategy for memcheck; for racecheck Auto unmeasured (the single-launch
-  # kernels), the reread and the cluster forward.
   for tool in memcheck racecheck; do
-    # Auto's measurement (each candidate 6 times per shape) is skipped under racecheck: the
-    # candidates have their own cases, and each launch there is slow.
-    # Every strategy at the small and odd shapes; at the two largest only Auto and the one-round
-    # forwards (memcheck's cost grows with the bytes touched; the run must leave time for a rerun).
-    filter='Ops/*:Shapes/*:CudaBatchNormAuto.*:Strategies/*_1x64x32x32:Strategies/*_50x4x20x20'
-    filter+=':Strategies/*_256x2x64x64:Strategies/*_128x512x4x4:Strategies/*_3x5x7x9:Strategies/*_4x4096x2x2'
-    filter+=':Strategies/*/auto_*:Strategies/*/reread_u12_*:Strategies/*/cluster_*:-*conv*:*linear*' measure=1
-    [[ $tool == racecheck ]] && filter='Ops/*:Shapes/*:Strategies/*auto*:Strategies/*reread_u12*:Strategies/*cluster_u16*:-*conv*:*linear*' measure=0
-    CAC_BN_MEASURE=$measure timeout 150 compute-sanitizer --tool $tool --error-exitcode 99 $build/tests/test_cuda \
+    # Every batch-norm path at the small and odd shapes; at the two largest only the rule and the
+    # one-round forwards (memcheck's cost grows with the bytes touched; the run must leave time for
+    # a rerun). Racecheck: the rule, the reread and the cluster forward.
+    filter='Ops/*:Shapes/*:Paths/*_1x64x32x32:Paths/*_50x4x20x20'
+    filter+=':Paths/*_256x2x64x64:Paths/*_128x512x4x4:Paths/*_3x5x7x9:Paths/*_4x4096x2x2'
+    filter+=':Paths/*/rule_*:Paths/*/reread_*:Paths/*/cluster_*:-*conv*:*linear*'
+    [[ $tool == racecheck ]] && filter='Ops/*:Shapes/*:Paths/*rule*:Paths/*reread*:Paths/*cluster*:-*conv*:*linear*'
+    timeout 150 compute-sanitizer --tool $tool --error-exitcode 99 $build/tests/test_cuda \
       --gtest_filter="$filter" >"$out/sanitizer-$tool.log" 2>&1
     rc=$?
     say "compute-sanitizer $tool (kernel tests): rc=$rc, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer-$tool.log" | tail -1), $(grep -E 'tests ran|PASSED|FAILED  ' "$out/sanitizer-$tool.log" | head -3 | tr '\n' ' ')"
@@ -137,7 +141,7 @@ if want profile; then
   if ! command -v ncu >/dev/null; then
     say "ncu: not found on PATH"
   else
-    for k in bn_forward_single bn_forward_reread bn_forward_cluster; do
+    for k in bn_forward_reread bn_forward_cluster bn_backward_single; do
       timeout 180 ncu --clock-control none --kernel-name regex:"$k" --launch-skip 3 --launch-count 1 \
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
         $build/bench/cac_bench kernels --iters 5 >"$out/ncu-$k.txt" 2>&1
@@ -160,8 +164,7 @@ if want train && [[ -n "$fm" ]]; then
     run=runs-gpu/fm-$method
     rm -rf "$run"
     s0=$(date +%s)
-    # CAC_BN_VERBOSE: the log shows which batch-norm kernels Auto measured fastest at each layer.
-    CAC_BN_VERBOSE=1 timeout 300 $build/apps/cac_train --dataset FashionMNIST --trial 0 --data-dir "$fm" --out "$run" --device cuda \
+    timeout 300 $build/apps/cac_train --dataset FashionMNIST --trial 0 --data-dir "$fm" --out "$run" --device cuda \
       --method $method >"$out/train-$method.log" 2>&1
     rc=$?
     s1=$(date +%s)
@@ -174,10 +177,6 @@ if want train && [[ -n "$fm" ]]; then
     cp "$run/metrics.csv" "$out/metrics-$method.csv" 2>/dev/null
   done
 fi
-# Auto's check of its batch-norm candidates (kernels/batchnorm.h, agrees_with_reference): a
-# candidate that computed something else than the CPU twin is a kernel bug, whichever log it is in.
-bad=$(cat "$out"/*.log "$out"/*.txt 2>/dev/null | grep -h "warning: batch norm" | sort -u)
-say "batch norm candidates that disagreed with the CPU twin: ${bad:-none}"
 say "total: $(( $(step_time) - t0 )) s"
 # The device tool returns at most 8 files: everything but the summary goes into one archive.
 (cd "$out" && find . -type f ! -name summary.txt ! -name logs.tar.gz -printf '%P\n' | tar czf logs.tar.gz -T - \

@@ -1017,8 +1017,7 @@ TEST(Cli, EveryProgramTellsItsVersion) {
 // cac_bench's options are checked like cac_train's: a bad value names the option and what it allows.
 TEST(Cli, BenchRejectsBadValues) {
   const std::string bench = CAC_BENCH_BIN;
-  const std::string out1 = expect_command_fails(bench + " step --bn fastest", "--bn");
-  EXPECT_NE(out1.find("reread"), std::string::npos) << out1;
+  expect_command_fails(bench + " step --batch 0", "--batch");
   expect_command_fails(bench + " step --arch vgg16", "--arch");
   expect_command_fails(bench + " kernels --iters 0", "--iters");
   auto [rc4, out4] = run_cmd(bench + " step --graph --device cpu");  // a graph records CUDA work

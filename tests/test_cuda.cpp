@@ -18,6 +18,7 @@
 #include "core/cuda/check.h"  // the check macros exist only in CUDA builds
 #endif
 #include "kernels/batchnorm.h"
+#include "kernels/batchnorm_paths.h"
 #include "kernels/elementwise.h"
 #include "layers/ops.h"
 #include "models/resnet18.h"
@@ -28,15 +29,6 @@ namespace cac::testing {
 namespace {
 
 bool gpu_present(std::string* why) { return cuda::device_available(why); }
-
-// Diagnosis hook: CAC_TEST_BN=flat|single|reread|cluster runs every batch norm with that strategy.
-void apply_bn_override() {
-  const std::string bn = std::getenv("CAC_TEST_BN") ? std::getenv("CAC_TEST_BN") : "";
-  if (bn == "flat") kernels::set_batchnorm_tuning({kernels::BnStrategy::FlatTwoPass, 0, 0});
-  if (bn == "single") kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunch, 0, 0});
-  if (bn == "reread") kernels::set_batchnorm_tuning({kernels::BnStrategy::SingleLaunchReread, 0, 0});
-  if (bn == "cluster") kernels::set_batchnorm_tuning({kernels::BnStrategy::Cluster, 0, 0});
-}
 
 // Thread-block clusters (sm_90+), which the Cluster batch-norm forward needs.
 bool device_has_clusters() {
@@ -57,7 +49,6 @@ bool device_has_clusters() {
     cuda::set_allow_tf32(false); /* compare full float32 against the CPU twin */ \
     /* no FFT/Winograd (see cuda_runtime.h); CAC_TEST_ANY_CONV_ALGO=1 lifts it for diagnosis */ \
     cuda::set_strict_conv_algorithms(std::getenv("CAC_TEST_ANY_CONV_ALGO") == nullptr); \
-    apply_bn_override();                                                \
   } while (0)
 
 std::vector<Tensor> to_cuda(const std::vector<Tensor>& v) {
@@ -165,58 +156,48 @@ TEST_P(CudaRealShapes, MatchesCpuTwin) {
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaRealShapes, ::testing::ValuesIn(real_shape_cases()),
                          [](const auto& info) { return info.param.name; });
 
-// ---- batch norm under each launch strategy -----------------------------------------------------
-// Every batch-norm launch strategy: the single launch (the default: slices on chip + per-channel
-// barrier), the one-round reread forward (12, 2, and 8 with L2 eviction hints, float4s per thread
-// in shared memory, the rest streamed twice), the cluster forward (16 and 8 float4s per thread,
-// and 16 holding 12 or 2 of them with the rest streamed twice), the sliced and the flat two-pass
-// kernels. At shapes that hit each path: the real conv2 shape, batch 1, slices that end mid-block (50x4x20x20), a
-// channel cut into 128-256 slices (256x2x64x64), many small channels (128x512x4x4), odd planes that
-// must fall back to two passes (3x5x7x9), a channel too large for one launch (1024x1x64x64), and
-// more channels than co-resident blocks, so each block of a single launch walks several channels
-// (4x4096x2x2). Two forward+backward rounds: the barrier counters must be back at zero after each
-// launch, and the running statistics must compound like the CPU's.
-struct BnTuningCase {
+// ---- batch norm on each of the library's paths ---------------------------------------------------
+// The rule's choice (whatever it picks on this GPU), and each path named: the one-round reread
+// forward, the cluster forward (sm_90+; elsewhere it falls back to two passes), both with the
+// single-launch backward; the sliced and the flat two-pass kernels. At shapes that hit each path:
+// the real conv2 shape, batch 1, slices that end mid-block (50x4x20x20), a channel cut into 128-256
+// slices (256x2x64x64), many small channels (128x512x4x4), odd planes that must fall back to the
+// flat kernels (3x5x7x9), a channel too large for one launch (1024x1x64x64), and more channels
+// than co-resident blocks, so each block of a single launch walks several channels (4x4096x2x2).
+// Two forward+backward rounds: the barrier counters must be back at zero after each launch, and
+// the running statistics must compound like the CPU's.
+struct BnPathCase {
   std::string name;
   Shape shape;
-  kernels::BnTuning tuning;
+  kernels::BnPath forward, backward;
 };
-void PrintTo(const BnTuningCase& c, std::ostream* os) { *os << c.name; }  // not gtest's byte dump
-std::vector<BnTuningCase> bn_tuning_cases() {
+void PrintTo(const BnPathCase& c, std::ostream* os) { *os << c.name; }  // not gtest's byte dump
+std::vector<BnPathCase> bn_path_cases() {
+  using kernels::BnPath;
   const std::vector<std::pair<std::string, Shape>> shapes = {
       {"128x64x32x32", {128, 64, 32, 32}}, {"1x64x32x32", {1, 64, 32, 32}}, {"50x4x20x20", {50, 4, 20, 20}},
       {"256x2x64x64", {256, 2, 64, 64}},   {"128x512x4x4", {128, 512, 4, 4}}, {"3x5x7x9", {3, 5, 7, 9}},
       {"1024x1x64x64", {1024, 1, 64, 64}}, {"4x4096x2x2", {4, 4096, 2, 2}}};
-  const std::vector<std::pair<std::string, kernels::BnTuning>> tunings = {
-      {"auto", {}},
-      {"two_pass_u2", {kernels::BnStrategy::TwoPass, 0, 2}},
-      {"flat", {kernels::BnStrategy::FlatTwoPass, 0, 0}},
-      {"single_u2", {kernels::BnStrategy::SingleLaunch, 0, 2}},
-      {"single_u8", {kernels::BnStrategy::SingleLaunch, 0, 8}},
-      {"single_u4_prefetch", {kernels::BnStrategy::SingleLaunch, 0, 4, 2}},
-      {"single_u8_prefetch", {kernels::BnStrategy::SingleLaunch, 0, 8, 2}},
-      {"reread_u12", {kernels::BnStrategy::SingleLaunchReread, 0, 12}},
-      {"reread_u2", {kernels::BnStrategy::SingleLaunchReread, 0, 2}},
-      {"reread_u8_l2hints", {kernels::BnStrategy::SingleLaunchReread, 0, 8, 0, true}},
-      {"cluster_u16", {kernels::BnStrategy::Cluster, 0, 16}},
-      {"cluster_u8", {kernels::BnStrategy::Cluster, 0, 8}},
-      {"cluster_u16_held12", {kernels::BnStrategy::Cluster, 0, 16, 0, false, true, 12}},
-      {"cluster_u16_held2", {kernels::BnStrategy::Cluster, 0, 16, 0, false, true, 2}}};
-  std::vector<BnTuningCase> cs;
+  const std::vector<std::tuple<std::string, BnPath, BnPath>> paths = {
+      {"rule", BnPath::Rule, BnPath::Rule},
+      {"reread", BnPath::Reread, BnPath::SingleLaunch},
+      {"cluster", BnPath::Cluster, BnPath::SingleLaunch},
+      {"two_pass", BnPath::TwoPass, BnPath::TwoPass},
+      {"flat", BnPath::Flat, BnPath::Flat}};
+  std::vector<BnPathCase> cs;
   for (const auto& [sn, shape] : shapes)
-    for (const auto& [tn, tuning] : tunings) cs.push_back({tn + "_" + sn, shape, tuning});
+    for (const auto& [pn, fwd, bwd] : paths) cs.push_back({pn + "_" + sn, shape, fwd, bwd});
   return cs;
 }
 
-class CudaBatchNormTuning : public ::testing::TestWithParam<BnTuningCase> {
- protected:
-  void TearDown() override { kernels::set_batchnorm_tuning({}); }
-};
+class CudaBatchNormPaths : public ::testing::TestWithParam<BnPathCase> {};
 // Batch norm + LeakyReLU, training forward and backward, on the GPU against the CPU twin, `calls`
 // times on the same running statistics (so their updates accumulate on both sides): y, mean,
-// invstd, running mean and variance, dx, dgamma, dbeta. `after_forward(call)` checks the launch.
-void expect_batchnorm_matches_cpu(const Shape& s, uint64_t seed, int calls,
-                                  const std::function<void(const std::string&)>& after_forward) {
+// invstd, running mean and variance, dx, dgamma, dbeta, each on the path asked for; `after(ran
+// forward, ran backward, call)` checks the paths that ran.
+void expect_batchnorm_matches_cpu(
+    const Shape& s, uint64_t seed, int calls, kernels::BnPath forward, kernels::BnPath backward,
+    const std::function<void(kernels::BnPath, kernels::BnPath, const std::string&)>& after) {
   const int64_t C = s[1], M = s[0] * s[2] * s[3];
   const kernels::BnActivation act{true, 0.2};
   Generator gen(seed);
@@ -238,8 +219,8 @@ void expect_batchnorm_matches_cpu(const Shape& s, uint64_t seed, int calls,
     Tensor yg = Tensor::empty(s, DType::F32, Device::CUDA), mg = Tensor::empty({C}, DType::F32, Device::CUDA),
            isg = Tensor::empty({C}, DType::F32, Device::CUDA);
     kernels::cpu::batchnorm_forward_train(x, gamma, beta, rm, rv, 0.1, 1e-5, act, y, m, is);
-    kernels::batchnorm_forward_train(xg, gg, bg, rmg, rvg, 0.1, 1e-5, act, yg, mg, isg);
-    after_forward(r);
+    const kernels::BnPath ran_f =
+        kernels::batchnorm_forward_train_via(forward, xg, gg, bg, rmg, rvg, 0.1, 1e-5, act, yg, mg, isg);
     expect_close(yg, y, tol, "y" + r);
     expect_close(mg, m, tol, "mean" + r);
     expect_close(isg, is, tol, "invstd" + r);
@@ -251,88 +232,44 @@ void expect_batchnorm_matches_cpu(const Shape& s, uint64_t seed, int calls,
     kernels::cpu::batchnorm_backward(x, gamma, beta, m, is, gy, act, true, &gx, ggam, gbet);
     // The GPU backward gets the CPU's statistics, so only the backward's own rounding is compared.
     Tensor mc = m.to(Device::CUDA), isc = is.to(Device::CUDA);
-    kernels::batchnorm_backward(xg, gg, bg, mc, isc, gyg, act, true, &gxg, ggamg, gbetg);
+    const kernels::BnPath ran_b =
+        kernels::batchnorm_backward_via(backward, xg, gg, bg, mc, isc, gyg, act, true, &gxg, ggamg, gbetg);
+    after(ran_f, ran_b, r);
     expect_close(gxg, gx, tol, "dx" + r);
     expect_close(ggamg, ggam, tol, "dgamma" + r);
     expect_close(gbetg, gbet, tol, "dbeta" + r);
   }
 }
 
-TEST_P(CudaBatchNormTuning, MatchesCpuTwin) {
+TEST_P(CudaBatchNormPaths, MatchesCpuTwin) {
   REQUIRE_GPU();
-  const BnTuningCase& c = GetParam();
-  kernels::set_batchnorm_tuning(c.tuning);
+  using kernels::BnPath;
+  const BnPathCase& c = GetParam();
   const Shape& s = c.shape;
-  expect_batchnorm_matches_cpu(s, 17, 2, [&](const std::string& r) {
-    // The reread forward runs in one launch at any shape with 16-byte units (a block walks the
-    // channels when they outnumber the co-resident blocks).
-    if (c.tuning.strategy == kernels::BnStrategy::SingleLaunchReread && s[2] * s[3] % 4 == 0) {
-      EXPECT_EQ(kernels::batchnorm_last_launches(), 1) << "forward" << r;
-    }
-    // The cluster forward runs wherever the device has clusters and a channel fits 8 blocks of
-    // 64 KiB (the portable cluster size; every shape here but 256x2x64x64 and 1024x1x64x64), and
-    // falls back to the sliced two passes elsewhere. Holding part of the slices it fits any channel.
-    if (c.tuning.strategy == kernels::BnStrategy::Cluster && s[2] * s[3] % 4 == 0) {
-      const bool fits =
-          device_has_clusters() && (c.tuning.cluster_held > 0 || s[0] * s[2] * s[3] / 4 <= 8 * 256 * 16);
-      const auto ran = kernels::batchnorm_last_strategy();
-      if (fits) EXPECT_EQ(ran, kernels::BnStrategy::Cluster) << "forward" << r;
-      else EXPECT_TRUE(ran == kernels::BnStrategy::Cluster || ran == kernels::BnStrategy::TwoPass) << "forward" << r;
-      EXPECT_EQ(kernels::batchnorm_last_launches(), ran == kernels::BnStrategy::Cluster ? 1 : 2) << "forward" << r;
-    }
-  });
-  // Single launch where the channel fits the co-resident blocks (all these shapes on an H100),
-  // else and for every other strategy two launches; the odd-plane shape has no 16-byte units.
   const bool vec4 = s[2] * s[3] % 4 == 0;
-  // 1024x1x64x64 with 2 float4s per thread is 2048 slices of one channel: more blocks than any GPU
-  // of <= 200 SMs holds at once (8 x 256 threads per SM), so the single launch must fall back.
-  // The reread's and the cluster's backward is the single launch with its default 4 units per thread.
-  const bool forward_only = c.tuning.strategy == kernels::BnStrategy::SingleLaunchReread ||
-                            c.tuning.strategy == kernels::BnStrategy::Cluster;
-  const auto st = forward_only ? kernels::BnStrategy::SingleLaunch : c.tuning.strategy;
-  const int64_t units_per_thread = c.tuning.units_per_thread > 0 && !forward_only ? c.tuning.units_per_thread : 4;
-  const int64_t slices = (s[0] * s[2] * s[3] / 4 + 256 * units_per_thread - 1) / (256 * units_per_thread);
-  const bool single_fits = slices <= 200 * 8;
-  if (vec4 && single_fits && (st == kernels::BnStrategy::SingleLaunch || st == kernels::BnStrategy::Auto))
-    EXPECT_LE(kernels::batchnorm_last_launches(), 2);
-  else EXPECT_EQ(kernels::batchnorm_last_launches(), 2);
-}
-INSTANTIATE_TEST_SUITE_P(Strategies, CudaBatchNormTuning, ::testing::ValuesIn(bn_tuning_cases()),
-                         [](const auto& info) { return info.param.name; });
-
-// Auto times its candidates on the first call at a shape (once per direction, like cudnnFind) and
-// keeps the fastest: each choice is reported once, later calls reuse it, and the candidates' runs
-// leave the real running statistics with exactly one update per call (compared with the CPU twin
-// after two calls), and every output as the chosen strategy writes it.
-TEST(CudaBatchNormAuto, MeasuresOncePerShapeAndUpdatesRunningStatsOnce) {
-  REQUIRE_GPU();
-  if (const char* m = std::getenv("CAC_BN_MEASURE"); m && std::string(m) == "0")
-    GTEST_SKIP() << "CAC_BN_MEASURE=0 turns Auto's measurement off";
-  kernels::set_batchnorm_tuning({});
-  const Shape s{24, 16, 12, 12};  // used by no other test, so its choice is made here
-  const size_t before = kernels::batchnorm_measured_choices().size();
-  expect_batchnorm_matches_cpu(s, 23, 2, [&](const std::string& r) {
-    EXPECT_NE(kernels::batchnorm_last_strategy(), kernels::BnStrategy::FlatTwoPass) << r;
-  });
-  const auto choices = kernels::batchnorm_measured_choices();
-  ASSERT_EQ(choices.size(), before + 2) << "one measured choice per direction, made on the first call only";
-  for (size_t i = before; i < choices.size(); ++i) {
-    const auto& c = choices[i];
-    SCOPED_TRACE(kernels::describe(c));
-    EXPECT_EQ(c.direction, i == before ? "forward" : "backward");
-    EXPECT_EQ(std::vector<int>({c.N, c.C, c.H, c.W}), std::vector<int>({24, 16, 12, 12}));
-    EXPECT_EQ(c.times_ms.size(), i == before ? 10u : 2u);  // the candidates in kernels/cuda/batchnorm.cu
-    // Every candidate fits this small shape on any GPU (the cluster ones on any GPU with clusters),
-    // so each ran and was timed.
-    for (const auto& [label, ms] : c.times_ms) {
-      if (label.rfind("cluster", 0) == 0 && !device_has_clusters()) EXPECT_FALSE(std::isfinite(ms)) << label;
-      else EXPECT_TRUE(std::isfinite(ms) && ms > 0) << label;
+  // 1024x1x64x64 with 4 float4s per thread is 1024 slices of one channel: more than the co-resident
+  // blocks of the backward's single launch on GPUs of fewer than 256 SMs (4 per SM), which then
+  // falls back to two passes.
+  const bool single_fits = s[0] * s[2] * s[3] / 4 <= 256 * 4 * 4 * 132;
+  // The cluster forward holds a channel in up to 16 blocks of 32 KiB (8 float4s per thread): every
+  // vec4 shape here but 1024x1x64x64 (1M float4s), where it falls back to two passes.
+  const bool cluster_fits = device_has_clusters() && s[0] * s[2] * s[3] / 4 <= 16 * 256 * 8;
+  expect_batchnorm_matches_cpu(s, 17, 2, c.forward, c.backward, [&](BnPath f, BnPath b, const std::string& r) {
+    if (!vec4) {  // odd planes: only the flat kernels
+      EXPECT_EQ(f, BnPath::Flat) << r;
+      EXPECT_EQ(b, BnPath::Flat) << r;
+      return;
     }
-    EXPECT_NE(c.chosen, "none usable");
-    EXPECT_TRUE(c.disagreeing.empty()) << "every candidate must compute what the CPU twin computes";
-  }
-  kernels::set_batchnorm_tuning({});
+    if (c.forward == BnPath::Reread) EXPECT_EQ(f, BnPath::Reread) << r;  // one round at any size
+    if (c.forward == BnPath::Cluster) EXPECT_EQ(f, cluster_fits ? BnPath::Cluster : BnPath::TwoPass) << r;
+    if (c.forward == BnPath::TwoPass || c.forward == BnPath::Flat) EXPECT_EQ(f, c.forward) << r;
+    if (c.forward == BnPath::Rule) EXPECT_NE(f, BnPath::Flat) << r;
+    if (c.backward == BnPath::SingleLaunch && single_fits) EXPECT_EQ(b, BnPath::SingleLaunch) << r;
+    if (c.backward == BnPath::TwoPass || c.backward == BnPath::Flat) EXPECT_EQ(b, c.backward) << r;
+  });
 }
+INSTANTIATE_TEST_SUITE_P(Paths, CudaBatchNormPaths, ::testing::ValuesIn(bn_path_cases()),
+                         [](const auto& info) { return info.param.name; });
 
 // ---- a whole training step, GPU vs CPU (classifier32 and ResNet-18) --------------------------
 // `depth`: convolutions on the longest path, for the tolerance of the accumulated rounding.
@@ -405,36 +342,9 @@ void expect_step_matches(const std::function<std::shared_ptr<OpenSetClassifier>(
 void expect_classifier32_step_matches() {
   expect_step_matches([] { return make_classifier32(Classifier32Config{}, 6, 10.0, false); }, 6, 8, 9);
 }
-// The same with `bn` as every layer's batch-norm launch strategy (the default afterwards again).
-void expect_classifier32_step_matches(const kernels::BnTuning& bn) {
-  struct RestoreDefault {
-    ~RestoreDefault() { kernels::set_batchnorm_tuning({}); }
-  } restore;
-  kernels::set_batchnorm_tuning(bn);
-  expect_classifier32_step_matches();
-}
-
 TEST(CudaStep, Classifier32StepMatchesCpu) {
   REQUIRE_GPU();
-  expect_classifier32_step_matches();  // the default strategy, or CAC_TEST_BN's
-}
-
-// The same step with the one-round reread batch-norm forward in every layer (a default candidate).
-TEST(CudaStep, Classifier32StepMatchesCpuWithRereadBatchNorm) {
-  REQUIRE_GPU();
-  expect_classifier32_step_matches({kernels::BnStrategy::SingleLaunchReread, 0, 0});
-}
-
-// And with the cluster forward (sm_90+; elsewhere it falls back to the sliced two-pass forward).
-TEST(CudaStep, Classifier32StepMatchesCpuWithClusterBatchNorm) {
-  REQUIRE_GPU();
-  expect_classifier32_step_matches({kernels::BnStrategy::Cluster, 0, 0});
-}
-
-// And with the cluster forward holding 12 of its 16 float4s per thread (the rest read twice).
-TEST(CudaStep, Classifier32StepMatchesCpuWithClusterRereadBatchNorm) {
-  REQUIRE_GPU();
-  expect_classifier32_step_matches({kernels::BnStrategy::Cluster, 0, 16, 0, false, true, 12});
+  expect_classifier32_step_matches();
 }
 
 TEST(CudaStep, ResNet18StepMatchesCpu) {

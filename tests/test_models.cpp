@@ -8,6 +8,7 @@
 
 #include "core/autograd.h"
 #include "layers/ops.h"
+#include "models/anchors.h"
 #include "models/classifier32.h"
 #include "models/resnet18.h"
 #include "models/training.h"
@@ -257,6 +258,45 @@ TEST(ResNet18, CpuTrainingStepHasFiniteLossAndMovesEveryParameter) {
     EXPECT_NE(t.to_vector<float>(), before[i]) << "parameter " << i << " did not move";
     ++i;
   }
+}
+
+}  // namespace
+}  // namespace cac
+
+namespace cac {
+namespace {
+
+// Class-mean anchors on a hand case (K = 3): rows the network gets wrong are left out, a class
+// with no correct row keeps alpha * e_i and is reported, and the mean is over the right rows only.
+// Class 0: rows [3, 1, 0] and [5, 3, 1] right ([1, 2, 0] is predicted 1): mean [4, 2, 0.5].
+// Class 1: [0, 4, 1] right: itself. Class 2: its only row [2, 1, 0] is predicted 0: alpha * e_2.
+TEST(ClassMeanAnchors, MeanOfTheCorrectlyClassifiedRowsPerClass) {
+  const std::vector<float> z = {3, 1, 0, 1, 2, 0, 5, 3, 1, 0, 4, 1, 2, 1, 0};
+  const std::vector<int64_t> y = {0, 0, 0, 1, 2};
+  const ClassMeanAnchors a = class_mean_anchors(z, y, 3, 10.0);
+  EXPECT_EQ(a.anchors.to_vector<float>(), (std::vector<float>{4, 2, 0.5f, 0, 4, 1, 0, 0, 10}));
+  EXPECT_EQ(a.fallback, std::vector<int>{2});
+  EXPECT_THROW(class_mean_anchors(z, {0, 0, 0, 1}, 3, 10.0), Error);    // rows and labels disagree
+  EXPECT_THROW(class_mean_anchors(z, {0, 0, 0, 1, 3}, 3, 10.0), Error);  // a label outside 0..K-1
+}
+
+// The dropout counters are the model's resume state: counted per training forward, outside the
+// state_dict (PyTorch has no place for them), and restored by writing the tensor.
+TEST(ResumeState, DropoutCountersAreCountedOutsideTheStateDict) {
+  auto model = make_classifier32(Classifier32Config{}, 6, 10.0, false);
+  const NamedTensors counters = model->resume_state();
+  ASSERT_FALSE(counters.empty());
+  for (const auto& [name, t] : model->state_dict()) EXPECT_EQ(name.find("calls"), std::string::npos) << name;
+  for (const auto& [name, t] : counters) {
+    EXPECT_EQ(t.dtype(), DType::I64) << name;
+    EXPECT_EQ(t.item(), 0) << name;
+  }
+  Tensor x = Tensor::zeros({2, 3, 32, 32});
+  model->logits(x);  // training mode: every dropout counts one forward
+  for (const auto& [name, t] : model->resume_state()) EXPECT_EQ(t.item(), 1) << name;
+  model->eval();
+  model->logits(x);
+  for (const auto& [name, t] : model->resume_state()) EXPECT_EQ(t.item(), 1) << name;
 }
 
 }  // namespace

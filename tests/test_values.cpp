@@ -15,6 +15,7 @@
 #include "core/rng.h"
 #include "core/parameter_store.h"
 #include "kernels/batchnorm.h"
+#include "kernels/batchnorm_paths.h"
 #include "layers/module.h"
 #include "layers/ops.h"
 #include "layers/optim.h"
@@ -271,80 +272,46 @@ TEST(Errors, BadDtypesNameOpAndDtype) {
   EXPECT_NE(m.find("labels"), std::string::npos) << m;
 }
 
-// The CUDA batch-norm launch knobs are checked where they are set, so a bad benchmark or test
-// configuration names the field instead of launching a kernel it has no instantiation for.
-TEST(BatchNormTuning, RejectsValuesWithoutAKernel) {
-  using kernels::BnStrategy;
-  auto set = [](kernels::BnTuning t) { return error_of([&] { kernels::set_batchnorm_tuning(t); }); };
-  EXPECT_EQ(set({BnStrategy::SingleLaunch, 0, 8}), "");
-  EXPECT_EQ(set({BnStrategy::SingleLaunchReread, 0, 12}), "");
-  std::string m = set({BnStrategy::SingleLaunch, 0, 12});  // 12 exists only as the reread's held units
-  EXPECT_NE(m.find("units_per_thread 12"), std::string::npos) << m;
-  m = set({BnStrategy::TwoPass, 0, 3});
-  EXPECT_NE(m.find("units_per_thread 3"), std::string::npos) << m;
-  m = set({BnStrategy::FlatTwoPass, -1, 0});
-  EXPECT_NE(m.find("splits -1"), std::string::npos) << m;
-  EXPECT_EQ(set({BnStrategy::Cluster, 0, 16}), "");
-  m = set({BnStrategy::Cluster, 0, 2});  // the cluster plan's targets are 4, 8 and 16
-  EXPECT_NE(m.find("units_per_thread 2"), std::string::npos) << m;
-  m = set({BnStrategy::SingleLaunch, 0, 16});
-  EXPECT_NE(m.find("units_per_thread 16"), std::string::npos) << m;
-  m = set({BnStrategy::SingleLaunch, 0, 8, 3});
-  EXPECT_NE(m.find("pipeline_stages 3"), std::string::npos) << m;
-  EXPECT_EQ(set({BnStrategy::Cluster, 0, 16, 0, false, true, 12}), "");
-  m = set({BnStrategy::Cluster, 0, 16, 0, false, true, -4});
-  EXPECT_NE(m.find("cluster_held -4"), std::string::npos) << m;
-  kernels::set_batchnorm_tuning({});
-  EXPECT_EQ(kernels::batchnorm_tuning().strategy, BnStrategy::Auto);
+// The CUDA batch-norm rule (kernels/batchnorm_paths.h), from the facts of a shape on a GPU: flat
+// without 16-byte units; the cluster where the activation fits on chip at once; the reread where
+// it does not; two passes where neither can run. The H100 cases: 132 SMs x 228 KiB of shared
+// memory; classifier32's conv2 activation (128x64x32x32, 33.5 MB) gets the reread, the 16x16 one
+// (128x128x16x16, 16.8 MB) the cluster.
+TEST(BatchNormRule, PicksByWhetherTheActivationFitsOnChip) {
+  using kernels::BnPath;
+  const int64_t h100 = int64_t(132) * 228 * 1024;
+  auto facts = [&](int64_t units, int64_t bytes, bool cluster, bool reread) {
+    kernels::BnForwardFacts f;
+    f.units = units;
+    f.activation_bytes = bytes;
+    f.on_chip_bytes = h100;
+    f.cluster_fits = cluster;
+    f.reread_fits = reread;
+    return f;
+  };
+  EXPECT_EQ(kernels::batchnorm_forward_rule(facts(32768, 128LL * 64 * 32 * 32 * 4, true, true)), BnPath::Reread);
+  EXPECT_EQ(kernels::batchnorm_forward_rule(facts(8192, 128LL * 128 * 16 * 16 * 4, true, true)), BnPath::Cluster);
+  EXPECT_EQ(kernels::batchnorm_forward_rule(facts(512, 128LL * 512 * 4 * 4 * 4, true, true)), BnPath::Cluster);
+  // Before sm_90 (no clusters) the reread everywhere; without cooperative launch, two passes.
+  EXPECT_EQ(kernels::batchnorm_forward_rule(facts(8192, 128LL * 128 * 16 * 16 * 4, false, true)), BnPath::Reread);
+  EXPECT_EQ(kernels::batchnorm_forward_rule(facts(8192, 128LL * 128 * 16 * 16 * 4, false, false)), BnPath::TwoPass);
+  EXPECT_EQ(kernels::batchnorm_forward_rule(facts(32768, 128LL * 64 * 32 * 32 * 4, true, false)), BnPath::Cluster);
+  EXPECT_EQ(kernels::batchnorm_forward_rule(facts(0, 3 * 5 * 7 * 9 * 4, true, true)), BnPath::Flat);
 }
 
-// Auto's measured choice: the first candidate (the list is in order of preference) within the
-// slack of the fastest, so noise between equally fast candidates does not flip it; candidates that
-// could not run (non-finite times) are never chosen.
-TEST(BatchNormAuto, PicksTheFirstCandidateWithinSlackOfTheFastest) {
-  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
-  EXPECT_EQ(kernels::pick_measured({1.00, 0.99}, 0.03), 0);  // 1% apart: keep the preferred one
-  EXPECT_EQ(kernels::pick_measured({1.00, 0.90}, 0.03), 1);  // 10% faster wins
-  EXPECT_EQ(kernels::pick_measured({1.00, 0.90, 0.91}, 0.03), 1);
-  EXPECT_EQ(kernels::pick_measured({inf, 2.0, 1.0}, 0.0), 2);
-  EXPECT_EQ(kernels::pick_measured({nan, 1.0}, 0.03), 1);
-  EXPECT_EQ(kernels::pick_measured({inf, inf}, 0.03), -1);
-  EXPECT_EQ(kernels::pick_measured({}, 0.03), -1);
-}
-
-// The names are the ones `cac_bench step --bn` accepts, one per strategy, and the report of a
-// measured choice names the shape, the winner and every candidate's time.
-TEST(BatchNormAuto, NamesAndReport) {
-  using kernels::BnStrategy;
+// The launch counts the benchmark reports, and one name per path.
+TEST(BatchNormRule, LaunchesAndNames) {
+  using kernels::BnPath;
+  EXPECT_EQ(kernels::bn_launches(BnPath::Reread), 1);
+  EXPECT_EQ(kernels::bn_launches(BnPath::Cluster), 1);
+  EXPECT_EQ(kernels::bn_launches(BnPath::SingleLaunch), 1);
+  EXPECT_EQ(kernels::bn_launches(BnPath::TwoPass), 2);
+  EXPECT_EQ(kernels::bn_launches(BnPath::TwoPass, false), 1);  // backward without dx: the reduction only
+  EXPECT_EQ(kernels::bn_launches(BnPath::Flat), 2);
   std::set<std::string> names;
-  for (auto st : {BnStrategy::Auto, BnStrategy::TwoPass, BnStrategy::SingleLaunch, BnStrategy::FlatTwoPass,
-                  BnStrategy::SingleLaunchReread, BnStrategy::Cluster})
-    names.insert(kernels::bn_strategy_name(st));
-  EXPECT_EQ(names, (std::set<std::string>{"auto", "two-pass", "single", "flat", "reread", "cluster"}));
-  const double inf = std::numeric_limits<double>::infinity();
-  kernels::BnMeasuredChoice c{"forward", 128, 64, 32, 32, {{"single u=8", 0.0413}, {"reread held=12", inf}}, "single u=8", "the CPU twin", {}};
-  EXPECT_EQ(kernels::describe(c), "batch norm forward 128x64x32x32 -> single u=8 (single u=8 41.30 us, reread held=12 n/a)");
-  c.times_ms.emplace_back("cluster u=16", inf);
-  c.disagreeing = {"cluster u=16"};
-  EXPECT_EQ(kernels::describe(c), "batch norm forward 128x64x32x32 -> single u=8 (single u=8 41.30 us, reread held=12 n/a, "
-                                  "cluster u=16 WRONG RESULT)");
-  const std::string w = kernels::disagreement(c, "cluster u=16");
-  EXPECT_NE(w.find("forward 128x64x32x32: candidate 'cluster u=16' computed a different result from the CPU twin"),
-            std::string::npos) << w;
-}
-
-// Auto's check of a candidate against the CPU twin's result: rounding-level differences pass,
-// anything of the order of the data (a wrong index, a race), a NaN or a wrong size does not.
-TEST(BatchNormAuto, CandidatesMustAgreeWithTheReference) {
-  const std::vector<float> ref = {1.0f, -2.0f, 3.0f, 0.0f};
-  EXPECT_TRUE(kernels::agrees_with_reference(ref, ref));
-  EXPECT_TRUE(kernels::agrees_with_reference(ref, {1.000004f, -2.000003f, 2.999998f, 1e-6f}));  // float rounding
-  EXPECT_TRUE(kernels::agrees_with_reference(ref, {1.0f, -2.0f, 3.0f, 0.0039f}));  // 1e-3 * (1 + max|ref| = 3)
-  EXPECT_FALSE(kernels::agrees_with_reference(ref, {1.0f, -2.0f, 3.0f, 0.0041f}));
-  EXPECT_FALSE(kernels::agrees_with_reference(ref, {3.0f, -2.0f, 1.0f, 0.0f}));  // elements swapped
-  EXPECT_FALSE(kernels::agrees_with_reference(ref, {1.0f, -2.0f, std::nanf(""), 0.0f}));
-  EXPECT_FALSE(kernels::agrees_with_reference(ref, {1.0f, -2.0f, 3.0f}));
-  EXPECT_TRUE(kernels::agrees_with_reference({}, {}));
+  for (auto p : {BnPath::Rule, BnPath::Reread, BnPath::Cluster, BnPath::SingleLaunch, BnPath::TwoPass, BnPath::Flat})
+    names.insert(kernels::bn_path_name(p));
+  EXPECT_EQ(names, (std::set<std::string>{"rule", "reread", "cluster", "single", "two-pass", "flat"}));
 }
 
 // The single-launch kernels' geometry: every unit of a channel belongs to exactly one thread of
