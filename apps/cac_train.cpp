@@ -52,38 +52,38 @@ int main(int argc, char** argv) {
   app.footer("Protocol defaults per dataset come from configs/datasets.json (see docs/reproduce.md).\n"
              "Example: cac_train --dataset FashionMNIST --trial 0 --data-dir /usr/share/datasets/fashion-mnist --out runs/fm0");
   app::RunConfig c;
-  std::string epochs, lrs, resume, config_file;
+  std::string epochs, lrs, resume, config_file, method = "cac", arch;
   int stop_after = 0;
   bool print_config = false;
-  auto* ds = app.add_option("--dataset", c.dataset, "MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, CIFAR10-FP "
+  app.add_option("--dataset", c.dataset, "MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, CIFAR10-FP "
                  "(all ten classes known; unknowns SVHN test + nine CIFAR-100 superclasses), or ImageFolder "
                  "(your own data: DIR/train/<class>/*.{jpg,png}, DIR/test/<class>/*.{jpg,png}, with --split)")
       ->check(CLI::IsMember(data::benchmark_names()))->capture_default_str();
-  auto* tr = app.add_option("--trial", c.trial, "standard known/unknown trial 0-4")->check(CLI::Range(0, 4))->capture_default_str();
-  auto* sp = app.add_option("--split", c.split_json, "a JSON file {\"known\": [...], \"unknown\": [...]} instead of the standard trial "
+  app.add_option("--trial", c.trial, "standard known/unknown trial 0-4")->check(CLI::Range(0, 4))->capture_default_str();
+  app.add_option("--split", c.split_json, "a JSON file {\"known\": [...], \"unknown\": [...]} instead of the standard trial "
                  "(class indices; for ImageFolder also sub-folder names)")->check(CLI::ExistingFile);
-  auto* isz = app.add_option("--image-size", c.image_size, "resize images to this size (default: the dataset's; "
+  app.add_option("--image-size", c.image_size, "resize images to this size (default: the dataset's; "
                              "classifier32 takes 32 or 64)")->check(CLI::Range(8, 1024));
   auto* dd = app.add_option("--data-dir", c.data_dir, "folder with the dataset's files")->check(CLI::ExistingDirectory);
-  auto* me = app.add_option("--method", c.method, "cac (anchored), ce (cross-entropy baseline) or cac-learnt (learnt centres + CE)")
+  auto* me = app.add_option("--method", method, "cac (anchored), ce (cross-entropy baseline) or cac-learnt (learnt centres + CE)")
       ->check(CLI::IsMember({"cac", "ce", "cac-learnt"}))->capture_default_str();
-  auto* ar = app.add_option("--arch", c.arch, "network: classifier32 or resnet18 (default: the dataset's; resnet18 for CIFAR10-FP)")
+  auto* ar = app.add_option("--arch", arch, "network: classifier32 or resnet18 (default: the dataset's; resnet18 for CIFAR10-FP)")
       ->check(CLI::IsMember({"classifier32", "resnet18"}));
-  auto* al = app.add_option("--alpha", c.alpha, "anchor magnitude: c_i = alpha * e_i")->check(CLI::PositiveNumber)->capture_default_str();
-  auto* la = app.add_option("--lambda", c.lambda, "weight of the anchor loss")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--alpha", c.alpha, "anchor magnitude: c_i = alpha * e_i")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--lambda", c.lambda, "weight of the anchor loss")->check(CLI::NonNegativeNumber)->capture_default_str();
   auto* ep = app.add_option("--epochs", epochs, "epochs per learning-rate stage, e.g. 35,35 (default: the dataset's)");
   auto* lr = app.add_option("--lr", lrs, "learning rate per stage, e.g. 0.01,0.001 (default: the dataset's)");
-  auto* bs = app.add_option("--batch", c.batch, "batch size (default: the dataset's)")->check(CLI::Range(1, 65536));
-  auto* wd = app.add_option("--weight-decay", c.weight_decay, "SGD weight decay (default: the dataset's)")->check(CLI::NonNegativeNumber);
+  app.add_option("--batch", c.batch, "batch size (default: the dataset's)")->check(CLI::Range(1, 65536));
+  app.add_option("--weight-decay", c.weight_decay, "SGD weight decay (default: the dataset's)")->check(CLI::NonNegativeNumber);
   auto* dv = app.add_option("--device", c.device, "auto (GPU if present), cpu or cuda")->check(cac::app::device_choice())->capture_default_str();
-  auto* se = app.add_option("--seed", c.seed, "seed of initialisation, splits, data order and augmentation")->capture_default_str();
+  app.add_option("--seed", c.seed, "seed of initialisation, splits, data order and augmentation")->capture_default_str();
   app.add_option("--out", c.out, "run folder to create (config.json, metrics.csv, checkpoints)");
   app.add_option("--resume", resume, "continue the run in this folder at its next epoch, with its settings (config.json); --data-dir, "
                  "--device and --workers may change")->check(CLI::ExistingDirectory);
-  auto* tl = app.add_option("--train-limit", c.train_limit, "use a seeded subset of this many training images (0 = all)")
+  app.add_option("--train-limit", c.train_limit, "use a seeded subset of this many training images (0 = all)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   auto* wk = app.add_option("--workers", c.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
-  auto* in = app.add_option("--init", c.init, "start from the model weights in this safetensors file (a run's best.safetensors, or "
+  app.add_option("--init", c.init, "start from the model weights in this safetensors file (a run's best.safetensors, or "
                  "PyTorch weights converted by scripts/torch_interop.py); with --epochs 0 the run holds them as they are, "
                  "for cac_eval")->check(CLI::ExistingFile);
   app.add_option("--stop-after", stop_after, "stop after this many epochs (resumable, as an interruption)")->check(CLI::NonNegativeNumber);
@@ -97,16 +97,13 @@ int main(int argc, char** argv) {
   try {
     if (resume.empty()) {
       namespace fs = std::filesystem;
-      // The fields set on the command line: the config file does not override them.
-      const std::vector<std::pair<CLI::Option*, const char*>> flag_fields = {
-          {ds, "dataset"}, {tr, "trial"}, {sp, "split_json"}, {isz, "image_size"}, {dd, "data_dir"},
-          {me, "method"}, {ar, "arch"}, {al, "alpha"}, {la, "lambda"}, {ep, "epochs"}, {lr, "lrs"},
-          {bs, "batch"}, {wd, "weight_decay"}, {dv, "device"}, {se, "seed"}, {tl, "train_limit"},
-          {wk, "workers"}, {in, "init"}};
       // A run's config.json names its own folder.
+      // The fields set on the command line: the config file does not override them.
       std::set<std::string> keep = {"out"};
-      for (const auto& [opt, field] : flag_fields)
-        if (opt->count() > 0) keep.insert(field);
+      for (const auto& [flag, field] : app::run_config_flags())
+        if (app.get_option(flag)->count() > 0) keep.insert(field);
+      if (me->count() > 0) c.method = parse_method(method);
+      if (ar->count() > 0) c.arch = parse_arch(arch);
       const std::string config_text = config_file.empty() ? "" : app::read_text(config_file);
       std::set<std::string> from_file;
       // Twice: first for what decides the dataset's defaults (dataset, method, arch, the lists),

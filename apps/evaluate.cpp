@@ -192,9 +192,9 @@ RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknown
   r.run = run;
   r.c = RunConfig::from_json(read_text(run + "/config.json", " (is this a cac_train run folder?)"), run + "/config.json");
   if (!o.data_dir.empty()) r.c.data_dir = o.data_dir;
-  CAC_CHECK(o.arch.empty() || o.arch == r.c.arch, "{}: trained with --arch {}, but --arch {} was asked for", run, r.c.arch,
-            o.arch);
-  r.method = parse_method(r.c.method);
+  const std::string arch = arch_name(r.c.arch_or_default());
+  CAC_CHECK(o.arch.empty() || o.arch == arch, "{}: trained with --arch {}, but --arch {} was asked for", run, arch, o.arch);
+  r.method = r.c.method;
   r.d = load_run_data(r.c);
   extra.add_to(r.d, r.c, run);
   r.model = load_trained(run, r.c, r.K(), dev);
@@ -213,8 +213,8 @@ RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknown
 Deployment write_deployment(const RunUnderEval& r, double accept) {
   const SetScores v = r.score_set("validation", r.d.val, false);
   Deployment dep;
-  dep.method = r.c.method;
-  dep.arch = r.c.arch.empty() ? "classifier32" : r.c.arch;
+  dep.method = method_name(r.c.method);
+  dep.arch = arch_name(r.c.arch_or_default());
   dep.num_classes = r.K();
   dep.image_size = r.c.image_size;
   dep.channels = r.c.channels;
@@ -245,7 +245,7 @@ eval::ReportEntry unknown_set_entry(const RunUnderEval& r, const KnownScores& kn
   eval::ReportEntry e;
   e.run = r.run;
   e.unknown_set = set_name;
-  e.method = r.c.method;
+  e.method = method_name(r.c.method);
   e.dataset = r.c.dataset;
   e.metrics_csv = metrics_csv;
   const std::vector<double>& ks = known.s.score;

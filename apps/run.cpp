@@ -1,6 +1,7 @@
 #include "apps/run.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <fstream>
 #include <set>
 #include <fmt/ranges.h>
@@ -15,50 +16,95 @@ namespace cac::app {
 
 using json = nlohmann::json;
 
-std::string RunConfig::to_json() const {
-  json j = {{"dataset", dataset}, {"trial", trial}, {"data_dir", data_dir}, {"split_json", split_json},
-            {"method", method}, {"arch", arch}, {"alpha", alpha}, {"lambda", lambda}, {"epochs", epochs}, {"lrs", lrs},
-            {"batch", batch}, {"weight_decay", weight_decay}, {"dropout", dropout}, {"momentum", momentum},
-            {"image_size", image_size}, {"channels", channels}, {"flip_p", flip_p}, {"rotate_deg", rotate_deg},
-            {"crop_scale_min", crop_scale_min}, {"flip_for_class_means", flip_for_class_means},
-            {"device", device}, {"seed", seed}, {"train_limit", train_limit}, {"workers", workers}, {"out", out},
-            {"init", init}};
-  return j.dump(2) + "\n";
+namespace {
+// A value as config.json and the messages write it.
+std::string shown(const std::string& v) { return v; }
+std::string shown(Method m) { return method_name(m); }
+std::string shown(const std::optional<Arch>& a) { return a ? arch_name(*a) : ""; }
+template <class T>
+std::string shown(const T& v) { return fmt::format("{}", v); }
+json to_json_value(Method m) { return method_name(m); }
+json to_json_value(const std::optional<Arch>& a) { return shown(a); }
+template <class T>
+json to_json_value(const T& v) { return json(v); }
+
+template <class T>
+T from_json_value(const json& v, const std::string& where, const char* key) {
+  if constexpr (std::is_same_v<T, Method> || std::is_same_v<T, std::optional<Arch>>) {
+    const std::string text = jsonf::as<std::string>(v, where, key);
+    try {
+      if constexpr (std::is_same_v<T, Method>) return parse_method(text);
+      else return text.empty() ? std::optional<Arch>() : std::optional<Arch>(parse_arch(text));
+    } catch (const Error& e) {
+      fail("{}: {}: {}", where, key, e.what());
+    }
+  } else if constexpr (std::is_same_v<T, std::vector<int>> || std::is_same_v<T, std::vector<double>>) {
+    return jsonf::as_list<typename T::value_type>(v, where, key);
+  } else {
+    return jsonf::as<T>(v, where, key);
+  }
 }
 
-namespace {
-// Every config.json field and how it is read (the file and the field named in every error).
-struct ConfigField {
+// Every setting of a run, once: its config.json key, its cac_train flag ("" where the dataset
+// decides it), how it is read and written, and what values are valid (the rule in words; checked
+// for config.json files read back and for the merged settings of a new run).
+struct RunField {
   const char* key;
-  void (*read)(RunConfig& c, const json& v, const std::string& where);
+  const char* flag;
+  json (*get)(const RunConfig&);
+  void (*set)(RunConfig&, const json&, const std::string& where);
+  std::string (*problem)(const RunConfig&);  // "" when the value is valid
 };
-#define CAC_CONFIG_FIELD(name, T)                                                                        \
-  ConfigField {                                                                                          \
-#name, [](RunConfig& c, const json& v, const std::string& where) { c.name = jsonf::as<T>(v, where, #name); } \
+#define CAC_RUN_FIELD(name, flag, rule, ok)                                                                     \
+  RunField {                                                                                                     \
+    #name, flag, [](const RunConfig& c) { return to_json_value(c.name); },                                       \
+        [](RunConfig& c, const json& v, const std::string& where) {                                              \
+          c.name = from_json_value<decltype(RunConfig::name)>(v, where, #name);                                  \
+        },                                                                                                       \
+        [](const RunConfig& c) -> std::string {                                                                  \
+          const auto& v = c.name;                                                                                \
+          (void)v;                                                                                               \
+          return (ok) ? std::string() : fmt::format("{} (found {})", rule, shown(v));                            \
+        }                                                                                                        \
   }
-#define CAC_CONFIG_LIST(name, T)                                                                         \
-  ConfigField {                                                                                          \
-#name, [](RunConfig& c, const json& v, const std::string& where) { c.name = jsonf::as_list<T>(v, where, #name); } \
-  }
-const std::vector<ConfigField>& config_fields() {
-  static const std::vector<ConfigField> fields = {
-      CAC_CONFIG_FIELD(dataset, std::string), CAC_CONFIG_FIELD(trial, int),
-      CAC_CONFIG_FIELD(data_dir, std::string), CAC_CONFIG_FIELD(split_json, std::string),
-      CAC_CONFIG_FIELD(method, std::string), CAC_CONFIG_FIELD(arch, std::string),
-      CAC_CONFIG_FIELD(alpha, double), CAC_CONFIG_FIELD(lambda, double),
-      CAC_CONFIG_LIST(epochs, int), CAC_CONFIG_LIST(lrs, double),
-      CAC_CONFIG_FIELD(batch, int), CAC_CONFIG_FIELD(weight_decay, double),
-      CAC_CONFIG_FIELD(dropout, double), CAC_CONFIG_FIELD(momentum, double),
-      CAC_CONFIG_FIELD(image_size, int), CAC_CONFIG_FIELD(channels, int),
-      CAC_CONFIG_FIELD(flip_p, double), CAC_CONFIG_FIELD(rotate_deg, double),
-      CAC_CONFIG_FIELD(crop_scale_min, double), CAC_CONFIG_FIELD(flip_for_class_means, bool),
-      CAC_CONFIG_FIELD(device, std::string), CAC_CONFIG_FIELD(seed, uint64_t),
-      CAC_CONFIG_FIELD(train_limit, int64_t), CAC_CONFIG_FIELD(workers, int),
-      CAC_CONFIG_FIELD(out, std::string), CAC_CONFIG_FIELD(init, std::string)};
+bool known_benchmark(const std::string& name) {
+  const auto& names = data::benchmark_names();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+template <class T, class Ok>
+bool all_of(const std::vector<T>& v, Ok ok) { return std::all_of(v.begin(), v.end(), ok); }
+
+const std::vector<RunField>& run_fields() {
+  static const std::vector<RunField> fields = {
+      CAC_RUN_FIELD(dataset, "--dataset", "dataset is not a known benchmark", known_benchmark(v)),
+      CAC_RUN_FIELD(trial, "--trial", "trial must be 0-4", v >= 0 && v <= 4),
+      CAC_RUN_FIELD(data_dir, "--data-dir", "", true),
+      CAC_RUN_FIELD(split_json, "--split", "", true),
+      CAC_RUN_FIELD(method, "--method", "", true),  // an enum: read checked
+      CAC_RUN_FIELD(arch, "--arch", "arch must be classifier32 or resnet18", v.has_value()),
+      CAC_RUN_FIELD(alpha, "--alpha", "alpha must be positive", v > 0),
+      CAC_RUN_FIELD(lambda, "--lambda", "lambda must be non-negative", v >= 0),
+      CAC_RUN_FIELD(epochs, "--epochs", "epochs must be non-negative", all_of(v, [](int e) { return e >= 0; })),
+      CAC_RUN_FIELD(lrs, "--lr", "lrs must be positive", all_of(v, [](double lr) { return lr > 0; })),
+      CAC_RUN_FIELD(batch, "--batch", "batch must be 1-65536", v >= 1 && v <= 65536),
+      CAC_RUN_FIELD(weight_decay, "--weight-decay", "weight_decay must be non-negative", v >= 0),
+      CAC_RUN_FIELD(dropout, "", "dropout must be in [0, 1)", v >= 0 && v < 1),
+      CAC_RUN_FIELD(momentum, "", "momentum must be in [0, 1)", v >= 0 && v < 1),
+      CAC_RUN_FIELD(image_size, "--image-size", "image_size must be 8-1024", v >= 8 && v <= 1024),
+      CAC_RUN_FIELD(channels, "", "channels must be 1 or 3", v == 1 || v == 3),
+      CAC_RUN_FIELD(flip_p, "", "flip_p must be in [0, 1]", v >= 0 && v <= 1),
+      CAC_RUN_FIELD(rotate_deg, "", "rotate_deg must be in [0, 180]", v >= 0 && v <= 180),
+      CAC_RUN_FIELD(crop_scale_min, "", "crop_scale_min must be in (0, 1]", v > 0 && v <= 1),
+      CAC_RUN_FIELD(flip_for_class_means, "", "", true),
+      CAC_RUN_FIELD(device, "--device", "device must be auto, cpu or cuda", v == "auto" || v == "cpu" || v == "cuda"),
+      CAC_RUN_FIELD(seed, "--seed", "", true),
+      CAC_RUN_FIELD(train_limit, "--train-limit", "train_limit must be non-negative", v >= 0),
+      CAC_RUN_FIELD(workers, "--workers", "workers must be 0-4096", v >= 0 && v <= 4096),
+      CAC_RUN_FIELD(out, "", "", true),
+      CAC_RUN_FIELD(init, "--init", "", true)};
   return fields;
 }
-#undef CAC_CONFIG_FIELD
-#undef CAC_CONFIG_LIST
+#undef CAC_RUN_FIELD
 
 json parse_object(const std::string& text, const std::string& where) {
   json j;
@@ -72,14 +118,27 @@ json parse_object(const std::string& text, const std::string& where) {
 }
 }  // namespace
 
+std::string RunConfig::to_json() const {
+  json j = json::object();
+  for (const RunField& f : run_fields()) j[f.key] = f.get(*this);
+  return j.dump(2) + "\n";
+}
+
+std::vector<std::pair<std::string, std::string>> run_config_flags() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const RunField& f : run_fields())
+    if (*f.flag) out.emplace_back(f.flag, f.key);
+  return out;
+}
+
 RunConfig RunConfig::from_json(const std::string& text, const std::string& where) {
   const json j = parse_object(text, where);
   RunConfig c;
-  c.arch = "classifier32";  // runs made before --arch have no "arch"
-  for (const ConfigField& f : config_fields()) {
+  c.arch = Arch::Classifier32;  // runs made before --arch have no "arch"
+  for (const RunField& f : run_fields()) {
     const std::string key = f.key;
     if (!j.contains(key) && (key == "arch" || key == "init")) continue;  // runs made before --arch / --init
-    f.read(c, jsonf::member(j, f.key, where), where);
+    f.set(c, jsonf::member(j, f.key, where), where);
   }
   c.check(where);
   return c;
@@ -89,59 +148,45 @@ std::vector<std::string> RunConfig::overlay_json(const std::string& text, const 
                                                  const std::set<std::string>& keep) {
   const json j = parse_object(text, where);
   std::vector<std::string> known;
-  for (const ConfigField& f : config_fields()) known.push_back(f.key);
+  for (const RunField& f : run_fields()) known.push_back(f.key);
   for (const auto& [key, value] : j.items())
     if (std::find(known.begin(), known.end(), key) == known.end())
       fail("{}: unknown setting '{}' (a typo? the settings are those of a run's config.json: {})", where, key,
            fmt::join(known, ", "));
   std::vector<std::string> taken;
-  for (const ConfigField& f : config_fields()) {
+  for (const RunField& f : run_fields()) {
     if (!j.contains(f.key) || keep.count(f.key)) continue;
-    f.read(*this, j.at(f.key), where);
+    f.set(*this, j.at(f.key), where);
     taken.push_back(f.key);
   }
   return taken;
 }
 
 void RunConfig::check(const std::string& where) const {
-  auto bad = [&](const char* what, const std::string& value) {
-    fail("{}: {} (found {}); a hand-edited or corrupt config.json? The cac_train flag of the same name "
-         "lists what it accepts", where, what, value);
+  auto bad = [&](const std::string& what) {
+    fail("{}: {}; a hand-edited or corrupt config.json? The cac_train flag of the same name lists what it accepts",
+         where, what);
   };
-  const auto& names = data::benchmark_names();
-  if (std::find(names.begin(), names.end(), dataset) == names.end()) bad("dataset is not a known benchmark", dataset);
-  if (trial < 0 || trial > 4) bad("trial must be 0-4", std::to_string(trial));
-  if (method != "cac" && method != "ce" && method != "cac-learnt") bad("method must be cac, ce or cac-learnt", method);
-  if (arch != "classifier32" && arch != "resnet18") bad("arch must be classifier32 or resnet18", arch);
-  if (!(alpha > 0)) bad("alpha must be positive", fmt::format("{}", alpha));
-  if (!(lambda >= 0)) bad("lambda must be non-negative", fmt::format("{}", lambda));
+  for (const RunField& f : run_fields())
+    if (const std::string p = f.problem(*this); !p.empty()) {
+      if (std::string(f.key) == "lrs" || std::string(f.key) == "epochs") continue;  // after the lists' lengths
+      bad(p);
+    }
   if (epochs.empty() || epochs.size() != lrs.size())
-    bad("epochs and lrs must be non-empty lists of the same length", fmt::format("{} and {} entries", epochs.size(), lrs.size()));
+    bad(fmt::format("epochs and lrs must be non-empty lists of the same length (found {} and {} entries)", epochs.size(),
+                    lrs.size()));
   for (int e : epochs)
-    if (e < 0) bad("epochs must be non-negative", std::to_string(e));
+    if (e < 0) bad(fmt::format("epochs must be non-negative (found {})", e));
   for (double lr : lrs)
-    if (!(lr > 0)) bad("lrs must be positive", fmt::format("{}", lr));
-  if (batch < 1 || batch > 65536) bad("batch must be 1-65536", std::to_string(batch));
-  if (!(weight_decay >= 0)) bad("weight_decay must be non-negative", fmt::format("{}", weight_decay));
-  if (!(dropout >= 0 && dropout < 1)) bad("dropout must be in [0, 1)", fmt::format("{}", dropout));
-  if (!(momentum >= 0 && momentum < 1)) bad("momentum must be in [0, 1)", fmt::format("{}", momentum));
-  if (image_size < 8 || image_size > 1024) bad("image_size must be 8-1024", std::to_string(image_size));
-  if (channels != 1 && channels != 3) bad("channels must be 1 or 3", std::to_string(channels));
-  if (!(flip_p >= 0 && flip_p <= 1)) bad("flip_p must be in [0, 1]", fmt::format("{}", flip_p));
-  if (!(rotate_deg >= 0 && rotate_deg <= 180)) bad("rotate_deg must be in [0, 180]", fmt::format("{}", rotate_deg));
-  if (!(crop_scale_min > 0 && crop_scale_min <= 1)) bad("crop_scale_min must be in (0, 1]", fmt::format("{}", crop_scale_min));
-  if (device != "auto" && device != "cpu" && device != "cuda") bad("device must be auto, cpu or cuda", device);
-  if (train_limit < 0) bad("train_limit must be non-negative", std::to_string(train_limit));
-  if (workers < 0 || workers > 4096) bad("workers must be 0-4096", std::to_string(workers));
+    if (!(lr > 0)) bad(fmt::format("lrs must be positive (found {})", lr));
 }
 
 void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool batch_set, bool wd_set,
                             bool image_size_set) {
   const data::DatasetDefaults d = data::dataset_defaults(c.dataset);
   c.dataset = d.name;
-  if (c.arch.empty()) c.arch = d.arch;
-  CAC_CHECK(c.arch == "classifier32" || c.arch == "resnet18", "--arch must be classifier32 or resnet18 (got '{}')", c.arch);
-  if (!epochs_set) c.epochs = c.method == "cac-learnt" ? d.learnt_epochs : d.cac_epochs;
+  if (!c.arch) c.arch = parse_arch(d.arch);
+  if (!epochs_set) c.epochs = c.method == Method::CACLearnt ? d.learnt_epochs : d.cac_epochs;
   if (!lrs_set) c.lrs = d.lrs;
   if (!batch_set) c.batch = d.batch;
   if (!wd_set) c.weight_decay = d.weight_decay;
@@ -176,15 +221,14 @@ Device resolve_device(const std::string& d) {
 }
 
 std::shared_ptr<OpenSetClassifier> build_model(const RunConfig& c, int num_classes) {
-  const bool learnt = c.method == "cac-learnt";
-  if (c.arch == "resnet18") {
+  const bool learnt = c.method == Method::CACLearnt;
+  if (c.arch_or_default() == Arch::ResNet18) {
     ResNet18Config cfg;
     cfg.in_channels = c.channels;
     cfg.image_size = c.image_size;
     cfg.seed = c.seed;
     return make_resnet18(cfg, num_classes, c.alpha, learnt);
   }
-  CAC_CHECK(c.arch == "classifier32" || c.arch.empty(), "unknown architecture '{}' (classifier32 or resnet18)", c.arch);
   Classifier32Config cfg;
   cfg.in_channels = c.channels;
   cfg.image_size = c.image_size;

@@ -3,6 +3,7 @@
 // used) and building the model they describe.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -20,8 +21,8 @@ struct RunConfig {
   int trial = 0;
   std::string data_dir;
   std::string split_json;  // a user split instead of the standard trial
-  std::string method = "cac";
-  std::string arch;  // classifier32 | resnet18; empty = the dataset's default
+  Method method = Method::CAC;
+  std::optional<Arch> arch;  // unset = the dataset's default
   double alpha = 10.0, lambda = 0.1;
   std::vector<int> epochs;   // per learning-rate stage
   std::vector<double> lrs;
@@ -47,7 +48,12 @@ struct RunConfig {
                                         const std::set<std::string>& keep);
   // The ranges cac_train's flags accept, for a config.json read back (--resume, cac_eval, cac_predict).
   void check(const std::string& where) const;
+  Arch arch_or_default() const { return arch.value_or(Arch::Classifier32); }
 };
+
+// The settings that cac_train takes as flags, as (flag, config.json field) pairs, from the one
+// table of fields in run.cpp.
+std::vector<std::pair<std::string, std::string>> run_config_flags();
 
 // Fills every unset protocol value (arch, epochs, lrs, batch, ...) from the dataset's defaults.
 void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool batch_set, bool wd_set,

@@ -177,8 +177,8 @@ ResumePoint load_resume_point(RunConfig& cfg, const std::string& dir, const Resu
 void log_header(RunLog& log, const RunConfig& cfg, const data::OpenSetData& d, Device dev, int total_epochs) {
   log.write(fmt::format("engine: {}\n", engine_version()));
   log.write(fmt::format("cac_train: {} trial {}, {}, {} known classes, {} train / {} val images, method {}, {} epochs on {}\n",
-                        d.benchmark, cfg.trial, cfg.arch.empty() ? "classifier32" : cfg.arch, d.num_classes(), d.train.size(),
-                        d.val.size(), cfg.method, total_epochs, dev == Device::CUDA ? cuda::device_description() : "the CPU"));
+                        d.benchmark, cfg.trial, arch_name(cfg.arch_or_default()), d.num_classes(), d.train.size(),
+                        d.val.size(), method_name(cfg.method), total_epochs, dev == Device::CUDA ? cuda::device_description() : "the CPU"));
   if (!d.val_folder.empty()) log.write(fmt::format("validation images: {} (all of train/ trains)\n", d.val_folder));
   if (d.class_names.empty()) return;
   // Named classes (an image folder, Fashion-MNIST, CIFAR-10): which is which.
@@ -215,7 +215,7 @@ std::string metrics_csv_so_far(const std::string& out, int start_epoch) {
 class TrainRun {
  public:
   TrainRun(const RunConfig& cfg, const data::OpenSetData& d, Device dev, RunLog& log)
-      : cfg_(cfg), method_(parse_method(cfg.method)), dev_(dev), log_(log),
+      : cfg_(cfg), method_(cfg.method), dev_(dev), log_(log),
         model_(build_model(cfg, d.num_classes())), trainer_((model_->to(dev), model_), method_, cfg.lambda,
                                                             cfg.momentum, cfg.weight_decay),
         train_aug_(data::training_augment(cfg.image_size, cfg.crop_scale_min, cfg.flip_p, cfg.rotate_deg, d.norm)),
@@ -265,7 +265,7 @@ class TrainRun {
 
   // The bookkeeping of a checkpoint written after `epochs_done` epochs.
   std::map<std::string, std::string> checkpoint_meta(int epochs_done, double best) const {
-    return {{"epochs_done", std::to_string(epochs_done)}, {"method", cfg_.method}, {"dataset", cfg_.dataset},
+    return {{"epochs_done", std::to_string(epochs_done)}, {"method", method_name(cfg_.method)}, {"dataset", cfg_.dataset},
             {"best_metric", fmt::format("{:.17g}", best)}};
   }
   void save_best(const std::map<std::string, std::string>& meta) {
@@ -372,7 +372,6 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   CAC_CHECK(!cfg.out.empty(), "no output folder: pass --out RUN_DIR");
   fs::create_directories(cfg.out);
   const Device dev = resolve_device(cfg.device);
-  const Method method = parse_method(cfg.method);
   StagedLR schedule(cfg.epochs, cfg.lrs);
   const int total_epochs = schedule.total_epochs();
   CAC_CHECK(total_epochs > 0 || !cfg.init.empty(),
@@ -384,7 +383,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   log_header(log, cfg, d, dev, total_epochs);
   TrainRun run(cfg, d, dev, log);
   if (!cfg.init.empty() && resume.path.empty()) {  // a resumed run's own checkpoint supersedes its start
-    load_init_weights(run.model(), cfg.init, method);
+    load_init_weights(run.model(), cfg.init, cfg.method);
     log.write(fmt::format("starting from the weights in {}\n", cfg.init));
   }
   if (!resume.path.empty()) {

@@ -14,6 +14,14 @@ Method parse_method(const std::string& s) {
   fail("unknown method '{}': expected cac, ce or cac-learnt", s);
 }
 
+Arch parse_arch(const std::string& s) {
+  if (s == "classifier32") return Arch::Classifier32;
+  if (s == "resnet18") return Arch::ResNet18;
+  fail("unknown architecture '{}': expected classifier32 or resnet18", s);
+}
+
+const char* arch_name(Arch a) { return a == Arch::ResNet18 ? "resnet18" : "classifier32"; }
+
 const char* method_name(Method m) {
   switch (m) {
     case Method::CAC: return "cac";

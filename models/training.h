@@ -15,6 +15,10 @@ namespace cac {
 enum class Method { CAC, CE, CACLearnt };
 Method parse_method(const std::string& s);  // "cac" | "ce" | "cac-learnt"
 const char* method_name(Method m);
+// The encoder behind the open-set head: the paper's classifier32 or the CIFAR ResNet-18.
+enum class Arch { Classifier32, ResNet18 };
+Arch parse_arch(const std::string& s);  // "classifier32" | "resnet18"
+const char* arch_name(Arch a);
 
 struct StepTotals {
   Tensor loss_parts;  // [3] running sums of (loss, tuplet or CE, anchor), model dtype

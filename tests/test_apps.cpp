@@ -626,7 +626,7 @@ TEST(Train, InitProblemsNameTheFile) {
                    no_anchors.end());
   save_safetensors(c.init, no_anchors, {});
   expect_error([&] { app::run_train(c, ""); }, "tensor anchors is missing");
-  c.method = "ce";
+  c.method = Method::CE;
   c.epochs = {0};
   c.lrs = {0.01};
   EXPECT_EQ(app::run_train(c, ""), 0);
@@ -679,7 +679,7 @@ TEST(TorchInterop, CheckpointRoundTripsThroughTheAuthorsPyTorchLayout) {
                              s.method));
     const bool closed_set = std::string(s.method) == "ce";
     app::RunConfig c = tiny_config("/unused", "/unused");
-    c.arch = s.arch;
+    c.arch = parse_arch(s.arch);
     c.channels = s.channels;
     c.image_size = s.size;
     auto model = app::build_model(c, s.classes);
@@ -757,8 +757,8 @@ TEST(TorchInterop, TrainingStepsMatchPyTorch) {
            {"resnet18", Method::CAC}}) {
     SCOPED_TRACE(arch + ", " + method_name(method));
     app::RunConfig c = tiny_config("/unused", "/unused");
-    c.arch = arch;
-    c.method = method_name(method);  // cac-learnt makes the anchors trainable
+    c.arch = parse_arch(arch);
+    c.method = method;  // cac-learnt makes the anchors trainable
     c.channels = 3;
     c.dropout = 0;
     const int K = 6, B = 8, steps = 3;
