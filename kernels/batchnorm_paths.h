@@ -30,7 +30,7 @@ struct BnForwardFacts {
 // Flat without 16-byte units; the cluster forward where the whole activation fits on chip at once
 // (one wave, no global barrier); the reread where it does not (one round, the excess re-read from
 // L2); two passes where neither can run. From the H100 measurements in docs/performance.md: the
-// reread wins at 128x64x32x32 (33.5 MB, more than the 30 MB of shared memory), the cluster at every
+// reread wins at 128x64x32x32 (33.5 MB, more than the 30.8 MB of shared memory), the cluster at every
 // smaller activation of classifier32 and ResNet-18.
 BnPath batchnorm_forward_rule(const BnForwardFacts& f);
 // The backward has no rule of its own: the single launch wherever a channel's slices fit the
