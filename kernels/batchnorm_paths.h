@@ -68,19 +68,14 @@ BnClusterPlan batchnorm_cluster_plan(int64_t units, int threads, int target, int
 // it can at this shape on this GPU, else the path the rule falls back to (Cluster and Reread: two
 // passes; anything without 16-byte units: Flat). Rule is what batchnorm_forward_train and
 // batchnorm_backward run. Returns the path that ran. A build without CUDA kernels throws.
-BnPath batchnorm_forward_train_via(BnPath want, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                   Tensor& running_mean, Tensor& running_var, double momentum, double eps,
-                                   BnActivation act, Tensor& y, Tensor& save_mean, Tensor& save_invstd);
-BnPath batchnorm_backward_via(BnPath want, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                              const Tensor& mean, const Tensor& invstd, const Tensor& gy, BnActivation act,
-                              bool training, Tensor* gx, Tensor& ggamma, Tensor& gbeta);
-namespace cuda {  // the definitions (kernels/cuda/batchnorm.cu)
-BnPath batchnorm_forward_train_via(BnPath want, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                                   Tensor& running_mean, Tensor& running_var, double momentum, double eps,
-                                   BnActivation act, Tensor& y, Tensor& save_mean, Tensor& save_invstd);
-BnPath batchnorm_backward_via(BnPath want, const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                              const Tensor& mean, const Tensor& invstd, const Tensor& gy, BnActivation act,
-                              bool training, Tensor* gx, Tensor& ggamma, Tensor& gbeta);
-}  // namespace cuda
+CAC_DECLARE_CUDA_ONLY(BnPath batchnorm_forward_train_via(BnPath want, const Tensor& x, const Tensor& gamma,
+                                                        const Tensor& beta, Tensor& running_mean,
+                                                        Tensor& running_var, double momentum, double eps,
+                                                        BnActivation act, Tensor& y, Tensor& save_mean,
+                                                        Tensor& save_invstd))
+CAC_DECLARE_CUDA_ONLY(BnPath batchnorm_backward_via(BnPath want, const Tensor& x, const Tensor& gamma,
+                                                   const Tensor& beta, const Tensor& mean, const Tensor& invstd,
+                                                   const Tensor& gy, BnActivation act, bool training, Tensor* gx,
+                                                   Tensor& ggamma, Tensor& gbeta))
 
 }  // namespace cac::kernels

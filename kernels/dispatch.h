@@ -32,3 +32,11 @@ namespace cac::kernels {
   namespace cuda {                    \
   signature;                          \
   }
+
+// Declares a CUDA-only call twice with one signature: the entry point (which throws in a build
+// without CUDA kernels, CAC_CUDA_ONLY) and the CUDA definition. Use inside namespace cac::kernels.
+#define CAC_DECLARE_CUDA_ONLY(signature) \
+  signature;                             \
+  namespace cuda {                       \
+  signature;                             \
+  }
