@@ -43,18 +43,15 @@ std::vector<T> parse_list(const char* flag, const std::string& text, const char*
   }
   return out;
 }
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"cac_train: train a Class Anchor Clustering open-set classifier (classifier32 or ResNet-18)"};
-  app.set_version_flag("--version", [] { return cac::engine_version(); }, "the engine's version, source revision and libraries");
-  app.footer("Protocol defaults per dataset come from configs/datasets.json (see docs/reproduce.md).\n"
-             "Example: cac_train --dataset FashionMNIST --trial 0 --data-dir /usr/share/datasets/fashion-mnist --out runs/fm0");
-  app::RunConfig c;
+// The flags beyond the run's settings, and the options whose use the code asks about.
+struct Flags {
   std::string epochs, lrs, resume, config_file, method = "cac", arch;
   int stop_after = 0;
   bool print_config = false;
+  CLI::Option *dd = nullptr, *me = nullptr, *ar = nullptr, *ep = nullptr, *lr = nullptr, *dv = nullptr, *wk = nullptr;
+};
+
+void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
   app.add_option("--dataset", c.dataset, "MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, CIFAR10-FP "
                  "(all ten classes known; unknowns SVHN test + nine CIFAR-100 superclasses), or ImageFolder "
                  "(your own data: DIR/train/<class>/*.{jpg,png}, DIR/test/<class>/*.{jpg,png}, with --split)")
@@ -64,111 +61,135 @@ int main(int argc, char** argv) {
                  "(class indices; for ImageFolder also sub-folder names)")->check(CLI::ExistingFile);
   app.add_option("--image-size", c.image_size, "resize images to this size (default: the dataset's; "
                              "classifier32 takes 32 or 64)")->check(CLI::Range(8, 1024));
-  auto* dd = app.add_option("--data-dir", c.data_dir, "folder with the dataset's files")->check(CLI::ExistingDirectory);
-  auto* me = app.add_option("--method", method, "cac (anchored), ce (cross-entropy baseline) or cac-learnt (learnt centres + CE)")
+  f.dd = app.add_option("--data-dir", c.data_dir, "folder with the dataset's files")->check(CLI::ExistingDirectory);
+  f.me = app.add_option("--method", f.method, "cac (anchored), ce (cross-entropy baseline) or cac-learnt (learnt centres + CE)")
       ->check(CLI::IsMember({"cac", "ce", "cac-learnt"}))->capture_default_str();
-  auto* ar = app.add_option("--arch", arch, "network: classifier32 or resnet18 (default: the dataset's; resnet18 for CIFAR10-FP)")
+  f.ar = app.add_option("--arch", f.arch, "network: classifier32 or resnet18 (default: the dataset's; resnet18 for CIFAR10-FP)")
       ->check(CLI::IsMember({"classifier32", "resnet18"}));
   app.add_option("--alpha", c.alpha, "anchor magnitude: c_i = alpha * e_i")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--lambda", c.lambda, "weight of the anchor loss")->check(CLI::NonNegativeNumber)->capture_default_str();
-  auto* ep = app.add_option("--epochs", epochs, "epochs per learning-rate stage, e.g. 35,35 (default: the dataset's)");
-  auto* lr = app.add_option("--lr", lrs, "learning rate per stage, e.g. 0.01,0.001 (default: the dataset's)");
+  f.ep = app.add_option("--epochs", f.epochs, "epochs per learning-rate stage, e.g. 35,35 (default: the dataset's)");
+  f.lr = app.add_option("--lr", f.lrs, "learning rate per stage, e.g. 0.01,0.001 (default: the dataset's)");
   app.add_option("--batch", c.batch, "batch size (default: the dataset's)")->check(CLI::Range(1, 65536));
   app.add_option("--weight-decay", c.weight_decay, "SGD weight decay (default: the dataset's)")->check(CLI::NonNegativeNumber);
-  auto* dv = app.add_option("--device", c.device, "auto (GPU if present), cpu or cuda")->check(cac::app::device_choice())->capture_default_str();
+  f.dv = app.add_option("--device", c.device, "auto (GPU if present), cpu or cuda")->check(cac::app::device_choice())->capture_default_str();
   app.add_option("--seed", c.seed, "seed of initialisation, splits, data order and augmentation")->capture_default_str();
   app.add_option("--out", c.out, "run folder to create (config.json, metrics.csv, checkpoints)");
-  app.add_option("--resume", resume, "continue the run in this folder at its next epoch, with its settings (config.json); --data-dir, "
+  app.add_option("--resume", f.resume, "continue the run in this folder at its next epoch, with its settings (config.json); --data-dir, "
                  "--device and --workers may change")->check(CLI::ExistingDirectory);
   app.add_option("--train-limit", c.train_limit, "use a seeded subset of this many training images (0 = all)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
-  auto* wk = app.add_option("--workers", c.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  f.wk = app.add_option("--workers", c.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--init", c.init, "start from the model weights in this safetensors file (a run's best.safetensors, or "
                  "PyTorch weights converted by scripts/torch_interop.py); with --epochs 0 the run holds them as they are, "
                  "for cac_eval")->check(CLI::ExistingFile);
-  app.add_option("--stop-after", stop_after, "stop after this many epochs (resumable, as an interruption)")->check(CLI::NonNegativeNumber);
-  auto* cf = app.add_option("--config", config_file, "settings from a JSON file: a run's config.json (to repeat or vary "
+  app.add_option("--stop-after", f.stop_after, "stop after this many epochs (resumable, as an interruption)")->check(CLI::NonNegativeNumber);
+  auto* cf = app.add_option("--config", f.config_file, "settings from a JSON file: a run's config.json (to repeat or vary "
                             "that run) or any part of one, e.g. {\"dropout\": 0.3, \"rotate_deg\": 10}; it overrides "
                             "the dataset's defaults, the flags given here override it; its \"out\" is not used, and "
                             "relative paths in it are relative to its folder")->check(CLI::ExistingFile);
-  app.add_flag("--print-config", print_config, "print the settings the run would use (its config.json) and exit without training");
+  app.add_flag("--print-config", f.print_config, "print the settings the run would use (its config.json) and exit without training");
   cf->excludes("--resume");
+}
+
+// A new run's settings: built-in defaults < the dataset's < a --config file < the flags given.
+void merge_new_run_settings(CLI::App& app, app::RunConfig& c, const Flags& f) {
+  namespace fs = std::filesystem;
+  // A run's config.json names its own folder.
+  // The fields set on the command line: the config file does not override them.
+  std::set<std::string> keep = {"out"};
+  for (const auto& [flag, field] : app::run_config_flags())
+    if (app.get_option(flag)->count() > 0) keep.insert(field);
+  if (f.me->count() > 0) c.method = parse_method(f.method);
+  if (f.ar->count() > 0) c.arch = parse_arch(f.arch);
+  const std::string config_text = f.config_file.empty() ? "" : app::read_text(f.config_file);
+  std::set<std::string> from_file;
+  // Twice: first for what decides the dataset's defaults (dataset, method, arch, the lists),
+  // then again over those defaults, which would otherwise replace the file's dropout,
+  // augmentation and so on.
+  auto overlay = [&] {
+    if (f.config_file.empty()) return;
+    for (const auto& key : c.overlay_json(config_text, f.config_file, keep)) from_file.insert(key);
+  };
+  overlay();
+  auto given = [&](const char* field) { return keep.count(field) > 0 || from_file.count(field) > 0; };
+  if (f.ep->count() > 0) c.epochs = parse_list<int>("--epochs", f.epochs, "35,35", [](int v) { return v >= 0; });
+  if (f.lr->count() > 0) c.lrs = parse_list<double>("--lr", f.lrs, "0.01,0.001", [](double v) { return v > 0; });
+  app::apply_dataset_defaults(c, given("epochs"), given("lrs"), given("batch"), given("weight_decay"),
+              given("image_size"));
+  overlay();
+  // Channels follow from the dataset: a file may repeat them, not change them.
+  const int dataset_channels = data::dataset_defaults(c.dataset).channels;
+  CAC_CHECK(!from_file.count("channels") || c.channels == dataset_channels,
+        "{}: channels {} does not match {}'s images ({} channels); remove it from the file", f.config_file,
+        c.channels, c.dataset, dataset_channels);
+  // Relative paths in the file are relative to the file; config.json records absolute paths,
+  // so cac_eval and --resume work from any folder.
+  const fs::path config_dir = f.config_file.empty() ? fs::path() : fs::absolute(f.config_file).parent_path();
+  auto absolute = [&](std::string& path, const char* field) {
+    if (path.empty()) return;
+    fs::path p(path);
+    if (p.is_relative() && from_file.count(field)) p = config_dir / p;  // (flags are never in from_file)
+    path = fs::absolute(p).lexically_normal().string();
+  };
+  absolute(c.data_dir, "data_dir");
+  absolute(c.split_json, "split_json");
+  absolute(c.init, "init");
+  c.check(f.config_file.empty() ? std::string("cac_train") : f.config_file + " (with the flags given)");
+}
+
+// --resume with --print-config: the settings as resuming would record them.
+int print_resumed_config(const app::RunConfig& c, const Flags& f) {
+  const std::string where = f.resume + "/config.json";
+  app::RunConfig r = app::RunConfig::from_json(app::read_text(where, " (is this a cac_train run folder?)"), where);
+  if (f.dd->count() > 0) r.data_dir = std::filesystem::absolute(c.data_dir).lexically_normal().string();
+  if (f.dv->count() > 0) r.device = c.device;
+  if (f.wk->count() > 0) r.workers = c.workers;
+  std::fputs(r.to_json().c_str(), stdout);
+  return 0;
+}
+
+// A resumed run keeps its settings (config.json); only where the data is and what runs it may change.
+void check_resume_flags(const CLI::App& app, const std::string& resume) {
+  const std::set<std::string> allowed = {"--resume", "--stop-after", "--print-config", "--data-dir", "--device", "--workers"};
+  for (const CLI::Option* opt : app.get_options())
+    if (opt->count() > 0 && !allowed.count(opt->get_name()))
+      fail("{} cannot be changed when resuming: --resume continues the run as {}/config.json describes it (with it "
+           "only --data-dir, --device, --workers and --stop-after). For a new run from its settings: cac_train "
+           "--config {}/config.json {} ... --out NEW_RUN", opt->get_name(), resume, resume, opt->get_name());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"cac_train: train a Class Anchor Clustering open-set classifier (classifier32 or ResNet-18)"};
+  app.set_version_flag("--version", [] { return cac::engine_version(); }, "the engine's version, source revision and libraries");
+  app.footer("Protocol defaults per dataset come from configs/datasets.json (see docs/reproduce.md).\n"
+             "Example: cac_train --dataset FashionMNIST --trial 0 --data-dir /usr/share/datasets/fashion-mnist --out runs/fm0");
+  app::RunConfig c;
+  Flags f;
+  add_flags(app, c, f);
   CLI11_PARSE(app, argc, argv);
   try {
-    if (resume.empty()) {
-      namespace fs = std::filesystem;
-      // A run's config.json names its own folder.
-      // The fields set on the command line: the config file does not override them.
-      std::set<std::string> keep = {"out"};
-      for (const auto& [flag, field] : app::run_config_flags())
-        if (app.get_option(flag)->count() > 0) keep.insert(field);
-      if (me->count() > 0) c.method = parse_method(method);
-      if (ar->count() > 0) c.arch = parse_arch(arch);
-      const std::string config_text = config_file.empty() ? "" : app::read_text(config_file);
-      std::set<std::string> from_file;
-      // Twice: first for what decides the dataset's defaults (dataset, method, arch, the lists),
-      // then again over those defaults, which would otherwise replace the file's dropout,
-      // augmentation and so on.
-      auto overlay = [&] {
-        if (config_file.empty()) return;
-        for (const auto& f : c.overlay_json(config_text, config_file, keep)) from_file.insert(f);
-      };
-      overlay();
-      auto given = [&](const char* field) { return keep.count(field) > 0 || from_file.count(field) > 0; };
-      if (ep->count() > 0) c.epochs = parse_list<int>("--epochs", epochs, "35,35", [](int v) { return v >= 0; });
-      if (lr->count() > 0) c.lrs = parse_list<double>("--lr", lrs, "0.01,0.001", [](double v) { return v > 0; });
-      app::apply_dataset_defaults(c, given("epochs"), given("lrs"), given("batch"), given("weight_decay"),
-                                  given("image_size"));
-      overlay();
-      // Channels follow from the dataset: a file may repeat them, not change them.
-      const int dataset_channels = data::dataset_defaults(c.dataset).channels;
-      CAC_CHECK(!from_file.count("channels") || c.channels == dataset_channels,
-                "{}: channels {} does not match {}'s images ({} channels); remove it from the file", config_file,
-                c.channels, c.dataset, dataset_channels);
-      // Relative paths in the file are relative to the file; config.json records absolute paths,
-      // so cac_eval and --resume work from any folder.
-      const fs::path config_dir = config_file.empty() ? fs::path() : fs::absolute(config_file).parent_path();
-      auto absolute = [&](std::string& path, const char* field) {
-        if (path.empty()) return;
-        fs::path p(path);
-        if (p.is_relative() && from_file.count(field)) p = config_dir / p;  // (flags are never in from_file)
-        path = fs::absolute(p).lexically_normal().string();
-      };
-      absolute(c.data_dir, "data_dir");
-      absolute(c.split_json, "split_json");
-      absolute(c.init, "init");
-      c.check(config_file.empty() ? std::string("cac_train") : config_file + " (with the flags given)");
-      if (print_config) {
+    if (f.resume.empty()) {
+      merge_new_run_settings(app, c, f);
+      if (f.print_config) {
         std::fputs(c.to_json().c_str(), stdout);
         return 0;
       }
       CAC_CHECK(!c.data_dir.empty(), "--data-dir is required (the folder with the dataset's files)");
       CAC_CHECK(!c.out.empty(), "--out is required (the run folder to create)");
     } else {
-      // A resumed run keeps its settings (config.json); only where the data is and what runs it may change.
-      const std::set<std::string> allowed = {"--resume", "--stop-after", "--print-config", "--data-dir", "--device", "--workers"};
-      for (const CLI::Option* opt : app.get_options())
-        if (opt->count() > 0 && !allowed.count(opt->get_name()))
-          fail("{} cannot be changed when resuming: --resume continues the run as {}/config.json describes it (with it "
-               "only --data-dir, --device, --workers and --stop-after). For a new run from its settings: cac_train "
-               "--config {}/config.json {} ... --out NEW_RUN", opt->get_name(), resume, resume, opt->get_name());
-    }
-    if (!resume.empty() && print_config) {  // the settings as resuming would record them
-      const std::string where = resume + "/config.json";
-      app::RunConfig r = app::RunConfig::from_json(app::read_text(where, " (is this a cac_train run folder?)"), where);
-      if (dd->count() > 0) r.data_dir = std::filesystem::absolute(c.data_dir).lexically_normal().string();
-      if (dv->count() > 0) r.device = c.device;
-      if (wk->count() > 0) r.workers = c.workers;
-      std::fputs(r.to_json().c_str(), stdout);
-      return 0;
+      check_resume_flags(app, f.resume);
+      if (f.print_config) return print_resumed_config(c, f);
     }
     app::ResumeOverrides changes;
-    if (!resume.empty()) {
-      if (dd->count() > 0) changes.data_dir = c.data_dir;
-      if (dv->count() > 0) changes.device = c.device;
-      if (wk->count() > 0) changes.workers = c.workers;
+    if (!f.resume.empty()) {
+      if (f.dd->count() > 0) changes.data_dir = c.data_dir;
+      if (f.dv->count() > 0) changes.device = c.device;
+      if (f.wk->count() > 0) changes.workers = c.workers;
     }
-    return app::run_train(c, resume, stop_after, changes);
+    return app::run_train(c, f.resume, f.stop_after, changes);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cac_train: error: %s\n", e.what());
     return 1;
