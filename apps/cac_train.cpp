@@ -45,7 +45,7 @@ std::vector<T> parse_list(const char* flag, const std::string& text, const char*
 }
 // The flags beyond the run's settings, and the options whose use the code asks about.
 struct Flags {
-  std::string epochs, lrs, resume, config_file, method = "cac", arch;
+  std::string epochs, lrs, resume, config_file, method = "cac", arch, device = "auto";
   int stop_after = 0;
   bool print_config = false;
   CLI::Option *dd = nullptr, *me = nullptr, *ar = nullptr, *ep = nullptr, *lr = nullptr, *dv = nullptr, *wk = nullptr;
@@ -72,7 +72,7 @@ void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
   f.lr = app.add_option("--lr", f.lrs, "learning rate per stage, e.g. 0.01,0.001 (default: the dataset's)");
   app.add_option("--batch", c.batch, "batch size (default: the dataset's)")->check(CLI::Range(1, 65536));
   app.add_option("--weight-decay", c.weight_decay, "SGD weight decay (default: the dataset's)")->check(CLI::NonNegativeNumber);
-  f.dv = app.add_option("--device", c.device, "auto (GPU if present), cpu or cuda")->check(cac::app::device_choice())->capture_default_str();
+  f.dv = app.add_option("--device", f.device, "auto (GPU if present), cpu or cuda")->check(cac::app::device_choice())->capture_default_str();
   app.add_option("--seed", c.seed, "seed of initialisation, splits, data order and augmentation")->capture_default_str();
   app.add_option("--out", c.out, "run folder to create (config.json, metrics.csv, checkpoints)");
   app.add_option("--resume", f.resume, "continue the run in this folder at its next epoch, with its settings (config.json); --data-dir, "
@@ -102,6 +102,7 @@ void merge_new_run_settings(CLI::App& app, app::RunConfig& c, const Flags& f) {
     if (app.get_option(flag)->count() > 0) keep.insert(field);
   if (f.me->count() > 0) c.method = parse_method(f.method);
   if (f.ar->count() > 0) c.arch = parse_arch(f.arch);
+  if (f.dv->count() > 0) c.device = app::parse_device_choice(f.device);
   const std::string config_text = f.config_file.empty() ? "" : app::read_text(f.config_file);
   std::set<std::string> from_file;
   // Twice: first for what decides the dataset's defaults (dataset, method, arch, the lists),
@@ -143,7 +144,7 @@ int print_resumed_config(const app::RunConfig& c, const Flags& f) {
   const std::string where = f.resume + "/config.json";
   app::RunConfig r = app::RunConfig::from_json(app::read_text(where, " (is this a cac_train run folder?)"), where);
   if (f.dd->count() > 0) r.data_dir = std::filesystem::absolute(c.data_dir).lexically_normal().string();
-  if (f.dv->count() > 0) r.device = c.device;
+  if (f.dv->count() > 0) r.device = app::parse_device_choice(f.device);
   if (f.wk->count() > 0) r.workers = c.workers;
   std::fputs(r.to_json().c_str(), stdout);
   return 0;
@@ -186,7 +187,7 @@ int main(int argc, char** argv) {
     app::ResumeOverrides changes;
     if (!f.resume.empty()) {
       if (f.dd->count() > 0) changes.data_dir = c.data_dir;
-      if (f.dv->count() > 0) changes.device = c.device;
+      if (f.dv->count() > 0) changes.device = f.device;
       if (f.wk->count() > 0) changes.workers = c.workers;
     }
     return app::run_train(c, f.resume, f.stop_after, changes);

@@ -1,4 +1,6 @@
 #pragma once
+// cac_eval as a library function: evaluates trained runs on their test sets (and extra unknown
+// sets), prints the metrics table and writes the JSON, scores CSV, report and deploy.json.
 #include <string>
 #include <vector>
 

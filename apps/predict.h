@@ -1,4 +1,6 @@
 #pragma once
+// cac_predict as a library function: scores new images with a run's deploy.json (known class or
+// unknown) and prints or writes the predictions.
 #include <string>
 #include <vector>
 

@@ -16,6 +16,12 @@
 
 namespace cac::app {
 
+// --device: auto (the GPU if there is a usable one), cpu or cuda.
+enum class DeviceChoice { Auto, CPU, CUDA };
+// The error names what is wrong and what to write instead (e.g. for PyTorch's "cuda:1").
+DeviceChoice parse_device_choice(const std::string& s);
+const char* device_choice_name(DeviceChoice d);
+
 struct RunConfig {
   std::string dataset = "FashionMNIST";
   int trial = 0;
@@ -31,7 +37,7 @@ struct RunConfig {
   int image_size = 32, channels = 1;
   double flip_p = 0, rotate_deg = 0, crop_scale_min = 1;
   bool flip_for_class_means = false;
-  std::string device = "auto";
+  DeviceChoice device = DeviceChoice::Auto;
   uint64_t seed = 0;
   int64_t train_limit = 0;  // 0 = all training images
   int workers = 0;
@@ -64,7 +70,8 @@ std::string read_text(const std::string& path, const std::string& hint = "");
 
 // auto | cpu | cuda. A clear error when cuda is asked for and missing, and for auto too where a GPU
 // is present but this build or driver cannot use it (cuda::GpuState::Unusable).
-Device resolve_device(const std::string& d);
+Device resolve_device(DeviceChoice d);
+Device resolve_device(const std::string& d);  // parse_device_choice, then the above
 std::shared_ptr<OpenSetClassifier> build_model(const RunConfig& c, int num_classes);
 
 // The benchmark as the run sees it: load_benchmark, then the seeded --train-limit subset.

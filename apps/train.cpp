@@ -158,7 +158,11 @@ ResumePoint load_resume_point(RunConfig& cfg, const std::string& dir, const Resu
     field = to;
   };
   change(cfg.data_dir, o.data_dir.empty() ? "" : fs::absolute(o.data_dir).lexically_normal().string(), "--data-dir");
-  change(cfg.device, o.device, "--device");
+  if (!o.device.empty() && parse_device_choice(o.device) != cfg.device) {
+    r.changes += fmt::format("{}--device {} (was {})", r.changes.empty() ? "" : ", ", o.device,
+                             device_choice_name(cfg.device));
+    cfg.device = parse_device_choice(o.device);
+  }
   if (o.workers >= 0 && o.workers != cfg.workers) {
     r.changes += fmt::format("{}--workers {} (was {})", r.changes.empty() ? "" : ", ", o.workers, cfg.workers);
     cfg.workers = o.workers;

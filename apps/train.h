@@ -1,4 +1,5 @@
 #pragma once
+// cac_train as a library function: trains a run (new or resumed) into its folder.
 #include <string>
 
 #include "apps/run.h"

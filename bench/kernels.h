@@ -1,4 +1,5 @@
 #pragma once
+// cac_bench's kernel and loader benchmarks (bench/kernels.cpp, bench/loader.cpp).
 #include <cstdint>
 
 namespace cac::bench {

@@ -1,4 +1,5 @@
 #pragma once
+// Element types and devices of tensors, with their names and sizes.
 #include <cstddef>
 #include <cstdint>
 #include <string>

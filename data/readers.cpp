@@ -241,7 +241,7 @@ std::vector<std::string> read_cifar100_fine_names(const std::string& dir) {
 // ---- SVHN (.mat, MATLAB v5 through matio) ---------------------------------------------------------
 namespace {
 // matio 1.5.23 allocates whatever a variable's header claims for its dimensions and name before it
-// reads them, so a corrupt header of a few bytes asks for gigabytes (found by tests/fuzz/fuzz_svhn).
+// reads them, so a corrupt header of a few bytes asks for gigabytes.
 // The MATLAB v5 element headers are walked here first, inflating the start of compressed ones, and
 // those sizes checked. Other formats (v4, v7.3) are left to matio.
 void check_mat5_headers(const std::string& path) {
@@ -274,10 +274,9 @@ void check_mat5_headers(const std::string& path) {
                 ".mat file", path, offset, bytes, part_names[part]);
       // matio reads the flags and dimensions at fixed places (the dimensions' tag 16 bytes into the
       // matrix, its size in the tag's second word) whatever the tags say, so the walk must not read
-      // them differently (found by fuzz_svhn: flags claiming 72 bytes, and a dimensions tag in the
-      // small format, each hid a gigabyte-sized dimensions claim from this walk, and matio allocated
-      // 5.4 and 3.9 GB). MATLAB writes both in the full format, the flags in 8 bytes; anything else
-      // is corrupt.
+      // them differently (flags of another size, or a dimensions tag in the small format, would hide
+      // a gigabyte-sized dimensions claim from this walk). MATLAB writes both in the full format, the
+      // flags in 8 bytes; anything else is corrupt.
       CAC_CHECK(part == kName || (word >> 16) == 0, "{}: the variable at byte {} has its {} in the small-element "
                 "format (at most 4 bytes), which MATLAB never writes for them: corrupt .mat file", path, offset, part_names[part]);
       CAC_CHECK(part != kFlags || bytes == 8, "{}: the variable at byte {} has {} bytes of array flags where "
@@ -293,8 +292,8 @@ void check_mat5_headers(const std::string& path) {
                   cls);
       }
       if (part == kDims) {
-        // matio allocates the product of the dimensions while looking for X (found by fuzz_svhn:
-        // 5.9 GB from a 542-byte file), so it must fit what the variable stores.
+        // matio allocates the product of the dimensions while looking for X, so it must fit what
+        // the variable stores.
         if (data_at + bytes > n) return;
         uint64_t elements = 1;
         bool overflow = false;

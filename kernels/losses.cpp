@@ -3,12 +3,6 @@
 
 namespace cac::kernels {
 
-void cac_loss_forward(const Tensor& d, const Tensor& labels, double lambda, Tensor& out) {
-  CAC_DISPATCH(d.device(), cac_loss_forward, d, labels, lambda, out);
-}
-void cac_loss_backward(const Tensor& d, const Tensor& labels, double lambda, const Tensor& gloss, Tensor& gd) {
-  CAC_DISPATCH(d.device(), cac_loss_backward, d, labels, lambda, gloss, gd);
-}
 void cac_head_forward(const Tensor& z, const Tensor& centres, const Tensor& labels, double lambda, Tensor& d, Tensor& out) {
   CAC_DISPATCH(z.device(), cac_head_forward, z, centres, labels, lambda, d, out);
 }
@@ -23,9 +17,6 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Te
 }
 void open_set_score_forward(const Tensor& d, Tensor& gamma) {
   CAC_DISPATCH(d.device(), open_set_score_forward, d, gamma);
-}
-void open_set_score_backward(const Tensor& d, const Tensor& ggamma, Tensor& gd) {
-  CAC_DISPATCH(d.device(), open_set_score_backward, d, ggamma, gd);
 }
 void argmin_rows(const Tensor& x, Tensor& index) {
   CAC_DISPATCH(x.device(), argmin_rows, x, index);

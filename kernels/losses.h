@@ -5,15 +5,19 @@
 
 namespace cac::kernels {
 
+// The CAC loss on distances d [B, K] (CPU only: the reference the fused head's CPU twin composes;
+// on the GPU the loss exists only fused into the head):
 // out[0] = mean_b(tuplet_b + lambda*anchor_b), out[1] = mean tuplet, out[2] = mean anchor, with
 // tuplet_b = log(1 + sum_{j != y} exp(d_y - d_j)) = d_y + logsumexp_j(-d_j) and anchor_b = d_y.
-CAC_DECLARE_KERNEL(void cac_loss_forward(const Tensor& d, const Tensor& labels, double lambda, Tensor& out))
+namespace cpu {
+void cac_loss_forward(const Tensor& d, const Tensor& labels, double lambda, Tensor& out);
 // gd = gloss/B * ((1 + lambda) * onehot(y) - softmax(-d)); gloss is a 1-element tensor.
-CAC_DECLARE_KERNEL(void cac_loss_backward(const Tensor& d, const Tensor& labels, double lambda,
-                                          const Tensor& gloss, Tensor& gd))
+void cac_loss_backward(const Tensor& d, const Tensor& labels, double lambda, const Tensor& gloss, Tensor& gd);
+}  // namespace cpu
 // The training head fused: distances d = ||z - c|| and the CAC loss parts in one launch on the GPU,
 // and in backward the gradients to z and c straight from the loss (one launch), so a step spends
-// two launches on distance + loss instead of four. The CPU twin composes the unfused twins.
+// two launches on distance + loss instead of four. The CPU twin composes the distance twins and
+// the CAC loss above.
 CAC_DECLARE_KERNEL(void cac_head_forward(const Tensor& z, const Tensor& centres, const Tensor& labels,
                                          double lambda, Tensor& d, Tensor& out))
 CAC_DECLARE_KERNEL(void cac_head_backward(const Tensor& z, const Tensor& centres, const Tensor& d,
@@ -23,9 +27,8 @@ CAC_DECLARE_KERNEL(void cac_head_backward(const Tensor& z, const Tensor& centres
 CAC_DECLARE_KERNEL(void cross_entropy_forward(const Tensor& logits, const Tensor& labels, Tensor& out))
 CAC_DECLARE_KERNEL(void cross_entropy_backward(const Tensor& logits, const Tensor& labels,
                                                const Tensor& gloss, Tensor& glogits))
-// gamma = d * (1 - softmin(d)) per row.
+// gamma = d * (1 - softmin(d)) per row: a score, values only (nothing trains through it).
 CAC_DECLARE_KERNEL(void open_set_score_forward(const Tensor& d, Tensor& gamma))
-CAC_DECLARE_KERNEL(void open_set_score_backward(const Tensor& d, const Tensor& ggamma, Tensor& gd))
 // Row-wise argmin/argmax as i64 [B].
 CAC_DECLARE_KERNEL(void argmin_rows(const Tensor& x, Tensor& index))
 CAC_DECLARE_KERNEL(void argmax_rows(const Tensor& x, Tensor& index))

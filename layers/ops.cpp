@@ -260,25 +260,6 @@ Tensor pairwise_distance(const Tensor& z, const Tensor& centres) {
 }
 
 // ---- losses and scores ----------------------------------------------------------------------------
-CacLoss cac_loss(const Tensor& distances, const Tensor& labels, double lambda) {
-  const char* op = "cac_loss";
-  check_float(op, distances, "distances");
-  check_ndim(op, distances, 2, "distances");
-  check_labels(op, distances, labels);
-  CAC_CHECK(distances.dim(0) > 0, "cac_loss: empty batch {}", shape_str(distances.shape()));
-  Tensor parts = empty_as({3}, distances);
-  kernels::cac_loss_forward(distances, labels, lambda, parts);
-  Tensor loss = parts.rows(0, 1).view({});
-  parts = parts.detach();
-
-  record(loss, op, {distances}, [distances, labels, lambda](const Tensor& gl, const std::vector<bool>&) {
-    Tensor gd = empty_like(distances);
-    kernels::cac_loss_backward(distances, labels, lambda, gl, gd);
-    return std::vector<Tensor>{gd};
-  });
-  return {loss, parts};
-}
-
 CacHead cac_head(const Tensor& z, const Tensor& centres, const Tensor& labels, double lambda) {
   const char* op = "cac_head";
   check_z_and_centres(op, z, centres);
@@ -322,12 +303,6 @@ Tensor open_set_score(const Tensor& distances) {
   check_ndim("open_set_score", distances, 2, "distances");
   Tensor gamma = empty_like(distances);
   kernels::open_set_score_forward(distances, gamma);
-
-  record(gamma, "open_set_score", {distances}, [distances](const Tensor& gg, const std::vector<bool>&) {
-    Tensor gd = empty_like(distances);
-    kernels::open_set_score_backward(distances, gg, gd);
-    return std::vector<Tensor>{gd};
-  });
   return gamma;
 }
 

@@ -32,14 +32,9 @@ Tensor global_avg_pool(const Tensor& x);  // [B, C, H, W] -> [B, C]
 // z [B, N], centres [K, N] -> Euclidean distances [B, K].
 Tensor pairwise_distance(const Tensor& z, const Tensor& centres);
 
-struct CacLoss {
-  Tensor loss;   // scalar, differentiable: mean(tuplet + lambda * anchor)
-  Tensor parts;  // [3] = (loss, tuplet, anchor), values only, on the loss's device
-};
-// distances [B, K], labels i64 [B] in [0, K).
-CacLoss cac_loss(const Tensor& distances, const Tensor& labels, double lambda);
-// The training head fused: distances to the centres and the CAC loss in one op (two GPU launches
-// for forward + backward). `distances` is returned for predictions and carries no gradient.
+// The CAC training head: distances of z [B, N] to the centres [K, N] and the CAC loss on them
+// (mean(tuplet + lambda * anchor), labels i64 [B] in [0, K)) in one op, two GPU launches for
+// forward + backward. `distances` is returned for predictions and carries no gradient.
 struct CacHead {
   Tensor distances;  // [B, K], values only
   Tensor loss;       // scalar, differentiable w.r.t. z and centres
@@ -47,7 +42,7 @@ struct CacHead {
 };
 CacHead cac_head(const Tensor& z, const Tensor& centres, const Tensor& labels, double lambda);
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels);  // scalar, mean over batch
-Tensor open_set_score(const Tensor& distances);                    // gamma = d * (1 - softmin(d))
+Tensor open_set_score(const Tensor& distances);  // gamma = d * (1 - softmin(d)); values only, no gradient
 Tensor argmin(const Tensor& x);                                     // i64 [B], no gradient
 Tensor argmax(const Tensor& x);
 

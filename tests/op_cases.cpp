@@ -99,20 +99,16 @@ std::vector<OpCase> build() {
                    [](const V& v) { return ops::global_avg_pool(v[0]); }, 20});
   cases.push_back({"pairwise_distance", {in({5, 4}), in({3, 4})},
                    [](const V& v) { return ops::pairwise_distance(v[0], v[1]); }, 5});
-  cases.push_back({"cac_loss", {in({4, 5}, InputSpec::Positive), labels(4, 5)},
-                   [](const V& v) { return ops::cac_loss(v[0], v[1], 0.1).loss; }, 20});
   cases.push_back({"cross_entropy", {in({4, 5}), labels(4, 5)},
                    [](const V& v) { return ops::cross_entropy(v[0], v[1]); }, 20});
-  cases.push_back({"open_set_score", {in({4, 5}, InputSpec::Positive)},
-                   [](const V& v) { return ops::open_set_score(v[0]); }, 5});
   cases.push_back({"cac_head", {in({5, 4}), in({4, 4}), labels(5, 4)},
                    [](const V& v) { return ops::cac_head(v[0], v[1], v[2], 0.1).loss; }, 20});
-  // The whole open-set head as the training step uses it: linear -> distance -> CAC loss.
+  // The whole open-set head as the training step uses it: linear -> distance + CAC loss.
   cases.push_back({"head_linear_distance_cac",
                    {in({6, 8}), in({4, 8}), in({4}), in({4, 4}, InputSpec::Normal, false), labels(6, 4)},
                    [](const V& v) {
                      Tensor z = ops::linear(v[0], v[1], v[2]);
-                     return ops::cac_loss(ops::pairwise_distance(z, v[3]), v[4], 0.1).loss;
+                     return ops::cac_head(z, v[3], v[4], 0.1).loss;
                    },
                    24});
   return cases;

@@ -142,7 +142,7 @@ TEST(RunFiles, ConfigAndDeploymentFieldsAreChecked) {
       {"batch", 0, "batch must be 1-65536"},       {"trial", 1.5, "trial must be an integer"},
       {"lrs", {0.1, 0.01, 0.001}, "same length"},  {"dataset", "Foo", "dataset is not a known benchmark"},
       {"seed", -1, "seed must be an integer"},     {"image_size", 1e300, "image_size must be an integer"},
-      {"device", 3, "device must be a string"},    {"dropout", 1.0, "dropout must be in [0, 1)"},
+      {"device", 3, "device must be a string"},    {"device", "cuda:1", "CUDA_VISIBLE_DEVICES=1"},    {"dropout", 1.0, "dropout must be in [0, 1)"},
   };
   for (const auto& [key, value, needle] : config_cases) {
     nlohmann::json j = base;

@@ -87,9 +87,9 @@ TEST(Classifier32, WholeNetworkGradientOnSampledCoordinates) {
   Tensor y = Tensor::from_vector(std::vector<int64_t>{0, 3, 1}, {3});
   auto loss_value = [&] {
     NoGradGuard g;
-    return ops::cac_loss(net->forward(x).distances, y, 0.1).loss.item();
+    return ops::cac_head(net->logits(x), net->anchors, y, 0.1).loss.item();
   };
-  ops::cac_loss(net->forward(x).distances, y, 0.1).loss.backward();
+  ops::cac_head(net->logits(x), net->anchors, y, 0.1).loss.backward();
   const double eps = 1e-6;
   for (auto& [name, p] : net->named_parameters()) {
     if (!p.requires_grad()) continue;

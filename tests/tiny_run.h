@@ -12,7 +12,7 @@ inline app::RunConfig tiny_mnist_run(const std::string& data, const std::string&
   c.dataset = "MNIST";
   c.data_dir = data;
   c.out = out;
-  c.device = device;
+  c.device = app::parse_device_choice(device);
   c.seed = 5;
   app::apply_dataset_defaults(c, false, false, false, false);
   c.epochs = {1, 1};

@@ -128,27 +128,6 @@ void open_set_score_forward(const Tensor& d, Tensor& gamma) {
   });
 }
 
-void open_set_score_backward(const Tensor& d, const Tensor& ggamma, Tensor& gd) {
-  dispatch_floating("open_set_score_backward", d.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    const int64_t B = d.dim(0), K = d.dim(1);
-    const T *dp = d.data<T>(), *g = ggamma.data<T>();
-    T* o = gd.data<T>();
-    for (int64_t b = 0; b < B; ++b) {
-      const T* row = dp + b * K;
-      const double lse = logsumexp(row, K, -1.0);
-      // gamma_j = d_j (1 - s_j), ds_j/dd_k = -s_j (delta_jk - s_k), so
-      // dL/dd_k = g_k (1 - s_k) + g_k d_k s_k - s_k * sum_j g_j d_j s_j.
-      double dot = 0;
-      for (int64_t j = 0; j < K; ++j) dot += g[b * K + j] * row[j] * std::exp(-double(row[j]) - lse);
-      for (int64_t k = 0; k < K; ++k) {
-        const double s = std::exp(-double(row[k]) - lse);
-        o[b * K + k] = T(g[b * K + k] * (1.0 - s) + g[b * K + k] * row[k] * s - s * dot);
-      }
-    }
-  });
-}
-
 namespace {
 template <bool kMin>
 void arg_rows(const Tensor& x, Tensor& index, const char* op) {

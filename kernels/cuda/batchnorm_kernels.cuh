@@ -534,7 +534,7 @@ __device__ __forceinline__ float4 dx4(float4 xv, float4 gv, const BwdCoeffs& k, 
 }
 
 // Rounds of a single launch = channels x slices / co-resident blocks, and each round pays a
-// barrier (~10 us measured on an H100), so the backward's registers are capped for 4 blocks per SM.
+// barrier (its cost: docs/performance.md), so the backward's registers are capped for 4 blocks per SM.
 constexpr int kSingleBlocksPerSm = 4;
 
 // ---- single launch: training forward and backward ---------------------------------------------------
@@ -612,8 +612,8 @@ __device__ float2 channel_scale_shift(const Welford& mine, const float* gamma, c
   return make_float2(scale, __ldg(beta + c) - sh_mi.x * scale);
 }
 
-// One round where the activation does not fit on chip (the conv2 shape: 33.5 MB against ~25 MB
-// of shared memory on an H100): every (channel, slice) block is co-resident at once, each thread
+// One round where the activation does not fit on chip (e.g. classifier32's conv2 activation on an
+// H100): every (channel, slice) block is co-resident at once, each thread
 // keeps `held` units of its slice in shared memory and streams the rest (`per_thread - held`) twice:
 // once for the statistics, read last so it is the most recent data in L2, and again after the
 // barrier, first, before the block's stores push it out. DRAM sees the activation once, the
@@ -692,8 +692,7 @@ __global__ void __launch_bounds__(kThreads, kSingleBlocksPerSm) bn_forward_rerea
 // blocks resident, so while one cluster waits at its barrier others load or store.
 // held < per_thread: a thread keeps its first `held` units in shared memory and streams the others
 // twice, as bn_forward_reread does (read last before the barrier, first after it, so the second
-// read finds them in L2). At the conv2 shape (16 units per thread, 8 blocks per cluster) held = 12
-// is 48 KiB per block: the 512 blocks fit an H100 at once (4 per SM) and 8.4 MB are re-read.
+// read finds them in L2), so that all of a large activation's blocks can be resident at once.
 // At most 40 registers (ptxas: no spills) so that 6 blocks of 32 KiB share an SM (u=8), as 3 of
 // 64 KiB do (u=16): the same bytes on chip. (Before sm_90 the kernel only traps, and 6 blocks of
 // 256 threads exceed what a Turing SM holds, so there the bound asks for one.)

@@ -52,17 +52,6 @@ __device__ void cac_grad_row(const float* row, int64_t y, int K, float lambda, f
   }
 }
 
-__global__ void cac_loss_fwd(const float* d, const int64_t* labels, int B, int K, float lambda, float* out) {
-  cac_loss_rows(d, labels, B, K, lambda, out);
-}
-
-__global__ void cac_loss_bwd(const float* d, const int64_t* labels, int B, int K, float lambda,
-                             const float* gloss, float* gd) {
-  const float scale = gloss[0] / float(B);
-  for (int b = threadIdx.x; b < B; b += blockDim.x)
-    cac_grad_row(d + int64_t(b) * K, labels[b], K, lambda, scale, gd + int64_t(b) * K);
-}
-
 // Fused head, forward: distances for all (b, k), then the loss over the rows. One block.
 __global__ void cac_head_fwd(const float* __restrict__ z, const float* __restrict__ c,
                              const int64_t* __restrict__ labels, int B, int K, int N, float lambda,
@@ -143,20 +132,6 @@ __global__ void gamma_fwd(const float* d, int B, int K, float* gamma) {
   }
 }
 
-__global__ void gamma_bwd(const float* d, const float* gg, int B, int K, float* gd) {
-  for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < B; b += gridDim.x * blockDim.x) {
-    const float* row = d + int64_t(b) * K;
-    const float* g = gg + int64_t(b) * K;
-    const float lse = row_logsumexp(row, K, -1.f);
-    float dot = 0.f;
-    for (int j = 0; j < K; ++j) dot += g[j] * row[j] * expf(-row[j] - lse);
-    for (int k = 0; k < K; ++k) {
-      const float s = expf(-row[k] - lse);
-      gd[int64_t(b) * K + k] = g[k] * (1.f - s) + g[k] * row[k] * s - s * dot;
-    }
-  }
-}
-
 template <bool kMin>
 __global__ void arg_rows(const float* x, int B, int K, int64_t* index) {
   for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < B; b += gridDim.x * blockDim.x) {
@@ -178,21 +153,6 @@ __global__ void count_eq(const int64_t* pred, const int64_t* labels, int64_t n, 
 
 int rows_grid(int B) { return (B + kBlock - 1) / kBlock; }
 }  // namespace
-
-void cac_loss_forward(const Tensor& d, const Tensor& labels, double lambda, Tensor& out) {
-  require_f32("cac_loss", d);
-  cac_loss_fwd<<<1, kBlock, 0, stream()>>>(d.data<float>(), labels.data<int64_t>(), int(d.dim(0)),
-                                           int(d.dim(1)), float(lambda), out.data<float>());
-  CUDA_CHECK_LAUNCH();
-}
-
-void cac_loss_backward(const Tensor& d, const Tensor& labels, double lambda, const Tensor& gloss, Tensor& gd) {
-  require_f32("cac_loss_backward", d);
-  cac_loss_bwd<<<1, kBlock, 0, stream()>>>(d.data<float>(), labels.data<int64_t>(), int(d.dim(0)),
-                                           int(d.dim(1)), float(lambda), gloss.data<float>(),
-                                           gd.data<float>());
-  CUDA_CHECK_LAUNCH();
-}
 
 void cac_head_forward(const Tensor& z, const Tensor& centres, const Tensor& labels, double lambda,
                       Tensor& d, Tensor& out) {
@@ -234,15 +194,6 @@ void open_set_score_forward(const Tensor& d, Tensor& gamma) {
   const int B = int(d.dim(0));
   if (B == 0) return;
   gamma_fwd<<<rows_grid(B), kBlock, 0, stream()>>>(d.data<float>(), B, int(d.dim(1)), gamma.data<float>());
-  CUDA_CHECK_LAUNCH();
-}
-
-void open_set_score_backward(const Tensor& d, const Tensor& ggamma, Tensor& gd) {
-  require_f32("open_set_score_backward", d);
-  const int B = int(d.dim(0));
-  if (B == 0) return;
-  gamma_bwd<<<rows_grid(B), kBlock, 0, stream()>>>(d.data<float>(), ggamma.data<float>(), B,
-                                                   int(d.dim(1)), gd.data<float>());
   CUDA_CHECK_LAUNCH();
 }
 
