@@ -270,6 +270,23 @@ TEST(Train, ResumeGivesTheSameRunAsNoInterruption) {
   EXPECT_EQ(validations, 2u) << log;
   EXPECT_TRUE(fs::exists(d / "full/best.safetensors"));
   EXPECT_TRUE(fs::exists(d / "full/config.json"));
+  // A checkpoint written before the dropout counters were tensors (they were the metadata field
+  // "dropout_calls", comma-separated in module order) resumes to the same run.
+  ASSERT_EQ(app::run_train(tiny_config(d / "mnist", d / "old"), "", /*stop_after_epochs=*/1), 0);
+  Safetensors old = load_safetensors(d / "old/last.safetensors");
+  NamedTensorList kept;
+  std::string calls;
+  for (auto& [name, t] : old.tensors) {
+    if (name.rfind("resume.", 0) == 0) calls += std::to_string(int64_t(t.item())) + ",";
+    else kept.push_back({name, t});
+  }
+  ASSERT_FALSE(calls.empty());
+  old.metadata["dropout_calls"] = calls;
+  save_safetensors(d / "old/last.safetensors", kept, old.metadata);
+  ASSERT_EQ(app::run_train(app::RunConfig{}, d / "old"), 0);
+  Safetensors c = load_safetensors(d / "old/last.safetensors");
+  for (auto& [name, t] : a.tensors)
+    EXPECT_EQ(std::memcmp(t.raw(), c.tensors.at(name).raw(), t.nbytes()), 0) << name << " differs after a legacy resume";
 }
 
 // --resume keeps the run's settings: a flag that would change them is refused (naming it and the
