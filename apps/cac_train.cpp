@@ -45,10 +45,11 @@ std::vector<T> parse_list(const char* flag, const std::string& text, const char*
 }
 // The flags beyond the run's settings, and the options whose use the code asks about.
 struct Flags {
-  std::string epochs, lrs, resume, config_file, method = "cac", arch, device = "auto";
+  std::string epochs, lrs, resume, config_file, method = "cac", arch, device = "auto", stage2 = "reload";
   int stop_after = 0;
   bool print_config = false;
-  CLI::Option *dd = nullptr, *me = nullptr, *ar = nullptr, *ep = nullptr, *lr = nullptr, *dv = nullptr, *wk = nullptr;
+  CLI::Option *dd = nullptr, *me = nullptr, *ar = nullptr, *ep = nullptr, *lr = nullptr, *dv = nullptr, *wk = nullptr,
+              *s2 = nullptr;
 };
 
 void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
@@ -83,6 +84,10 @@ void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
   app.add_option("--init", c.init, "start from the model weights in this safetensors file (a run's best.safetensors, or "
                  "PyTorch weights converted by scripts/torch_interop.py); with --epochs 0 the run holds them as they are, "
                  "for cac_eval")->check(CLI::ExistingFile);
+  f.s2 = app.add_option("--stage2", f.stage2, "what each later learning-rate stage starts from: reload (the best "
+                         "checkpoint so far, fresh momentum, the kept checkpoint is the best of that stage: the CAC "
+                         "authors' release) or continue (the last epoch, momentum kept, best over all stages)")
+              ->check(CLI::IsMember({"reload", "continue"}))->capture_default_str();
   app.add_option("--stop-after", f.stop_after, "stop after this many epochs (resumable, as an interruption)")->check(CLI::NonNegativeNumber);
   auto* cf = app.add_option("--config", f.config_file, "settings from a JSON file: a run's config.json (to repeat or vary "
                             "that run) or any part of one, e.g. {\"dropout\": 0.3, \"rotate_deg\": 10}; it overrides "
@@ -103,6 +108,7 @@ void merge_new_run_settings(CLI::App& app, app::RunConfig& c, const Flags& f) {
   if (f.me->count() > 0) c.method = parse_method(f.method);
   if (f.ar->count() > 0) c.arch = parse_arch(f.arch);
   if (f.dv->count() > 0) c.device = app::parse_device_choice(f.device);
+  if (f.s2->count() > 0) c.stage2 = app::parse_stage2(f.stage2);
   const std::string config_text = f.config_file.empty() ? "" : app::read_text(f.config_file);
   std::set<std::string> from_file;
   // Twice: first for what decides the dataset's defaults (dataset, method, arch, the lists),
@@ -175,6 +181,7 @@ int main(int argc, char** argv) {
     if (f.resume.empty()) {
       merge_new_run_settings(app, c, f);
       if (f.print_config) {
+        c.checkpoint_by = c.checkpoint_criterion();
         std::fputs(c.to_json().c_str(), stdout);
         return 0;
       }

@@ -17,28 +17,72 @@ namespace cac::app {
 using json = nlohmann::json;
 
 namespace {
+// The names of the closed sets, one table each.
+template <class T>
+using Names = std::vector<std::pair<T, const char*>>;
+const Names<Stage2>& stage2_names() {
+  static const Names<Stage2> n = {{Stage2::Reload, "reload"}, {Stage2::Continue, "continue"}};
+  return n;
+}
+const Names<CheckpointBy>& checkpoint_by_names() {
+  static const Names<CheckpointBy> n = {{CheckpointBy::ValAnchorLoss, "val_anchor_loss"},
+                                        {CheckpointBy::ValAccuracy, "val_accuracy"},
+                                        {CheckpointBy::ValLoss, "val_loss"}};
+  return n;
+}
+template <class T>
+const char* name_of(const Names<T>& names, T v) {
+  for (const auto& [value, name] : names)
+    if (value == v) return name;
+  return "?";
+}
+template <class T>
+T parse_name(const Names<T>& names, const std::string& s, const char* what) {
+  std::string all;
+  for (const auto& [value, name] : names) {
+    if (s == name) return value;
+    all += (all.empty() ? "" : ", ") + std::string(name);
+  }
+  fail("unknown {} '{}': expected {}", what, s, all);
+}
+
 // A value as config.json and the messages write it.
 std::string shown(const std::string& v) { return v; }
 std::string shown(Method m) { return method_name(m); }
 std::string shown(DeviceChoice d) { return device_choice_name(d); }
+std::string shown(Stage2 s) { return stage2_name(s); }
 std::string shown(const std::optional<Arch>& a) { return a ? arch_name(*a) : ""; }
+std::string shown(const std::optional<CheckpointBy>& c) { return c ? checkpoint_by_name(*c) : ""; }
 template <class T>
 std::string shown(const T& v) { return fmt::format("{}", v); }
-json to_json_value(Method m) { return method_name(m); }
-json to_json_value(DeviceChoice d) { return device_choice_name(d); }
-json to_json_value(const std::optional<Arch>& a) { return shown(a); }
 template <class T>
-json to_json_value(const T& v) { return json(v); }
+json to_json_value(const T& v) {
+  if constexpr (std::is_enum_v<T> || std::is_same_v<T, std::optional<Arch>> ||
+                std::is_same_v<T, std::optional<CheckpointBy>>)
+    return shown(v);
+  else
+    return json(v);
+}
+
+// Parses an enum setting by its name; "" is the unset value of the optional ones.
+template <class T>
+T parse_setting(const std::string& text) {
+  if constexpr (std::is_same_v<T, Method>) return parse_method(text);
+  else if constexpr (std::is_same_v<T, DeviceChoice>) return parse_device_choice(text);
+  else if constexpr (std::is_same_v<T, Stage2>) return parse_stage2(text);
+  else if constexpr (std::is_same_v<T, std::optional<Arch>>) return text.empty() ? T() : T(parse_arch(text));
+  else return text.empty() ? T() : T(parse_checkpoint_by(text));
+}
+template <class T>
+constexpr bool kNamedSetting = std::is_enum_v<T> || std::is_same_v<T, std::optional<Arch>> ||
+                               std::is_same_v<T, std::optional<CheckpointBy>>;
 
 template <class T>
 T from_json_value(const json& v, const std::string& where, const char* key) {
-  if constexpr (std::is_same_v<T, Method> || std::is_same_v<T, std::optional<Arch>> ||
-                std::is_same_v<T, DeviceChoice>) {
+  if constexpr (kNamedSetting<T>) {
     const std::string text = jsonf::as<std::string>(v, where, key);
     try {
-      if constexpr (std::is_same_v<T, Method>) return parse_method(text);
-      else if constexpr (std::is_same_v<T, DeviceChoice>) return parse_device_choice(text);
-      else return text.empty() ? std::optional<Arch>() : std::optional<Arch>(parse_arch(text));
+      return parse_setting<T>(text);
     } catch (const Error& e) {
       fail("{}: {}: {}", where, key, e.what());
     }
@@ -105,7 +149,9 @@ const std::vector<RunField>& run_fields() {
       CAC_RUN_FIELD(train_limit, "--train-limit", "train_limit must be non-negative", v >= 0),
       CAC_RUN_FIELD(workers, "--workers", "workers must be 0-4096", v >= 0 && v <= 4096),
       CAC_RUN_FIELD(out, "", "", true),
-      CAC_RUN_FIELD(init, "--init", "", true)};
+      CAC_RUN_FIELD(init, "--init", "", true),
+      CAC_RUN_FIELD(stage2, "--stage2", "", true),
+      CAC_RUN_FIELD(checkpoint_by, "", "", true)};
   return fields;
 }
 #undef CAC_RUN_FIELD
@@ -138,12 +184,17 @@ std::vector<std::pair<std::string, std::string>> run_config_flags() {
 RunConfig RunConfig::from_json(const std::string& text, const std::string& where) {
   const json j = parse_object(text, where);
   RunConfig c;
-  c.arch = Arch::Classifier32;  // runs made before --arch have no "arch"
+  // What runs made before a field existed did: classifier32, no --init, stage 2 continuing, and the
+  // CE baseline kept by validation loss.
+  c.arch = Arch::Classifier32;
+  c.stage2 = Stage2::Continue;
+  const std::set<std::string> optional = {"arch", "init", "stage2", "checkpoint_by"};
   for (const RunField& f : run_fields()) {
-    const std::string key = f.key;
-    if (!j.contains(key) && (key == "arch" || key == "init")) continue;  // runs made before --arch / --init
+    if (!j.contains(f.key) && optional.count(f.key)) continue;
     f.set(c, jsonf::member(j, f.key, where), where);
   }
+  if (!j.contains("checkpoint_by"))
+    c.checkpoint_by = c.method == Method::CE ? CheckpointBy::ValLoss : CheckpointBy::ValAnchorLoss;
   c.check(where);
   return c;
 }
@@ -210,6 +261,11 @@ std::string read_text(const std::string& path, const std::string& hint) {
   CAC_CHECK(f.good(), "{}: not found{}", path, hint);
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
+
+const char* stage2_name(Stage2 s) { return name_of(stage2_names(), s); }
+Stage2 parse_stage2(const std::string& s) { return parse_name(stage2_names(), s, "--stage2"); }
+const char* checkpoint_by_name(CheckpointBy c) { return name_of(checkpoint_by_names(), c); }
+CheckpointBy parse_checkpoint_by(const std::string& s) { return parse_name(checkpoint_by_names(), s, "checkpoint_by"); }
 
 DeviceChoice parse_device_choice(const std::string& s) {
   const std::string problem = device_problem(s);

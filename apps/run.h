@@ -22,6 +22,20 @@ enum class DeviceChoice { Auto, CPU, CUDA };
 DeviceChoice parse_device_choice(const std::string& s);
 const char* device_choice_name(DeviceChoice d);
 
+// What each stage of the schedule after the first starts from. Reload (the CAC authors' release):
+// the best checkpoint so far, fresh SGD momentum, and best-checkpoint tracking restarted, so the
+// kept checkpoint is the best of the last stage. Continue: the previous epoch's weights and
+// momentum, best over all stages (the engine before 2026-12; runs without the field).
+enum class Stage2 { Reload, Continue };
+const char* stage2_name(Stage2 s);
+Stage2 parse_stage2(const std::string& s);
+// Which validation figure picks best.safetensors: CAC's lowest anchor loss (the protocol), the CE
+// baseline's highest accuracy (the authors' release; ties keep the earlier epoch), or the lowest
+// loss (CE runs made before 2026-12).
+enum class CheckpointBy { ValAnchorLoss, ValAccuracy, ValLoss };
+const char* checkpoint_by_name(CheckpointBy c);
+CheckpointBy parse_checkpoint_by(const std::string& s);
+
 struct RunConfig {
   std::string dataset = "FashionMNIST";
   int trial = 0;
@@ -43,6 +57,8 @@ struct RunConfig {
   int workers = 0;
   std::string out;
   std::string init;  // weights the run started from (cac_train --init); empty = fresh initialisation
+  Stage2 stage2 = Stage2::Reload;
+  std::optional<CheckpointBy> checkpoint_by;  // unset: by method (CE: accuracy, else anchor loss)
 
   std::string to_json() const;
   // Parses and check()s; every problem names `where` (the file) and the field.
@@ -55,6 +71,9 @@ struct RunConfig {
   // The ranges cac_train's flags accept, for a config.json read back (--resume, cac_eval, cac_predict).
   void check(const std::string& where) const;
   Arch arch_or_default() const { return arch.value_or(Arch::Classifier32); }
+  CheckpointBy checkpoint_criterion() const {
+    return checkpoint_by.value_or(method == Method::CE ? CheckpointBy::ValAccuracy : CheckpointBy::ValAnchorLoss);
+  }
 };
 
 // The settings that cac_train takes as flags, as (flag, config.json field) pairs, from the one

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "data/loader.h"
@@ -142,7 +143,8 @@ class Progress {
 // Where a resumed run stands: its checkpoint and bookkeeping, and what the flags changed.
 struct ResumePoint {
   int start_epoch = 0;
-  double best = INFINITY;
+  std::optional<double> best;  // unset: nothing kept yet
+  int weights_from = 0;  // the epoch whose weights the current stage started from
   Safetensors state;
   std::string path, changes;
 };
@@ -171,9 +173,13 @@ ResumePoint load_resume_point(RunConfig& cfg, const std::string& dir, const Resu
   r.path = dir + "/last.safetensors";
   r.state = load_safetensors(r.path);
   r.start_epoch = resume_number<int>(r.state, "epochs_done", r.path);
-  r.best = resume_number<double>(r.state, "best_metric", r.path);
-  CAC_CHECK(r.start_epoch >= 0 && !std::isnan(r.best), "{}: corrupt bookkeeping (epochs_done {}, best_metric {})",
-            r.path, r.start_epoch, r.best);
+  const double best = resume_number<double>(r.state, "best_metric", r.path);
+  CAC_CHECK(r.start_epoch >= 0 && !std::isnan(best), "{}: corrupt bookkeeping (epochs_done {}, best_metric {})",
+            r.path, r.start_epoch, best);
+  if (std::isfinite(best)) r.best = best;
+  // Checkpoints from before 2026-12 have no weights_from: their stages continued.
+  if (const auto it = r.state.metadata.find("weights_from"); it != r.state.metadata.end())
+    r.weights_from = parse_whole<int>(it->second, r.path, "weights_from");
   return r;
 }
 
@@ -203,15 +209,25 @@ void load_init_weights(OpenSetClassifier& model, const std::string& path, Method
   restore_tensors(init, wanted, path);
 }
 
-// metrics.csv so far: the header, and on resume the rows of the epochs already done.
-std::string metrics_csv_so_far(const std::string& out, int start_epoch) {
-  std::string csv = "epoch,lr,train_loss,train_tuplet,train_anchor,train_acc,val_loss,val_tuplet,val_anchor,val_acc,seconds\n";
-  if (start_epoch == 0 || !fs::exists(out + "/metrics.csv")) return csv;
+// metrics.csv so far: the header, and on resume the rows of the epochs already done. `weights_from`
+// (the epoch whose weights the row's stage started from, 0 = the initialisation) is a column since
+// 2026-12; a run resumed from before keeps its file's columns.
+struct MetricsCsv {
+  std::string text;
+  bool weights_from = true;
+};
+MetricsCsv metrics_csv_so_far(const std::string& out, int start_epoch) {
+  MetricsCsv m;
+  m.text = "epoch,lr,train_loss,train_tuplet,train_anchor,train_acc,val_loss,val_tuplet,val_anchor,val_acc,seconds,"
+           "weights_from\n";
+  if (start_epoch == 0 || !fs::exists(out + "/metrics.csv")) return m;
   std::istringstream old(read_text(out + "/metrics.csv"));
   std::string line;
   std::getline(old, line);
-  for (int e = 0; e < start_epoch && std::getline(old, line);) csv += line + "\n", ++e;
-  return csv;
+  m.weights_from = line.find(",weights_from") != std::string::npos;
+  m.text = line + "\n";
+  for (int e = 0; e < start_epoch && std::getline(old, line);) m.text += line + "\n", ++e;
+  return m;
 }
 
 // One training run from its settings: the model, its trainer, the loaders, the log and the
@@ -229,8 +245,39 @@ class TrainRun {
   OpenSetClassifier& model() { return *model_; }
   Trainer& trainer() { return trainer_; }
   bool ce() const { return method_ == Method::CE; }
-  // The metric best.safetensors minimises: the validation anchor loss (CE: the validation loss).
-  double metric(const StepTotals::Means& v) const { return ce() ? v.loss : v.anchor; }
+  // The validation figure that picks best.safetensors (config.json "checkpoint_by"), and whether a
+  // value beats the best so far (strictly: ties keep the earlier epoch).
+  double metric(const StepTotals::Means& v) const {
+    switch (cfg_.checkpoint_criterion()) {
+      case CheckpointBy::ValAccuracy: return v.accuracy;
+      case CheckpointBy::ValLoss: return v.loss;
+      case CheckpointBy::ValAnchorLoss: break;
+    }
+    return v.anchor;
+  }
+  bool improves(double value, const std::optional<double>& best) const {
+    if (!std::isfinite(value)) return false;
+    if (!best) return true;
+    return cfg_.checkpoint_criterion() == CheckpointBy::ValAccuracy ? value > *best : value < *best;
+  }
+  const char* criterion_words() const {
+    switch (cfg_.checkpoint_criterion()) {
+      case CheckpointBy::ValAccuracy: return "highest validation accuracy";
+      case CheckpointBy::ValLoss: return "lowest validation loss";
+      case CheckpointBy::ValAnchorLoss: break;
+    }
+    return "lowest validation anchor loss";
+  }
+  // Stage `stage` (> 0) starts from the best checkpoint so far with fresh momentum (--stage2
+  // reload); returns the epoch whose weights it holds, or -1 where there is no best checkpoint.
+  int reload_best() {
+    const std::string path = cfg_.out + "/best.safetensors";
+    if (!fs::exists(path)) return -1;
+    const Safetensors best = load_safetensors(path);
+    restore_tensors(best, model_->state_dict(), path);
+    trainer_.optimizer().reset_momentum();
+    return resume_number<int>(best, "epochs_done", path);
+  }
   // The CAC loss's two terms for a log line (CE has none).
   std::string loss_parts(const StepTotals::Means& m) const {
     return ce() ? std::string() : fmt::format(" (tuplet {:.4f} anchor {:.4f})", m.tuplet, m.anchor);
@@ -268,9 +315,13 @@ class TrainRun {
   }
 
   // The bookkeeping of a checkpoint written after `epochs_done` epochs.
-  std::map<std::string, std::string> checkpoint_meta(int epochs_done, double best) const {
+  // The bookkeeping of a checkpoint written after `epochs_done` epochs; the current stage started
+  // from the weights of epoch `weights_from`.
+  std::map<std::string, std::string> checkpoint_meta(int epochs_done, const std::optional<double>& best,
+                                                     int weights_from) const {
     return {{"epochs_done", std::to_string(epochs_done)}, {"method", method_name(cfg_.method)}, {"dataset", cfg_.dataset},
-            {"best_metric", fmt::format("{:.17g}", best)}};
+            {"best_metric", best ? fmt::format("{:.17g}", *best) : "inf"},
+            {"weights_from", std::to_string(weights_from)}};
   }
   void save_best(const std::map<std::string, std::string>& meta) {
     save_safetensors(cfg_.out + "/best.safetensors", model_->state_dict(), meta);
@@ -311,7 +362,7 @@ void hold_given_weights(TrainRun& run, const RunConfig& cfg, RunLog& log, const 
   log.write(fmt::format("validation of the given weights: loss {:.4f}{}  acc {:5.1f}%  -> best.safetensors\n", vm.loss,
                         run.loss_parts(vm), 100 * vm.accuracy));
   write_file_atomic(cfg.out + "/metrics.csv", csv);
-  std::map<std::string, std::string> meta = run.checkpoint_meta(0, run.metric(vm));
+  std::map<std::string, std::string> meta = run.checkpoint_meta(0, run.metric(vm), 0);
   meta["init"] = cfg.init;
   run.save_best(meta);
   run.save_last(meta);
@@ -332,12 +383,40 @@ int report_stop(RunLog& log, const RunConfig& cfg, int epoch) {
   return 128 + sig;  // the shell's code for death by that signal: 130 (SIGINT), 143 (SIGTERM)
 }
 
+// Where the epochs stand: the best value kept so far and the epoch whose weights the current
+// stage started from.
+struct EpochState {
+  std::optional<double> best;
+  int weights_from = 0;
+};
+
+// --stage2 reload at the first epoch of a later stage: the best checkpoint so far, fresh momentum,
+// and the best of this stage only from here on.
+void begin_stage(TrainRun& run, const RunConfig& cfg, RunLog& log, int epoch, int stage, EpochState& st) {
+  if (cfg.stage2 == Stage2::Continue) {
+    st.weights_from = epoch;
+    return;
+  }
+  const int from = run.reload_best();
+  if (from < 0) {
+    log.write(fmt::format("stage {} starts from epoch {} (no best.safetensors to reload)\n", stage + 1, epoch));
+    st.weights_from = epoch;
+    return;
+  }
+  log.write(fmt::format("stage {} starts from epoch {}'s weights (best.safetensors, {}), with fresh SGD "
+                        "momentum; best.safetensors is now the best of stage {}\n",
+                        stage + 1, from, run.criterion_words(), stage + 1));
+  st.best.reset();
+  st.weights_from = from;
+}
+
 // The epochs from `start` on: train, validate, write metrics.csv and the checkpoints. Returns the
 // exit code.
-int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const StagedLR& schedule, int start, double best,
-               std::string csv, int stop_after_epochs) {
+int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const StagedLR& schedule, int start, EpochState st,
+               MetricsCsv csv, int stop_after_epochs) {
   int epochs_run = 0;
   for (int epoch = start; epoch < schedule.total_epochs(); ++epoch) {
+    if (schedule.starts_stage(epoch)) begin_stage(run, cfg, log, epoch, schedule.stage_of(epoch), st);
     const double lr = schedule.lr_at(epoch);
     const auto t0 = std::chrono::steady_clock::now();
     const StepTotals::Means tm = run.train_epoch(epoch, schedule.total_epochs(), lr);
@@ -351,21 +430,24 @@ int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const StagedLR&
     const StepTotals::Means vm = run.validate();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double metric = run.metric(vm);
-    const bool improved = metric < best;
+    const bool improved = run.improves(metric, st.best);
     log.write(fmt::format("           validation: loss {:.4f}{}  acc {:5.1f}%  ({:.1f} s){}\n", vm.loss, run.loss_parts(vm),
                           100 * vm.accuracy, secs, improved ? "  -> best.safetensors" : ""));
-    csv += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.2f}\n", epoch + 1, lr, tm.loss,
-                       tm.tuplet, tm.anchor, tm.accuracy, vm.loss, vm.tuplet, vm.anchor, vm.accuracy, secs);
-    write_file_atomic(cfg.out + "/metrics.csv", csv);
+    csv.text += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.2f}", epoch + 1, lr, tm.loss,
+                            tm.tuplet, tm.anchor, tm.accuracy, vm.loss, vm.tuplet, vm.anchor, vm.accuracy, secs);
+    csv.text += csv.weights_from ? fmt::format(",{}\n", st.weights_from) : "\n";
+    write_file_atomic(cfg.out + "/metrics.csv", csv.text);
     if (improved) {
-      best = metric;
-      run.save_best(run.checkpoint_meta(epoch + 1, best));
+      st.best = metric;
+      run.save_best(run.checkpoint_meta(epoch + 1, st.best, st.weights_from));
     }
-    run.save_last(run.checkpoint_meta(epoch + 1, best));
+    run.save_last(run.checkpoint_meta(epoch + 1, st.best, st.weights_from));
     if (stop_after_epochs > 0 && ++epochs_run >= stop_after_epochs) break;
   }
-  log.write(fmt::format("cac_train: done; run folder {} (best.safetensors: lowest validation {}; log train.log)\n",
-                        cfg.out, run.ce() ? "loss" : "anchor loss"));
+  log.write(fmt::format("cac_train: done; run folder {} (best.safetensors: {}{}; log train.log)\n", cfg.out,
+                        run.criterion_words(),
+                        cfg.stage2 == Stage2::Reload && schedule.stage_of(schedule.total_epochs() - 1) > 0
+                            ? " of the last stage" : ""));
   return 0;
 }
 }  // namespace
@@ -381,6 +463,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   CAC_CHECK(total_epochs > 0 || !cfg.init.empty(),
             "--epochs adds up to 0: nothing to train and no weights to keep (with --init FILE, 0 epochs makes a run "
             "of those weights for cac_eval)");
+  cfg.checkpoint_by = cfg.checkpoint_criterion();  // config.json records the criterion in force
   write_file_atomic(cfg.out + "/config.json", cfg.to_json());
   RunLog log(cfg.out + "/train.log");
   const data::OpenSetData d = load_run_data(cfg);
@@ -395,11 +478,12 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     log.write(fmt::format("resuming {} at epoch {}{}\n", resume_dir, resume.start_epoch + 1,
                           resume.changes.empty() ? "" : " with " + resume.changes));
   }
-  const std::string csv = metrics_csv_so_far(cfg.out, resume.start_epoch);
-  if (total_epochs == 0) hold_given_weights(run, cfg, log, csv);
+  const MetricsCsv csv = metrics_csv_so_far(cfg.out, resume.start_epoch);
+  if (total_epochs == 0) hold_given_weights(run, cfg, log, csv.text);
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
-  return run_epochs(run, cfg, log, schedule, resume.start_epoch, resume.best, csv, stop_after_epochs);
+  EpochState st{resume.best, resume.weights_from};
+  return run_epochs(run, cfg, log, schedule, resume.start_epoch, st, csv, stop_after_epochs);
 }
 
 }  // namespace cac::app

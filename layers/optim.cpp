@@ -20,6 +20,11 @@ void SGD::step(double lr) {
   kernels::sgd_step(values, store_.grads(), momentum_buf_, lr, momentum_, weight_decay_);
 }
 
+void SGD::reset_momentum() {
+  if (momentum_buf_.defined())
+    momentum_buf_ = Tensor::zeros({store_.total()}, store_.values().dtype(), store_.values().device());
+}
+
 StagedLR::StagedLR(std::vector<int> stage_epochs, std::vector<double> lrs)
     : epochs_(std::move(stage_epochs)), lrs_(std::move(lrs)) {
   CAC_CHECK(!epochs_.empty() && epochs_.size() == lrs_.size(),
@@ -40,5 +45,23 @@ double StagedLR::lr_at(int epoch) const {
 }
 
 int StagedLR::total_epochs() const { return std::accumulate(epochs_.begin(), epochs_.end(), 0); }
+
+int StagedLR::stage_of(int epoch) const {
+  int end = 0;
+  for (size_t i = 0; i < epochs_.size(); ++i) {
+    end += epochs_[i];
+    if (epoch < end) return int(i);
+  }
+  return int(epochs_.size()) - 1;
+}
+
+bool StagedLR::starts_stage(int epoch) const {
+  int start = 0;
+  for (size_t i = 0; i + 1 < epochs_.size(); ++i) {
+    start += epochs_[i];
+    if (epoch == start && epoch > 0 && epochs_[i + 1] > 0) return true;
+  }
+  return false;
+}
 
 }  // namespace cac

@@ -13,6 +13,8 @@ class SGD {
   void zero_grad() { store_.zero_grad(); }
   void step(double lr);
   Tensor momentum_buffer() const { return momentum_buf_; }  // for checkpoints
+  // A fresh optimizer's state (PyTorch's new SGD: the first step's buffer is the gradient itself).
+  void reset_momentum();
 
  private:
   ParameterStore& store_;
@@ -26,6 +28,8 @@ class StagedLR {
   StagedLR(std::vector<int> stage_epochs, std::vector<double> lrs);
   double lr_at(int epoch) const;
   int total_epochs() const;
+  int stage_of(int epoch) const;            // 0-based
+  bool starts_stage(int epoch) const;       // epoch > 0 is the first epoch of a later stage
 
  private:
   std::vector<int> epochs_;

@@ -238,6 +238,14 @@ TEST(Train, InterruptedInTheFirstEpochSaysToStartOver) {
   }
 }
 
+// A metrics.csv row without its wall-time column (the 11th, "seconds").
+std::string without_seconds(const std::string& row) {
+  size_t start = 0;
+  for (int i = 0; i < 10 && start != std::string::npos; ++i) start = row.find(',', start) + 1;
+  const size_t end = row.find(',', start);
+  return row.substr(0, start) + (end == std::string::npos ? "" : row.substr(end + 1));
+}
+
 TEST(Train, ResumeGivesTheSameRunAsNoInterruption) {
   Dir d;
   write_mnist(d / "mnist", 12);
@@ -256,8 +264,8 @@ TEST(Train, ResumeGivesTheSameRunAsNoInterruption) {
   std::string l1, l2;
   int rows = 0;
   while (std::getline(m1, l1) && std::getline(m2, l2)) {
-    // Every column but the wall time (the last) is identical.
-    EXPECT_EQ(l1.substr(0, l1.rfind(',')), l2.substr(0, l2.rfind(','))) << "row " << rows;
+    // Every column but the wall time ("seconds") is identical.
+    EXPECT_EQ(without_seconds(l1), without_seconds(l2)) << "row " << rows;
     ++rows;
   }
   EXPECT_EQ(rows, 3);  // header + 2 epochs
@@ -287,6 +295,82 @@ TEST(Train, ResumeGivesTheSameRunAsNoInterruption) {
   Safetensors c = load_safetensors(d / "old/last.safetensors");
   for (auto& [name, t] : a.tensors)
     EXPECT_EQ(std::memcmp(t.raw(), c.tensors.at(name).raw(), t.nbytes()), 0) << name << " differs after a legacy resume";
+}
+
+// --stage2 reload (the default, the CAC authors' release): stage 2 starts from stage 1's best
+// checkpoint (here epoch 1 or 2 of 3: the last stage-1 epoch is not the best), with fresh momentum,
+// and best.safetensors is then the best of stage 2 only. Stage 2's learning rate is 1e-30, so its
+// one epoch leaves the parameters where the reload put them; a second run whose stage-1 momentum
+// was overwritten with 1000 ends bit-identical to the first, so nothing of that momentum survives.
+TEST(Train, Stage2ReloadsTheBestOfStage1WithFreshMomentum) {
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  app::RunConfig c = tiny_config(d / "mnist", d / "a");
+  c.epochs = {3, 1};
+  c.lrs = {0.1, 1e-30};
+  ASSERT_EQ(app::run_train(c, "", /*stop_after_epochs=*/3), 0);
+  const Safetensors stage1_best = load_safetensors(d / "a/best.safetensors");
+  const int best_epoch = std::stoi(stage1_best.metadata.at("epochs_done"));
+  ASSERT_LT(best_epoch, 3) << "the test needs a stage 1 whose last epoch is not the best";
+  fs::copy(d / "a", d / "b", fs::copy_options::recursive);
+  Safetensors b = load_safetensors(d / "b/last.safetensors");
+  NamedTensorList tensors;
+  for (auto& [name, t] : b.tensors)
+    tensors.push_back({name, name == "optimizer.momentum_buffer" ? Tensor::full(t.shape(), 1000.0) : t});
+  save_safetensors(d / "b/last.safetensors", tensors, b.metadata);
+  ASSERT_EQ(app::run_train(app::RunConfig{}, d / "a"), 0);
+  ASSERT_EQ(app::run_train(app::RunConfig{}, d / "b"), 0);
+  const Safetensors la = load_safetensors(d / "a/last.safetensors"), lb = load_safetensors(d / "b/last.safetensors");
+  for (auto& [name, t] : la.tensors)
+    EXPECT_EQ(std::memcmp(t.raw(), lb.tensors.at(name).raw(), t.nbytes()), 0) << name << ": stage-1 momentum survived";
+  auto model = app::build_model(c, 4);
+  for (auto& [name, p] : model->named_parameters())
+    EXPECT_EQ(std::memcmp(la.tensors.at(name).raw(), stage1_best.tensors.at(name).raw(), p.nbytes()), 0)
+        << name << ": stage 2 did not start from stage 1's best";
+  EXPECT_EQ(load_safetensors(d / "a/best.safetensors").metadata.at("epochs_done"), "4");  // the best of stage 2
+  const std::string log = read_all(d / "a/train.log");
+  EXPECT_NE(log.find(fmt::format("stage 2 starts from epoch {}'s weights", best_epoch)), std::string::npos) << log;
+  const std::string metrics = read_all(d / "a/metrics.csv");
+  EXPECT_NE(metrics.find("seconds,weights_from\n"), std::string::npos) << metrics;
+  EXPECT_EQ(metrics.substr(metrics.rfind(',') + 1), fmt::format("{}\n", best_epoch)) << metrics;
+}
+
+// The CE baseline keeps the epoch of highest validation accuracy (ties: the earlier epoch), as the
+// authors' release does, and config.json records the criterion; a config.json written before the
+// field existed reads back as the old criterion (lowest validation loss) and stage 2 continuing.
+TEST(Train, CeBaselineKeepsTheHighestValidationAccuracy) {
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  app::RunConfig c = tiny_config(d / "mnist", d / "ce");
+  c.method = Method::CE;
+  c.checkpoint_by.reset();
+  c.epochs = {4};
+  c.lrs = {0.1};
+  ASSERT_EQ(app::run_train(c, ""), 0);
+  std::istringstream csv(read_all(d / "ce/metrics.csv"));
+  std::string row;
+  std::getline(csv, row);
+  int epoch = 0, best_acc = 0, best_loss = 0;
+  double acc_max = -1, loss_min = 1e300;
+  while (std::getline(csv, row)) {
+    ++epoch;
+    std::vector<double> v;
+    std::istringstream fields(row);
+    for (std::string f; std::getline(fields, f, ',');) v.push_back(std::stod(f));
+    if (v[9] > acc_max) acc_max = v[9], best_acc = epoch;
+    if (v[6] < loss_min) loss_min = v[6], best_loss = epoch;
+  }
+  ASSERT_NE(best_acc, best_loss) << "the test needs a run where the two criteria disagree";
+  EXPECT_EQ(load_safetensors(d / "ce/best.safetensors").metadata.at("epochs_done"), std::to_string(best_acc));
+  const nlohmann::json config = nlohmann::json::parse(read_all(d / "ce/config.json"));
+  EXPECT_EQ(config.at("checkpoint_by"), "val_accuracy");
+  EXPECT_EQ(config.at("stage2"), "reload");
+  nlohmann::json old = config;
+  old.erase("checkpoint_by");
+  old.erase("stage2");
+  const app::RunConfig back = app::RunConfig::from_json(old.dump(), "old/config.json");
+  EXPECT_EQ(back.checkpoint_criterion(), app::CheckpointBy::ValLoss);
+  EXPECT_EQ(back.stage2, app::Stage2::Continue);
 }
 
 // --resume keeps the run's settings: a flag that would change them is refused (naming it and the

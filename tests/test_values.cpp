@@ -226,6 +226,21 @@ TEST(StagedLR, Stages) {
   EXPECT_THROW(StagedLR({1, 2}, {0.1}), Error);
 }
 
+// Where a later stage begins (where --stage2 reload acts): the first epoch of every stage but the
+// first, skipping stages of 0 epochs; never epoch 0.
+TEST(StagedLR, StageStarts) {
+  StagedLR lr({2, 0, 3}, {0.1, 0.01, 0.001});
+  std::vector<int> starts, stages;
+  for (int e = 0; e < 5; ++e) {
+    if (lr.starts_stage(e)) starts.push_back(e);
+    stages.push_back(lr.stage_of(e));
+  }
+  EXPECT_EQ(starts, std::vector<int>{2});
+  EXPECT_EQ(stages, (std::vector<int>{0, 0, 2, 2, 2}));
+  EXPECT_FALSE(StagedLR({0, 4}, {0.1, 0.01}).starts_stage(0));
+  EXPECT_TRUE(StagedLR({35, 35}, {0.01, 0.001}).starts_stage(35));
+}
+
 TEST(ParameterStore, OneSlabZeroGradIsOneMemset) {
   Tensor a = f64({1, 2, 3}, {3}), b = f64({4, 5}, {1, 2});
   a.set_requires_grad(true);
