@@ -24,6 +24,11 @@ const Names<Stage2>& stage2_names() {
   static const Names<Stage2> n = {{Stage2::Reload, "reload"}, {Stage2::Continue, "continue"}};
   return n;
 }
+const Names<data::Interpolation>& interpolation_names() {
+  static const Names<data::Interpolation> n = {{data::Interpolation::Nearest, "nearest"},
+                                               {data::Interpolation::Bilinear, "bilinear"}};
+  return n;
+}
 const Names<CheckpointBy>& checkpoint_by_names() {
   static const Names<CheckpointBy> n = {{CheckpointBy::ValAnchorLoss, "val_anchor_loss"},
                                         {CheckpointBy::ValAccuracy, "val_accuracy"},
@@ -51,6 +56,7 @@ std::string shown(const std::string& v) { return v; }
 std::string shown(Method m) { return method_name(m); }
 std::string shown(DeviceChoice d) { return device_choice_name(d); }
 std::string shown(Stage2 s) { return stage2_name(s); }
+std::string shown(data::Interpolation i) { return name_of(interpolation_names(), i); }
 std::string shown(const std::optional<Arch>& a) { return a ? arch_name(*a) : ""; }
 std::string shown(const std::optional<CheckpointBy>& c) { return c ? checkpoint_by_name(*c) : ""; }
 template <class T>
@@ -70,6 +76,8 @@ T parse_setting(const std::string& text) {
   if constexpr (std::is_same_v<T, Method>) return parse_method(text);
   else if constexpr (std::is_same_v<T, DeviceChoice>) return parse_device_choice(text);
   else if constexpr (std::is_same_v<T, Stage2>) return parse_stage2(text);
+  else if constexpr (std::is_same_v<T, data::Interpolation>)
+    return parse_name(interpolation_names(), text, "rotate_interpolation");
   else if constexpr (std::is_same_v<T, std::optional<Arch>>) return text.empty() ? T() : T(parse_arch(text));
   else return text.empty() ? T() : T(parse_checkpoint_by(text));
 }
@@ -143,6 +151,7 @@ const std::vector<RunField>& run_fields() {
       CAC_RUN_FIELD(flip_p, "", "flip_p must be in [0, 1]", v >= 0 && v <= 1),
       CAC_RUN_FIELD(rotate_deg, "", "rotate_deg must be in [0, 180]", v >= 0 && v <= 180),
       CAC_RUN_FIELD(crop_scale_min, "", "crop_scale_min must be in (0, 1]", v > 0 && v <= 1),
+      CAC_RUN_FIELD(rotate_interpolation, "", "", true),
       CAC_RUN_FIELD(flip_for_class_means, "", "", true),
       CAC_RUN_FIELD(device, "--device", "", true),  // an enum: read checked
       CAC_RUN_FIELD(seed, "--seed", "", true),
@@ -184,11 +193,12 @@ std::vector<std::pair<std::string, std::string>> run_config_flags() {
 RunConfig RunConfig::from_json(const std::string& text, const std::string& where) {
   const json j = parse_object(text, where);
   RunConfig c;
-  // What runs made before a field existed did: classifier32, no --init, stage 2 continuing, and the
-  // CE baseline kept by validation loss.
+  // What runs made before a field existed did: classifier32, no --init, stage 2 continuing, the CE
+  // baseline kept by validation loss, bilinear rotation.
   c.arch = Arch::Classifier32;
   c.stage2 = Stage2::Continue;
-  const std::set<std::string> optional = {"arch", "init", "stage2", "checkpoint_by"};
+  c.rotate_interpolation = data::Interpolation::Bilinear;
+  const std::set<std::string> optional = {"arch", "init", "stage2", "checkpoint_by", "rotate_interpolation"};
   for (const RunField& f : run_fields()) {
     if (!j.contains(f.key) && optional.count(f.key)) continue;
     f.set(c, jsonf::member(j, f.key, where), where);

@@ -50,6 +50,8 @@ struct RunConfig {
   double weight_decay = 5e-6, dropout = 0.2, momentum = 0.9;
   int image_size = 32, channels = 1;
   double flip_p = 0, rotate_deg = 0, crop_scale_min = 1;
+  // Nearest as torchvision's RandomRotation; runs made before the field rotated bilinearly.
+  data::Interpolation rotate_interpolation = data::Interpolation::Nearest;
   bool flip_for_class_means = false;
   DeviceChoice device = DeviceChoice::Auto;
   uint64_t seed = 0;

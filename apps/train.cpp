@@ -238,7 +238,8 @@ class TrainRun {
       : cfg_(cfg), method_(cfg.method), dev_(dev), log_(log),
         model_(build_model(cfg, d.num_classes())), trainer_((model_->to(dev), model_), method_, cfg.lambda,
                                                             cfg.momentum, cfg.weight_decay),
-        train_aug_(data::training_augment(cfg.image_size, cfg.crop_scale_min, cfg.flip_p, cfg.rotate_deg, d.norm)),
+        train_aug_(data::training_augment(cfg.image_size, cfg.crop_scale_min, cfg.flip_p, cfg.rotate_deg, d.norm,
+                                          cfg.rotate_interpolation)),
         train_loader_(d.train, train_aug_, loader_options(true)),
         val_loader_(d.val, eval_augment(), loader_options(false)) {}
 

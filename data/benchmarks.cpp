@@ -261,13 +261,14 @@ Normalisation cached_normalisation(const Subset& s, const std::string& key, cons
 }
 
 Augment training_augment(int size, double crop_scale_min, double flip_p, double rotate_deg,
-                         const Normalisation& n) {
+                         const Normalisation& n, Interpolation rotate_interp) {
   Augment a;
   a.size = size;
   a.train = true;
   a.crop_scale_min = crop_scale_min;
   a.flip_p = flip_p;
   a.rotate_deg = rotate_deg;
+  a.rotate_interp = rotate_interp;
   a.mean = n.mean;
   a.std = n.std;
   return a;

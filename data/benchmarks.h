@@ -68,7 +68,7 @@ Normalisation cached_normalisation(const Subset& s, const std::string& key, cons
 
 // The protocol's training augmentation (random resized crop, flip, rotation, then normalise).
 Augment training_augment(int size, double crop_scale_min, double flip_p, double rotate_deg,
-                         const Normalisation& n);
+                         const Normalisation& n, Interpolation rotate_interp = Interpolation::Nearest);
 
 // CIFAR-100 coarse label number of a superclass name ("large man-made outdoor things", ...).
 int64_t cifar100_superclass(const std::string& name);

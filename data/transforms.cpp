@@ -62,7 +62,16 @@ FloatImage hflip(const FloatImage& in) {
   return out;
 }
 
-FloatImage rotate(const FloatImage& in, double degrees) {
+namespace {
+// The nearest source pixel of continuous coordinates (pixel centres at integers): the pixel whose
+// square contains the point, 0 outside the image.
+float nearest(const FloatImage& in, float sy, float sx, int ch) {
+  const int y = int(std::floor(sy + 0.5f)), x = int(std::floor(sx + 0.5f));
+  return y < 0 || y >= in.h || x < 0 || x >= in.w ? 0.f : in.at(y, x, ch);
+}
+}  // namespace
+
+FloatImage rotate(const FloatImage& in, double degrees, Interpolation interp) {
   if (degrees == 0) return in;
   FloatImage out{in.h, in.w, in.c, std::vector<float>(in.px.size())};
   const double t = degrees * M_PI / 180.0, ct = std::cos(t), st = std::sin(t);
@@ -73,7 +82,8 @@ FloatImage rotate(const FloatImage& in, double degrees) {
       // so a counter-clockwise turn on screen is this sign pattern).
       const double dx = x - cx, dy = y - cy;
       const float sx = float(ct * dx - st * dy + cx), sy = float(st * dx + ct * dy + cy);
-      for (int ch = 0; ch < in.c; ++ch) out.at(y, x, ch) = sample(in, sy, sx, ch, true);
+      for (int ch = 0; ch < in.c; ++ch)
+        out.at(y, x, ch) = interp == Interpolation::Nearest ? nearest(in, sy, sx, ch) : sample(in, sy, sx, ch, true);
     }
   return out;
 }
@@ -126,7 +136,7 @@ void transform_image_reference(const uint8_t* hwc, int h, int w, int c, const Au
     Generator g(hash3(seed, epoch, index));
     img = resize_bilinear(crop(img, random_resized_crop_box(img.h, img.w, a.crop_scale_min, g)), a.size, a.size);
     if (g.uniform() < a.flip_p) img = hflip(img);
-    if (a.rotate_deg > 0) img = rotate(img, (2 * g.uniform() - 1) * a.rotate_deg);
+    if (a.rotate_deg > 0) img = rotate(img, (2 * g.uniform() - 1) * a.rotate_deg, a.rotate_interp);
   } else if (a.flip) {
     img = hflip(img);
   }
@@ -200,7 +210,7 @@ void resize_box(const float* src, int src_w, int c, const CropBox& box, int out,
 
 // dst = rotate(src) for an n x n x c image, as the reference computes each pixel (the same source
 // coordinates and blend), with the neighbour tests done once per pixel instead of per channel.
-void rotate_square(const float* src, int n, int c, double degrees, float* dst) {
+void rotate_square(const float* src, int n, int c, double degrees, Interpolation interp, float* dst) {
   const double t = degrees * M_PI / 180.0, ct = std::cos(t), st = std::sin(t);
   const double centre = (n - 1) * 0.5;
   const size_t row = size_t(n) * c;
@@ -208,9 +218,15 @@ void rotate_square(const float* src, int n, int c, double degrees, float* dst) {
     for (int x = 0; x < n; ++x) {
       const double dx = x - centre, dy = y - centre;
       const float sx = float(ct * dx - st * dy + centre), sy = float(st * dx + ct * dy + centre);
+      float* o = dst + (size_t(y) * n + x) * c;
+      if (interp == Interpolation::Nearest) {
+        const int yn = int(std::floor(sy + 0.5f)), xn = int(std::floor(sx + 0.5f));
+        const bool inside = yn >= 0 && yn < n && xn >= 0 && xn < n;
+        for (int ch = 0; ch < c; ++ch) o[ch] = inside ? src[size_t(yn) * row + size_t(xn) * c + ch] : 0.f;
+        continue;
+      }
       const int y0 = int(std::floor(sy)), x0 = int(std::floor(sx));
       const float fy = sy - y0, fx = sx - x0;
-      float* o = dst + (size_t(y) * n + x) * c;
       if (y0 >= 0 && x0 >= 0 && y0 + 1 < n && x0 + 1 < n) {
         const float* p0 = src + size_t(y0) * row + size_t(x0) * c;
         const float* p1 = p0 + row;
@@ -259,7 +275,7 @@ void transform_image(const uint8_t* hwc, int h, int w, int c, const Augment& a, 
     if (a.rotate_deg > 0) {
       const double degrees = (2 * g.uniform() - 1) * a.rotate_deg;
       if (degrees != 0) {  // rotate() returns its input unchanged at 0
-        rotate_square(cur, S, c, degrees, spare);
+        rotate_square(cur, S, c, degrees, a.rotate_interp, spare);
         std::swap(cur, spare);
       }
     }

@@ -1,7 +1,8 @@
 #pragma once
 // Image transforms on one image (uint8 HWC in, float out) with torchvision's semantics where the
 // protocol names them: resize (bilinear), random resized crop (area scale [s, 1], aspect ratio
-// [3/4, 4/3], 10 tries then a centre crop), horizontal flip, random rotation (bilinear, zero fill),
+// [3/4, 4/3], 10 tries then a centre crop), horizontal flip, random rotation (nearest neighbour as
+// torchvision's RandomRotation by default, or bilinear; zero fill),
 // centre crop, to [0, 1], per-channel normalisation. Random draws are a pure function of
 // (seed, epoch, sample index), so results do not depend on threads or on the order of work.
 #include <cstdint>
@@ -25,8 +26,11 @@ struct CropBox {
 };
 FloatImage crop(const FloatImage& in, const CropBox& box);
 FloatImage hflip(const FloatImage& in);
+// How a rotation samples the source: the nearest pixel (torchvision's RandomRotation default, on
+// PIL images: the pixel that contains the source point) or a bilinear blend of four.
+enum class Interpolation { Nearest, Bilinear };
 // Counter-clockwise by `degrees` about the image centre; pixels from outside are 0.
-FloatImage rotate(const FloatImage& in, double degrees);
+FloatImage rotate(const FloatImage& in, double degrees, Interpolation interp = Interpolation::Nearest);
 CropBox random_resized_crop_box(int h, int w, double scale_min, Generator& g);
 CropBox centre_crop_box(int h, int w, int size);
 
@@ -34,6 +38,7 @@ struct Augment {
   int size = 32;       // output is size x size
   bool train = false;  // random resized crop + flip + rotation; else resize only
   double crop_scale_min = 1.0, flip_p = 0.0, rotate_deg = 0.0;
+  Interpolation rotate_interp = Interpolation::Nearest;
   bool flip = false;   // eval only: a deterministic horizontal flip (class means use flipped copies)
   std::vector<float> mean, std;  // per channel, on the [0, 1] scale
 };

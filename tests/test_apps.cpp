@@ -337,7 +337,8 @@ TEST(Train, Stage2ReloadsTheBestOfStage1WithFreshMomentum) {
 
 // The CE baseline keeps the epoch of highest validation accuracy (ties: the earlier epoch), as the
 // authors' release does, and config.json records the criterion; a config.json written before the
-// field existed reads back as the old criterion (lowest validation loss) and stage 2 continuing.
+// field existed reads back as the old criterion (lowest validation loss), stage 2 continuing and
+// bilinear rotation: what such a run did, so it resumes as it began.
 TEST(Train, CeBaselineKeepsTheHighestValidationAccuracy) {
   Dir d;
   write_mnist(d / "mnist", 12);
@@ -365,12 +366,13 @@ TEST(Train, CeBaselineKeepsTheHighestValidationAccuracy) {
   const nlohmann::json config = nlohmann::json::parse(read_all(d / "ce/config.json"));
   EXPECT_EQ(config.at("checkpoint_by"), "val_accuracy");
   EXPECT_EQ(config.at("stage2"), "reload");
+  EXPECT_EQ(config.at("rotate_interpolation"), "nearest");
   nlohmann::json old = config;
-  old.erase("checkpoint_by");
-  old.erase("stage2");
+  for (const char* added : {"checkpoint_by", "stage2", "rotate_interpolation"}) old.erase(added);
   const app::RunConfig back = app::RunConfig::from_json(old.dump(), "old/config.json");
   EXPECT_EQ(back.checkpoint_criterion(), app::CheckpointBy::ValLoss);
   EXPECT_EQ(back.stage2, app::Stage2::Continue);
+  EXPECT_EQ(back.rotate_interpolation, data::Interpolation::Bilinear);
 }
 
 // --resume keeps the run's settings: a flag that would change them is refused (naming it and the

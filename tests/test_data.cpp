@@ -862,6 +862,52 @@ TEST(DataTransforms, FlipCropRotateByHand) {
   }
 }
 
+// Nearest-neighbour rotation (torchvision's RandomRotation default on PIL images: the source pixel
+// that contains the rotated point; outside the image, fill 0) by hand. 45 degrees counter-clockwise
+// about the centre of a 3x3 ramp in(y, x) = 10y + x: output (0, 0) maps to source (-0.41, 1) ->
+// pixel (0, 1), (0, 1) to (0.29, 1.71) -> (0, 2), (0, 2) to (1, 2.41) -> (1, 2), and so on. On a 5x5
+// image the corners map outside (e.g. (0, 0) -> (-0.83, 2)) and are 0; bilinear blends instead.
+TEST(DataTransforms, NearestRotationByHand) {
+  FloatImage sq = ramp(3, 3);
+  EXPECT_EQ(rotate(sq, 45, Interpolation::Nearest).px, (std::vector<float>{1, 2, 12, 0, 11, 22, 10, 20, 21}));
+  FloatImage four = ramp(4, 4), r90 = rotate(four, 90, Interpolation::Nearest);  // exact: out(y, x) = in(x, 3-y)
+  for (int y = 0; y < 4; ++y)
+    for (int x = 0; x < 4; ++x) EXPECT_EQ(r90.at(y, x, 0), four.at(x, 3 - y, 0)) << y << "," << x;
+  FloatImage five = ramp(5, 5);
+  for (float& v : five.px) v += 1;  // no pixel is 0 itself
+  const FloatImage n45 = rotate(five, 45, Interpolation::Nearest), b45 = rotate(five, 45, Interpolation::Bilinear);
+  EXPECT_EQ(n45.at(0, 0, 0), 0.f);
+  EXPECT_EQ(n45.at(4, 4, 0), 0.f);
+  EXPECT_EQ(n45.at(2, 2, 0), 23.f);
+  for (float v : n45.px) EXPECT_TRUE(v == 0.f || std::find(five.px.begin(), five.px.end(), v) != five.px.end()) << v;
+  EXPECT_NE(b45.px, n45.px);
+}
+
+// In the whole pipeline the fill is pixel value 0 before normalisation, as torchvision's
+// (RandomRotation fills the PIL image with 0, then ToTensor and Normalize): a white image rotated
+// by nearest neighbour holds only (1 - m) / s and, where the corners came from outside, (0 - m) / s.
+TEST(DataTransforms, RotationFillIsZeroBeforeNormalisation) {
+  std::vector<uint8_t> white(32 * 32, 255);
+  Augment a;
+  a.size = 32;
+  a.train = true;
+  a.crop_scale_min = 1.0;
+  a.rotate_deg = 45;
+  a.mean = {0.25f};
+  a.std = {0.5f};
+  std::vector<float> out(32 * 32);
+  const float inside = (1.f - 0.25f) / 0.5f, fill = (0.f - 0.25f) / 0.5f;
+  int fills = 0;
+  for (uint64_t i = 0; i < 20; ++i) {
+    transform_image(white.data(), 32, 32, 1, a, 1, 0, i, out.data());
+    for (float v : out) {
+      ASSERT_TRUE(std::abs(v - inside) < 1e-6f || std::abs(v - fill) < 1e-6f) << v << " (sample " << i << ")";
+      fills += std::abs(v - fill) < 1e-6f;
+    }
+  }
+  EXPECT_GT(fills, 0);
+}
+
 TEST(DataTransforms, NormalisedChwOutput) {
   std::vector<uint8_t> img = {0, 255, 51, 102};  // 2x2 greyscale
   Augment a;
@@ -891,11 +937,13 @@ TEST(DataTransforms, FusedPipelineMatchesTheReference) {
     int h, w, c, size;
     bool train, flip;
     double crop, flip_p, rotate;
+    Interpolation interp = Interpolation::Nearest;
   };
   const Case cases[] = {
       {"MNIST train", 28, 28, 1, 32, true, false, 0.7, 0.0, 0},
       {"CIFAR10 train", 32, 32, 3, 32, true, false, 0.8, 0.5, 10},
       {"TinyImageNet train", 64, 64, 3, 64, true, false, 0.7, 0.5, 20},
+      {"CIFAR10 train, bilinear rotation", 32, 32, 3, 32, true, false, 0.8, 0.5, 10, Interpolation::Bilinear},
       {"non-square train", 24, 40, 3, 32, true, false, 0.5, 0.5, 30},
       {"CIFAR+10 train (no rotation)", 32, 32, 3, 32, true, false, 0.8, 0.5, 0},
       {"eval", 28, 28, 1, 32, false, false, 1, 0, 0},
@@ -913,6 +961,7 @@ TEST(DataTransforms, FusedPipelineMatchesTheReference) {
     a.crop_scale_min = k.crop;
     a.flip_p = k.flip_p;
     a.rotate_deg = k.rotate;
+    a.rotate_interp = k.interp;
     a.mean.assign(size_t(k.c), 0.4f);
     a.std.assign(size_t(k.c), 0.25f);
     const size_t n = size_t(k.c) * k.size * k.size;
