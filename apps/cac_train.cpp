@@ -45,11 +45,11 @@ std::vector<T> parse_list(const char* flag, const std::string& text, const char*
 }
 // The flags beyond the run's settings, and the options whose use the code asks about.
 struct Flags {
-  std::string epochs, lrs, resume, config_file, method = "cac", arch, device = "auto", stage2 = "reload";
+  std::string epochs, lrs, resume, config_file, method = "cac", arch, device = "auto", stage2 = "reload", split_set = "current";
   int stop_after = 0;
   bool print_config = false;
   CLI::Option *dd = nullptr, *me = nullptr, *ar = nullptr, *ep = nullptr, *lr = nullptr, *dv = nullptr, *wk = nullptr,
-              *s2 = nullptr;
+              *s2 = nullptr, *ss = nullptr;
 };
 
 void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
@@ -84,6 +84,9 @@ void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
   app.add_option("--init", c.init, "start from the model weights in this safetensors file (a run's best.safetensors, or "
                  "PyTorch weights converted by scripts/torch_interop.py); with --epochs 0 the run holds them as they are, "
                  "for cac_eval")->check(CLI::ExistingFile);
+  f.ss = app.add_option("--split-set", f.split_set, "which table of standard trials: current, or 2020 (the CAC "
+                         "authors' splits before November 2021, which their released weights were trained on; "
+                         "configs/splits-2020.json)")->check(CLI::IsMember({"current", "2020"}))->capture_default_str();
   f.s2 = app.add_option("--stage2", f.stage2, "what each later learning-rate stage starts from: reload (the best "
                          "checkpoint so far, fresh momentum, the kept checkpoint is the best of that stage: the CAC "
                          "authors' release) or continue (the last epoch, momentum kept, best over all stages)")
@@ -109,6 +112,7 @@ void merge_new_run_settings(CLI::App& app, app::RunConfig& c, const Flags& f) {
   if (f.ar->count() > 0) c.arch = parse_arch(f.arch);
   if (f.dv->count() > 0) c.device = app::parse_device_choice(f.device);
   if (f.s2->count() > 0) c.stage2 = app::parse_stage2(f.stage2);
+  if (f.ss->count() > 0) c.split_set = data::parse_split_set(f.split_set);
   const std::string config_text = f.config_file.empty() ? "" : app::read_text(f.config_file);
   std::set<std::string> from_file;
   // Twice: first for what decides the dataset's defaults (dataset, method, arch, the lists),

@@ -57,6 +57,7 @@ std::string shown(Method m) { return method_name(m); }
 std::string shown(DeviceChoice d) { return device_choice_name(d); }
 std::string shown(Stage2 s) { return stage2_name(s); }
 std::string shown(data::Interpolation i) { return name_of(interpolation_names(), i); }
+std::string shown(data::SplitSet s) { return data::split_set_name(s); }
 std::string shown(const std::optional<Arch>& a) { return a ? arch_name(*a) : ""; }
 std::string shown(const std::optional<CheckpointBy>& c) { return c ? checkpoint_by_name(*c) : ""; }
 template <class T>
@@ -76,6 +77,7 @@ T parse_setting(const std::string& text) {
   if constexpr (std::is_same_v<T, Method>) return parse_method(text);
   else if constexpr (std::is_same_v<T, DeviceChoice>) return parse_device_choice(text);
   else if constexpr (std::is_same_v<T, Stage2>) return parse_stage2(text);
+  else if constexpr (std::is_same_v<T, data::SplitSet>) return data::parse_split_set(text);
   else if constexpr (std::is_same_v<T, data::Interpolation>)
     return parse_name(interpolation_names(), text, "rotate_interpolation");
   else if constexpr (std::is_same_v<T, std::optional<Arch>>) return text.empty() ? T() : T(parse_arch(text));
@@ -136,6 +138,7 @@ const std::vector<RunField>& run_fields() {
       CAC_RUN_FIELD(trial, "--trial", "trial must be 0-4", v >= 0 && v <= 4),
       CAC_RUN_FIELD(data_dir, "--data-dir", "", true),
       CAC_RUN_FIELD(split_json, "--split", "", true),
+      CAC_RUN_FIELD(split_set, "--split-set", "", true),
       CAC_RUN_FIELD(method, "--method", "", true),  // an enum: read checked
       CAC_RUN_FIELD(arch, "--arch", "arch must be classifier32 or resnet18", v.has_value()),
       CAC_RUN_FIELD(alpha, "--alpha", "alpha must be positive", v > 0),
@@ -198,7 +201,8 @@ RunConfig RunConfig::from_json(const std::string& text, const std::string& where
   c.arch = Arch::Classifier32;
   c.stage2 = Stage2::Continue;
   c.rotate_interpolation = data::Interpolation::Bilinear;
-  const std::set<std::string> optional = {"arch", "init", "stage2", "checkpoint_by", "rotate_interpolation"};
+  const std::set<std::string> optional = {"arch", "init", "stage2", "checkpoint_by", "rotate_interpolation",
+                                          "split_set"};
   for (const RunField& f : run_fields()) {
     if (!j.contains(f.key) && optional.count(f.key)) continue;
     f.set(c, jsonf::member(j, f.key, where), where);
@@ -324,7 +328,8 @@ std::shared_ptr<OpenSetClassifier> build_model(const RunConfig& c, int num_class
 }
 
 data::OpenSetData load_run_data(const RunConfig& c) {
-  data::OpenSetData d = data::load_benchmark(c.dataset, c.trial, c.data_dir, c.seed, c.split_json, c.image_size);
+  data::OpenSetData d =
+      data::load_benchmark(c.dataset, c.trial, c.data_dir, c.seed, c.split_json, c.image_size, c.split_set);
   if (c.train_limit > 0 && c.train_limit < d.train.size()) {
     Generator g(c.seed, 77);
     std::vector<size_t> order(size_t(d.train.size()));

@@ -41,6 +41,7 @@ struct RunConfig {
   int trial = 0;
   std::string data_dir;
   std::string split_json;  // a user split instead of the standard trial
+  data::SplitSet split_set = data::SplitSet::Current;  // which table of standard trials
   Method method = Method::CAC;
   std::optional<Arch> arch;  // unset = the dataset's default
   double alpha = 10.0, lambda = 0.1;

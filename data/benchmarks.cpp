@@ -82,11 +82,23 @@ DatasetDefaults dataset_defaults(const std::string& benchmark, const std::string
   return d;
 }
 
-Trial standard_trial(const std::string& benchmark, int trial) {
+const char* split_set_name(SplitSet s) { return s == SplitSet::Y2020 ? "2020" : "current"; }
+
+SplitSet parse_split_set(const std::string& s) {
+  if (s == "current") return SplitSet::Current;
+  if (s == "2020") return SplitSet::Y2020;
+  fail("unknown split set '{}': expected current or 2020", s);
+}
+
+Trial standard_trial(const std::string& benchmark, int trial, SplitSet set) {
   std::string name = canonical(benchmark);
   if (name == "FashionMNIST") name = "MNIST";
   CAC_CHECK(trial >= 0 && trial <= 4, "trial {} of {}: the standard splits have trials 0-4", trial, benchmark);
-  const json all = parse(kSplitsJson, "built-in configs/splits.json");
+  const bool old = set == SplitSet::Y2020;
+  const json all = old ? parse(kSplits2020Json, "built-in configs/splits-2020.json")
+                       : parse(kSplitsJson, "built-in configs/splits.json");
+  CAC_CHECK(all.contains(name), "the 2020 split set has no {} trials (configs/splits-2020.json: the authors' old "
+            "CIFAR+50 unknown lists are not recorded); give the split with --split", name);
   const json& j = all.at(name).at(size_t(trial));
   Trial t;
   t.known = j.at("known").get<std::vector<int64_t>>();

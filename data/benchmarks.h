@@ -35,7 +35,12 @@ struct Trial {
 };
 // Trials 0-4 of the standard splits (FashionMNIST uses MNIST's; TinyImageNet's unknowns are the
 // other 180 classes).
-Trial standard_trial(const std::string& benchmark, int trial);
+// Which table of standard trials: the current one (configs/splits.json) or the authors' splits
+// before November 2021 (configs/splits-2020.json), which their released weights were trained on.
+enum class SplitSet { Current, Y2020 };
+const char* split_set_name(SplitSet s);  // "current" | "2020"
+SplitSet parse_split_set(const std::string& s);
+Trial standard_trial(const std::string& benchmark, int trial, SplitSet set = SplitSet::Current);
 // A user split: {"known": [...], "unknown": [...]}; validated (no overlap, non-empty known).
 // Classes are indices, or names when `class_names` is given (an image folder's sub-folders).
 Trial read_trial_json(const std::string& path, const std::vector<std::string>* class_names = nullptr);

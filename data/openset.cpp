@@ -55,8 +55,9 @@ void finish(OpenSetData& d, const ImageSet& train_set, const ImageSet& test_set,
     d.val = std::move(tv.val);
   }
   d.test_known = select_classes(test_set, d.classes.known, map);
-  d.norm = cache_norm ? cached_normalisation(d.train, fmt::format("{}/trial{}/seed{}/val{}", d.benchmark, d.trial, seed,
-                                                                  d.defaults.val_fraction))
+  d.norm = cache_norm ? cached_normalisation(d.train, fmt::format("{}/trial{}/seed{}/val{}{}", d.benchmark, d.trial, seed,
+                                                                  d.defaults.val_fraction,
+                                                                  d.split_set == SplitSet::Y2020 ? "/splits2020" : ""))
                       : compute_normalisation(d.train);
 }
 
@@ -69,7 +70,7 @@ Subset unknown_classes(const ImageSet& test, const std::vector<int64_t>& classes
 }  // namespace
 
 OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::string& data_dir,
-                           uint64_t seed, const std::string& split_json, int image_size) {
+                           uint64_t seed, const std::string& split_json, int image_size, SplitSet split_set) {
   if (dataset_defaults(benchmark).name == "CIFAR10-FP") {
     CAC_CHECK(trial == 0 && split_json.empty(), "CIFAR10-FP has one fixed split (all ten classes known): "
               "no --trial or --split (got trial {}{})", trial, split_json.empty() ? "" : ", split " + split_json);
@@ -120,7 +121,8 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
   // Where the protocol table names the labels, a split file may use the names, and reports and
   // cac_predict show them (CIFAR+N has none: its unknowns are CIFAR-100 labels).
   const std::vector<std::string>& names = d.defaults.class_names;
-  d.classes = split_json.empty() ? standard_trial(d.benchmark, trial)
+  d.split_set = split_set;
+  d.classes = split_json.empty() ? standard_trial(d.benchmark, trial, split_set)
                                  : read_trial_json(split_json, names.empty() ? nullptr : &names);
   d.class_names = names;
   const std::string& b = d.benchmark;

@@ -15,6 +15,7 @@ namespace cac::data {
 struct OpenSetData {
   std::string benchmark;
   int trial = 0;
+  SplitSet split_set = SplitSet::Current;
   Trial classes;
   DatasetDefaults defaults;
   Subset train, val;    // labels remapped to 0..K-1
@@ -44,7 +45,8 @@ struct OpenSetData {
 // every image on decoding (else the dataset default), and the normalisation is never cached (the
 // folder's content is the user's and may change).
 OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::string& data_dir,
-                           uint64_t seed, const std::string& split_json = "", int image_size = 0);
+                           uint64_t seed, const std::string& split_json = "", int image_size = 0,
+                           SplitSet split_set = SplitSet::Current);
 
 // data_dir must contain cifar-10-batches-bin, cifar-100-binary and test_32x32.mat (SVHN).
 OpenSetData load_fp_operating_points(const std::string& data_dir, uint64_t seed);
