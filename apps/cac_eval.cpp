@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
                  "JPEG/PNG images (searched recursively), or DATASET:PATH for the test split of MNIST, FashionMNIST, "
                  "CIFAR10, CIFAR100, SVHN or TinyImageNet; each gets its own metrics, e.g. --unknown svhn:/data/svhn "
                  "--unknown ood=photos/");
+  app.add_option("--benchmark", o.benchmark, "evaluate the runs as this benchmark: CIFAR+50 for CIFAR+10 runs (the "
+                 "same trials' networks against the 50 unknown classes, as the CAC authors report CIFAR+50)")
+      ->check(CLI::IsMember({"CIFAR+50"}));
   app.add_option("--accept", o.accept, "the deployment threshold accepts this share of the validation images of the known "
                  "classes (RUN/deploy.json for cac_predict; the confusion matrices and unknown-class tables use it)")
       ->check(CLI::Range(1e-6, 1.0))->capture_default_str();

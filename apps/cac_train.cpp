@@ -47,7 +47,7 @@ std::vector<T> parse_list(const char* flag, const std::string& text, const char*
 struct Flags {
   std::string epochs, lrs, resume, config_file, method = "cac", arch, device = "auto", stage2 = "reload", split_set = "current";
   int stop_after = 0;
-  bool print_config = false;
+  bool print_config = false, force_train = false;
   CLI::Option *dd = nullptr, *me = nullptr, *ar = nullptr, *ep = nullptr, *lr = nullptr, *dv = nullptr, *wk = nullptr,
               *s2 = nullptr, *ss = nullptr;
 };
@@ -96,6 +96,8 @@ void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
                             "that run) or any part of one, e.g. {\"dropout\": 0.3, \"rotate_deg\": 10}; it overrides "
                             "the dataset's defaults, the flags given here override it; its \"out\" is not used, and "
                             "relative paths in it are relative to its folder")->check(CLI::ExistingFile);
+  app.add_flag("--force-train", f.force_train, "train a CIFAR+50 network of its own (the protocol evaluates the CIFAR+10 "
+               "networks against the CIFAR+50 unknowns instead: cac_eval --benchmark CIFAR+50)");
   app.add_flag("--print-config", f.print_config, "print the settings the run would use (its config.json) and exit without training");
   cf->excludes("--resume");
 }
@@ -189,6 +191,12 @@ int main(int argc, char** argv) {
         std::fputs(c.to_json().c_str(), stdout);
         return 0;
       }
+      CAC_CHECK(c.dataset != "CIFAR+50" || f.force_train,
+                "CIFAR+50 is not trained on its own in the CAC protocol: its results are the CIFAR+10 networks of the "
+                "same trials (the same four known classes) evaluated against the 50 unknown classes. Train CIFAR+10 "
+                "(cac_train --dataset CIFAR+10 --trial {}) and evaluate with cac_eval --run RUN --benchmark CIFAR+50, or "
+                "run scripts/benchmark.sh CIFAR+50 DATA_DIR OUT_DIR, which does both; --force-train trains a separate "
+                "CIFAR+50 network anyway", c.trial);
       CAC_CHECK(!c.data_dir.empty(), "--data-dir is required (the folder with the dataset's files)");
       CAC_CHECK(!c.out.empty(), "--out is required (the run folder to create)");
     } else {

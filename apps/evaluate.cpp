@@ -169,6 +169,7 @@ struct SetScores {
 struct RunUnderEval {
   std::string run;
   RunConfig c;
+  std::string benchmark;  // what the entries report: the run's dataset, or cac_eval --benchmark
   Method method;
   data::OpenSetData d;
   std::shared_ptr<OpenSetClassifier> model;
@@ -187,6 +188,25 @@ struct RunUnderEval {
   }
 };
 
+// cac_eval --benchmark: the run's unknown test set replaced by that benchmark's of the same trial.
+// The protocol has one such pair: CIFAR+50 is evaluated with the CIFAR+10 networks (the same four
+// known CIFAR-10 classes), never trained on its own.
+void use_unknowns_of(const std::string& benchmark, RunUnderEval& r) {
+  CAC_CHECK(benchmark == "CIFAR+50" && r.c.dataset == "CIFAR+10",
+            "{}: --benchmark {} with a {} run: the one benchmark evaluated with another's networks is CIFAR+50, "
+            "with the CIFAR+10 runs of the same trials", r.run, benchmark, r.c.dataset);
+  CAC_CHECK(r.c.split_json.empty(), "{}: --benchmark {} needs a run of a standard trial (this one used --split {})",
+            r.run, benchmark, r.c.split_json);
+  data::OpenSetData as = data::load_benchmark(benchmark, r.c.trial, r.c.data_dir, r.c.seed, "", r.c.image_size,
+                                              r.c.split_set);
+  CAC_CHECK(as.classes.known == r.d.classes.known, "{}: {} trial {} has other known classes than the run", r.run,
+            benchmark, r.c.trial);
+  r.d.test_unknown = std::move(as.test_unknown);
+  r.d.unknown_label_names = std::move(as.unknown_label_names);
+  for (auto& images : as.storage) r.d.storage.push_back(std::move(images));  // the unknowns' images live on
+  r.benchmark = benchmark;
+}
+
 RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknowns& extra, Device dev) {
   RunUnderEval r;
   r.run = run;
@@ -196,6 +216,8 @@ RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknown
   CAC_CHECK(o.arch.empty() || o.arch == arch, "{}: trained with --arch {}, but --arch {} was asked for", run, arch, o.arch);
   r.method = r.c.method;
   r.d = load_run_data(r.c);
+  r.benchmark = r.c.dataset;
+  if (!o.benchmark.empty() && o.benchmark != r.c.dataset) use_unknowns_of(o.benchmark, r);
   extra.add_to(r.d, r.c, run);
   r.model = load_trained(run, r.c, r.K(), dev);
   r.eval_aug.size = r.c.image_size;
@@ -246,7 +268,7 @@ eval::ReportEntry unknown_set_entry(const RunUnderEval& r, const KnownScores& kn
   e.run = r.run;
   e.unknown_set = set_name;
   e.method = method_name(r.c.method);
-  e.dataset = r.c.dataset;
+  e.dataset = r.benchmark;
   e.metrics_csv = metrics_csv;
   const std::vector<double>& ks = known.s.score;
   auto put = [&](const std::string& n, double v) { e.metrics.push_back({n, v}); };

@@ -18,6 +18,10 @@ struct EvalOptions {
   // Extra unknown test sets for every run ([NAME=]SOURCE, data::parse_unknown_source), each scored
   // like the run's own unknowns (its own metrics, scores.csv rows, report sections).
   std::vector<std::string> unknowns;
+  // Evaluate every run as this benchmark (cac_eval --benchmark): CIFAR+50 for CIFAR+10 runs, as the
+  // CAC authors report it: the run's network, the same trial's CIFAR+50 unknowns (the same four
+  // known classes). Empty: each run's own benchmark.
+  std::string benchmark;
 };
 // Evaluates each run's best checkpoint on its test sets (class-mean anchors for CAC), prints a
 // table with mean and std over runs, writes the JSON and scores CSV when asked; exit code.

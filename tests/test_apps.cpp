@@ -1001,6 +1001,43 @@ TEST(FpOperatingPoints, ScriptRunsEndToEndOnSyntheticFiles) {
 
 // scripts/benchmark.sh: trials x methods trained (or resumed) and evaluated together, on synthetic
 // MNIST files.
+// CIFAR+50 as the authors report it: `benchmark.sh CIFAR+50` trains the CIFAR+10 networks (or
+// finds them) and evaluates the same networks twice, against CIFAR+10's 10 and CIFAR+50's 50
+// unknown classes (one image each in these fake files); cac_train refuses to train CIFAR+50 on its
+// own without --force-train, and cac_eval --benchmark CIFAR+50 takes only CIFAR+10 runs.
+TEST(Benchmark, CifarPlus50EvaluatesTheCifarPlus10Networks) {
+  Dir d;
+  testing::write_fp_operating_point_files(d / "data", /*train_per_class=*/2, /*test_per_class=*/2, /*svhn=*/1);
+  const std::string bin_dir = fs::path(CAC_TRAIN_BIN).parent_path().string();
+  auto [rc, out] = run_cmd("CAC_BIN_DIR=" + bin_dir + " bash " + CAC_SOURCE_DIR + "/scripts/benchmark.sh CIFAR+50 " +
+                           (d / "data") + " " + (d / "bench") +
+                           " --trials 0 --methods cac --epochs 1,1 --batch 8 --device cpu --workers 2");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_EQ(nlohmann::json::parse(read_all(d / "bench/cac-t0/config.json"))["dataset"], "CIFAR+10");
+  EXPECT_FALSE(fs::exists(d / "bench/cac-t0-CIFAR+50"));
+  for (const auto& [bench, unknowns] : std::vector<std::pair<std::string, int>>{{"CIFAR+10", 10}, {"CIFAR+50", 50}}) {
+    const auto j = nlohmann::json::parse(read_all(d / ("bench/" + bench + ".json")));
+    ASSERT_EQ(j["groups"].size(), 1u) << bench;
+    EXPECT_EQ(j["groups"][0]["dataset"], bench);
+    EXPECT_EQ(j["runs"][0]["run"], d / "bench/cac-t0");  // the same network both times
+    const std::string csv = read_all(d / (bench == "CIFAR+10" ? "bench/scores.csv" : "bench/scores-CIFAR+50.csv"));
+    int rows = 0;
+    std::istringstream lines(csv);
+    for (std::string line; std::getline(lines, line);) rows += line.find(",unknown,") != std::string::npos;
+    EXPECT_EQ(rows, unknowns) << bench;
+  }
+  auto [rc2, out2] = run_cmd(std::string(CAC_TRAIN_BIN) + " --dataset CIFAR+50 --data-dir " + (d / "data") + " --out " +
+                             (d / "plus50") + " --device cpu");
+  EXPECT_NE(rc2, 0);
+  EXPECT_NE(out2.find("cac_eval --run RUN --benchmark CIFAR+50"), std::string::npos) << out2;
+  EXPECT_NE(out2.find("--force-train"), std::string::npos) << out2;
+  EXPECT_FALSE(fs::exists(d / "plus50/config.json"));
+  train_tiny_run(d);  // an MNIST run
+  app::EvalOptions o = cpu_eval(d / "run");
+  o.benchmark = "CIFAR+50";
+  expect_error([&] { app::run_eval(o); }, "with the CIFAR+10 runs");
+}
+
 TEST(Benchmark, ScriptTrainsEveryTrialAndMethodAndSummarises) {
   Dir d;
   write_mnist(d / "mnist", 12);
