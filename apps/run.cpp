@@ -218,14 +218,34 @@ std::vector<std::string> RunConfig::overlay_json(const std::string& text, const 
   const json j = parse_object(text, where);
   std::vector<std::string> known;
   for (const RunField& f : run_fields()) known.push_back(f.key);
-  for (const auto& [key, value] : j.items())
-    if (std::find(known.begin(), known.end(), key) == known.end())
-      fail("{}: unknown setting '{}' (a typo? the settings are those of a run's config.json: {})", where, key,
-           fmt::join(known, ", "));
+  auto check_keys = [&](const json& o, const std::string& in) {
+    for (const auto& [key, value] : o.items())
+      if (key != "_comment" && (key != "by_dataset" || !in.empty()) &&
+          std::find(known.begin(), known.end(), key) == known.end())
+        fail("{}: unknown setting '{}'{} (a typo? the settings are those of a run's config.json: {}; and "
+             "\"by_dataset\": {{DATASET: {{settings}}}})", where, key, in, fmt::join(known, ", "));
+  };
+  check_keys(j, "");
+  // Settings for one dataset only (e.g. configs/authors-release.json): applied over the file's
+  // others when the run's dataset is that one.
+  json merged = j;
+  merged.erase("by_dataset");
+  if (j.contains("by_dataset")) {
+    const json& per = j.at("by_dataset");
+    CAC_CHECK(per.is_object(), "{}: by_dataset must be an object of dataset names", where);
+    for (const auto& [name, settings] : per.items()) {
+      CAC_CHECK(settings.is_object(), "{}: by_dataset.{} must be an object of settings", where, name);
+      check_keys(settings, " in by_dataset." + name);
+    }
+    const std::string ds = j.contains("dataset") && !keep.count("dataset") ? jsonf::as<std::string>(j.at("dataset"), where, "dataset")
+                                                                            : dataset;
+    if (per.contains(ds))
+      for (const auto& [key, value] : per.at(ds).items()) merged[key] = value;
+  }
   std::vector<std::string> taken;
   for (const RunField& f : run_fields()) {
-    if (!j.contains(f.key) || keep.count(f.key)) continue;
-    f.set(*this, j.at(f.key), where);
+    if (!merged.contains(f.key) || keep.count(f.key)) continue;
+    f.set(*this, merged.at(f.key), where);
     taken.push_back(f.key);
   }
   return taken;

@@ -297,6 +297,27 @@ TEST(Train, ResumeGivesTheSameRunAsNoInterruption) {
     EXPECT_EQ(std::memcmp(t.raw(), c.tensors.at(name).raw(), t.nbytes()), 0) << name << " differs after a legacy resume";
 }
 
+// configs/authors-release.json sets the authors' own schedule per dataset (their second stages
+// differ from Table 1 for SVHN and CIFAR*) and leaves the others at the protocol's; a flag still
+// wins, and a misspelt setting inside by_dataset is named.
+TEST(Train, AuthorsReleaseConfigSetsTheirEpochsPerDataset) {
+  const std::string cfg = std::string(CAC_SOURCE_DIR) + "/configs/authors-release.json";
+  auto epochs = [&](const std::string& args) {
+    auto [rc, out] = run_cmd(std::string(CAC_TRAIN_BIN) + " --config " + cfg + " --print-config " + args);
+    EXPECT_EQ(rc, 0) << out;
+    return rc == 0 ? nlohmann::json::parse(out)["epochs"].get<std::vector<int>>() : std::vector<int>{};
+  };
+  EXPECT_EQ(epochs("--dataset SVHN"), (std::vector<int>{50, 25}));
+  EXPECT_EQ(epochs("--dataset CIFAR+10"), (std::vector<int>{150, 50}));
+  EXPECT_EQ(epochs("--dataset MNIST"), (std::vector<int>{35, 35}));
+  EXPECT_EQ(epochs("--dataset CIFAR10 --epochs 3,2"), (std::vector<int>{3, 2}));
+  Dir d;
+  std::ofstream(d / "typo.json") << R"({"by_dataset": {"SVHN": {"epoch": [1, 1]}}})";
+  auto [rc, out] = run_cmd(std::string(CAC_TRAIN_BIN) + " --config " + (d / "typo.json") + " --dataset SVHN --print-config");
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("'epoch' in by_dataset.SVHN"), std::string::npos) << out;
+}
+
 // --stage2 reload (the default, the CAC authors' release): stage 2 starts from stage 1's best
 // checkpoint (here epoch 1 or 2 of 3: the last stage-1 epoch is not the best), with fresh momentum,
 // and best.safetensors is then the best of stage 2 only. Stage 2's learning rate is 1e-30, so its
