@@ -13,21 +13,17 @@ void Module::train(bool on) {
   for (auto& [name, child] : children_) child->train(on);
 }
 
-NamedTensors Module::named_parameters(const std::string& prefix) const {
+// This module's tensors of one kind, then its children's, depth first, named by their paths.
+NamedTensors Module::gather(NamedTensors Module::*kind, const std::string& prefix) const {
   NamedTensors out;
-  for (const auto& [name, t] : params_) out.emplace_back(prefix + name, t);
+  for (const auto& [name, t] : this->*kind) out.emplace_back(prefix + name, t);
   for (const auto& [name, child] : children_)
-    for (auto& kv : child->named_parameters(prefix + name + ".")) out.push_back(std::move(kv));
+    for (auto& kv : child->gather(kind, prefix + name + ".")) out.push_back(std::move(kv));
   return out;
 }
 
-NamedTensors Module::named_buffers(const std::string& prefix) const {
-  NamedTensors out;
-  for (const auto& [name, t] : buffers_) out.emplace_back(prefix + name, t);
-  for (const auto& [name, child] : children_)
-    for (auto& kv : child->named_buffers(prefix + name + ".")) out.push_back(std::move(kv));
-  return out;
-}
+NamedTensors Module::named_parameters(const std::string& prefix) const { return gather(&Module::params_, prefix); }
+NamedTensors Module::named_buffers(const std::string& prefix) const { return gather(&Module::buffers_, prefix); }
 
 NamedTensors Module::state_dict() const {
   NamedTensors out = named_parameters();
@@ -35,13 +31,7 @@ NamedTensors Module::state_dict() const {
   return out;
 }
 
-NamedTensors Module::resume_state(const std::string& prefix) const {
-  NamedTensors out;
-  for (const auto& [name, t] : counters_) out.emplace_back(prefix + name, t);
-  for (const auto& [name, child] : children_)
-    for (auto& kv : child->resume_state(prefix + name + ".")) out.push_back(std::move(kv));
-  return out;
-}
+NamedTensors Module::resume_state(const std::string& prefix) const { return gather(&Module::counters_, prefix); }
 
 void Module::visit(const std::function<void(const std::string&, Module&)>& fn, const std::string& prefix) {
   fn(prefix, *this);

@@ -54,6 +54,7 @@ class Module {
   virtual void on_train(bool) {}
 
  private:
+  NamedTensors gather(NamedTensors Module::*kind, const std::string& prefix) const;
   bool training_ = true;
   NamedTensors params_, buffers_, counters_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
