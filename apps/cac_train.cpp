@@ -1,6 +1,8 @@
 // cac_train: trains an open-set classifier with Class Anchor Clustering (or the CE baseline, or
 // learnt centres) under the paper's protocol. `cac_train --help` lists every flag and default.
 #include <CLI/CLI.hpp>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <set>
@@ -25,24 +27,59 @@ std::vector<std::string> split_commas(const std::string& s) {
     }
   return out;
 }
-// "a,b,c" -> values, each checked by `ok`; the error names the flag and an example.
+// "a,b,c" -> values, each parsed whole into a wide type and checked by `ok` before it is narrowed
+// to T (a huge integer must not wrap around); `range` says in words what `ok` accepts.
 template <class T, class Ok>
-std::vector<T> parse_list(const char* flag, const std::string& text, const char* example, Ok ok) {
+std::vector<T> parse_list(const char* flag, const std::string& text, const char* example, const char* range, Ok ok) {
+  using Wide = std::conditional_t<std::is_integral_v<T>, long long, double>;
   std::vector<T> out;
   for (const auto& s : split_commas(text)) {
-    T v{};
+    Wide v{};
     try {
       size_t used = 0;
-      v = std::is_integral_v<T> ? T(std::stoll(s, &used)) : T(std::stod(s, &used));
+      if constexpr (std::is_integral_v<T>) v = std::stoll(s, &used);
+      else v = std::stod(s, &used);
       if (used != s.size()) throw std::invalid_argument(s);
     } catch (const std::exception&) {
       fail("{}: '{}' is not a valid value (expected e.g. {})", flag, s, example);
     }
-    CAC_CHECK(ok(v), "{}: {} is out of range", flag, s);
-    out.push_back(v);
+    CAC_CHECK(ok(v), "{}: {} is outside {}", flag, s, range);
+    out.push_back(T(v));
   }
   return out;
 }
+
+// A CLI11 check in words: `ok` of the parsed number, else "<what> (got <text>)".
+template <class Ok>
+CLI::Validator number_check(const std::string& what, Ok ok) {
+  return CLI::Validator(
+      [what, ok](std::string& text) -> std::string {
+        double v = 0;
+        try {
+          size_t used = 0;
+          v = std::stod(text, &used);
+          if (used != text.size()) throw std::invalid_argument(text);
+        } catch (const std::exception&) {
+          return what + " (got '" + text + "', not a number)";
+        }
+        return ok(v) ? std::string() : what + " (got " + text + ")";
+      },
+      what);
+}
+
+// --seed: a whole number that fits 64 bits unsigned (CLI11 would wrap -1 to 2^64 - 1).
+CLI::Validator seed_check() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        uint64_t v = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (text.empty() || ec != std::errc() || end != text.data() + text.size())
+          return "'" + text + "' is not a whole number from 0 to 18446744073709551615";
+        return "";
+      },
+      "0 to 2^64-1");
+}
+
 // The flags beyond the run's settings, and the options whose use the code asks about.
 struct Flags {
   std::string epochs, lrs, resume, config_file, method = "cac", arch, device = "auto", stage2 = "reload", split_set = "current";
@@ -67,14 +104,16 @@ void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
       ->check(CLI::IsMember({"cac", "ce", "cac-learnt"}))->capture_default_str();
   f.ar = app.add_option("--arch", f.arch, "network: classifier32 or resnet18 (default: the dataset's; resnet18 for CIFAR10-FP)")
       ->check(CLI::IsMember({"classifier32", "resnet18"}));
-  app.add_option("--alpha", c.alpha, "anchor magnitude: c_i = alpha * e_i")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--lambda", c.lambda, "weight of the anchor loss")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--alpha", c.alpha, "anchor magnitude: c_i = alpha * e_i")->check(number_check("alpha must be > 0", [](double v) { return v > 0 && std::isfinite(v); }))->capture_default_str();
+  app.add_option("--lambda", c.lambda, "weight of the anchor loss")
+      ->check(number_check("lambda must be >= 0", [](double v) { return v >= 0 && std::isfinite(v); }))->capture_default_str();
   f.ep = app.add_option("--epochs", f.epochs, "epochs per learning-rate stage, e.g. 35,35 (default: the dataset's)");
   f.lr = app.add_option("--lr", f.lrs, "learning rate per stage, e.g. 0.01,0.001 (default: the dataset's)");
   app.add_option("--batch", c.batch, "batch size (default: the dataset's)")->check(CLI::Range(1, 65536));
   app.add_option("--weight-decay", c.weight_decay, "SGD weight decay (default: the dataset's)")->check(CLI::NonNegativeNumber);
   f.dv = app.add_option("--device", f.device, "auto (GPU if present), cpu or cuda")->check(cac::app::device_choice())->capture_default_str();
-  app.add_option("--seed", c.seed, "seed of initialisation, splits, data order and augmentation")->capture_default_str();
+  app.add_option("--seed", c.seed, "seed of initialisation, splits, data order and augmentation")
+      ->check(seed_check())->capture_default_str();
   app.add_option("--out", c.out, "run folder to create (config.json, metrics.csv, checkpoints)");
   app.add_option("--resume", f.resume, "continue the run in this folder at its next epoch, with its settings (config.json); --data-dir, "
                  "--device and --workers may change")->check(CLI::ExistingDirectory);
@@ -126,8 +165,11 @@ void merge_new_run_settings(CLI::App& app, app::RunConfig& c, const Flags& f) {
   };
   overlay();
   auto given = [&](const char* field) { return keep.count(field) > 0 || from_file.count(field) > 0; };
-  if (f.ep->count() > 0) c.epochs = parse_list<int>("--epochs", f.epochs, "35,35", [](int v) { return v >= 0; });
-  if (f.lr->count() > 0) c.lrs = parse_list<double>("--lr", f.lrs, "0.01,0.001", [](double v) { return v > 0; });
+  if (f.ep->count() > 0)
+    c.epochs = parse_list<int>("--epochs", f.epochs, "35,35", "0-100000", [](long long v) { return v >= 0 && v <= 100000; });
+  if (f.lr->count() > 0)
+    c.lrs = parse_list<double>("--lr", f.lrs, "0.01,0.001", "the positive finite numbers",
+                               [](double v) { return v > 0 && std::isfinite(v); });
   app::apply_dataset_defaults(c, given("epochs"), given("lrs"), given("batch"), given("weight_decay"),
               given("image_size"));
   overlay();

@@ -1,6 +1,7 @@
 #include "apps/run.h"
 
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 #include <fstream>
 #include <set>
@@ -141,10 +142,10 @@ const std::vector<RunField>& run_fields() {
       CAC_RUN_FIELD(split_set, "--split-set", "", true),
       CAC_RUN_FIELD(method, "--method", "", true),  // an enum: read checked
       CAC_RUN_FIELD(arch, "--arch", "arch must be classifier32 or resnet18", v.has_value()),
-      CAC_RUN_FIELD(alpha, "--alpha", "alpha must be positive", v > 0),
-      CAC_RUN_FIELD(lambda, "--lambda", "lambda must be non-negative", v >= 0),
-      CAC_RUN_FIELD(epochs, "--epochs", "epochs must be non-negative", all_of(v, [](int e) { return e >= 0; })),
-      CAC_RUN_FIELD(lrs, "--lr", "lrs must be positive", all_of(v, [](double lr) { return lr > 0; })),
+      CAC_RUN_FIELD(alpha, "--alpha", "alpha must be > 0", v > 0 && std::isfinite(v)),
+      CAC_RUN_FIELD(lambda, "--lambda", "lambda must be >= 0", v >= 0 && std::isfinite(v)),
+      CAC_RUN_FIELD(epochs, "--epochs", "", true),  // checked with the lists' lengths, in check()
+      CAC_RUN_FIELD(lrs, "--lr", "", true),
       CAC_RUN_FIELD(batch, "--batch", "batch must be 1-65536", v >= 1 && v <= 65536),
       CAC_RUN_FIELD(weight_decay, "--weight-decay", "weight_decay must be non-negative", v >= 0),
       CAC_RUN_FIELD(dropout, "", "dropout must be in [0, 1)", v >= 0 && v < 1),
@@ -257,17 +258,14 @@ void RunConfig::check(const std::string& where) const {
          where, what);
   };
   for (const RunField& f : run_fields())
-    if (const std::string p = f.problem(*this); !p.empty()) {
-      if (std::string(f.key) == "lrs" || std::string(f.key) == "epochs") continue;  // after the lists' lengths
-      bad(p);
-    }
+    if (const std::string p = f.problem(*this); !p.empty()) bad(p);
   if (epochs.empty() || epochs.size() != lrs.size())
     bad(fmt::format("epochs and lrs must be non-empty lists of the same length (found {} and {} entries)", epochs.size(),
                     lrs.size()));
   for (int e : epochs)
-    if (e < 0) bad(fmt::format("epochs must be non-negative (found {})", e));
+    if (e < 0 || e > 100000) bad(fmt::format("epochs must be 0-100000 per stage (found {})", e));
   for (double lr : lrs)
-    if (!(lr > 0)) bad(fmt::format("lrs must be positive (found {})", lr));
+    if (!(lr > 0 && std::isfinite(lr))) bad(fmt::format("lrs must be positive and finite (found {})", lr));
 }
 
 void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool batch_set, bool wd_set,

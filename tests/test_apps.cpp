@@ -1230,5 +1230,27 @@ TEST(Cli, BadFlagsAndMissingDataFailClearly) {
   EXPECT_NE(out5.find("--print-config"), std::string::npos);
 }
 
+// Numeric flags are checked whole, in words (issue 22, items 7, 9, 10, 11): no wrap-around of a
+// huge --epochs or a negative or huge --seed, no infinite learning rate, and "alpha must be > 0"
+// rather than CLI11's range with a 309-digit bound.
+TEST(Cli, NumericFlagsAreCheckedWithoutWrapping) {
+  Dir d;
+  const std::string bin = std::string(CAC_TRAIN_BIN) + " --dataset MNIST --data-dir /tmp --print-config";
+  const std::string e = expect_command_fails(bin + " --epochs 99999999999,1", "--epochs");
+  EXPECT_NE(e.find("0-100000"), std::string::npos) << e;
+  expect_command_fails(bin + " --lr inf,0.001", "--lr");
+  expect_command_fails(bin + " --lr 0.01,nan", "--lr");
+  for (const char* seed : {"-1", "99999999999999999999", "1e3"}) {
+    const std::string s = expect_command_fails(bin + " --seed " + seed, "--seed");
+    EXPECT_NE(s.find("0 to 18446744073709551615"), std::string::npos) << s;
+  }
+  const std::string a = expect_command_fails(bin + " --alpha 0", "--alpha");
+  EXPECT_NE(a.find("alpha must be > 0"), std::string::npos) << a;
+  EXPECT_EQ(a.find("17976931348623157"), std::string::npos) << a;
+  auto [rc, out] = run_cmd(bin + " --seed 18446744073709551615 --epochs 2,1 --lr 0.1,0.01");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("18446744073709551615"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace cac
