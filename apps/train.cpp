@@ -176,6 +176,10 @@ ResumePoint load_resume_point(RunConfig& cfg, const std::string& dir, const Resu
   const double best = resume_number<double>(r.state, "best_metric", r.path);
   CAC_CHECK(r.start_epoch >= 0 && !std::isnan(best), "{}: corrupt bookkeeping (epochs_done {}, best_metric {})",
             r.path, r.start_epoch, best);
+  int scheduled = 0;
+  for (int e : cfg.epochs) scheduled += e;
+  CAC_CHECK(r.start_epoch <= scheduled, "{}: epochs_done {} is more than the {} epochs of {}/config.json's schedule: "
+            "corrupt bookkeeping", r.path, r.start_epoch, scheduled, dir);
   if (std::isfinite(best)) r.best = best;
   // Checkpoints from before 2026-12 have no weights_from: their stages continued.
   if (const auto it = r.state.metadata.find("weights_from"); it != r.state.metadata.end())
@@ -411,6 +415,17 @@ void begin_stage(TrainRun& run, const RunConfig& cfg, RunLog& log, int epoch, in
   st.weights_from = from;
 }
 
+// A run whose loss or weights stopped being finite ends here (exit code 3), keeping the checkpoint
+// of the last epoch that was finite, if there is one.
+int stop_diverged(RunLog& log, const RunConfig& cfg, const std::string& what, int epoch) {
+  const bool kept = fs::exists(cfg.out + "/last.safetensors");
+  log.write(fmt::format("cac_train: {} in epoch {}; stopping. {}; try a lower --lr.\n", what, epoch + 1,
+                        kept ? fmt::format("The last good checkpoint ({}/last.safetensors) is intact", cfg.out)
+                             : std::string("No checkpoint was written (none was finite)")),
+            stderr);
+  return 3;
+}
+
 // The epochs from `start` on: train, validate, write metrics.csv and the checkpoints. Returns the
 // exit code.
 int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const StagedLR& schedule, int start, EpochState st,
@@ -422,13 +437,13 @@ int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const StagedLR&
     const auto t0 = std::chrono::steady_clock::now();
     const StepTotals::Means tm = run.train_epoch(epoch, schedule.total_epochs(), lr);
     if (g_interrupted) return report_stop(log, cfg, epoch);
-    if (!std::isfinite(tm.loss)) {
-      log.write(fmt::format("cac_train: the training loss became {} in epoch {}; stopping. The last good "
-                            "checkpoint ({}/last.safetensors) is intact; try a lower --lr.\n", tm.loss, epoch + 1, cfg.out),
-                stderr);
-      return 3;
-    }
+    if (!std::isfinite(tm.loss))
+      return stop_diverged(log, cfg, fmt::format("the training loss became {}", tm.loss), epoch);
     const StepTotals::Means vm = run.validate();
+    if (!std::isfinite(vm.loss))
+      return stop_diverged(log, cfg, fmt::format("the validation loss became {}", vm.loss), epoch);
+    if (const std::string bad = first_non_finite(checkpoint_tensors(run.model(), run.trainer())); !bad.empty())
+      return stop_diverged(log, cfg, fmt::format("{} holds NaN or Inf", bad), epoch);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double metric = run.metric(vm);
     const bool improved = run.improves(metric, st.best);

@@ -1,8 +1,11 @@
 #include "models/checkpoint.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 #include <type_traits>
 #include <nlohmann/json.hpp>
 
@@ -65,6 +68,37 @@ void save_safetensors(const std::string& path, const NamedTensorList& tensors,
   write_file_atomic(path, out);
 }
 
+namespace {
+// The tensors' byte ranges must cover the data section exactly once, in some order (the
+// safetensors rule): overlapping ranges would read one tensor's bytes as another's.
+void check_ranges_tile(std::vector<std::tuple<uint64_t, uint64_t, std::string>> ranges, size_t data_size,
+                       const std::string& path) {
+  std::sort(ranges.begin(), ranges.end());
+  uint64_t covered = 0;
+  std::string previous;
+  for (const auto& [start, end, name] : ranges) {
+    CAC_CHECK(start >= covered, "{}: tensors {} and {} overlap (bytes {}-{} of the data): corrupt file", path, previous,
+              name, start, covered);
+    CAC_CHECK(start == covered, "{}: unused bytes {}-{} of the data before tensor {}: corrupt file", path, covered,
+              start, name);
+    covered = end;
+    if (end > start) previous = name;
+  }
+  CAC_CHECK(covered == data_size, "{}: unused bytes {}-{} at the end of the data: corrupt or not a safetensors file",
+            path, covered, data_size);
+}
+}  // namespace
+
+std::string first_non_finite(const NamedTensorList& tensors) {
+  for (const auto& [name, t] : tensors) {
+    if (t.dtype() != DType::F32 && t.dtype() != DType::F64) continue;
+    const std::vector<double> v = t.to(DType::F64).to_vector<double>();
+    for (double x : v)
+      if (!std::isfinite(x)) return name;
+  }
+  return "";
+}
+
 Safetensors load_safetensors(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   CAC_CHECK(f.good(), "{}: checkpoint not found or unreadable", path);
@@ -84,6 +118,7 @@ Safetensors load_safetensors(const std::string& path) {
   CAC_CHECK(header.is_object(), "{}: corrupt header (not a JSON object)", path);
   const size_t data_size = bytes.size() - 8 - n;
   Safetensors st;
+  std::vector<std::tuple<uint64_t, uint64_t, std::string>> ranges;
   for (auto it = header.begin(); it != header.end(); ++it) {
     try {
       if (it.key() == "__metadata__") {
@@ -108,10 +143,12 @@ Safetensors load_safetensors(const std::string& path) {
       Tensor t = Tensor::empty(shape, dt);
       std::memcpy(t.raw(), bytes.data() + 8 + n + off[0], t.nbytes());
       st.tensors[it.key()] = t;
+      ranges.emplace_back(off[0], off[1], it.key());
     } catch (const json::exception& e) {
       fail("{}: entry {} is malformed ({})", path, it.key(), e.what());
     }
   }
+  check_ranges_tile(ranges, data_size, path);
   return st;
 }
 
@@ -121,6 +158,8 @@ void restore_tensors(const Safetensors& from, const NamedTensorList& into, const
     CAC_CHECK(it != from.tensors.end(), "{}: tensor {} is missing (a checkpoint of another model?)", path, name);
     CAC_CHECK(it->second.shape() == t.shape() && it->second.dtype() == t.dtype(),
               "{}: tensor {} is {} but the model needs {}", path, name, it->second.str(), t.str());
+    CAC_CHECK(first_non_finite({{name, it->second}}).empty(),
+              "{}: tensor {} holds NaN or Inf (a diverged run's checkpoint?)", path, name);
     Tensor dst = t;
     dst.copy_from(it->second.to(t.device()));
   }

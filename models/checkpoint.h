@@ -22,12 +22,16 @@ struct Safetensors {
   std::map<std::string, Tensor> tensors;  // CPU tensors
   std::map<std::string, std::string> metadata;
 };
-// Validates the header (length, JSON, dtypes, shapes, byte ranges inside the file, no overlap
-// beyond the data) and throws cac::Error naming the file and the problem.
+// Validates the header (length, JSON, dtypes, shapes, byte ranges that tile the data section: no
+// overlap, no unused bytes) and throws cac::Error naming the file and the problem.
 Safetensors load_safetensors(const std::string& path);
 
+// The name of the first floating-point tensor holding NaN or Inf ("" when all are finite): what must
+// never be written as a checkpoint or loaded into a model.
+std::string first_non_finite(const NamedTensorList& tensors);
+
 // Copies every tensor of `into` from `from` (same names, shapes and dtypes, any device); the error
-// names the file, the tensor and the mismatch.
+// names the file, the tensor and the mismatch, or the tensor holding NaN or Inf.
 void restore_tensors(const Safetensors& from, const NamedTensorList& into, const std::string& path);
 
 }  // namespace cac
