@@ -113,7 +113,7 @@ class ScoresCsv {
            const std::vector<int64_t>& labels, const std::vector<int64_t>& pred, const std::vector<double>& score) {
     if (!f_.is_open()) return;
     for (size_t i = 0; i < score.size(); ++i)
-      f_ << fmt::format("{},{},{},{},{},{}\n", run, split, set, labels[i], pred[i], score[i]);
+      f_ << fmt::format("{},{},{},{},{},{}\n", csv_field(run), split, csv_field(set), labels[i], pred[i], score[i]);
   }
   void commit() {
     if (!f_.is_open()) return;
@@ -231,8 +231,9 @@ RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknown
 }
 
 // RUN/deploy.json: anchors, normalisation and the threshold that accepts o.accept of the validation
-// knowns, so cac_predict can score new images without the training data.
-Deployment write_deployment(const RunUnderEval& r, double accept) {
+// knowns, so cac_predict can score new images without the training data. Written by run_eval once
+// every run is evaluated, so a failure anywhere leaves every deploy.json as it was.
+Deployment make_deployment(const RunUnderEval& r, double accept) {
   const SetScores v = r.score_set("validation", r.d.val, false);
   Deployment dep;
   dep.method = method_name(r.c.method);
@@ -249,7 +250,6 @@ Deployment write_deployment(const RunUnderEval& r, double accept) {
   for (int k = 0; k < r.K(); ++k)
     dep.class_names.push_back(d.class_names.empty() ? std::to_string(d.classes.known[size_t(k)])
                                                     : d.class_names[size_t(d.classes.known[size_t(k)])]);
-  write_file_atomic(r.run + "/deploy.json", dep.to_json());
   return dep;
 }
 
@@ -306,9 +306,10 @@ eval::ReportEntry unknown_set_entry(const RunUnderEval& r, const KnownScores& kn
 }
 
 // Scores one run's test sets (each unknown set is its own open-set problem; the FP experiment has
-// two) and appends an entry per unknown set.
-void evaluate_run(const RunUnderEval& r, const EvalOptions& o, ScoresCsv& scores, std::vector<eval::ReportEntry>& entries) {
-  const Deployment dep = write_deployment(r, o.accept);
+// two), appends an entry per unknown set and returns the run's deployment record (written by run_eval).
+Deployment evaluate_run(const RunUnderEval& r, const EvalOptions& o, ScoresCsv& scores,
+                        std::vector<eval::ReportEntry>& entries) {
+  const Deployment dep = make_deployment(r, o.accept);
   const bool for_report = !o.report_html.empty();
   KnownScores known;
   known.s = r.score_set("known test", r.d.test_known, true);
@@ -323,6 +324,7 @@ void evaluate_run(const RunUnderEval& r, const EvalOptions& o, ScoresCsv& scores
     scores.add(r.run, "unknown", set_name, subset.labels, u.pred, u.score);
     entries.push_back(unknown_set_entry(r, known, u, set_name, subset, dep, metrics_csv, for_report));
   }
+  return dep;
 }
 
 // Every metric name, in first-seen order (CE runs add auroc_max_logit), and one entry's value.
@@ -425,7 +427,9 @@ int run_eval(const EvalOptions& o) {
   const Device dev = resolve_device(o.device);
   std::vector<eval::ReportEntry> entries;
   ScoresCsv scores(o.scores_csv);
-  for (const std::string& run : o.runs) evaluate_run(load_run(run, o, extra, dev), o, scores, entries);
+  std::vector<std::pair<std::string, Deployment>> deployments;
+  for (const std::string& run : o.runs)
+    deployments.emplace_back(run, evaluate_run(load_run(run, o, extra, dev), o, scores, entries));
   // Table and JSON: per (run, unknown set), then mean and std per method and unknown set.
   const std::vector<std::string> names = metric_names(entries);
   json out = json::object();
@@ -433,6 +437,11 @@ int run_eval(const EvalOptions& o) {
   out["runs"] = print_runs(entries, names);
   print_groups(entries, names, out);
   print_hardest_unknowns(entries);
+  for (const auto& [run, dep] : deployments) {
+    CAC_CHECK(std::isfinite(dep.threshold), "{}: the deployment threshold is {}: not writing deploy.json", run,
+              dep.threshold);
+    write_file_atomic(run + "/deploy.json", dep.to_json());
+  }
   if (!o.json_out.empty()) write_file_atomic(o.json_out, out.dump(2) + "\n");
   scores.commit();
   if (!o.report_html.empty()) {

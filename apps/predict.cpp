@@ -8,6 +8,7 @@
 #include "apps/run.h"
 #include "apps/scoring.h"
 #include "core/autograd.h"
+#include "core/files.h"
 #include "data/readers.h"
 #include "data/transforms.h"
 #include "models/checkpoint.h"
@@ -88,7 +89,8 @@ int run_predict(const PredictOptions& o) {
     const std::string& name = dep.class_names[size_t(all.pred[i])];
     const std::string shown = files[i].size() > 48 ? "..." + files[i].substr(files[i].size() - 45) : files[i];
     std::printf("%-48s %-16s %10.4f  %s\n", shown.c_str(), name.c_str(), all.score[i], is_unknown ? "unknown" : "known");
-    csv += fmt::format("{},{},{},{:.6g},{}\n", files[i], all.pred[i], name, all.score[i], is_unknown ? "unknown" : "known");
+    csv += fmt::format("{},{},{},{:.6g},{}\n", csv_field(files[i]), all.pred[i], csv_field(name), all.score[i],
+                       is_unknown ? "unknown" : "known");
   }
   const std::string why = o.threshold >= 0 ? std::string("--threshold")
                                            : fmt::format("accepts {:g}% of the validation knowns", 100 * dep.accept);

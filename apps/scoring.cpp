@@ -65,6 +65,8 @@ Deployment Deployment::from_json(const std::string& text, const std::string& whe
   d.std = list<float>(j, "std", where);
   d.anchors = list<float>(j, "anchors", where);
   d.threshold = field<double>(j, "threshold", where);
+  CAC_CHECK(d.threshold >= 0, "{}: threshold {} is negative (open-set scores are >= 0, so every image would be called "
+            "unknown); run cac_eval again, or pass cac_predict --threshold", where, d.threshold);
   d.accept = j.contains("accept") ? field<double>(j, "accept", where) : 0.95;  // records made before --accept
   CAC_CHECK(d.accept > 0 && d.accept <= 1, "{}: accept {} is outside (0, 1]; run cac_eval again", where, d.accept);
   d.class_names = list<std::string>(j, "class_names", where);

@@ -42,4 +42,11 @@ void write_file_atomic(const std::string& path, const std::string& text) {
   commit_file(tmp, path);
 }
 
+std::string csv_field(const std::string& field) {
+  if (field.find_first_of(",\"\r\n") == std::string::npos) return field;
+  std::string out = "\"";
+  for (char ch : field) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return out + "\"";
+}
+
 }  // namespace cac

@@ -14,4 +14,8 @@ void commit_file(const std::string& tmp, const std::string& path);
 // `text` to `path` through a temporary; cac::Error naming the file if it cannot be written.
 void write_file_atomic(const std::string& path, const std::string& text);
 
+// One field of a CSV row as RFC 4180 writes it: as it is, or, where it holds a comma, a double
+// quote or a line break, in double quotes with its quotes doubled.
+std::string csv_field(const std::string& field);
+
 }  // namespace cac

@@ -194,6 +194,9 @@ TEST(RunFiles, ConfigAndDeploymentFieldsAreChecked) {
       {"image_size", 0, "image_size 0"},   {"threshold", "high", "threshold must be a number"},
       {"method", "svm", "unknown method"}, {"mean", {1e300}, "mean[0] must be a finite number"},
       {"accept", 2.0, "accept 2 is outside"},
+      // Issue 22, item 14: validated as --threshold is (every image was called unknown while the
+      // report still said "accepts 95% of the validation knowns").
+      {"threshold", -1.0, "threshold -1 is negative"},
   };
   for (const auto& [key, value, needle] : deploy_cases) {
     nlohmann::json j = dbase;
@@ -1292,6 +1295,39 @@ TEST(Cli, BadFlagsAndMissingDataFailClearly) {
   EXPECT_NE(out5.find("--arch"), std::string::npos);
   EXPECT_NE(out5.find("--config"), std::string::npos);
   EXPECT_NE(out5.find("--print-config"), std::string::npos);
+}
+
+// Issue 22, item 4: cac_eval writes deploy.json (and the other outputs) only once every run is
+// evaluated: a run whose checkpoint holds a NaN fails naming the tensor, and the deploy.json of a
+// run evaluated before it is left as it was (it used to be rewritten, and a NaN run's own one got
+// null anchors and threshold).
+TEST(Eval, NothingIsWrittenWhenARunFails) {
+  Dir d;
+  train_tiny_run(d);
+  fs::copy(d / "run", d / "nan", fs::copy_options::recursive);
+  Safetensors st = load_safetensors(d / "nan/best.safetensors");
+  Tensor w = st.tensors.at("classify.weight").clone();
+  w.data<float>()[0] = std::nanf("");
+  st.tensors["classify.weight"] = w;
+  save_safetensors(d / "nan/best.safetensors", NamedTensorList(st.tensors.begin(), st.tensors.end()), st.metadata);
+  std::ofstream(d / "run/deploy.json") << "as before";
+  std::ofstream(d / "nan/deploy.json") << "as before";
+  app::EvalOptions o = cpu_eval(d / "run");
+  o.runs.push_back(d / "nan");
+  o.json_out = d / "eval.json";
+  expect_error([&] { app::run_eval(o); }, "classify.weight holds NaN or Inf");
+  EXPECT_EQ(read_all(d / "run/deploy.json"), "as before");
+  EXPECT_EQ(read_all(d / "nan/deploy.json"), "as before");
+  EXPECT_FALSE(fs::exists(d / "eval.json"));
+}
+
+// Issue 22, item 17: CSV fields quoted per RFC 4180 where they need it (a comma, a quote, a line
+// break), so a path like `we,ird "q".png` stays one field; plain fields stay as they are.
+TEST(Csv, FieldsAreQuotedPerRfc4180) {
+  EXPECT_EQ(csv_field("plain/path.png"), "plain/path.png");
+  EXPECT_EQ(csv_field("pred_dir/we,ird \"q\".png"), "\"pred_dir/we,ird \"\"q\"\".png\"");
+  EXPECT_EQ(csv_field("two\nlines"), "\"two\nlines\"");
+  EXPECT_EQ(csv_field(""), "");
 }
 
 // Numeric flags are checked whole, in words (issue 22, items 7, 9, 10, 11): no wrap-around of a
