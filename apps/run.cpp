@@ -170,12 +170,7 @@ const std::vector<RunField>& run_fields() {
 #undef CAC_RUN_FIELD
 
 json parse_object(const std::string& text, const std::string& where) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail("{}: not a valid run configuration ({})", where, e.what());
-  }
+  const json j = jsonf::parse(text, where + " (a run configuration)");
   CAC_CHECK(j.is_object(), "{}: expected a JSON object of run settings (found {})", where, j.type_name());
   return j;
 }

@@ -47,12 +47,7 @@ std::string Deployment::to_json() const {
 }
 
 Deployment Deployment::from_json(const std::string& text, const std::string& where) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not a valid deployment record ({}); run cac_eval on the run again", where, e.what());
-  }
+  const nlohmann::json j = jsonf::parse(text, where + " (a deployment record; run cac_eval on the run again)");
   using jsonf::field;
   using jsonf::list;
   Deployment d;

@@ -18,13 +18,7 @@ namespace cac::data {
 using json = nlohmann::json;
 
 namespace {
-json parse(const std::string& text, const std::string& what) {
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    fail("{}: invalid JSON ({})", what, e.what());
-  }
-}
+json parse(const std::string& text, const std::string& what) { return jsonf::parse(text, what); }
 json load_file(const std::string& path) {
   std::ifstream f(path);
   CAC_CHECK(f.good(), "{}: cannot open", path);
@@ -120,10 +114,11 @@ Trial read_trial_json(const std::string& path, const std::vector<std::string>* c
   // A class is its index, or (for image folders) its sub-folder's name.
   auto index_of = [&](const json& v) -> int64_t {
     if (v.is_string()) {
-      CAC_CHECK(class_names != nullptr, "{}: class '{}' given by name; this dataset's classes are numbers", path,
-                v.get<std::string>());
-      const auto it = std::find(class_names->begin(), class_names->end(), v.get<std::string>());
-      CAC_CHECK(it != class_names->end(), "{}: no class named '{}' (the classes are: {})", path, v.get<std::string>(),
+      const std::string name = v.get<std::string>();
+      const std::string shown = name.size() <= 80 ? name : name.substr(0, 80) + "...";  // a readable error
+      CAC_CHECK(class_names != nullptr, "{}: class '{}' given by name; this dataset's classes are numbers", path, shown);
+      const auto it = std::find(class_names->begin(), class_names->end(), name);
+      CAC_CHECK(it != class_names->end(), "{}: no class named '{}' (the classes are: {})", path, shown,
                 fmt::join(*class_names, ", "));
       return int64_t(it - class_names->begin());
     }
@@ -241,7 +236,7 @@ Normalisation cached_normalisation(const Subset& s, const std::string& key, cons
       // A corrupt or foreign cache is recomputed and overwritten; only an entry with one finite
       // mean and one positive std per channel of these images is served.
       try {
-        db = json::parse(f);
+        db = jsonf::parse(std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()), path);
         if (!db.is_object()) db = json::object();
         if (db.contains(full_key)) {
           Normalisation n;

@@ -9,6 +9,8 @@
 #include <type_traits>
 #include <nlohmann/json.hpp>
 
+#include "data/json_fields.h"  // header-only: typed fields and bounded parsing
+
 namespace cac {
 
 using json = nlohmann::json;
@@ -109,12 +111,7 @@ Safetensors load_safetensors(const std::string& path) {
   for (int i = 0; i < 8; ++i) n |= uint64_t(uint8_t(bytes[size_t(i)])) << (8 * i);
   CAC_CHECK(n <= bytes.size() - 8, "{}: header length {} exceeds the file ({} bytes): corrupt or truncated",
             path, n, bytes.size());
-  json header;
-  try {
-    header = json::parse(bytes.substr(8, n));
-  } catch (const json::exception& e) {
-    fail("{}: corrupt header ({})", path, e.what());
-  }
+  const json header = jsonf::parse(bytes.substr(8, n), path + " (its header)");
   CAC_CHECK(header.is_object(), "{}: corrupt header (not a JSON object)", path);
   const size_t data_size = bytes.size() - 8 - n;
   Safetensors st;

@@ -735,7 +735,7 @@ TEST(Train, ConfigFileRepeatsARunAndFlagsOverrideIt) {
       {R"({"dropout": 1.5})", "dropout must be in [0, 1)"},
       {R"({"dataset": "MNIST", "channels": 3})", "channels 3 does not match MNIST"},
       {R"([1, 2])", "expected a JSON object"},
-      {R"({"seed": )", "not a valid run configuration"}};
+      {R"({"seed": )", "not valid JSON"}};
   for (const auto& [text, needle] : bad) {
     std::ofstream(d / "cfg/bad.json") << text;
     const std::string said = expect_command_fails(bin + " --config " + (d / "cfg/bad.json") + " --print-config", "bad.json");
