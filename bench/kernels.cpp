@@ -97,81 +97,69 @@ void print_targets(const std::vector<Row>& rows, double copy_gbs) {
                   r.launches <= 2 && r.warm_us < 20 && r.check <= 1 ? "met" : "MISSED");
 }
 
-}  // namespace
-
-int run_kernels(const KernelOptions& o) {
-  std::string why;
-  if (!cuda::device_available(&why)) {
-    std::fprintf(stderr, "cac_bench kernels: no usable CUDA device: %s\n", why.c_str());
-    return 2;
-  }
-  cuda::set_allow_tf32(false);
-  std::printf("device: %s\n", cuda::device_description().c_str());
-  const double copy_gbs = cuda::copy_bandwidth_gbs(size_t(1) << 30);
-  std::printf("device-to-device copy: %.0f GB/s (1 GiB, read + write)\n", copy_gbs);
+// The rows measured so far; each kernel is checked against its CPU twin before it is timed.
+struct Bench {
+  const KernelOptions& o;
   std::vector<Row> rows;
-  auto time_both = [&](Row r, const std::function<void()>& fn) {
+  void time_both(Row r, const std::function<void()>& fn) {
     r.warm_us = 1e3 * cuda::time_ms(fn, 5, o.iters, false);
     r.cold_us = 1e3 * cuda::time_ms(fn, 2, o.iters, true);
-    rows.push_back(r);
-  };
+    rows.push_back(std::move(r));
+  }
+};
+
+// Batch norm (+ LeakyReLU) at the conv2 activation shape on one of the library's paths (Rule: the
+// default rows); the lab (dev/bn_lab) sweeps every candidate and launch configuration.
+void bench_batchnorm(Bench& bench, bool fused, kernels::BnPath fwd, kernels::BnPath bwd, bool with_eval) {
+  const KernelOptions& o = bench.o;
+  auto time_both = [&](Row r, const std::function<void()>& fn) { bench.time_both(std::move(r), fn); };
   const kernels::BnActivation leaky{true, 0.2};
+  const std::string suffix = fwd == kernels::BnPath::Rule ? "" : std::string(" ") + kernels::bn_path_name(fwd);
+  const kernels::BnActivation act = fused ? leaky : kernels::BnActivation{};
+  const Shape s{o.batch, 64, 32, 32};
+  const int64_t C = 64, n = shape_numel(s), M = n / C;
+  Tensor x = randn(s, 1), gy = randn(s, 2), gamma = randn({C}, 3, 0.5, 1.5), beta = randn({C}, 4);
+  Tensor rm_c = Tensor::zeros({C}), rv_c = Tensor::full({C}, 1.0), y_c = Tensor::empty(s);
+  Tensor m_c = Tensor::empty({C}), is_c = Tensor::empty({C});
+  kernels::cpu::batchnorm_forward_train(x, gamma, beta, rm_c, rv_c, 0.1, 1e-5, act, y_c, m_c, is_c);
+  Tensor xg = x.to(Device::CUDA), gyg = gy.to(Device::CUDA), gg = gamma.to(Device::CUDA), bg = beta.to(Device::CUDA);
+  Tensor rm = Tensor::zeros({C}, DType::F32, Device::CUDA), rv = Tensor::full({C}, 1.0, DType::F32, Device::CUDA);
+  Tensor y = Tensor::empty(s, DType::F32, Device::CUDA), m = Tensor::empty({C}, DType::F32, Device::CUDA),
+         is = Tensor::empty({C}, DType::F32, Device::CUDA);
+  const kernels::BnPath ran_fwd = kernels::batchnorm_forward_train_via(fwd, xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is);
+  const int launches_f = kernels::bn_launches(ran_fwd);
+  const std::string ran_f = kernels::bn_path_name(ran_fwd);
+  const double check_f = std::max({worst(y, y_c, M), worst(m, m_c, M), worst(rv, rv_c, M)});
+  const std::string tag = (fused ? "batchnorm+leaky" : "batchnorm");
+  const std::string shape = fmt::format("{}x64x32x32", o.batch);
+  time_both({tag + " forward (train)" + suffix, shape, launches_f, 2.0 * n * 4, check_f, 0, 0, ran_f},
+            [&] { kernels::batchnorm_forward_train_via(fwd, xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is); });
+  Tensor gx_c = Tensor::empty(s), ggam_c = Tensor::empty({C}), gbet_c = Tensor::empty({C});
+  kernels::cpu::batchnorm_backward(x, gamma, beta, m_c, is_c, gy, act, true, &gx_c, ggam_c, gbet_c);
+  Tensor gx = Tensor::empty(s, DType::F32, Device::CUDA), ggam = Tensor::empty({C}, DType::F32, Device::CUDA),
+         gbet = Tensor::empty({C}, DType::F32, Device::CUDA);
+  Tensor mc = m_c.to(Device::CUDA), isc = is_c.to(Device::CUDA);
+  const kernels::BnPath ran_bwd = kernels::batchnorm_backward_via(bwd, xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet);
+  const int launches_b = kernels::bn_launches(ran_bwd);
+  const std::string ran_b = kernels::bn_path_name(ran_bwd);
+  const double check_b = std::max({worst(gx, gx_c, M), worst(ggam, ggam_c, M), worst(gbet, gbet_c, M)});
+  const std::string bsuffix = bwd == kernels::BnPath::Rule ? "" : std::string(" ") + kernels::bn_path_name(bwd);
+  time_both({tag + " backward" + bsuffix, shape, launches_b, 3.0 * n * 4, check_b, 0, 0, ran_b},
+            [&] { kernels::batchnorm_backward_via(bwd, xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet); });
+  if (with_eval) {
+    Tensor ye_c = Tensor::empty(s), ye = Tensor::empty(s, DType::F32, Device::CUDA);
+    kernels::cpu::batchnorm_forward_eval(x, gamma, beta, m_c, rv_c, 1e-5, act, ye_c);
+    Tensor rvc = rv_c.to(Device::CUDA);
+    kernels::batchnorm_forward_eval(xg, gg, bg, mc, rvc, 1e-5, act, ye);
+    time_both({tag + " forward (eval)" + suffix, shape, 1, 2.0 * n * 4, worst(ye, ye_c, 1), 0, 0},
+              [&] { kernels::batchnorm_forward_eval(xg, gg, bg, mc, rvc, 1e-5, act, ye); });
+  }
+}
 
-  // ---- batch norm (+ LeakyReLU) at the conv2 activation shape ----------------------------------
-  // `path`: the library's rule (the default rows) or one of its paths, for comparison; the lab
-  // (dev/bn_lab) sweeps every candidate and launch configuration.
-  auto bench_batchnorm = [&](bool fused, kernels::BnPath fwd, kernels::BnPath bwd, bool with_eval) {
-    const std::string suffix = fwd == kernels::BnPath::Rule ? "" : std::string(" ") + kernels::bn_path_name(fwd);
-    const kernels::BnActivation act = fused ? leaky : kernels::BnActivation{};
-    const Shape s{o.batch, 64, 32, 32};
-    const int64_t C = 64, n = shape_numel(s), M = n / C;
-    Tensor x = randn(s, 1), gy = randn(s, 2), gamma = randn({C}, 3, 0.5, 1.5), beta = randn({C}, 4);
-    Tensor rm_c = Tensor::zeros({C}), rv_c = Tensor::full({C}, 1.0), y_c = Tensor::empty(s);
-    Tensor m_c = Tensor::empty({C}), is_c = Tensor::empty({C});
-    kernels::cpu::batchnorm_forward_train(x, gamma, beta, rm_c, rv_c, 0.1, 1e-5, act, y_c, m_c, is_c);
-    Tensor xg = x.to(Device::CUDA), gyg = gy.to(Device::CUDA), gg = gamma.to(Device::CUDA), bg = beta.to(Device::CUDA);
-    Tensor rm = Tensor::zeros({C}, DType::F32, Device::CUDA), rv = Tensor::full({C}, 1.0, DType::F32, Device::CUDA);
-    Tensor y = Tensor::empty(s, DType::F32, Device::CUDA), m = Tensor::empty({C}, DType::F32, Device::CUDA),
-           is = Tensor::empty({C}, DType::F32, Device::CUDA);
-    const kernels::BnPath ran_fwd = kernels::batchnorm_forward_train_via(fwd, xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is);
-    const int launches_f = kernels::bn_launches(ran_fwd);
-    const std::string ran_f = kernels::bn_path_name(ran_fwd);
-    const double check_f = std::max({worst(y, y_c, M), worst(m, m_c, M), worst(rv, rv_c, M)});
-    const std::string tag = (fused ? "batchnorm+leaky" : "batchnorm");
-    const std::string shape = fmt::format("{}x64x32x32", o.batch);
-    time_both({tag + " forward (train)" + suffix, shape, launches_f, 2.0 * n * 4, check_f, 0, 0, ran_f},
-              [&] { kernels::batchnorm_forward_train_via(fwd, xg, gg, bg, rm, rv, 0.1, 1e-5, act, y, m, is); });
-    Tensor gx_c = Tensor::empty(s), ggam_c = Tensor::empty({C}), gbet_c = Tensor::empty({C});
-    kernels::cpu::batchnorm_backward(x, gamma, beta, m_c, is_c, gy, act, true, &gx_c, ggam_c, gbet_c);
-    Tensor gx = Tensor::empty(s, DType::F32, Device::CUDA), ggam = Tensor::empty({C}, DType::F32, Device::CUDA),
-           gbet = Tensor::empty({C}, DType::F32, Device::CUDA);
-    Tensor mc = m_c.to(Device::CUDA), isc = is_c.to(Device::CUDA);
-    const kernels::BnPath ran_bwd = kernels::batchnorm_backward_via(bwd, xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet);
-    const int launches_b = kernels::bn_launches(ran_bwd);
-    const std::string ran_b = kernels::bn_path_name(ran_bwd);
-    const double check_b = std::max({worst(gx, gx_c, M), worst(ggam, ggam_c, M), worst(gbet, gbet_c, M)});
-    const std::string bsuffix = bwd == kernels::BnPath::Rule ? "" : std::string(" ") + kernels::bn_path_name(bwd);
-    time_both({tag + " backward" + bsuffix, shape, launches_b, 3.0 * n * 4, check_b, 0, 0, ran_b},
-              [&] { kernels::batchnorm_backward_via(bwd, xg, gg, bg, mc, isc, gyg, act, true, &gx, ggam, gbet); });
-    if (with_eval) {
-      Tensor ye_c = Tensor::empty(s), ye = Tensor::empty(s, DType::F32, Device::CUDA);
-      kernels::cpu::batchnorm_forward_eval(x, gamma, beta, m_c, rv_c, 1e-5, act, ye_c);
-      Tensor rvc = rv_c.to(Device::CUDA);
-      kernels::batchnorm_forward_eval(xg, gg, bg, mc, rvc, 1e-5, act, ye);
-      time_both({tag + " forward (eval)" + suffix, shape, 1, 2.0 * n * 4, worst(ye, ye_c, 1), 0, 0},
-                [&] { kernels::batchnorm_forward_eval(xg, gg, bg, mc, rvc, 1e-5, act, ye); });
-    }
-  };
-  // The default (the library's rule), then each of the library's paths for comparison (a path that
-  // cannot run here falls back and says so in the strategy column).
-  using kernels::BnPath;
-  for (bool fused : {false, true}) bench_batchnorm(fused, BnPath::Rule, BnPath::Rule, fused);
-  bench_batchnorm(true, BnPath::Reread, BnPath::SingleLaunch, false);
-  bench_batchnorm(true, BnPath::Cluster, BnPath::SingleLaunch, false);
-  bench_batchnorm(true, BnPath::TwoPass, BnPath::TwoPass, false);
-  bench_batchnorm(true, BnPath::Flat, BnPath::Flat, false);
-
-  // ---- the CAC head: distance + loss forward and backward (2 launches) -------------------------
+// The CAC head: distance + loss forward and backward (2 launches), at the classifier32 setting
+// (K = 6) and TinyImageNet's (K = 20).
+void bench_cac_head(Bench& bench) {
+  const KernelOptions& o = bench.o;
   for (int K : {6, 20}) {
     const int64_t B = o.batch;
     Tensor z = randn({B, K}, 7), c = Tensor::zeros({K, K});
@@ -190,13 +178,17 @@ int run_kernels(const KernelOptions& o) {
     kernels::cac_head_forward(zg, cg, yg, 0.1, d, out);
     kernels::cac_head_backward(zg, cg, d, yg, 0.1, glg, &gz, &gc);
     const double check = std::max({worst(d, d_c, K), worst(out, out_c, B), worst(gz, gz_c, K), worst(gc, gc_c, B)});
-    time_both({"cac head fwd+bwd (dist+CAC loss)", fmt::format("B={} K={}", B, K), 2, 0, check, 0, 0}, [&] {
+    bench.time_both({"cac head fwd+bwd (dist+CAC loss)", fmt::format("B={} K={}", B, K), 2, 0, check, 0, 0}, [&] {
       kernels::cac_head_forward(zg, cg, yg, 0.1, d, out);
       kernels::cac_head_backward(zg, cg, d, yg, 0.1, glg, &gz, &gc);
     });
   }
 
-  // ---- elementwise, pooling, optimizer ---------------------------------------------------------------
+}
+
+// LeakyReLU and Dropout2d at the conv2 shape; SGD over a classifier32-sized slab.
+void bench_elementwise_and_sgd(Bench& bench) {
+  const KernelOptions& o = bench.o;
   {
     const Shape s{o.batch, 64, 32, 32};
     const int64_t n = shape_numel(s);
@@ -205,11 +197,11 @@ int run_kernels(const KernelOptions& o) {
            mask = Tensor::empty({s[0], s[1]}, DType::F32, Device::CUDA);
     kernels::cpu::leaky_relu_forward(x, 0.2, y_c);
     kernels::leaky_relu_forward(xg, 0.2, y);
-    time_both({"leaky_relu forward", "128x64x32x32", 1, 2.0 * n * 4, worst(y, y_c, 1), 0, 0},
+    bench.time_both({"leaky_relu forward", "128x64x32x32", 1, 2.0 * n * 4, worst(y, y_c, 1), 0, 0},
               [&] { kernels::leaky_relu_forward(xg, 0.2, y); });
     kernels::cpu::dropout2d_forward(x, 0.2, 5, 9, y_c, mask_c);
     kernels::dropout2d_forward(xg, 0.2, 5, 9, y, mask);
-    time_both({"dropout2d forward", "128x64x32x32", 1, 2.0 * n * 4, std::max(worst(y, y_c, 1), worst(mask, mask_c, 1)), 0, 0},
+    bench.time_both({"dropout2d forward", "128x64x32x32", 1, 2.0 * n * 4, std::max(worst(y, y_c, 1), worst(mask, mask_c, 1)), 0, 0},
               [&] { kernels::dropout2d_forward(xg, 0.2, 5, 9, y, mask); });
   }
   {
@@ -219,12 +211,37 @@ int run_kernels(const KernelOptions& o) {
     kernels::cpu::sgd_step(p, g, b, 0.01, 0.9, 5e-4);
     kernels::sgd_step(pg, gg, bg, 0.01, 0.9, 5e-4);
     const double check = std::max(worst(pg, p, 1), worst(bg, b, 1));
-    time_both({"sgd step (whole slab, 1 launch)", fmt::format("{} params", n), 1, 5.0 * n * 4, check, 0, 0},
+    bench.time_both({"sgd step (whole slab, 1 launch)", fmt::format("{} params", n), 1, 5.0 * n * 4, check, 0, 0},
               [&] { kernels::sgd_step(pg, gg, bg, 0.01, 0.9, 5e-4); });
   }
-  print(rows, copy_gbs);
-  print_targets(rows, copy_gbs);
-  for (const Row& r : rows)
+}
+
+}  // namespace
+
+int run_kernels(const KernelOptions& o) {
+  std::string why;
+  if (!cuda::device_available(&why)) {
+    std::fprintf(stderr, "cac_bench kernels: no usable CUDA device: %s\n", why.c_str());
+    return 2;
+  }
+  cuda::set_allow_tf32(false);
+  std::printf("device: %s\n", cuda::device_description().c_str());
+  const double copy_gbs = cuda::copy_bandwidth_gbs(size_t(1) << 30);
+  std::printf("device-to-device copy: %.0f GB/s (1 GiB, read + write)\n", copy_gbs);
+  Bench bench{o, {}};
+  // The default (the library's rule), then each of the library's paths for comparison (a path that
+  // cannot run here falls back and says so in the strategy column).
+  using kernels::BnPath;
+  for (bool fused : {false, true}) bench_batchnorm(bench, fused, BnPath::Rule, BnPath::Rule, fused);
+  bench_batchnorm(bench, true, BnPath::Reread, BnPath::SingleLaunch, false);
+  bench_batchnorm(bench, true, BnPath::Cluster, BnPath::SingleLaunch, false);
+  bench_batchnorm(bench, true, BnPath::TwoPass, BnPath::TwoPass, false);
+  bench_batchnorm(bench, true, BnPath::Flat, BnPath::Flat, false);
+  bench_cac_head(bench);
+  bench_elementwise_and_sgd(bench);
+  print(bench.rows, copy_gbs);
+  print_targets(bench.rows, copy_gbs);
+  for (const Row& r : bench.rows)
     if (r.check > 1) return 1;
   return 0;
 }
