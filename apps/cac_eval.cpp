@@ -5,6 +5,7 @@
 
 #include "apps/device_option.h"
 #include "core/build_info.h"
+#include "core/stop.h"
 #include "apps/evaluate.h"
 
 int main(int argc, char** argv) {
@@ -36,8 +37,13 @@ int main(int argc, char** argv) {
   app.add_option("--workers", o.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
   for (int i = 0; i < argc; ++i) o.command_line += (i ? " " : "") + std::string(argv[i]);
+  cac::install_stop_handlers();  // Ctrl-C or SIGTERM ends the current pass; nothing half-written stays
   try {
     return cac::app::run_eval(o);
+  } catch (const cac::Stopped& e) {
+    std::fprintf(stderr, "cac_eval: %s; nothing was written (deploy.json and the outputs are as they were)\n",
+                 cac::stop_words(e.signal()));
+    return cac::stop_exit_code(e.signal());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cac_eval: error: %s\n", e.what());
     return 1;

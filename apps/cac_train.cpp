@@ -84,7 +84,7 @@ CLI::Validator seed_check() {
 struct Flags {
   std::string epochs, lrs, resume, config_file, method = "cac", arch, device = "auto", stage2 = "reload", split_set = "current";
   int stop_after = 0;
-  bool print_config = false, force_train = false;
+  bool print_config = false, force_train = false, overwrite = false;
   CLI::Option *dd = nullptr, *me = nullptr, *ar = nullptr, *ep = nullptr, *lr = nullptr, *dv = nullptr, *wk = nullptr,
               *s2 = nullptr, *ss = nullptr;
 };
@@ -114,7 +114,10 @@ void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
   f.dv = app.add_option("--device", f.device, "auto (GPU if present), cpu or cuda")->check(cac::app::device_choice())->capture_default_str();
   app.add_option("--seed", c.seed, "seed of initialisation, splits, data order and augmentation")
       ->check(seed_check())->capture_default_str();
-  app.add_option("--out", c.out, "run folder to create (config.json, metrics.csv, checkpoints)");
+  app.add_option("--out", c.out, "run folder to create (config.json, metrics.csv, checkpoints); a folder that already "
+                 "holds a run is refused (see --resume, --overwrite)");
+  app.add_flag("--overwrite", f.overwrite, "train into --out even though it holds a run: that run's checkpoints, "
+               "metrics, logs, deploy.json and evaluation files are deleted first");
   app.add_option("--resume", f.resume, "continue the run in this folder at its next epoch, with its settings (config.json); --data-dir, "
                  "--device and --workers may change")->check(CLI::ExistingDirectory);
   app.add_option("--train-limit", c.train_limit, "use a seeded subset of this many training images (0 = all)")
@@ -135,6 +138,8 @@ void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
                             "that run) or any part of one, e.g. {\"dropout\": 0.3, \"rotate_deg\": 10}; it overrides "
                             "the dataset's defaults, the flags given here override it; its \"out\" is not used, and "
                             "relative paths in it are relative to its folder")->check(CLI::ExistingFile);
+  app.add_flag("--skip-bad-images", c.skip_bad_images, "ImageFolder: leave out images that cannot be read, and say how "
+               "many (default: stop at the first, naming it)");
   app.add_flag("--force-train", f.force_train, "train a CIFAR+50 network of its own (the protocol evaluates the CIFAR+10 "
                "networks against the CIFAR+50 unknowns instead: cac_eval --benchmark CIFAR+50)");
   app.add_flag("--print-config", f.print_config, "print the settings the run would use (its config.json) and exit without training");
@@ -251,7 +256,8 @@ int main(int argc, char** argv) {
       if (f.dv->count() > 0) changes.device = f.device;
       if (f.wk->count() > 0) changes.workers = c.workers;
     }
-    return app::run_train(c, f.resume, f.stop_after, changes);
+    return app::run_train(c, f.resume, f.stop_after, changes,
+                          f.overwrite ? app::ExistingRun::Overwrite : app::ExistingRun::Refuse);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cac_train: error: %s\n", e.what());
     return 1;

@@ -12,10 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/run.h"
+#include "apps/run_folder.h"
 #include "apps/scoring.h"
 #include "core/build_info.h"
 #include "core/files.h"
 #include "core/autograd.h"
+#include "core/stop.h"
 #include "data/loader.h"
 #include "data/openset.h"
 #include "eval/metrics.h"
@@ -48,6 +50,7 @@ std::vector<float> all_logits(OpenSetClassifier& model, const data::Subset& s, c
   ProgressLine progress("cac_eval: ", what, s.size());  // on stderr: stdout keeps the results table
   int64_t done = 0;
   while (loader.next(&b)) {
+    throw_if_stopped();  // cac_eval writes nothing until every pass is done: a stop loses nothing
     std::vector<float> z = model.logits(b.images).to_vector<float>();
     out.insert(out.end(), z.begin(), z.end());
     progress.update(done += b.images.dim(0));
@@ -102,10 +105,10 @@ class ExtraUnknowns {
 // cac_eval computed.
 class ScoresCsv {
  public:
-  explicit ScoresCsv(const std::string& path) : path_(path) {
+  explicit ScoresCsv(const std::string& path) {
     if (path.empty()) return;
-    tmp_ = temp_path_for(path);
-    f_.open(tmp_);
+    tmp_ = std::make_unique<TempFile>(path);
+    f_.open(tmp_->path());
     CAC_CHECK(f_.good(), "{}: cannot write", path);
     f_ << "run,split,set,label,prediction,score\n";
   }
@@ -118,12 +121,12 @@ class ScoresCsv {
   void commit() {
     if (!f_.is_open()) return;
     f_.close();
-    CAC_CHECK(!f_.fail(), "{}: write failed", path_);
-    commit_file(tmp_, path_);
+    CAC_CHECK(!f_.fail(), "{}: write failed (disk full?)", tmp_->target());
+    tmp_->commit();
   }
 
  private:
-  std::string path_, tmp_;
+  std::unique_ptr<TempFile> tmp_;  // removed unless committed: a failed or stopped evaluation leaves none
   std::ofstream f_;
 };
 
@@ -219,6 +222,12 @@ RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknown
   r.benchmark = r.c.dataset;
   if (!o.benchmark.empty() && o.benchmark != r.c.dataset) use_unknowns_of(o.benchmark, r);
   extra.add_to(r.d, r.c, run);
+  // A split may name no unknown classes (the user's unknowns are images of their own): its own set
+  // is then empty and --unknown gives the sets to score.
+  auto& sets = r.d.test_unknown;
+  sets.erase(std::remove_if(sets.begin(), sets.end(), [](const auto& s) { return s.second.indices.empty(); }), sets.end());
+  CAC_CHECK(!sets.empty(), "{}: its split names no unknown classes, so there is nothing to tell the known classes "
+            "from: pass --unknown NAME=FOLDER (images of none of the known classes) or --unknown DATASET:PATH", run);
   r.model = load_trained(run, r.c, r.K(), dev);
   r.eval_aug.size = r.c.image_size;
   r.eval_aug.mean = r.d.norm.mean;
@@ -424,6 +433,8 @@ int run_eval(const EvalOptions& o) {
   CAC_CHECK(o.accept > 0 && o.accept <= 1, "--accept {} is outside (0, 1] (the share of validation knowns to accept)",
             o.accept);
   ExtraUnknowns extra(o.unknowns);
+  std::vector<std::unique_ptr<RunFolderLock>> locks;  // deploy.json is written into each
+  for (const std::string& run : o.runs) locks.push_back(std::make_unique<RunFolderLock>(run, "cac_eval"));
   const Device dev = resolve_device(o.device);
   std::vector<eval::ReportEntry> entries;
   ScoresCsv scores(o.scores_csv);

@@ -22,8 +22,10 @@ namespace {
 std::vector<std::string> collect_images(const std::vector<std::string>& inputs) {
   std::vector<std::string> files;
   for (const std::string& in : inputs) {
-    CAC_CHECK(fs::exists(in), "{}: no such file or folder", in);
-    if (!fs::is_directory(in)) {
+    std::error_code ec;
+    const fs::file_status st = fs::status(in, ec);
+    CAC_CHECK(fs::exists(st), "{}: no such file or folder{}", in, ec ? " (" + ec.message() + ")" : "");
+    if (!fs::is_directory(st)) {
       files.push_back(in);
       continue;
     }
@@ -34,6 +36,73 @@ std::vector<std::string> collect_images(const std::vector<std::string>& inputs) 
   CAC_CHECK(!files.empty(), "no images given");
   return files;
 }
+
+// One image's verdict, or why it has none.
+struct Prediction {
+  std::string path, error;  // error: "" when the image was read
+  int64_t pred = -1;
+  double score = 0;
+};
+
+// The run's network, anchors and evaluation pipeline, from deploy.json, config.json and best.safetensors.
+class Predictor {
+ public:
+  Predictor(const std::string& run, const Deployment& dep, Device dev) : dep_(dep), dev_(dev) {
+    RunConfig c = RunConfig::from_json(read_text(run + "/config.json", " (is this a cac_train run folder?)"),
+                                       run + "/config.json");
+    method_ = parse_method(dep.method);
+    model_ = build_model(c, dep.num_classes);
+    model_->to(dev);
+    const std::string ckpt = run + "/best.safetensors";
+    restore_tensors(load_safetensors(ckpt), model_->state_dict(), ckpt);
+    model_->eval();
+    if (method_ != Method::CE) anchors_ = Tensor::from_vector(dep.anchors, {dep.num_classes, dep.num_classes});
+    aug_.size = dep.image_size;  // evaluation pipeline: resize, to [0, 1], normalise
+    aug_.mean = dep.mean;
+    aug_.std = dep.std;
+  }
+  // Scores the images of `batch` that can be read; the others get their reason.
+  void score(std::vector<Prediction*>& batch) {
+    const int S = dep_.image_size, C = dep_.channels;
+    const size_t per = size_t(C) * S * S;
+    std::vector<float> x;
+    std::vector<Prediction*> read;
+    for (Prediction* p : batch) {
+      x.resize(x.size() + per);
+      try {
+        load(p->path, x.data() + x.size() - per);
+        read.push_back(p);
+      } catch (const Error& e) {
+        p->error = e.what();
+        x.resize(x.size() - per);
+      }
+    }
+    if (read.empty()) return;
+    NoGradGuard no_grad;
+    Tensor t = Tensor::from_vector(x, {int64_t(read.size()), C, S, S}).to(dev_);
+    const Scored s = score_logits(method_, model_->logits(t).to_vector<float>(), dep_.num_classes, anchors_);
+    for (size_t i = 0; i < read.size(); ++i) read[i]->pred = s.pred[i], read[i]->score = s.score[i];
+  }
+
+ private:
+  void load(const std::string& path, float* out) const {
+    int w = 0, h = 0;
+    std::vector<uint8_t> px = data::decode_image_rgb(path, &w, &h);
+    if (dep_.channels == 1) {  // greyscale networks (MNIST-style)
+      std::vector<uint8_t> g(size_t(w) * h);
+      data::rgb_to_grey(px.data(), g.size(), g.data());
+      px = std::move(g);
+    }
+    data::transform_image(px.data(), h, w, dep_.channels, aug_, 0, 0, 0, out);
+  }
+
+  const Deployment& dep_;
+  Device dev_;
+  Method method_;
+  std::shared_ptr<OpenSetClassifier> model_;
+  Tensor anchors_;
+  data::Augment aug_;
+};
 }  // namespace
 
 int run_predict(const PredictOptions& o) {
@@ -41,63 +110,44 @@ int run_predict(const PredictOptions& o) {
   const Deployment dep = Deployment::from_json(
       read_text(dep_path, fmt::format(" (run `cac_eval --run {}` first: it writes the anchors and the threshold)", o.run)),
       dep_path);
-  RunConfig c = RunConfig::from_json(read_text(o.run + "/config.json", " (is this a cac_train run folder?)"), o.run + "/config.json");
-  const Method method = parse_method(dep.method);
-  const int K = dep.num_classes;
-  const Device dev = resolve_device(o.device);
-  auto model = build_model(c, K);
-  model->to(dev);
-  const std::string ckpt = o.run + "/best.safetensors";
-  restore_tensors(load_safetensors(ckpt), model->state_dict(), ckpt);
-  model->eval();
-  const Tensor anchors = method == Method::CE ? Tensor() : Tensor::from_vector(dep.anchors, {K, K});
+  Predictor predictor(o.run, dep, resolve_device(o.device));
   const double threshold = o.threshold >= 0 ? o.threshold : dep.threshold;
-
-  const std::vector<std::string> files = collect_images(o.inputs);
-  data::Augment a;  // evaluation pipeline: resize, to [0, 1], normalise
-  a.size = dep.image_size;
-  a.mean = dep.mean;
-  a.std = dep.std;
-  const int S = dep.image_size, C = dep.channels;
-  Scored all;
-  NoGradGuard no_grad;
-  for (size_t b0 = 0; b0 < files.size(); b0 += size_t(o.batch)) {
-    const size_t n = std::min(files.size() - b0, size_t(o.batch));
-    std::vector<float> x(n * size_t(C) * S * S);
-    for (size_t i = 0; i < n; ++i) {
-      int w = 0, h = 0;
-      std::vector<uint8_t> px = data::decode_image_rgb(files[b0 + i], &w, &h);
-      if (C == 1) {  // greyscale networks (MNIST-style)
-        std::vector<uint8_t> g(size_t(w) * h);
-        data::rgb_to_grey(px.data(), g.size(), g.data());
-        px = std::move(g);
-      }
-      data::transform_image(px.data(), h, w, C, a, 0, 0, 0, x.data() + i * size_t(C) * S * S);
-    }
-    Tensor batch = Tensor::from_vector(x, {int64_t(n), C, S, S}).to(dev);
-    Scored s = score_logits(method, model->logits(batch).to_vector<float>(), K, anchors);
-    all.score.insert(all.score.end(), s.score.begin(), s.score.end());
-    all.pred.insert(all.pred.end(), s.pred.begin(), s.pred.end());
+  std::vector<Prediction> all;
+  for (const std::string& f : collect_images(o.inputs)) all.push_back({f, "", -1, 0});
+  for (size_t b0 = 0; b0 < all.size(); b0 += size_t(o.batch)) {
+    std::vector<Prediction*> batch;
+    for (size_t i = b0; i < std::min(all.size(), b0 + size_t(o.batch)); ++i) batch.push_back(&all[i]);
+    predictor.score(batch);
   }
 
-  std::string csv = "path,prediction,class,score,verdict\n";
-  int unknown = 0;
+  std::string csv = "path,prediction,class,score,verdict,error\n";
+  int unknown = 0, failed = 0;
   std::printf("%-48s %-16s %10s  %s\n", "image", "class", "score", "verdict");
-  for (size_t i = 0; i < files.size(); ++i) {
-    const bool is_unknown = all.score[i] > threshold;
+  for (const Prediction& p : all) {
+    if (!p.error.empty()) {
+      ++failed;
+      std::fprintf(stderr, "cac_predict: %s\n", p.error.c_str());
+      csv += fmt::format("{},,,,error,{}\n", csv_field(p.path), csv_field(p.error));
+      continue;
+    }
+    const bool is_unknown = p.score > threshold;
     unknown += is_unknown;
-    const std::string& name = dep.class_names[size_t(all.pred[i])];
-    const std::string shown = files[i].size() > 48 ? "..." + files[i].substr(files[i].size() - 45) : files[i];
-    std::printf("%-48s %-16s %10.4f  %s\n", shown.c_str(), name.c_str(), all.score[i], is_unknown ? "unknown" : "known");
-    csv += fmt::format("{},{},{},{:.6g},{}\n", csv_field(files[i]), all.pred[i], csv_field(name), all.score[i],
+    const std::string& name = dep.class_names[size_t(p.pred)];
+    const std::string shown = p.path.size() > 48 ? "..." + p.path.substr(p.path.size() - 45) : p.path;
+    std::printf("%-48s %-16s %10.4f  %s\n", shown.c_str(), name.c_str(), p.score, is_unknown ? "unknown" : "known");
+    csv += fmt::format("{},{},{},{:.6g},{},\n", csv_field(p.path), p.pred, csv_field(name), p.score,
                        is_unknown ? "unknown" : "known");
   }
   const std::string why = o.threshold >= 0 ? std::string("--threshold")
                                            : fmt::format("accepts {:g}% of the validation knowns", 100 * dep.accept);
-  std::printf("%zu images: %zu known, %d unknown (threshold %.4f: %s)\n", files.size(), files.size() - size_t(unknown),
-              unknown, threshold, why.c_str());
+  const size_t read = all.size() - size_t(failed);
+  std::printf("%zu images: %zu known, %d unknown (threshold %.4f: %s)\n", read, read - size_t(unknown), unknown,
+              threshold, why.c_str());
   if (!o.csv.empty()) write_file_atomic(o.csv, csv);
-  return 0;
+  if (failed == 0) return 0;
+  std::fprintf(stderr, "cac_predict: %d of %zu images could not be read (named above%s); exit code 2\n", failed,
+               all.size(), o.csv.empty() ? "" : "; their CSV rows say why");
+  return 2;
 }
 
 }  // namespace cac::app

@@ -14,7 +14,9 @@ struct PredictOptions {
   int batch = 64;
 };
 // Scores new images: predicted known class, open-set score, and "unknown" when the score is above
-// the threshold. Prints a table; writes the CSV when asked. Returns the process exit code.
+// the threshold. Prints a table; writes the CSV when asked. An image that cannot be read is reported
+// (stderr, and a CSV row with verdict "error" and the reason) and the others are still predicted.
+// Returns the process exit code: 0, or 2 when some image could not be read.
 int run_predict(const PredictOptions& o);
 
 }  // namespace cac::app

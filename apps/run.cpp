@@ -163,6 +163,7 @@ const std::vector<RunField>& run_fields() {
       CAC_RUN_FIELD(workers, "--workers", "workers must be 0-4096", v >= 0 && v <= 4096),
       CAC_RUN_FIELD(out, "", "", true),
       CAC_RUN_FIELD(init, "--init", "", true),
+      CAC_RUN_FIELD(skip_bad_images, "--skip-bad-images", "", true),
       CAC_RUN_FIELD(stage2, "--stage2", "", true),
       CAC_RUN_FIELD(checkpoint_by, "", "", true)};
   return fields;
@@ -198,7 +199,7 @@ RunConfig RunConfig::from_json(const std::string& text, const std::string& where
   c.stage2 = Stage2::Continue;
   c.rotate_interpolation = data::Interpolation::Bilinear;
   const std::set<std::string> optional = {"arch", "init", "stage2", "checkpoint_by", "rotate_interpolation",
-                                          "split_set"};
+                                          "split_set", "skip_bad_images"};
   for (const RunField& f : run_fields()) {
     if (!j.contains(f.key) && optional.count(f.key)) continue;
     f.set(c, jsonf::member(j, f.key, where), where);
@@ -342,7 +343,8 @@ std::shared_ptr<OpenSetClassifier> build_model(const RunConfig& c, int num_class
 
 data::OpenSetData load_run_data(const RunConfig& c) {
   data::OpenSetData d =
-      data::load_benchmark(c.dataset, c.trial, c.data_dir, c.seed, c.split_json, c.image_size, c.split_set);
+      data::load_benchmark(c.dataset, c.trial, c.data_dir, c.seed, c.split_json, c.image_size, c.split_set,
+                           c.skip_bad_images ? data::BadImages::Skip : data::BadImages::Stop);
   if (c.train_limit > 0 && c.train_limit < d.train.size()) {
     Generator g(c.seed, 77);
     std::vector<size_t> order(size_t(d.train.size()));

@@ -60,6 +60,7 @@ struct RunConfig {
   int workers = 0;
   std::string out;
   std::string init;  // weights the run started from (cac_train --init); empty = fresh initialisation
+  bool skip_bad_images = false;  // ImageFolder: leave out images that cannot be read (else stop at one)
   Stage2 stage2 = Stage2::Reload;
   std::optional<CheckpointBy> checkpoint_by;  // unset: by method (CE: accuracy, else anchor loss)
 

@@ -5,17 +5,17 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
 
+#include "apps/run_folder.h"
+#include "core/stop.h"
 #include "data/loader.h"
 #include "data/openset.h"
 #include "models/checkpoint.h"
@@ -25,11 +25,6 @@ namespace fs = std::filesystem;
 namespace cac::app {
 
 namespace {
-// SIGINT (Ctrl-C) or SIGTERM (a batch scheduler's time limit, `kill`): the signal, once received;
-// training stops at the next batch, with the last epoch's checkpoint intact.
-std::atomic<int> g_interrupted{0};
-extern "C" void on_stop_signal(int sig) { g_interrupted = sig; }
-
 // Everything a bit-identical resume needs: the model's tensors, the optimizer's momentum and the
 // model's resume state (the dropout counters, as "resume.<module>.calls").
 NamedTensorList checkpoint_tensors(OpenSetClassifier& model, Trainer& trainer) {
@@ -200,7 +195,7 @@ void log_header(RunLog& log, const RunConfig& cfg, const data::OpenSetData& d, D
   auto name = [&](int64_t c) { return c >= 0 && c < int64_t(d.class_names.size()) ? d.class_names[size_t(c)] : std::to_string(c); };
   for (size_t i = 0; i < d.classes.known.size(); ++i) known += fmt::format("{}{}={}", i ? ", " : "", i, name(d.classes.known[i]));
   for (size_t i = 0; i < d.classes.unknown.size(); ++i) unknown += (i ? ", " : "") + name(d.classes.unknown[i]);
-  log.write(fmt::format("known classes: {}; unknown: {}\n", known, unknown.empty() ? "(none)" : unknown));
+  log.write(fmt::format("known classes: {}; unknown: {}\n", known, unknown.empty() ? "(none: cac_eval will need --unknown)" : unknown));
 }
 
 // cac_train --init: the model's weights from a file (a CE file has no anchors, and CE never reads them).
@@ -293,12 +288,15 @@ class TrainRun {
     va.reset(DType::F32, dev_);
     data::Batch vb;
     val_loader_.start_epoch(0);
-    while (val_loader_.next(&vb)) trainer_.evaluate(vb.images, vb.labels, va);
+    while (val_loader_.next(&vb)) {
+      trainer_.evaluate(vb.images, vb.labels, va);
+      if (stop_signal()) return {};  // the caller sees the signal: an interrupted validation does not count
+    }
     return va.means();
   }
 
   // The training batches of one epoch with a progress line; stops early at a stop signal (the
-  // caller checks g_interrupted).
+  // caller checks stop_signal()).
   StepTotals::Means train_epoch(int epoch, int total_epochs, double lr) {
     train_loader_.start_epoch(epoch);
     StepTotals tr;
@@ -312,7 +310,7 @@ class TrainRun {
       images += b.labels.numel();
       if (done < train_loader_.batches_per_epoch() && progress.due())  // the last one prints below
         progress.update(done, images, tr.means(), false);
-      if (g_interrupted) return {};
+      if (stop_signal()) return {};
     }
     const StepTotals::Means tm = tr.means();
     progress.update(done, images, tm, true);
@@ -373,11 +371,29 @@ void hold_given_weights(TrainRun& run, const RunConfig& cfg, RunLog& log, const 
   run.save_last(meta);
 }
 
+// A run killed between writing last.safetensors and best.safetensors of an epoch that improved:
+// best.safetensors still has the previous best (its best_metric differs from last's), and that
+// epoch's weights, which the resumed model now holds, are the best. Written, so the resumed run
+// keeps the same best checkpoint as one never killed.
+void complete_best(TrainRun& run, const RunConfig& cfg, const ResumePoint& r, RunLog& log) {
+  if (!r.best) return;
+  const std::string path = cfg.out + "/best.safetensors";
+  const std::string& want = resume_field(r.state, "best_metric", r.path);
+  if (fs::exists(path)) {
+    const Safetensors best = load_safetensors(path);
+    const auto it = best.metadata.find("best_metric");
+    if (it != best.metadata.end() && it->second == want) return;
+  }
+  run.save_best(run.checkpoint_meta(r.start_epoch, r.best, r.weights_from));
+  log.write(fmt::format("best.safetensors was one epoch behind last.safetensors (the run was killed between "
+                        "the two); rewritten from epoch {}'s weights\n", r.start_epoch));
+}
+
 // What cac_train says when a stop signal ended an epoch early; the exit code.
 int report_stop(RunLog& log, const RunConfig& cfg, int epoch) {
-  const int sig = g_interrupted;
+  const int sig = stop_signal();
   std::printf("\n");
-  const char* what = sig == SIGTERM ? "terminated (SIGTERM)" : "interrupted";
+  const char* what = stop_words(sig);
   if (fs::exists(cfg.out + "/last.safetensors")) {
     log.write(fmt::format("{}: the last checkpoint is {}/last.safetensors ({} epochs done); continue "
                           "with: cac_train --resume {}\n", what, cfg.out, epoch, cfg.out));
@@ -385,7 +401,7 @@ int report_stop(RunLog& log, const RunConfig& cfg, int epoch) {
     log.write(fmt::format("{} in the first epoch, before any checkpoint; run the same command again to "
                           "start {} over\n", what, cfg.out));
   }
-  return 128 + sig;  // the shell's code for death by that signal: 130 (SIGINT), 143 (SIGTERM)
+  return stop_exit_code(sig);
 }
 
 // Where the epochs stand: the best value kept so far and the epoch whose weights the current
@@ -436,10 +452,11 @@ int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const StagedLR&
     const double lr = schedule.lr_at(epoch);
     const auto t0 = std::chrono::steady_clock::now();
     const StepTotals::Means tm = run.train_epoch(epoch, schedule.total_epochs(), lr);
-    if (g_interrupted) return report_stop(log, cfg, epoch);
+    if (stop_signal()) return report_stop(log, cfg, epoch);
     if (!std::isfinite(tm.loss))
       return stop_diverged(log, cfg, fmt::format("the training loss became {}", tm.loss), epoch);
     const StepTotals::Means vm = run.validate();
+    if (stop_signal()) return report_stop(log, cfg, epoch);
     if (!std::isfinite(vm.loss))
       return stop_diverged(log, cfg, fmt::format("the validation loss became {}", vm.loss), epoch);
     if (const std::string bad = first_non_finite(checkpoint_tensors(run.model(), run.trainer())); !bad.empty())
@@ -453,11 +470,11 @@ int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const StagedLR&
                             tm.tuplet, tm.anchor, tm.accuracy, vm.loss, vm.tuplet, vm.anchor, vm.accuracy, secs);
     csv.text += csv.weights_from ? fmt::format(",{}\n", st.weights_from) : "\n";
     write_file_atomic(cfg.out + "/metrics.csv", csv.text);
-    if (improved) {
-      st.best = metric;
-      run.save_best(run.checkpoint_meta(epoch + 1, st.best, st.weights_from));
-    }
+    // last before best: a kill between the two leaves last holding the epoch's weights, from which
+    // complete_best restores best on resume (the other order would lose the previous best).
+    if (improved) st.best = metric;
     run.save_last(run.checkpoint_meta(epoch + 1, st.best, st.weights_from));
+    if (improved) run.save_best(run.checkpoint_meta(epoch + 1, st.best, st.weights_from));
     if (stop_after_epochs > 0 && ++epochs_run >= stop_after_epochs) break;
   }
   log.write(fmt::format("cac_train: done; run folder {} (best.safetensors: {}{}; log train.log)\n", cfg.out,
@@ -468,11 +485,17 @@ int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const StagedLR&
 }
 }  // namespace
 
-int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epochs, const ResumeOverrides& overrides) {
+int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epochs, const ResumeOverrides& overrides,
+              ExistingRun existing) {
+  const std::string dir = resume_dir.empty() ? cfg.out : resume_dir;
+  CAC_CHECK(!dir.empty(), "no output folder: pass --out RUN_DIR");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  CAC_CHECK(!ec, "{}: cannot create the run folder ({})", dir, ec.message());
+  const RunFolderLock lock(dir, "cac_train");
   ResumePoint resume;
   if (!resume_dir.empty()) resume = load_resume_point(cfg, resume_dir, overrides);
-  CAC_CHECK(!cfg.out.empty(), "no output folder: pass --out RUN_DIR");
-  fs::create_directories(cfg.out);
+  const std::string replaced = resume_dir.empty() ? prepare_new_run_folder(dir, existing) : "";
   const Device dev = resolve_device(cfg.device);
   StagedLR schedule(cfg.epochs, cfg.lrs);
   const int total_epochs = schedule.total_epochs();
@@ -482,6 +505,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   cfg.checkpoint_by = cfg.checkpoint_criterion();  // config.json records the criterion in force
   write_file_atomic(cfg.out + "/config.json", cfg.to_json());
   RunLog log(cfg.out + "/train.log");
+  if (!replaced.empty()) log.write(replaced + "\n");
   const data::OpenSetData d = load_run_data(cfg);
   log_header(log, cfg, d, dev, total_epochs);
   TrainRun run(cfg, d, dev, log);
@@ -493,11 +517,11 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
     restore_checkpoint(resume.state, run.model(), run.trainer(), resume.path);
     log.write(fmt::format("resuming {} at epoch {}{}\n", resume_dir, resume.start_epoch + 1,
                           resume.changes.empty() ? "" : " with " + resume.changes));
+    complete_best(run, cfg, resume, log);
   }
   const MetricsCsv csv = metrics_csv_so_far(cfg.out, resume.start_epoch);
   if (total_epochs == 0) hold_given_weights(run, cfg, log, csv.text);
-  std::signal(SIGINT, on_stop_signal);
-  std::signal(SIGTERM, on_stop_signal);
+  install_stop_handlers();
   EpochState st{resume.best, resume.weights_from};
   return run_epochs(run, cfg, log, schedule, resume.start_epoch, st, csv, stop_after_epochs);
 }

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "apps/run.h"
+#include "apps/run_folder.h"
 
 namespace cac::app {
 
@@ -16,7 +17,8 @@ struct ResumeOverrides {
   std::string data_dir, device;
   int workers = -1;
 };
+// A new run's folder must not hold another run (run_folder.h) unless `existing` says to overwrite it.
 int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epochs = 0,
-              const ResumeOverrides& overrides = {});
+              const ResumeOverrides& overrides = {}, ExistingRun existing = ExistingRun::Refuse);
 
 }  // namespace cac::app

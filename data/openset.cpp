@@ -70,7 +70,8 @@ Subset unknown_classes(const ImageSet& test, const std::vector<int64_t>& classes
 }  // namespace
 
 OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::string& data_dir,
-                           uint64_t seed, const std::string& split_json, int image_size, SplitSet split_set) {
+                           uint64_t seed, const std::string& split_json, int image_size, SplitSet split_set,
+                           BadImages bad_images) {
   if (dataset_defaults(benchmark).name == "CIFAR10-FP") {
     CAC_CHECK(trial == 0 && split_json.empty(), "CIFAR10-FP has one fixed split (all ten classes known): "
               "no --trial or --split (got trial {}{})", trial, split_json.empty() ? "" : ", split " + split_json);
@@ -85,8 +86,8 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
               "{{\"known\": [\"cat\", \"dog\"], \"unknown\": [\"car\"]}} (sub-folder names of {}/train)", data_dir);
     const int size = image_size > 0 ? image_size : d.defaults.image_size;
     std::vector<std::string> train_names, test_names, val_names;
-    auto train = keep(d, read_image_folder((fs::path(data_dir) / "train").string(), size, &train_names));
-    auto test = keep(d, read_image_folder((fs::path(data_dir) / "test").string(), size, &test_names));
+    auto train = keep(d, read_image_folder((fs::path(data_dir) / "train").string(), size, &train_names, 0, bad_images));
+    auto test = keep(d, read_image_folder((fs::path(data_dir) / "test").string(), size, &test_names, 0, bad_images));
     CAC_CHECK(train_names == test_names, "{}: train/ and test/ must hold the same class folders (train: {}; test: {})",
               data_dir, fmt::join(train_names, ", "), fmt::join(test_names, ", "));
     d.class_names = train_names;
@@ -97,7 +98,7 @@ OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::s
     } else {
       // A validation folder of the user's own: all of train/ trains, val/ validates (its known
       // classes; the unknown ones need no folder there).
-      auto val = keep(d, read_image_folder(val_dir.string(), size, &val_names));
+      auto val = keep(d, read_image_folder(val_dir.string(), size, &val_names, 0, bad_images));
       std::vector<int64_t> to_train;  // val/'s labels are its own folders' ranks: val/ folder k -> train/'s class
       for (const std::string& n : val_names) {
         const auto it = std::find(train_names.begin(), train_names.end(), n);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "data/benchmarks.h"
+#include "data/readers.h"  // BadImages
 
 namespace cac::data {
 
@@ -43,10 +44,10 @@ struct OpenSetData {
 // ImageFolder: data_dir/train/<class>/*.{jpg,png} and data_dir/test/<class>/*.{jpg,png} (the same class folders;
 // classes in name order), split_json required (classes by name or index); image_size > 0 resizes
 // every image on decoding (else the dataset default), and the normalisation is never cached (the
-// folder's content is the user's and may change).
+// folder's content is the user's and may change); bad_images: what an unreadable image there does.
 OpenSetData load_benchmark(const std::string& benchmark, int trial, const std::string& data_dir,
                            uint64_t seed, const std::string& split_json = "", int image_size = 0,
-                           SplitSet split_set = SplitSet::Current);
+                           SplitSet split_set = SplitSet::Current, BadImages bad_images = BadImages::Stop);
 
 // data_dir must contain cifar-10-batches-bin, cifar-100-binary and test_32x32.mat (SVHN).
 OpenSetData load_fp_operating_points(const std::string& data_dir, uint64_t seed);

@@ -534,18 +534,59 @@ std::vector<uint8_t> resize_rgb(const std::vector<uint8_t>& src, int w, int h, i
   return out;
 }
 
+// The images that decoded, the others reported on stderr (how many, and the first's reason).
+ImageSet without_unreadable(const std::string& name, std::vector<uint8_t>& images, const std::vector<int64_t>& labels,
+                            const std::vector<std::string>& errors, int size) {
+  const size_t px = size_t(size) * size * 3;
+  std::vector<int64_t> kept_labels;
+  size_t kept = 0, skipped = 0;
+  const std::string* first = nullptr;
+  for (size_t i = 0; i < errors.size(); ++i) {
+    if (!errors[i].empty()) {
+      if (!first) first = &errors[i];
+      ++skipped;
+      continue;
+    }
+    if (kept != i) std::memmove(images.data() + kept * px, images.data() + i * px, px);
+    kept_labels.push_back(labels[i]);
+    ++kept;
+  }
+  CAC_CHECK(kept > 0, "{}: none of its {} images could be read (the first: {})", name, errors.size(),
+            first ? *first : std::string());
+  if (skipped > 0)
+    std::fprintf(stderr, "%s: skipped %zu of %zu images that could not be read (--skip-bad-images); the first: %s\n",
+                 name.c_str(), skipped, errors.size(), first->c_str());
+  images.resize(kept * px);
+  return make_set(name, images, kept_labels, size, size, 3);
+}
+
+// The first of `files` that decodes (every one with BadImages::Stop): its width and height.
+std::pair<int, int> first_image_size(const std::string& name, const std::vector<std::string>& files, BadImages bad) {
+  for (const std::string& f : files) {
+    int w = 0, h = 0;
+    try {
+      decode_image_rgb(f, &w, &h);
+      return {w, h};
+    } catch (const Error&) {
+      if (bad == BadImages::Stop) throw;
+    }
+  }
+  fail("{}: none of its {} images could be read", name, files.size());
+}
+
 // Decodes `files` into one NHWC RGB set of size x size (size 0: all must share the first's size).
+// With BadImages::Skip an image that cannot be read is left out and counted (on stderr).
 ImageSet decode_set(const std::string& name, const std::vector<std::string>& files,
-                    const std::vector<int64_t>& labels, int size, int threads) {
+                    const std::vector<int64_t>& labels, int size, int threads, BadImages bad = BadImages::Stop) {
   CAC_CHECK(!files.empty(), "{}: no images found", name);
-  int w0 = 0, h0 = 0;
   if (size <= 0) {
-    decode_image_rgb(files[0], &w0, &h0);
+    const auto [w0, h0] = first_image_size(name, files, bad);
     CAC_CHECK(w0 == h0, "{}: images must be square to be used without resizing ({} is {}x{})", name,
               files[0], w0, h0);
     size = w0;
   }
   std::vector<uint8_t> images(files.size() * size_t(size) * size * 3);
+  std::vector<std::string> errors(files.size());  // per image, written by its own worker
   // Large folders (TinyImageNet's 110,000 JPEGs, users' own) take minutes: a progress line on
   // stderr, silent for sets that decode within 2 s.
   ProgressLine::Options po;
@@ -554,20 +595,37 @@ ImageSet decode_set(const std::string& name, const std::vector<std::string>& fil
   std::atomic<int64_t> decoded{0};
   parallel_for(int64_t(files.size()), threads, [&](int64_t i) {
     int w = 0, h = 0;
-    std::vector<uint8_t> px = decode_image_rgb(files[size_t(i)], &w, &h);
+    std::vector<uint8_t> px;
+    try {
+      px = decode_image_rgb(files[size_t(i)], &w, &h);
+    } catch (const Error& e) {
+      if (bad == BadImages::Stop) throw;
+      errors[size_t(i)] = e.what();
+      return;
+    }
     if (w != size || h != size) px = resize_rgb(px, w, h, size);
     std::memcpy(images.data() + size_t(i) * size * size * 3, px.data(), px.size());
     progress.update(++decoded);
   });
-  return make_set(name, images, labels, size, size, 3);
+  return bad == BadImages::Skip ? without_unreadable(name, images, labels, errors, size)
+                                : make_set(name, images, labels, size, size, 3);
 }
 
 }  // namespace
 
 std::vector<std::string> list_images(const std::string& root) {
   std::vector<std::string> files;
-  for (const auto& e : fs::recursive_directory_iterator(root))
-    if (e.is_regular_file() && is_image_name(e.path())) files.push_back(e.path().string());
+  // Symbolic links to folders are not followed (no cycles); an entry whose status cannot be read (a
+  // link loop, a dangling link) is no image file and is passed over.
+  std::error_code ec;
+  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec);
+  CAC_CHECK(!ec, "{}: cannot read this folder ({})", root, ec.message());
+  for (const fs::recursive_directory_iterator end; it != end;) {
+    std::error_code status;
+    if (is_image_name(it->path()) && it->is_regular_file(status) && !status) files.push_back(it->path().string());
+    it.increment(ec);
+    CAC_CHECK(!ec, "{}: cannot read a folder below it ({})", root, ec.message());
+  }
   std::sort(files.begin(), files.end());
   return files;
 }
@@ -616,12 +674,12 @@ namespace {
 constexpr char kCacheMagic[8] = {'C', 'A', 'C', 'T', 'I', 'N', '1', '\0'};
 
 void write_cache(const std::string& path, const TinyImageNet& t, uint64_t signature) {
-  const std::string tmp = temp_path_for(path);
   std::error_code ec;
   fs::create_directories(fs::path(path).parent_path(), ec);
+  TempFile tmp(path);
   {
-    std::ofstream f(tmp, std::ios::binary);
-    CAC_CHECK(f.good(), "{}: cannot write the decoded-image cache (choose another --cache-dir)", tmp);
+    std::ofstream f(tmp.path(), std::ios::binary);
+    CAC_CHECK(f.good(), "{}: cannot write the decoded-image cache (choose another --cache-dir)", tmp.path());
     const uint64_t header[4] = {signature, uint64_t(t.wnids.size()), uint64_t(t.train.size()), uint64_t(t.val.size())};
     f.write(kCacheMagic, 8);
     f.write(reinterpret_cast<const char*>(header), sizeof header);
@@ -630,13 +688,9 @@ void write_cache(const std::string& path, const TinyImageNet& t, uint64_t signat
       f.write(reinterpret_cast<const char*>(s->labels.data<int64_t>()), std::streamsize(s->labels.nbytes()));
       f.write(reinterpret_cast<const char*>(s->images.data<uint8_t>()), std::streamsize(s->images.nbytes()));
     }
-    if (!f.good()) {
-      f.close();
-      fs::remove(tmp, ec);
-      fail("{}: write failed (disk full?)", tmp);
-    }
+    CAC_CHECK(f.good(), "{}: write failed (disk full?)", tmp.path());
   }
-  commit_file(tmp, path);  // a crash never leaves a half-written cache under the real name
+  tmp.commit();  // a crash never leaves a half-written cache under the real name
 }
 
 bool read_cache(const std::string& path, uint64_t signature, TinyImageNet* t) {
@@ -755,11 +809,14 @@ std::vector<std::string> tinyimagenet_class_names(const std::string& root, const
   return names;
 }
 
-ImageSet read_image_folder(const std::string& root, int size, std::vector<std::string>* classes, int threads) {
+ImageSet read_image_folder(const std::string& root, int size, std::vector<std::string>* classes, int threads,
+                           BadImages bad) {
   CAC_CHECK(fs::is_directory(root), "{}: image folder not found", root);
   std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory()) names.push_back(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(root)) {
+    std::error_code ec;  // a link loop or dangling link is no class folder
+    if (e.is_directory(ec) && !ec) names.push_back(e.path().filename().string());
+  }
   std::sort(names.begin(), names.end());
   CAC_CHECK(!names.empty(), "{}: no class sub-folders (expected root/<class>/*.jpg or *.png)", root);
   std::vector<std::string> files;
@@ -776,7 +833,7 @@ ImageSet read_image_folder(const std::string& root, int size, std::vector<std::s
     }
   }
   if (classes) *classes = names;
-  return decode_set(fs::path(root).filename().string(), files, labels, size, threads);
+  return decode_set(fs::path(root).filename().string(), files, labels, size, threads, bad);
 }
 
 }  // namespace cac::data

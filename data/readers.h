@@ -44,10 +44,14 @@ TinyImageNet read_tinyimagenet(const std::string& root, const std::string& cache
 // share one), or the wnid itself where words.txt is missing or lacks it.
 std::vector<std::string> tinyimagenet_class_names(const std::string& root, const std::vector<std::string>& wnids);
 
+// What a folder reader does with an image that cannot be read: stop with an error naming it (the
+// default), or leave it out and say how many were left out (cac_train --skip-bad-images).
+enum class BadImages { Stop, Skip };
+
 // An image folder of the user's own: root/<class>/*.{jpg,jpeg,png} (any case); classes sorted by name.
 // Images must share one size (or `size` > 0 resizes them to size x size).
 ImageSet read_image_folder(const std::string& root, int size, std::vector<std::string>* classes,
-                           int threads = 0);
+                           int threads = 0, BadImages bad = BadImages::Stop);
 
 // The JPEG and PNG files under root (recursively), in path order; empty where there are none.
 std::vector<std::string> list_images(const std::string& root);

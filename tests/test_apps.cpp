@@ -822,6 +822,7 @@ TEST(Train, InitProblemsNameTheFile) {
   c.lrs = {0.01};
   EXPECT_EQ(app::run_train(c, ""), 0);
   std::ofstream(c.init) << "not a checkpoint";
+  c.out = d / "run2";  // run/ now holds the run above
   expect_error([&] { app::run_train(c, ""); }, c.init);
 }
 
@@ -1024,12 +1025,12 @@ TEST(ImageFolder, TrainAndEvaluateOwnData) {
   std::ifstream pf(d / "pred.csv");
   std::string line;
   std::getline(pf, line);
-  EXPECT_EQ(line, "path,prediction,class,score,verdict");
+  EXPECT_EQ(line, "path,prediction,class,score,verdict,error");
   int rows = 0;
   while (std::getline(pf, line)) {
     ++rows;
     EXPECT_TRUE(line.find(",cat,") != std::string::npos || line.find(",dog,") != std::string::npos) << line;
-    EXPECT_TRUE(line.size() > 6 && (line.rfind(",known") == line.size() - 6 || line.rfind(",unknown") == line.size() - 8)) << line;
+    EXPECT_TRUE(line.size() > 7 && (line.rfind(",known,") == line.size() - 7 || line.rfind(",unknown,") == line.size() - 9)) << line;
   }
   EXPECT_EQ(rows, 6);  // 4 bird images (a folder, searched) + 1 file + the PNG (a folder)
   p.threshold = 1e9;  // nothing scores above it: every image is called known
@@ -1037,10 +1038,11 @@ TEST(ImageFolder, TrainAndEvaluateOwnData) {
   std::ifstream pf2(d / "pred.csv");
   const std::string all((std::istreambuf_iterator<char>(pf2)), std::istreambuf_iterator<char>());
   EXPECT_EQ(all.find(",unknown"), std::string::npos);
-  // Bad input: not an image, and a run cac_eval has not seen.
+  // Bad input: not an image (a row saying why, exit code 2), and a run cac_eval has not seen.
   std::ofstream(d / "junk.jpg") << "not a jpeg";
   p.inputs = {d / "junk.jpg"};
-  expect_error([&] { app::run_predict(p); }, "junk.jpg");  // neither JPEG nor PNG: the file is named
+  EXPECT_EQ(app::run_predict(p), 2);
+  EXPECT_NE(read_all(d / "pred.csv").find("junk.jpg,,,,error,"), std::string::npos) << read_all(d / "pred.csv");
   fs::remove(d / "run/deploy.json");
   p.inputs = {d / "pets/test/bird"};
   expect_error([&] { app::run_predict(p); }, "cac_eval --run");  // no deploy.json: says what to run
