@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "eval/metrics.h"
 #include "eval/report.h"
+#include "eval/scores.h"
 
 namespace cac::eval {
 namespace {
@@ -297,6 +298,72 @@ TEST(Report, WholeReportIsSelfContained) {
   EXPECT_EQ(count(h, "src="), 0u);
   EXPECT_EQ(count(h, "href="), 0u);
   EXPECT_EQ(count(h, "<script"), 0u);
+}
+
+
+// ---- Post-hoc open-set scores (eval/scores.h), against values derived by hand ------------------
+
+// Softmax of (0, ln 3) is (1/4, 3/4): msp 1/4; the energy is -ln(1 + 3); at T = 2 with (0, 2 ln 3)
+// it is -2 ln 4. Three equal logits: msp 2/3. mls is minus the top logit.
+TEST(Scores, LogitScoresByHand) {
+  const float l3 = float(std::log(3.0));
+  const std::vector<double> msp = eval::msp_scores({0.f, l3, 2.f, 2.f}, 2);
+  EXPECT_NEAR(msp[0], 0.25, 1e-7);
+  EXPECT_NEAR(msp[1], 0.5, 1e-12);
+  EXPECT_NEAR(eval::msp_scores({2.f, 2.f, 2.f}, 3)[0], 2.0 / 3, 1e-12);
+  EXPECT_EQ(eval::mls_scores({1.f, -2.f, 0.5f, -4.f, -3.f, -5.f}, 3), (std::vector<double>{-1.0, 3.0}));
+  EXPECT_NEAR(eval::energy_scores({0.f, l3}, 2)[0], -std::log(4.0), 1e-7);
+  EXPECT_NEAR(eval::energy_scores({0.f, 2 * l3}, 2, 2.0)[0], -2 * std::log(4.0), 1e-6);
+  // Large logits do not overflow (logsumexp about the maximum).
+  EXPECT_NEAR(eval::energy_scores({1000.f, 1000.f}, 2)[0], -(1000 + std::log(2.0)), 1e-9);
+  EXPECT_THROW(eval::msp_scores({1.f, 2.f, 3.f}, 2), Error);
+}
+
+// Bank (1,0), (0,2), (-3,0) normalises to (1,0), (0,1), (-1,0). From (2,0), i.e. (1,0): distances
+// 0, sqrt 2, 2. From (1,1), i.e. (1,1)/sqrt 2: sqrt(2 - sqrt 2) twice, then sqrt(2 + sqrt 2).
+TEST(Scores, KnnByHand) {
+  const std::vector<float> bank = {1, 0, 0, 2, -3, 0};
+  const std::vector<float> q = {2, 0, 1, 1};
+  const double r2 = std::sqrt(2.0);
+  EXPECT_NEAR(eval::KnnScorer(bank, 2, 1).score(q)[0], 0, 1e-12);
+  EXPECT_NEAR(eval::KnnScorer(bank, 2, 2).score(q)[0], r2, 1e-12);
+  EXPECT_NEAR(eval::KnnScorer(bank, 2, 3).score(q)[0], 2, 1e-12);
+  EXPECT_NEAR(eval::KnnScorer(bank, 2, 1).score(q)[1], std::sqrt(2 - r2), 1e-7);
+  EXPECT_NEAR(eval::KnnScorer(bank, 2, 2).score(q)[1], std::sqrt(2 - r2), 1e-7);
+  EXPECT_NEAR(eval::KnnScorer(bank, 2, 3).score(q)[1], std::sqrt(2 + r2), 1e-7);
+  EXPECT_THROW(eval::KnnScorer(bank, 2, 4), Error);  // k beyond the bank
+}
+
+// Two classes: (1,0), (3,0) about (2,0) and (0,1), (0,-1) about (0,0): the shared covariance is
+// diag(1/2, 1/2), so the distance is 2 |x - mean|^2: (2,1) is 2 from class 0 (10 from class 1),
+// the origin 0. One class: (1,1), (-1,-1), (1,0), (-1,0) about the origin: covariance
+// [[1, 1/2], [1/2, 1/2]], inverse [[2, -2], [-2, 4]]: (1,0) -> 2, (0,1) -> 4, (1,1) -> 2.
+TEST(Scores, MahalanobisByHand) {
+  const eval::MahalanobisScorer two({1, 0, 3, 0, 0, 1, 0, -1}, {0, 0, 1, 1}, 2, 2);
+  const std::vector<double> s = two.score({2, 1, 0, 0});
+  EXPECT_NEAR(s[0], 2, 1e-12);
+  EXPECT_NEAR(s[1], 0, 1e-12);
+  const eval::MahalanobisScorer one({1, 1, -1, -1, 1, 0, -1, 0}, {0, 0, 0, 0}, 1, 2);
+  const std::vector<double> t = one.score({1, 0, 0, 1, 1, 1});
+  EXPECT_NEAR(t[0], 2, 1e-12);
+  EXPECT_NEAR(t[1], 4, 1e-12);
+  EXPECT_NEAR(t[2], 2, 1e-12);
+  // A covariance of rank 1 (all spread along x): the ridge (1e-6 x the mean variance 1/2) makes it
+  // invertible, and a step across it is very far.
+  const eval::MahalanobisScorer flat({1, 0, -1, 0}, {0, 0}, 1, 2);
+  const std::vector<double> u = flat.score({1, 0, 0, 1});
+  EXPECT_NEAR(u[0], 1 / (1 + 5e-7), 1e-9);
+  EXPECT_NEAR(u[1], 1 / 5e-7, 1e-3);
+  EXPECT_THROW(eval::MahalanobisScorer({1, 0}, {1}, 1, 2), Error);  // label outside the classes
+}
+
+// Five bins of 0.2: 0.9 twice (one right) in (0.8, 1]: |0.5 - 0.9| x 2/5; 0.6 twice (both right)
+// in (0.4, 0.6] (0.6 on the edge): |1 - 0.6| x 2/5; 0.2 (wrong) in (0, 0.2]: 0.2 x 1/5. Sum 0.36.
+TEST(Scores, ExpectedCalibrationErrorByHand) {
+  EXPECT_NEAR(eval::expected_calibration_error({0.9, 0.9, 0.6, 0.6, 0.2}, {true, false, true, true, false}, 5), 0.36,
+              1e-12);
+  EXPECT_NEAR(eval::expected_calibration_error({1.0, 1.0}, {true, true}), 0, 1e-12);  // perfectly calibrated
+  EXPECT_NEAR(eval::expected_calibration_error({0.0, 1.0}, {true, false}), 1, 1e-12);
 }
 
 }  // namespace
