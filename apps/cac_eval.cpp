@@ -31,6 +31,11 @@ int main(int argc, char** argv) {
   app.add_option("--benchmark", o.benchmark, "evaluate the runs as this benchmark: CIFAR+50 for CIFAR+10 runs (the "
                  "same trials' networks against the 50 unknown classes, as the CAC authors report CIFAR+50)")
       ->check(CLI::IsMember({"CIFAR+50"}));
+  app.add_option("--scores", o.scores, "the open-set scores to report besides each run's own: all, or some of cac, msp, "
+                 "mls, energy, knn, mahalanobis (comma-separated); each gets every metric, its scores.csv rows and a "
+                 "row in the score table")->capture_default_str();
+  app.add_option("--knn-k", o.knn_k, "k of the knn score (its k-th nearest training feature)")
+      ->check(CLI::Range(1, 100000))->capture_default_str();
   app.add_option("--accept", o.accept, "the deployment threshold accepts this share of the validation images of the known "
                  "classes (RUN/deploy.json for cac_predict; the confusion matrices and unknown-class tables use it)")
       ->check(CLI::Range(1e-6, 1.0))->capture_default_str();

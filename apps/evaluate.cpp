@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/run.h"
+#include "apps/posthoc.h"
 #include "apps/run_folder.h"
 #include "apps/scoring.h"
 #include "core/build_info.h"
@@ -22,6 +23,7 @@
 #include "data/openset.h"
 #include "eval/metrics.h"
 #include "eval/report.h"
+#include "eval/scores.h"
 #include "layers/ops.h"
 #include "models/anchors.h"
 #include "models/checkpoint.h"
@@ -33,10 +35,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Logits of every image of `s`, in order, as a host [N, K] array; `what` names the pass in the
-// progress line.
-std::vector<float> all_logits(OpenSetClassifier& model, const data::Subset& s, const data::Augment& a,
-                              Device dev, int workers, const std::string& what) {
+// The logits of every image of `s`, in order, as a host [N, K] array, and with `features` its
+// penultimate features [N, dim]; `what` names the pass in the progress line.
+SetOutputs all_outputs(OpenSetClassifier& model, const data::Subset& s, const data::Augment& a, Device dev,
+                       int workers, const std::string& what, bool features) {
   data::Loader::Options lo;
   lo.batch = 256;
   lo.shuffle = false;
@@ -44,15 +46,21 @@ std::vector<float> all_logits(OpenSetClassifier& model, const data::Subset& s, c
   lo.device = dev;
   data::Loader loader(s, a, lo);
   loader.start_epoch(0);
-  std::vector<float> out;
+  SetOutputs out;
   data::Batch b;
   NoGradGuard no_grad;
   ProgressLine progress("cac_eval: ", what, s.size());  // on stderr: stdout keeps the results table
   int64_t done = 0;
   while (loader.next(&b)) {
     throw_if_stopped();  // cac_eval writes nothing until every pass is done: a stop loses nothing
-    std::vector<float> z = model.logits(b.images).to_vector<float>();
-    out.insert(out.end(), z.begin(), z.end());
+    const OpenSetClassifier::Outputs o = model.outputs(b.images);
+    const std::vector<float> z = o.logits.to_vector<float>();
+    out.logits.insert(out.logits.end(), z.begin(), z.end());
+    if (features) {
+      const std::vector<float> f = o.features.to_vector<float>();
+      out.features.insert(out.features.end(), f.begin(), f.end());
+      out.dim = int(o.features.dim(1));
+    }
     progress.update(done += b.images.dim(0));
   }
   return out;
@@ -110,13 +118,14 @@ class ScoresCsv {
     tmp_ = std::make_unique<TempFile>(path);
     f_.open(tmp_->path());
     CAC_CHECK(f_.good(), "{}: cannot write", path);
-    f_ << "run,split,set,label,prediction,score\n";
+    f_ << "run,split,set,scorer,label,prediction,score\n";
   }
-  void add(const std::string& run, const std::string& split, const std::string& set,
+  void add(const std::string& run, const std::string& split, const std::string& set, const char* scorer,
            const std::vector<int64_t>& labels, const std::vector<int64_t>& pred, const std::vector<double>& score) {
     if (!f_.is_open()) return;
     for (size_t i = 0; i < score.size(); ++i)
-      f_ << fmt::format("{},{},{},{},{},{}\n", csv_field(run), split, csv_field(set), labels[i], pred[i], score[i]);
+      f_ << fmt::format("{},{},{},{},{},{},{}\n", csv_field(run), split, csv_field(set), scorer, labels[i], pred[i],
+                        score[i]);
   }
   void commit() {
     if (!f_.is_open()) return;
@@ -140,35 +149,39 @@ std::shared_ptr<OpenSetClassifier> load_trained(const std::string& run, const Ru
   return model;
 }
 
-// CAC's deploy anchors: the class means of the correctly classified training logits, with
-// horizontally flipped copies where the protocol says (CIFAR, TinyImageNet); models/anchors.h.
-void set_class_mean_anchors(OpenSetClassifier& model, const RunConfig& c, const data::Subset& train,
-                            const data::Augment& a, Device dev, int workers, const std::string& run) {
-  std::vector<float> z;
-  std::vector<int64_t> labels;
-  for (bool flip : c.flip_for_class_means ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+// CAC's deploy anchors: the class means of the correctly classified training logits (`train`), with
+// horizontally flipped copies where the protocol says (CIFAR, TinyImageNet); models/anchors.h. CE
+// runs get them too, for the cac score of their logits.
+Tensor class_mean_anchors_of(OpenSetClassifier& model, const RunConfig& c, const data::Subset& train,
+                             const SetOutputs& outputs, const data::Augment& a, Device dev, int workers,
+                             const std::string& run) {
+  std::vector<float> z = outputs.logits;
+  std::vector<int64_t> labels = train.labels;
+  if (c.flip_for_class_means) {
     data::Augment af = a;
-    af.flip = flip;
-    const std::vector<float> zf = all_logits(model, train, af, dev, workers,
-                                             run + ": class means" + (flip ? " (flipped copies)" : ""));
-    z.insert(z.end(), zf.begin(), zf.end());
+    af.flip = true;
+    const SetOutputs flipped = all_outputs(model, train, af, dev, workers, run + ": class means (flipped copies)", false);
+    z.insert(z.end(), flipped.logits.begin(), flipped.logits.end());
     labels.insert(labels.end(), train.labels.begin(), train.labels.end());
   }
   const ClassMeanAnchors means = class_mean_anchors(z, labels, model.num_classes(), c.alpha);
   if (!means.fallback.empty())
     std::fprintf(stderr, "cac_eval: warning: %s: classes %s have no correctly classified training image; "
                  "their anchors stay alpha * e_i (train longer?)\n", run.c_str(), fmt::format("{}", fmt::join(means.fallback, ", ")).c_str());
-  model.set_anchors(means.anchors);
+  return means.anchors;
 }
 
-// One set's scores (apps/scoring.h), predictions, and logits when the report wants them.
+// One set's network outputs and, per score, the scores; the predictions and their confidences are
+// the run's own (CAC: nearest by gamma; CE: the largest logit).
 struct SetScores {
-  std::vector<double> score, logit_score;
+  SetOutputs outputs;
   std::vector<int64_t> pred;
-  std::vector<float> logits;
+  std::vector<double> confidence;
+  std::map<Scorer, std::vector<double>> by;
 };
 
-// One run under evaluation: its settings, data, network and anchors, and the scoring passes.
+// One run under evaluation: its settings, data, network, anchors and post-hoc scores, and the
+// scoring passes.
 struct RunUnderEval {
   std::string run;
   RunConfig c;
@@ -177,16 +190,26 @@ struct RunUnderEval {
   data::OpenSetData d;
   std::shared_ptr<OpenSetClassifier> model;
   data::Augment eval_aug;
-  Tensor anchors;  // [K, K] on the CPU
+  Tensor anchors;  // [K, K] on the CPU: the class-mean anchors
+  std::unique_ptr<PosthocScorers> posthoc;
   Device dev;
   int workers;
 
   int K() const { return d.num_classes(); }
-  SetScores score_set(const std::string& what, const data::Subset& s, bool keep_logits) const {
-    std::vector<float> z = all_logits(*model, s, eval_aug, dev, workers, run + ": " + what);
-    Scored r = score_logits(method, z, K(), anchors);
-    SetScores out{std::move(r.score), std::move(r.logit_score), std::move(r.pred), {}};
-    if (keep_logits) out.logits = std::move(z);
+  // The score the run is deployed and judged with: its own method's.
+  Scorer own() const { return method == Method::CE ? Scorer::Msp : Scorer::Cac; }
+  // With `all`, every asked-for score; else the run's own only.
+  SetScores score_set(const std::string& what, const data::Subset& s, bool all) const {
+    SetScores out;
+    const bool features = all && std::any_of(posthoc->scorers().begin(), posthoc->scorers().end(),
+                                             [](Scorer x) { return x == Scorer::Knn || x == Scorer::Mahalanobis; });
+    out.outputs = all_outputs(*model, s, eval_aug, dev, workers, run + ": " + what, features);
+    Scored r = score_logits(method, out.outputs.logits, K(), anchors);
+    out.pred = std::move(r.pred);
+    out.confidence = std::move(r.confidence);
+    out.by[own()] = std::move(r.score);
+    for (Scorer x : posthoc->scorers())
+      if (all && !out.by.count(x)) out.by[x] = posthoc->score(x, out.outputs);
     return out;
   }
 };
@@ -234,8 +257,25 @@ RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknown
   r.eval_aug.std = r.d.norm.std;
   r.dev = dev;
   r.workers = o.workers;
-  if (r.method != Method::CE) set_class_mean_anchors(*r.model, r.c, r.d.train, r.eval_aug, dev, o.workers, run);
-  r.anchors = r.model->anchors.to(Device::CPU);
+  std::vector<Scorer> scorers = parse_scorers(o.scores);
+  if (std::find(scorers.begin(), scorers.end(), r.own()) == scorers.end()) scorers.insert(scorers.begin(), r.own());
+  const bool features = std::any_of(scorers.begin(), scorers.end(),
+                                    [](Scorer x) { return x == Scorer::Knn || x == Scorer::Mahalanobis; });
+  const SetOutputs train = all_outputs(*r.model, r.d.train, r.eval_aug, dev, o.workers, run + ": training images",
+                                       features);
+  if (o.scores == "all" && features && train.size(r.K()) <= size_t(train.dim)) {
+    // Mahalanobis needs a covariance of full rank: more training images than feature dimensions.
+    std::fprintf(stderr, "cac_eval: %s: no mahalanobis score: %zu training images for %d feature dimensions (ask "
+                 "for it with --scores to use a ridged covariance)\n", run.c_str(), train.size(r.K()), train.dim);
+    scorers.erase(std::remove(scorers.begin(), scorers.end(), Scorer::Mahalanobis), scorers.end());
+  }
+  r.anchors = class_mean_anchors_of(*r.model, r.c, r.d.train, train, r.eval_aug, dev, o.workers, run).to(Device::CPU);
+  if (r.method != Method::CE) r.model->set_anchors(r.anchors);
+  r.posthoc = std::make_unique<PosthocScorers>(scorers, PosthocScorers::Training{&train, &r.d.train.labels, r.anchors},
+                                               r.K(), dev, o.knn_k);
+  if (r.posthoc->knn_k() > 0 && r.posthoc->knn_k() < o.knn_k)
+    std::fprintf(stderr, "cac_eval: %s: k-NN with k = %d, the number of training images (--knn-k %d)\n",
+                 run.c_str(), r.posthoc->knn_k(), o.knn_k);
   return r;
 }
 
@@ -253,7 +293,7 @@ Deployment make_deployment(const RunUnderEval& r, double accept) {
   dep.mean = r.d.norm.mean;
   dep.std = r.d.norm.std;
   if (r.method != Method::CE) dep.anchors = r.anchors.to_vector<float>();
-  dep.threshold = eval::accept_threshold(v.score, accept);  // 0.95: the FPR@95%TPR convention
+  dep.threshold = eval::accept_threshold(v.by.at(r.own()), accept);  // 0.95: the FPR@95%TPR convention
   dep.accept = accept;
   const data::OpenSetData& d = r.d;
   for (int k = 0; k < r.K(); ++k)
@@ -269,8 +309,9 @@ struct KnownScores {
   int64_t right = 0;
 };
 
-// One unknown set's entry: every metric, the deploy-threshold tables, and the report's data.
-eval::ReportEntry unknown_set_entry(const RunUnderEval& r, const KnownScores& known, const SetScores& u,
+// One unknown set's entry for one score: every metric, and for the run's own score (the deployed
+// one) the deploy-threshold tables and the report's data.
+eval::ReportEntry unknown_set_entry(const RunUnderEval& r, const KnownScores& known, const SetScores& u, Scorer scorer,
                                     const std::string& set_name, const data::Subset& subset, const Deployment& dep,
                                     const std::string& metrics_csv, bool for_report) {
   eval::ReportEntry e;
@@ -278,65 +319,76 @@ eval::ReportEntry unknown_set_entry(const RunUnderEval& r, const KnownScores& kn
   e.unknown_set = set_name;
   e.method = method_name(r.c.method);
   e.dataset = r.benchmark;
+  e.scorer = scorer_name(scorer);
+  e.deployed = scorer == r.own();
   e.metrics_csv = metrics_csv;
-  const std::vector<double>& ks = known.s.score;
+  const std::vector<double>& ks = known.s.by.at(scorer);
+  const std::vector<double>& us = u.by.at(scorer);
   auto put = [&](const std::string& n, double v) { e.metrics.push_back({n, v}); };
   put("accuracy", double(known.right) / double(ks.size()));
-  put("auroc", eval::auroc(ks, u.score));
-  if (r.method == Method::CE) put("auroc_max_logit", eval::auroc(known.s.logit_score, u.logit_score));
-  put("aupr_in", eval::aupr_in(ks, u.score));
-  put("aupr_out", eval::aupr_out(ks, u.score));
-  put("fpr_at_95_tpr", eval::fpr_at_95_tpr(ks, u.score));
-  const auto curve = eval::oscr_curve(ks, known.correct, u.score);
+  put("ece", eval::expected_calibration_error(known.s.confidence, known.correct));
+  put("auroc", eval::auroc(ks, us));
+  put("aupr_in", eval::aupr_in(ks, us));
+  put("aupr_out", eval::aupr_out(ks, us));
+  put("fpr_at_95_tpr", eval::fpr_at_95_tpr(ks, us));
+  const auto curve = eval::oscr_curve(ks, known.correct, us);
   put("oscr", eval::oscr_area(curve));
   for (double t : {1e-1, 1e-2, 1e-3, 1e-4}) {
-    auto v = eval::ccr_at_fpr(curve, t, u.score.size());
+    auto v = eval::ccr_at_fpr(curve, t, us.size());
     put(fmt::format("ccr_at_fpr_{:g}", t), v ? *v : NAN);  // NaN = the set cannot resolve it
   }
+  e.known_scores = ks;
+  e.known_correct = known.correct;
+  e.unknown_scores = us;
+  if (!e.deployed) return e;
   // What cac_predict would say of each test image, as a table: at the deploy threshold.
   e.class_names = dep.class_names;
   e.threshold = dep.threshold;
   e.accept = dep.accept;
-  e.confusion = eval::open_set_confusion(r.K(), r.d.test_known.labels, known.s.pred, ks, u.pred, u.score, dep.threshold);
-  e.unknown_classes = eval::unknown_class_breakdown(r.K(), ks, subset.labels, u.pred, u.score, dep.threshold);
+  e.confusion = eval::open_set_confusion(r.K(), r.d.test_known.labels, known.s.pred, ks, u.pred, us, dep.threshold);
+  e.unknown_classes = eval::unknown_class_breakdown(r.K(), ks, subset.labels, u.pred, us, dep.threshold);
   if (auto it = r.d.unknown_label_names.find(set_name); it != r.d.unknown_label_names.end())
     e.unknown_label_names = it->second;
   if (for_report) {
     e.num_classes = r.K();
-    e.known_logits = known.s.logits;
-    e.unknown_logits = u.logits;
+    e.known_logits = known.s.outputs.logits;
+    e.unknown_logits = u.outputs.logits;
     e.known_labels = r.d.test_known.labels;
     if (r.method != Method::CE) e.anchors = r.anchors.to_vector<float>();
   }
-  e.known_scores = ks;
-  e.known_correct = known.correct;
-  e.unknown_scores = u.score;
   return e;
 }
 
 // Scores one run's test sets (each unknown set is its own open-set problem; the FP experiment has
-// two), appends an entry per unknown set and returns the run's deployment record (written by run_eval).
+// two) with every score, appends an entry per unknown set and score (the run's own first) and
+// returns the run's deployment record (written by run_eval).
 Deployment evaluate_run(const RunUnderEval& r, const EvalOptions& o, ScoresCsv& scores,
                         std::vector<eval::ReportEntry>& entries) {
   const Deployment dep = make_deployment(r, o.accept);
   const bool for_report = !o.report_html.empty();
   KnownScores known;
   known.s = r.score_set("known test", r.d.test_known, true);
-  for (size_t i = 0; i < known.s.score.size(); ++i) {
+  for (size_t i = 0; i < known.s.pred.size(); ++i) {
     known.correct.push_back(known.s.pred[i] == r.d.test_known.labels[i]);
     known.right += known.correct.back();
   }
-  scores.add(r.run, "known", "known", r.d.test_known.labels, known.s.pred, known.s.score);
+  std::vector<Scorer> order = {r.own()};
+  for (Scorer x : r.posthoc->scorers())
+    if (x != r.own()) order.push_back(x);
+  for (Scorer x : order)
+    scores.add(r.run, "known", "known", scorer_name(x), r.d.test_known.labels, known.s.pred, known.s.by.at(x));
   const std::string metrics_csv = fs::exists(r.run + "/metrics.csv") ? read_text(r.run + "/metrics.csv") : "";
   for (const auto& [set_name, subset] : r.d.test_unknown) {
-    const SetScores u = r.score_set("unknown test (" + set_name + ")", subset, for_report);
-    scores.add(r.run, "unknown", set_name, subset.labels, u.pred, u.score);
-    entries.push_back(unknown_set_entry(r, known, u, set_name, subset, dep, metrics_csv, for_report));
+    const SetScores u = r.score_set("unknown test (" + set_name + ")", subset, true);
+    for (Scorer x : order) {
+      scores.add(r.run, "unknown", set_name, scorer_name(x), subset.labels, u.pred, u.by.at(x));
+      entries.push_back(unknown_set_entry(r, known, u, x, set_name, subset, dep, metrics_csv, for_report));
+    }
   }
   return dep;
 }
 
-// Every metric name, in first-seen order (CE runs add auroc_max_logit), and one entry's value.
+// Every metric name, in first-seen order, and one entry's value.
 std::vector<std::string> metric_names(const std::vector<eval::ReportEntry>& entries) {
   std::vector<std::string> names;
   for (auto& e : entries)
@@ -356,53 +408,92 @@ void print_cell(const std::string& name, const std::string& text) {
   std::printf(" %*s", int(std::max(kColumn, name.size())), text.c_str());
 }
 
-// The table's rows per (run, unknown set), and the same as the JSON's "runs".
-json print_runs(const std::vector<eval::ReportEntry>& entries, const std::vector<std::string>& names) {
+// One entry as JSON: its metrics, and for the run's own score the deploy-threshold tables.
+json entry_json(const eval::ReportEntry& e, const std::vector<std::string>& names) {
+  json jr = {{"run", e.run}, {"unknown_set", e.unknown_set}, {"method", e.method}, {"scorer", e.scorer}};
+  for (auto& n : names) jr[n] = number_or_null(metric_value(e, n));
+  if (!e.deployed) return jr;
+  std::vector<std::string> labels = e.class_names;
+  labels.push_back("unknown");
+  jr["threshold"] = number_or_null(e.threshold);
+  jr["accept"] = e.accept;
+  jr["confusion"] = {{"labels", labels}, {"rows", e.confusion}};
+  jr["unknown_classes"] = json::array();
+  for (const auto& b : e.unknown_classes)
+    jr["unknown_classes"].push_back({{"label", b.label}, {"name", eval::unknown_label_name(e, b.label)},
+                                     {"images", b.images}, {"auroc", number_or_null(b.auroc)}, {"accepted", b.accepted},
+                                     {"accepted_as", b.accepted_as}});
+  return jr;
+}
+
+// The table's rows per (run, unknown set), of the runs' own scores; the JSON's "runs" (those) and
+// "by_score.runs" (every score's).
+void print_runs(const std::vector<eval::ReportEntry>& entries, const std::vector<std::string>& names, json& out) {
   std::printf("\n%-40s", "run");
   for (auto& n : names) print_cell(n, n);
   std::printf("\n");
-  json runs = json::array();
+  out["runs"] = json::array();
+  out["by_score"]["runs"] = json::array();
   for (auto& e : entries) {
+    out["by_score"]["runs"].push_back(entry_json(e, names));
+    if (!e.deployed) continue;
+    out["runs"].push_back(entry_json(e, names));
     const std::string name = eval::entry_name(e);
     std::printf("%-40s", name.size() > 40 ? ("..." + name.substr(name.size() - 37)).c_str() : name.c_str());
-    json jr = {{"run", e.run}, {"unknown_set", e.unknown_set}, {"method", e.method}};
     for (auto& n : names) {
       const double v = metric_value(e, n);
       print_cell(n, std::isfinite(v) ? fmt::format("{:.4f}", v) : "n/a");
-      jr[n] = number_or_null(v);
     }
-    std::vector<std::string> labels = e.class_names;
-    labels.push_back("unknown");
-    jr["threshold"] = number_or_null(e.threshold);
-    jr["accept"] = e.accept;
-    jr["confusion"] = {{"labels", labels}, {"rows", e.confusion}};
-    jr["unknown_classes"] = json::array();
-    for (const auto& b : e.unknown_classes)
-      jr["unknown_classes"].push_back({{"label", b.label}, {"name", eval::unknown_label_name(e, b.label)},
-                                       {"images", b.images}, {"auroc", number_or_null(b.auroc)}, {"accepted", b.accepted},
-                                       {"accepted_as", b.accepted_as}});
     std::printf("\n");
-    runs.push_back(jr);
   }
-  return runs;
 }
 
-// Mean and std per benchmark, method and unknown set: the table's last rows and the JSON's "groups"
-// (and "mean"/"std" when there is one group).
+// Mean and std per benchmark, method, unknown set and score: the table's last rows and the JSON's
+// "groups" (the runs' own scores; "mean"/"std" when they make one group) and "by_score.groups".
 void print_groups(const std::vector<eval::ReportEntry>& entries, const std::vector<std::string>& names, json& out) {
   const auto groups = eval::summarise(entries, names);
   out["groups"] = json::array();
+  out["by_score"]["groups"] = json::array();
+  const auto deployed = std::count_if(groups.begin(), groups.end(), [](const auto& g) { return g.deployed; });
   for (auto& g : groups) {
     json mean = json::object(), stdev = json::object();
     for (size_t i = 0; i < names.size(); ++i) mean[names[i]] = number_or_null(g.mean[i]), stdev[names[i]] = number_or_null(g.stdev[i]);
-    out["groups"].push_back({{"dataset", g.dataset}, {"method", g.method}, {"unknown_set", g.unknown_set}, {"runs", g.runs},
-                             {"mean", mean}, {"std", stdev}});
-    if (groups.size() == 1) out["mean"] = mean, out["std"] = stdev;
+    const json jg = {{"dataset", g.dataset}, {"method", g.method}, {"unknown_set", g.unknown_set}, {"scorer", g.scorer},
+                     {"runs", g.runs}, {"mean", mean}, {"std", stdev}};
+    out["by_score"]["groups"].push_back(jg);
+    if (!g.deployed) continue;
+    out["groups"].push_back(jg);
+    if (deployed == 1) out["mean"] = mean, out["std"] = stdev;
     if (g.runs < 2) continue;
     std::printf("%-40s", fmt::format("mean+-std {} {}{} ({} runs)", g.dataset, g.method,
                                      g.unknown_set == "unknown" ? "" : " " + g.unknown_set, g.runs).c_str());
     for (size_t i = 0; i < names.size(); ++i)
       print_cell(names[i], std::isfinite(g.mean[i]) ? fmt::format("{:.4f}+-{:.3f}", g.mean[i], g.stdev[i]) : "n/a");
+    std::printf("\n");
+  }
+}
+
+// Score x metric: each score's open-set metrics per benchmark, method and unknown set (the mean
+// over runs), the run's own marked with *.
+void print_score_table(const std::vector<eval::ReportEntry>& entries, const std::vector<std::string>& names) {
+  const std::vector<std::string> shown = {"auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr", "oscr"};
+  const auto groups = eval::summarise(entries, names);
+  std::string last;
+  for (const auto& g : groups) {
+    const std::string head = fmt::format("{} {}{}", g.dataset, g.method, g.unknown_set == "unknown" ? "" : " " + g.unknown_set);
+    if (head != last) {
+      std::printf("\nscores (%s, %d run%s; higher = more unknown; * the run's own):\n%-14s", head.c_str(), g.runs,
+                  g.runs == 1 ? "" : "s", "score");
+      for (const auto& n : shown) print_cell(n, n);
+      std::printf("\n");
+      last = head;
+    }
+    std::printf("%-14s", (g.scorer + (g.deployed ? " *" : "")).c_str());
+    for (const auto& n : shown) {
+      const auto at = std::find(names.begin(), names.end(), n) - names.begin();
+      const double v = size_t(at) < g.mean.size() ? g.mean[size_t(at)] : NAN;
+      print_cell(n, std::isfinite(v) ? fmt::format("{:.4f}", v) : "n/a");
+    }
     std::printf("\n");
   }
 }
@@ -445,8 +536,12 @@ int run_eval(const EvalOptions& o) {
   const std::vector<std::string> names = metric_names(entries);
   json out = json::object();
   out["engine"] = engine_version();
-  out["runs"] = print_runs(entries, names);
+  out["by_score"]["orientation"] = "higher = more likely unknown, for every score";
+  for (Scorer x : all_scorers()) out["by_score"]["meaning"][scorer_name(x)] = scorer_meaning(x);
+  out["by_score"]["knn_k"] = o.knn_k;
+  print_runs(entries, names, out);
   print_groups(entries, names, out);
+  print_score_table(entries, names);
   print_hardest_unknowns(entries);
   for (const auto& [run, dep] : deployments) {
     CAC_CHECK(std::isfinite(dep.threshold), "{}: the deployment threshold is {}: not writing deploy.json", run,

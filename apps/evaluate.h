@@ -22,6 +22,9 @@ struct EvalOptions {
   // CAC authors report it: the run's network, the same trial's CIFAR+50 unknowns (the same four
   // known classes). Empty: each run's own benchmark.
   std::string benchmark;
+  // The post-hoc scores to report besides the run's own (apps/posthoc.h): "all" or a comma list.
+  std::string scores = "all";
+  int knn_k = 50;  // k of the knn score (Sun et al. 2022), lowered to the training images where fewer
 };
 // Evaluates each run's best checkpoint on its test sets (class-mean anchors for CAC), prints a
 // table with mean and std over runs, writes the JSON and scores CSV when asked; exit code.

@@ -21,18 +21,27 @@ Scored score_logits(Method method, const std::vector<float>& z, int K, const Ten
       double den = 0;
       for (int k = 0; k < K; ++k) den += std::exp(double(zi[k] - m));
       s.score.push_back(1.0 - 1.0 / den);
-      s.logit_score.push_back(-double(m));
+      s.confidence.push_back(1.0 / den);
       s.pred.push_back(std::max_element(zi, zi + K) - zi);
     }
     return s;
   }
   NoGradGuard no_grad;
   Tensor zt = Tensor::from_vector(z, {N, K});
-  std::vector<float> g = ops::open_set_score(ops::pairwise_distance(zt, anchors)).to_vector<float>();
+  const Tensor dt = ops::pairwise_distance(zt, anchors);
+  std::vector<float> g = ops::open_set_score(dt).to_vector<float>();
+  const std::vector<float> d = dt.to_vector<float>();
+  const int C = int(anchors.dim(0));
   for (int64_t i = 0; i < N; ++i) {
-    const float* gi = g.data() + size_t(i) * K;
-    s.score.push_back(*std::min_element(gi, gi + K));
-    s.pred.push_back(std::min_element(gi, gi + K) - gi);
+    const float* gi = g.data() + size_t(i) * C;
+    const float* di = d.data() + size_t(i) * C;
+    const int64_t pred = std::min_element(gi, gi + C) - gi;
+    s.score.push_back(gi[pred]);
+    s.pred.push_back(pred);
+    const float dmin = *std::min_element(di, di + C);
+    double den = 0;
+    for (int k = 0; k < C; ++k) den += std::exp(double(dmin - di[k]));
+    s.confidence.push_back(std::exp(double(dmin - di[pred])) / den);
   }
   return s;
 }

@@ -2,7 +2,9 @@
 // Open-set scores from logits, shared by cac_eval and cac_predict. Higher = more likely unknown.
 //   CAC (anchored or learnt centres): score = min_j gamma_j, gamma = d * (1 - softmin(d)), d the
 //   distances to the anchors; predicted class = argmin gamma.
-//   CE baseline: score = 1 - max softmax(z); predicted class = argmax z; `logit_score` = -max z.
+//   CE baseline: score = 1 - max softmax(z); predicted class = argmax z.
+// `confidence` is the closed-set prediction's probability (calibration): CE the maximum softmax,
+// CAC softmin(d) of the predicted class.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -13,7 +15,7 @@
 namespace cac::app {
 
 struct Scored {
-  std::vector<double> score, logit_score;  // logit_score: CE only
+  std::vector<double> score, confidence;
   std::vector<int64_t> pred;
 };
 // z: N x K logits (row-major); anchors: K x K on the CPU (ignored for CE).

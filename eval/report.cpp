@@ -200,12 +200,12 @@ std::string short_entry_name(const ReportEntry& e) {
 std::vector<GroupSummary> summarise(const std::vector<ReportEntry>& entries, const std::vector<std::string>& names) {
   std::vector<GroupSummary> groups;
   auto same = [](const GroupSummary& g, const ReportEntry& e) {
-    return g.dataset == e.dataset && g.method == e.method && g.unknown_set == e.unknown_set;
+    return g.dataset == e.dataset && g.method == e.method && g.unknown_set == e.unknown_set && g.scorer == e.scorer;
   };
   for (const ReportEntry& e : entries) {
     auto g = std::find_if(groups.begin(), groups.end(), [&](auto& x) { return same(x, e); });
     if (g == groups.end()) {
-      groups.push_back({e.dataset, e.method, e.unknown_set, 0, names, {}, {}});
+      groups.push_back({e.dataset, e.method, e.unknown_set, e.scorer, e.deployed, 0, names, {}, {}});
       g = groups.end() - 1;
     }
     ++g->runs;
@@ -379,6 +379,58 @@ std::string html_unknown_classes(const ReportEntry& e) {
   return h + "</table>\n";
 }
 
+namespace {
+// Score x metric: a table per benchmark, method and unknown set (rows: the scores, the run's own
+// first; cells: mean ± std over runs), and per run and set the ROC curves of its scores.
+std::string html_scores(const std::vector<ReportEntry>& entries, const std::vector<GroupSummary>& groups,
+                        const std::vector<std::string>& names) {
+  if (std::all_of(entries.begin(), entries.end(), [](const ReportEntry& e) { return e.deployed; })) return "";
+  const std::vector<std::string> shown = {"auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr", "oscr"};
+  std::string h = "<h2>Scores</h2>\n<p class=\"meta\">The same networks scored by each post-hoc open-set score "
+                  "(higher = more likely unknown for every one; * the run's own). cac: distance-based γ to the "
+                  "class-mean anchors; msp: 1 − max softmax; mls: −max logit; energy: −logsumexp of the logits; knn: "
+                  "distance to the k-th nearest normalised training feature; mahalanobis: the smallest squared "
+                  "Mahalanobis distance to a class mean.</p>\n";
+  std::string last;
+  for (const GroupSummary& g : groups) {
+    const std::string head = g.dataset + " · " + g.method + (g.unknown_set == "unknown" ? "" : " · " + g.unknown_set);
+    if (head != last) {
+      h += std::string(last.empty() ? "" : "</table>\n") + "<h3>" + html_escape(head) + fmt::format(" ({} run{})</h3>\n", g.runs, g.runs == 1 ? "" : "s") +
+           "<table><tr><th>score</th>";
+      for (const auto& n : shown) h += "<th>" + n + "</th>";
+      h += "</tr>\n";
+      last = head;
+    }
+    h += "<tr><td>" + html_escape(g.scorer) + (g.deployed ? " *" : "") + "</td>";
+    for (const auto& n : shown) {
+      const size_t at = size_t(std::find(names.begin(), names.end(), n) - names.begin());
+      const double m = at < g.mean.size() ? g.mean[at] : NAN, sd = at < g.stdev.size() ? g.stdev[at] : NAN;
+      h += !std::isfinite(m) ? std::string("<td>n/a</td>")
+                             : g.runs > 1 ? fmt::format("<td>{:.4f} ± {:.4f}</td>", m, sd) : fmt::format("<td>{:.4f}</td>", m);
+    }
+    h += "</tr>\n";
+  }
+  h += "</table>\n<div class=\"plots\">";
+  std::vector<std::string> done;
+  for (const ReportEntry& e : entries) {
+    const std::string name = entry_name(e);
+    if (std::find(done.begin(), done.end(), name) != done.end()) continue;
+    done.push_back(name);
+    std::vector<Series> roc;
+    for (const ReportEntry& x : entries) {
+      if (entry_name(x) != name) continue;
+      Series r{x.scorer, {}, {}};
+      for (const RocPoint& p : roc_curve(x.known_scores, x.unknown_scores)) r.x.push_back(p.fpr), r.y.push_back(p.tpr);
+      roc.push_back(r);
+    }
+    PlotSpec pr{"ROC by score: " + short_entry_name(e), "false-positive rate", "true-positive rate"};
+    pr.diagonal = true;
+    h += svg_line_plot(pr, roc);
+  }
+  return h + "</div>\n";
+}
+}  // namespace
+
 std::string html_report(const std::string& title, const std::vector<ReportEntry>& entries,
                         const std::vector<std::string>& metric_names, const std::string& command_line,
                         const std::string& engine) {
@@ -406,7 +458,7 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
                    html_escape(command_line), engine.empty() ? "" : "<br>" + html_escape(engine));
 
   // Metrics table.
-  h += "<h2>Metrics</h2>\n<p class=\"meta\">Score: CAC min distance-based γ; CE 1 − max softmax. Unknown = positive for "
+  h += "<h2>Metrics</h2>\n<p class=\"meta\">Score: each run's own, which deploy.json uses: CAC min distance-based γ; CE 1 − max softmax (the other scores: below). Unknown = positive for "
        "AUROC and AUPR-out. CCR at FPR: n/a where the unknown set is too small to resolve that rate.</p>\n<table><tr><th>run</th><th>method</th>";
   for (auto& n : metric_names) h += "<th>" + html_escape(n) + "</th>";
   h += "</tr>\n";
@@ -415,12 +467,14 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
     return std::isfinite(sd) ? fmt::format("<td>{:.4f} ± {:.4f}</td>", v, sd) : fmt::format("<td>{:.4f}</td>", v);
   };
   for (const ReportEntry& e : entries) {
+    if (!e.deployed) continue;
     h += "<tr><td>" + html_escape(entry_name(e)) + "</td><td>" + html_escape(e.method) + "</td>";
     for (auto& n : metric_names) h += cell(metric(e, n));
     h += "</tr>\n";
   }
-  for (const GroupSummary& g : summarise(entries, metric_names)) {
-    if (g.runs < 2) continue;
+  const std::vector<GroupSummary> groups = summarise(entries, metric_names);
+  for (const GroupSummary& g : groups) {
+    if (g.runs < 2 || !g.deployed) continue;
     h += fmt::format("<tr class=\"summary\"><td>mean ± std over {} runs{}{}</td><td>{}</td>", g.runs,
                      g.dataset.empty() ? "" : " · " + html_escape(g.dataset),
                      g.unknown_set == "unknown" ? "" : " · " + html_escape(g.unknown_set), html_escape(g.method));
@@ -428,11 +482,13 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
     h += "</tr>\n";
   }
   h += "</table>\n";
+  h += html_scores(entries, groups, metric_names);
 
   // ROC and OSCR curves, all entries overlaid.
   std::vector<Series> roc, oscr;
   size_t most_unknowns = 1;
   for (const ReportEntry& e : entries) {
+    if (!e.deployed) continue;
     const std::string label = short_entry_name(e);
     Series r{label, {}, {}}, o{label, {}, {}};
     for (const RocPoint& p : roc_curve(e.known_scores, e.unknown_scores)) r.x.push_back(p.fpr), r.y.push_back(p.tpr);
@@ -452,7 +508,7 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
 
   h += "<h2>Open-set score distributions</h2>\n<div class=\"plots\">";
   for (const ReportEntry& e : entries)
-    h += svg_histogram(short_entry_name(e), e.known_scores, e.unknown_scores);
+    if (e.deployed) h += svg_histogram(short_entry_name(e), e.known_scores, e.unknown_scores);
   h += "</div>\n";
 
   std::string spaces;

@@ -54,14 +54,17 @@ struct ReportEntry {
   // its labels (indexed by label; empty or too short: numbers). Left empty: no table.
   std::vector<UnknownClassBreakdown> unknown_classes{};
   std::vector<std::string> unknown_label_names{};
+  std::string scorer = "cac";  // the open-set score (apps/posthoc.h) the scores and metrics are of
+  bool deployed = true;        // the run's own score: deploy.json, the confusion and unknown-class tables
 };
 
 std::string entry_name(const ReportEntry& e);  // "run" or "run · set"
 
 // Mean and (population) standard deviation of each metric over the entries of one benchmark,
-// method and unknown set, e.g. over trials 0-4; NaN values are left out of a metric's count.
+// method, unknown set and score, e.g. over trials 0-4; NaN values are left out of a metric's count.
 struct GroupSummary {
-  std::string dataset, method, unknown_set;
+  std::string dataset, method, unknown_set, scorer;
+  bool deployed = true;
   int runs = 0;
   std::vector<std::string> names;
   std::vector<double> mean, stdev;

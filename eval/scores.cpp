@@ -136,18 +136,37 @@ MahalanobisScorer::MahalanobisScorer(const std::vector<float>& f, const std::vec
     for (int a = 0; a < dim; ++a)
       for (int b = 0; b <= a; ++b) cov[size_t(a) * dim + size_t(b)] += d[size_t(a)] * d[size_t(b)];
   }
-  double trace = 0;
   for (int a = 0; a < dim; ++a)
     for (int b = 0; b <= a; ++b) {
       cov[size_t(a) * dim + size_t(b)] /= double(labels.size());
       cov[size_t(b) * dim + size_t(a)] = cov[size_t(a) * dim + size_t(b)];
-      if (a == b) trace += cov[size_t(a) * dim + size_t(a)];
     }
+  fit(mean, std::move(cov));
+}
+
+MahalanobisScorer MahalanobisScorer::from_moments(const std::vector<double>& class_means,
+                                                  std::vector<double> covariance, int K, int dim) {
+  CAC_CHECK(dim > 0 && K > 0 && class_means.size() == size_t(K) * dim && covariance.size() == size_t(dim) * dim,
+            "mahalanobis: {} class-mean values and {} covariance values for {} classes of dimension {}",
+            class_means.size(), covariance.size(), K, dim);
+  MahalanobisScorer m(K, dim);
+  m.fit(class_means, std::move(covariance));
+  return m;
+}
+
+void MahalanobisScorer::fit(const std::vector<double>& mean, std::vector<double> cov) {
+  const int dim = dim_, K = classes_;
+  double trace = 0;
+  for (int a = 0; a < dim; ++a) trace += cov[size_t(a) * dim + size_t(a)];
+  // A singular covariance (fewer images than dimensions, or a feature that never varies) gets the
+  // smallest ridge of 1e-6, 1e-5, ... times the mean variance with which it factors.
   std::vector<double> L;
-  if (!cholesky(cov, dim, L)) {
-    const double ridge = 1e-6 * std::max(trace / dim, 1e-12);
-    for (int a = 0; a < dim; ++a) cov[size_t(a) * dim + size_t(a)] += ridge;
-    CAC_CHECK(cholesky(cov, dim, L), "mahalanobis: the training features' covariance cannot be inverted");
+  const double unit = std::max(trace / dim, 1e-12);
+  double added = 0;
+  for (double ridge = 1e-6; !cholesky(cov, dim, L); ridge *= 10) {
+    CAC_CHECK(ridge <= 1, "mahalanobis: the training features' covariance cannot be inverted");
+    for (int a = 0; a < dim; ++a) cov[size_t(a) * dim + size_t(a)] += ridge * unit - added;
+    added = ridge * unit;
   }
   whiten_ = lower_inverse(L, dim);
   means_.assign(size_t(K) * dim, 0);

@@ -33,14 +33,24 @@ class KnnScorer {
 
 // Mahalanobis (Lee et al. 2018): per-class means of the training features and one covariance shared
 // by the classes (the mean of each feature's outer product about its class mean); the score is the
-// smallest squared Mahalanobis distance to a class mean. A covariance of lower rank than dim gets a
-// ridge of 1e-6 times its mean variance, so the inverse exists.
+// smallest squared Mahalanobis distance to a class mean. A covariance of lower rank than dim gets
+// the smallest ridge of 1e-6, 1e-5, ... times its mean variance that makes it factor.
 class MahalanobisScorer {
  public:
   MahalanobisScorer(const std::vector<float>& features, const std::vector<int64_t>& labels, int num_classes, int dim);
+  // From the class means (num_classes x dim) and the shared covariance (dim x dim) computed elsewhere
+  // (cac_eval's GEMM pass over the training features).
+  static MahalanobisScorer from_moments(const std::vector<double>& class_means, std::vector<double> covariance,
+                                        int num_classes, int dim);
   std::vector<double> score(const std::vector<float>& features) const;
+  // The score as ||W f - W mu_c||^2: W (dim x dim, lower triangular) and the rows W mu_c, for a
+  // scorer that applies them with a matrix product.
+  const std::vector<double>& whitening() const { return whiten_; }
+  const std::vector<double>& whitened_means() const { return means_; }
 
  private:
+  MahalanobisScorer(int num_classes, int dim) : dim_(dim), classes_(num_classes) {}
+  void fit(const std::vector<double>& class_means, std::vector<double> covariance);
   int dim_, classes_;
   std::vector<double> whiten_;  // L^-1 where covariance = L L^T (dim x dim, lower triangular)
   std::vector<double> means_;   // whitened class means, classes x dim

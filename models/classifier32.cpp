@@ -51,6 +51,13 @@ OpenSetClassifier::OpenSetClassifier(std::shared_ptr<Layer> enc, int feature_dim
 
 Tensor OpenSetClassifier::logits(const Tensor& x) { return classify->forward(encoder->forward(x)); }
 
+OpenSetClassifier::Outputs OpenSetClassifier::outputs(const Tensor& x) {
+  Outputs o;
+  o.features = encoder->forward(x);
+  o.logits = classify->forward(o.features);
+  return o;
+}
+
 OpenSetOutput OpenSetClassifier::forward(const Tensor& x) {
   OpenSetOutput out;
   out.logits = logits(x);

@@ -45,6 +45,12 @@ class OpenSetClassifier : public Module {
                     bool learnt_centres, Generator& gen, double head_init_std = 0.01);
   OpenSetOutput forward(const Tensor& x);
   Tensor logits(const Tensor& x);  // z = classify(encoder(x)), without the distance layer
+  // The penultimate features (the classify layer's input: classifier32's 128 x s x s maps
+  // flattened, as the CAC authors' code does; ResNet-18's 512 pooled) and the logits from them.
+  struct Outputs {
+    Tensor features, logits;
+  };
+  Outputs outputs(const Tensor& x);
   void set_anchors(const Tensor& centres);  // [N, N], copied in place
   int num_classes() const { return num_classes_; }
 

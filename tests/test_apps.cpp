@@ -13,6 +13,7 @@
 
 #include "apps/device_option.h"
 #include "apps/evaluate.h"
+#include "apps/posthoc.h"
 #include "apps/predict.h"
 #include "apps/scoring.h"
 #include "apps/run.h"
@@ -20,6 +21,7 @@
 #include "data/benchmarks.h"
 #include "data/readers.h"
 #include "eval/report.h"
+#include "eval/scores.h"
 #include "core/autograd.h"
 #include "core/build_info.h"
 #include "core/cuda_runtime.h"
@@ -225,21 +227,65 @@ app::EvalOptions cpu_eval(const std::string& run) {
   return o;
 }
 
-// scores.csv as rows of its six fields, after checking the header.
-std::vector<std::vector<std::string>> read_scores_csv(const std::string& path) {
+// scores.csv's rows of one score (the run's own, cac, unless asked), as their six other fields
+// (run, split, set, label, prediction, score), after checking the header.
+std::vector<std::vector<std::string>> read_scores_csv(const std::string& path, const std::string& scorer = "cac") {
   std::ifstream f(path);
   std::string line;
   std::getline(f, line);
-  EXPECT_EQ(line, "run,split,set,label,prediction,score");
+  EXPECT_EQ(line, "run,split,set,scorer,label,prediction,score");
   std::vector<std::vector<std::string>> rows;
   while (std::getline(f, line)) {
     std::vector<std::string> fields;
     std::stringstream ls(line);
     for (std::string x; std::getline(ls, x, ',');) fields.push_back(x);
-    EXPECT_EQ(fields.size(), 6u) << line;
+    EXPECT_EQ(fields.size(), 7u) << line;
+    if (fields.size() != 7u || fields[3] != scorer) continue;
+    fields.erase(fields.begin() + 3);
     rows.push_back(fields);
   }
   return rows;
+}
+
+// AUROC by its definition, P(unknown scores higher) + P(tie) / 2 over every (known, unknown) pair:
+// independent of eval::auroc's ranks, to check what cac_eval reports against its scores.csv.
+double auroc_by_pairs(const std::vector<double>& known, const std::vector<double>& unknown) {
+  double wins = 0;
+  for (double k : known)
+    for (double u : unknown) wins += u > k ? 1.0 : u == k ? 0.5 : 0.0;
+  return wins / (double(known.size()) * double(unknown.size()));
+}
+
+// cac_eval's post-hoc scores (apps/posthoc.h: matrix products on the run's device) against the
+// host references of eval/scores.h (tested by hand in test_metrics), on random features: k-NN
+// within float rounding, Mahalanobis within 1e-4 relative; the logit scores are the references'.
+TEST(Scores, CacEvalPathsMatchTheReferences) {
+  Generator g(11, 0);
+  const int K = 3, dim = 5, n = 60, m = 20;
+  std::vector<float> f(size_t(n) * dim), q(size_t(m) * dim), z(size_t(m) * K);
+  std::vector<int64_t> labels;
+  for (int i = 0; i < n; ++i) labels.push_back(i % K);
+  for (size_t i = 0; i < f.size(); ++i) f[i] = float(g.normal() + (i / dim) % K);
+  for (float& x : q) x = float(2 * g.normal());
+  for (float& x : z) x = float(3 * g.normal());
+  app::SetOutputs train{std::vector<float>(size_t(n) * K, 0.f), f, dim}, set{z, q, dim};
+  Tensor anchors = Tensor::zeros({K, K});
+  for (int k = 0; k < K; ++k) anchors.data<float>()[k * K + k] = 10;
+  const app::PosthocScorers s(app::all_scorers(), {&train, &labels, anchors}, K, Device::CPU, 7);
+  const std::vector<double> knn = s.score(app::Scorer::Knn, set), ref = eval::KnnScorer(f, dim, 7).score(q);
+  const std::vector<double> mah = s.score(app::Scorer::Mahalanobis, set),
+                            mref = eval::MahalanobisScorer(f, labels, K, dim).score(q);
+  for (int i = 0; i < m; ++i) {
+    EXPECT_NEAR(knn[size_t(i)], ref[size_t(i)], 1e-5) << i;
+    EXPECT_NEAR(mah[size_t(i)], mref[size_t(i)], 1e-4 * mref[size_t(i)]) << i;
+  }
+  EXPECT_EQ(s.score(app::Scorer::Mls, set), eval::mls_scores(z, K));
+  EXPECT_EQ(s.score(app::Scorer::Energy, set), eval::energy_scores(z, K));
+  EXPECT_EQ(s.score(app::Scorer::Cac, set), app::score_logits(Method::CAC, z, K, anchors).score);
+  EXPECT_EQ(app::PosthocScorers({app::Scorer::Knn}, {&train, &labels, anchors}, K, Device::CPU, 500).knn_k(), n);
+  EXPECT_EQ(app::parse_scorers("mls,knn,mls"), (std::vector<app::Scorer>{app::Scorer::Mls, app::Scorer::Knn}));
+  expect_error([] { app::parse_scorers("mls,odin"); }, "'odin' is not a score (the scores: cac, msp, mls, energy, knn, "
+                                                       "mahalanobis, or all)");
 }
 
 // Ctrl-C (SIGINT) or SIGTERM (a scheduler's time limit) while cac_train runs: it stops at the next
@@ -507,7 +553,7 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
   ASSERT_EQ(rc, 0) << progress;
   // Each pass over a set says what it did, on stderr (stdout keeps the table): here not a
   // terminal, so one closing line each.
-  for (const char* pass : {": class means: ", ": validation: ", ": known test: 72 images in ", ": unknown test (unknown): 48 images in "})
+  for (const char* pass : {": training images: ", ": validation: ", ": known test: 72 images in ", ": unknown test (unknown): 48 images in "})
     EXPECT_NE(progress.find(pass), std::string::npos) << pass << " missing from:\n" << progress;
   std::ifstream jf(d / "eval.json");
   const auto j = nlohmann::json::parse(jf);
@@ -558,6 +604,25 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
   EXPECT_NE(html.find("Loss per epoch"), std::string::npos);  // training curves from metrics.csv
   EXPECT_NE(html.find("<table class=\"cm\">"), std::string::npos);  // the confusion matrix
   EXPECT_NE(html.find("<h2>Logit space</h2>"), std::string::npos);   // and the logits in their plane
+  // Every other score: its entry in by_score, its scores.csv rows, whose AUROC is the entry's (48
+  // training images for 2048 feature dimensions: no mahalanobis unless asked for).
+  EXPECT_EQ(j["by_score"]["orientation"], "higher = more likely unknown, for every score");
+  std::vector<std::string> scorers;
+  for (const auto& r : j["by_score"]["runs"]) {
+    const std::string name = r["scorer"];
+    scorers.push_back(name);
+    std::vector<double> ks, us;
+    for (const auto& f : read_scores_csv(d / "scores.csv", name)) (f[1] == "known" ? ks : us).push_back(std::stod(f[5]));
+    ASSERT_EQ(ks.size(), 72u) << name;
+    ASSERT_EQ(us.size(), 48u) << name;
+    EXPECT_NEAR(r["auroc"].get<double>(), auroc_by_pairs(ks, us), 1e-12) << name;
+    EXPECT_EQ(r["accuracy"], j["runs"][0]["accuracy"]) << name;  // the run's own prediction throughout
+    EXPECT_TRUE(r["ece"].is_number()) << name;
+  }
+  EXPECT_EQ(scorers, (std::vector<std::string>{"cac", "msp", "mls", "energy", "knn"}));
+  EXPECT_NE(html.find("<h2>Scores</h2>"), std::string::npos);
+  EXPECT_NE(html.find("ROC by score"), std::string::npos);
+  EXPECT_NE(table.find("scores (MNIST cac, 1 run; higher = more unknown; * the run's own):"), std::string::npos) << table;
   // --arch on cac_eval checks what the runs were trained with.
   o.arch = "resnet18";
   expect_error([&] { app::run_eval(o); }, "trained with --arch classifier32");
@@ -1113,7 +1178,8 @@ TEST(Benchmark, CifarPlus50EvaluatesTheCifarPlus10Networks) {
     const std::string csv = read_all(d / (bench == "CIFAR+10" ? "bench/scores.csv" : "bench/scores-CIFAR+50.csv"));
     int rows = 0;
     std::istringstream lines(csv);
-    for (std::string line; std::getline(lines, line);) rows += line.find(",unknown,") != std::string::npos;
+    for (std::string line; std::getline(lines, line);) rows += line.find(",unknown,") != std::string::npos &&
+                                                              line.find(",cac,") != std::string::npos;
     EXPECT_EQ(rows, unknowns) << bench;
   }
   auto [rc2, out2] = run_cmd(std::string(CAC_TRAIN_BIN) + " --dataset CIFAR+50 --data-dir " + (d / "data") + " --out " +
