@@ -431,9 +431,9 @@ std::string html_scores(const std::vector<ReportEntry>& entries, const std::vect
 }
 }  // namespace
 
-std::string html_report(const std::string& title, const std::vector<ReportEntry>& entries,
-                        const std::vector<std::string>& metric_names, const std::string& command_line,
-                        const std::string& engine) {
+namespace {
+// The page's head, style and title lines.
+std::string html_page_head(const std::string& title, const std::string& command_line, const std::string& engine) {
   std::string h = R"(<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>)" +
                   html_escape(title) + R"(</title>
@@ -457,7 +457,12 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
   h += fmt::format("<h1>{}</h1>\n<p class=\"meta\">{} · <code>{}</code>{}</p>\n", html_escape(title), when,
                    html_escape(command_line), engine.empty() ? "" : "<br>" + html_escape(engine));
 
-  // Metrics table.
+  return h;
+}
+
+// The metrics table of the runs' own scores, with mean ± std rows, and the score x metric section.
+std::string html_metrics(const std::vector<ReportEntry>& entries, const std::vector<std::string>& metric_names) {
+  std::string h;
   h += "<h2>Metrics</h2>\n<p class=\"meta\">Score: each run's own, which deploy.json uses: CAC min distance-based γ; CE 1 − max softmax (the other scores: below). Unknown = positive for "
        "AUROC and AUPR-out. CCR at FPR: n/a where the unknown set is too small to resolve that rate.</p>\n<table><tr><th>run</th><th>method</th>";
   for (auto& n : metric_names) h += "<th>" + html_escape(n) + "</th>";
@@ -484,6 +489,12 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
   h += "</table>\n";
   h += html_scores(entries, groups, metric_names);
 
+  return h;
+}
+
+// ROC and OSCR curves and the score histograms of the runs' own scores.
+std::string html_curves(const std::vector<ReportEntry>& entries) {
+  std::string h;
   // ROC and OSCR curves, all entries overlaid.
   std::vector<Series> roc, oscr;
   size_t most_unknowns = 1;
@@ -511,6 +522,12 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
     if (e.deployed) h += svg_histogram(short_entry_name(e), e.known_scores, e.unknown_scores);
   h += "</div>\n";
 
+  return h;
+}
+
+// The logit spaces, the open-set confusion matrices and the unknown-class tables.
+std::string html_run_details(const std::vector<ReportEntry>& entries) {
+  std::string h;
   std::string spaces;
   for (const ReportEntry& e : entries)
     if (!e.known_logits.empty()) spaces += svg_logit_space(e);
@@ -547,7 +564,12 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
     first = false;
   }
 
-  // Training curves, once per run (entries of one run share its metrics.csv).
+  return h;
+}
+
+// Training curves, once per run (entries of one run share its metrics.csv).
+std::string html_training(const std::vector<ReportEntry>& entries) {
+  std::string h;
   std::vector<Series> loss, acc;
   double max_epoch = 1, max_loss = 0;
   std::vector<std::string> seen;
@@ -574,7 +596,15 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
     pa.x_min = 1, pa.x_max = pls.x_max;
     h += "<h2>Training</h2>\n<div class=\"plots\">" + svg_line_plot(pls, loss) + svg_line_plot(pa, acc) + "</div>\n";
   }
-  return h + "</body></html>\n";
+  return h;
+}
+}  // namespace
+
+std::string html_report(const std::string& title, const std::vector<ReportEntry>& entries,
+                        const std::vector<std::string>& metric_names, const std::string& command_line,
+                        const std::string& engine) {
+  return html_page_head(title, command_line, engine) + html_metrics(entries, metric_names) + html_curves(entries) +
+         html_run_details(entries) + html_training(entries) + "</body></html>\n";
 }
 
 }  // namespace cac::eval
