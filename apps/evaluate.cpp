@@ -180,6 +180,11 @@ struct SetScores {
   std::map<Scorer, std::vector<double>> by;
 };
 
+// Whether any of `scorers` reads the penultimate features (else a pass keeps only the logits).
+bool needs_features(const std::vector<Scorer>& scorers) {
+  return std::any_of(scorers.begin(), scorers.end(), [](Scorer x) { return x == Scorer::Knn || x == Scorer::Mahalanobis; });
+}
+
 // One run under evaluation: its settings, data, network, anchors and post-hoc scores, and the
 // scoring passes.
 struct RunUnderEval {
@@ -201,8 +206,7 @@ struct RunUnderEval {
   // With `all`, every asked-for score; else the run's own only.
   SetScores score_set(const std::string& what, const data::Subset& s, bool all) const {
     SetScores out;
-    const bool features = all && std::any_of(posthoc->scorers().begin(), posthoc->scorers().end(),
-                                             [](Scorer x) { return x == Scorer::Knn || x == Scorer::Mahalanobis; });
+    const bool features = all && needs_features(posthoc->scorers());
     out.outputs = all_outputs(*model, s, eval_aug, dev, workers, run + ": " + what, features);
     Scored r = score_logits(method, out.outputs.logits, K(), anchors);
     out.pred = std::move(r.pred);
@@ -259,8 +263,7 @@ RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknown
   r.workers = o.workers;
   std::vector<Scorer> scorers = parse_scorers(o.scores);
   if (std::find(scorers.begin(), scorers.end(), r.own()) == scorers.end()) scorers.insert(scorers.begin(), r.own());
-  const bool features = std::any_of(scorers.begin(), scorers.end(),
-                                    [](Scorer x) { return x == Scorer::Knn || x == Scorer::Mahalanobis; });
+  const bool features = needs_features(scorers);
   const SetOutputs train = all_outputs(*r.model, r.d.train, r.eval_aug, dev, o.workers, run + ": training images",
                                        features);
   if (o.scores == "all" && features && train.size(r.K()) <= size_t(train.dim)) {
