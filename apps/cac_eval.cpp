@@ -11,7 +11,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"cac_eval: evaluate cac_train runs on their known and unknown test sets"};
   app.set_version_flag("--version", [] { return cac::engine_version(); }, "the engine's version, source revision and libraries");
-  app.footer("Also writes RUN/deploy.json (class-mean anchors, normalisation, threshold) for cac_predict.\n"
+  app.footer("Also writes RUN/deploy.json (the deployed score, class-mean anchors, normalisation, threshold) for cac_predict.\n"
              "Example: cac_eval --run runs/fm-t0 --json eval.json --report report.html");
   cac::app::EvalOptions o;
   app.add_option("--run", o.runs, "a run folder made by cac_train (repeat for trials 0-4)")->required()->check(CLI::ExistingDirectory);
@@ -34,6 +34,10 @@ int main(int argc, char** argv) {
   app.add_option("--scores", o.scores, "the open-set scores to report besides each run's own: all, or some of cac, msp, "
                  "mls, energy, knn, mahalanobis (comma-separated); each gets every metric, its scores.csv rows and a "
                  "row in the score table")->capture_default_str();
+  app.add_option("--deploy-score", o.deploy_score, "the score deploy.json thresholds for cac_predict: auto (cac for CAC "
+                 "runs, mls for CE runs), or one of cac, msp, mls, energy, knn, mahalanobis (knn and mahalanobis keep "
+                 "what they need from the training images in RUN/deploy-SCORE.safetensors)")
+      ->check(CLI::IsMember({"auto", "cac", "msp", "mls", "energy", "knn", "mahalanobis"}))->capture_default_str();
   app.add_option("--knn-k", o.knn_k, "k of the knn score (its k-th nearest training feature)")
       ->check(CLI::Range(1, 100000))->capture_default_str();
   app.add_option("--accept", o.accept, "the deployment threshold accepts this share of the validation images of the known "

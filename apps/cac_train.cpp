@@ -83,11 +83,28 @@ CLI::Validator seed_check() {
 // The flags beyond the run's settings, and the options whose use the code asks about.
 struct Flags {
   std::string epochs, lrs, resume, config_file, method = "cac", arch, device = "auto", stage2 = "reload", split_set = "current";
+  std::string lr_schedule = "step", randaugment;
   int stop_after = 0;
   bool print_config = false, force_train = false, overwrite = false;
   CLI::Option *dd = nullptr, *me = nullptr, *ar = nullptr, *ep = nullptr, *lr = nullptr, *dv = nullptr, *wk = nullptr,
-              *s2 = nullptr, *ss = nullptr;
+              *s2 = nullptr, *ss = nullptr, *ls = nullptr, *ra = nullptr;
 };
+
+// The strong-baseline recipe (Vaze et al. 2022): off by default, so a run follows the CAC protocol.
+void add_recipe_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
+  f.ls = app.add_option("--lr-schedule", f.lr_schedule, "step (each --epochs stage at its --lr: the protocol) or cosine "
+                         "(one schedule over the total of --epochs from the first --lr: linear warm-up, then cosine "
+                         "annealing to lr/1000, restarting --restarts times)")
+             ->check(CLI::IsMember({"step", "cosine"}))->capture_default_str();
+  app.add_option("--warmup-epochs", c.warmup_epochs, "cosine: epochs of linear warm-up (lr (e+1)/N of the base)")
+      ->check(CLI::Range(0, 100000));
+  app.add_option("--restarts", c.restarts, "cosine: warm restarts (the epochs after warm-up split into restarts + 1 cycles)")
+      ->check(CLI::Range(0, 1000));
+  app.add_option("--label-smoothing", c.label_smoothing, "CE baseline: train against (1 - EPS) onehot + EPS / K")
+      ->check(number_check("label smoothing must be in [0, 1)", [](double v) { return v >= 0 && v < 1; }));
+  f.ra = app.add_option("--randaugment", f.randaugment, "N,M: RandAugment on the training images, N operations of 14 "
+                         "(torchvision's) at magnitude M of 0-30, e.g. 2,9");
+}
 
 void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
   app.add_option("--dataset", c.dataset, "MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50, TinyImageNet, CIFAR10-FP "
@@ -133,6 +150,7 @@ void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
                          "checkpoint so far, fresh momentum, the kept checkpoint is the best of that stage: the CAC "
                          "authors' release) or continue (the last epoch, momentum kept, best over all stages)")
               ->check(CLI::IsMember({"reload", "continue"}))->capture_default_str();
+  add_recipe_flags(app, c, f);
   app.add_option("--stop-after", f.stop_after, "stop after this many epochs (resumable, as an interruption)")->check(CLI::NonNegativeNumber);
   auto* cf = app.add_option("--config", f.config_file, "settings from a JSON file: a run's config.json (to repeat or vary "
                             "that run) or any part of one, e.g. {\"dropout\": 0.3, \"rotate_deg\": 10}; it overrides "
@@ -159,6 +177,13 @@ void merge_new_run_settings(CLI::App& app, app::RunConfig& c, const Flags& f) {
   if (f.dv->count() > 0) c.device = app::parse_device_choice(f.device);
   if (f.s2->count() > 0) c.stage2 = app::parse_stage2(f.stage2);
   if (f.ss->count() > 0) c.split_set = data::parse_split_set(f.split_set);
+  if (f.ls->count() > 0) c.lr_schedule = app::parse_lr_shape(f.lr_schedule);
+  if (f.ra->count() > 0) {
+    c.randaugment = parse_list<int>("--randaugment", f.randaugment, "2,9", "N 1-14 then M 0-30",
+                                    [](long long v) { return v >= 0 && v <= 30; });
+    CAC_CHECK(c.randaugment.size() == 2 && c.randaugment[0] >= 1 && c.randaugment[0] <= 14,
+              "--randaugment {}: give N,M: N operations (1-14) at magnitude M (0-30), e.g. 2,9", f.randaugment);
+  }
   const std::string config_text = f.config_file.empty() ? "" : app::read_text(f.config_file);
   std::set<std::string> from_file;
   // Twice: first for what decides the dataset's defaults (dataset, method, arch, the lists),

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <random>
 #include <tuple>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
@@ -181,9 +182,7 @@ struct SetScores {
 };
 
 // Whether any of `scorers` reads the penultimate features (else a pass keeps only the logits).
-bool needs_features(const std::vector<Scorer>& scorers) {
-  return std::any_of(scorers.begin(), scorers.end(), [](Scorer x) { return x == Scorer::Knn || x == Scorer::Mahalanobis; });
-}
+bool needs_features(const std::vector<Scorer>& scorers) { return std::any_of(scorers.begin(), scorers.end(), reads_features); }
 
 // One run under evaluation: its settings, data, network, anchors and post-hoc scores, and the
 // scoring passes.
@@ -200,20 +199,22 @@ struct RunUnderEval {
   Device dev;
   int workers;
 
+  Scorer deploy;  // the score deploy.json thresholds (cac_eval --deploy-score)
+
   int K() const { return d.num_classes(); }
-  // The score the run is deployed and judged with: its own method's.
+  // The score the run is judged with: its own method's (the protocol's CE baseline is max softmax).
   Scorer own() const { return method == Method::CE ? Scorer::Msp : Scorer::Cac; }
-  // With `all`, every asked-for score; else the run's own only.
+  // With `all`, every asked-for score; else the run's own and the deployed.
   SetScores score_set(const std::string& what, const data::Subset& s, bool all) const {
     SetScores out;
-    const bool features = all && needs_features(posthoc->scorers());
-    out.outputs = all_outputs(*model, s, eval_aug, dev, workers, run + ": " + what, features);
+    const std::vector<Scorer> wanted = all ? posthoc->scorers() : std::vector<Scorer>{deploy};
+    out.outputs = all_outputs(*model, s, eval_aug, dev, workers, run + ": " + what, needs_features(wanted));
     Scored r = score_logits(method, out.outputs.logits, K(), anchors);
     out.pred = std::move(r.pred);
     out.confidence = std::move(r.confidence);
     out.by[own()] = std::move(r.score);
-    for (Scorer x : posthoc->scorers())
-      if (all && !out.by.count(x)) out.by[x] = posthoc->score(x, out.outputs);
+    for (Scorer x : wanted)
+      if (!out.by.count(x)) out.by[x] = posthoc->score(x, out.outputs);
     return out;
   }
 };
@@ -261,12 +262,15 @@ RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknown
   r.eval_aug.std = r.d.norm.std;
   r.dev = dev;
   r.workers = o.workers;
+  r.deploy = o.deploy_score != "auto" ? parse_scorer(o.deploy_score, "--deploy-score")
+             : r.method == Method::CE ? Scorer::Mls : Scorer::Cac;  // Vaze et al.: CE networks deploy best by mls
   std::vector<Scorer> scorers = parse_scorers(o.scores);
-  if (std::find(scorers.begin(), scorers.end(), r.own()) == scorers.end()) scorers.insert(scorers.begin(), r.own());
+  for (Scorer x : {r.deploy, r.own()})
+    if (std::find(scorers.begin(), scorers.end(), x) == scorers.end()) scorers.insert(scorers.begin(), x);
   const bool features = needs_features(scorers);
   const SetOutputs train = all_outputs(*r.model, r.d.train, r.eval_aug, dev, o.workers, run + ": training images",
                                        features);
-  if (o.scores == "all" && features && train.size(r.K()) <= size_t(train.dim)) {
+  if (o.scores == "all" && r.deploy != Scorer::Mahalanobis && features && train.size(r.K()) <= size_t(train.dim)) {
     // Mahalanobis needs a covariance of full rank: more training images than feature dimensions.
     std::fprintf(stderr, "cac_eval: %s: no mahalanobis score: %zu training images for %d feature dimensions (ask "
                  "for it with --scores to use a ridged covariance)\n", run.c_str(), train.size(r.K()), train.dim);
@@ -282,12 +286,26 @@ RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknown
   return r;
 }
 
-// RUN/deploy.json: anchors, normalisation and the threshold that accepts o.accept of the validation
-// knowns, so cac_predict can score new images without the training data. Written by run_eval once
-// every run is evaluated, so a failure anywhere leaves every deploy.json as it was.
-Deployment make_deployment(const RunUnderEval& r, double accept) {
-  const SetScores v = r.score_set("validation", r.d.val, false);
+// A tag shared by deploy.json and its score file: 64 random bits.
+std::string new_score_id() {
+  std::random_device rd;
+  return fmt::format("{:08x}{:08x}", rd(), rd());
+}
+
+// RUN/deploy.json and what its score keeps from the training images (knn, mahalanobis: the score
+// file's tensors).
+struct DeployRecord {
   Deployment dep;
+  NamedTensorList state;
+};
+
+// The deployment: anchors, normalisation, the deployed score and the threshold that accepts o.accept
+// of the validation knowns, so cac_predict can score new images without the training data. Written
+// by run_eval once every run is evaluated, so a failure anywhere leaves every deploy.json as it was.
+DeployRecord make_deployment(const RunUnderEval& r, double accept) {
+  const SetScores v = r.score_set("validation", r.d.val, false);
+  DeployRecord rec;
+  Deployment& dep = rec.dep;
   dep.method = method_name(r.c.method);
   dep.arch = arch_name(r.c.arch_or_default());
   dep.num_classes = r.K();
@@ -295,14 +313,33 @@ Deployment make_deployment(const RunUnderEval& r, double accept) {
   dep.channels = r.c.channels;
   dep.mean = r.d.norm.mean;
   dep.std = r.d.norm.std;
-  if (r.method != Method::CE) dep.anchors = r.anchors.to_vector<float>();
-  dep.threshold = eval::accept_threshold(v.by.at(r.own()), accept);  // 0.95: the FPR@95%TPR convention
+  if (r.method != Method::CE || r.deploy == Scorer::Cac) dep.anchors = r.anchors.to_vector<float>();
+  dep.score = r.deploy;
+  dep.threshold = eval::accept_threshold(v.by.at(r.deploy), accept);  // 0.95: the FPR@95%TPR convention
   dep.accept = accept;
+  if (r.deploy == Scorer::Knn) dep.knn_k = r.posthoc->knn_k();
+  rec.state = r.posthoc->state(r.deploy);
+  if (!rec.state.empty()) dep.score_file = deploy_score_file(r.deploy), dep.score_id = new_score_id();
   const data::OpenSetData& d = r.d;
   for (int k = 0; k < r.K(); ++k)
     dep.class_names.push_back(d.class_names.empty() ? std::to_string(d.classes.known[size_t(k)])
                                                     : d.class_names[size_t(d.classes.known[size_t(k)])]);
-  return dep;
+  return rec;
+}
+
+// deploy.json, after its score file (a crash in between leaves a file whose score_id the old
+// deploy.json refuses, never a silently mismatched pair); score files of other scores are removed.
+void write_deployment(const std::string& run, const DeployRecord& rec) {
+  const Deployment& dep = rec.dep;
+  CAC_CHECK(std::isfinite(dep.threshold), "{}: the deployment threshold is {}: not writing deploy.json", run,
+            dep.threshold);
+  if (!dep.score_file.empty()) save_safetensors(run + "/" + dep.score_file, rec.state, {{"score_id", dep.score_id}});
+  write_file_atomic(run + "/deploy.json", dep.to_json());
+  for (Scorer x : all_scorers()) {
+    const std::string other = deploy_score_file(x);
+    std::error_code ec;
+    if (!other.empty() && other != dep.score_file) fs::remove(run + "/" + other, ec);
+  }
 }
 
 // The known test set's scores and which predictions are right.
@@ -312,8 +349,8 @@ struct KnownScores {
   int64_t right = 0;
 };
 
-// One unknown set's entry for one score: every metric, and for the run's own score (the deployed
-// one) the deploy-threshold tables and the report's data.
+// One unknown set's entry for one score: every metric, and for the run's own score the deployed
+// score's threshold tables and the report's data.
 eval::ReportEntry unknown_set_entry(const RunUnderEval& r, const KnownScores& known, const SetScores& u, Scorer scorer,
                                     const std::string& set_name, const data::Subset& subset, const Deployment& dep,
                                     const std::string& metrics_csv, bool for_report) {
@@ -323,7 +360,7 @@ eval::ReportEntry unknown_set_entry(const RunUnderEval& r, const KnownScores& kn
   e.method = method_name(r.c.method);
   e.dataset = r.benchmark;
   e.scorer = scorer_name(scorer);
-  e.deployed = scorer == r.own();
+  e.own = scorer == r.own();
   e.metrics_csv = metrics_csv;
   const std::vector<double>& ks = known.s.by.at(scorer);
   const std::vector<double>& us = u.by.at(scorer);
@@ -343,13 +380,16 @@ eval::ReportEntry unknown_set_entry(const RunUnderEval& r, const KnownScores& kn
   e.known_scores = ks;
   e.known_correct = known.correct;
   e.unknown_scores = us;
-  if (!e.deployed) return e;
-  // What cac_predict would say of each test image, as a table: at the deploy threshold.
+  if (!e.own) return e;
+  // What cac_predict would say of each test image, as a table: the deployed score at its threshold.
+  const std::vector<double>& dks = known.s.by.at(dep.score);
+  const std::vector<double>& dus = u.by.at(dep.score);
+  e.deploy_score = scorer_name(dep.score);
   e.class_names = dep.class_names;
   e.threshold = dep.threshold;
   e.accept = dep.accept;
-  e.confusion = eval::open_set_confusion(r.K(), r.d.test_known.labels, known.s.pred, ks, u.pred, us, dep.threshold);
-  e.unknown_classes = eval::unknown_class_breakdown(r.K(), ks, subset.labels, u.pred, us, dep.threshold);
+  e.confusion = eval::open_set_confusion(r.K(), r.d.test_known.labels, known.s.pred, dks, u.pred, dus, dep.threshold);
+  e.unknown_classes = eval::unknown_class_breakdown(r.K(), dks, subset.labels, u.pred, dus, dep.threshold);
   if (auto it = r.d.unknown_label_names.find(set_name); it != r.d.unknown_label_names.end())
     e.unknown_label_names = it->second;
   if (for_report) {
@@ -365,9 +405,10 @@ eval::ReportEntry unknown_set_entry(const RunUnderEval& r, const KnownScores& kn
 // Scores one run's test sets (each unknown set is its own open-set problem; the FP experiment has
 // two) with every score, appends an entry per unknown set and score (the run's own first) and
 // returns the run's deployment record (written by run_eval).
-Deployment evaluate_run(const RunUnderEval& r, const EvalOptions& o, ScoresCsv& scores,
-                        std::vector<eval::ReportEntry>& entries) {
-  const Deployment dep = make_deployment(r, o.accept);
+DeployRecord evaluate_run(const RunUnderEval& r, const EvalOptions& o, ScoresCsv& scores,
+                          std::vector<eval::ReportEntry>& entries) {
+  DeployRecord rec = make_deployment(r, o.accept);
+  const Deployment& dep = rec.dep;
   const bool for_report = !o.report_html.empty();
   KnownScores known;
   known.s = r.score_set("known test", r.d.test_known, true);
@@ -388,7 +429,7 @@ Deployment evaluate_run(const RunUnderEval& r, const EvalOptions& o, ScoresCsv& 
       entries.push_back(unknown_set_entry(r, known, u, x, set_name, subset, dep, metrics_csv, for_report));
     }
   }
-  return dep;
+  return rec;
 }
 
 // Every metric name, in first-seen order, and one entry's value.
@@ -415,9 +456,10 @@ void print_cell(const std::string& name, const std::string& text) {
 json entry_json(const eval::ReportEntry& e, const std::vector<std::string>& names) {
   json jr = {{"run", e.run}, {"unknown_set", e.unknown_set}, {"method", e.method}, {"scorer", e.scorer}};
   for (auto& n : names) jr[n] = number_or_null(metric_value(e, n));
-  if (!e.deployed) return jr;
+  if (!e.own) return jr;
   std::vector<std::string> labels = e.class_names;
   labels.push_back("unknown");
+  jr["deploy_score"] = e.deploy_score;
   jr["threshold"] = number_or_null(e.threshold);
   jr["accept"] = e.accept;
   jr["confusion"] = {{"labels", labels}, {"rows", e.confusion}};
@@ -439,7 +481,7 @@ void print_runs(const std::vector<eval::ReportEntry>& entries, const std::vector
   out["by_score"]["runs"] = json::array();
   for (auto& e : entries) {
     out["by_score"]["runs"].push_back(entry_json(e, names));
-    if (!e.deployed) continue;
+    if (!e.own) continue;
     out["runs"].push_back(entry_json(e, names));
     const std::string name = eval::entry_name(e);
     std::printf("%-40s", name.size() > 40 ? ("..." + name.substr(name.size() - 37)).c_str() : name.c_str());
@@ -457,14 +499,14 @@ void print_groups(const std::vector<eval::ReportEntry>& entries, const std::vect
   const auto groups = eval::summarise(entries, names);
   out["groups"] = json::array();
   out["by_score"]["groups"] = json::array();
-  const auto deployed = std::count_if(groups.begin(), groups.end(), [](const auto& g) { return g.deployed; });
+  const auto deployed = std::count_if(groups.begin(), groups.end(), [](const auto& g) { return g.own; });
   for (auto& g : groups) {
     json mean = json::object(), stdev = json::object();
     for (size_t i = 0; i < names.size(); ++i) mean[names[i]] = number_or_null(g.mean[i]), stdev[names[i]] = number_or_null(g.stdev[i]);
     const json jg = {{"dataset", g.dataset}, {"method", g.method}, {"unknown_set", g.unknown_set}, {"scorer", g.scorer},
                      {"runs", g.runs}, {"mean", mean}, {"std", stdev}};
     out["by_score"]["groups"].push_back(jg);
-    if (!g.deployed) continue;
+    if (!g.own) continue;
     out["groups"].push_back(jg);
     if (deployed == 1) out["mean"] = mean, out["std"] = stdev;
     if (g.runs < 2) continue;
@@ -491,7 +533,7 @@ void print_score_table(const std::vector<eval::ReportEntry>& entries, const std:
       std::printf("\n");
       last = head;
     }
-    std::printf("%-14s", (g.scorer + (g.deployed ? " *" : "")).c_str());
+    std::printf("%-14s", (g.scorer + (g.own ? " *" : "")).c_str());
     for (const auto& n : shown) {
       const auto at = std::find(names.begin(), names.end(), n) - names.begin();
       const double v = size_t(at) < g.mean.size() ? g.mean[size_t(at)] : NAN;
@@ -532,7 +574,7 @@ int run_eval(const EvalOptions& o) {
   const Device dev = resolve_device(o.device);
   std::vector<eval::ReportEntry> entries;
   ScoresCsv scores(o.scores_csv);
-  std::vector<std::pair<std::string, Deployment>> deployments;
+  std::vector<std::pair<std::string, DeployRecord>> deployments;
   for (const std::string& run : o.runs)
     deployments.emplace_back(run, evaluate_run(load_run(run, o, extra, dev), o, scores, entries));
   // Table and JSON: per (run, unknown set), then mean and std per method and unknown set.
@@ -546,11 +588,7 @@ int run_eval(const EvalOptions& o) {
   print_groups(entries, names, out);
   print_score_table(entries, names);
   print_hardest_unknowns(entries);
-  for (const auto& [run, dep] : deployments) {
-    CAC_CHECK(std::isfinite(dep.threshold), "{}: the deployment threshold is {}: not writing deploy.json", run,
-              dep.threshold);
-    write_file_atomic(run + "/deploy.json", dep.to_json());
-  }
+  for (const auto& [run, rec] : deployments) write_deployment(run, rec);
   if (!o.json_out.empty()) write_file_atomic(o.json_out, out.dump(2) + "\n");
   scores.commit();
   if (!o.report_html.empty()) {

@@ -24,6 +24,8 @@ struct EvalOptions {
   std::string benchmark;
   // The post-hoc scores to report besides the run's own (apps/posthoc.h): "all" or a comma list.
   std::string scores = "all";
+  // The score deploy.json thresholds for cac_predict ("auto": cac for CAC runs, mls for CE runs).
+  std::string deploy_score = "auto";
   int knn_k = 50;  // k of the knn score (Sun et al. 2022), lowered to the training images where fewer
 };
 // Evaluates each run's best checkpoint on its test sets (class-mean anchors for CAC), prints a

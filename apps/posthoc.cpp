@@ -51,23 +51,35 @@ const std::vector<Scorer>& all_scorers() {
 const char* scorer_name(Scorer s) { return info(s).name; }
 const char* scorer_meaning(Scorer s) { return info(s).meaning; }
 
+namespace {
+Scorer parse_scorer_or(const std::string& name, const std::string& what, const char* or_else) {
+  std::vector<std::string> names;
+  for (const ScorerInfo& i : kScorers) {
+    if (name == i.name) return i.scorer;
+    names.push_back(i.name);
+  }
+  fail("{}: '{}' is not a score (the scores: {}{})", what, name, fmt::join(names, ", "), or_else);
+}
+}  // namespace
+
+Scorer parse_scorer(const std::string& name, const std::string& what) { return parse_scorer_or(name, what, ""); }
+
 std::vector<Scorer> parse_scorers(const std::string& list) {
   if (list == "all") return all_scorers();
   std::vector<Scorer> out;
-  std::vector<std::string> names;
-  for (const ScorerInfo& i : kScorers) names.push_back(i.name);
   size_t start = 0;
   while (start <= list.size()) {
     const size_t comma = std::min(list.find(',', start), list.size());
     const std::string name = list.substr(start, comma - start);
-    const auto it = std::find(names.begin(), names.end(), name);
-    CAC_CHECK(it != names.end(), "--scores: '{}' is not a score (the scores: {}, or all)", name, fmt::join(names, ", "));
-    const Scorer s = kScorers[it - names.begin()].scorer;
+    const Scorer s = parse_scorer_or(name, "--scores", ", or all");
     if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
     start = comma + 1;
   }
   return out;
 }
+
+bool reads_features(Scorer s) { return s == Scorer::Knn || s == Scorer::Mahalanobis; }
+bool never_negative(Scorer s) { return s != Scorer::Mls && s != Scorer::Energy; }
 
 std::vector<float> l2_normalised_rows(const std::vector<float>& x, int dim) {
   std::vector<float> out(x);
@@ -121,6 +133,38 @@ void PosthocScorers::fit_mahalanobis(const SetOutputs& t, const std::vector<int6
   const std::vector<float> wm(m.whitened_means().begin(), m.whitened_means().end());
   whiten_ = Tensor::from_vector(w, {dim, dim}).to(dev_);
   wmeans_ = Tensor::from_vector(wm, {K_, dim}).to(dev_);
+}
+
+std::vector<std::pair<std::string, Tensor>> PosthocScorers::state(Scorer s) const {
+  switch (s) {
+    case Scorer::Knn: return {{"bank", bank_.to(Device::CPU)}};
+    case Scorer::Mahalanobis: return {{"whitening", whiten_.to(Device::CPU)}, {"whitened_means", wmeans_.to(Device::CPU)}};
+    default: return {};
+  }
+}
+
+PosthocScorers PosthocScorers::deployed(Scorer s, const std::map<std::string, Tensor>& state, const Tensor& anchors,
+                                        int K, int dim, Device dev, int knn_k, const std::string& where) {
+  PosthocScorers p({s}, K, dev, anchors);
+  auto take = [&](const char* name, int64_t rows, int64_t cols) {
+    const auto it = state.find(name);
+    CAC_CHECK(it != state.end(), "{}: no tensor '{}' (the {} score needs it); run cac_eval again", where, name,
+              scorer_name(s));
+    const Tensor& t = it->second;
+    CAC_CHECK(t.dtype() == DType::F32 && t.ndim() == 2 && (rows < 0 || t.dim(0) == rows) && t.dim(1) == cols &&
+                  t.dim(0) > 0,
+              "{}: tensor '{}' has shape [{}] (expected {} x {} floats for this network); run cac_eval again", where,
+              name, fmt::join(t.shape(), ", "), rows < 0 ? std::string("N") : std::to_string(rows), cols);
+    return t.to(dev);
+  };
+  if (s == Scorer::Knn) {
+    p.bank_ = take("bank", -1, dim);
+    p.knn_k_ = int(std::min<int64_t>(knn_k, p.bank_.dim(0)));
+  } else if (s == Scorer::Mahalanobis) {
+    p.whiten_ = take("whitening", dim, dim);
+    p.wmeans_ = take("whitened_means", K, dim);
+  }
+  return p;
 }
 
 std::vector<double> PosthocScorers::score(Scorer s, const SetOutputs& set) const {

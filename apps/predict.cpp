@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <memory>
 
 #include "apps/run.h"
 #include "apps/scoring.h"
@@ -44,7 +46,28 @@ struct Prediction {
   double score = 0;
 };
 
-// The run's network, anchors and evaluation pipeline, from deploy.json, config.json and best.safetensors.
+// The deployed score, and for knn and mahalanobis what they fitted on the training images (the
+// score file beside deploy.json, which must carry the record's score_id).
+PosthocScorers deployed_score(const std::string& run, const Deployment& dep, const Tensor& anchors, int feature_dim,
+                              Device dev) {
+  std::map<std::string, Tensor> state;
+  if (!dep.score_file.empty()) {
+    const std::string path = run + "/" + dep.score_file;
+    CAC_CHECK(fs::exists(path), "{}: missing (deploy.json's {} score needs it); run cac_eval --run {} again", path,
+              scorer_name(dep.score), run);
+    Safetensors f = load_safetensors(path);
+    const auto id = f.metadata.find("score_id");
+    CAC_CHECK(id != f.metadata.end() && id->second == dep.score_id, "{}: written by another evaluation than {}/deploy.json "
+              "(score_id {} against {}); run cac_eval --run {} again", path, run,
+              id == f.metadata.end() ? "none" : id->second, dep.score_id, run);
+    state = std::move(f.tensors);
+  }
+  return PosthocScorers::deployed(dep.score, state, anchors, dep.num_classes, feature_dim, dev, dep.knn_k,
+                                  run + "/" + dep.score_file);
+}
+
+// The run's network, anchors, deployed score and evaluation pipeline, from deploy.json (and its score
+// file), config.json and best.safetensors.
 class Predictor {
  public:
   Predictor(const std::string& run, const Deployment& dep, Device dev) : dep_(dep), dev_(dev) {
@@ -56,10 +79,12 @@ class Predictor {
     const std::string ckpt = run + "/best.safetensors";
     restore_tensors(load_safetensors(ckpt), model_->state_dict(), ckpt);
     model_->eval();
-    if (method_ != Method::CE) anchors_ = Tensor::from_vector(dep.anchors, {dep.num_classes, dep.num_classes});
+    if (!dep.anchors.empty()) anchors_ = Tensor::from_vector(dep.anchors, {dep.num_classes, dep.num_classes});
     aug_.size = dep.image_size;  // evaluation pipeline: resize, to [0, 1], normalise
     aug_.mean = dep.mean;
     aug_.std = dep.std;
+    const int64_t dim = reads_features(dep.score) ? feature_dim() : 0;
+    score_ = std::make_unique<PosthocScorers>(deployed_score(run, dep, anchors_, int(dim), dev));
   }
   // Scores the images of `batch` that can be read; the others get their reason.
   void score(std::vector<Prediction*>& batch) {
@@ -80,11 +105,23 @@ class Predictor {
     if (read.empty()) return;
     NoGradGuard no_grad;
     Tensor t = Tensor::from_vector(x, {int64_t(read.size()), C, S, S}).to(dev_);
-    const Scored s = score_logits(method_, model_->logits(t).to_vector<float>(), dep_.num_classes, anchors_);
-    for (size_t i = 0; i < read.size(); ++i) read[i]->pred = s.pred[i], read[i]->score = s.score[i];
+    const OpenSetClassifier::Outputs o = model_->outputs(t);
+    SetOutputs out;
+    out.logits = o.logits.to_vector<float>();
+    if (reads_features(dep_.score)) out.features = o.features.to_vector<float>(), out.dim = int(o.features.dim(1));
+    const Scored own = score_logits(method_, out.logits, dep_.num_classes, anchors_);  // the prediction
+    const std::vector<double> s = score_->score(dep_.score, out);
+    for (size_t i = 0; i < read.size(); ++i) read[i]->pred = own.pred[i], read[i]->score = s[i];
   }
 
  private:
+  // The network's penultimate feature size, from one blank image.
+  int64_t feature_dim() {
+    NoGradGuard no_grad;
+    const Tensor blank = Tensor::zeros({1, dep_.channels, dep_.image_size, dep_.image_size}).to(dev_);
+    return model_->outputs(blank).features.dim(1);
+  }
+
   void load(const std::string& path, float* out) const {
     int w = 0, h = 0;
     std::vector<uint8_t> px = data::decode_image_rgb(path, &w, &h);
@@ -102,6 +139,7 @@ class Predictor {
   std::shared_ptr<OpenSetClassifier> model_;
   Tensor anchors_;
   data::Augment aug_;
+  std::unique_ptr<PosthocScorers> score_;
 };
 }  // namespace
 
@@ -110,8 +148,11 @@ int run_predict(const PredictOptions& o) {
   const Deployment dep = Deployment::from_json(
       read_text(dep_path, fmt::format(" (run `cac_eval --run {}` first: it writes the anchors and the threshold)", o.run)),
       dep_path);
+  CAC_CHECK(!o.threshold || std::isfinite(*o.threshold), "--threshold {} is not a number", *o.threshold);
+  CAC_CHECK(!o.threshold || *o.threshold >= 0 || !never_negative(dep.score), "--threshold {} is negative: the run's "
+            "{} scores are >= 0, so every image would be unknown", *o.threshold, scorer_name(dep.score));
   Predictor predictor(o.run, dep, resolve_device(o.device));
-  const double threshold = o.threshold >= 0 ? o.threshold : dep.threshold;
+  const double threshold = o.threshold ? *o.threshold : dep.threshold;
   std::vector<Prediction> all;
   for (const std::string& f : collect_images(o.inputs)) all.push_back({f, "", -1, 0});
   for (size_t b0 = 0; b0 < all.size(); b0 += size_t(o.batch)) {
@@ -138,11 +179,11 @@ int run_predict(const PredictOptions& o) {
     csv += fmt::format("{},{},{},{:.6g},{},\n", csv_field(p.path), p.pred, csv_field(name), p.score,
                        is_unknown ? "unknown" : "known");
   }
-  const std::string why = o.threshold >= 0 ? std::string("--threshold")
-                                           : fmt::format("accepts {:g}% of the validation knowns", 100 * dep.accept);
+  const std::string why = o.threshold ? std::string("--threshold")
+                                      : fmt::format("accepts {:g}% of the validation knowns", 100 * dep.accept);
   const size_t read = all.size() - size_t(failed);
-  std::printf("%zu images: %zu known, %d unknown (threshold %.4f: %s)\n", read, read - size_t(unknown), unknown,
-              threshold, why.c_str());
+  std::printf("%zu images: %zu known, %d unknown (%s score above %.4f: %s)\n", read, read - size_t(unknown), unknown,
+              scorer_name(dep.score), threshold, why.c_str());
   if (!o.csv.empty()) write_file_atomic(o.csv, csv);
   if (failed == 0) return 0;
   std::fprintf(stderr, "cac_predict: %d of %zu images could not be read (named above%s); exit code 2\n", failed,

@@ -1,6 +1,7 @@
 #pragma once
 // cac_predict as a library function: scores new images with a run's deploy.json (known class or
 // unknown) and prints or writes the predictions.
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -9,7 +10,7 @@ namespace cac::app {
 struct PredictOptions {
   std::string run;                  // a run folder on which cac_eval has run (deploy.json)
   std::vector<std::string> inputs;  // JPEG files and folders (searched recursively)
-  double threshold = -1;            // < 0: the run's (accepts 95% of validation knowns)
+  std::optional<double> threshold;  // none: the run's (accepts 95% of validation knowns, or cac_eval --accept)
   std::string csv, device = "auto";
   int batch = 64;
 };

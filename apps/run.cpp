@@ -36,6 +36,10 @@ const Names<CheckpointBy>& checkpoint_by_names() {
                                         {CheckpointBy::ValLoss, "val_loss"}};
   return n;
 }
+const Names<LrShape>& lr_shape_names() {
+  static const Names<LrShape> n = {{LrShape::Step, "step"}, {LrShape::Cosine, "cosine"}};
+  return n;
+}
 template <class T>
 const char* name_of(const Names<T>& names, T v) {
   for (const auto& [value, name] : names)
@@ -57,6 +61,7 @@ std::string shown(const std::string& v) { return v; }
 std::string shown(Method m) { return method_name(m); }
 std::string shown(DeviceChoice d) { return device_choice_name(d); }
 std::string shown(Stage2 s) { return stage2_name(s); }
+std::string shown(LrShape s) { return lr_shape_name(s); }
 std::string shown(data::Interpolation i) { return name_of(interpolation_names(), i); }
 std::string shown(data::SplitSet s) { return data::split_set_name(s); }
 std::string shown(const std::optional<Arch>& a) { return a ? arch_name(*a) : ""; }
@@ -78,6 +83,7 @@ T parse_setting(const std::string& text) {
   if constexpr (std::is_same_v<T, Method>) return parse_method(text);
   else if constexpr (std::is_same_v<T, DeviceChoice>) return parse_device_choice(text);
   else if constexpr (std::is_same_v<T, Stage2>) return parse_stage2(text);
+  else if constexpr (std::is_same_v<T, LrShape>) return parse_lr_shape(text);
   else if constexpr (std::is_same_v<T, data::SplitSet>) return data::parse_split_set(text);
   else if constexpr (std::is_same_v<T, data::Interpolation>)
     return parse_name(interpolation_names(), text, "rotate_interpolation");
@@ -165,7 +171,13 @@ const std::vector<RunField>& run_fields() {
       CAC_RUN_FIELD(init, "--init", "", true),
       CAC_RUN_FIELD(skip_bad_images, "--skip-bad-images", "", true),
       CAC_RUN_FIELD(stage2, "--stage2", "", true),
-      CAC_RUN_FIELD(checkpoint_by, "", "", true)};
+      CAC_RUN_FIELD(checkpoint_by, "", "", true),
+      CAC_RUN_FIELD(lr_schedule, "--lr-schedule", "", true),  // an enum: read checked
+      CAC_RUN_FIELD(warmup_epochs, "--warmup-epochs", "warmup_epochs must be 0-100000", v >= 0 && v <= 100000),
+      CAC_RUN_FIELD(restarts, "--restarts", "restarts must be 0-1000", v >= 0 && v <= 1000),
+      CAC_RUN_FIELD(label_smoothing, "--label-smoothing", "label_smoothing must be in [0, 1)", v >= 0 && v < 1),
+      CAC_RUN_FIELD(randaugment, "--randaugment", "randaugment must be [] or [N, M] with N 1-14 and M 0-30",
+                    v.empty() || (v.size() == 2 && v[0] >= 1 && v[0] <= 14 && v[1] >= 0 && v[1] <= 30))};
   return fields;
 }
 #undef CAC_RUN_FIELD
@@ -199,7 +211,8 @@ RunConfig RunConfig::from_json(const std::string& text, const std::string& where
   c.stage2 = Stage2::Continue;
   c.rotate_interpolation = data::Interpolation::Bilinear;
   const std::set<std::string> optional = {"arch", "init", "stage2", "checkpoint_by", "rotate_interpolation",
-                                          "split_set", "skip_bad_images"};
+                                          "split_set", "skip_bad_images", "lr_schedule", "warmup_epochs",
+                                          "restarts", "label_smoothing", "randaugment"};
   for (const RunField& f : run_fields()) {
     if (!j.contains(f.key) && optional.count(f.key)) continue;
     f.set(c, jsonf::member(j, f.key, where), where);
@@ -262,6 +275,25 @@ void RunConfig::check(const std::string& where) const {
     if (e < 0 || e > 100000) bad(fmt::format("epochs must be 0-100000 per stage (found {})", e));
   for (double lr : lrs)
     if (!(lr > 0 && std::isfinite(lr))) bad(fmt::format("lrs must be positive and finite (found {})", lr));
+  if (lr_schedule == LrShape::Step && (warmup_epochs > 0 || restarts > 0))
+    bad("warmup_epochs and restarts belong to lr_schedule cosine (with step, each stage has its own rate)");
+  if (lr_schedule == LrShape::Cosine) {
+    try {
+      schedule();
+    } catch (const Error& e) {
+      bad(e.what());
+    }
+  }
+  if (label_smoothing > 0 && method != Method::CE)
+    bad(fmt::format("label_smoothing applies to the CE baseline (method ce); this run's method is {}",
+                    method_name(method)));
+}
+
+LrSchedule RunConfig::schedule() const {
+  if (lr_schedule == LrShape::Step) return LrSchedule(epochs, lrs);
+  int total = 0;
+  for (int e : epochs) total += e;
+  return LrSchedule::cosine(total, lrs.empty() ? 0 : lrs[0], warmup_epochs, restarts);
 }
 
 void apply_dataset_defaults(RunConfig& c, bool epochs_set, bool lrs_set, bool batch_set, bool wd_set,
@@ -294,6 +326,8 @@ const char* stage2_name(Stage2 s) { return name_of(stage2_names(), s); }
 Stage2 parse_stage2(const std::string& s) { return parse_name(stage2_names(), s, "--stage2"); }
 const char* checkpoint_by_name(CheckpointBy c) { return name_of(checkpoint_by_names(), c); }
 CheckpointBy parse_checkpoint_by(const std::string& s) { return parse_name(checkpoint_by_names(), s, "checkpoint_by"); }
+const char* lr_shape_name(LrShape s) { return name_of(lr_shape_names(), s); }
+LrShape parse_lr_shape(const std::string& s) { return parse_name(lr_shape_names(), s, "--lr-schedule"); }
 
 DeviceChoice parse_device_choice(const std::string& s) {
   const std::string problem = device_problem(s);

@@ -35,6 +35,9 @@ Stage2 parse_stage2(const std::string& s);
 enum class CheckpointBy { ValAnchorLoss, ValAccuracy, ValLoss };
 const char* checkpoint_by_name(CheckpointBy c);
 CheckpointBy parse_checkpoint_by(const std::string& s);
+// --lr-schedule: step (the protocol's stages) or cosine (layers/optim.h).
+const char* lr_shape_name(LrShape s);
+LrShape parse_lr_shape(const std::string& s);
 
 struct RunConfig {
   std::string dataset = "FashionMNIST";
@@ -63,6 +66,13 @@ struct RunConfig {
   bool skip_bad_images = false;  // ImageFolder: leave out images that cannot be read (else stop at one)
   Stage2 stage2 = Stage2::Reload;
   std::optional<CheckpointBy> checkpoint_by;  // unset: by method (CE: accuracy, else anchor loss)
+  // The strong-baseline recipe (Vaze et al. 2022; all off by default, the CAC protocol): cosine
+  // learning rate over the total of `epochs` from lrs[0] with warm-up and restarts; label smoothing
+  // of the CE baseline's loss; RandAugment [N, M] on the training images ([] = none).
+  LrShape lr_schedule = LrShape::Step;
+  int warmup_epochs = 0, restarts = 0;
+  double label_smoothing = 0;
+  std::vector<int> randaugment;
 
   std::string to_json() const;
   // Parses and check()s; every problem names `where` (the file) and the field.
@@ -75,6 +85,8 @@ struct RunConfig {
   // The ranges cac_train's flags accept, for a config.json read back (--resume, cac_eval, cac_predict).
   void check(const std::string& where) const;
   Arch arch_or_default() const { return arch.value_or(Arch::Classifier32); }
+  // The learning rate of every epoch, as lr_schedule says.
+  LrSchedule schedule() const;
   CheckpointBy checkpoint_criterion() const {
     return checkpoint_by.value_or(method == Method::CE ? CheckpointBy::ValAccuracy : CheckpointBy::ValAnchorLoss);
   }

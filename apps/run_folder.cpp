@@ -44,7 +44,8 @@ struct RunFile {
 constexpr RunFile kRunFiles[] = {
     {"config.json", true},       {"train.log", true},     {"metrics.csv", true}, {"best.safetensors", true},
     {"last.safetensors", false}, {"deploy.json", false},  {"eval.json", false},  {"scores.csv", false},
-    {"report.html", false},      {"report.png", false},
+    {"report.html", false},      {"report.png", false},   {"deploy-knn.safetensors", false},
+    {"deploy-mahalanobis.safetensors", false},
 };
 const RunFile* run_file(const std::string& name) {
   for (const RunFile& f : kRunFiles)

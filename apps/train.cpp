@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <fmt/ranges.h>
 #include <optional>
 #include <sstream>
 
@@ -183,12 +184,25 @@ ResumePoint load_resume_point(RunConfig& cfg, const std::string& dir, const Resu
 }
 
 // The first lines of train.log: the engine, the run, and which classes are known.
+// The strong-baseline options in force, in words ("" for the protocol's plain run).
+std::string recipe_words(const RunConfig& cfg) {
+  std::vector<std::string> parts;
+  if (cfg.lr_schedule == LrShape::Cosine)
+    parts.push_back(fmt::format("cosine learning rate from {} ({} warm-up epochs, {} restarts)", cfg.lrs[0],
+                                cfg.warmup_epochs, cfg.restarts));
+  if (cfg.label_smoothing > 0) parts.push_back(fmt::format("label smoothing {}", cfg.label_smoothing));
+  if (!cfg.randaugment.empty())
+    parts.push_back(fmt::format("RandAugment N={} M={}", cfg.randaugment[0], cfg.randaugment[1]));
+  return fmt::format("{}", fmt::join(parts, "; "));
+}
+
 void log_header(RunLog& log, const RunConfig& cfg, const data::OpenSetData& d, Device dev, int total_epochs) {
   log.write(fmt::format("engine: {}\n", engine_version()));
   log.write(fmt::format("cac_train: {} trial {}, {}, {} known classes, {} train / {} val images, method {}, {} epochs on {}\n",
                         d.benchmark, cfg.trial, arch_name(cfg.arch_or_default()), d.num_classes(), d.train.size(),
                         d.val.size(), method_name(cfg.method), total_epochs, dev == Device::CUDA ? cuda::device_description() : "the CPU"));
   if (!d.val_folder.empty()) log.write(fmt::format("validation images: {} (all of train/ trains)\n", d.val_folder));
+  if (const std::string r = recipe_words(cfg); !r.empty()) log.write("recipe: " + r + "\n");
   if (d.class_names.empty()) return;
   // Named classes (an image folder, Fashion-MNIST, CIFAR-10): which is which.
   std::string known, unknown;
@@ -237,10 +251,11 @@ class TrainRun {
       : cfg_(cfg), method_(cfg.method), dev_(dev), log_(log),
         model_(build_model(cfg, d.num_classes())), trainer_((model_->to(dev), model_), method_, cfg.lambda,
                                                             cfg.momentum, cfg.weight_decay),
-        train_aug_(data::training_augment(cfg.image_size, cfg.crop_scale_min, cfg.flip_p, cfg.rotate_deg, d.norm,
-                                          cfg.rotate_interpolation)),
+        train_aug_(training_augment(cfg, d)),
         train_loader_(d.train, train_aug_, loader_options(true)),
-        val_loader_(d.val, eval_augment(), loader_options(false)) {}
+        val_loader_(d.val, eval_augment(), loader_options(false)) {
+    trainer_.set_label_smoothing(cfg.label_smoothing);
+  }
 
   OpenSetClassifier& model() { return *model_; }
   Trainer& trainer() { return trainer_; }
@@ -346,6 +361,13 @@ class TrainRun {
   data::Augment eval_augment() const {
     data::Augment a = train_aug_;
     a.train = false;
+    a.randaugment_n = 0;
+    return a;
+  }
+  static data::Augment training_augment(const RunConfig& cfg, const data::OpenSetData& d) {
+    data::Augment a = data::training_augment(cfg.image_size, cfg.crop_scale_min, cfg.flip_p, cfg.rotate_deg, d.norm,
+                                             cfg.rotate_interpolation);
+    if (!cfg.randaugment.empty()) a.randaugment_n = cfg.randaugment[0], a.randaugment_m = cfg.randaugment[1];
     return a;
   }
 
@@ -444,7 +466,7 @@ int stop_diverged(RunLog& log, const RunConfig& cfg, const std::string& what, in
 
 // The epochs from `start` on: train, validate, write metrics.csv and the checkpoints. Returns the
 // exit code.
-int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const StagedLR& schedule, int start, EpochState st,
+int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const LrSchedule& schedule, int start, EpochState st,
                MetricsCsv csv, int stop_after_epochs) {
   int epochs_run = 0;
   for (int epoch = start; epoch < schedule.total_epochs(); ++epoch) {
@@ -497,7 +519,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   if (!resume_dir.empty()) resume = load_resume_point(cfg, resume_dir, overrides);
   const std::string replaced = resume_dir.empty() ? prepare_new_run_folder(dir, existing) : "";
   const Device dev = resolve_device(cfg.device);
-  StagedLR schedule(cfg.epochs, cfg.lrs);
+  const LrSchedule schedule = cfg.schedule();
   const int total_epochs = schedule.total_epochs();
   CAC_CHECK(total_epochs > 0 || !cfg.init.empty(),
             "--epochs adds up to 0: nothing to train and no weights to keep (with --init FILE, 0 epochs makes a run "

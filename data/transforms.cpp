@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "data/randaugment.h"
 
 namespace cac::data {
 
@@ -137,6 +138,7 @@ void transform_image_reference(const uint8_t* hwc, int h, int w, int c, const Au
     img = resize_bilinear(crop(img, random_resized_crop_box(img.h, img.w, a.crop_scale_min, g)), a.size, a.size);
     if (g.uniform() < a.flip_p) img = hflip(img);
     if (a.rotate_deg > 0) img = rotate(img, (2 * g.uniform() - 1) * a.rotate_deg, a.rotate_interp);
+    if (a.randaugment_n > 0) rand_augment(img, a.randaugment_n, a.randaugment_m, g);
   } else if (a.flip) {
     img = hflip(img);
   }
@@ -278,6 +280,14 @@ void transform_image(const uint8_t* hwc, int h, int w, int c, const Augment& a, 
         rotate_square(cur, S, c, degrees, a.rotate_interp, spare);
         std::swap(cur, spare);
       }
+    }
+    if (a.randaugment_n > 0) {  // on whole images (its ops are not pixel-local): one copy in and out
+      thread_local FloatImage img;
+      img.h = img.w = S;
+      img.c = c;
+      img.px.assign(cur, cur + n);
+      rand_augment(img, a.randaugment_n, a.randaugment_m, g);
+      std::copy(img.px.begin(), img.px.end(), cur);
     }
   } else if (a.flip) {
     resize_box(cur, S, c, CropBox{0, 0, S, S}, S, true, s, spare);

@@ -40,11 +40,13 @@ struct Augment {
   double crop_scale_min = 1.0, flip_p = 0.0, rotate_deg = 0.0;
   Interpolation rotate_interp = Interpolation::Nearest;
   bool flip = false;   // eval only: a deterministic horizontal flip (class means use flipped copies)
+  int randaugment_n = 0, randaugment_m = 0;  // training: RandAugment's N operations at magnitude M (0 = none)
   std::vector<float> mean, std;  // per channel, on the [0, 1] scale
 };
 
 // The whole pipeline for one sample, written as normalised float CHW (c * size * size values):
-// resize to size x size; when training, random resized crop back to size x size, flip, rotation.
+// resize to size x size; when training, random resized crop back to size x size, flip, rotation,
+// RandAugment (data/randaugment.h) when asked.
 // Fused (no copies, per-thread scratch) for the loader's workers.
 void transform_image(const uint8_t* hwc, int h, int w, int c, const Augment& a, uint64_t seed,
                      uint64_t epoch, uint64_t index, float* out_chw);

@@ -205,7 +205,7 @@ std::vector<GroupSummary> summarise(const std::vector<ReportEntry>& entries, con
   for (const ReportEntry& e : entries) {
     auto g = std::find_if(groups.begin(), groups.end(), [&](auto& x) { return same(x, e); });
     if (g == groups.end()) {
-      groups.push_back({e.dataset, e.method, e.unknown_set, e.scorer, e.deployed, 0, names, {}, {}});
+      groups.push_back({e.dataset, e.method, e.unknown_set, e.scorer, e.own, 0, names, {}, {}});
       g = groups.end() - 1;
     }
     ++g->runs;
@@ -384,7 +384,7 @@ namespace {
 // first; cells: mean ± std over runs), and per run and set the ROC curves of its scores.
 std::string html_scores(const std::vector<ReportEntry>& entries, const std::vector<GroupSummary>& groups,
                         const std::vector<std::string>& names) {
-  if (std::all_of(entries.begin(), entries.end(), [](const ReportEntry& e) { return e.deployed; })) return "";
+  if (std::all_of(entries.begin(), entries.end(), [](const ReportEntry& e) { return e.own; })) return "";
   const std::vector<std::string> shown = {"auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr", "oscr"};
   std::string h = "<h2>Scores</h2>\n<p class=\"meta\">The same networks scored by each post-hoc open-set score "
                   "(higher = more likely unknown for every one; * the run's own). cac: distance-based γ to the "
@@ -401,7 +401,7 @@ std::string html_scores(const std::vector<ReportEntry>& entries, const std::vect
       h += "</tr>\n";
       last = head;
     }
-    h += "<tr><td>" + html_escape(g.scorer) + (g.deployed ? " *" : "") + "</td>";
+    h += "<tr><td>" + html_escape(g.scorer) + (g.own ? " *" : "") + "</td>";
     for (const auto& n : shown) {
       const size_t at = size_t(std::find(names.begin(), names.end(), n) - names.begin());
       const double m = at < g.mean.size() ? g.mean[at] : NAN, sd = at < g.stdev.size() ? g.stdev[at] : NAN;
@@ -463,7 +463,9 @@ details{margin:6px 0} summary{cursor:pointer;font-size:14px}
 // The metrics table of the runs' own scores, with mean ± std rows, and the score x metric section.
 std::string html_metrics(const std::vector<ReportEntry>& entries, const std::vector<std::string>& metric_names) {
   std::string h;
-  h += "<h2>Metrics</h2>\n<p class=\"meta\">Score: each run's own, which deploy.json uses: CAC min distance-based γ; CE 1 − max softmax (the other scores: below). Unknown = positive for "
+  h += "<h2>Metrics</h2>\n<p class=\"meta\">Score: each run's own: CAC min distance-based γ; CE 1 − max softmax, the "
+       "protocol's baseline (the other scores: below; the confusion and unknown-class tables: the deployed score of "
+       "deploy.json, cac_eval --deploy-score). Unknown = positive for "
        "AUROC and AUPR-out. CCR at FPR: n/a where the unknown set is too small to resolve that rate.</p>\n<table><tr><th>run</th><th>method</th>";
   for (auto& n : metric_names) h += "<th>" + html_escape(n) + "</th>";
   h += "</tr>\n";
@@ -472,14 +474,14 @@ std::string html_metrics(const std::vector<ReportEntry>& entries, const std::vec
     return std::isfinite(sd) ? fmt::format("<td>{:.4f} ± {:.4f}</td>", v, sd) : fmt::format("<td>{:.4f}</td>", v);
   };
   for (const ReportEntry& e : entries) {
-    if (!e.deployed) continue;
+    if (!e.own) continue;
     h += "<tr><td>" + html_escape(entry_name(e)) + "</td><td>" + html_escape(e.method) + "</td>";
     for (auto& n : metric_names) h += cell(metric(e, n));
     h += "</tr>\n";
   }
   const std::vector<GroupSummary> groups = summarise(entries, metric_names);
   for (const GroupSummary& g : groups) {
-    if (g.runs < 2 || !g.deployed) continue;
+    if (g.runs < 2 || !g.own) continue;
     h += fmt::format("<tr class=\"summary\"><td>mean ± std over {} runs{}{}</td><td>{}</td>", g.runs,
                      g.dataset.empty() ? "" : " · " + html_escape(g.dataset),
                      g.unknown_set == "unknown" ? "" : " · " + html_escape(g.unknown_set), html_escape(g.method));
@@ -499,7 +501,7 @@ std::string html_curves(const std::vector<ReportEntry>& entries) {
   std::vector<Series> roc, oscr;
   size_t most_unknowns = 1;
   for (const ReportEntry& e : entries) {
-    if (!e.deployed) continue;
+    if (!e.own) continue;
     const std::string label = short_entry_name(e);
     Series r{label, {}, {}}, o{label, {}, {}};
     for (const RocPoint& p : roc_curve(e.known_scores, e.unknown_scores)) r.x.push_back(p.fpr), r.y.push_back(p.tpr);
@@ -519,7 +521,7 @@ std::string html_curves(const std::vector<ReportEntry>& entries) {
 
   h += "<h2>Open-set score distributions</h2>\n<div class=\"plots\">";
   for (const ReportEntry& e : entries)
-    if (e.deployed) h += svg_histogram(short_entry_name(e), e.known_scores, e.unknown_scores);
+    if (e.own) h += svg_histogram(short_entry_name(e), e.known_scores, e.unknown_scores);
   h += "</div>\n";
 
   return h;
@@ -546,8 +548,9 @@ std::string html_run_details(const std::vector<ReportEntry>& entries) {
            "(the one that accepts the stated share of the validation images of the known classes, as cac_predict "
            "uses). Each cell: "
            "images and share of the row.</p>\n";
-    h += fmt::format("<details{}><summary>{} · threshold {:.4g} (accepts {:g}% of the validation knowns)</summary>\n",
-                     first ? " open" : "", html_escape(entry_name(e)), e.threshold, 100 * e.accept) +
+    h += fmt::format("<details{}><summary>{} · {} score above {:.4g} (accepts {:g}% of the validation knowns)</summary>\n",
+                     first ? " open" : "", html_escape(entry_name(e)), html_escape(e.deploy_score), e.threshold,
+                     100 * e.accept) +
          html_confusion(e) + "</details>\n";
     first = false;
   }

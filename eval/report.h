@@ -55,7 +55,11 @@ struct ReportEntry {
   std::vector<UnknownClassBreakdown> unknown_classes{};
   std::vector<std::string> unknown_label_names{};
   std::string scorer = "cac";  // the open-set score (apps/posthoc.h) the scores and metrics are of
-  bool deployed = true;        // the run's own score: deploy.json, the confusion and unknown-class tables
+  // The run's own score (CAC: cac; CE: msp, as the protocol's baseline): the main tables, curves and
+  // histograms. Own entries also carry the deployment's threshold, confusion and unknown-class tables,
+  // which are of deploy_score (cac_eval --deploy-score; it may differ from the own score).
+  bool own = true;
+  std::string deploy_score{};
 };
 
 std::string entry_name(const ReportEntry& e);  // "run" or "run · set"
@@ -64,7 +68,7 @@ std::string entry_name(const ReportEntry& e);  // "run" or "run · set"
 // method, unknown set and score, e.g. over trials 0-4; NaN values are left out of a metric's count.
 struct GroupSummary {
   std::string dataset, method, unknown_set, scorer;
-  bool deployed = true;
+  bool own = true;
   int runs = 0;
   std::vector<std::string> names;
   std::vector<double> mean, stdev;

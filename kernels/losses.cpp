@@ -9,11 +9,11 @@ void cac_head_forward(const Tensor& z, const Tensor& centres, const Tensor& labe
 void cac_head_backward(const Tensor& z, const Tensor& centres, const Tensor& d, const Tensor& labels, double lambda, const Tensor& gloss, Tensor* gz, Tensor* gc) {
   CAC_DISPATCH(z.device(), cac_head_backward, z, centres, d, labels, lambda, gloss, gz, gc);
 }
-void cross_entropy_forward(const Tensor& logits, const Tensor& labels, Tensor& out) {
-  CAC_DISPATCH(logits.device(), cross_entropy_forward, logits, labels, out);
+void cross_entropy_forward(const Tensor& logits, const Tensor& labels, double eps, Tensor& out) {
+  CAC_DISPATCH(logits.device(), cross_entropy_forward, logits, labels, eps, out);
 }
-void cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& gloss, Tensor& glogits) {
-  CAC_DISPATCH(logits.device(), cross_entropy_backward, logits, labels, gloss, glogits);
+void cross_entropy_backward(const Tensor& logits, const Tensor& labels, double eps, const Tensor& gloss, Tensor& glogits) {
+  CAC_DISPATCH(logits.device(), cross_entropy_backward, logits, labels, eps, gloss, glogits);
 }
 void open_set_score_forward(const Tensor& d, Tensor& gamma) {
   CAC_DISPATCH(d.device(), open_set_score_forward, d, gamma);

@@ -23,9 +23,11 @@ CAC_DECLARE_KERNEL(void cac_head_forward(const Tensor& z, const Tensor& centres,
 CAC_DECLARE_KERNEL(void cac_head_backward(const Tensor& z, const Tensor& centres, const Tensor& d,
                                           const Tensor& labels, double lambda, const Tensor& gloss,
                                           Tensor* gz, Tensor* gc))
-// out[0] = mean_b(logsumexp(z_b) - z_b,y)
-CAC_DECLARE_KERNEL(void cross_entropy_forward(const Tensor& logits, const Tensor& labels, Tensor& out))
-CAC_DECLARE_KERNEL(void cross_entropy_backward(const Tensor& logits, const Tensor& labels,
+// out[0] = mean_b(logsumexp(z_b) - (1 - eps) z_b,y - eps mean_k z_b,k): cross-entropy against the
+// target (1 - eps) onehot(y) + eps / K (label smoothing, as PyTorch's label_smoothing; eps = 0: plain).
+// Backward: glogits = gloss / B * (softmax(z) - (1 - eps) onehot(y) - eps / K).
+CAC_DECLARE_KERNEL(void cross_entropy_forward(const Tensor& logits, const Tensor& labels, double eps, Tensor& out))
+CAC_DECLARE_KERNEL(void cross_entropy_backward(const Tensor& logits, const Tensor& labels, double eps,
                                                const Tensor& gloss, Tensor& glogits))
 // gamma = d * (1 - softmin(d)) per row: a score, values only (nothing trains through it).
 CAC_DECLARE_KERNEL(void open_set_score_forward(const Tensor& d, Tensor& gamma))

@@ -281,18 +281,19 @@ CacHead cac_head(const Tensor& z, const Tensor& centres, const Tensor& labels, d
   return {d, loss, parts.detach()};
 }
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double smoothing) {
   const char* op = "cross_entropy";
   check_float(op, logits, "logits");
   check_ndim(op, logits, 2, "logits");
   check_labels(op, logits, labels);
   CAC_CHECK(logits.dim(0) > 0, "cross_entropy: empty batch {}", shape_str(logits.shape()));
+  CAC_CHECK(smoothing >= 0 && smoothing < 1, "cross_entropy: label smoothing {} is outside [0, 1)", smoothing);
   Tensor loss = empty_as({}, logits);
-  kernels::cross_entropy_forward(logits, labels, loss);
+  kernels::cross_entropy_forward(logits, labels, smoothing, loss);
 
-  record(loss, op, {logits}, [logits, labels](const Tensor& gl, const std::vector<bool>&) {
+  record(loss, op, {logits}, [logits, labels, smoothing](const Tensor& gl, const std::vector<bool>&) {
     Tensor g = empty_like(logits);
-    kernels::cross_entropy_backward(logits, labels, gl, g);
+    kernels::cross_entropy_backward(logits, labels, smoothing, gl, g);
     return std::vector<Tensor>{g};
   });
   return loss;

@@ -41,7 +41,8 @@ struct CacHead {
   Tensor parts;      // [3] = (loss, tuplet, anchor), values only
 };
 CacHead cac_head(const Tensor& z, const Tensor& centres, const Tensor& labels, double lambda);
-Tensor cross_entropy(const Tensor& logits, const Tensor& labels);  // scalar, mean over batch
+// Scalar, mean over the batch; `smoothing` eps: the target is (1 - eps) onehot + eps / K (Szegedy et al.).
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double smoothing = 0);
 Tensor open_set_score(const Tensor& distances);  // gamma = d * (1 - softmin(d)); values only, no gradient
 Tensor argmin(const Tensor& x);                                     // i64 [B], no gradient
 Tensor argmax(const Tensor& x);

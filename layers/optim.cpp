@@ -1,5 +1,6 @@
 #include "layers/optim.h"
 
+#include <cmath>
 #include <numeric>
 
 #include "kernels/elementwise.h"
@@ -25,7 +26,7 @@ void SGD::reset_momentum() {
     momentum_buf_ = Tensor::zeros({store_.total()}, store_.values().dtype(), store_.values().device());
 }
 
-StagedLR::StagedLR(std::vector<int> stage_epochs, std::vector<double> lrs)
+LrSchedule::LrSchedule(std::vector<int> stage_epochs, std::vector<double> lrs)
     : epochs_(std::move(stage_epochs)), lrs_(std::move(lrs)) {
   CAC_CHECK(!epochs_.empty() && epochs_.size() == lrs_.size(),
             "learning-rate schedule: {} stage lengths but {} learning rates", epochs_.size(),
@@ -35,7 +36,32 @@ StagedLR::StagedLR(std::vector<int> stage_epochs, std::vector<double> lrs)
               i, epochs_[i], lrs_[i]);
 }
 
-double StagedLR::lr_at(int epoch) const {
+LrSchedule LrSchedule::cosine(int total_epochs, double base, int warmup_epochs, int restarts) {
+  LrSchedule s({total_epochs}, {base});
+  CAC_CHECK(warmup_epochs >= 0 && restarts >= 0, "learning-rate schedule: {} warm-up epochs and {} restarts must be >= 0",
+            warmup_epochs, restarts);
+  CAC_CHECK(total_epochs == 0 || total_epochs - warmup_epochs >= restarts + 1,
+            "learning-rate schedule: {} epochs leave {} after {} warm-up epochs, fewer than the {} cosine cycles of {} "
+            "restarts", total_epochs, total_epochs - warmup_epochs, warmup_epochs, restarts + 1, restarts);
+  s.shape_ = LrShape::Cosine;
+  s.warmup_ = warmup_epochs;
+  s.restarts_ = restarts;
+  return s;
+}
+
+double LrSchedule::cosine_at(int epoch) const {
+  const double base = lrs_[0], floor_lr = base * 1e-3;
+  if (epoch < warmup_) return base * double(epoch + 1) / double(warmup_);
+  const int after = total_epochs() - warmup_, cycle = after / (restarts_ + 1);
+  const int t = epoch - warmup_;
+  const int c = std::min(t / cycle, restarts_);  // the last cycle takes the remainder
+  const int len = c == restarts_ ? after - restarts_ * cycle : cycle;
+  const double pos = double(t - c * cycle) / double(len);
+  return floor_lr + (base - floor_lr) * (1 + std::cos(M_PI * pos)) / 2;
+}
+
+double LrSchedule::lr_at(int epoch) const {
+  if (shape_ == LrShape::Cosine) return cosine_at(epoch);
   int end = 0;
   for (size_t i = 0; i < epochs_.size(); ++i) {
     end += epochs_[i];
@@ -44,9 +70,9 @@ double StagedLR::lr_at(int epoch) const {
   return lrs_.back();
 }
 
-int StagedLR::total_epochs() const { return std::accumulate(epochs_.begin(), epochs_.end(), 0); }
+int LrSchedule::total_epochs() const { return std::accumulate(epochs_.begin(), epochs_.end(), 0); }
 
-int StagedLR::stage_of(int epoch) const {
+int LrSchedule::stage_of(int epoch) const {
   int end = 0;
   for (size_t i = 0; i < epochs_.size(); ++i) {
     end += epochs_[i];
@@ -55,7 +81,7 @@ int StagedLR::stage_of(int epoch) const {
   return int(epochs_.size()) - 1;
 }
 
-bool StagedLR::starts_stage(int epoch) const {
+bool LrSchedule::starts_stage(int epoch) const {
   int start = 0;
   for (size_t i = 0; i + 1 < epochs_.size(); ++i) {
     start += epochs_[i];

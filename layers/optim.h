@@ -1,6 +1,7 @@
 #pragma once
 // SGD with momentum and weight decay (PyTorch's update rule, one kernel over the parameter slab)
-// and the staged learning-rate schedule of the CAC protocol.
+// and the learning-rate schedules: the CAC protocol's stages, and cosine annealing with warm
+// restarts and linear warm-up (the strong-baseline recipe of Vaze et al. 2022).
 #include <vector>
 
 #include "core/parameter_store.h"
@@ -22,18 +23,31 @@ class SGD {
   double momentum_, weight_decay_;
 };
 
-// lr = lrs[i] during stage i; stage i lasts stage_epochs[i] epochs. Epochs count from 0.
-class StagedLR {
+enum class LrShape { Step, Cosine };
+
+// The learning rate of each epoch (epochs count from 0; the rate holds for the whole epoch).
+// Step: lr = lrs[i] during stage i; stage i lasts stage_epochs[i] epochs.
+// Cosine: one stage of E = total_epochs from `base`: linear warm-up, lr = base (e + 1) / W for the
+// first W epochs, then cosine annealing from base to base * 1e-3 (Vaze et al.'s eta_min) in
+// restarts + 1 cycles: each of floor((E - W) / (restarts + 1)) epochs, the last taking the rest so
+// the run ends annealed; at t epochs into a cycle of T, lr = min + (base - min)(1 + cos(pi t / T)) / 2
+// (SGDR, Loshchilov & Hutter 2017, by epoch).
+class LrSchedule {
  public:
-  StagedLR(std::vector<int> stage_epochs, std::vector<double> lrs);
+  LrSchedule(std::vector<int> stage_epochs, std::vector<double> lrs);
+  static LrSchedule cosine(int total_epochs, double base, int warmup_epochs, int restarts);
   double lr_at(int epoch) const;
   int total_epochs() const;
-  int stage_of(int epoch) const;            // 0-based
+  int stage_of(int epoch) const;            // 0-based (cosine: always 0)
   bool starts_stage(int epoch) const;       // epoch > 0 is the first epoch of a later stage
 
  private:
+  double cosine_at(int epoch) const;
+
+  LrShape shape_ = LrShape::Step;
   std::vector<int> epochs_;
   std::vector<double> lrs_;
+  int warmup_ = 0, restarts_ = 0;
 };
 
 }  // namespace cac

@@ -60,7 +60,7 @@ Trainer::Forward Trainer::forward_and_loss(const Tensor& images, const Tensor& l
   Forward f;
   Tensor logits = model_->logits(images);
   if (method_ == Method::CE) {
-    f.loss = ops::cross_entropy(logits, labels);
+    f.loss = ops::cross_entropy(logits, labels, smoothing_);
     // parts = (loss, loss, 0): CE stands in the tuplet slot, no anchor term.
     f.parts = Tensor::zeros({3}, f.loss.dtype(), f.loss.device());
     f.parts.rows(0, 1).view({}).accumulate_(f.loss.detach());

@@ -47,6 +47,8 @@ class Trainer {
   ParameterStore& store() { return store_; }
   SGD& optimizer() { return sgd_; }
   Method method() const { return method_; }
+  // CE: train against (1 - eps) onehot + eps / K (label smoothing); 0 = plain cross-entropy.
+  void set_label_smoothing(double eps) { smoothing_ = eps; }
 
  private:
   struct Forward {
@@ -60,6 +62,7 @@ class Trainer {
   std::shared_ptr<OpenSetClassifier> model_;
   Method method_;
   double lambda_;
+  double smoothing_ = 0;
   ParameterStore store_;
   SGD sgd_;
 };

@@ -20,7 +20,7 @@ while (($#)); do
 done
 # The default mode also opens a report in headless Chromium (Report.RendersInChromium) and loads a
 # checkpoint into PyTorch (TorchInterop.*).
-if [[ $mode == default ]]; then bash scripts/install-deps.sh --with-browser --with-torch; else bash scripts/install-deps.sh; fi
+if [[ $mode == default ]]; then bash scripts/install-deps.sh --with-browser --with-torch --with-sklearn; else bash scripts/install-deps.sh; fi
 targets=()
 case "$mode" in
   # With nvcc present the CUDA backend is required, not AUTO: a machine that lost cuDNN fails here

@@ -101,6 +101,8 @@ std::vector<OpCase> build() {
                    [](const V& v) { return ops::pairwise_distance(v[0], v[1]); }, 5});
   cases.push_back({"cross_entropy", {in({4, 5}), labels(4, 5)},
                    [](const V& v) { return ops::cross_entropy(v[0], v[1]); }, 20});
+  cases.push_back({"cross_entropy_smoothed", {in({4, 5}), labels(4, 5)},
+                   [](const V& v) { return ops::cross_entropy(v[0], v[1], 0.1); }, 20});
   cases.push_back({"cac_head", {in({5, 4}), in({4, 4}), labels(5, 4)},
                    [](const V& v) { return ops::cac_head(v[0], v[1], v[2], 0.1).loss; }, 20});
   // The whole open-set head as the training step uses it: linear -> distance + CAC loss.

@@ -173,6 +173,9 @@ TEST(RunFiles, ConfigAndDeploymentFieldsAreChecked) {
       {"lrs", {0.1, 0.01, 0.001}, "same length"},  {"dataset", "Foo", "dataset is not a known benchmark"},
       {"seed", -1, "seed must be an integer"},     {"image_size", 1e300, "image_size must be an integer"},
       {"device", 3, "device must be a string"},    {"device", "cuda:1", "CUDA_VISIBLE_DEVICES=1"},    {"dropout", 1.0, "dropout must be in [0, 1)"},
+      {"lr_schedule", "linear", "unknown --lr-schedule 'linear'"}, {"warmup_epochs", 1, "belong to lr_schedule cosine"},
+      {"label_smoothing", 0.1, "label_smoothing applies to the CE baseline"},
+      {"randaugment", {2}, "randaugment must be [] or [N, M]"}, {"randaugment", {2, 31}, "randaugment must be"},
   };
   for (const auto& [key, value, needle] : config_cases) {
     nlohmann::json j = base;
@@ -206,6 +209,36 @@ TEST(RunFiles, ConfigAndDeploymentFieldsAreChecked) {
     expect_error([&] { app::Deployment::from_json(j.dump(), "runs/x/deploy.json"); }, "runs/x/deploy.json");
     expect_error([&] { app::Deployment::from_json(j.dump(), "runs/x/deploy.json"); }, needle);
   }
+  // The deployed score (issue 24): what each needs, and nothing read from elsewhere than beside it.
+  auto with = [&](std::initializer_list<std::pair<const char*, nlohmann::json>> fields) {
+    nlohmann::json j = dbase;
+    for (const auto& [k, v] : fields) j[k] = v;
+    return j.dump();
+  };
+  auto refused = [&](const std::string& text, const char* needle) {
+    expect_error([&] { app::Deployment::from_json(text, "runs/x/deploy.json"); }, needle);
+  };
+  refused(with({{"score", "odin"}}), "'odin' is not a score");
+  refused(with({{"score", "knn"}}), "missing field 'knn_k'");
+  refused(with({{"score", "knn"}, {"knn_k", 0}}), "knn_k 0 must be at least 1");
+  refused(with({{"score", "knn"}, {"knn_k", 5}}), "missing field 'score_file'");
+  refused(with({{"score", "knn"}, {"knn_k", 5}, {"score_file", "../../etc/passwd"}, {"score_id", "1"}}),
+          "score_file '../../etc/passwd' is not the knn score's file (deploy-knn.safetensors)");
+  const app::Deployment k = app::Deployment::from_json(
+      with({{"score", "knn"}, {"knn_k", 5}, {"score_file", "deploy-knn.safetensors"}, {"score_id", "1"}}), "d");
+  EXPECT_EQ(k.score, app::Scorer::Knn);
+  EXPECT_EQ(k.knn_k, 5);
+  refused(with({{"score", "mahalanobis"}, {"score_file", "deploy-knn.safetensors"}, {"score_id", "1"}}),
+          "not the mahalanobis score's file");
+  // mls and energy are negative for confident images: a negative threshold is theirs to have.
+  EXPECT_EQ(app::Deployment::from_json(with({{"score", "mls"}, {"threshold", -3.5}}), "d").threshold, -3.5);
+  refused(with({{"score", "msp"}, {"threshold", -0.5}}), "msp scores are >= 0");
+  // CE runs keep anchors only for the cac score; records from before --deploy-score: the method's own.
+  refused(with({{"method", "ce"}, {"score", "mls"}}), "4 anchor values for 2 classes and the mls score");
+  EXPECT_EQ(app::Deployment::from_json(with({{"method", "ce"}, {"score", "cac"}}), "d").score, app::Scorer::Cac);
+  nlohmann::json old = nlohmann::json::parse(with({{"method", "ce"}, {"anchors", nlohmann::json::array()}}));
+  old.erase("score");
+  EXPECT_EQ(app::Deployment::from_json(old.dump(), "d").score, app::Scorer::Msp);
 }
 
 app::RunConfig tiny_config(const std::string& data, const std::string& out) {
@@ -286,6 +319,34 @@ TEST(Scores, CacEvalPathsMatchTheReferences) {
   EXPECT_EQ(app::parse_scorers("mls,knn,mls"), (std::vector<app::Scorer>{app::Scorer::Mls, app::Scorer::Knn}));
   expect_error([] { app::parse_scorers("mls,odin"); }, "'odin' is not a score (the scores: cac, msp, mls, energy, knn, "
                                                        "mahalanobis, or all)");
+}
+
+// A python3 that can import `module` ("" when none can): CAC_PYTHON, Debian's, the PATH's.
+std::string python_with(const std::string& module) {
+  std::vector<std::string> candidates;
+  if (const char* p = std::getenv("CAC_PYTHON")) candidates.push_back(p);
+  candidates.push_back("/usr/bin/python3");  // Debian's, which the python3-* packages install into
+  candidates.push_back("python3");
+  for (const auto& p : candidates)
+    if (run_cmd(p + " -c 'import " + module + "'").first == 0) return p;
+  return "";
+}
+
+// Issue 24: the AUROC of every score in eval.json is what scikit-learn computes from scores.csv
+// (tests/sklearn_auroc_check.py; scripts/install-deps.sh --with-sklearn installs Debian's).
+TEST(Scores, AurocOfEveryScoreAsScikitLearnComputesIt) {
+  const std::string py = python_with("sklearn");
+  if (py.empty()) GTEST_SKIP() << "no python3 here can import sklearn (scripts/install-deps.sh --with-sklearn)";
+  Dir d;
+  train_tiny_run(d);
+  app::EvalOptions o = cpu_eval(d / "run");
+  o.json_out = d / "eval.json";
+  o.scores_csv = d / "scores.csv";
+  ASSERT_EQ(app::run_eval(o), 0);
+  auto [rc, out] = run_cmd(py + " " + CAC_SOURCE_DIR + "/tests/sklearn_auroc_check.py " + (d / "scores.csv") + " " +
+                           (d / "eval.json"));
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_GE(std::count(out.begin(), out.end(), '\n'), 5) << out;  // cac, msp, mls, energy, knn (+ mahalanobis)
 }
 
 // Ctrl-C (SIGINT) or SIGTERM (a scheduler's time limit) while cac_train runs: it stops at the next
@@ -895,15 +956,7 @@ TEST(Train, InitProblemsNameTheFile) {
 // engine loads into the CAC authors' classifier32 layout with a strict load_state_dict, computes
 // the same logits and distances there, and comes back bit for bit. Skipped where no python3 can
 // import torch (scripts/install-deps.sh --with-torch installs Debian's python3-torch).
-std::string python_with_torch() {
-  std::vector<std::string> candidates;
-  if (const char* p = std::getenv("CAC_PYTHON")) candidates.push_back(p);
-  candidates.push_back("/usr/bin/python3");  // Debian's, which python3-torch installs into
-  candidates.push_back("python3");
-  for (const auto& p : candidates)
-    if (run_cmd(p + " -c 'import torch'").first == 0) return p;
-  return "";
-}
+std::string python_with_torch() { return python_with("torch"); }
 
 // Batch-norm statistics, affine terms, the head's bias and (unless `keep_anchors`) the anchors away
 // from their initial values, so that a swapped or missing tensor shows in the outputs.
@@ -1060,6 +1113,74 @@ TEST(TorchInterop, TrainingStepsMatchPyTorch) {
   }
 }
 
+// The strong-baseline recipe (issue 24, item 3) through cac_train's flags: the cosine schedule's
+// rates in metrics.csv (by hand: 3 epochs, 1 of warm-up, no restart, base 0.1 -> 0.1, 0.1, then
+// half way down to 1e-4: 0.05005), label smoothing reaching the CE loss, RandAugment on the
+// training images, all recorded in config.json and train.log; resumable like any run.
+TEST(Train, StrongBaselineRecipeFromFlags) {
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  const std::string base = std::string(CAC_TRAIN_BIN) + " --dataset MNIST --data-dir " + (d / "mnist") +
+                           " --method ce --train-limit 48 --batch 16 --device cpu --workers 2 --seed 5 --epochs 3 --lr 0.1";
+  const std::string recipe = " --lr-schedule cosine --warmup-epochs 1 --label-smoothing 0.5 --randaugment 2,9";
+  auto [rc, out] = run_cmd(base + recipe + " --out " + (d / "recipe"));
+  ASSERT_EQ(rc, 0) << out;
+  auto [rc0, out0] = run_cmd(base + " --out " + (d / "plain"));
+  ASSERT_EQ(rc0, 0) << out0;
+  auto column = [&](const std::string& run, size_t col) {
+    std::vector<double> v;
+    std::ifstream f(d / (run + "/metrics.csv"));
+    std::string line;
+    std::getline(f, line);
+    while (std::getline(f, line)) {
+      std::stringstream ls(line);
+      std::string x;
+      for (size_t i = 0; i <= col; ++i) std::getline(ls, x, ',');
+      v.push_back(std::stod(x));
+    }
+    return v;
+  };
+  const std::vector<double> lr = column("recipe", 1);
+  ASSERT_EQ(lr.size(), 3u);
+  EXPECT_NEAR(lr[0], 0.1, 1e-12);
+  EXPECT_NEAR(lr[1], 0.1, 1e-12);
+  EXPECT_NEAR(lr[2], 0.05005, 1e-12);
+  EXPECT_EQ(column("plain", 1), (std::vector<double>{0.1, 0.1, 0.1}));
+  // Smoothing 0.5 with 10 classes puts a floor under the loss: at least the entropy-like term
+  // 0.5 (logsumexp - mean logit) >= 0; the first epoch's loss differs from the plain run's.
+  EXPECT_NE(column("recipe", 2)[0], column("plain", 2)[0]);
+  const app::RunConfig c = app::RunConfig::from_json(read_all(d / "recipe/config.json"), "config.json");
+  EXPECT_EQ(c.lr_schedule, LrShape::Cosine);
+  EXPECT_EQ(c.warmup_epochs, 1);
+  EXPECT_EQ(c.label_smoothing, 0.5);
+  EXPECT_EQ(c.randaugment, (std::vector<int>{2, 9}));
+  EXPECT_NE(read_all(d / "recipe/train.log").find("recipe: cosine learning rate from 0.1 (1 warm-up epochs, 0 "
+                                                  "restarts); label smoothing 0.5; RandAugment N=2 M=9"),
+            std::string::npos) << read_all(d / "recipe/train.log");
+  // A config.json from before these fields reads as the protocol's plain run.
+  nlohmann::json old = nlohmann::json::parse(read_all(d / "plain/config.json"));
+  for (const char* k : {"lr_schedule", "warmup_epochs", "restarts", "label_smoothing", "randaugment"}) old.erase(k);
+  const app::RunConfig o = app::RunConfig::from_json(old.dump(), "old.json");
+  EXPECT_EQ(o.lr_schedule, LrShape::Step);
+  EXPECT_TRUE(o.randaugment.empty());
+  // Bad values, refused in words.
+  for (const auto& [flags, says] : std::vector<std::pair<std::string, std::string>>{
+           {" --randaugment 2", "give N,M"},
+           {" --randaugment 15,9", "give N,M"},
+           {" --randaugment 2,31", "outside N 1-14 then M 0-30"},
+           {" --warmup-epochs 2", "belong to lr_schedule cosine"},
+           {" --lr-schedule cosine --warmup-epochs 3", "fewer than the 1 cosine cycles"},
+           {" --label-smoothing 1", "label smoothing must be in [0, 1)"}}) {
+    auto [brc, bout] = run_cmd(base + flags + " --print-config");
+    EXPECT_NE(brc, 0) << flags;
+    EXPECT_NE(bout.find(says), std::string::npos) << flags << "\n" << bout;
+  }
+  auto [crc, cout_] = run_cmd(std::string(CAC_TRAIN_BIN) + " --dataset MNIST --data-dir " + (d / "mnist") +
+                              " --label-smoothing 0.1 --print-config");
+  EXPECT_NE(crc, 0);
+  EXPECT_NE(cout_.find("applies to the CE baseline"), std::string::npos) << cout_;
+}
+
 // Your own data: an image folder with a named split, through cac_train and cac_eval.
 TEST(ImageFolder, TrainAndEvaluateOwnData) {
   Dir d;
@@ -1111,6 +1232,71 @@ TEST(ImageFolder, TrainAndEvaluateOwnData) {
   fs::remove(d / "run/deploy.json");
   p.inputs = {d / "pets/test/bird"};
   expect_error([&] { app::run_predict(p); }, "cac_eval --run");  // no deploy.json: says what to run
+}
+
+// cac_eval --deploy-score (issue 24, item 2): deploy.json thresholds any score, and cac_predict gives
+// each test image the score cac_eval wrote for it in scores.csv (the knn bank and the Mahalanobis
+// whitening read back from the score file beside deploy.json). A CE run, whose default is mls.
+TEST(ImageFolder, DeployWithAnyScore) {
+  Dir d;
+  testing::write_image_folder(d / "pets", {"bird", "cat", "dog"}, 8, 4, 24, 24);
+  std::ofstream(d / "split.json") << R"({"known": ["cat", "dog"], "unknown": ["bird"]})";
+  auto [rc, out] = run_cmd(std::string(CAC_TRAIN_BIN) + " --dataset ImageFolder --data-dir " + (d / "pets") +
+                           " --split " + (d / "split.json") + " --method ce --image-size 32 --epochs 1 --lr 0.01 "
+                           "--batch 4 --device cpu --workers 2 --out " + (d / "run"));
+  ASSERT_EQ(rc, 0) << out;
+  app::PredictOptions p;
+  p.run = d / "run";
+  p.inputs = {d / "pets/test/bird"};
+  p.device = "cpu";
+  p.csv = d / "pred.csv";
+  for (const char* score : {"auto", "knn", "mahalanobis", "cac", "energy"}) {
+    app::EvalOptions o = cpu_eval(d / "run");
+    o.deploy_score = score;
+    o.scores = "cac";  // the deployed score is computed whatever --scores says
+    o.scores_csv = d / "scores.csv";
+    o.json_out = d / "eval.json";
+    ASSERT_EQ(app::run_eval(o), 0) << score;
+    const std::string name = std::string(score) == "auto" ? "mls" : score;
+    const auto dep = nlohmann::json::parse(read_all(d / "run/deploy.json"));
+    EXPECT_EQ(dep["score"], name);
+    const auto j = nlohmann::json::parse(read_all(d / "eval.json"));
+    EXPECT_EQ(j["runs"][0]["scorer"], "msp");  // the protocol's CE baseline stays the run's own
+    EXPECT_EQ(j["runs"][0]["deploy_score"], name);
+    EXPECT_EQ(j["runs"][0]["threshold"], dep["threshold"]);
+    const bool has_file = name == "knn" || name == "mahalanobis";
+    EXPECT_EQ(fs::exists(d / ("run/deploy-" + name + ".safetensors")), has_file) << name;
+    std::vector<double> expect, got;
+    for (const auto& row : read_scores_csv(d / "scores.csv", name))
+      if (row[1] == "unknown") expect.push_back(std::stod(row[5]));
+    ASSERT_EQ(app::run_predict(p), 0) << name;
+    std::ifstream pf(d / "pred.csv");
+    std::string line;
+    std::getline(pf, line);
+    while (std::getline(pf, line)) {
+      std::vector<std::string> f;
+      std::stringstream ls(line);
+      for (std::string x; std::getline(ls, x, ',');) f.push_back(x);
+      ASSERT_GE(f.size(), 4u) << line;
+      got.push_back(std::stod(f[3]));
+    }
+    std::sort(expect.begin(), expect.end());
+    std::sort(got.begin(), got.end());
+    ASSERT_EQ(got.size(), expect.size()) << name;
+    for (size_t i = 0; i < got.size(); ++i)  // the CSV keeps 6 significant digits
+      EXPECT_NEAR(got[i], expect[i], 1e-5 * std::fabs(expect[i]) + 1e-5) << name << " " << i;
+  }
+  EXPECT_FALSE(fs::exists(d / "run/deploy-mahalanobis.safetensors"));  // the last deployment needs none
+  // A score file from another evaluation, or none: refused, naming the file and what to do.
+  app::EvalOptions o = cpu_eval(d / "run");
+  o.deploy_score = "knn";
+  ASSERT_EQ(app::run_eval(o), 0);
+  auto dep = nlohmann::json::parse(read_all(d / "run/deploy.json"));
+  dep["score_id"] = "0123456789abcdef";
+  std::ofstream(d / "run/deploy.json", std::ios::trunc) << dep.dump();
+  expect_error([&] { app::run_predict(p); }, "deploy-knn.safetensors: written by another evaluation");
+  fs::remove(d / "run/deploy-knn.safetensors");
+  expect_error([&] { app::run_predict(p); }, "deploy-knn.safetensors: missing");
 }
 
 // The experiment at FP operating points, as documented (scripts/fp-operating-points.sh), on tiny

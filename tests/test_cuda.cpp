@@ -134,6 +134,8 @@ std::vector<OpCase> real_shape_cases() {
   cs.push_back({"cac_head_batch1_20", {in({1, 20}), in({20, 20}), lab(1, 20)}, [](const V& v) { return ops::cac_head(v[0], v[1], v[2], 0.1).loss; }, 20});
   cs.push_back({"cac_head_300x20", {in({300, 20}), in({20, 20}), lab(300, 20)}, [](const V& v) { return ops::cac_head(v[0], v[1], v[2], 0.1).loss; }, 300});
   cs.push_back({"cross_entropy_128x10", {in({128, 10}), lab(128, 10)}, [](const V& v) { return ops::cross_entropy(v[0], v[1]); }, 128});
+  cs.push_back({"cross_entropy_smoothed_128x10", {in({128, 10}), lab(128, 10)}, [](const V& v) { return ops::cross_entropy(v[0], v[1], 0.1); }, 128});
+  cs.push_back({"cross_entropy_smoothed_3x200", {in({3, 200}), lab(3, 200)}, [](const V& v) { return ops::cross_entropy(v[0], v[1], 0.2); }, 200});
   cs.push_back({"open_set_score_257x20", {in({257, 20}, InputSpec::Positive)}, [](const V& v) { return ops::open_set_score(v[0]); }, 20});
   cs.push_back(conv("conv1_4x3x32x32", {4, 3, 32, 32}, {64, 3, 3, 3}, 1, 1));
   cs.push_back(conv("conv3_s2_4x64x32x32", {4, 64, 32, 32}, {128, 64, 3, 3}, 2, 1));

@@ -22,6 +22,7 @@
 #include "data/loader.h"
 #include "data/openset.h"
 #include "data/png.h"
+#include "data/randaugment.h"
 #include "data/readers.h"
 #include "data/transforms.h"
 #include "tests/fake_datasets.h"
@@ -989,6 +990,7 @@ TEST(DataTransforms, FusedPipelineMatchesTheReference) {
     bool train, flip;
     double crop, flip_p, rotate;
     Interpolation interp = Interpolation::Nearest;
+    int randaugment_n = 0, randaugment_m = 0;
   };
   const Case cases[] = {
       {"MNIST train", 28, 28, 1, 32, true, false, 0.7, 0.0, 0},
@@ -999,6 +1001,8 @@ TEST(DataTransforms, FusedPipelineMatchesTheReference) {
       {"CIFAR+10 train (no rotation)", 32, 32, 3, 32, true, false, 0.8, 0.5, 0},
       {"eval", 28, 28, 1, 32, false, false, 1, 0, 0},
       {"eval flipped", 32, 32, 3, 32, false, true, 1, 0, 0},
+      {"CIFAR10 train + RandAugment 2,9", 32, 32, 3, 32, true, false, 0.8, 0.5, 0, Interpolation::Nearest, 2, 9},
+      {"MNIST train + RandAugment 3,30", 28, 28, 1, 32, true, false, 0.7, 0.0, 0, Interpolation::Nearest, 3, 30},
   };
   Generator pixels(11);
   int all_identity_crops = 0;
@@ -1013,6 +1017,8 @@ TEST(DataTransforms, FusedPipelineMatchesTheReference) {
     a.flip_p = k.flip_p;
     a.rotate_deg = k.rotate;
     a.rotate_interp = k.interp;
+    a.randaugment_n = k.randaugment_n;
+    a.randaugment_m = k.randaugment_m;
     a.mean.assign(size_t(k.c), 0.4f);
     a.std.assign(size_t(k.c), 0.25f);
     const size_t n = size_t(k.c) * k.size * k.size;
@@ -1034,6 +1040,117 @@ TEST(DataTransforms, FusedPipelineMatchesTheReference) {
     all_identity_crops += identity_crops;
   }
   EXPECT_GT(all_identity_crops, 0) << "no whole-image crop drawn: the identity path went untested";
+}
+
+// ---- RandAugment: each operation on a hand case -----------------------------------------------------
+FloatImage image_of(int h, int w, int c, std::vector<float> px) { return FloatImage{h, w, c, std::move(px)}; }
+std::vector<float> after(RandOp op, double v, FloatImage img) {
+  apply_rand_op(img, op, v);
+  return img.px;
+}
+using Px = std::vector<float>;
+
+TEST(RandAugment, GeometricOpsByHand) {
+  const FloatImage wide = image_of(2, 3, 1, {1, 2, 3, 4, 5, 6});
+  EXPECT_EQ(after(RandOp::Identity, 0, wide), wide.px);
+  // ShearX 1: row y reads x + 1 (y = 0) and x + 2 (y = 1), the pixel containing x + 0.5 + (y + 0.5).
+  EXPECT_EQ(after(RandOp::ShearX, 1, wide), (Px{2, 3, 0, 6, 0, 0}));
+  EXPECT_EQ(after(RandOp::ShearX, -1, wide), (Px{1, 2, 3, 0, 4, 5}));
+  EXPECT_EQ(after(RandOp::ShearY, 1, image_of(3, 2, 1, {1, 2, 3, 4, 5, 6})), (Px{3, 6, 5, 0, 0, 0}));
+  EXPECT_EQ(after(RandOp::TranslateX, 1, image_of(1, 3, 1, {1, 2, 3})), (Px{0, 1, 2}));
+  EXPECT_EQ(after(RandOp::TranslateX, -1.7, image_of(1, 3, 1, {1, 2, 3})), (Px{2, 3, 0}));  // int(-1.7) = -1
+  EXPECT_EQ(after(RandOp::TranslateY, 1, image_of(3, 1, 1, {1, 2, 3})), (Px{0, 1, 2}));
+  // A quarter turn counter-clockwise: the top row becomes the left column, read upwards.
+  EXPECT_EQ(after(RandOp::Rotate, 90, image_of(3, 3, 1, {1, 2, 3, 4, 5, 6, 7, 8, 9})), (Px{3, 6, 9, 2, 5, 8, 1, 4, 7}));
+  // Every channel moves together.
+  EXPECT_EQ(after(RandOp::TranslateX, 1, image_of(1, 2, 2, {1, 2, 3, 4})), (Px{0, 0, 1, 2}));
+}
+
+TEST(RandAugment, ColourOpsByHand) {
+  // Brightness: f = 1 + v times the pixel, clamped, truncated.
+  EXPECT_EQ(after(RandOp::Brightness, 0.5, image_of(1, 3, 1, {100, 200, 3})), (Px{150, 255, 4}));
+  EXPECT_EQ(after(RandOp::Brightness, -0.5, image_of(1, 3, 1, {100, 200, 3})), (Px{50, 100, 1}));
+  // Color: grey of (100, 200, 50) = trunc(29.89 + 117.4 + 5.7) = 152; f = 0 gives it, f = 1.5
+  // gives 1.5 p - 0.5 * 152 = (74, 224, -1 -> 0). A one-channel image is its own grey.
+  const FloatImage rgb = image_of(1, 1, 3, {100, 200, 50});
+  EXPECT_EQ(after(RandOp::Color, -1, rgb), (Px{152, 152, 152}));
+  EXPECT_EQ(after(RandOp::Color, 0.5, rgb), (Px{74, 224, 0}));
+  EXPECT_EQ(after(RandOp::Color, 0.9, image_of(1, 2, 1, {10, 250})), (Px{10, 250}));
+  // Contrast: towards the mean grey; (0, 100) has mean 50, so f = 0.5 gives (25, 75). Two RGB
+  // pixels: greys trunc(18.149) = 18 and trunc(118.48) = 118, mean 68.
+  EXPECT_EQ(after(RandOp::Contrast, -0.5, image_of(1, 2, 1, {0, 100})), (Px{25, 75}));
+  EXPECT_EQ(after(RandOp::Contrast, -1, image_of(1, 2, 3, {10, 20, 30, 200, 100, 0})), (Px{68, 68, 68, 68, 68, 68}));
+  // Sharpness: the centre of a 3 x 3 blurs to round((5 * 13) / 13) = 5; the border stays. f = 0
+  // gives the blur, f = 2 sharpens: 2 * 13 - 5 = 21. A centre of 8 blurs to round(40 / 13) = 3.
+  Px dot(9, 0.f);
+  dot[4] = 13;
+  Px blurred = dot, sharp = dot;
+  blurred[4] = 5, sharp[4] = 21;
+  EXPECT_EQ(after(RandOp::Sharpness, -1, image_of(3, 3, 1, dot)), blurred);
+  EXPECT_EQ(after(RandOp::Sharpness, 1, image_of(3, 3, 1, dot)), sharp);
+  dot[4] = 8;
+  EXPECT_EQ(after(RandOp::Sharpness, -1, image_of(3, 3, 1, dot))[4], 3.f);
+  // Posterize keeps the top bits; Solarize inverts from the threshold up.
+  EXPECT_EQ(after(RandOp::Posterize, 4, image_of(1, 3, 1, {255, 17, 128})), (Px{240, 16, 128}));
+  EXPECT_EQ(after(RandOp::Posterize, 8, image_of(1, 3, 1, {255, 17, 128})), (Px{255, 17, 128}));
+  EXPECT_EQ(after(RandOp::Solarize, 128, image_of(1, 3, 1, {127, 128, 200})), (Px{127, 127, 55}));
+}
+
+TEST(RandAugment, HistogramOpsByHand) {
+  // AutoContrast: (50, 100, 150) stretched by 255 / 100 from 50: (0, 127.5 -> 127, 255); per channel;
+  // a flat channel is left alone.
+  EXPECT_EQ(after(RandOp::AutoContrast, 0, image_of(1, 3, 1, {50, 100, 150})), (Px{0, 127, 255}));
+  EXPECT_EQ(after(RandOp::AutoContrast, 0, image_of(1, 2, 2, {7, 0, 7, 10})), (Px{7, 0, 7, 255}));
+  // Equalize (PIL): 255 zeros, 255 ones, 10 twos: step = (520 - 10) / 255 = 2; value v maps to
+  // (pixels below v + 1) / 2: 0 -> 0, 1 -> 128, 2 -> 255.
+  Px px(255, 0.f);
+  px.resize(510, 1.f);
+  px.resize(520, 2.f);
+  const Px eq = after(RandOp::Equalize, 0, image_of(1, 520, 1, px));
+  EXPECT_EQ(eq[0], 0.f);
+  EXPECT_EQ(eq[300], 128.f);
+  EXPECT_EQ(eq[515], 255.f);
+  // Too few pixels for a step (PIL: unchanged).
+  EXPECT_EQ(after(RandOp::Equalize, 0, image_of(1, 4, 1, {0, 0, 1, 2})), (Px{0, 0, 1, 2}));
+}
+
+// torchvision's magnitude bins (31, M = 0..30) for a 32 x 32 image.
+TEST(RandAugment, ValuesAtMagnitudesAsTorchvision) {
+  EXPECT_NEAR(rand_op_value(RandOp::ShearX, 9, 32, 32), 0.09, 1e-12);
+  EXPECT_EQ(rand_op_value(RandOp::TranslateX, 9, 32, 32), 4);    // trunc(150/331 * 32 * 0.3) = trunc(4.35)
+  EXPECT_EQ(rand_op_value(RandOp::TranslateY, 30, 20, 32), 9);   // trunc(150/331 * 20) = trunc(9.06)
+  EXPECT_NEAR(rand_op_value(RandOp::Rotate, 9, 32, 32), 9, 1e-12);
+  EXPECT_NEAR(rand_op_value(RandOp::Contrast, 30, 32, 32), 0.9, 1e-12);
+  EXPECT_EQ(rand_op_value(RandOp::Posterize, 9, 32, 32), 7);     // 8 - round(9 / 7.5)
+  EXPECT_EQ(rand_op_value(RandOp::Posterize, 30, 32, 32), 4);
+  EXPECT_NEAR(rand_op_value(RandOp::Solarize, 9, 32, 32), 178.5, 1e-9);  // 255 (1 - 9/30)
+  EXPECT_EQ(rand_op_value(RandOp::Equalize, 30, 32, 32), 0);
+  EXPECT_THROW(rand_op_value(RandOp::Rotate, 31, 32, 32), Error);
+  int signed_ops = 0;
+  for (int i = 0; i < kRandOps; ++i) signed_ops += rand_op_signed(RandOp(i));
+  EXPECT_EQ(signed_ops, 9);  // shears, translations, rotation and the four enhancements
+  EXPECT_STREQ(rand_op_name(RandOp::AutoContrast), "autocontrast");
+}
+
+// The whole step: the image rounded to 8 bits, then N ops with their draws in order (op, sign);
+// magnitude 0 leaves every op but the histogram ones and solarize (threshold 255) near identity.
+TEST(RandAugment, DrawsOpsAndSignsInOrder) {
+  Generator pixels(3);
+  FloatImage img{8, 8, 3, std::vector<float>(192)};
+  for (float& p : img.px) p = float(pixels.uniform() * 255.0);
+  FloatImage expect = img;
+  for (float& p : expect.px) p = std::clamp(std::nearbyint(p), 0.f, 255.f);
+  Generator g(42), h(42);
+  for (int i = 0; i < 4; ++i) {
+    const RandOp op = RandOp(h.below(kRandOps));
+    double v = rand_op_value(op, 12, 8, 8);
+    if (rand_op_signed(op) && h.below(2) == 1) v = -v;
+    apply_rand_op(expect, op, v);
+  }
+  rand_augment(img, 4, 12, g);
+  EXPECT_EQ(img.px, expect.px);
+  EXPECT_EQ(g.next_u64(), h.next_u64());  // the same number of draws
+  for (float p : img.px) EXPECT_TRUE(p >= 0 && p <= 255 && p == std::trunc(p));
 }
 
 // ---- loader ----------------------------------------------------------------------------------------

@@ -177,6 +177,7 @@ TEST(Report, ConfusionTableNamesClassesAndShadesRightAndWrong) {
   e.run = "r";
   e.class_names = {"cat", "<dog>"};
   e.threshold = 0.5;
+  e.deploy_score = "mls";
   e.confusion = {{8, 1, 1}, {0, 0, 0}, {3, 0, 7}};
   const std::string h = html_confusion(e);
   EXPECT_NE(h.find("&lt;dog&gt;"), std::string::npos);  // names escaped
@@ -195,7 +196,7 @@ TEST(Report, ConfusionTableNamesClassesAndShadesRightAndWrong) {
   const std::string r = html_report("t", {e, f}, {}, "cmd");
   EXPECT_EQ(count(r, "Open-set confusion"), 1u);
   EXPECT_EQ(count(r, "<table class=\"cm\">"), 1u);
-  EXPECT_NE(r.find("threshold 0.5"), std::string::npos);
+  EXPECT_NE(r.find("mls score above 0.5"), std::string::npos);  // the deployed score and its threshold
 }
 
 // Points m + a u + b v in 4-D with orthonormal u, v and var(a) > var(b): the plane recovers u and v

@@ -106,6 +106,20 @@ TEST(CrossEntropy, HandComputed) {
   EXPECT_NEAR(l.item(), -std::log(0.75), 1e-15);
 }
 
+TEST(CrossEntropy, LabelSmoothingHandComputed) {
+  // eps = 0.1, K = 2: target (0.05, 0.95); loss = -0.05 ln(1/4) - 0.95 ln(3/4).
+  Tensor z = f64({0, std::log(3.0)}, {1, 2});
+  z.set_requires_grad(true);
+  Tensor l = ops::cross_entropy(z, i64({1}), 0.1);
+  EXPECT_NEAR(l.item(), -0.05 * std::log(0.25) - 0.95 * std::log(0.75), 1e-15);
+  // Gradient: softmax - target = (1/4 - 0.05, 3/4 - 0.95).
+  l.backward();
+  const std::vector<double> g = z.grad().to_vector<double>();
+  EXPECT_NEAR(g[0], 0.20, 1e-15);
+  EXPECT_NEAR(g[1], -0.20, 1e-15);
+  EXPECT_THROW(ops::cross_entropy(z, i64({1}), 1.0), Error);
+}
+
 TEST(OpenSetScore, HandComputed) {
   // d = (1, 2): softmin = (e^-1, e^-2)/(e^-1 + e^-2); gamma_j = d_j (1 - softmin_j).
   Tensor g = ops::open_set_score(f64({1, 2}, {1, 2}));
@@ -216,20 +230,41 @@ TEST(SGD, ThreeStepsFollowTheUpdateRule) {
   for (int i = 0; i < 3; ++i) EXPECT_NEAR(got[size_t(i)], p[size_t(i)], 1e-15);
 }
 
-TEST(StagedLR, Stages) {
-  StagedLR lr({35, 35}, {0.01, 0.001});
+TEST(LrSchedule, Stages) {
+  LrSchedule lr({35, 35}, {0.01, 0.001});
   EXPECT_EQ(lr.lr_at(0), 0.01);
   EXPECT_EQ(lr.lr_at(34), 0.01);
   EXPECT_EQ(lr.lr_at(35), 0.001);
   EXPECT_EQ(lr.lr_at(69), 0.001);
   EXPECT_EQ(lr.total_epochs(), 70);
-  EXPECT_THROW(StagedLR({1, 2}, {0.1}), Error);
+  EXPECT_THROW(LrSchedule({1, 2}, {0.1}), Error);
+}
+
+// Cosine with warm restarts and linear warm-up, by hand: E = 12, W = 2, one restart, base 0.1, so
+// min 1e-4 and cycles of 5 epochs; lr = 1e-4 + 0.0999 (1 + cos(pi t / 5)) / 2 with cos(pi/5) =
+// 0.809017, cos(2pi/5) = 0.309017, cos(3pi/5) = -0.309017, cos(4pi/5) = -0.809017.
+TEST(LrSchedule, CosineWithWarmRestartsByHand) {
+  const LrSchedule lr = LrSchedule::cosine(12, 0.1, 2, 1);
+  const double expect[12] = {0.05,   0.1,         0.1, 0.0904603989, 0.0654853989, 0.0346146011,
+                             0.0096396011, 0.1, 0.0904603989, 0.0654853989, 0.0346146011, 0.0096396011};
+  for (int e = 0; e < 12; ++e) EXPECT_NEAR(lr.lr_at(e), expect[e], 1e-9) << e;
+  EXPECT_EQ(lr.total_epochs(), 12);
+  for (int e = 0; e < 12; ++e) EXPECT_EQ(lr.stage_of(e), 0);
+  EXPECT_FALSE(lr.starts_stage(7));  // a restart is not a stage: no checkpoint reload
+  // E = 13: the last cycle takes the extra epoch (6 epochs) and ends annealed: cos(5pi/6) = -0.866025.
+  const LrSchedule odd = LrSchedule::cosine(13, 0.1, 2, 1);
+  EXPECT_NEAR(odd.lr_at(7), 0.1, 1e-12);
+  EXPECT_NEAR(odd.lr_at(12), 0.0067920311, 1e-9);
+  // No warm-up, no restart: plain cosine annealing from the first epoch.
+  EXPECT_NEAR(LrSchedule::cosine(4, 1.0, 0, 0).lr_at(2), 0.001 + 0.999 * 0.5 * (1 + 0.0), 1e-12);  // cos(pi/2) = 0
+  EXPECT_THROW(LrSchedule::cosine(3, 0.1, 2, 1), Error);  // 1 epoch after warm-up for 2 cycles
+  EXPECT_THROW(LrSchedule::cosine(10, 0.1, -1, 0), Error);
 }
 
 // Where a later stage begins (where --stage2 reload acts): the first epoch of every stage but the
 // first, skipping stages of 0 epochs; never epoch 0.
-TEST(StagedLR, StageStarts) {
-  StagedLR lr({2, 0, 3}, {0.1, 0.01, 0.001});
+TEST(LrSchedule, StageStarts) {
+  LrSchedule lr({2, 0, 3}, {0.1, 0.01, 0.001});
   std::vector<int> starts, stages;
   for (int e = 0; e < 5; ++e) {
     if (lr.starts_stage(e)) starts.push_back(e);
@@ -237,8 +272,8 @@ TEST(StagedLR, StageStarts) {
   }
   EXPECT_EQ(starts, std::vector<int>{2});
   EXPECT_EQ(stages, (std::vector<int>{0, 0, 2, 2, 2}));
-  EXPECT_FALSE(StagedLR({0, 4}, {0.1, 0.01}).starts_stage(0));
-  EXPECT_TRUE(StagedLR({35, 35}, {0.01, 0.001}).starts_stage(35));
+  EXPECT_FALSE(LrSchedule({0, 4}, {0.1, 0.01}).starts_stage(0));
+  EXPECT_TRUE(LrSchedule({35, 35}, {0.01, 0.001}).starts_stage(35));
 }
 
 TEST(ParameterStore, OneSlabZeroGradIsOneMemset) {

@@ -81,20 +81,24 @@ void cac_head_backward(const Tensor& z, const Tensor& centres, const Tensor& d, 
   distance_backward(z, centres, d, gd, gz, gc);
 }
 
-void cross_entropy_forward(const Tensor& logits, const Tensor& labels, Tensor& out) {
+void cross_entropy_forward(const Tensor& logits, const Tensor& labels, double eps, Tensor& out) {
   dispatch_floating("cross_entropy", logits.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const int64_t B = logits.dim(0), K = logits.dim(1);
     const T* zp = logits.data<T>();
     const int64_t* y = labels.data<int64_t>();
     double s = 0;
-    for (int64_t b = 0; b < B; ++b)
-      s += logsumexp(zp + b * K, K, 1.0) - zp[b * K + label_at(y, b, K, "cross_entropy")];
+    for (int64_t b = 0; b < B; ++b) {
+      double row = 0;
+      for (int64_t k = 0; k < K; ++k) row += double(zp[b * K + k]);
+      s += logsumexp(zp + b * K, K, 1.0) - (1 - eps) * double(zp[b * K + label_at(y, b, K, "cross_entropy")]) -
+           eps * row / double(K);
+    }
     out.data<T>()[0] = T(s / double(B));
   });
 }
 
-void cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& gloss,
+void cross_entropy_backward(const Tensor& logits, const Tensor& labels, double eps, const Tensor& gloss,
                             Tensor& glogits) {
   dispatch_floating("cross_entropy_backward", logits.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -107,7 +111,7 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Te
       const double lse = logsumexp(zp + b * K, K, 1.0);
       const int64_t l = label_at(y, b, K, "cross_entropy_backward");
       for (int64_t k = 0; k < K; ++k)
-        o[b * K + k] = T(scale * (std::exp(double(zp[b * K + k]) - lse) - (k == l ? 1.0 : 0.0)));
+        o[b * K + k] = T(scale * (std::exp(double(zp[b * K + k]) - lse) - (k == l ? 1.0 - eps : 0.0) - eps / double(K)));
     }
   });
 }

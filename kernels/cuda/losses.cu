@@ -100,26 +100,28 @@ __global__ void cac_head_bwd(const float* __restrict__ z, const float* __restric
   }
 }
 
-__global__ void ce_fwd(const float* z, const int64_t* labels, int B, int K, float* out) {
+__global__ void ce_fwd(const float* z, const int64_t* labels, int B, int K, float eps, float* out) {
   __shared__ double scratch[32];
   double s = 0;
   for (int b = threadIdx.x; b < B; b += blockDim.x) {
     const float* row = z + int64_t(b) * K;
     const int64_t y = labels[b];
-    s += double(row_logsumexp(row, K, 1.f) - ((y >= 0 && y < K) ? row[y] : NAN));
+    float sum = 0;
+    for (int k = 0; k < K; ++k) sum += row[k];
+    s += double(row_logsumexp(row, K, 1.f) - (1.f - eps) * ((y >= 0 && y < K) ? row[y] : NAN) - eps * sum / float(K));
   }
   s = block_sum(s, scratch);
   if (threadIdx.x == 0) out[0] = float(s / B);
 }
 
-__global__ void ce_bwd(const float* z, const int64_t* labels, int B, int K, const float* gloss, float* g) {
+__global__ void ce_bwd(const float* z, const int64_t* labels, int B, int K, float eps, const float* gloss, float* g) {
   const float scale = gloss[0] / float(B);
   for (int b = threadIdx.x; b < B; b += blockDim.x) {
     const float* row = z + int64_t(b) * K;
     const int64_t y = labels[b];
     const float lse = row_logsumexp(row, K, 1.f);
     for (int k = 0; k < K; ++k)
-      g[int64_t(b) * K + k] = scale * (expf(row[k] - lse) - (k == y ? 1.f : 0.f)) +
+      g[int64_t(b) * K + k] = scale * (expf(row[k] - lse) - (k == y ? 1.f - eps : 0.f) - eps / float(K)) +
                               (y >= 0 && y < K ? 0.f : NAN);
   }
 }
@@ -175,17 +177,17 @@ void cac_head_backward(const Tensor& z, const Tensor& centres, const Tensor& d, 
   CUDA_CHECK_LAUNCH();
 }
 
-void cross_entropy_forward(const Tensor& logits, const Tensor& labels, Tensor& out) {
+void cross_entropy_forward(const Tensor& logits, const Tensor& labels, double eps, Tensor& out) {
   require_f32("cross_entropy", logits);
   ce_fwd<<<1, kBlock, 0, stream()>>>(logits.data<float>(), labels.data<int64_t>(), int(logits.dim(0)),
-                                     int(logits.dim(1)), out.data<float>());
+                                     int(logits.dim(1)), float(eps), out.data<float>());
   CUDA_CHECK_LAUNCH();
 }
 
-void cross_entropy_backward(const Tensor& logits, const Tensor& labels, const Tensor& gloss, Tensor& glogits) {
+void cross_entropy_backward(const Tensor& logits, const Tensor& labels, double eps, const Tensor& gloss, Tensor& glogits) {
   require_f32("cross_entropy_backward", logits);
   ce_bwd<<<1, kBlock, 0, stream()>>>(logits.data<float>(), labels.data<int64_t>(), int(logits.dim(0)),
-                                     int(logits.dim(1)), gloss.data<float>(), glogits.data<float>());
+                                     int(logits.dim(1)), float(eps), gloss.data<float>(), glogits.data<float>());
   CUDA_CHECK_LAUNCH();
 }
 
