@@ -30,12 +30,15 @@ double images_per_second(const data::Subset& s, const data::Augment& a, int work
   return double(n) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void run_set(const char* what, const data::ImageSet& set, const data::DatasetDefaults& d, int batch) {
+void run_set(const char* what, const data::ImageSet& set, const data::DatasetDefaults& d, int batch,
+             int randaugment_n = 0, int randaugment_m = 0) {
   std::vector<int64_t> classes;
   for (int64_t c = 0; c < 10; ++c) classes.push_back(c);
   data::Subset all = data::select_classes(set, classes);
-  const data::Augment a = data::training_augment(d.image_size, d.crop_scale_min, d.flip_p, d.rotate_deg,
-                                                  data::compute_normalisation(all));
+  data::Augment a = data::training_augment(d.image_size, d.crop_scale_min, d.flip_p, d.rotate_deg,
+                                           data::compute_normalisation(all));
+  a.randaugment_n = randaugment_n;
+  a.randaugment_m = randaugment_m;
   const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
   std::vector<int> counts = {1, 2};
   if (cores > 2) counts.push_back(cores);
@@ -56,6 +59,7 @@ int run_loader(const LoaderOptions& o) {
     for (int64_t i = 0; i < s.images.numel(); ++i) px[i] = uint8_t(g.next_u64());
     for (int64_t i = 0; i < o.images; ++i) s.labels.data<int64_t>()[i] = i % 10;
     run_set("synthetic CIFAR-shaped, CIFAR10 augmentation", s, data::dataset_defaults("CIFAR10"), o.batch);
+    run_set("  the same + RandAugment 2,9", s, data::dataset_defaults("CIFAR10"), o.batch, 2, 9);
   }
   const std::string fm = "/usr/share/datasets/fashion-mnist";
   if (std::filesystem::exists(fm)) {
