@@ -1181,6 +1181,34 @@ TEST(Train, StrongBaselineRecipeFromFlags) {
   EXPECT_NE(cout_.find("applies to the CE baseline"), std::string::npos) << cout_;
 }
 
+// The PyTorch training peer (bench/torch_train.py, issue 23) runs the protocol end to end on tiny
+// MNIST-format data on the CPU, with and without loader processes, and says what it ran.
+TEST(TorchTrain, PeerRunsTheProtocolOnTinyDataOnTheCpu) {
+  const std::string py = python_with_torch();
+  if (py.empty()) GTEST_SKIP() << "no python3 here can import torch (scripts/install-deps.sh --with-torch)";
+  Dir d;
+  write_mnist(d / "mnist", 12);
+  const std::string script = std::string(CAC_SOURCE_DIR) + "/bench/torch_train.py --data-dir " + (d / "mnist") +
+                             " --device cpu --epochs 1,1 --batch 16 --transforms torch";
+  for (const char* workers : {"0", "2"}) {
+    auto [rc, out] = run_cmd(py + " " + script + " --workers " + workers + " --method " +
+                             (std::string(workers) == "0" ? "cac" : "ce"));
+    ASSERT_EQ(rc, 0) << out;
+    const size_t at = out.find("result: ");
+    ASSERT_NE(at, std::string::npos) << out;
+    const auto r = nlohmann::json::parse(out.substr(at + 8, out.find('\n', at) - at - 8));
+    EXPECT_EQ(r["epochs"], 2);
+    EXPECT_EQ(r["transforms"], "torch");
+    EXPECT_EQ(r["workers"], std::stoi(workers));
+    EXPECT_GE(r["accuracy"].get<double>(), 0.0);
+    EXPECT_LE(r["auroc"].get<double>(), 1.0);
+    EXPECT_NE(out.find("epoch   2 lr 0.001"), std::string::npos) << out;  // the second stage's rate
+  }
+  auto [rc, out] = run_cmd(py + " " + script + " --epochs 1,1 --lr 0.1");
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("the same number of stages"), std::string::npos) << out;
+}
+
 // Your own data: an image folder with a named split, through cac_train and cac_eval.
 TEST(ImageFolder, TrainAndEvaluateOwnData) {
   Dir d;
