@@ -4,14 +4,16 @@
 # run and their mean ± std per method on stdout, in JSON and in one HTML report.
 #
 #   scripts/benchmark.sh DATASET DATA_DIR OUT_DIR [--trials 0,1,2,3,4] [--methods cac,ce] [--gpus 0,1,...]
-#                        [cac_train flags ...]
+#                        [--per-gpu N] [cac_train flags ...]
 #
 # --gpus LIST trains up to one run per listed GPU at a time (each run sees only its GPU, through
 # CUDA_VISIBLE_DEVICES; numbers count the GPUs this command may see, so under a scheduler that set
 # CUDA_VISIBLE_DEVICES=2,5 --gpus 0,1 means GPUs 2 and 5; the data-loader threads are shared out,
 # nproc / GPUs each, unless --workers is given; a GPU listed twice, e.g. 0,0, trains two runs at a
 # time on it); each run's console output goes to OUT_DIR/logs/<method>-t<trial>.log. Without it the
-# runs train one after the other, printing to the terminal.
+# runs train one after the other, printing to the terminal. --per-gpu N trains N runs at a time on
+# each listed GPU (--gpus 0 when not given): a classifier32 step uses a small share of a large GPU.
+# The end says how long the training took (wall) and the images per second of all the runs together.
 #
 # DATASET: MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, CIFAR+50 or TinyImageNet (docs/reproduce.md
 # says which files DATA_DIR holds). CIFAR+50, as the CAC authors report it, is not trained: the
@@ -28,7 +30,7 @@
 # CAC_BIN_DIR overrides where cac_train and cac_eval are (default: build/apps of this checkout, or the
 # bin/ of the prefix this script was installed into by `cmake --install`).
 set -euo pipefail
-usage="usage: benchmark.sh DATASET DATA_DIR OUT_DIR [--trials 0,1,2,3,4] [--methods cac,ce] [--gpus 0,1,...] [cac_train flags ...]"
+usage="usage: benchmark.sh DATASET DATA_DIR OUT_DIR [--trials 0,1,2,3,4] [--methods cac,ce] [--gpus 0,1,...] [--per-gpu N] [cac_train flags ...]"
 dataset=${1:?$usage}
 data=${2:?$usage}
 out=${3:?$usage}
@@ -41,6 +43,7 @@ trials=0,1,2,3,4
 methods=cac,ce
 device=auto
 gpus=""
+per_gpu=""
 workers_given=false
 flags=()
 resume_flags=()  # what a resumed run may change: where the data is (DATA_DIR), --device, --workers
@@ -51,6 +54,7 @@ while (($#)); do
     --device) device=${2:?"benchmark: --device needs a value"}; flags+=("$1" "$2"); resume_flags+=("$1" "$2"); shift 2 ;;
     --workers) flags+=("$1" "${2:?"benchmark: --workers needs a value"}"); resume_flags+=("$1" "$2"); workers_given=true; shift 2 ;;
     --gpus) gpus=${2:?"benchmark: --gpus needs a list, e.g. 0,1"}; shift 2 ;;
+    --per-gpu) per_gpu=${2:?"benchmark: --per-gpu needs a number, e.g. 2"}; shift 2 ;;
     --out | --trial | --method | --dataset | --resume)
       echo "benchmark: $1 is set by this script (OUT_DIR, --trials, --methods, DATASET)" >&2; exit 2 ;;
     --print-config)
@@ -66,6 +70,14 @@ done
 for m in "${method_list[@]}"; do
   [[ $m == cac || $m == ce || $m == cac-learnt ]] || { echo "benchmark: method '$m' is not cac, ce or cac-learnt" >&2; exit 2; }
 done
+if [[ -n $per_gpu ]]; then
+  [[ $per_gpu =~ ^[1-9][0-9]?$ ]] || { echo "benchmark: --per-gpu '$per_gpu' is not a number of runs from 1 to 99" >&2; exit 2; }
+  IFS=, read -r -a listed <<< "${gpus:-0}"
+  gpus=""
+  for g in "${listed[@]}"; do
+    for ((k = 0; k < per_gpu; ++k)); do gpus+=${gpus:+,}$g; done
+  done
+fi
 if [[ -n $gpus ]]; then
   source "$here/gpu-queue.sh"
   gpu_queue_parse "$gpus" "$device"
@@ -94,6 +106,7 @@ for t in "${trial_list[@]}"; do
     jobs_todo+=("$m-t$t")
   done
 done
+started=$(date +%s.%N)
 if [[ -n $gpus ]]; then
   gpu_queue_run "$out/logs" "${jobs_todo[@]}" || exit 1
 else
@@ -102,6 +115,16 @@ else
     run_job "$job"
   done
 fi
+# Images trained per run: the training set's size (train.log's "N train / M val images") times
+# the epochs run in this command (metrics.csv rows; a run resumed here counts all its epochs).
+images=0
+for job in "${jobs_todo[@]}"; do
+  per_epoch=$(sed -n 's/.*, \([0-9]*\) train \/ [0-9]* val images.*/\1/p' "$out/$job/train.log" | head -n 1)
+  epochs=$(($(wc -l < "$out/$job/metrics.csv") - 1))
+  images=$((images + ${per_epoch:-0} * epochs))
+done
+awk -v s="$started" -v e="$(date +%s.%N)" -v n="${#jobs_todo[@]}" -v i="$images" -v g="${gpus:-none}" \
+  'BEGIN { w = e - s; printf "benchmark: %d runs trained in %.1f s (wall; GPU slots: %s): %.0f images/s together\n", n, w, g, (w > 0 ? i / w : 0) }' 
 "$bin/cac_eval" "${runs[@]}" --device "$device" --json "$out/$train_dataset.json" --save-scores "$out/scores.csv" \
   --report "$out/$train_dataset.html" --title "$train_dataset: ${method_list[*]}, trials $trials"
 if [[ $dataset == CIFAR+50 ]]; then

@@ -1492,7 +1492,20 @@ TEST(Benchmark, GpusTrainRunsSideBySide) {
   EXPECT_TRUE(fs::exists(d / "broken/cac-t0/best.safetensors"));  // the other run finished
   EXPECT_FALSE(fs::exists(d / "broken/MNIST.json"));
 
+  // --per-gpu 2 (issue 23): two runs at a time on GPU 0, and the aggregate rate at the end:
+  // 2 runs x 1 epoch x 48 training images over the wall time.
+  auto [prc, pout] = run_cmd(script(d / "per") + flags + " --per-gpu 2");
+  ASSERT_EQ(prc, 0) << pout;
+  EXPECT_NE(pout.find("== cac-t0: on GPU 0 (CUDA_VISIBLE_DEVICES=0"), std::string::npos) << pout;
+  EXPECT_NE(pout.find("== ce-t0: on GPU 0 (CUDA_VISIBLE_DEVICES=0"), std::string::npos) << pout;
+  const size_t at = pout.find("benchmark: 2 runs trained in ");
+  ASSERT_NE(at, std::string::npos) << pout;
+  double wall = 0, rate = 0;
+  ASSERT_EQ(std::sscanf(pout.c_str() + at, "benchmark: 2 runs trained in %lf s (wall; GPU slots: 0,0): %lf images/s",
+                        &wall, &rate), 2) << pout.substr(at);
+  EXPECT_NEAR(rate * wall, 96.0, 0.05 * rate + 0.5 * wall + 0.5) << pout.substr(at);  // both printed rounded
   for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
+           {" --per-gpu 0", "--per-gpu '0' is not a number of runs"},
            {" --gpus 0,x", "GPU 'x'"}, {" --gpus 0 --device cpu", "drop --device cpu"},
            {" --gpus 0,2", "GPU 2 in --gpus: only 2 GPU(s) are visible (CUDA_VISIBLE_DEVICES=7,5)"}}) {
     auto [rc3, msg] = run_cmd("CUDA_VISIBLE_DEVICES=7,5 " + script(d / "bad") + args);
