@@ -507,6 +507,29 @@ int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const LrSchedul
 }
 }  // namespace
 
+std::vector<EpochTiming> time_epochs(const RunConfig& cfg, const data::OpenSetData& d, int epochs) {
+  const Device dev = resolve_device(cfg.device);
+  RunLog log("/dev/null");
+  log_header(log, cfg, d, dev, epochs);
+  TrainRun run(cfg, d, dev, log);
+  const LrSchedule schedule = cfg.schedule();
+  std::vector<EpochTiming> out;
+  for (int epoch = 0; epoch < epochs; ++epoch) {
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+    run.train_epoch(epoch, epochs, schedule.lr_at(std::min(epoch, schedule.total_epochs() - 1)));  // reads the totals: the device is done
+    const auto t1 = clock::now();
+    run.validate();
+    EpochTiming t;
+    t.train_s = std::chrono::duration<double>(t1 - t0).count();
+    t.val_s = std::chrono::duration<double>(clock::now() - t1).count();
+    t.train_images = d.train.size();
+    t.val_images = d.val.size();
+    out.push_back(t);
+  }
+  return out;
+}
+
 int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epochs, const ResumeOverrides& overrides,
               ExistingRun existing) {
   const std::string dir = resume_dir.empty() ? cfg.out : resume_dir;

@@ -118,8 +118,22 @@ int main(int argc, char** argv) {
   auto* load = app.add_subcommand("loader", "images/s of the data loader with the CIFAR10/MNIST augmentation");
   load->add_option("--images", lo.images, "synthetic CIFAR-shaped images")->check(CLI::PositiveNumber)->capture_default_str();
   load->add_option("--batch", lo.batch, "batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  bench::EpochOptions eo;
+  auto* epoch = app.add_subcommand("epoch", "whole epochs of cac_train's loop on synthetic data of each benchmark's "
+                                   "shape, and the paper's protocol's wall time projected from them");
+  epoch->add_option("--dataset", eo.dataset, "MNIST, FashionMNIST, SVHN, CIFAR10, CIFAR+10, TinyImageNet, or all "
+                    "(the five that Table 1 trains)")
+      ->check(CLI::IsMember({"all", "MNIST", "FashionMNIST", "SVHN", "CIFAR10", "CIFAR+10", "TinyImageNet"}))
+      ->capture_default_str();
+  epoch->add_option("--device", eo.device, "auto, cpu or cuda")->check(cac::app::device_choice())->capture_default_str();
+  epoch->add_option("--epochs", eo.epochs, "epochs timed per benchmark (the first is left out of the projection)")
+      ->check(CLI::Range(1, 1000))->capture_default_str();
+  epoch->add_option("--workers", eo.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  epoch->add_option("--scale", eo.scale, "time this share of each training set (the projection scales it up)")
+      ->check(CLI::Range(1e-4, 1.0))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
+    if (*epoch) return bench::run_epoch(eo);
     if (*step) return run_step(so);
     if (*kern) return bench::run_kernels(ko);
     if (*load) return bench::run_loader(lo);

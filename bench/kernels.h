@@ -1,6 +1,7 @@
 #pragma once
 // cac_bench's kernel and loader benchmarks (bench/kernels.cpp, bench/loader.cpp).
 #include <cstdint>
+#include <string>
 
 namespace cac::bench {
 struct KernelOptions {
@@ -15,4 +16,13 @@ struct LoaderOptions {
   int batch = 128;
 };
 int run_loader(const LoaderOptions& o);
+
+struct EpochOptions {
+  std::string dataset = "all", device = "auto";
+  int epochs = 2, workers = 0;
+  double scale = 1.0;  // the share of each benchmark's training set to time (the projection scales it up)
+};
+// Whole epochs of cac_train's loop on synthetic data of each benchmark's shape, and the projected
+// wall time of the protocol (bench/epoch.cpp).
+int run_epoch(const EpochOptions& o);
 }  // namespace cac::bench

@@ -1547,6 +1547,27 @@ TEST(Cli, BenchRejectsBadValues) {
   EXPECT_EQ(rc4, 2);
   EXPECT_NE(out4.find("--graph"), std::string::npos) << out4;
   EXPECT_NE(out4.find("--device cuda"), std::string::npos) << out4;
+  expect_command_fails(bench + " epoch --dataset CIFAR100", "--dataset");
+  expect_command_fails(bench + " epoch --scale 0", "--scale");
+}
+
+// cac_bench epoch (issue 23): cac_train's loop on synthetic data of a benchmark's shape, and the
+// projection. CIFAR+10 at 1/1000: 4 known classes x 5 images, a fifth held out -> 16 and 4; the
+// protocol's 100 epochs (configs/datasets.json) x 10 runs. A smoke test: what it measures is not checked.
+TEST(Bench, EpochRunsTheTrainingLoopAndProjects) {
+  auto [rc, out] = run_cmd(std::string(CAC_BENCH_BIN) + " epoch --dataset CIFAR+10 --scale 0.001 --epochs 2 --device cpu "
+                           "--workers 2");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("CIFAR+10      epoch 2: train"), std::string::npos) << out;
+  EXPECT_NE(out.find("16 images)  validation"), std::string::npos) << out;
+  EXPECT_NE(out.find("(4 images)"), std::string::npos) << out;
+  const int epochs = [] {
+    int n = 0;
+    for (int e : data::dataset_defaults("CIFAR+10").cac_epochs) n += e;
+    return n;
+  }();
+  EXPECT_NE(out.find(fmt::format("s per epoch x {} epochs = ", epochs)), std::string::npos) << out;
+  EXPECT_NE(out.find("(from 0.001 of each training set, scaled up)"), std::string::npos) << out;
 }
 
 // --device takes auto, cpu or cuda in every program; PyTorch's "cuda:1" gets the way to pick a GPU
