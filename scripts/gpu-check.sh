@@ -5,7 +5,9 @@
 # comparison; results and logs go to OUT_DIR (summary.txt is the short version).
 #
 #   scripts/gpu-check.sh OUT_DIR
-#   GPU_CHECK_STAGES="tests sanitize bench train" (the default) picks stages (GPU_CHECK_METHODS
+#   GPU_CHECK_STAGES="e2e tests sanitize bench train" (the default) picks stages ("e2e", first:
+#   scripts/e2e.sh, the end-to-end measurement of issue 23 on Fashion-MNIST, about 25 minutes at
+#   most with its time limits, so on a 15-minute device give it alone or with "tests"; GPU_CHECK_METHODS
 #   the train stage's methods, default "cac ce"; "lab", not a default, runs dev/bn_lab: every
 #   batch-norm candidate at the network shapes against the library's rule; "profile", not a
 #   default, runs Nsight Compute on the batch-norm forward kernels; "interop", not a default, runs
@@ -56,8 +58,28 @@ if ! cmake --build $build -j "$(nproc)" >"$out/build.log" 2>&1; then
 fi
 say "build: ok ($(( $(step_time) - t0 )) s since start)"
 
-stages=" ${GPU_CHECK_STAGES:-tests sanitize bench train} "
+stages=" ${GPU_CHECK_STAGES:-e2e tests sanitize bench train} "
 want() { [[ "$stages" == *" $1 "* ]]; }
+fm=""
+for d in .deps/fashion-mnist /usr/share/datasets/fashion-mnist; do [[ -f $d/train-images-idx3-ubyte.gz ]] && fm=$d && break; done
+
+# The end-to-end measurement first (issue 23): what a user's main job costs on this GPU, against
+# the PyTorch peer; scripts/e2e.sh says what each part runs.
+if want e2e; then
+  if [[ -z "$fm" ]]; then
+    say "e2e: no Fashion-MNIST (.deps/fashion-mnist from scripts/fetch-gpu-deps.sh, or dataset-fashion-mnist)"
+  else
+    say "(e2e starts at $(( $(step_time) - t0 )) s)"
+    # The runs (checkpoints) stay in runs-gpu/e2e; the logs and summaries come back in OUT_DIR/e2e.
+    rm -rf runs-gpu/e2e
+    E2E_PYTHON="python3" bash scripts/e2e.sh $build "$fm" runs-gpu/e2e --device cuda >"$out/e2e.log" 2>&1
+    say "e2e: rc=$?"
+    mkdir -p "$out/e2e"
+    cp runs-gpu/e2e/*.txt runs-gpu/e2e/*.log "$out/e2e/" 2>/dev/null
+    cp runs-gpu/e2e/fm-cac/metrics.csv "$out/e2e/metrics-full.csv" 2>/dev/null
+    tee -a "$summary" <"$out/e2e/e2e.txt"
+  fi
+fi
 
 if want tests; then
   # What the engine makes of this GPU (a probe that wrongly said "unusable" would skip every cuda test).
@@ -155,8 +177,6 @@ fi
 # The main job's full GPU schedule (Fashion-MNIST trial 0, MNIST protocol: 35 + 35 epochs), CAC and
 # the CE baseline, when the dataset travelled along (scripts/fetch-gpu-deps.sh copies it into
 # .deps/fashion-mnist) or is installed.
-fm=""
-for d in .deps/fashion-mnist /usr/share/datasets/fashion-mnist; do [[ -f $d/train-images-idx3-ubyte.gz ]] && fm=$d && break; done
 if want train && [[ -n "$fm" ]]; then
   say ""
   say "== Fashion-MNIST trial 0, full schedule on the GPU"
