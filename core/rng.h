@@ -31,15 +31,16 @@ CAC_HD float uniform_from_bits(uint64_t bits) { return float(bits >> 40) * (1.0f
 // integers, so it is cheap to copy, checkpoint and split.
 class Generator {
  public:
-  explicit Generator(uint64_t seed = 0, uint64_t stream = 0) : seed_(seed), stream_(stream) {}
-  uint64_t next_u64() { return hash3(seed_, stream_, counter_++); }
-  double uniform() { return double(next_u64() >> 11) * (1.0 / 9007199254740992.0); }  // [0,1)
+  // (The draws are host and device functions: data/draws.h augments on both.)
+  CAC_HD explicit Generator(uint64_t seed = 0, uint64_t stream = 0) : seed_(seed), stream_(stream) {}
+  CAC_HD uint64_t next_u64() { return hash3(seed_, stream_, counter_++); }
+  CAC_HD double uniform() { return double(next_u64() >> 11) * (1.0 / 9007199254740992.0); }  // [0,1)
   double normal() {  // Box-Muller; one value per call keeps the sequence simple to reason about
     double u1 = uniform(), u2 = uniform();
     if (u1 < 1e-300) u1 = 1e-300;
     return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
   }
-  uint64_t below(uint64_t n) { return next_u64() % n; }
+  CAC_HD uint64_t below(uint64_t n) { return next_u64() % n; }
   // A child generator with an independent stream, e.g. one per layer or per epoch.
   Generator split(uint64_t stream) const { return Generator(mix64(seed_ ^ stream_), stream); }
   uint64_t seed() const { return seed_; }

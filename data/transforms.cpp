@@ -89,40 +89,6 @@ FloatImage rotate(const FloatImage& in, double degrees, Interpolation interp) {
   return out;
 }
 
-CropBox random_resized_crop_box(int h, int w, double scale_min, Generator& g) {
-  const double area = double(h) * w;
-  for (int attempt = 0; attempt < 10; ++attempt) {
-    const double target = area * (scale_min + (1.0 - scale_min) * g.uniform());
-    const double log_r = std::log(3.0 / 4.0) + (std::log(4.0 / 3.0) - std::log(3.0 / 4.0)) * g.uniform();
-    const double ratio = std::exp(log_r);
-    const int cw = int(std::lround(std::sqrt(target * ratio))), ch = int(std::lround(std::sqrt(target / ratio)));
-    if (cw > 0 && ch > 0 && cw <= w && ch <= h) {
-      CropBox b;
-      b.h = ch;
-      b.w = cw;
-      b.top = int(g.below(uint64_t(h - ch + 1)));
-      b.left = int(g.below(uint64_t(w - cw + 1)));
-      return b;
-    }
-  }
-  // Fallback (torchvision): the whole image clamped to the ratio range, centred.
-  const double in_ratio = double(w) / h;
-  CropBox b;
-  if (in_ratio < 3.0 / 4.0) {
-    b.w = w;
-    b.h = int(std::lround(w / (3.0 / 4.0)));
-  } else if (in_ratio > 4.0 / 3.0) {
-    b.h = h;
-    b.w = int(std::lround(h * (4.0 / 3.0)));
-  } else {
-    b.w = w;
-    b.h = h;
-  }
-  b.top = (h - b.h) / 2;
-  b.left = (w - b.w) / 2;
-  return b;
-}
-
 CropBox centre_crop_box(int h, int w, int size) {
   CAC_CHECK(size > 0 && size <= h && size <= w, "centre crop of {} from a {}x{} image", size, h, w);
   return CropBox{int(std::lround((h - size) / 2.0)), int(std::lround((w - size) / 2.0)), size, size};
@@ -135,9 +101,10 @@ void transform_image_reference(const uint8_t* hwc, int h, int w, int c, const Au
   FloatImage img = resize_bilinear(to_float(hwc, h, w, c), a.size, a.size);
   if (a.train) {
     Generator g(hash3(seed, epoch, index));
-    img = resize_bilinear(crop(img, random_resized_crop_box(img.h, img.w, a.crop_scale_min, g)), a.size, a.size);
-    if (g.uniform() < a.flip_p) img = hflip(img);
-    if (a.rotate_deg > 0) img = rotate(img, (2 * g.uniform() - 1) * a.rotate_deg, a.rotate_interp);
+    const TrainDraws d = draw_train(a.size, a.crop_scale_min, a.flip_p, a.rotate_deg, g);
+    img = resize_bilinear(crop(img, d.box), a.size, a.size);
+    if (d.flip) img = hflip(img);
+    if (a.rotate_deg > 0) img = rotate(img, d.degrees, a.rotate_interp);
     if (a.randaugment_n > 0) rand_augment(img, a.randaugment_n, a.randaugment_m, g);
   } else if (a.flip) {
     img = hflip(img);
@@ -269,13 +236,12 @@ void transform_image(const uint8_t* hwc, int h, int w, int c, const Augment& a, 
   float* spare = s.b.data();
   if (a.train) {
     Generator g(hash3(seed, epoch, index));
-    const CropBox box = random_resized_crop_box(S, S, a.crop_scale_min, g);
-    const bool flip = g.uniform() < a.flip_p;
+    const TrainDraws d = draw_train(S, a.crop_scale_min, a.flip_p, a.rotate_deg, g);
     // Stage 2: crop + resize back to S x S (+ flip) into the spare buffer.
-    resize_box(cur, S, c, box, S, flip, s, spare);
+    resize_box(cur, S, c, d.box, S, d.flip, s, spare);
     std::swap(cur, spare);
     if (a.rotate_deg > 0) {
-      const double degrees = (2 * g.uniform() - 1) * a.rotate_deg;
+      const double degrees = d.degrees;
       if (degrees != 0) {  // rotate() returns its input unchanged at 0
         rotate_square(cur, S, c, degrees, a.rotate_interp, spare);
         std::swap(cur, spare);

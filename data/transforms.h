@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "data/draws.h"  // CropBox, random_resized_crop_box, draw_train
 
 namespace cac::data {
 
@@ -21,9 +22,6 @@ struct FloatImage {
 
 FloatImage to_float(const uint8_t* hwc, int h, int w, int c);
 FloatImage resize_bilinear(const FloatImage& in, int out_h, int out_w);
-struct CropBox {
-  int top = 0, left = 0, h = 0, w = 0;
-};
 FloatImage crop(const FloatImage& in, const CropBox& box);
 FloatImage hflip(const FloatImage& in);
 // How a rotation samples the source: the nearest pixel (torchvision's RandomRotation default, on
@@ -31,7 +29,6 @@ FloatImage hflip(const FloatImage& in);
 enum class Interpolation { Nearest, Bilinear };
 // Counter-clockwise by `degrees` about the image centre; pixels from outside are 0.
 FloatImage rotate(const FloatImage& in, double degrees, Interpolation interp = Interpolation::Nearest);
-CropBox random_resized_crop_box(int h, int w, double scale_min, Generator& g);
 CropBox centre_crop_box(int h, int w, int size);
 
 struct Augment {

@@ -25,6 +25,7 @@
 #include "data/randaugment.h"
 #include "data/readers.h"
 #include "data/transforms.h"
+#include "kernels/augment.h"
 #include "tests/fake_datasets.h"
 
 namespace fs = std::filesystem;
@@ -1040,6 +1041,64 @@ TEST(DataTransforms, FusedPipelineMatchesTheReference) {
     all_identity_crops += identity_crops;
   }
   EXPECT_GT(all_identity_crops, 0) << "no whole-image crop drawn: the identity path went untested";
+}
+
+// The draws of data/draws.h, which the device augmentation kernel shares, are the pipeline's
+// sequence: crop (random_resized_crop_box), then the flip, then the angle when rotating.
+TEST(DataTransforms, TrainDrawsAreThePipelinesSequence) {
+  for (uint64_t i = 0; i < 200; ++i) {
+    Generator g(hash3(4, 1, i)), h(hash3(4, 1, i));
+    const TrainDraws d = draw_train(32, 0.7, 0.5, 15, g);
+    const CropBox b = random_resized_crop_box(32, 32, 0.7, h);
+    EXPECT_TRUE(d.box.top == b.top && d.box.left == b.left && d.box.h == b.h && d.box.w == b.w) << i;
+    EXPECT_EQ(d.flip, h.uniform() < 0.5) << i;
+    EXPECT_EQ(d.degrees, (2 * h.uniform() - 1) * 15) << i;
+    EXPECT_EQ(g.counter(), h.counter()) << i;
+  }
+  Generator g(1);
+  EXPECT_EQ(draw_train(32, 1.0, 0.0, 0, g).degrees, 0.0);  // no rotation: no draw for it
+}
+
+// The augmentation kernel's CPU twin (kernels/augment.h) is the loader's transform of each row at
+// its position: what the CUDA kernel is compared with (CudaAugment.*).
+TEST(DataTransforms, AugmentKernelTwinIsTheLoadersTransform) {
+  Tensor images = Tensor::empty({5, 28, 28, 1}, DType::U8);
+  for (int64_t i = 0; i < images.numel(); ++i) images.data<uint8_t>()[i] = uint8_t(i * 31 + 7);
+  kernels::AugmentSpec spec;
+  spec.size = 32;
+  spec.crop_scale_min = 0.7;
+  spec.flip_p = 0.5;
+  spec.rotate_deg = 10;
+  spec.mean[0] = 0.3f;
+  spec.std[0] = 0.2f;
+  spec.seed = 2;
+  spec.epoch = 6;
+  Tensor out = Tensor::empty({3, 1, 32, 32});
+  kernels::augment_gather(images, Tensor::from_vector(std::vector<int64_t>{4, 0, 4}, {3}),
+                          Tensor::from_vector(std::vector<int64_t>{10, 11, 12}, {3}), spec, out);
+  Augment a;
+  a.size = 32;
+  a.train = true;
+  a.crop_scale_min = 0.7;
+  a.flip_p = 0.5;
+  a.rotate_deg = 10;
+  a.mean = {0.3f};
+  a.std = {0.2f};
+  const int64_t rows[3] = {4, 0, 4};
+  for (int b = 0; b < 3; ++b) {
+    std::vector<float> want(32 * 32);
+    transform_image(images.data<uint8_t>() + rows[b] * 784, 28, 28, 1, a, 2, 6, uint64_t(10 + b), want.data());
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), out.data<float>() + b * 1024)) << b;
+  }
+  // Rows 0 and 2 are one image at two positions: two draws.
+  EXPECT_FALSE(std::equal(out.data<float>(), out.data<float>() + 1024, out.data<float>() + 2048));
+  Tensor bad = Tensor::empty({1, 1, 32, 32});
+  EXPECT_THROW(kernels::augment_gather(images, Tensor::from_vector(std::vector<int64_t>{5}, {1}),
+                                       Tensor::from_vector(std::vector<int64_t>{0}, {1}), spec, bad),
+               Error);  // a row past the set
+  EXPECT_THROW(kernels::augment_gather(images, Tensor::from_vector(std::vector<int64_t>{0}, {1}),
+                                       Tensor::from_vector(std::vector<int64_t>{0}, {1}), spec, out),
+               Error);  // out of the wrong batch size
 }
 
 // ---- RandAugment: each operation on a hand case -----------------------------------------------------
