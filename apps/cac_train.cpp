@@ -83,11 +83,11 @@ CLI::Validator seed_check() {
 // The flags beyond the run's settings, and the options whose use the code asks about.
 struct Flags {
   std::string epochs, lrs, resume, config_file, method = "cac", arch, device = "auto", stage2 = "reload", split_set = "current";
-  std::string lr_schedule = "step", randaugment;
+  std::string lr_schedule = "step", randaugment, data_on_device = "auto";
   int stop_after = 0;
   bool print_config = false, force_train = false, overwrite = false;
   CLI::Option *dd = nullptr, *me = nullptr, *ar = nullptr, *ep = nullptr, *lr = nullptr, *dv = nullptr, *wk = nullptr,
-              *s2 = nullptr, *ss = nullptr, *ls = nullptr, *ra = nullptr;
+              *s2 = nullptr, *ss = nullptr, *ls = nullptr, *ra = nullptr, *dd_dev = nullptr;
 };
 
 // The strong-baseline recipe (Vaze et al. 2022): off by default, so a run follows the CAC protocol.
@@ -151,6 +151,10 @@ void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
                          "authors' release) or continue (the last epoch, momentum kept, best over all stages)")
               ->check(CLI::IsMember({"reload", "continue"}))->capture_default_str();
   add_recipe_flags(app, c, f);
+  f.dd_dev = app.add_option("--data-on-device", f.data_on_device, "auto: a GPU run holds its training images on the "
+                             "GPU and augments each batch there (where they take at most a quarter of its free "
+                             "memory and RandAugment is off); off: the host loader threads")
+                 ->check(CLI::IsMember({"auto", "off"}))->capture_default_str();
   app.add_option("--stop-after", f.stop_after, "stop after this many epochs (resumable, as an interruption)")->check(CLI::NonNegativeNumber);
   auto* cf = app.add_option("--config", f.config_file, "settings from a JSON file: a run's config.json (to repeat or vary "
                             "that run) or any part of one, e.g. {\"dropout\": 0.3, \"rotate_deg\": 10}; it overrides "
@@ -178,6 +182,7 @@ void merge_new_run_settings(CLI::App& app, app::RunConfig& c, const Flags& f) {
   if (f.s2->count() > 0) c.stage2 = app::parse_stage2(f.stage2);
   if (f.ss->count() > 0) c.split_set = data::parse_split_set(f.split_set);
   if (f.ls->count() > 0) c.lr_schedule = app::parse_lr_shape(f.lr_schedule);
+  if (f.dd_dev->count() > 0) c.data_on_device = app::parse_data_on_device(f.data_on_device);
   if (f.ra->count() > 0) {
     c.randaugment = parse_list<int>("--randaugment", f.randaugment, "2,9", "N 1-14 then M 0-30",
                                     [](long long v) { return v >= 0 && v <= 30; });

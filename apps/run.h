@@ -35,6 +35,11 @@ Stage2 parse_stage2(const std::string& s);
 enum class CheckpointBy { ValAnchorLoss, ValAccuracy, ValLoss };
 const char* checkpoint_by_name(CheckpointBy c);
 CheckpointBy parse_checkpoint_by(const std::string& s);
+// --data-on-device: auto (a GPU run holds its training set on the GPU and augments it there,
+// apps/device_batches.h, where it fits and RandAugment is off) or off (the host loader).
+enum class DataOnDevice { Auto, Off };
+const char* data_on_device_name(DataOnDevice d);
+DataOnDevice parse_data_on_device(const std::string& s);
 // --lr-schedule: step (the protocol's stages) or cosine (layers/optim.h).
 const char* lr_shape_name(LrShape s);
 LrShape parse_lr_shape(const std::string& s);
@@ -73,6 +78,7 @@ struct RunConfig {
   int warmup_epochs = 0, restarts = 0;
   double label_smoothing = 0;
   std::vector<int> randaugment;
+  DataOnDevice data_on_device = DataOnDevice::Auto;
 
   std::string to_json() const;
   // Parses and check()s; every problem names `where` (the file) and the field.

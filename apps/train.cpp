@@ -15,6 +15,7 @@
 #include <optional>
 #include <sstream>
 
+#include "apps/device_batches.h"
 #include "apps/run_folder.h"
 #include "core/stop.h"
 #include "data/loader.h"
@@ -252,9 +253,10 @@ class TrainRun {
         model_(build_model(cfg, d.num_classes())), trainer_((model_->to(dev), model_), method_, cfg.lambda,
                                                             cfg.momentum, cfg.weight_decay),
         train_aug_(training_augment(cfg, d)),
-        train_loader_(d.train, train_aug_, loader_options(true)),
+        train_loader_(training_batches(d)),
         val_loader_(d.val, eval_augment(), loader_options(false)) {
     trainer_.set_label_smoothing(cfg.label_smoothing);
+    if (dev == Device::CUDA) timer_ = std::make_unique<cuda::StepTimer>(int(train_loader_->batches_per_epoch()));
   }
 
   OpenSetClassifier& model() { return *model_; }
@@ -313,23 +315,36 @@ class TrainRun {
   // The training batches of one epoch with a progress line; stops early at a stop signal (the
   // caller checks stop_signal()).
   StepTotals::Means train_epoch(int epoch, int total_epochs, double lr) {
-    train_loader_.start_epoch(epoch);
+    train_loader_->start_epoch(epoch);
     StepTotals tr;
     tr.reset(DType::F32, dev_);
-    Progress progress(epoch, total_epochs, train_loader_.batches_per_epoch(), ce(), log_);
+    Progress progress(epoch, total_epochs, train_loader_->batches_per_epoch(), ce(), log_);
     data::Batch b;
     int64_t done = 0, images = 0;
-    while (train_loader_.next(&b)) {
+    if (timer_) timer_->reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    while (train_loader_->next(&b)) {
+      if (timer_) timer_->begin();
       trainer_.step(b.images, b.labels, lr, tr);
+      if (timer_) timer_->end();
       ++done;
       images += b.labels.numel();
-      if (done < train_loader_.batches_per_epoch() && progress.due())  // the last one prints below
+      if (done < train_loader_->batches_per_epoch() && progress.due())  // the last one prints below
         progress.update(done, images, tr.means(), false);
       if (stop_signal()) return {};
     }
     const StepTotals::Means tm = tr.means();
+    if (timer_) {  // (the totals' read-out above has waited for the device)
+      const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      gpu_busy_ = wall_ms > 0 ? std::min(1.0, timer_->busy_ms() / wall_ms) : 0;
+    }
     progress.update(done, images, tm, true);
     return tm;
+  }
+  // ", GPU busy 93% of the training" on a GPU: the share of the last epoch's training wall time
+  // the GPU spent in steps (the rest it waited for data or launches); "" on the CPU.
+  std::string gpu_busy_words() const {
+    return timer_ ? fmt::format(", GPU busy {:.0f}% of the training", 100 * gpu_busy_) : "";
   }
 
   // The bookkeeping of a checkpoint written after `epochs_done` epochs.
@@ -349,6 +364,19 @@ class TrainRun {
   }
 
  private:
+  // The training batches: on the GPU from the set held there (cac_train --data-on-device auto), or
+  // from the host loader; train.log says which and why.
+  std::unique_ptr<data::BatchSource> training_batches(const data::OpenSetData& d) {
+    std::string why = cfg_.data_on_device == DataOnDevice::Off ? "--data-on-device off"
+                                                               : DeviceBatches::host_only_reason(d.train, train_aug_, dev_);
+    if (why.empty()) {
+      log_.write(fmt::format("training data: on the GPU ({} MB of images, augmented there)\n",
+                             DeviceBatches::device_bytes(d.train) >> 20));
+      return std::make_unique<DeviceBatches>(d.train, train_aug_, loader_options(true), dev_);
+    }
+    if (dev_ == Device::CUDA) log_.write("training data: host loader (" + why + ")\n");
+    return std::make_unique<data::Loader>(d.train, train_aug_, loader_options(true));
+  }
   data::Loader::Options loader_options(bool shuffle) const {
     data::Loader::Options lo;
     lo.batch = cfg_.batch;
@@ -378,7 +406,10 @@ class TrainRun {
   std::shared_ptr<OpenSetClassifier> model_;
   Trainer trainer_;
   data::Augment train_aug_;
-  data::Loader train_loader_, val_loader_;
+  std::unique_ptr<data::BatchSource> train_loader_;
+  data::Loader val_loader_;
+  std::unique_ptr<cuda::StepTimer> timer_;  // on a GPU: the steps' device time per epoch
+  double gpu_busy_ = 0;
 };
 
 // --init with 0 epochs: a run of the given weights, checked on the validation set.
@@ -486,8 +517,8 @@ int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const LrSchedul
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double metric = run.metric(vm);
     const bool improved = run.improves(metric, st.best);
-    log.write(fmt::format("           validation: loss {:.4f}{}  acc {:5.1f}%  ({:.1f} s){}\n", vm.loss, run.loss_parts(vm),
-                          100 * vm.accuracy, secs, improved ? "  -> best.safetensors" : ""));
+    log.write(fmt::format("           validation: loss {:.4f}{}  acc {:5.1f}%  ({:.1f} s{}){}\n", vm.loss, run.loss_parts(vm),
+                          100 * vm.accuracy, secs, run.gpu_busy_words(), improved ? "  -> best.safetensors" : ""));
     csv.text += fmt::format("{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.2f}", epoch + 1, lr, tm.loss,
                             tm.tuplet, tm.anchor, tm.accuracy, vm.loss, vm.tuplet, vm.anchor, vm.accuracy, secs);
     csv.text += csv.weights_from ? fmt::format(",{}\n", st.weights_from) : "\n";

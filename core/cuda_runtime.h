@@ -54,6 +54,9 @@ struct AllocatorStats {
 };
 AllocatorStats allocator_stats();
 void release_cached_memory();
+// Device memory not yet taken by any process, plus what this process's allocator holds unused
+// (cudaMemGetInfo + the cache): what a new large tensor could get. 0 without a device.
+size_t free_device_bytes();
 
 // Copies/fills on the compute stream. Copies that involve host memory synchronise the stream
 // (they are only used outside training steps).
@@ -109,6 +112,26 @@ class RecordedWork {
 // (allocation, argument set-up, the launch calls) happens while the GPU is busy and the events
 // measure GPU execution only, as in a training step where the host runs ahead of the device.
 double time_ms(const std::function<void()>& fn, int warmup, int iters, bool flush_l2);
+// How long the GPU spent in the training steps of an epoch: an event before and after each step on
+// the compute stream (no host wait), read once at the end. The GPU's idle share of the epoch is
+// what its wall time leaves: time the host made the GPU wait (data, launches between steps).
+// Events are made up front for `steps` steps (more grow the set outside the timed work); without
+// CUDA or a device every call does nothing and busy_ms() is 0.
+class StepTimer {
+ public:
+  explicit StepTimer(int steps);
+  ~StepTimer();
+  StepTimer(const StepTimer&) = delete;
+  StepTimer& operator=(const StepTimer&) = delete;
+  void reset();  // a new epoch
+  void begin();  // before a step's work is queued
+  void end();    // after it
+  double busy_ms();  // waits for the last step; the sum of the steps' spans
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // Device-to-device copy bandwidth in GB/s (bytes read + bytes written), measured on `bytes` bytes.
 double copy_bandwidth_gbs(size_t bytes);
 

@@ -19,6 +19,7 @@ std::string library_versions() { return "CPU only (built without CUDA)"; }
 std::shared_ptr<Storage> allocate(size_t) { no_cuda(); }
 AllocatorStats allocator_stats() { return {}; }
 void release_cached_memory() {}
+size_t free_device_bytes() { return 0; }
 void copy(void*, Device, const void*, Device, size_t) { no_cuda(); }
 void memset_zero(void*, size_t) { no_cuda(); }
 std::shared_ptr<Storage> allocate_pinned(size_t bytes) { return allocate_storage(bytes, Device::CPU); }
@@ -38,5 +39,12 @@ void set_strict_conv_algorithms(bool) {}
 bool strict_conv_algorithms() { return false; }
 double time_ms(const std::function<void()>&, int, int, bool) { no_cuda(); }
 double copy_bandwidth_gbs(size_t) { no_cuda(); }
+struct StepTimer::Impl {};
+StepTimer::StepTimer(int) {}
+StepTimer::~StepTimer() = default;
+void StepTimer::reset() {}
+void StepTimer::begin() {}
+void StepTimer::end() {}
+double StepTimer::busy_ms() { return 0; }
 
 }  // namespace cac::cuda

@@ -40,13 +40,18 @@ int64_t Loader::batches_per_epoch() const {
   return opt_.drop_last ? n / opt_.batch : (n + opt_.batch - 1) / opt_.batch;
 }
 
-void Loader::start_epoch(int epoch) {
-  auto order = std::make_shared<std::vector<int64_t>>(size_t(subset_.size()));
-  for (size_t i = 0; i < order->size(); ++i) (*order)[i] = int64_t(i);
-  if (opt_.shuffle) {
-    Generator g(opt_.seed, 0x5eed0000ull + uint64_t(epoch));
-    for (size_t i = order->size(); i > 1; --i) std::swap((*order)[i - 1], (*order)[g.below(i)]);
+std::vector<int64_t> epoch_order(int64_t n, bool shuffle, uint64_t seed, int epoch) {
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (size_t i = 0; i < order.size(); ++i) order[i] = int64_t(i);
+  if (shuffle) {
+    Generator g(seed, 0x5eed0000ull + uint64_t(epoch));
+    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[g.below(i)]);
   }
+  return order;
+}
+
+void Loader::start_epoch(int epoch) {
+  auto order = std::make_shared<std::vector<int64_t>>(epoch_order(subset_.size(), opt_.shuffle, opt_.seed, epoch));
   std::unique_lock<std::mutex> lock(mu_);
   ready_cv_.wait(lock, [&] { return busy_ == 0; });  // let workers finish slots they hold
   ++generation_;

@@ -22,7 +22,22 @@ struct Batch {
   int64_t number = 0;  // batch index within the epoch
 };
 
-class Loader {
+// The order of an epoch's samples: 0..n-1, shuffled by (seed, epoch) when asked.
+std::vector<int64_t> epoch_order(int64_t n, bool shuffle, uint64_t seed, int epoch);
+
+// Where the training loop takes its batches from: the Loader below (host threads), or the set held
+// on the device and augmented there (apps/device_batches.h).
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  // Starts epoch `epoch`: its order and augmentation draws depend on it.
+  virtual void start_epoch(int epoch) = 0;
+  // The next batch of the epoch, or false at its end.
+  virtual bool next(Batch* out) = 0;
+  virtual int64_t batches_per_epoch() const = 0;
+};
+
+class Loader : public BatchSource {
  public:
   struct Options {
     int batch = 128;
@@ -40,11 +55,11 @@ class Loader {
 
   // Starts epoch `epoch` (shuffle order and augmentation draws depend on it). Any batches of an
   // unfinished previous epoch are dropped.
-  void start_epoch(int epoch);
+  void start_epoch(int epoch) override;
   // The next batch of the epoch, or false at its end. A batch's host buffer is reused once next()
   // is called again, so a CPU batch is valid until then (device batches stay valid).
-  bool next(Batch* out);
-  int64_t batches_per_epoch() const;
+  bool next(Batch* out) override;
+  int64_t batches_per_epoch() const override;
   int64_t size() const { return subset_.size(); }
 
  private:

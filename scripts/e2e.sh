@@ -68,6 +68,18 @@ metrics=$("$py" -c "import json,sys; m=json.load(open(sys.argv[1]))['runs'][0]; 
 say "cac_train full schedule (CAC, FashionMNIST trial 0): rc=$rc $(secs "$t0" "$t1") s of training; cac_eval rc=$rc2; ${metrics:-no eval.json}"
 grep -E "^epoch +[0-9]+/[0-9]+ .*\] +[0-9]+/[0-9]+ " "$out/train-full.log" | tail -1 | tee -a "$summary"
 
+grep -E "training data: |GPU busy" "$out/train-full.log" | sed -n '1p;$p' | tee -a "$summary"
+
+# 1b. Each feature's effect on a short run: the training set on the GPU (auto) and the host loader.
+for mode in auto off; do
+  rm -rf "$out/fm-$mode"
+  t0=$(now)
+  timeout "$(limit 120)" "$build/apps/cac_train" --dataset FashionMNIST --trial 0 --data-dir "$data" \
+    --out "$out/fm-$mode" --device "$device" --data-on-device $mode "${short[@]}" >"$out/train-$mode.log" 2>&1
+  say "cac_train --data-on-device $mode, short schedule: rc=$? $(secs "$t0" "$(now)") s;$(grep -E 'GPU busy' \
+    "$out/train-$mode.log" | tail -1 | sed 's/.*(\(.*\)).*/ \1/')"
+done
+
 # 2. One epoch of each benchmark's shape through the same loop, and the paper's protocol projected.
 timeout "$(limit 240)" "$build/bench/cac_bench" epoch --dataset all --device "$device" --epochs 2 \
   $($quick && echo --scale 0.002) >"$out/bench-epoch.txt" 2>&1

@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "apps/device_option.h"
+#include "apps/device_batches.h"
 #include "apps/evaluate.h"
 #include "apps/posthoc.h"
 #include "apps/predict.h"
@@ -1111,6 +1112,57 @@ TEST(TorchInterop, TrainingStepsMatchPyTorch) {
                                            d / "after.safetensors"));
     EXPECT_EQ(rc2, 0) << out2;
   }
+}
+
+// Issue 23: the training set held on the device and augmented there (apps/device_batches.h). On
+// the CPU the same class runs the augmentation kernel's twin: it must hand out the host Loader's
+// batches bit for bit (same order, same draws, the short last batch), epoch after epoch.
+TEST(DeviceBatches, OnTheCpuTheyAreTheLoadersBatches) {
+  data::ImageSet s;
+  s.name = "synthetic";
+  s.images = Tensor::empty({70, 28, 28, 1}, DType::U8);
+  for (int64_t i = 0; i < s.images.numel(); ++i) s.images.data<uint8_t>()[i] = uint8_t(i * 37 + i / 784);
+  std::vector<int64_t> labels(70);
+  for (int i = 0; i < 70; ++i) labels[size_t(i)] = i % 4;
+  s.labels = Tensor::from_vector(labels, {70});
+  data::Subset sub;  // every other image: the rows gathered are not the positions
+  sub.source = &s;
+  for (int i = 1; i < 70; i += 2) sub.indices.push_back(i), sub.labels.push_back(labels[size_t(i)]);
+  data::Augment a;
+  a.size = 32;
+  a.train = true;
+  a.crop_scale_min = 0.7;
+  a.flip_p = 0.5;
+  a.rotate_deg = 15;
+  a.mean = {0.4f};
+  a.std = {0.3f};
+  data::Loader::Options o;
+  o.batch = 8;
+  o.seed = 12;
+  o.workers = 2;
+  data::Loader host(sub, a, o);
+  app::DeviceBatches dev(sub, a, o, Device::CPU);
+  ASSERT_EQ(dev.batches_per_epoch(), host.batches_per_epoch());
+  for (int epoch : {0, 3}) {
+    host.start_epoch(epoch);
+    dev.start_epoch(epoch);
+    data::Batch hb, db;
+    int batches = 0;
+    while (host.next(&hb)) {
+      ASSERT_TRUE(dev.next(&db)) << epoch << " " << batches;
+      EXPECT_EQ(db.labels.to_vector<int64_t>(), hb.labels.to_vector<int64_t>()) << epoch << " " << batches;
+      EXPECT_EQ(db.images.shape(), hb.images.shape());
+      EXPECT_EQ(db.images.to_vector<float>(), hb.images.to_vector<float>()) << epoch << " " << batches;
+      ++batches;
+    }
+    EXPECT_FALSE(dev.next(&db));
+    EXPECT_EQ(batches, 5);  // 35 images: four of 8 and one of 3
+  }
+  a.randaugment_n = 2;
+  EXPECT_EQ(app::DeviceBatches::host_only_reason(sub, a, Device::CUDA), "RandAugment runs on the host loader");
+  a.randaugment_n = 0;
+  EXPECT_EQ(app::DeviceBatches::host_only_reason(sub, a, Device::CPU), "the CPU trains from the host loader");
+  EXPECT_EQ(app::DeviceBatches::device_bytes(sub), 70u * 784u);
 }
 
 // The strong-baseline recipe (issue 24, item 3) through cac_train's flags: the cosine schedule's

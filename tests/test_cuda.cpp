@@ -481,6 +481,26 @@ TEST(CudaTiming, EventsExcludeHostLaunchWork) {
   EXPECT_GT(ms, 0.0);
 }
 
+// cac_train's GPU-busy share (issue 23): the StepTimer sums the steps' device time, not the host's
+// pauses between them: three small steps 20 ms apart are busy far less than the 40 ms between them.
+TEST(CudaTiming, StepTimerCountsTheStepsNotTheGapsBetweenThem) {
+  REQUIRE_GPU();
+  Tensor x = Tensor::full({1 << 20}, 1.0).to(Device::CUDA), y = Tensor::empty({1 << 20}, DType::F32, Device::CUDA);
+  cuda::StepTimer timer(2);  // fewer than the steps: it grows
+  for (int round = 0; round < 2; ++round) {
+    timer.reset();
+    for (int step = 0; step < 3; ++step) {
+      if (step > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      timer.begin();
+      kernels::leaky_relu_forward(x, 0.2, y);
+      timer.end();
+    }
+    const double busy = timer.busy_ms();
+    EXPECT_GT(busy, 0.0) << round;
+    EXPECT_LT(busy, 5.0) << round << ": " << busy << " ms for three 4 MB elementwise kernels";
+  }
+}
+
 // The check macros (no device needed: the error texts come from the libraries' tables): each
 // names the library's error, the failed statement and file:line, and throws cac::Error.
 TEST(CudaErrors, CheckMacrosNameTheErrorTheStatementAndTheLine) {

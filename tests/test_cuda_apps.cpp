@@ -82,6 +82,22 @@ TEST(CudaApps, TrainAndEvaluateOnTheGpuAgreeWithTheCpu) {
   testing::write_mnist_idx(d / "mnist", 12);
   ASSERT_EQ(app::run_train(tiny_run(d / "mnist", d / "cpu", "cpu"), ""), 0);
   ASSERT_EQ(app::run_train(tiny_run(d / "mnist", d / "gpu", "cuda"), ""), 0);
+  // The same with the host loader (pinned ring, copy stream) instead of the set held on the GPU.
+  app::RunConfig host_loader = tiny_run(d / "mnist", d / "gpu-host", "cuda");
+  host_loader.data_on_device = app::DataOnDevice::Off;
+  ASSERT_EQ(app::run_train(host_loader, ""), 0);
+  EXPECT_NE(app::read_text(d / "gpu/train.log").find("training data: on the GPU"), std::string::npos);
+  EXPECT_NE(app::read_text(d / "gpu-host/train.log").find("training data: host loader (--data-on-device off)"),
+            std::string::npos);
+  for (const char* run : {"gpu", "gpu-host"}) {
+    SCOPED_TRACE(run);
+    const auto cpu_m = csv_rows(d / "cpu/metrics.csv"), gpu_m = csv_rows(d / (std::string(run) + "/metrics.csv"));
+    ASSERT_EQ(gpu_m.size(), cpu_m.size());
+    for (size_t r = 1; r < cpu_m.size(); ++r)
+      for (size_t k : {2, 3, 4, 6})  // train_loss, train_tuplet, train_anchor, val_loss: as below
+        EXPECT_LE(std::abs(std::stod(gpu_m[r][k]) - std::stod(cpu_m[r][k])), 1e-3 * std::abs(std::stod(cpu_m[r][k])))
+            << cpu_m[0][k] << " epoch " << r;
+  }
 
   // Training: 6 steps on each device. The step tests compare one step's every gradient (on an
   // H100 within 4.5e-5..7.1e-5 of each tensor's largest gradient); here the per-epoch losses must

@@ -245,6 +245,12 @@ std::shared_ptr<Storage> allocate(size_t bytes) {
 
 AllocatorStats allocator_stats() { return allocator().stats(); }
 void release_cached_memory() { allocator().empty_cache(); }
+size_t free_device_bytes() {
+  size_t free_b = 0, total_b = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  const AllocatorStats s = allocator().stats();
+  return free_b + (s.reserved - s.in_use);
+}
 
 void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
   cudaMemcpyKind kind = dst_dev == Device::CUDA
@@ -376,6 +382,47 @@ double time_ms(const std::function<void()>& fn, int warmup, int iters, bool flus
   CUDA_CHECK(cudaEventDestroy(stop));
   std::sort(times.begin(), times.end());
   return times.empty() ? 0.0 : double(times[times.size() / 2]);
+}
+
+struct StepTimer::Impl {
+  std::vector<cudaEvent_t> events;  // before/after pairs
+  size_t used = 0;
+  bool on = false;
+  void grow(size_t n) {
+    while (events.size() < n) {
+      cudaEvent_t e;
+      CUDA_CHECK(cudaEventCreate(&e));
+      events.push_back(e);
+    }
+  }
+};
+StepTimer::StepTimer(int steps) : impl_(std::make_unique<Impl>()) {
+  impl_->on = device_available();
+  if (impl_->on) impl_->grow(size_t(std::max(steps, 1)) * 2);
+}
+StepTimer::~StepTimer() {
+  for (cudaEvent_t e : impl_->events) cudaEventDestroy(e);  // (no check in a destructor)
+}
+void StepTimer::reset() { impl_->used = 0; }
+void StepTimer::begin() {
+  if (!impl_->on) return;
+  impl_->grow(impl_->used + 2);
+  CUDA_CHECK(cudaEventRecord(impl_->events[impl_->used++], compute_stream()));
+}
+void StepTimer::end() {
+  if (!impl_->on) return;
+  CUDA_CHECK(cudaEventRecord(impl_->events[impl_->used++], compute_stream()));
+}
+double StepTimer::busy_ms() {
+  if (!impl_->on || impl_->used < 2) return 0;
+  CUDA_CHECK(cudaEventSynchronize(impl_->events[impl_->used - 1]));
+  double total = 0;
+  for (size_t i = 0; i + 1 < impl_->used; i += 2) {
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, impl_->events[i], impl_->events[i + 1]));
+    total += ms;
+  }
+  return total;
 }
 
 double copy_bandwidth_gbs(size_t bytes) {
