@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/autograd.h"
+#include "core/bf16.h"
 #include "core/cuda_runtime.h"
 #include "core/progress.h"
 #include "core/rng.h"
@@ -98,6 +99,33 @@ TEST(CacHead, RejectsBadLabels) {
     EXPECT_NE(std::string(e.what()).find("label 5"), std::string::npos) << e.what();
   }
   EXPECT_THROW(ops::cac_head(z, c, i64({0}), 0.1), Error);
+}
+
+// bf16 rounding (issue 25), bit patterns by hand: the kept 16 bits, the dropped 16 deciding.
+TEST(Bf16, RoundsToNearestEvenAndKeepsSpecialValues) {
+  auto bits = [](uint32_t u) { return bf16_bits(float_of_bits(u)); };
+  EXPECT_EQ(bits(0x3f800000u), 0x3f80);  // 1.0
+  EXPECT_EQ(bits(0x3f808000u), 0x3f80);  // 1 + 2^-8: half way, the even neighbour (0x3f80)
+  EXPECT_EQ(bits(0x3f818000u), 0x3f82);  // half way between 0x3f81 and 0x3f82: the even one
+  EXPECT_EQ(bits(0x3f808001u), 0x3f81);  // just above half way: up
+  EXPECT_EQ(bits(0x3f807fffu), 0x3f80);  // just below: down
+  EXPECT_EQ(bits(0xbf818000u), 0xbf82);  // negative values alike (the sign bit is kept)
+  EXPECT_EQ(bits(0x80000000u), 0x8000);  // -0
+  EXPECT_EQ(bits(0x7f800000u), 0x7f80);  // +inf
+  EXPECT_EQ(bits(0xff800000u), 0xff80);  // -inf
+  EXPECT_EQ(bits(0x7f7fffffu), 0x7f80);  // the largest float rounds past the largest bf16: inf
+  EXPECT_EQ(bits(0x7f7f7fffu), 0x7f7f);  // below half way to it: the largest bf16, 3.3895e38
+  EXPECT_EQ(bits(0x7fc00000u), 0x7fc0);  // a quiet NaN
+  EXPECT_EQ(bits(0x7f800001u), 0x7fc0);  // a signalling NaN whose payload sits in the dropped bits:
+                                         // still NaN (quiet), never inf
+  EXPECT_EQ(bits(0xffc12345u), 0xffc1);  // a negative NaN keeps its sign and top payload
+  EXPECT_EQ(bits(0x00010000u), 0x0001);  // the smallest bf16 subnormal
+  EXPECT_EQ(bits(0x00008000u), 0x0000);  // half of it: ties to even (0)
+  EXPECT_EQ(bits(0x00018000u), 0x0002);  // one and a half: ties to even (2)
+  EXPECT_EQ(bits(0x007fffffu), 0x0080);  // the largest float subnormal rounds up to the smallest normal
+  EXPECT_EQ(bf16_to_float(0x3f80), 1.0f);
+  EXPECT_EQ(round_bf16(3.14159265f), 3.140625f);  // 0x40490fdb -> 0x4049
+  EXPECT_TRUE(std::isnan(round_bf16(std::nanf(""))));
 }
 
 TEST(CrossEntropy, HandComputed) {
