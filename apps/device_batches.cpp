@@ -7,8 +7,7 @@
 
 namespace cac::app {
 
-namespace {
-kernels::AugmentSpec spec_of(const data::Augment& a, uint64_t seed) {
+kernels::AugmentSpec augment_spec(const data::Augment& a, uint64_t seed) {
   kernels::AugmentSpec s;
   s.size = a.size;
   s.train = a.train;
@@ -21,11 +20,10 @@ kernels::AugmentSpec spec_of(const data::Augment& a, uint64_t seed) {
   s.seed = seed;
   return s;
 }
-}  // namespace
 
 DeviceBatches::DeviceBatches(const data::Subset& subset, const data::Augment& augment,
                              const data::Loader::Options& options, Device dev)
-    : subset_(subset), spec_(spec_of(augment, options.seed)), opt_(options), dev_(dev) {
+    : subset_(subset), spec_(augment_spec(augment, options.seed)), opt_(options), dev_(dev) {
   CAC_CHECK(subset_.source && subset_.size() > 0, "device batches: empty dataset");
   CAC_CHECK(opt_.batch > 0, "device batches: batch {} must be positive", opt_.batch);
   CAC_CHECK(augment.randaugment_n == 0, "device batches: RandAugment runs on the host loader only");

@@ -11,6 +11,9 @@
 
 namespace cac::app {
 
+// The augmentation kernel's settings for a loader's Augment (RandAugment aside) and seed.
+kernels::AugmentSpec augment_spec(const data::Augment& a, uint64_t seed);
+
 class DeviceBatches : public data::BatchSource {
  public:
   // The subset's source set goes to `dev` whole (the subset's rows are gathered from it).

@@ -7,6 +7,7 @@
 
 #include "core/cuda_runtime.h"
 #include "data/loader.h"
+#include "apps/device_batches.h"
 #include "kernels/augment.h"
 
 namespace cac::data {
@@ -90,16 +91,10 @@ TEST(CudaAugment, KernelMatchesTheLoadersTransformAtEveryBenchmarkShape) {
     for (int64_t i = 0; i < images.numel(); ++i) images.data<uint8_t>()[i] = uint8_t(pixels.next_u64());
     std::vector<int64_t> rows, positions;
     for (int64_t b = 0; b < batch; ++b) rows.push_back(b * 7 % n), positions.push_back(1000 + 3 * b);
-    kernels::AugmentSpec spec;
-    spec.size = k.size;
-    spec.train = k.train;
-    spec.crop_scale_min = k.crop;
-    spec.flip_p = k.flip_p;
-    spec.rotate_deg = k.rotate;
-    spec.bilinear_rotation = k.bilinear;
-    spec.flip = k.eval_flip;
-    for (int ch = 0; ch < 3; ++ch) spec.mean[ch] = 0.4f, spec.std[ch] = 0.25f;
-    spec.seed = 9;
+    const Augment aug{k.size, k.train, k.crop, k.flip_p, k.rotate,
+                      k.bilinear ? Interpolation::Bilinear : Interpolation::Nearest, k.eval_flip, 0, 0,
+                      std::vector<float>(size_t(k.c), 0.4f), std::vector<float>(size_t(k.c), 0.25f)};
+    kernels::AugmentSpec spec = app::augment_spec(aug, 9);
     spec.epoch = 3;
     const Tensor r = Tensor::from_vector(rows, {batch}), p = Tensor::from_vector(positions, {batch});
     Tensor cpu = Tensor::empty({batch, k.c, k.size, k.size});
