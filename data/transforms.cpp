@@ -241,9 +241,8 @@ void transform_image(const uint8_t* hwc, int h, int w, int c, const Augment& a, 
     resize_box(cur, S, c, d.box, S, d.flip, s, spare);
     std::swap(cur, spare);
     if (a.rotate_deg > 0) {
-      const double degrees = d.degrees;
-      if (degrees != 0) {  // rotate() returns its input unchanged at 0
-        rotate_square(cur, S, c, degrees, a.rotate_interp, spare);
+      if (d.degrees != 0) {  // rotate() returns its input unchanged at 0
+        rotate_square(cur, S, c, d.degrees, a.rotate_interp, spare);
         std::swap(cur, spare);
       }
     }

@@ -1128,14 +1128,7 @@ TEST(DeviceBatches, OnTheCpuTheyAreTheLoadersBatches) {
   data::Subset sub;  // every other image: the rows gathered are not the positions
   sub.source = &s;
   for (int i = 1; i < 70; i += 2) sub.indices.push_back(i), sub.labels.push_back(labels[size_t(i)]);
-  data::Augment a;
-  a.size = 32;
-  a.train = true;
-  a.crop_scale_min = 0.7;
-  a.flip_p = 0.5;
-  a.rotate_deg = 15;
-  a.mean = {0.4f};
-  a.std = {0.3f};
+  data::Augment a{32, true, 0.7, 0.5, 15, data::Interpolation::Nearest, false, 0, 0, {0.4f}, {0.3f}};
   data::Loader::Options o;
   o.batch = 8;
   o.seed = 12;

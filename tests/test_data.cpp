@@ -1076,14 +1076,7 @@ TEST(DataTransforms, AugmentKernelTwinIsTheLoadersTransform) {
   Tensor out = Tensor::empty({3, 1, 32, 32});
   kernels::augment_gather(images, Tensor::from_vector(std::vector<int64_t>{4, 0, 4}, {3}),
                           Tensor::from_vector(std::vector<int64_t>{10, 11, 12}, {3}), spec, out);
-  Augment a;
-  a.size = 32;
-  a.train = true;
-  a.crop_scale_min = 0.7;
-  a.flip_p = 0.5;
-  a.rotate_deg = 10;
-  a.mean = {0.3f};
-  a.std = {0.2f};
+  const Augment a{32, true, 0.7, 0.5, 10, Interpolation::Nearest, false, 0, 0, {0.3f}, {0.2f}};  // the spec's
   const int64_t rows[3] = {4, 0, 4};
   for (int b = 0; b < 3; ++b) {
     std::vector<float> want(32 * 32);
