@@ -199,20 +199,21 @@ void bench_elementwise_and_sgd(Bench& bench) {
     kernels::leaky_relu_forward(xg, 0.2, y);
     bench.time_both({"leaky_relu forward", "128x64x32x32", 1, 2.0 * n * 4, worst(y, y_c, 1), 0, 0},
               [&] { kernels::leaky_relu_forward(xg, 0.2, y); });
-    kernels::cpu::dropout2d_forward(x, 0.2, 5, 9, y_c, mask_c);
-    kernels::dropout2d_forward(xg, 0.2, 5, 9, y, mask);
+    kernels::cpu::dropout2d_forward(x, 0.2, 5, 9, nullptr, y_c, mask_c);
+    kernels::dropout2d_forward(xg, 0.2, 5, 9, nullptr, y, mask);
     bench.time_both({"dropout2d forward", "128x64x32x32", 1, 2.0 * n * 4, std::max(worst(y, y_c, 1), worst(mask, mask_c, 1)), 0, 0},
-              [&] { kernels::dropout2d_forward(xg, 0.2, 5, 9, y, mask); });
+              [&] { kernels::dropout2d_forward(xg, 0.2, 5, 9, nullptr, y, mask); });
   }
   {
     const int64_t n = o.slab;
     Tensor p = randn({n}, 12), g = randn({n}, 13), b = randn({n}, 14);
     Tensor pg = p.to(Device::CUDA), gg = g.to(Device::CUDA), bg = b.to(Device::CUDA);
-    kernels::cpu::sgd_step(p, g, b, 0.01, 0.9, 5e-4);
-    kernels::sgd_step(pg, gg, bg, 0.01, 0.9, 5e-4);
+    const Tensor lr = Tensor::from_vector(std::vector<double>{0.01}, {}), lr_g = lr.to(Device::CUDA);
+    kernels::cpu::sgd_step(p, g, b, lr, 0.9, 5e-4);
+    kernels::sgd_step(pg, gg, bg, lr_g, 0.9, 5e-4);
     const double check = std::max(worst(pg, p, 1), worst(bg, b, 1));
     bench.time_both({"sgd step (whole slab, 1 launch)", fmt::format("{} params", n), 1, 5.0 * n * 4, check, 0, 0},
-              [&] { kernels::sgd_step(pg, gg, bg, 0.01, 0.9, 5e-4); });
+              [&] { kernels::sgd_step(pg, gg, bg, lr_g, 0.9, 5e-4); });
   }
 }
 

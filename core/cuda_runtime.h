@@ -90,9 +90,11 @@ bool strict_conv_algorithms();
 
 // Device work recorded once from the compute stream into a CUDA graph and replayed as one launch
 // (what a training step's no-host-wait, no-cudaMalloc rule is for). Recording fails with a clear
-// error at the first call that would make the host wait for the stream. A replay reuses
-// the recorded buffers, including blocks the recording freed: replay only while nothing else
-// allocates on the device in between (e.g. back to back in a benchmark).
+// error at the first call that would make the host wait for the stream. A replay reuses the
+// recorded buffers, including blocks the recording freed; those stay the graph's until it is
+// destroyed (BlockCache), so eager work and other graphs may run and allocate between replays.
+// Whatever changes between replays must be in device memory the graph reads (inputs copied into
+// its buffers, a learning rate, counters), never a value passed to a kernel at recording time.
 class RecordedWork {
  public:
   explicit RecordedWork(const std::function<void()>& record);

@@ -12,8 +12,12 @@ void leaky_relu_backward(const Tensor& x, const Tensor& gy, double slope, Tensor
 void add_forward(const Tensor& a, const Tensor& b, Tensor& y) {
   CAC_DISPATCH(a.device(), add_forward, a, b, y);
 }
-void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter, Tensor& y, Tensor& mask) {
-  CAC_DISPATCH(x.device(), dropout2d_forward, x, p, seed, counter, y, mask);
+void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter, const Tensor* counter_at,
+                       Tensor& y, Tensor& mask) {
+  if (counter_at)
+    CAC_CHECK(counter_at->dtype() == DType::I64 && counter_at->numel() == 1 && counter_at->device() == x.device(),
+              "dropout2d: the counter must be an i64 scalar on the input's device, got {}", counter_at->str());
+  CAC_DISPATCH(x.device(), dropout2d_forward, x, p, seed, counter, counter_at, y, mask);
 }
 void dropout2d_backward(const Tensor& gy, const Tensor& mask, Tensor& gx) {
   CAC_DISPATCH(gy.device(), dropout2d_backward, gy, mask, gx);
@@ -24,7 +28,15 @@ void global_avg_pool_forward(const Tensor& x, Tensor& y) {
 void global_avg_pool_backward(const Tensor& gy, Tensor& gx) {
   CAC_DISPATCH(gy.device(), global_avg_pool_backward, gy, gx);
 }
-void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, double lr, double momentum, double weight_decay) {
+void count_up(Tensor& counter) {
+  CAC_CHECK(counter.dtype() == DType::I64 && counter.numel() == 1, "count_up: expected an i64 scalar, got {}",
+            counter.str());
+  CAC_DISPATCH(counter.device(), count_up, counter);
+}
+void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const Tensor& lr, double momentum,
+              double weight_decay) {
+  CAC_CHECK(lr.dtype() == DType::F64 && lr.numel() == 1 && lr.device() == values.device(),
+            "sgd_step: the learning rate must be an f64 scalar on the parameters' device, got {}", lr.str());
   CAC_DISPATCH(values.device(), sgd_step, values, grads, momentum_buf, lr, momentum, weight_decay);
 }
 

@@ -10,15 +10,20 @@ CAC_DECLARE_KERNEL(void leaky_relu_forward(const Tensor& x, double slope, Tensor
 CAC_DECLARE_KERNEL(void leaky_relu_backward(const Tensor& x, const Tensor& gy, double slope, Tensor& gx))
 CAC_DECLARE_KERNEL(void add_forward(const Tensor& a, const Tensor& b, Tensor& y))
 // mask: [B, C], each 0 or 1/(1-p); channel (b, c) is dropped when
-// uniform_from_bits(hash3(seed, counter, b*C + c)) < p, identically on CPU and GPU.
+// uniform_from_bits(hash3(seed, c', b*C + c)) < p, identically on CPU and GPU, where c' = counter,
+// plus the i64 scalar *counter_at (on x's device) when given: a counter the device keeps, so a step
+// recorded into a CUDA graph draws fresh masks at every replay.
 CAC_DECLARE_KERNEL(void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter,
-                                          Tensor& y, Tensor& mask))
+                                          const Tensor* counter_at, Tensor& y, Tensor& mask))
 CAC_DECLARE_KERNEL(void dropout2d_backward(const Tensor& gy, const Tensor& mask, Tensor& gx))
 CAC_DECLARE_KERNEL(void global_avg_pool_forward(const Tensor& x, Tensor& y))
 CAC_DECLARE_KERNEL(void global_avg_pool_backward(const Tensor& gy, Tensor& gx))
+// An i64 scalar += 1 where it lives (a device-side counter, e.g. dropout's, advanced in stream order).
+CAC_DECLARE_KERNEL(void count_up(Tensor& counter))
 // PyTorch's SGD over flat slabs: g = grad + wd*p; buf = momentum*buf + g; p -= lr*buf.
 // (PyTorch's first step sets buf = g, which is the same as starting from a zero buffer.)
-CAC_DECLARE_KERNEL(void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, double lr,
+// lr: an f64 scalar on the slab's device, read by the kernel, so a recorded step follows the schedule.
+CAC_DECLARE_KERNEL(void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const Tensor& lr,
                                  double momentum, double weight_decay))
 
 }  // namespace cac::kernels

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/profiling.h"
+#include "kernels/elementwise.h"
 #include "layers/ops.h"
 
 namespace cac {
@@ -144,8 +145,14 @@ Dropout2d::Dropout2d(double p, uint64_t seed) : p(p), seed(seed), calls_(registe
 Tensor Dropout2d::forward(const Tensor& x) {
   if (!is_training()) return x;
   int64_t& calls = calls_.data<int64_t>()[0];
-  return ops::dropout2d(x, p, true, seed, uint64_t(calls++));
+  if (!device_calls_.defined()) return ops::dropout2d(x, p, true, seed, uint64_t(calls++));
+  Tensor y = ops::dropout2d(x, p, true, seed, 0, &device_calls_);
+  kernels::count_up(device_calls_);
+  ++calls;
+  return y;
 }
+
+void Dropout2d::count_on_device(Device device) { device_calls_ = calls_.to(device).clone(); }
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;

@@ -116,11 +116,18 @@ class Dropout2d : public Layer {
  public:
   Dropout2d(double p, uint64_t seed);
   Tensor forward(const Tensor& x) override;
+  // Counts on `device` too, from the host count now: each training forward's kernel reads the
+  // count there and a kernel advances it there, so a forward recorded into a CUDA graph draws a new
+  // mask at every replay (whoever replays it advances the host count as well, Trainer). The masks
+  // are the same either way. stop_counting_on_device(): the host count alone again.
+  void count_on_device(Device device);
+  void stop_counting_on_device() { device_calls_ = Tensor(); }
   double p;
   uint64_t seed;
 
  private:
-  Tensor calls_;
+  Tensor calls_;         // host: the resume state
+  Tensor device_calls_;  // the same count on the device, while counting there
 };
 
 class Sequential : public Layer {

@@ -23,8 +23,10 @@ Tensor batch_norm2d_leaky_relu(const Tensor& x, const Tensor& gamma, const Tenso
 Tensor leaky_relu(const Tensor& x, double slope);
 Tensor relu(const Tensor& x);
 // Drops whole channels with probability p and scales the rest by 1/(1-p); identity when not
-// training. The mask is a pure function of (seed, counter, channel index).
-Tensor dropout2d(const Tensor& x, double p, bool training, uint64_t seed, uint64_t counter);
+// training. The mask is a pure function of (seed, counter, channel index); with counter_at (an i64
+// scalar on x's device) the counter is counter + *counter_at, read by the kernel.
+Tensor dropout2d(const Tensor& x, double p, bool training, uint64_t seed, uint64_t counter,
+                 const Tensor* counter_at = nullptr);
 Tensor reshape(const Tensor& x, const Shape& shape);
 Tensor flatten(const Tensor& x);  // [B, ...] -> [B, prod(...)]
 Tensor add(const Tensor& a, const Tensor& b);

@@ -8,22 +8,31 @@
 namespace cac {
 
 SGD::SGD(ParameterStore& store, double momentum, double weight_decay)
-    : store_(store), momentum_(momentum), weight_decay_(weight_decay) {
+    : store_(store), lr_value_(std::nan("")), momentum_(momentum), weight_decay_(weight_decay) {
   CAC_CHECK(momentum >= 0 && weight_decay >= 0, "SGD: momentum {} and weight decay {} must be >= 0",
             momentum, weight_decay);
   if (store.total() > 0)
     momentum_buf_ = Tensor::zeros({store.total()}, store.values().dtype(), store.values().device());
 }
 
-void SGD::step(double lr) {
-  if (store_.total() == 0) return;
-  Tensor values = store_.values();
-  kernels::sgd_step(values, store_.grads(), momentum_buf_, lr, momentum_, weight_decay_);
+void SGD::set_lr(double lr) {
+  if (store_.total() == 0 || lr == lr_value_) return;
+  const Tensor host = Tensor::from_vector(std::vector<double>{lr}, {});
+  if (!lr_.defined()) lr_ = host.to(store_.values().device()).clone();
+  else lr_.copy_from(host);
+  lr_value_ = lr;
 }
 
+void SGD::step() {
+  if (store_.total() == 0) return;
+  CAC_CHECK(lr_.defined(), "SGD: step() before any learning rate was set");
+  Tensor values = store_.values();
+  kernels::sgd_step(values, store_.grads(), momentum_buf_, lr_, momentum_, weight_decay_);
+}
+
+// In place: the buffer's address stays the one a recorded step writes.
 void SGD::reset_momentum() {
-  if (momentum_buf_.defined())
-    momentum_buf_ = Tensor::zeros({store_.total()}, store_.values().dtype(), store_.values().device());
+  if (momentum_buf_.defined()) momentum_buf_.zero_();
 }
 
 LrSchedule::LrSchedule(std::vector<int> stage_epochs, std::vector<double> lrs)

@@ -12,7 +12,14 @@ class SGD {
  public:
   SGD(ParameterStore& store, double momentum, double weight_decay);
   void zero_grad() { store_.zero_grad(); }
-  void step(double lr);
+  void step(double lr) {
+    set_lr(lr);
+    step();
+  }
+  // The rate lives on the slab's device and the update kernel reads it there, so a step recorded
+  // into a CUDA graph follows the schedule: set_lr() between replays (a copy when it changes).
+  void set_lr(double lr);
+  void step();
   Tensor momentum_buffer() const { return momentum_buf_; }  // for checkpoints
   // A fresh optimizer's state (PyTorch's new SGD: the first step's buffer is the gradient itself).
   void reset_momentum();
@@ -20,6 +27,8 @@ class SGD {
  private:
   ParameterStore& store_;
   Tensor momentum_buf_;
+  Tensor lr_;  // f64 scalar on the slab's device
+  double lr_value_;
   double momentum_, weight_decay_;
 };
 

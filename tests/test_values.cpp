@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/autograd.h"
+#include "core/block_cache.h"
 #include "core/bf16.h"
 #include "core/cuda_runtime.h"
 #include "core/progress.h"
@@ -17,6 +18,7 @@
 #include "core/parameter_store.h"
 #include "kernels/batchnorm.h"
 #include "kernels/batchnorm_paths.h"
+#include "kernels/elementwise.h"
 #include "kernels/losses.h"
 #include "layers/module.h"
 #include "layers/ops.h"
@@ -236,6 +238,58 @@ TEST(Dropout2d, DropsWholeChannelsAndScales) {
   EXPECT_NE(ops::dropout2d(x, 0.25, true, 42, 1).to_vector<double>(), v);
 }
 
+// The counter a recorded step reads where it lives: counter + *counter_at draws the same mask as
+// that counter given directly, and count_up advances it in place.
+TEST(Dropout2d, CounterReadFromATensorDrawsTheSameMasks) {
+  Tensor x = Tensor::full({4, 8, 2, 2}, 1.0, DType::F64);
+  Tensor at = Tensor::from_vector(std::vector<int64_t>{5}, {});
+  EXPECT_EQ(ops::dropout2d(x, 0.5, true, 42, 2, &at).to_vector<double>(),
+            ops::dropout2d(x, 0.5, true, 42, 7).to_vector<double>());
+  const void* where = at.raw();
+  kernels::count_up(at);
+  EXPECT_EQ(at.item(), 6);
+  EXPECT_EQ(at.raw(), where);
+  Tensor f = Tensor::zeros({}, DType::F32);
+  EXPECT_THROW(kernels::count_up(f), Error);
+  EXPECT_THROW(ops::dropout2d(x, 0.5, true, 42, 2, &f), Error);
+}
+
+// A layer counting on the device (here the CPU stands in for it) draws the masks it would have drawn
+// counting on the host, and its host count (the resume state) keeps up.
+TEST(Dropout2d, CountingOnTheDeviceDrawsTheSameSequence) {
+  Tensor x = Tensor::full({4, 8, 1, 1}, 1.0, DType::F64);
+  Dropout2d host(0.5, 9), device(0.5, 9);
+  device.count_on_device(Device::CPU);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(host.forward(x).to_vector<double>(), device.forward(x).to_vector<double>());
+  EXPECT_EQ(device.resume_state()[0].second.item(), 3);
+  device.stop_counting_on_device();
+  EXPECT_EQ(host.forward(x).to_vector<double>(), device.forward(x).to_vector<double>());
+  EXPECT_EQ(device.resume_state()[0].second.item(), 4);
+}
+
+// The rate set once holds for later steps; a new rate reaches the next step; resetting momentum
+// keeps the buffer where a recorded step writes it.
+TEST(SGD, RateLivesBesideTheSlabAndMomentumResetsInPlace) {
+  Tensor w = f64({1.0}, {1});
+  w.set_requires_grad(true);
+  ParameterStore store({w});
+  SGD sgd(store, 0.9, 0.0);
+  EXPECT_THROW(sgd.step(), Error);
+  sgd.set_lr(0.5);
+  const double steps[3][2] = {{0.5, 1.0 - 0.5}, {0.5, 0.5 - 0.5 * 1.9}, {0.1, 0.5 - 0.95 - 0.1 * (0.9 * 1.9 + 1)}};
+  for (const auto& s : steps) {
+    sgd.zero_grad();
+    ops::reshape(w, {1}).backward(f64({1.0}, {1}));
+    sgd.set_lr(s[0]);
+    sgd.step();
+    EXPECT_NEAR(w.to_vector<double>()[0], s[1], 1e-15);
+  }
+  const void* buf = sgd.momentum_buffer().raw();
+  sgd.reset_momentum();
+  EXPECT_EQ(sgd.momentum_buffer().raw(), buf);
+  for (double v : sgd.momentum_buffer().to_vector<double>()) EXPECT_EQ(v, 0.0);
+}
+
 TEST(SGD, ThreeStepsFollowTheUpdateRule) {
   Tensor w = f64({1.0, -2.0, 0.5}, {3});
   w.set_requires_grad(true);
@@ -317,6 +371,63 @@ TEST(ParameterStore, OneSlabZeroGradIsOneMemset) {
   EXPECT_EQ(a.grad().to_vector<double>(), (std::vector<double>{2, 2, 2}));
   store.zero_grad();
   EXPECT_EQ(a.grad().to_vector<double>(), (std::vector<double>{0, 0, 0}));
+}
+
+// The allocator's rule for CUDA graphs, on made-up addresses: a block handed out while a graph is
+// recorded is never handed to anyone else while the graph lives, freed during the recording or
+// after it; once the graph is gone its blocks are shared again.
+TEST(BlockCache, BlocksOfARecordingStayTheGraphsUntilItIsDestroyed) {
+  EXPECT_EQ(BlockCache::round(1), 512u);
+  EXPECT_EQ(BlockCache::round(513), 1024u);
+  EXPECT_EQ(BlockCache::round((size_t(2) << 20) + 1), size_t(4) << 20);
+  BlockCache cache;
+  char blocks[8];
+  void *before = &blocks[0], *temp = &blocks[1], *kept = &blocks[2], *fresh = &blocks[3];
+  const size_t n = 512;
+  cache.handed_out(before, n);  // eager work before the recording
+  cache.give_back(before, n);
+  int graph = 0;
+  cache.begin_recording();
+  EXPECT_EQ(cache.take(n), before);  // the recording may reuse a block freed earlier
+  cache.handed_out(before, n);
+  EXPECT_EQ(cache.take(n), nullptr);
+  cache.handed_out(temp, n);  // a new block
+  cache.give_back(temp, n);   // freed inside the recording: reused inside it
+  EXPECT_EQ(cache.take(n), temp);
+  cache.handed_out(temp, n);
+  cache.give_back(temp, n);
+  cache.give_back(before, n);
+  cache.handed_out(kept, n);  // outlives the recording
+  cache.end_recording(&graph);
+  EXPECT_EQ(cache.held_bytes(&graph), 2 * n);
+  EXPECT_EQ(cache.take(n), nullptr);  // eager work after it gets none of the graph's blocks
+  cache.give_back(kept, n);
+  EXPECT_EQ(cache.held_bytes(&graph), 3 * n);
+  EXPECT_EQ(cache.take(n), nullptr);
+  cache.handed_out(fresh, n);  // eager, not recorded: shared as before
+  cache.give_back(fresh, n);
+  EXPECT_EQ(cache.take(n), fresh);
+  EXPECT_TRUE(cache.drain().empty());  // emptying the cache leaves a live graph's blocks alone
+  cache.release(&graph);
+  EXPECT_EQ(cache.held_bytes(&graph), 0u);
+  std::set<void*> back;
+  for (const auto& [size, p] : cache.drain()) {
+    EXPECT_EQ(size, n);
+    back.insert(p);
+  }
+  EXPECT_EQ(back, (std::set<void*>{before, temp, kept}));
+}
+
+TEST(BlockCache, AFailedRecordingHoldsNothing) {
+  BlockCache cache;
+  char blocks[2];
+  cache.begin_recording();
+  cache.handed_out(&blocks[0], 512);
+  cache.handed_out(&blocks[1], 512);
+  cache.give_back(&blocks[0], 512);
+  cache.end_recording(nullptr);
+  cache.give_back(&blocks[1], 512);
+  EXPECT_EQ(cache.drain().size(), 2u);
 }
 
 // ---- error messages name the op and the shapes -------------------------------------------------

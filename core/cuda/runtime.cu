@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/block_cache.h"
 #include "core/cuda/check.h"
 #include "core/cuda_runtime.h"
 
@@ -33,33 +34,37 @@ std::string format_bytes(size_t b) {
   return fmt::format("{} B", b);
 }
 
-// Caching allocator. Blocks are binned by rounded size (512 B steps below 1 MiB, 2 MiB steps
-// above) and returned to their bin when a tensor dies. All device work runs on the one compute
-// stream, so a freed block may be handed out again at once: any later use is ordered after the
-// earlier one on that stream (the same rule as PyTorch's allocator). Steady-state training
-// therefore makes no cudaMalloc/cudaFree calls, and replays see the same addresses (CUDA graphs).
+// Caching allocator: BlockCache's rules (core/block_cache.h) over cudaMalloc. Steady-state
+// training therefore makes no cudaMalloc/cudaFree calls, and replays see the same addresses.
 class CachingAllocator {
  public:
   void* allocate(size_t bytes) {
-    const size_t size = round(bytes);
+    const size_t size = BlockCache::round(bytes);
     std::lock_guard<std::mutex> lock(mu_);
-    auto& bin = free_[size];
-    void* p = nullptr;
-    if (!bin.empty()) {
-      p = bin.back();
-      bin.pop_back();
-    } else {
-      p = device_malloc(size, bytes);
-    }
+    void* p = cache_.take(size);
+    if (!p) p = device_malloc(size, bytes);
+    cache_.handed_out(p, size);
     stats_.in_use += size;
     stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
     return p;
   }
   void release(void* p, size_t bytes) {
-    const size_t size = round(bytes);
+    const size_t size = BlockCache::round(bytes);
     std::lock_guard<std::mutex> lock(mu_);
-    free_[size].push_back(p);
+    cache_.give_back(p, size);
     stats_.in_use -= size;
+  }
+  void begin_recording() {
+    std::lock_guard<std::mutex> lock(mu_);
+    cache_.begin_recording();
+  }
+  void end_recording(BlockCache::Owner graph) {
+    std::lock_guard<std::mutex> lock(mu_);
+    cache_.end_recording(graph);
+  }
+  void release_graph(BlockCache::Owner graph) {
+    std::lock_guard<std::mutex> lock(mu_);
+    cache_.release(graph);
   }
   void empty_cache() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -71,14 +76,10 @@ class CachingAllocator {
   }
 
  private:
-  static size_t round(size_t bytes) {
-    const size_t q = bytes < (size_t(1) << 20) ? 512 : (size_t(2) << 20);
-    return (std::max<size_t>(bytes, 1) + q - 1) / q * q;
-  }
   void* device_malloc(size_t size, size_t requested) {
     void* p = nullptr;
     cudaError_t e = cudaMalloc(&p, size);
-    if (e == cudaErrorMemoryAllocation) {  // give cached blocks back and try once more
+    if (e == cudaErrorMemoryAllocation && !cache_.recording()) {  // give cached blocks back and try once more
       cudaGetLastError();
       empty_cache_locked();
       e = cudaMalloc(&p, size);
@@ -99,17 +100,14 @@ class CachingAllocator {
   }
   void empty_cache_locked() {
     CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
-    for (auto& [size, blocks] : free_) {
-      for (void* p : blocks) {
-        CUDA_CHECK(cudaFree(p));
-        stats_.reserved -= size;
-      }
-      blocks.clear();
+    for (const auto& [size, p] : cache_.drain()) {
+      CUDA_CHECK(cudaFree(p));
+      stats_.reserved -= size;
     }
   }
 
   std::mutex mu_;
-  std::map<size_t, std::vector<void*>> free_;
+  BlockCache cache_;
   AllocatorStats stats_;
 };
 
@@ -320,6 +318,7 @@ RecordedWork::RecordedWork(const std::function<void()>& record) : impl_(std::mak
   // ours is allowed too (its block simply belongs to the graph); CudaAllocator tests that a
   // steady-state step makes none.
   CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
+  allocator().begin_recording();
   std::string error;
   try {
     record();
@@ -328,7 +327,9 @@ RecordedWork::RecordedWork(const std::function<void()>& record) : impl_(std::mak
   }
   const cudaError_t ended = cudaStreamEndCapture(s, &impl_->graph);
   cudaGetLastError();  // a failed recording leaves its error here; the stream works again
-  if (!error.empty() || ended != cudaSuccess) {
+  const bool failed = !error.empty() || ended != cudaSuccess;
+  allocator().end_recording(failed ? nullptr : impl_.get());
+  if (failed) {
     if (impl_->graph) cudaGraphDestroy(impl_->graph);
     fail("recording device work into a CUDA graph failed: {}. Something in it makes the host wait "
          "(a copy from pageable memory, a synchronisation, reading a value).",
@@ -340,6 +341,8 @@ RecordedWork::RecordedWork(const std::function<void()>& record) : impl_(std::mak
 RecordedWork::~RecordedWork() {
   if (impl_ && impl_->exec) cudaGraphExecDestroy(impl_->exec);
   if (impl_ && impl_->graph) cudaGraphDestroy(impl_->graph);
+  // Replays already queued run before anything queued later can use the blocks (one stream).
+  if (impl_) allocator().release_graph(impl_.get());
 }
 void RecordedWork::replay() { CUDA_CHECK(cudaGraphLaunch(impl_->exec, compute_stream())); }
 size_t RecordedWork::launches() const { return impl_->nodes; }

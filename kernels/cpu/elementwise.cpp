@@ -49,8 +49,9 @@ void add_forward(const Tensor& a, const Tensor& b, Tensor& y) {
   });
 }
 
-void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter, Tensor& y,
-                       Tensor& mask) {
+void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter, const Tensor* counter_at,
+                       Tensor& y, Tensor& mask) {
+  if (counter_at) counter += uint64_t(counter_at->data<int64_t>()[0]);
   dispatch_floating("dropout2d", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const int64_t planes = x.dim(0) * x.dim(1), hw = x.numel() / std::max<int64_t>(planes, 1);
@@ -102,8 +103,11 @@ void global_avg_pool_backward(const Tensor& gy, Tensor& gx) {
   });
 }
 
-void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, double lr, double momentum,
+void count_up(Tensor& counter) { ++counter.data<int64_t>()[0]; }
+
+void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const Tensor& lr_at, double momentum,
               double weight_decay) {
+  const double lr = lr_at.data<double>()[0];
   dispatch_floating("sgd_step", values.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* p = values.data<T>();

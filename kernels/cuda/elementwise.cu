@@ -34,7 +34,9 @@ __global__ void add_kernel(const float* __restrict__ a, const float* __restrict_
 // Idx: uint32_t when n fits (a 64-bit division per element costs more than the memory traffic).
 template <class Idx>
 __global__ void dropout_fwd(const float* __restrict__ x, float* __restrict__ y, float* __restrict__ mask,
-                            float p, float scale, uint64_t seed, uint64_t counter, Idx hw, Idx n) {
+                            float p, float scale, uint64_t seed, uint64_t counter,
+                            const int64_t* __restrict__ counter_at, Idx hw, Idx n) {
+  if (counter_at) counter += uint64_t(*counter_at);
   for (Idx i = blockIdx.x * Idx(blockDim.x) + threadIdx.x; i < n; i += Idx(gridDim.x) * blockDim.x) {
     const Idx plane = i / hw;
     // Same draw as the CPU twin: the mask is a pure function of (seed, counter, plane).
@@ -62,8 +64,10 @@ __global__ void gap_bwd(const float* __restrict__ g, float* __restrict__ gx, int
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     gx[i] = g[i / hw] / float(hw);
 }
+__global__ void count_up_kernel(int64_t* c) { *c += 1; }
 __global__ void sgd_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ buf,
-                           float lr, float momentum, float wd, int64_t n) {
+                           const double* __restrict__ lr_at, float momentum, float wd, int64_t n) {
+  const float lr = float(*lr_at);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float d = g[i] + wd * p[i];
     const float b = momentum * buf[i] + d;
@@ -108,7 +112,9 @@ void add_forward(const Tensor& a, const Tensor& b, Tensor& y) {
   CUDA_CHECK_LAUNCH();
 }
 
-void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter, Tensor& y, Tensor& mask) {
+void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter, const Tensor* counter_at,
+                       Tensor& y, Tensor& mask) {
+  const int64_t* at = counter_at ? counter_at->data<int64_t>() : nullptr;
   require_f32("dropout2d", x);
   const int64_t n = x.numel(), planes = x.dim(0) * x.dim(1);
   if (n == 0) return;
@@ -116,11 +122,11 @@ void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counte
   if (n < (int64_t(1) << 31))  // i + grid stride must not wrap a uint32_t
     dropout_fwd<uint32_t><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
         x.data<float>(), y.data<float>(), mask.data<float>(), float(p), float(1.0 / (1.0 - p)), seed,
-        counter, uint32_t(hw), uint32_t(n));
+        counter, at, uint32_t(hw), uint32_t(n));
   else
     dropout_fwd<int64_t><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
         x.data<float>(), y.data<float>(), mask.data<float>(), float(p), float(1.0 / (1.0 - p)), seed,
-        counter, hw, n);
+        counter, at, hw, n);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -151,14 +157,19 @@ void global_avg_pool_backward(const Tensor& gy, Tensor& gx) {
   CUDA_CHECK_LAUNCH();
 }
 
-void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, double lr, double momentum,
+void count_up(Tensor& counter) {
+  count_up_kernel<<<1, 1, 0, stream()>>>(counter.data<int64_t>());
+  CUDA_CHECK_LAUNCH();
+}
+
+void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const Tensor& lr, double momentum,
               double weight_decay) {
   require_f32("sgd_step", values);
   const int64_t n = values.numel();
   if (n == 0) return;
   // One launch over the whole parameter slab.
   sgd_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
-      values.data<float>(), grads.data<float>(), momentum_buf.data<float>(), float(lr),
+      values.data<float>(), grads.data<float>(), momentum_buf.data<float>(), lr.data<double>(),
       float(momentum), float(weight_decay), n);
   CUDA_CHECK_LAUNCH();
 }
