@@ -40,6 +40,10 @@ const Names<DataOnDevice>& data_on_device_names() {
   static const Names<DataOnDevice> n = {{DataOnDevice::Auto, "auto"}, {DataOnDevice::Off, "off"}};
   return n;
 }
+const Names<GraphUse>& graph_use_names() {
+  static const Names<GraphUse> n = {{GraphUse::Auto, "auto"}, {GraphUse::Off, "off"}};
+  return n;
+}
 const Names<LrShape>& lr_shape_names() {
   static const Names<LrShape> n = {{LrShape::Step, "step"}, {LrShape::Cosine, "cosine"}};
   return n;
@@ -67,6 +71,7 @@ std::string shown(DeviceChoice d) { return device_choice_name(d); }
 std::string shown(Stage2 s) { return stage2_name(s); }
 std::string shown(LrShape s) { return lr_shape_name(s); }
 std::string shown(DataOnDevice d) { return data_on_device_name(d); }
+std::string shown(GraphUse g) { return graph_use_name(g); }
 std::string shown(data::Interpolation i) { return name_of(interpolation_names(), i); }
 std::string shown(data::SplitSet s) { return data::split_set_name(s); }
 std::string shown(const std::optional<Arch>& a) { return a ? arch_name(*a) : ""; }
@@ -90,6 +95,7 @@ T parse_setting(const std::string& text) {
   else if constexpr (std::is_same_v<T, Stage2>) return parse_stage2(text);
   else if constexpr (std::is_same_v<T, LrShape>) return parse_lr_shape(text);
   else if constexpr (std::is_same_v<T, DataOnDevice>) return parse_data_on_device(text);
+  else if constexpr (std::is_same_v<T, GraphUse>) return parse_graph_use(text);
   else if constexpr (std::is_same_v<T, data::SplitSet>) return data::parse_split_set(text);
   else if constexpr (std::is_same_v<T, data::Interpolation>)
     return parse_name(interpolation_names(), text, "rotate_interpolation");
@@ -184,7 +190,8 @@ const std::vector<RunField>& run_fields() {
       CAC_RUN_FIELD(label_smoothing, "--label-smoothing", "label_smoothing must be in [0, 1)", v >= 0 && v < 1),
       CAC_RUN_FIELD(randaugment, "--randaugment", "randaugment must be [] or [N, M] with N 1-14 and M 0-30",
                     v.empty() || (v.size() == 2 && v[0] >= 1 && v[0] <= 14 && v[1] >= 0 && v[1] <= 30)),
-      CAC_RUN_FIELD(data_on_device, "--data-on-device", "", true)};  // an enum: read checked
+      CAC_RUN_FIELD(data_on_device, "--data-on-device", "", true),  // an enum: read checked
+      CAC_RUN_FIELD(graph, "--graph", "", true)};  // an enum: read checked
   return fields;
 }
 #undef CAC_RUN_FIELD
@@ -219,7 +226,8 @@ RunConfig RunConfig::from_json(const std::string& text, const std::string& where
   c.rotate_interpolation = data::Interpolation::Bilinear;
   const std::set<std::string> optional = {"arch", "init", "stage2", "checkpoint_by", "rotate_interpolation",
                                           "split_set", "skip_bad_images", "lr_schedule", "warmup_epochs",
-                                          "restarts", "label_smoothing", "randaugment", "data_on_device"};
+                                          "restarts", "label_smoothing", "randaugment", "data_on_device",
+                                          "graph"};
   for (const RunField& f : run_fields()) {
     if (!j.contains(f.key) && optional.count(f.key)) continue;
     f.set(c, jsonf::member(j, f.key, where), where);
@@ -338,6 +346,8 @@ const char* data_on_device_name(DataOnDevice d) { return name_of(data_on_device_
 DataOnDevice parse_data_on_device(const std::string& s) {
   return parse_name(data_on_device_names(), s, "--data-on-device");
 }
+const char* graph_use_name(GraphUse g) { return name_of(graph_use_names(), g); }
+GraphUse parse_graph_use(const std::string& s) { return parse_name(graph_use_names(), s, "--graph"); }
 LrShape parse_lr_shape(const std::string& s) { return parse_name(lr_shape_names(), s, "--lr-schedule"); }
 
 DeviceChoice parse_device_choice(const std::string& s) {

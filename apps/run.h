@@ -40,6 +40,11 @@ CheckpointBy parse_checkpoint_by(const std::string& s);
 enum class DataOnDevice { Auto, Off };
 const char* data_on_device_name(DataOnDevice d);
 DataOnDevice parse_data_on_device(const std::string& s);
+// --graph: auto (a GPU run records its steady-state training step and evaluation forward into CUDA
+// graphs and replays them, Trainer::use_graphs) or off (every step eagerly).
+enum class GraphUse { Auto, Off };
+const char* graph_use_name(GraphUse g);
+GraphUse parse_graph_use(const std::string& s);
 // --lr-schedule: step (the protocol's stages) or cosine (layers/optim.h).
 const char* lr_shape_name(LrShape s);
 LrShape parse_lr_shape(const std::string& s);
@@ -79,6 +84,7 @@ struct RunConfig {
   double label_smoothing = 0;
   std::vector<int> randaugment;
   DataOnDevice data_on_device = DataOnDevice::Auto;
+  GraphUse graph = GraphUse::Auto;
 
   std::string to_json() const;
   // Parses and check()s; every problem names `where` (the file) and the field.

@@ -257,6 +257,7 @@ class TrainRun {
         val_loader_(d.val, eval_augment(), loader_options(false)) {
     trainer_.set_label_smoothing(cfg.label_smoothing);
     if (dev == Device::CUDA) timer_ = std::make_unique<cuda::StepTimer>(int(train_loader_->batches_per_epoch()));
+    if (dev == Device::CUDA) use_graphs(d);
   }
 
   OpenSetClassifier& model() { return *model_; }
@@ -300,8 +301,9 @@ class TrainRun {
     return ce() ? std::string() : fmt::format(" (tuplet {:.4f} anchor {:.4f})", m.tuplet, m.anchor);
   }
 
+  // The totals are members: reset in place, a recorded step or forward keeps adding to them.
   StepTotals::Means validate() {
-    StepTotals va;
+    StepTotals& va = val_totals_;
     va.reset(DType::F32, dev_);
     data::Batch vb;
     val_loader_.start_epoch(0);
@@ -316,7 +318,7 @@ class TrainRun {
   // caller checks stop_signal()).
   StepTotals::Means train_epoch(int epoch, int total_epochs, double lr) {
     train_loader_->start_epoch(epoch);
-    StepTotals tr;
+    StepTotals& tr = train_totals_;
     tr.reset(DType::F32, dev_);
     Progress progress(epoch, total_epochs, train_loader_->batches_per_epoch(), ce(), log_);
     data::Batch b;
@@ -340,6 +342,12 @@ class TrainRun {
     }
     progress.update(done, images, tm, true);
     return tm;
+  }
+  // "; CUDA graphs: 9211 replayed, 72 run eagerly" on a GPU with graphs on, else "".
+  std::string graph_words() const {
+    const GraphCounts g = trainer_.graph_counts();
+    if (dev_ != Device::CUDA || cfg_.graph == GraphUse::Off) return "";
+    return fmt::format("; CUDA graphs: {} replayed, {} run eagerly", g.replayed, g.eager);
   }
   // ", GPU busy 93% of the training" on a GPU: the share of the last epoch's training wall time
   // the GPU spent in steps (the rest it waited for data or launches); "" on the CPU.
@@ -377,6 +385,21 @@ class TrainRun {
     if (dev_ == Device::CUDA) log_.write("training data: host loader (" + why + ")\n");
     return std::make_unique<data::Loader>(d.train, train_aug_, loader_options(true));
   }
+  // --graph auto on a GPU: the steady-state step and validation forward replayed (Trainer::use_graphs).
+  void use_graphs(const data::OpenSetData& d) {
+    if (cfg_.graph == GraphUse::Off) {
+      log_.write("CUDA graphs: off (--graph off): every step runs eagerly\n");
+      return;
+    }
+    trainer_.use_graphs(true, [this](const std::string& s) { log_.write(s + "\n"); });
+    std::string eager;
+    for (const auto& [what, n] : {std::pair<const char*, int64_t>{"training", int64_t(d.train.size())},
+                                  {"validation", int64_t(d.val.size())}})
+      if (n % cfg_.batch != 0 && n > cfg_.batch)
+        eager += fmt::format("; the last {} batch of each epoch ({} images) runs eagerly", what, n % cfg_.batch);
+    log_.write(fmt::format("CUDA graphs: on (--graph auto): the training step and the validation forward of {} "
+                           "images are recorded after two eager batches and replayed{}\n", cfg_.batch, eager));
+  }
   data::Loader::Options loader_options(bool shuffle) const {
     data::Loader::Options lo;
     lo.batch = cfg_.batch;
@@ -409,6 +432,7 @@ class TrainRun {
   std::unique_ptr<data::BatchSource> train_loader_;
   data::Loader val_loader_;
   std::unique_ptr<cuda::StepTimer> timer_;  // on a GPU: the steps' device time per epoch
+  StepTotals train_totals_, val_totals_;
   double gpu_busy_ = 0;
 };
 
@@ -530,10 +554,11 @@ int run_epochs(TrainRun& run, const RunConfig& cfg, RunLog& log, const LrSchedul
     if (improved) run.save_best(run.checkpoint_meta(epoch + 1, st.best, st.weights_from));
     if (stop_after_epochs > 0 && ++epochs_run >= stop_after_epochs) break;
   }
-  log.write(fmt::format("cac_train: done; run folder {} (best.safetensors: {}{}; log train.log)\n", cfg.out,
+  log.write(fmt::format("cac_train: done; run folder {} (best.safetensors: {}{}; log train.log){}\n", cfg.out,
                         run.criterion_words(),
                         cfg.stage2 == Stage2::Reload && schedule.stage_of(schedule.total_epochs() - 1) > 0
-                            ? " of the last stage" : ""));
+                            ? " of the last stage" : "",
+                        run.graph_words()));
   return 0;
 }
 }  // namespace

@@ -1,6 +1,9 @@
 #include "models/training.h"
 
+#include <map>
+
 #include "core/autograd.h"
+#include "core/cuda_runtime.h"
 #include "core/profiling.h"
 #include "kernels/losses.h"
 #include "layers/ops.h"
@@ -32,9 +35,14 @@ const char* method_name(Method m) {
 }
 
 void StepTotals::reset(DType dtype, Device device) {
+  samples = steps = 0;
+  if (loss_parts.defined() && loss_parts.dtype() == dtype && loss_parts.device() == device) {
+    loss_parts.zero_();
+    correct.zero_();
+    return;
+  }
   loss_parts = Tensor::zeros({3}, dtype, device);
   correct = Tensor::zeros({}, DType::I64, device);
-  samples = steps = 0;
 }
 
 StepTotals::Means StepTotals::means() const {
@@ -55,6 +63,8 @@ Trainer::Trainer(std::shared_ptr<OpenSetClassifier> model, Method method, double
       lambda_(lambda),
       store_(model_->trainable_parameters()),
       sgd_(store_, momentum, weight_decay) {}
+
+Trainer::~Trainer() = default;
 
 Trainer::Forward Trainer::forward_and_loss(const Tensor& images, const Tensor& labels) {
   Forward f;
@@ -88,7 +98,7 @@ void Trainer::accumulate(const Forward& f, const Tensor& labels, StepTotals& tot
   totals.steps += 1;
 }
 
-void Trainer::step(const Tensor& images, const Tensor& labels, double lr, StepTotals& totals) {
+void Trainer::eager_step(const Tensor& images, const Tensor& labels, StepTotals& totals) {
   CAC_NVTX_RANGE("train_step");
   model_->train();
   sgd_.zero_grad();
@@ -103,15 +113,140 @@ void Trainer::step(const Tensor& images, const Tensor& labels, double lr, StepTo
   }
   {
     CAC_NVTX_RANGE("optimizer");
-    sgd_.step(lr);
+    sgd_.step();
   }
   accumulate(f, labels, totals);
 }
 
-void Trainer::evaluate(const Tensor& images, const Tensor& labels, StepTotals& totals) {
+void Trainer::eager_evaluate(const Tensor& images, const Tensor& labels, StepTotals& totals) {
   NoGradGuard no_grad;
   model_->eval();
   accumulate(forward_and_loss(images, labels), labels, totals);
+}
+
+void Trainer::step(const Tensor& images, const Tensor& labels, double lr, StepTotals& totals) {
+  sgd_.set_lr(lr);  // a copy to the device when it changes: outside any recording
+  run(true, images, labels, totals, [&](const Tensor& x, const Tensor& y) { eager_step(x, y, totals); });
+}
+
+void Trainer::evaluate(const Tensor& images, const Tensor& labels, StepTotals& totals) {
+  run(false, images, labels, totals, [&](const Tensor& x, const Tensor& y) { eager_evaluate(x, y, totals); });
+}
+
+// ---- CUDA graphs ---------------------------------------------------------------------------------
+struct Trainer::Recorded {
+  std::unique_ptr<cuda::RecordedWork> work;
+  Tensor images, labels;                // the graph's inputs: each batch is copied here
+  const void* parts = nullptr;          // the totals it adds to
+  const void* correct = nullptr;
+  std::vector<Tensor> counters;         // the model's host counters (host_counters())
+  std::vector<int64_t> counter_steps;   // how far each moves per replay
+};
+
+struct Trainer::Graphs {
+  std::function<void(const std::string&)> note;
+  int warmup = 2;
+  bool failed = false;                   // a recording failed: eager from then on
+  std::map<std::pair<bool, Shape>, int> seen;  // eager runs of (training, batch shape)
+  std::unique_ptr<Recorded> train, eval;
+  GraphCounts counts;
+  void say(const std::string& s) const {
+    if (note) note(s);
+  }
+};
+
+void Trainer::use_graphs(bool on, std::function<void(const std::string&)> note, int warmup) {
+  graphs_.reset();  // drops recorded graphs (their memory returns to the allocator)
+  model_->visit([](const std::string&, Module& m) {
+    if (auto* d = dynamic_cast<Dropout2d*>(&m)) d->stop_counting_on_device();
+  });
+  if (!on) return;
+  graphs_ = std::make_unique<Graphs>();
+  graphs_->note = std::move(note);
+  graphs_->warmup = std::max(1, warmup);
+}
+
+GraphCounts Trainer::graph_counts() const { return graphs_ ? graphs_->counts : GraphCounts{}; }
+
+// Host-side counters a step advances (dropout's mask counts, batch norm's num_batches_tracked):
+// a replay does not run the host code, so the trainer moves them as the recording did.
+std::vector<Tensor> Trainer::host_counters() const {
+  std::vector<Tensor> out;
+  for (const NamedTensors& group : {model_->state_dict(), model_->resume_state()})
+    for (const auto& [name, t] : group)
+      if (t.dtype() == DType::I64 && t.numel() == 1 && t.device() == Device::CPU) out.push_back(t);
+  return out;
+}
+
+void Trainer::run(bool training, const Tensor& images, const Tensor& labels, StepTotals& totals, const Work& work) {
+  Graphs* g = graphs_.get();
+  if (!g || g->failed || images.device() != Device::CUDA) return work(images, labels);
+  std::unique_ptr<Recorded>& slot = training ? g->train : g->eval;
+  const bool same_shape = slot && slot->images.shape() == images.shape() && slot->labels.shape() == labels.shape();
+  if (same_shape && slot->parts == totals.loss_parts.raw() && slot->correct == totals.correct.raw())
+    return replay(*slot, images, labels, totals);
+  int& seen = g->seen[{training, images.shape()}];
+  if ((slot && !same_shape) || seen < g->warmup) {
+    ++seen;
+    ++g->counts.eager;
+    return work(images, labels);
+  }
+  slot.reset();  // (totals elsewhere: recorded again for them)
+  slot = record(training, images, labels, totals, work);
+  if (slot) return replay(*slot, images, labels, totals);
+  ++g->counts.eager;
+  work(images, labels);
+}
+
+std::unique_ptr<Trainer::Recorded> Trainer::record(bool training, const Tensor& images, const Tensor& labels,
+                                                   StepTotals& totals, const Work& work) {
+  Graphs& g = *graphs_;
+  auto r = std::make_unique<Recorded>();
+  r->images = Tensor::empty(images.shape(), images.dtype(), images.device());
+  r->labels = Tensor::empty(labels.shape(), labels.dtype(), labels.device());
+  if (training)
+    model_->visit([](const std::string&, Module& m) {
+      if (auto* d = dynamic_cast<Dropout2d*>(&m)) d->count_on_device(Device::CUDA);
+    });
+  r->counters = host_counters();
+  std::vector<int64_t> before;
+  for (const Tensor& c : r->counters) before.push_back(c.data<int64_t>()[0]);
+  const int64_t samples = totals.samples, steps = totals.steps;
+  std::string error;
+  try {
+    r->work = std::make_unique<cuda::RecordedWork>([&] { work(r->images, r->labels); });
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  // The recording ran the host code once and the device code not at all: undo the host's counts.
+  for (size_t i = 0; i < r->counters.size(); ++i) {
+    int64_t& c = r->counters[i].data<int64_t>()[0];
+    r->counter_steps.push_back(c - before[i]);
+    c = before[i];
+  }
+  totals.samples = samples, totals.steps = steps;
+  const char* what = training ? "training step" : "evaluation forward";
+  if (!error.empty()) {
+    g.failed = true;
+    g.say(fmt::format("CUDA graphs: recording the {} failed, running eagerly from now on: {}", what, error));
+    return nullptr;
+  }
+  r->parts = totals.loss_parts.raw();
+  r->correct = totals.correct.raw();
+  ++g.counts.recorded;
+  g.say(fmt::format("CUDA graphs: the {} of {} images recorded ({} nodes) after {} eager runs; replayed from now on",
+                    what, images.dim(0), r->work->launches(), g.warmup));
+  return r;
+}
+
+void Trainer::replay(Recorded& r, const Tensor& images, const Tensor& labels, StepTotals& totals) {
+  r.images.copy_from(images);  // device to device, stream-ordered
+  r.labels.copy_from(labels);
+  r.work->replay();
+  for (size_t i = 0; i < r.counters.size(); ++i) r.counters[i].data<int64_t>()[0] += r.counter_steps[i];
+  totals.samples += labels.numel();
+  totals.steps += 1;
+  ++graphs_->counts.replayed;
 }
 
 }  // namespace cac

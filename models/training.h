@@ -3,6 +3,7 @@
 // forward, shared by cac_train, the benchmarks and the tests. The step returns device tensors and
 // never reads them back: loss sums and correct counts accumulate on the device until the caller
 // reads them (once per progress line).
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -25,6 +26,8 @@ struct StepTotals {
   Tensor correct;     // i64 scalar running count
   int64_t samples = 0;
   int64_t steps = 0;
+  // Zeroes the sums in place where they already have this dtype and device (a recorded step keeps
+  // adding to the same device memory), else makes them.
   void reset(DType dtype, Device device);
   // Host read-out: mean loss parts and accuracy (synchronises).
   struct Means {
@@ -33,11 +36,29 @@ struct StepTotals {
   Means means() const;
 };
 
+// What became of a trainer's CUDA graphs (cac_train's log and tests).
+struct GraphCounts {
+  int64_t recorded = 0;  // graphs recorded (training step, evaluation forward; again if totals moved)
+  int64_t replayed = 0;  // steps and evaluations run as a replay
+  int64_t eager = 0;     // run eagerly while graphs were on (warm-up, other batch shapes)
+};
+
 class Trainer {
  public:
   // Builds the parameter slab over the model's trainable parameters (call after model->to()).
   Trainer(std::shared_ptr<OpenSetClassifier> model, Method method, double lambda, double momentum,
           double weight_decay);
+  ~Trainer();
+
+  // CUDA graphs (a model on the GPU): after `warmup` eager runs of a batch shape (cuDNN has found
+  // its algorithms, the workspace has grown), the training step of that shape is recorded once
+  // and replayed for every later batch of it; likewise the evaluation forward. Only the first shape
+  // to get there is recorded (the full batch); others, such as an epoch's smaller last batch, run
+  // eagerly: one step per epoch, not worth a second step's memory. Each batch is copied into the
+  // graph's inputs; the learning rate and the dropout counters live on the device. `note` hears of
+  // each recording and of a failed one, after which the trainer stays eager.
+  void use_graphs(bool on, std::function<void(const std::string&)> note = {}, int warmup = 2);
+  GraphCounts graph_counts() const;
   // images [B, C, H, W] on the model's device, labels i64 [B] there too.
   void step(const Tensor& images, const Tensor& labels, double lr, StepTotals& totals);
   // Eval-mode forward without a graph; accumulates the same totals (no parameter change).
@@ -58,6 +79,17 @@ class Trainer {
   };
   Forward forward_and_loss(const Tensor& images, const Tensor& labels);
   void accumulate(const Forward& f, const Tensor& labels, StepTotals& totals);
+  void eager_step(const Tensor& images, const Tensor& labels, StepTotals& totals);
+  void eager_evaluate(const Tensor& images, const Tensor& labels, StepTotals& totals);
+  using Work = std::function<void(const Tensor&, const Tensor&)>;
+  struct Recorded;
+  struct Graphs;
+  // `work` on this batch: replayed, recorded then replayed, or eagerly.
+  void run(bool training, const Tensor& images, const Tensor& labels, StepTotals& totals, const Work& work);
+  std::unique_ptr<Recorded> record(bool training, const Tensor& images, const Tensor& labels, StepTotals& totals,
+                                   const Work& work);
+  void replay(Recorded& r, const Tensor& images, const Tensor& labels, StepTotals& totals);
+  std::vector<Tensor> host_counters() const;
 
   std::shared_ptr<OpenSetClassifier> model_;
   Method method_;
@@ -65,6 +97,7 @@ class Trainer {
   double smoothing_ = 0;
   ParameterStore store_;
   SGD sgd_;
+  std::unique_ptr<Graphs> graphs_;
 };
 
 }  // namespace cac

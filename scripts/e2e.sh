@@ -5,22 +5,29 @@
 # benchmark as the time allows. Every part has its own time limit, so one that hangs costs only
 # its share; results go to OUT_DIR (e2e.txt is the summary, one line per measurement).
 #
-#   scripts/e2e.sh BUILD_DIR FASHION_MNIST_DIR OUT_DIR [--device cuda|cpu] [--quick]
+#   scripts/e2e.sh BUILD_DIR FASHION_MNIST_DIR OUT_DIR [--device cuda|cpu] [--quick] [--parts core|all]
 #
 # --quick: a few images and epochs of each part (a check of the script itself on a CPU; its
-# numbers mean nothing). Set E2E_PYTHON to the python3 that has PyTorch (default: python3).
+# numbers mean nothing). --parts core (the default) runs what the issue's targets need first and
+# fits one 10-minute device call with the build: the full schedule, each feature's effect (CUDA
+# graphs, data on the device) on short runs, the replayed step of cac_bench at the same shape, the
+# PyTorch peer; all adds the projection, --per-gpu and the 5-trial benchmark (about 25 minutes
+# more at most). Set E2E_PYTHON to the python3 that has PyTorch (default: python3).
 set -uo pipefail
-usage="usage: scripts/e2e.sh BUILD_DIR FASHION_MNIST_DIR OUT_DIR [--device cuda|cpu] [--quick]"
+usage="usage: scripts/e2e.sh BUILD_DIR FASHION_MNIST_DIR OUT_DIR [--device cuda|cpu] [--quick] [--parts core|all]"
 build=$(realpath "${1:?$usage}")
 data=$(realpath "${2:?$usage}")
 out=$(realpath -m "${3:?$usage}")
 shift 3
 device=cuda
 quick=false
+parts=core
 while (($#)); do
   case "$1" in
     --device) device=${2:?"e2e: --device needs cuda or cpu"}; shift 2 ;;
     --quick) quick=true; shift ;;
+    --parts) parts=${2:?"e2e: --parts needs core or all"}; shift 2
+      [[ $parts == core || $parts == all ]] || { echo "e2e: --parts $parts: expected core or all" >&2; exit 2; } ;;
     *) echo "e2e: unknown option $1 ($usage)" >&2; exit 2 ;;
   esac
 done
@@ -57,46 +64,61 @@ say "== e2e $(date -u +%FT%TZ), device $device$($quick && echo ' (quick: not a m
 run=$out/fm-cac
 rm -rf "$run"
 t0=$(now)
-timeout "$(limit 300)" "$build/apps/cac_train" --dataset FashionMNIST --trial 0 --data-dir "$data" --out "$run" \
+timeout "$(limit 240)" "$build/apps/cac_train" --dataset FashionMNIST --trial 0 --data-dir "$data" --out "$run" \
   --device "$device" "${full[@]}" >"$out/train-full.log" 2>&1
 rc=$?
 t1=$(now)
-timeout "$(limit 120)" "$build/apps/cac_eval" --run "$run" --device "$device" --json "$run/eval.json" \
+timeout "$(limit 60)" "$build/apps/cac_eval" --run "$run" --device "$device" --json "$run/eval.json" \
   --scores cac,mls >"$out/eval-full.log" 2>&1
 rc2=$?
 metrics=$("$py" -c "import json,sys; m=json.load(open(sys.argv[1]))['runs'][0]; print(f\"accuracy {m['accuracy']:.4f} AUROC {m['auroc']:.4f} OSCR {m['oscr']:.4f}\")" "$run/eval.json" 2>/dev/null)
 say "cac_train full schedule (CAC, FashionMNIST trial 0): rc=$rc $(secs "$t0" "$t1") s of training; cac_eval rc=$rc2; ${metrics:-no eval.json}"
 grep -E "^epoch +[0-9]+/[0-9]+ .*\] +[0-9]+/[0-9]+ " "$out/train-full.log" | tail -1 | tee -a "$summary"
 
-grep -E "training data: |GPU busy" "$out/train-full.log" | sed -n '1p;$p' | tee -a "$summary"
+grep -E "training data: |CUDA graphs: |GPU busy" "$out/train-full.log" | sed -n '1,3p;$p' | tee -a "$summary"
 
-# 1b. Each feature's effect on a short run: the training set on the GPU (auto) and the host loader.
-for mode in auto off; do
-  rm -rf "$out/fm-$mode"
+# 1b. Each feature's effect on a short run: CUDA graphs on/off x the training set on the GPU
+# (auto) or the host loader; the last epoch's progress line has its training images/s.
+for mode in "auto auto" "off auto" "auto off" "off off"; do
+  set -- $mode
+  name=fm-graph-$1-data-$2
+  rm -rf "$out/$name"
   t0=$(now)
-  timeout "$(limit 120)" "$build/apps/cac_train" --dataset FashionMNIST --trial 0 --data-dir "$data" \
-    --out "$out/fm-$mode" --device "$device" --data-on-device $mode "${short[@]}" >"$out/train-$mode.log" 2>&1
-  say "cac_train --data-on-device $mode, short schedule: rc=$? $(secs "$t0" "$(now)") s;$(grep -E 'GPU busy' \
-    "$out/train-$mode.log" | tail -1 | sed 's/.*(\(.*\)).*/ \1/')"
+  timeout "$(limit 60)" "$build/apps/cac_train" --dataset FashionMNIST --trial 0 --data-dir "$data" \
+    --out "$out/$name" --device "$device" --graph $1 --data-on-device $2 "${short[@]}" >"$out/train-$name.log" 2>&1
+  say "cac_train --graph $1 --data-on-device $2, short schedule: rc=$? $(secs "$t0" "$(now)") s;$(grep -E 'GPU busy' \
+    "$out/train-$name.log" | tail -1 | sed 's/.*(\(.*\)).*/ \1/')"
+  grep -E "^epoch +[0-9]+/[0-9]+ .*\] +[0-9]+/[0-9]+ " "$out/train-$name.log" | tail -1 | tee -a "$summary"
 done
 
-# 2. One epoch of each benchmark's shape through the same loop, and the paper's protocol projected.
-timeout "$(limit 240)" "$build/bench/cac_bench" epoch --dataset all --device "$device" --epochs 2 \
-  $($quick && echo --scale 0.002) >"$out/bench-epoch.txt" 2>&1
-say "cac_bench epoch --dataset all: rc=$?"
-grep -E "per run|^all:" "$out/bench-epoch.txt" | tee -a "$summary"
+# 1c. The replayed step alone at the same shape (Fashion-MNIST: 1 channel, 32x32, batch 128, 6
+# classes): what the training loop's images/s is compared with.
+if [[ $device == cuda ]]; then
+  timeout "$(limit 60)" "$build/bench/cac_bench" step --device cuda --graph --channels 1 --batch 128 --iters 200 \
+    >"$out/bench-step.txt" 2>&1
+  say "cac_bench step --graph (1x32x32, batch 128): rc=$?"
+  grep -E "ms/step" "$out/bench-step.txt" | tee -a "$summary"
+fi
 
-# 3. The PyTorch peer on the same data: the authors' 2 loader workers and 8.
+# 2. The PyTorch peer on the same data: the authors' 2 loader workers and 8.
 for w in 2 8; do
-  timeout "$(limit 240)" env -u LD_LIBRARY_PATH $py "$here/../bench/torch_train.py" --data-dir "$data" --device "$device" \
+  timeout "$(limit 150)" env -u LD_LIBRARY_PATH $py "$here/../bench/torch_train.py" --data-dir "$data" --device "$device" \
     --workers $w "${peer[@]}" >"$out/torch-train-w$w.txt" 2>&1
   say "bench/torch_train.py --workers $w: rc=$? $(grep -E '^result: ' "$out/torch-train-w$w.txt" | tail -1)"
 done
-if env -u LD_LIBRARY_PATH $py -c "import torch, sys; sys.exit(0 if hasattr(torch, 'compile') else 1)" 2>/dev/null; then
+if [[ $parts == all ]] && env -u LD_LIBRARY_PATH $py -c "import torch, sys; sys.exit(0 if hasattr(torch, 'compile') else 1)" 2>/dev/null; then
   timeout "$(limit 300)" env -u LD_LIBRARY_PATH $py "$here/../bench/torch_train.py" --data-dir "$data" --device "$device" \
     --workers 8 --compile "${peer[@]}" >"$out/torch-train-compile.txt" 2>&1
   say "bench/torch_train.py --workers 8 --compile: rc=$? $(grep -E '^result: ' "$out/torch-train-compile.txt" | tail -1)"
 fi
+
+[[ $parts == core ]] && exit 0
+
+# 3. One epoch of each benchmark's shape through the same loop, and the paper's protocol projected.
+timeout "$(limit 240)" "$build/bench/cac_bench" epoch --dataset all --device "$device" --epochs 2 \
+  $($quick && echo --scale 0.002) >"$out/bench-epoch.txt" 2>&1
+say "cac_bench epoch --dataset all: rc=$?"
+grep -E "per run|^all:" "$out/bench-epoch.txt" | tee -a "$summary"
 
 # 4. Several runs per GPU: aggregate training images/s of 4 short runs at 1, 2 and 4 at a time.
 gpu_flags=()

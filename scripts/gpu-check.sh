@@ -6,8 +6,9 @@
 #
 #   scripts/gpu-check.sh OUT_DIR
 #   GPU_CHECK_STAGES="e2e tests sanitize bench train" (the default) picks stages ("e2e", first:
-#   scripts/e2e.sh, the end-to-end measurement of issue 23 on Fashion-MNIST, about 25 minutes at
-#   most with its time limits, so on a 15-minute device give it alone or with "tests"; GPU_CHECK_METHODS
+#   scripts/e2e.sh, the end-to-end measurement of issue 23 on Fashion-MNIST; E2E_PARTS=core, the
+#   default, fits one 10-minute call with the build, E2E_PARTS=all adds about 25 minutes at most,
+#   so on a 15-minute device give "e2e" alone first, then "tests"); GPU_CHECK_METHODS
 #   the train stage's methods, default "cac ce"; "lab", not a default, runs dev/bn_lab: every
 #   batch-norm candidate at the network shapes against the library's rule; "profile", not a
 #   default, runs Nsight Compute on the batch-norm forward kernels; "interop", not a default, runs
@@ -72,7 +73,8 @@ if want e2e; then
     say "(e2e starts at $(( $(step_time) - t0 )) s)"
     # The runs (checkpoints) stay in runs-gpu/e2e; the logs and summaries come back in OUT_DIR/e2e.
     rm -rf runs-gpu/e2e
-    E2E_PYTHON="python3" bash scripts/e2e.sh $build "$fm" runs-gpu/e2e --device cuda >"$out/e2e.log" 2>&1
+    E2E_PYTHON="python3" bash scripts/e2e.sh $build "$fm" runs-gpu/e2e --device cuda --parts "${E2E_PARTS:-core}" \
+      >"$out/e2e.log" 2>&1
     say "e2e: rc=$?"
     mkdir -p "$out/e2e"
     cp runs-gpu/e2e/*.txt runs-gpu/e2e/*.log "$out/e2e/" 2>/dev/null

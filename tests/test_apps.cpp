@@ -177,6 +177,8 @@ TEST(RunFiles, ConfigAndDeploymentFieldsAreChecked) {
       {"lr_schedule", "linear", "unknown --lr-schedule 'linear'"}, {"warmup_epochs", 1, "belong to lr_schedule cosine"},
       {"label_smoothing", 0.1, "label_smoothing applies to the CE baseline"},
       {"randaugment", {2}, "randaugment must be [] or [N, M]"}, {"randaugment", {2, 31}, "randaugment must be"},
+      {"graph", "on", "unknown --graph 'on': expected auto, off"},
+      {"data_on_device", true, "data_on_device must be a string"},
   };
   for (const auto& [key, value, needle] : config_cases) {
     nlohmann::json j = base;
@@ -184,6 +186,14 @@ TEST(RunFiles, ConfigAndDeploymentFieldsAreChecked) {
     expect_error([&] { app::RunConfig::from_json(j.dump(), "runs/x/config.json"); }, "runs/x/config.json");
     expect_error([&] { app::RunConfig::from_json(j.dump(), "runs/x/config.json"); }, needle);
   }
+  // The GPU speed settings: recorded, read back, and absent in older files (auto).
+  nlohmann::json off = base;
+  off["graph"] = "off";
+  EXPECT_EQ(app::RunConfig::from_json(off.dump(), "config.json").graph, app::GraphUse::Off);
+  off.erase("graph");
+  off.erase("data_on_device");
+  EXPECT_EQ(app::RunConfig::from_json(off.dump(), "config.json").graph, app::GraphUse::Auto);
+  EXPECT_EQ(base.at("graph"), "auto");
   app::Deployment dep;
   dep.method = "cac";
   dep.arch = "classifier32";

@@ -145,6 +145,10 @@ std::vector<OpCase> real_shape_cases() {
   cs.push_back({"leaky_odd_1000003", {in({1000003})}, [](const V& v) { return ops::leaky_relu(v[0], 0.2); }});
   cs.push_back({"add_odd_1000003", {in({1000003}), in({1000003})}, [](const V& v) { return ops::add(v[0], v[1]); }});
   cs.push_back({"dropout_128x64x32x32", {in({128, 64, 32, 32})}, [](const V& v) { return ops::dropout2d(v[0], 0.2, true, 99, 3); }});
+  cs.push_back({"dropout_counter_on_device_128x64x16x16", {in({128, 64, 16, 16})}, [](const V& v) {
+                  const Tensor at = Tensor::from_vector(std::vector<int64_t>{41}, {}).to(v[0].device());
+                  return ops::dropout2d(v[0], 0.2, true, 99, 1, &at);
+                }});
   cs.push_back({"gap_resnet_128x512x4x4", {in({128, 512, 4, 4})}, [](const V& v) { return ops::global_avg_pool(v[0]); }, 16});
   return cs;
 }
@@ -466,6 +470,137 @@ TEST(CudaGraph, SteadyStateTrainingStepRecordsAndReplays) {
     changed += after[i] != before[i];
   }
   EXPECT_GT(changed, after.size() / 2) << "the replayed step did not update the parameters";
+}
+
+// The update reads its rate on the device: GPU vs the CPU twin over a slab of odd length, each
+// element a few float32 roundings (tolerance 4 eps relative); the counter kernel counts.
+TEST(CudaKernels, SgdStepReadsTheRateAndCountUpCounts) {
+  REQUIRE_GPU();
+  const int64_t n = 100003;
+  Generator gen(4);
+  auto randn = [&] {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto& x : v) x = float(gen.normal());
+    return Tensor::from_vector(v, {n});
+  };
+  Tensor p = randn(), g = randn(), b = randn();
+  Tensor pg = p.to(Device::CUDA), gg = g.to(Device::CUDA), bg = b.to(Device::CUDA);
+  const Tensor lr = Tensor::from_vector(std::vector<double>{0.05}, {});
+  kernels::sgd_step(p, g, b, lr, 0.9, 5e-4);
+  kernels::sgd_step(pg, gg, bg, lr.to(Device::CUDA), 0.9, 5e-4);
+  const Tolerance tol{1e-7, 4 * 1.1920929e-7};
+  expect_close(pg, p, tol, "parameters");
+  expect_close(bg, b, tol, "momentum");
+  Tensor c = Tensor::from_vector(std::vector<int64_t>{int64_t(1) << 40}, {}).to(Device::CUDA);
+  for (int i = 0; i < 3; ++i) kernels::count_up(c);
+  EXPECT_EQ(int64_t(c.item()), (int64_t(1) << 40) + 3);
+}
+
+// Two classifier32 trainers from the same initial weights on the same batches: one eager, one
+// recording its step into a CUDA graph after two warm-up steps. Replays must give what eager steps
+// give: the same kernels on the same inputs, dropout masks from the counter on the device, the rate
+// from the device. The batches: two warm-up steps, the recorded one, more replays, a smaller batch
+// (eager), a rate change and a momentum reset (the --stage2 reload) between replays. Parameters
+// may differ only by the order of cuDNN's and batch norm's atomic sums: float32 tolerance for the
+// longest reduction (B*H*W terms through nine layers), over 9 steps.
+TEST(CudaGraph, ReplayedStepsEqualEagerSteps) {
+  REQUIRE_GPU();
+  auto make = [] {
+    auto m = make_classifier32(Classifier32Config{}, 6, 10.0, false);
+    m->to(Device::CUDA);
+    return m;
+  };
+  auto eager_model = make(), graph_model = make();
+  Trainer eager(eager_model, Method::CAC, 0.1, 0.9, 5e-4), graphed(graph_model, Method::CAC, 0.1, 0.9, 5e-4);
+  std::vector<std::string> notes;
+  graphed.use_graphs(true, [&](const std::string& s) { notes.push_back(s); }, 2);
+  StepTotals te, tg;
+  te.reset(DType::F32, Device::CUDA);
+  tg.reset(DType::F32, Device::CUDA);
+  Generator gen(21);
+  auto batch = [&](int b) {
+    std::vector<float> x(size_t(b) * 3 * 32 * 32);
+    for (auto& v : x) v = float(gen.normal());
+    std::vector<int64_t> y(static_cast<size_t>(b));
+    for (auto& v : y) v = int64_t(gen.below(6));
+    return std::make_pair(Tensor::from_vector(x, {b, 3, 32, 32}).to(Device::CUDA), Tensor::from_vector(y, {b}).to(Device::CUDA));
+  };
+  const int sizes[9] = {32, 32, 32, 32, 20, 32, 32, 32, 32};
+  for (int s = 0; s < 9; ++s) {
+    const auto [x, y] = batch(sizes[s]);
+    const double lr = s < 6 ? 0.1 : 0.01;
+    if (s == 6) eager.optimizer().reset_momentum(), graphed.optimizer().reset_momentum();
+    eager.step(x, y, lr, te);
+    graphed.step(x, y, lr, tg);
+  }
+  const GraphCounts c = graphed.graph_counts();
+  EXPECT_EQ(c.recorded, 1);
+  EXPECT_EQ(c.replayed, 6);  // steps 2 (just recorded), 3, 5, 6, 7, 8
+  EXPECT_EQ(c.eager, 3);     // steps 0 and 1 (warm-up) and 4 (the batch of 20)
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("training step of 32 images recorded"), std::string::npos) << notes[0];
+  EXPECT_EQ(tg.steps, te.steps);
+  EXPECT_EQ(tg.samples, te.samples);
+  const Tolerance tol = f32_tolerance(int64_t(32) * 32 * 32 * 9 * 9);
+  expect_close(tg.loss_parts, te.loss_parts, tol, "loss sums");
+  EXPECT_EQ(tg.correct.item(), te.correct.item());
+  const auto pe = eager_model->state_dict(), pg = graph_model->state_dict();
+  ASSERT_EQ(pe.size(), pg.size());
+  for (size_t i = 0; i < pe.size(); ++i) {
+    if (pe[i].second.dtype() == DType::I64) EXPECT_EQ(pg[i].second.item(), pe[i].second.item()) << pe[i].first;
+    else expect_close(pg[i].second, pe[i].second, tol, pe[i].first);
+  }
+  const auto re = eager_model->resume_state(), rg = graph_model->resume_state();
+  ASSERT_EQ(re.size(), rg.size());
+  for (size_t i = 0; i < re.size(); ++i) EXPECT_EQ(rg[i].second.item(), re[i].second.item()) << re[i].first;
+  expect_close(graphed.optimizer().momentum_buffer(), eager.optimizer().momentum_buffer(), tol, "momentum");
+  // The evaluation forward: recorded after two eager batches too, same totals.
+  StepTotals ve, vg;
+  ve.reset(DType::F32, Device::CUDA);
+  vg.reset(DType::F32, Device::CUDA);
+  for (int s = 0; s < 5; ++s) {
+    const auto [x, y] = batch(s == 4 ? 7 : 32);
+    eager.evaluate(x, y, ve);
+    graphed.evaluate(x, y, vg);
+  }
+  EXPECT_EQ(graphed.graph_counts().recorded, 2);
+  expect_close(vg.loss_parts, ve.loss_parts, tol, "evaluation loss sums");
+  EXPECT_EQ(vg.correct.item(), ve.correct.item());
+}
+
+// An encoder that makes the host wait for the GPU in training (a read-back): the step cannot be
+// recorded. The trainer says why once and goes on eagerly, with the host counters and totals as if
+// no recording had been tried.
+class HostWait : public Layer {
+ public:
+  Tensor forward(const Tensor& x) override {
+    if (is_training()) (void)x.to(Device::CPU);
+    return x;
+  }
+};
+TEST(CudaGraph, RecordingFailureFallsBackToEagerWithTheReason) {
+  REQUIRE_GPU();
+  Generator gen(3);
+  auto encoder = std::make_shared<Sequential>();
+  encoder->add("flatten", std::make_shared<Flatten>());
+  encoder->add("wait", std::make_shared<HostWait>());
+  auto model = std::make_shared<OpenSetClassifier>(encoder, 3 * 8 * 8, 4, 10.0, false, gen);
+  model->to(Device::CUDA);
+  Trainer trainer(model, Method::CAC, 0.1, 0.9, 0.0);
+  std::vector<std::string> notes;
+  trainer.use_graphs(true, [&](const std::string& s) { notes.push_back(s); }, 1);
+  StepTotals t;
+  t.reset(DType::F32, Device::CUDA);
+  Tensor x = Tensor::full({16, 3, 8, 8}, 0.3).to(Device::CUDA), y = Tensor::zeros({16}, DType::I64).to(Device::CUDA);
+  for (int i = 0; i < 4; ++i) trainer.step(x, y, 0.1, t);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("recording the training step failed, running eagerly from now on"), std::string::npos)
+      << notes[0];
+  EXPECT_EQ(trainer.graph_counts().recorded, 0);
+  EXPECT_EQ(trainer.graph_counts().replayed, 0);
+  EXPECT_EQ(t.steps, 4);
+  EXPECT_EQ(t.samples, 64);
+  EXPECT_TRUE(std::isfinite(t.means().loss));
 }
 
 // cuda::time_ms measures GPU time: host work inside fn (here a 50 us sleep before a tiny launch)

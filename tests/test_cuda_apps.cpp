@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -82,13 +83,22 @@ TEST(CudaApps, TrainAndEvaluateOnTheGpuAgreeWithTheCpu) {
   testing::write_mnist_idx(d / "mnist", 12);
   ASSERT_EQ(app::run_train(tiny_run(d / "mnist", d / "cpu", "cpu"), ""), 0);
   ASSERT_EQ(app::run_train(tiny_run(d / "mnist", d / "gpu", "cuda"), ""), 0);
-  // The same with the host loader (pinned ring, copy stream) instead of the set held on the GPU.
+  // The same with the host loader (pinned ring, copy stream) instead of the set held on the GPU,
+  // and every step eager instead of replayed from a CUDA graph: 3 batches of 16 per epoch, so the
+  // graph run records its step at the third and replays it for the rest, across the stage change.
   app::RunConfig host_loader = tiny_run(d / "mnist", d / "gpu-host", "cuda");
   host_loader.data_on_device = app::DataOnDevice::Off;
+  host_loader.graph = app::GraphUse::Off;
   ASSERT_EQ(app::run_train(host_loader, ""), 0);
-  EXPECT_NE(app::read_text(d / "gpu/train.log").find("training data: on the GPU"), std::string::npos);
-  EXPECT_NE(app::read_text(d / "gpu-host/train.log").find("training data: host loader (--data-on-device off)"),
-            std::string::npos);
+  const std::string gpu_log = app::read_text(d / "gpu/train.log"), host_log = app::read_text(d / "gpu-host/train.log");
+  EXPECT_NE(gpu_log.find("training data: on the GPU"), std::string::npos) << gpu_log;
+  EXPECT_NE(gpu_log.find("CUDA graphs: on (--graph auto)"), std::string::npos) << gpu_log;
+  EXPECT_NE(gpu_log.find("CUDA graphs: the training step of 16 images recorded"), std::string::npos) << gpu_log;
+  std::smatch replayed;
+  ASSERT_TRUE(std::regex_search(gpu_log, replayed, std::regex("CUDA graphs: (\\d+) replayed"))) << gpu_log;
+  EXPECT_GE(std::stoi(replayed[1]), 4) << "training steps 3-6 replayed";
+  EXPECT_NE(host_log.find("training data: host loader (--data-on-device off)"), std::string::npos) << host_log;
+  EXPECT_NE(host_log.find("CUDA graphs: off (--graph off)"), std::string::npos) << host_log;
   for (const char* run : {"gpu", "gpu-host"}) {
     SCOPED_TRACE(run);
     const auto cpu_m = csv_rows(d / "cpu/metrics.csv"), gpu_m = csv_rows(d / (std::string(run) + "/metrics.csv"));

@@ -125,6 +125,10 @@ struct Context {
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
   std::shared_ptr<Storage> workspace_block;
+  // A recorded graph keeps using the workspace it was recorded with: outgrown blocks are kept
+  // while any graph lives.
+  int graphs_alive = 0;
+  std::vector<std::shared_ptr<Storage>> outgrown_workspaces;
 
   Context() {
     std::string why;
@@ -224,7 +228,8 @@ size_t cudnn_workspace_limit() { return size_t(256) << 20; }
 void* cudnn_workspace(size_t bytes) {
   Context& c = ctx();
   if (bytes > c.workspace_bytes) {
-    c.workspace_block = allocate(bytes);  // the old block returns to the cache, stream-ordered
+    if (c.graphs_alive > 0 && c.workspace_block) c.outgrown_workspaces.push_back(c.workspace_block);
+    c.workspace_block = allocate(bytes);  // else the old block returns to the cache, stream-ordered
     c.workspace = c.workspace_block->data;
     c.workspace_bytes = bytes;
   }
@@ -327,22 +332,28 @@ RecordedWork::RecordedWork(const std::function<void()>& record) : impl_(std::mak
   }
   const cudaError_t ended = cudaStreamEndCapture(s, &impl_->graph);
   cudaGetLastError();  // a failed recording leaves its error here; the stream works again
-  const bool failed = !error.empty() || ended != cudaSuccess;
+  cudaError_t made = ended;
+  if (error.empty() && ended == cudaSuccess) {
+    made = cudaGraphGetNodes(impl_->graph, nullptr, &impl_->nodes);
+    if (made == cudaSuccess) made = cudaGraphInstantiate(&impl_->exec, impl_->graph, 0);
+    cudaGetLastError();
+  }
+  const bool failed = !error.empty() || made != cudaSuccess;
   allocator().end_recording(failed ? nullptr : impl_.get());
   if (failed) {
     if (impl_->graph) cudaGraphDestroy(impl_->graph);
     fail("recording device work into a CUDA graph failed: {}. Something in it makes the host wait "
          "(a copy from pageable memory, a synchronisation, reading a value).",
-         error.empty() ? fmt::format("{} ({})", cudaGetErrorName(ended), cudaGetErrorString(ended)) : error);
+         error.empty() ? fmt::format("{} ({})", cudaGetErrorName(made), cudaGetErrorString(made)) : error);
   }
-  CUDA_CHECK(cudaGraphGetNodes(impl_->graph, nullptr, &impl_->nodes));
-  CUDA_CHECK(cudaGraphInstantiate(&impl_->exec, impl_->graph, 0));
+  ctx().graphs_alive += 1;
 }
 RecordedWork::~RecordedWork() {
   if (impl_ && impl_->exec) cudaGraphExecDestroy(impl_->exec);
   if (impl_ && impl_->graph) cudaGraphDestroy(impl_->graph);
   // Replays already queued run before anything queued later can use the blocks (one stream).
   if (impl_) allocator().release_graph(impl_.get());
+  if (impl_ && impl_->exec && --ctx().graphs_alive == 0) ctx().outgrown_workspaces.clear();
 }
 void RecordedWork::replay() { CUDA_CHECK(cudaGraphLaunch(impl_->exec, compute_stream())); }
 size_t RecordedWork::launches() const { return impl_->nodes; }

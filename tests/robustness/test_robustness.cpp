@@ -297,6 +297,8 @@ TEST_F(Probe, BadFlagValuesAreRefusedInWords) {
       {"--image-size 4", "--image-size"},
       {"--workers -2", "--workers"},
       {"--device tpu", "--device"},
+      {"--graph sometimes", "--graph"},
+      {"--data-on-device maybe", "--data-on-device"},
   };
   for (const auto& c : cases) {
     const Result r = sh(train(d / "run", c.flags));
