@@ -44,7 +44,12 @@ int main(int argc, char** argv) {
                  "classes (RUN/deploy.json for cac_predict; the confusion matrices and unknown-class tables use it)")
       ->check(CLI::Range(1e-6, 1.0))->capture_default_str();
   app.add_option("--workers", o.workers, "data loader threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  std::string graph = "auto";
+  app.add_option("--graph", graph, "auto: on a GPU the forward passes are recorded into a CUDA graph after two eager "
+                 "batches and replayed; off: every batch eagerly")
+      ->check(CLI::IsMember({"auto", "off"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  o.graph = graph == "auto";
   for (int i = 0; i < argc; ++i) o.command_line += (i ? " " : "") + std::string(argv[i]);
   cac::install_stop_handlers();  // Ctrl-C or SIGTERM ends the current pass; nothing half-written stays
   try {

@@ -22,7 +22,7 @@ kernels::AugmentSpec augment_spec(const data::Augment& a, uint64_t seed) {
 }
 
 DeviceBatches::DeviceBatches(const data::Subset& subset, const data::Augment& augment,
-                             const data::Loader::Options& options, Device dev)
+                             const data::Loader::Options& options, Device dev, const DeviceBatches* holding)
     : subset_(subset), spec_(augment_spec(augment, options.seed)), opt_(options), dev_(dev) {
   CAC_CHECK(subset_.source && subset_.size() > 0, "device batches: empty dataset");
   CAC_CHECK(opt_.batch > 0, "device batches: batch {} must be positive", opt_.batch);
@@ -30,7 +30,8 @@ DeviceBatches::DeviceBatches(const data::Subset& subset, const data::Augment& au
   CAC_CHECK(augment.mean.size() == size_t(subset_.source->channels()) && subset_.source->channels() <= 3,
             "device batches: normalisation for {} channels, images of {}", augment.mean.size(),
             subset_.source->channels());
-  images_ = subset_.source->images.to(dev);
+  const bool shared = holding && holding->subset_.source == subset_.source && holding->dev_ == dev;
+  images_ = shared ? holding->images_ : subset_.source->images.to(dev);
 }
 
 size_t DeviceBatches::device_bytes(const data::Subset& subset) { return subset.source->images.nbytes(); }

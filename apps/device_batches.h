@@ -16,9 +16,11 @@ kernels::AugmentSpec augment_spec(const data::Augment& a, uint64_t seed);
 
 class DeviceBatches : public data::BatchSource {
  public:
-  // The subset's source set goes to `dev` whole (the subset's rows are gathered from it).
+  // The subset's source set goes to `dev` whole (the subset's rows are gathered from it), unless
+  // `holding` (batches of another subset of the same source set, e.g. training beside validation)
+  // holds it there already: then its copy is shared.
   DeviceBatches(const data::Subset& subset, const data::Augment& augment, const data::Loader::Options& options,
-                Device dev);
+                Device dev, const DeviceBatches* holding = nullptr);
   void start_epoch(int epoch) override;
   bool next(data::Batch* out) override;
   int64_t batches_per_epoch() const override;

@@ -28,6 +28,7 @@
 #include "layers/ops.h"
 #include "models/anchors.h"
 #include "models/checkpoint.h"
+#include "models/forward_replay.h"
 
 namespace cac::app {
 
@@ -37,8 +38,9 @@ namespace fs = std::filesystem;
 namespace {
 
 // The logits of every image of `s`, in order, as a host [N, K] array, and with `features` its
-// penultimate features [N, dim]; `what` names the pass in the progress line.
-SetOutputs all_outputs(OpenSetClassifier& model, const data::Subset& s, const data::Augment& a, Device dev,
+// penultimate features [N, dim]; `what` names the pass in the progress line. The forward passes run
+// through `forward` (replayed from a CUDA graph on a GPU unless cac_eval --graph off).
+SetOutputs all_outputs(ForwardReplay& forward, const data::Subset& s, const data::Augment& a, Device dev,
                        int workers, const std::string& what, bool features) {
   data::Loader::Options lo;
   lo.batch = 256;
@@ -54,7 +56,7 @@ SetOutputs all_outputs(OpenSetClassifier& model, const data::Subset& s, const da
   int64_t done = 0;
   while (loader.next(&b)) {
     throw_if_stopped();  // cac_eval writes nothing until every pass is done: a stop loses nothing
-    const OpenSetClassifier::Outputs o = model.outputs(b.images);
+    const OpenSetClassifier::Outputs o = forward.outputs(b.images);
     const std::vector<float> z = o.logits.to_vector<float>();
     out.logits.insert(out.logits.end(), z.begin(), z.end());
     if (features) {
@@ -153,7 +155,7 @@ std::shared_ptr<OpenSetClassifier> load_trained(const std::string& run, const Ru
 // CAC's deploy anchors: the class means of the correctly classified training logits (`train`), with
 // horizontally flipped copies where the protocol says (CIFAR, TinyImageNet); models/anchors.h. CE
 // runs get them too, for the cac score of their logits.
-Tensor class_mean_anchors_of(OpenSetClassifier& model, const RunConfig& c, const data::Subset& train,
+Tensor class_mean_anchors_of(ForwardReplay& forward, const RunConfig& c, const data::Subset& train,
                              const SetOutputs& outputs, const data::Augment& a, Device dev, int workers,
                              const std::string& run) {
   std::vector<float> z = outputs.logits;
@@ -161,11 +163,11 @@ Tensor class_mean_anchors_of(OpenSetClassifier& model, const RunConfig& c, const
   if (c.flip_for_class_means) {
     data::Augment af = a;
     af.flip = true;
-    const SetOutputs flipped = all_outputs(model, train, af, dev, workers, run + ": class means (flipped copies)", false);
+    const SetOutputs flipped = all_outputs(forward, train, af, dev, workers, run + ": class means (flipped copies)", false);
     z.insert(z.end(), flipped.logits.begin(), flipped.logits.end());
     labels.insert(labels.end(), train.labels.begin(), train.labels.end());
   }
-  const ClassMeanAnchors means = class_mean_anchors(z, labels, model.num_classes(), c.alpha);
+  const ClassMeanAnchors means = class_mean_anchors(z, labels, forward.model().num_classes(), c.alpha);
   if (!means.fallback.empty())
     std::fprintf(stderr, "cac_eval: warning: %s: classes %s have no correctly classified training image; "
                  "their anchors stay alpha * e_i (train longer?)\n", run.c_str(), fmt::format("{}", fmt::join(means.fallback, ", ")).c_str());
@@ -193,6 +195,7 @@ struct RunUnderEval {
   Method method;
   data::OpenSetData d;
   std::shared_ptr<OpenSetClassifier> model;
+  std::unique_ptr<ForwardReplay> forward;  // the model's forward passes (CUDA graphs)
   data::Augment eval_aug;
   Tensor anchors;  // [K, K] on the CPU: the class-mean anchors
   std::unique_ptr<PosthocScorers> posthoc;
@@ -208,7 +211,7 @@ struct RunUnderEval {
   SetScores score_set(const std::string& what, const data::Subset& s, bool all) const {
     SetScores out;
     const std::vector<Scorer> wanted = all ? posthoc->scorers() : std::vector<Scorer>{deploy};
-    out.outputs = all_outputs(*model, s, eval_aug, dev, workers, run + ": " + what, needs_features(wanted));
+    out.outputs = all_outputs(*forward, s, eval_aug, dev, workers, run + ": " + what, needs_features(wanted));
     Scored r = score_logits(method, out.outputs.logits, K(), anchors);
     out.pred = std::move(r.pred);
     out.confidence = std::move(r.confidence);
@@ -257,6 +260,7 @@ RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknown
   CAC_CHECK(!sets.empty(), "{}: its split names no unknown classes, so there is nothing to tell the known classes "
             "from: pass --unknown NAME=FOLDER (images of none of the known classes) or --unknown DATASET:PATH", run);
   r.model = load_trained(run, r.c, r.K(), dev);
+  r.forward = std::make_unique<ForwardReplay>(*r.model, o.graph && dev == Device::CUDA);
   r.eval_aug.size = r.c.image_size;
   r.eval_aug.mean = r.d.norm.mean;
   r.eval_aug.std = r.d.norm.std;
@@ -268,15 +272,18 @@ RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknown
   for (Scorer x : {r.deploy, r.own()})
     if (std::find(scorers.begin(), scorers.end(), x) == scorers.end()) scorers.insert(scorers.begin(), x);
   const bool features = needs_features(scorers);
-  const SetOutputs train = all_outputs(*r.model, r.d.train, r.eval_aug, dev, o.workers, run + ": training images",
+  const SetOutputs train = all_outputs(*r.forward, r.d.train, r.eval_aug, dev, o.workers, run + ": training images",
                                        features);
+  if (!r.forward->failure().empty())
+    std::fprintf(stderr, "cac_eval: %s: CUDA graphs: recording the forward failed, running eagerly: %s\n", run.c_str(),
+                 r.forward->failure().c_str());
   if (o.scores == "all" && r.deploy != Scorer::Mahalanobis && features && train.size(r.K()) <= size_t(train.dim)) {
     // Mahalanobis needs a covariance of full rank: more training images than feature dimensions.
     std::fprintf(stderr, "cac_eval: %s: no mahalanobis score: %zu training images for %d feature dimensions (ask "
                  "for it with --scores to use a ridged covariance)\n", run.c_str(), train.size(r.K()), train.dim);
     scorers.erase(std::remove(scorers.begin(), scorers.end(), Scorer::Mahalanobis), scorers.end());
   }
-  r.anchors = class_mean_anchors_of(*r.model, r.c, r.d.train, train, r.eval_aug, dev, o.workers, run).to(Device::CPU);
+  r.anchors = class_mean_anchors_of(*r.forward, r.c, r.d.train, train, r.eval_aug, dev, o.workers, run).to(Device::CPU);
   if (r.method != Method::CE) r.model->set_anchors(r.anchors);
   r.posthoc = std::make_unique<PosthocScorers>(scorers, PosthocScorers::Training{&train, &r.d.train.labels, r.anchors},
                                                r.K(), dev, o.knn_k);

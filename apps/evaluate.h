@@ -27,6 +27,8 @@ struct EvalOptions {
   // The score deploy.json thresholds for cac_predict ("auto": cac for CAC runs, mls for CE runs).
   std::string deploy_score = "auto";
   int knn_k = 50;  // k of the knn score (Sun et al. 2022), lowered to the training images where fewer
+  // On a GPU, replay the forward passes from a CUDA graph (cac_eval --graph auto); false: eager.
+  bool graph = true;
 };
 // Evaluates each run's best checkpoint on its test sets (class-mean anchors for CAC), prints a
 // table with mean and std over runs, writes the JSON and scores CSV when asked; exit code.

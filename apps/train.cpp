@@ -254,7 +254,7 @@ class TrainRun {
                                                             cfg.momentum, cfg.weight_decay),
         train_aug_(training_augment(cfg, d)),
         train_loader_(training_batches(d)),
-        val_loader_(d.val, eval_augment(), loader_options(false)) {
+        val_loader_(validation_batches(d)) {
     trainer_.set_label_smoothing(cfg.label_smoothing);
     if (dev == Device::CUDA) timer_ = std::make_unique<cuda::StepTimer>(int(train_loader_->batches_per_epoch()));
     if (dev == Device::CUDA) use_graphs(d);
@@ -306,8 +306,8 @@ class TrainRun {
     StepTotals& va = val_totals_;
     va.reset(DType::F32, dev_);
     data::Batch vb;
-    val_loader_.start_epoch(0);
-    while (val_loader_.next(&vb)) {
+    val_loader_->start_epoch(0);
+    while (val_loader_->next(&vb)) {
       trainer_.evaluate(vb.images, vb.labels, va);
       if (stop_signal()) return {};  // the caller sees the signal: an interrupted validation does not count
     }
@@ -400,6 +400,19 @@ class TrainRun {
     log_.write(fmt::format("CUDA graphs: on (--graph auto): the training step and the validation forward of {} "
                            "images are recorded after two eager batches and replayed{}\n", cfg_.batch, eager));
   }
+  // The validation batches: on the GPU beside the training set when that is there (sharing its copy
+  // of the images where both are subsets of one set), else from the host loader.
+  std::unique_ptr<data::BatchSource> validation_batches(const data::OpenSetData& d) {
+    const auto* train = dynamic_cast<const DeviceBatches*>(train_loader_.get());
+    const bool shared = d.val.source == d.train.source;
+    if (train && (shared || DeviceBatches::host_only_reason(d.val, eval_augment(), dev_).empty())) {
+      log_.write(fmt::format("validation data: on the GPU ({})\n", shared ? "the training set's copy"
+                                                                    : fmt::format("{} MB of images",
+                                                                                  DeviceBatches::device_bytes(d.val) >> 20)));
+      return std::make_unique<DeviceBatches>(d.val, eval_augment(), loader_options(false), dev_, train);
+    }
+    return std::make_unique<data::Loader>(d.val, eval_augment(), loader_options(false));
+  }
   data::Loader::Options loader_options(bool shuffle) const {
     data::Loader::Options lo;
     lo.batch = cfg_.batch;
@@ -430,7 +443,7 @@ class TrainRun {
   Trainer trainer_;
   data::Augment train_aug_;
   std::unique_ptr<data::BatchSource> train_loader_;
-  data::Loader val_loader_;
+  std::unique_ptr<data::BatchSource> val_loader_;
   std::unique_ptr<cuda::StepTimer> timer_;  // on a GPU: the steps' device time per epoch
   StepTotals train_totals_, val_totals_;
   double gpu_busy_ = 0;

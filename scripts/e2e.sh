@@ -75,7 +75,8 @@ metrics=$("$py" -c "import json,sys; m=json.load(open(sys.argv[1]))['runs'][0]; 
 say "cac_train full schedule (CAC, FashionMNIST trial 0): rc=$rc $(secs "$t0" "$t1") s of training; cac_eval rc=$rc2; ${metrics:-no eval.json}"
 grep -E "^epoch +[0-9]+/[0-9]+ .*\] +[0-9]+/[0-9]+ " "$out/train-full.log" | tail -1 | tee -a "$summary"
 
-grep -E "training data: |CUDA graphs: |GPU busy" "$out/train-full.log" | sed -n '1,3p;$p' | tee -a "$summary"
+grep -E "training data: |validation data: |CUDA graphs: |GPU busy" "$out/train-full.log" | sed -n '1,4p;$p' |
+  tee -a "$summary"
 
 # 1b. Each feature's effect on a short run: CUDA graphs on/off x the training set on the GPU
 # (auto) or the host loader; the last epoch's progress line has its training images/s.

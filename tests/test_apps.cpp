@@ -1161,6 +1161,27 @@ TEST(DeviceBatches, OnTheCpuTheyAreTheLoadersBatches) {
     EXPECT_FALSE(dev.next(&db));
     EXPECT_EQ(batches, 5);  // 35 images: four of 8 and one of 3
   }
+  // Validation's batches (no augmentation, no shuffle) from the same source set, sharing its copy.
+  data::Augment e = a;
+  e.train = false;
+  data::Subset val;
+  val.source = &s;
+  for (int i = 0; i < 70; i += 3) val.indices.push_back(i), val.labels.push_back(labels[size_t(i)]);
+  o.shuffle = false;
+  data::Loader host_val(val, e, o);
+  app::DeviceBatches dev_val(val, e, o, Device::CPU, &dev);
+  host_val.start_epoch(0);
+  dev_val.start_epoch(0);
+  data::Batch hb, db;
+  int val_batches = 0;
+  while (host_val.next(&hb)) {
+    ASSERT_TRUE(dev_val.next(&db));
+    EXPECT_EQ(db.labels.to_vector<int64_t>(), hb.labels.to_vector<int64_t>()) << val_batches;
+    EXPECT_EQ(db.images.to_vector<float>(), hb.images.to_vector<float>()) << val_batches;
+    ++val_batches;
+  }
+  EXPECT_FALSE(dev_val.next(&db));
+  EXPECT_EQ(val_batches, 3);  // 24 images
   a.randaugment_n = 2;
   EXPECT_EQ(app::DeviceBatches::host_only_reason(sub, a, Device::CUDA), "RandAugment runs on the host loader");
   a.randaugment_n = 0;

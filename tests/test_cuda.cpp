@@ -21,6 +21,7 @@
 #include "kernels/batchnorm_paths.h"
 #include "kernels/elementwise.h"
 #include "layers/ops.h"
+#include "models/forward_replay.h"
 #include "models/resnet18.h"
 #include "models/training.h"
 #include "tests/op_cases.h"
@@ -566,6 +567,31 @@ TEST(CudaGraph, ReplayedStepsEqualEagerSteps) {
   EXPECT_EQ(graphed.graph_counts().recorded, 2);
   expect_close(vg.loss_parts, ve.loss_parts, tol, "evaluation loss sums");
   EXPECT_EQ(vg.correct.item(), ve.correct.item());
+}
+
+// cac_eval's passes: the forward replayed from a graph gives the eager forward's outputs (the same
+// kernels on the same inputs: equal up to the order of atomic sums, float32 tolerance of the longest
+// reduction); the smaller last batch runs eagerly.
+TEST(CudaGraph, ReplayedForwardEqualsTheEagerForward) {
+  REQUIRE_GPU();
+  auto model = make_classifier32(Classifier32Config{}, 6, 10.0, false);
+  model->to(Device::CUDA);
+  ForwardReplay replayed(*model, true, 2), eager(*model, false);
+  Generator gen(5);
+  for (int s = 0; s < 6; ++s) {
+    const int b = s == 5 ? 9 : 64;
+    std::vector<float> x(static_cast<size_t>(b) * 3 * 32 * 32);
+    for (auto& v : x) v = float(gen.normal());
+    const Tensor images = Tensor::from_vector(x, {b, 3, 32, 32}).to(Device::CUDA);
+    const Tensor want_z = eager.outputs(images).logits.clone(), want_f = eager.outputs(images).features.clone();
+    const OpenSetClassifier::Outputs got = replayed.outputs(images);
+    const Tolerance tol = f32_tolerance(int64_t(b) * 32 * 32 * 9);
+    expect_close(got.logits, want_z, tol, "logits of batch " + std::to_string(s));
+    expect_close(got.features, want_f, tol, "features of batch " + std::to_string(s));
+  }
+  EXPECT_EQ(replayed.failure(), "");
+  EXPECT_EQ(replayed.replayed(), 3);  // batches 2, 3, 4
+  EXPECT_EQ(eager.replayed(), 0);
 }
 
 // An encoder that makes the host wait for the GPU in training (a read-back): the step cannot be

@@ -92,6 +92,8 @@ TEST(CudaApps, TrainAndEvaluateOnTheGpuAgreeWithTheCpu) {
   ASSERT_EQ(app::run_train(host_loader, ""), 0);
   const std::string gpu_log = app::read_text(d / "gpu/train.log"), host_log = app::read_text(d / "gpu-host/train.log");
   EXPECT_NE(gpu_log.find("training data: on the GPU"), std::string::npos) << gpu_log;
+  EXPECT_NE(gpu_log.find("validation data: on the GPU (the training set's copy)"), std::string::npos) << gpu_log;
+  EXPECT_EQ(host_log.find("validation data: on the GPU"), std::string::npos) << host_log;
   EXPECT_NE(gpu_log.find("CUDA graphs: on (--graph auto)"), std::string::npos) << gpu_log;
   EXPECT_NE(gpu_log.find("CUDA graphs: the training step of 16 images recorded"), std::string::npos) << gpu_log;
   std::smatch replayed;

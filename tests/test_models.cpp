@@ -10,6 +10,7 @@
 #include "layers/ops.h"
 #include "models/anchors.h"
 #include "models/classifier32.h"
+#include "models/forward_replay.h"
 #include "models/resnet18.h"
 #include "models/training.h"
 
@@ -278,6 +279,42 @@ TEST(ClassMeanAnchors, MeanOfTheCorrectlyClassifiedRowsPerClass) {
   EXPECT_EQ(a.fallback, std::vector<int>{2});
   EXPECT_THROW(class_mean_anchors(z, {0, 0, 0, 1}, 3, 10.0), Error);    // rows and labels disagree
   EXPECT_THROW(class_mean_anchors(z, {0, 0, 0, 1, 3}, 3, 10.0), Error);  // a label outside 0..K-1
+}
+
+// CUDA graphs are a GPU matter: asked for on the CPU, the trainer and the evaluation forward run
+// eagerly, with the results of never having asked (bit for bit) and nothing recorded.
+TEST(Graphs, OnTheCpuAskingForGraphsChangesNothing) {
+  Classifier32Config cfg;
+  cfg.image_size = 32;
+  auto a = make_classifier32(cfg, 4, 10.0, false), b = make_classifier32(cfg, 4, 10.0, false);
+  Trainer plain(a, Method::CAC, 0.1, 0.9, 5e-4), asked(b, Method::CAC, 0.1, 0.9, 5e-4);
+  asked.use_graphs(true, [](const std::string& s) { ADD_FAILURE() << "unexpected note: " << s; }, 0);
+  StepTotals ta, tb;
+  ta.reset(DType::F32, Device::CPU);
+  tb.reset(DType::F32, Device::CPU);
+  Generator gen(2);
+  std::vector<float> x(size_t(4) * 3 * 32 * 32);
+  for (auto& v : x) v = float(gen.normal());
+  const Tensor images = Tensor::from_vector(x, {4, 3, 32, 32}), labels = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3}, {4});
+  for (int s = 0; s < 3; ++s) {
+    plain.step(images, labels, 0.1, ta);
+    asked.step(images, labels, 0.1, tb);
+  }
+  EXPECT_EQ(tb.loss_parts.to_vector<float>(), ta.loss_parts.to_vector<float>());
+  const GraphCounts c = asked.graph_counts();
+  EXPECT_EQ(c.recorded + c.replayed + c.eager, 0);
+  ForwardReplay fwd(*b, true, 0);
+  const std::vector<float> z = fwd.outputs(images).logits.to_vector<float>();
+  NoGradGuard no_grad;
+  a->eval();
+  EXPECT_EQ(z, a->outputs(images).logits.to_vector<float>());
+  EXPECT_EQ(fwd.replayed(), 0);
+  // The totals reset in place (a recorded step's pointers stay valid) and start from zero.
+  const void* parts = tb.loss_parts.raw();
+  tb.reset(DType::F32, Device::CPU);
+  EXPECT_EQ(tb.loss_parts.raw(), parts);
+  EXPECT_EQ(tb.loss_parts.to_vector<float>(), (std::vector<float>{0, 0, 0}));
+  EXPECT_EQ(tb.steps, 0);
 }
 
 // The dropout counters are the model's resume state: counted per training forward, outside the
