@@ -22,6 +22,7 @@ void BlockCache::handed_out(void* p, size_t size) {
 }
 
 void BlockCache::give_back(void* p, size_t size) {
+  if (recording_on_) recorded_[p] = size;
   auto own = owned_.find(p);
   if (own != owned_.end()) {
     held_[own->second].emplace_back(size, p);

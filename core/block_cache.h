@@ -5,7 +5,9 @@
 // earlier one. A CUDA graph breaks that rule: its replays run the recorded kernels on the recorded
 // addresses long after the recording freed them. So every block handed out while a graph is being
 // recorded belongs to that graph until it is destroyed: freed, it waits in the graph's reserve
-// instead of the shared bins, and nothing recorded or run eagerly later can be given it.
+// instead of the shared bins, and nothing recorded or run eagerly later can be given it. So does
+// every block freed during the recording, whenever it was handed out: the recorded work may have
+// used it before freeing it (a cuDNN workspace outgrown halfway through a step).
 #include <cstddef>
 #include <map>
 #include <utility>
@@ -25,8 +27,8 @@ class BlockCache {
   void handed_out(void* p, size_t size);
   void give_back(void* p, size_t size);
 
-  // Between these two, every block handed out is the recording's; end_recording(nullptr) (the
-  // recording failed and no graph holds its blocks) gives them back to the shared bins.
+  // Between these two, every block handed out or given back is the recording's; end_recording(nullptr)
+  // (the recording failed and no graph holds its blocks) leaves them in the shared bins.
   void begin_recording();
   void end_recording(Owner graph);
   bool recording() const { return recording_on_; }
@@ -40,7 +42,7 @@ class BlockCache {
  private:
   std::map<size_t, std::vector<void*>> free_;
   bool recording_on_ = false;
-  std::map<void*, size_t> recorded_;                            // handed out during the recording
+  std::map<void*, size_t> recorded_;                            // handed out or freed while recording
   std::map<void*, Owner> owned_;                                // in use, the graph's once freed
   std::map<Owner, std::vector<std::pair<size_t, void*>>> held_;  // free, kept for the graph
 };

@@ -375,7 +375,8 @@ TEST(ParameterStore, OneSlabZeroGradIsOneMemset) {
 
 // The allocator's rule for CUDA graphs, on made-up addresses: a block handed out while a graph is
 // recorded is never handed to anyone else while the graph lives, freed during the recording or
-// after it; once the graph is gone its blocks are shared again.
+// after it, nor is one handed out before and freed during the recording; once the graph is gone
+// its blocks are shared again.
 TEST(BlockCache, BlocksOfARecordingStayTheGraphsUntilItIsDestroyed) {
   EXPECT_EQ(BlockCache::round(1), 512u);
   EXPECT_EQ(BlockCache::round(513), 1024u);
@@ -384,8 +385,10 @@ TEST(BlockCache, BlocksOfARecordingStayTheGraphsUntilItIsDestroyed) {
   char blocks[8];
   void *before = &blocks[0], *temp = &blocks[1], *kept = &blocks[2], *fresh = &blocks[3];
   const size_t n = 512;
+  void* outgrown = &blocks[4];
   cache.handed_out(before, n);  // eager work before the recording
   cache.give_back(before, n);
+  cache.handed_out(outgrown, n);  // e.g. a workspace the recording uses, then outgrows
   int graph = 0;
   cache.begin_recording();
   EXPECT_EQ(cache.take(n), before);  // the recording may reuse a block freed earlier
@@ -398,11 +401,12 @@ TEST(BlockCache, BlocksOfARecordingStayTheGraphsUntilItIsDestroyed) {
   cache.give_back(temp, n);
   cache.give_back(before, n);
   cache.handed_out(kept, n);  // outlives the recording
+  cache.give_back(outgrown, n);
   cache.end_recording(&graph);
-  EXPECT_EQ(cache.held_bytes(&graph), 2 * n);
+  EXPECT_EQ(cache.held_bytes(&graph), 3 * n);
   EXPECT_EQ(cache.take(n), nullptr);  // eager work after it gets none of the graph's blocks
   cache.give_back(kept, n);
-  EXPECT_EQ(cache.held_bytes(&graph), 3 * n);
+  EXPECT_EQ(cache.held_bytes(&graph), 4 * n);
   EXPECT_EQ(cache.take(n), nullptr);
   cache.handed_out(fresh, n);  // eager, not recorded: shared as before
   cache.give_back(fresh, n);
@@ -415,7 +419,7 @@ TEST(BlockCache, BlocksOfARecordingStayTheGraphsUntilItIsDestroyed) {
     EXPECT_EQ(size, n);
     back.insert(p);
   }
-  EXPECT_EQ(back, (std::set<void*>{before, temp, kept}));
+  EXPECT_EQ(back, (std::set<void*>{before, temp, kept, outgrown}));
 }
 
 TEST(BlockCache, AFailedRecordingHoldsNothing) {
