@@ -209,11 +209,11 @@ void bench_elementwise_and_sgd(Bench& bench) {
     Tensor p = randn({n}, 12), g = randn({n}, 13), b = randn({n}, 14);
     Tensor pg = p.to(Device::CUDA), gg = g.to(Device::CUDA), bg = b.to(Device::CUDA);
     const Tensor lr = Tensor::from_vector(std::vector<double>{0.01}, {}), lr_g = lr.to(Device::CUDA);
-    kernels::cpu::sgd_step(p, g, b, lr, 0.9, 5e-4);
-    kernels::sgd_step(pg, gg, bg, lr_g, 0.9, 5e-4);
+    kernels::cpu::sgd_step(p, g, b, lr, 0.9, 5e-4, nullptr);
+    kernels::sgd_step(pg, gg, bg, lr_g, 0.9, 5e-4, nullptr);
     const double check = std::max(worst(pg, p, 1), worst(bg, b, 1));
     bench.time_both({"sgd step (whole slab, 1 launch)", fmt::format("{} params", n), 1, 5.0 * n * 4, check, 0, 0},
-              [&] { kernels::sgd_step(pg, gg, bg, lr_g, 0.9, 5e-4); });
+              [&] { kernels::sgd_step(pg, gg, bg, lr_g, 0.9, 5e-4, nullptr); });
   }
 }
 

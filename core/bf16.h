@@ -34,4 +34,19 @@ CAC_HD float bf16_to_float(uint16_t b) { return float_of_bits(uint32_t(b) << 16)
 // f rounded to the nearest bf16 value, as a float.
 CAC_HD float round_bf16(float f) { return bf16_to_float(bf16_bits(f)); }
 
+// The element type of DType::BF16 tensors: made from any number through float32 (as PyTorch's
+// c10::BFloat16 is: a double is rounded to float32 first), read back as float32 exactly.
+struct bf16 {
+  uint16_t bits = 0;
+  bf16() = default;
+  template <class T>
+  CAC_HD explicit bf16(T v) : bits(bf16_bits(float(v))) {}
+  CAC_HD explicit operator float() const { return bf16_to_float(bits); }
+  static CAC_HD bf16 from_bits(uint16_t b) {
+    bf16 x;
+    x.bits = b;
+    return x;
+  }
+};
+
 }  // namespace cac

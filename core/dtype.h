@@ -8,8 +8,8 @@
 namespace cac {
 
 // float32 for activations and parameters, float64 for the CPU reference/gradient checks,
-// int64 for labels, uint8 for raw images.
-enum class DType : uint8_t { F32, F64, I64, U8 };
+// int64 for labels, uint8 for raw images, bfloat16 (core/bf16.h) for mixed precision (issue 25).
+enum class DType : uint8_t { F32, F64, I64, U8, BF16 };
 enum class Device : uint8_t { CPU, CUDA };
 
 using Shape = std::vector<int64_t>;
@@ -28,5 +28,7 @@ template <> struct DTypeOf<float> { static constexpr DType value = DType::F32; }
 template <> struct DTypeOf<double> { static constexpr DType value = DType::F64; };
 template <> struct DTypeOf<int64_t> { static constexpr DType value = DType::I64; };
 template <> struct DTypeOf<uint8_t> { static constexpr DType value = DType::U8; };
+struct bf16;
+template <> struct DTypeOf<bf16> { static constexpr DType value = DType::BF16; };
 
 }  // namespace cac

@@ -3,9 +3,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <type_traits>
 #include <unordered_map>
 
 #include "core/autograd.h"
+#include "core/bf16.h"
 #include "core/cuda_runtime.h"
 
 namespace cac {
@@ -16,6 +18,7 @@ size_t dtype_size(DType t) {
     case DType::F64: return 8;
     case DType::I64: return 8;
     case DType::U8: return 1;
+    case DType::BF16: return 2;
   }
   return 0;
 }
@@ -25,6 +28,7 @@ const char* dtype_name(DType t) {
     case DType::F64: return "f64";
     case DType::I64: return "i64";
     case DType::U8: return "u8";
+    case DType::BF16: return "bf16";
   }
   return "?";
 }
@@ -124,6 +128,7 @@ Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device
     case DType::F64: std::fill_n(t.data<double>(), n, value); break;
     case DType::I64: std::fill_n(t.data<int64_t>(), n, int64_t(value)); break;
     case DType::U8: std::fill_n(t.data<uint8_t>(), n, uint8_t(value)); break;
+    case DType::BF16: std::fill_n(t.data<bf16>(), n, bf16(value)); break;
   }
   return t;
 }
@@ -182,6 +187,7 @@ double Tensor::item() const {
     case DType::F64: return *h.data<double>();
     case DType::I64: return double(*h.data<int64_t>());
     case DType::U8: return *h.data<uint8_t>();
+    case DType::BF16: return double(float(*h.data<bf16>()));
   }
   return 0;
 }
@@ -229,9 +235,15 @@ Tensor Tensor::to(Device d) const {
   return t;
 }
 namespace {
+// bf16 reads as float32 first (exact); everything else converts directly.
+template <class S>
+auto widened(S v) {
+  if constexpr (std::is_same_v<S, bf16>) return float(v);
+  else return v;
+}
 template <class D, class S>
 void convert(D* dst, const S* src, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = D(src[i]);
+  for (int64_t i = 0; i < n; ++i) dst[i] = D(widened(src[i]));
 }
 template <class D>
 void convert_from(D* dst, const Tensor& src) {
@@ -240,6 +252,7 @@ void convert_from(D* dst, const Tensor& src) {
     case DType::F64: convert(dst, src.data<double>(), src.numel()); break;
     case DType::I64: convert(dst, src.data<int64_t>(), src.numel()); break;
     case DType::U8: convert(dst, src.data<uint8_t>(), src.numel()); break;
+    case DType::BF16: convert(dst, src.data<bf16>(), src.numel()); break;
   }
 }
 }  // namespace
@@ -252,6 +265,7 @@ Tensor Tensor::to(DType dt) const {
     case DType::F64: convert_from(out.data<double>(), host); break;
     case DType::I64: convert_from(out.data<int64_t>(), host); break;
     case DType::U8: convert_from(out.data<uint8_t>(), host); break;
+    case DType::BF16: convert_from(out.data<bf16>(), host); break;
   }
   return out.to(device());
 }

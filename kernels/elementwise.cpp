@@ -34,10 +34,20 @@ void count_up(Tensor& counter) {
   CAC_DISPATCH(counter.device(), count_up, counter);
 }
 void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const Tensor& lr, double momentum,
-              double weight_decay) {
+              double weight_decay, Tensor* bf16_copy) {
   CAC_CHECK(lr.dtype() == DType::F64 && lr.numel() == 1 && lr.device() == values.device(),
             "sgd_step: the learning rate must be an f64 scalar on the parameters' device, got {}", lr.str());
-  CAC_DISPATCH(values.device(), sgd_step, values, grads, momentum_buf, lr, momentum, weight_decay);
+  if (bf16_copy)
+    CAC_CHECK(bf16_copy->dtype() == DType::BF16 && bf16_copy->numel() == values.numel() &&
+                  bf16_copy->device() == values.device(),
+              "sgd_step: the bf16 copy must be bf16 of the slab's length and device, got {} for {}", bf16_copy->str(),
+              values.str());
+  CAC_DISPATCH(values.device(), sgd_step, values, grads, momentum_buf, lr, momentum, weight_decay, bf16_copy);
+}
+void round_to_bf16(const Tensor& x, Tensor& y) {
+  CAC_CHECK(y.dtype() == DType::BF16 && x.numel() == y.numel() && x.device() == y.device(),
+            "round_to_bf16: {} into {}: expected a bf16 output of the same length and device", x.str(), y.str());
+  CAC_DISPATCH(x.device(), round_to_bf16, x, y);
 }
 
 }  // namespace cac::kernels

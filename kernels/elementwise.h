@@ -23,7 +23,11 @@ CAC_DECLARE_KERNEL(void count_up(Tensor& counter))
 // PyTorch's SGD over flat slabs: g = grad + wd*p; buf = momentum*buf + g; p -= lr*buf.
 // (PyTorch's first step sets buf = g, which is the same as starting from a zero buffer.)
 // lr: an f64 scalar on the slab's device, read by the kernel, so a recorded step follows the schedule.
+// With bf16_copy (a bf16 tensor of the slab's length, issue 25), each updated value is also written
+// there rounded to nearest-even: the bf16 weights of a mixed-precision forward, made in the same pass.
 CAC_DECLARE_KERNEL(void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const Tensor& lr,
-                                 double momentum, double weight_decay))
+                                 double momentum, double weight_decay, Tensor* bf16_copy))
+// y = x rounded to bfloat16, nearest-even (x f32 or f64, through float32; y bf16, same length).
+CAC_DECLARE_KERNEL(void round_to_bf16(const Tensor& x, Tensor& y))
 
 }  // namespace cac::kernels

@@ -27,7 +27,18 @@ void SGD::step() {
   if (store_.total() == 0) return;
   CAC_CHECK(lr_.defined(), "SGD: step() before any learning rate was set");
   Tensor values = store_.values();
-  kernels::sgd_step(values, store_.grads(), momentum_buf_, lr_, momentum_, weight_decay_);
+  kernels::sgd_step(values, store_.grads(), momentum_buf_, lr_, momentum_, weight_decay_,
+                    bf16_copy_.defined() ? &bf16_copy_ : nullptr);
+}
+
+void SGD::keep_bf16_copy() {
+  if (store_.total() == 0) return;
+  if (!bf16_copy_.defined()) bf16_copy_ = Tensor::empty({store_.total()}, DType::BF16, store_.values().device());
+  refresh_bf16_copy();
+}
+
+void SGD::refresh_bf16_copy() {
+  if (bf16_copy_.defined()) kernels::round_to_bf16(store_.values(), bf16_copy_);
 }
 
 // In place: the buffer's address stays the one a recorded step writes.

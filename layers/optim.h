@@ -21,6 +21,12 @@ class SGD {
   void set_lr(double lr);
   void step();
   Tensor momentum_buffer() const { return momentum_buf_; }  // for checkpoints
+  // Mixed precision (issue 25): from now on every step also writes the updated slab rounded to
+  // bf16 (the forward's weights; the slab itself stays float32, the master copy). The copy is made
+  // now from the current values, and again by refresh_bf16_copy() after weights are loaded.
+  void keep_bf16_copy();
+  void refresh_bf16_copy();
+  const Tensor& bf16_copy() const { return bf16_copy_; }  // undefined unless kept
   // A fresh optimizer's state (PyTorch's new SGD: the first step's buffer is the gradient itself).
   void reset_momentum();
 
@@ -28,6 +34,7 @@ class SGD {
   ParameterStore& store_;
   Tensor momentum_buf_;
   Tensor lr_;  // f64 scalar on the slab's device
+  Tensor bf16_copy_;
   double lr_value_;
   double momentum_, weight_decay_;
 };

@@ -22,6 +22,7 @@ const char* st_dtype(DType d) {
     case DType::F64: return "F64";
     case DType::I64: return "I64";
     case DType::U8: return "U8";
+    case DType::BF16: return "BF16";
   }
   return "?";
 }
@@ -30,6 +31,7 @@ DType parse_dtype(const std::string& s, const std::string& path, const std::stri
   if (s == "F64") return DType::F64;
   if (s == "I64") return DType::I64;
   if (s == "U8") return DType::U8;
+  if (s == "BF16") return DType::BF16;
   fail("{}: tensor {} has unsupported dtype {}", path, name, s);
 }
 // A JSON array of integers as T; a float (1e300) or negative where T is unsigned would otherwise be
@@ -93,7 +95,7 @@ void check_ranges_tile(std::vector<std::tuple<uint64_t, uint64_t, std::string>> 
 
 std::string first_non_finite(const NamedTensorList& tensors) {
   for (const auto& [name, t] : tensors) {
-    if (t.dtype() != DType::F32 && t.dtype() != DType::F64) continue;
+    if (t.dtype() != DType::F32 && t.dtype() != DType::F64 && t.dtype() != DType::BF16) continue;
     const std::vector<double> v = t.to(DType::F64).to_vector<double>();
     for (double x : v)
       if (!std::isfinite(x)) return name;

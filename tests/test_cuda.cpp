@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "core/autograd.h"
+#include "core/bf16.h"
 #include "core/cuda_runtime.h"
 #if CAC_WITH_CUDA
 #include "core/cuda/check.h"  // the check macros exist only in CUDA builds
@@ -474,8 +475,8 @@ TEST(CudaGraph, SteadyStateTrainingStepRecordsAndReplays) {
 }
 
 // The update reads its rate on the device: GPU vs the CPU twin over a slab of odd length, each
-// element a few float32 roundings (tolerance 4 eps relative); the counter kernel counts.
-TEST(CudaKernels, SgdStepReadsTheRateAndCountUpCounts) {
+// element a few float32 roundings (tolerance 4 eps relative); the bf16 copy; the counter kernel counts.
+TEST(CudaKernels, SgdStepReadsTheRateWritesTheBf16CopyAndCountUpCounts) {
   REQUIRE_GPU();
   const int64_t n = 100003;
   Generator gen(4);
@@ -487,11 +488,26 @@ TEST(CudaKernels, SgdStepReadsTheRateAndCountUpCounts) {
   Tensor p = randn(), g = randn(), b = randn();
   Tensor pg = p.to(Device::CUDA), gg = g.to(Device::CUDA), bg = b.to(Device::CUDA);
   const Tensor lr = Tensor::from_vector(std::vector<double>{0.05}, {});
-  kernels::sgd_step(p, g, b, lr, 0.9, 5e-4);
-  kernels::sgd_step(pg, gg, bg, lr.to(Device::CUDA), 0.9, 5e-4);
+  Tensor copy = Tensor::empty({n}, DType::BF16, Device::CUDA);
+  kernels::sgd_step(p, g, b, lr, 0.9, 5e-4, nullptr);
+  kernels::sgd_step(pg, gg, bg, lr.to(Device::CUDA), 0.9, 5e-4, &copy);
   const Tolerance tol{1e-7, 4 * 1.1920929e-7};
   expect_close(pg, p, tol, "parameters");
   expect_close(bg, b, tol, "momentum");
+  // The bf16 copy is the GPU's own updated values rounded to nearest-even, bit for bit (its float
+  // result may differ from the CPU's by a contraction into a fused multiply-add), and so is the
+  // conversion kernel's.
+  const std::vector<float> updated = pg.to(Device::CPU).to_vector<float>();
+  const Tensor copy_host = copy.to(Device::CPU);
+  Tensor rounded = Tensor::empty({n}, DType::BF16, Device::CUDA);
+  kernels::round_to_bf16(pg, rounded);
+  const Tensor rounded_host = rounded.to(Device::CPU);
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t want = bf16_bits(updated[size_t(i)]);
+    bad += copy_host.data<bf16>()[i].bits != want || rounded_host.data<bf16>()[i].bits != want;
+  }
+  EXPECT_EQ(bad, 0) << "of " << n << " bf16 values";
   Tensor c = Tensor::from_vector(std::vector<int64_t>{int64_t(1) << 40}, {}).to(Device::CUDA);
   for (int i = 0; i < 3; ++i) kernels::count_up(c);
   EXPECT_EQ(int64_t(c.item()), (int64_t(1) << 40) + 3);

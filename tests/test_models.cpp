@@ -7,8 +7,10 @@
 #include <map>
 
 #include "core/autograd.h"
+#include "core/bf16.h"
 #include "layers/ops.h"
 #include "models/anchors.h"
+#include "models/checkpoint.h"
 #include "models/classifier32.h"
 #include "models/forward_replay.h"
 #include "models/resnet18.h"
@@ -315,6 +317,35 @@ TEST(Graphs, OnTheCpuAskingForGraphsChangesNothing) {
   EXPECT_EQ(tb.loss_parts.raw(), parts);
   EXPECT_EQ(tb.loss_parts.to_vector<float>(), (std::vector<float>{0, 0, 0}));
   EXPECT_EQ(tb.steps, 0);
+}
+
+// bf16 tensors (issue 25): conversions from every dtype round through float32 to nearest-even
+// (the rounding checked bit by bit in Bf16.RoundsToNearestEvenAndKeepsSpecialValues), read back
+// exactly; fills and item(); a safetensors file keeps them as BF16, bit for bit.
+TEST(Bf16Tensors, ConvertFillReadAndSaveLikeFloat32RoundedToNearestEven) {
+  EXPECT_EQ(dtype_size(DType::BF16), 2u);
+  EXPECT_STREQ(dtype_name(DType::BF16), "bf16");
+  const std::vector<float> f = {1.0f, 1.00390625f, 1.01171875f, -2.5f, 3.14159265f, 1e-40f, 3.4e38f, -0.0f};
+  const Tensor b = Tensor::from_vector(f, {8}).to(DType::BF16);
+  EXPECT_EQ(b.dtype(), DType::BF16);
+  const std::vector<float> back = b.to(DType::F32).to_vector<float>();
+  for (size_t i = 0; i < f.size(); ++i) EXPECT_EQ(float_bits(back[i]), float_bits(round_bf16(f[i]))) << f[i];
+  EXPECT_EQ(Tensor::from_vector(std::vector<int64_t>{257, 259, -3}, {3}).to(DType::BF16).to(DType::F64).to_vector<double>(),
+            (std::vector<double>{256, 260, -3}));  // 8 significant bits: 257 ties to even (256), 259 up
+  EXPECT_EQ(Tensor::from_vector(std::vector<double>{0.1}, {1}).to(DType::BF16).item(), double(round_bf16(0.1f)));
+  EXPECT_EQ(Tensor::from_vector(std::vector<float>{2.5f, -7.75f}, {2}).to(DType::BF16).to(DType::I64).to_vector<int64_t>(),
+            (std::vector<int64_t>{2, -7}));
+  EXPECT_EQ(Tensor::full({5}, 3.14159265, DType::BF16).to(DType::F32).to_vector<float>(), std::vector<float>(5, 3.140625f));
+  EXPECT_EQ(Tensor::full({1}, 3.14159265, DType::BF16).item(), 3.140625);
+  EXPECT_TRUE(std::isnan(Tensor::full({1}, std::nan(""), DType::BF16).item()));
+  const std::string path = ::testing::TempDir() + "/bf16.safetensors";
+  save_safetensors(path, {{"w", b}}, {});
+  const Safetensors st = load_safetensors(path);
+  const Tensor& w = st.tensors.at("w");
+  EXPECT_EQ(w.dtype(), DType::BF16);
+  ASSERT_EQ(w.nbytes(), b.nbytes());
+  EXPECT_EQ(std::memcmp(w.raw(), b.raw(), b.nbytes()), 0);
+  EXPECT_EQ(first_non_finite({{"w", Tensor::full({2}, INFINITY, DType::BF16)}}), "w");
 }
 
 // The dropout counters are the model's resume state: counted per training forward, outside the

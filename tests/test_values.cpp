@@ -290,6 +290,34 @@ TEST(SGD, RateLivesBesideTheSlabAndMomentumResetsInPlace) {
   for (double v : sgd.momentum_buffer().to_vector<double>()) EXPECT_EQ(v, 0.0);
 }
 
+// Mixed precision's master weights (issue 25): the slab stays float32; the bf16 copy is made when
+// asked for and by every step, each value the updated float rounded to nearest-even (by hand here:
+// 1 - 2^-10, which float32 keeps, is nearer 1 than the bf16 below it, 1 - 2^-8).
+TEST(SGD, KeepsABf16CopyOfTheUpdatedSlab) {
+  Tensor w = Tensor::from_vector(std::vector<float>{1.0f, 3.14159265f}, {2});
+  w.set_requires_grad(true);
+  ParameterStore store({w});
+  SGD sgd(store, 0.0, 0.0);
+  EXPECT_FALSE(sgd.bf16_copy().defined());
+  sgd.keep_bf16_copy();
+  ASSERT_EQ(sgd.bf16_copy().dtype(), DType::BF16);
+  EXPECT_EQ(sgd.bf16_copy().to(DType::F32).to_vector<float>()[1], 3.140625f);
+  sgd.zero_grad();
+  ops::reshape(w, {2}).backward(Tensor::from_vector(std::vector<float>{1.0f / 512, -1.0f}, {2}));
+  sgd.step(0.5);
+  const std::vector<float> master = w.to_vector<float>(), copy = sgd.bf16_copy().to(DType::F32).to_vector<float>();
+  EXPECT_EQ(master[0], 1.0f - 1.0f / 1024);  // float32 keeps it
+  EXPECT_EQ(copy[0], 1.0f);                   // bf16 rounds it to 1
+  EXPECT_EQ(master[1], 3.64159265f);
+  EXPECT_EQ(copy[1], round_bf16(3.64159265f));
+  for (size_t i = 0; i < copy.size(); ++i) EXPECT_EQ(copy[i], round_bf16(master[i]));
+  Tensor y = Tensor::empty({2}, DType::BF16);
+  kernels::round_to_bf16(Tensor::from_vector(std::vector<double>{0.1, -1e40}, {2}), y);
+  EXPECT_EQ(y.to(DType::F32).to_vector<float>(), (std::vector<float>{round_bf16(0.1f), -INFINITY}));
+  Tensor wrong = Tensor::empty({3}, DType::BF16);
+  EXPECT_THROW(kernels::round_to_bf16(w, wrong), Error);
+}
+
 TEST(SGD, ThreeStepsFollowTheUpdateRule) {
   Tensor w = f64({1.0, -2.0, 0.5}, {3});
   w.set_requires_grad(true);

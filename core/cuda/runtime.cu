@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bf16.h"
 #include "core/block_cache.h"
 #include "core/cuda/check.h"
 #include "core/cuda_runtime.h"
@@ -494,6 +495,7 @@ void fill(const Tensor& dst, double value) {
     case DType::F64: launch_fill<double>(p, value, n); break;
     case DType::I64: launch_fill<int64_t>(p, value, n); break;
     case DType::U8: launch_fill<uint8_t>(p, value, n); break;
+    case DType::BF16: launch_fill<bf16>(p, value, n); break;
   }
 }
 

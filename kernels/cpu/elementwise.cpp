@@ -4,6 +4,7 @@
 
 #include "core/rng.h"
 #include "kernels/cpu/blas.h"
+#include "core/bf16.h"
 #include "kernels/elementwise.h"
 
 namespace cac::kernels::cpu {
@@ -106,7 +107,7 @@ void global_avg_pool_backward(const Tensor& gy, Tensor& gx) {
 void count_up(Tensor& counter) { ++counter.data<int64_t>()[0]; }
 
 void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const Tensor& lr_at, double momentum,
-              double weight_decay) {
+              double weight_decay, Tensor* bf16_copy) {
   const double lr = lr_at.data<double>()[0];
   dispatch_floating("sgd_step", values.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -121,6 +122,19 @@ void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const T
       buf[i] = mom * buf[i] + d;
       p[i] -= lr_t * buf[i];
     }
+    if (bf16_copy) {
+      bf16* c = bf16_copy->data<bf16>();
+      for (int64_t i = 0; i < n; ++i) c[i] = bf16(float(p[i]));
+    }
+  });
+}
+
+void round_to_bf16(const Tensor& x, Tensor& y) {
+  dispatch_floating("round_to_bf16", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.data<T>();
+    bf16* yp = y.data<bf16>();
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) yp[i] = bf16(float(xp[i]));
   });
 }
 

@@ -1,4 +1,5 @@
 // CUDA versions of kernels/elementwise.h (f32): grid-stride loops, one launch each.
+#include "core/bf16.h"
 #include "core/rng.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/elementwise.h"
@@ -66,14 +67,21 @@ __global__ void gap_bwd(const float* __restrict__ g, float* __restrict__ gx, int
 }
 __global__ void count_up_kernel(int64_t* c) { *c += 1; }
 __global__ void sgd_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ buf,
-                           const double* __restrict__ lr_at, float momentum, float wd, int64_t n) {
+                           const double* __restrict__ lr_at, float momentum, float wd, int64_t n,
+                           uint16_t* __restrict__ copy) {
   const float lr = float(*lr_at);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float d = g[i] + wd * p[i];
     const float b = momentum * buf[i] + d;
     buf[i] = b;
-    p[i] -= lr * b;
+    const float v = p[i] - lr * b;
+    p[i] = v;
+    if (copy) copy[i] = bf16_bits(v);
   }
+}
+__global__ void round_bf16_kernel(const float* __restrict__ x, uint16_t* __restrict__ y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = bf16_bits(x[i]);
 }
 }  // namespace
 
@@ -163,14 +171,24 @@ void count_up(Tensor& counter) {
 }
 
 void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const Tensor& lr, double momentum,
-              double weight_decay) {
+              double weight_decay, Tensor* bf16_copy) {
   require_f32("sgd_step", values);
   const int64_t n = values.numel();
   if (n == 0) return;
   // One launch over the whole parameter slab.
   sgd_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
       values.data<float>(), grads.data<float>(), momentum_buf.data<float>(), lr.data<double>(),
-      float(momentum), float(weight_decay), n);
+      float(momentum), float(weight_decay), n,
+      bf16_copy ? reinterpret_cast<uint16_t*>(bf16_copy->data<bf16>()) : nullptr);
+  CUDA_CHECK_LAUNCH();
+}
+
+void round_to_bf16(const Tensor& x, Tensor& y) {
+  require_f32("round_to_bf16", x);
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  round_bf16_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
+      x.data<float>(), reinterpret_cast<uint16_t*>(y.data<bf16>()), n);
   CUDA_CHECK_LAUNCH();
 }
 
