@@ -260,7 +260,8 @@ RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknown
   CAC_CHECK(!sets.empty(), "{}: its split names no unknown classes, so there is nothing to tell the known classes "
             "from: pass --unknown NAME=FOLDER (images of none of the known classes) or --unknown DATASET:PATH", run);
   r.model = load_trained(run, r.c, r.K(), dev);
-  r.forward = std::make_unique<ForwardReplay>(*r.model, o.graph && dev == Device::CUDA);
+  r.forward = std::make_unique<ForwardReplay>(
+      *r.model, o.graph, [run](const std::string& s) { std::fprintf(stderr, "cac_eval: %s: %s\n", run.c_str(), s.c_str()); });
   r.eval_aug.size = r.c.image_size;
   r.eval_aug.mean = r.d.norm.mean;
   r.eval_aug.std = r.d.norm.std;
@@ -274,9 +275,6 @@ RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknown
   const bool features = needs_features(scorers);
   const SetOutputs train = all_outputs(*r.forward, r.d.train, r.eval_aug, dev, o.workers, run + ": training images",
                                        features);
-  if (!r.forward->failure().empty())
-    std::fprintf(stderr, "cac_eval: %s: CUDA graphs: recording the forward failed, running eagerly: %s\n", run.c_str(),
-                 r.forward->failure().c_str());
   if (o.scores == "all" && r.deploy != Scorer::Mahalanobis && features && train.size(r.K()) <= size_t(train.dim)) {
     // Mahalanobis needs a covariance of full rank: more training images than feature dimensions.
     std::fprintf(stderr, "cac_eval: %s: no mahalanobis score: %zu training images for %d feature dimensions (ask "

@@ -10,6 +10,7 @@ namespace cac {
 struct ForwardReplay::Impl {
   OpenSetClassifier& model;
   bool on;
+  std::function<void(const std::string&)> note;
   int warmup;
   std::map<Shape, int> seen;  // eager batches of each shape
   std::unique_ptr<cuda::RecordedWork> work;
@@ -30,6 +31,7 @@ struct ForwardReplay::Impl {
       return true;
     } catch (const std::exception& e) {
       failure = e.what();
+      if (note) note("CUDA graphs: recording the forward failed, running eagerly from now on: " + failure);
       output = {};
       input = Tensor();
       return false;
@@ -37,8 +39,9 @@ struct ForwardReplay::Impl {
   }
 };
 
-ForwardReplay::ForwardReplay(OpenSetClassifier& model, bool on, int warmup)
-    : impl_(std::make_unique<Impl>(Impl{model, on, std::max(0, warmup), {}, nullptr, {}, {}, {}, 0})) {}
+ForwardReplay::ForwardReplay(OpenSetClassifier& model, bool on, std::function<void(const std::string&)> note,
+                             int warmup)
+    : impl_(std::make_unique<Impl>(Impl{model, on, std::move(note), std::max(0, warmup), {}, nullptr, {}, {}, {}, 0})) {}
 ForwardReplay::~ForwardReplay() = default;
 
 OpenSetClassifier::Outputs ForwardReplay::outputs(const Tensor& images) {

@@ -3,7 +3,9 @@
 // from a CUDA graph, as the Trainer does for validation: cac_eval's passes over its sets. After
 // `warmup` eager batches of a shape the forward is recorded once; later batches of that shape are
 // copied into the graph's input and replayed; other shapes (a set's smaller last batch) run
-// eagerly. Off, on the CPU, or after a failed recording (failure() says why): eager throughout.
+// eagerly. Off, on the CPU, or after a failed recording (`note` hears why; failure() keeps it):
+// eager throughout.
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -13,7 +15,8 @@ namespace cac {
 
 class ForwardReplay {
  public:
-  ForwardReplay(OpenSetClassifier& model, bool on, int warmup = 2);
+  ForwardReplay(OpenSetClassifier& model, bool on, std::function<void(const std::string&)> note = {},
+                int warmup = 2);
   ~ForwardReplay();
   ForwardReplay(const ForwardReplay&) = delete;
   ForwardReplay& operator=(const ForwardReplay&) = delete;

@@ -592,7 +592,7 @@ TEST(CudaGraph, ReplayedForwardEqualsTheEagerForward) {
   REQUIRE_GPU();
   auto model = make_classifier32(Classifier32Config{}, 6, 10.0, false);
   model->to(Device::CUDA);
-  ForwardReplay replayed(*model, true, 2), eager(*model, false);
+  ForwardReplay replayed(*model, true, [](const std::string& s) { ADD_FAILURE() << s; }, 2), eager(*model, false);
   Generator gen(5);
   for (int s = 0; s < 6; ++s) {
     const int b = s == 5 ? 9 : 64;

@@ -305,7 +305,7 @@ TEST(Graphs, OnTheCpuAskingForGraphsChangesNothing) {
   EXPECT_EQ(tb.loss_parts.to_vector<float>(), ta.loss_parts.to_vector<float>());
   const GraphCounts c = asked.graph_counts();
   EXPECT_EQ(c.recorded + c.replayed + c.eager, 0);
-  ForwardReplay fwd(*b, true, 0);
+  ForwardReplay fwd(*b, true, {}, 0);
   const std::vector<float> z = fwd.outputs(images).logits.to_vector<float>();
   NoGradGuard no_grad;
   a->eval();
