@@ -112,6 +112,12 @@ say "== training step, batch 128, 32x32x3: classifier32 and ResNet-18, cac and P
     timeout 120 $build/bench/cac_bench step --arch $arch --device cuda --channels 3 --iters 50 --warmup 10 --no-tf32
     timeout 120 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3
     timeout 120 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3 --no-tf32
+    # The PyTorch user's fast settings (issue 25): bf16 autocast + channels-last, eager, CUDA graph,
+    # torch.compile (each refused, saying why, where this PyTorch cannot run it).
+    for mode in eager graph compile; do
+      timeout 300 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3 --amp bf16 \
+        --channels-last --mode $mode
+    done
   done
 } >"$out/bench-step.txt" 2>&1
 tee -a "$summary" <"$out/bench-step.txt"

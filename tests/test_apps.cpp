@@ -1285,6 +1285,29 @@ TEST(TorchTrain, PeerRunsTheProtocolOnTinyDataOnTheCpu) {
   EXPECT_NE(out.find("the same number of stages"), std::string::npos) << out;
 }
 
+// The step comparison's PyTorch side (bench/torch_step.py) in the settings gpu-check times, with tiny
+// sizes on the CPU: fp32 and bf16 autocast + channels-last give a finite loss and a result line;
+// modes the CPU or this PyTorch cannot run are refused in words (exit 2).
+TEST(TorchStep, FastSettingsRunOrAreRefusedInWords) {
+  const std::string py = python_with_torch();
+  if (py.empty()) GTEST_SKIP() << "no python3 here can import torch (scripts/install-deps.sh --with-torch)";
+  const std::string script = std::string(CAC_SOURCE_DIR) + "/bench/torch_step.py --device cpu --batch 4 --iters 1 --warmup 1";
+  for (const char* extra : {"", " --amp bf16 --channels-last"}) {
+    auto [rc, out] = run_cmd(py + " " + script + extra);
+    ASSERT_EQ(rc, 0) << extra << "\n" << out;
+    const size_t at = out.find("result: ");
+    ASSERT_NE(at, std::string::npos) << out;
+    const auto r = nlohmann::json::parse(out.substr(at + 8, out.find('\n', at) - at - 8));
+    EXPECT_EQ(r["amp"], std::string(extra).empty() ? "none" : "bf16");
+    EXPECT_EQ(r["channels_last"], !std::string(extra).empty());
+    EXPECT_TRUE(std::isfinite(r["loss"].get<double>())) << out;
+    EXPECT_GT(r["images_per_s"].get<double>(), 0.0);
+  }
+  auto [rc, out] = run_cmd(py + " " + script + " --mode graph");
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("--mode graph records CUDA work: add --device cuda"), std::string::npos) << out;
+}
+
 // Your own data: an image folder with a named split, through cac_train and cac_eval.
 TEST(ImageFolder, TrainAndEvaluateOwnData) {
   Dir d;
