@@ -19,6 +19,7 @@
 #include "core/cuda/check.h"  // the check macros exist only in CUDA builds
 #endif
 #include "kernels/batchnorm.h"
+#include "kernels/batchnorm_nhwc.h"
 #include "kernels/batchnorm_paths.h"
 #include "kernels/elementwise.h"
 #include "layers/ops.h"
@@ -608,6 +609,62 @@ TEST(CudaGraph, ReplayedForwardEqualsTheEagerForward) {
   EXPECT_EQ(replayed.failure(), "");
   EXPECT_EQ(replayed.replayed(), 3);  // batches 2, 3, 4
   EXPECT_EQ(eager.replayed(), 0);
+}
+
+// Issue 25's channels-last bf16 batch norm + LeakyReLU against its CPU twin at the network shapes
+// (classifier32's conv1-3 and conv4-6 activations, ResNet-18's last stage) and odd ones (odd C: one
+// channel per thread). bf16 outputs within one bf16 step (2^-7 relative: the GPU's float statistics
+// can move a value across a rounding boundary) plus 2^-12 of the largest value; statistics and
+// parameter gradients to the float32 tolerance of their reduction length. The backward gets the
+// twin's statistics on both sides.
+TEST(CudaBatchNormNhwc, MatchesTheBf16TwinAtTheNetworkShapes) {
+  REQUIRE_GPU();
+  const std::vector<Shape> shapes = {{128, 32, 32, 64}, {128, 16, 16, 128}, {128, 4, 4, 512}, {4, 5, 3, 5}, {2, 3, 3, 3}};
+  for (const Shape& s : shapes) {
+    SCOPED_TRACE(shape_str(s));
+    const int64_t C = s[3], M = shape_numel(s) / C;
+    Generator gen(static_cast<uint64_t>(C));
+    auto values = [&](const Shape& shape, double mean, double spread) {
+      std::vector<float> v(static_cast<size_t>(shape_numel(shape)));
+      for (auto& e : v) e = float(mean + spread * gen.normal());
+      return Tensor::from_vector(v, shape);
+    };
+    const Tensor x = values(s, 0.5, 1.0).to(DType::BF16), gy = values(s, 0.0, 1.0).to(DType::BF16);
+    const Tensor gamma = values({C}, 1.0, 0.3), beta = values({C}, 0.0, 0.3);
+    const kernels::BnActivation act{true, 0.2};
+    Tensor rm_c = Tensor::zeros({C}), rv_c = Tensor::full({C}, 1.0), y_c = Tensor::empty(s, DType::BF16);
+    Tensor m_c = Tensor::empty({C}), is_c = Tensor::empty({C});
+    kernels::batchnorm_nhwc_forward_train(x, gamma, beta, rm_c, rv_c, 0.1, 1e-5, act, y_c, m_c, is_c);
+    auto dev = [](const Tensor& t) { return t.to(Device::CUDA); };
+    Tensor rm = dev(Tensor::zeros({C})), rv = dev(Tensor::full({C}, 1.0)), y = Tensor::empty(s, DType::BF16, Device::CUDA);
+    Tensor m = Tensor::empty({C}, DType::F32, Device::CUDA), is = Tensor::empty({C}, DType::F32, Device::CUDA);
+    kernels::batchnorm_nhwc_forward_train(dev(x), dev(gamma), dev(beta), rm, rv, 0.1, 1e-5, act, y, m, is);
+    const Tolerance stats = f32_tolerance(M);
+    expect_close(m, m_c, stats, "mean");
+    expect_close(is, is_c, stats, "invstd");
+    expect_close(rm, rm_c, stats, "running mean");
+    expect_close(rv, rv_c, stats, "running var");
+    auto expect_bf16_close = [](const Tensor& got, const Tensor& ref, const char* what) {
+      const std::vector<double> a = got.to(DType::F64).to_vector<double>(), r = ref.to(DType::F64).to_vector<double>();
+      double largest = 0;
+      for (double v : r) largest = std::max(largest, std::abs(v));
+      int bad = 0;
+      for (size_t i = 0; i < r.size(); ++i)
+        bad += !(std::abs(a[i] - r[i]) <= std::ldexp(std::abs(r[i]), -7) + std::ldexp(largest, -12));
+      EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << r.size() << " elements";
+    };
+    expect_bf16_close(y, y_c, "y");
+    Tensor gx_c = Tensor::empty(s, DType::BF16), gg_c = Tensor::empty({C}), gb_c = Tensor::empty({C});
+    kernels::batchnorm_nhwc_backward(x, gamma, beta, m_c, is_c, gy, act, gx_c, gg_c, gb_c);
+    Tensor gx = Tensor::empty(s, DType::BF16, Device::CUDA), gg = Tensor::empty({C}, DType::F32, Device::CUDA),
+           gb = Tensor::empty({C}, DType::F32, Device::CUDA);
+    kernels::batchnorm_nhwc_backward(dev(x), dev(gamma), dev(beta), dev(m_c), dev(is_c), dev(gy), act, gx, gg, gb);
+    expect_bf16_close(gx, gx_c, "gx");
+    double scale = 0;
+    for (float v : gg_c.to_vector<float>()) scale = std::max(scale, double(std::abs(v)));
+    expect_close(gg, gg_c, Tolerance{stats.atol * scale, stats.rtol}, "ggamma");
+    expect_close(gb, gb_c, Tolerance{stats.atol * std::sqrt(double(M)), stats.rtol}, "gbeta");
+  }
 }
 
 // An encoder that makes the host wait for the GPU in training (a read-back): the step cannot be

@@ -17,6 +17,7 @@
 #include "core/rng.h"
 #include "core/parameter_store.h"
 #include "kernels/batchnorm.h"
+#include "kernels/batchnorm_nhwc.h"
 #include "kernels/batchnorm_paths.h"
 #include "kernels/elementwise.h"
 #include "kernels/losses.h"
@@ -218,6 +219,77 @@ TEST(BatchNorm, FusedLeakyReluMatchesTheUnfusedPair) {
     for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(gw1[i], gw2[i], 1e-12);
     EXPECT_EQ(a.running_var.to_vector<double>(), b.running_var.to_vector<double>());
   }
+}
+
+// The channels-last bf16 batch norm's CPU twin (issue 25) against the float32 NCHW twin (itself
+// checked against PyTorch's rule and by finite differences): on the same bf16-valued inputs, its
+// statistics are the float32 twin's (both sum in double) and each output is the float32 output
+// rounded to bf16 once: within one bf16 step of it (2^-7 relative; the two evaluate the affine with
+// and without a fused multiply-add, which can move a value across a rounding boundary), plus, for
+// gx, 2^-12 of its largest value where a small result is the difference of larger terms.
+TEST(BatchNormNhwc, Bf16TwinIsTheFloat32TwinRoundedOnce) {
+  const int64_t N = 3, H = 5, W = 4;
+  for (int64_t C : {6, 5})
+    for (bool leaky : {true, false}) {
+      SCOPED_TRACE("C " + std::to_string(C) + (leaky ? " leaky" : ""));
+      Generator gen(uint64_t(C) * 2 + leaky);
+      auto bf16_values = [&](int64_t n, double mean) {
+        std::vector<float> v(static_cast<size_t>(n));
+        for (auto& e : v) e = round_bf16(float(mean + gen.normal()));
+        return v;
+      };
+      const std::vector<float> xv = bf16_values(N * H * W * C, 0.7), gv = bf16_values(N * H * W * C, 0.0);
+      auto nhwc = [&](const std::vector<float>& v) { return Tensor::from_vector(v, {N, H, W, C}).to(DType::BF16); };
+      auto nchw = [&](const std::vector<float>& v) {  // the same values in NCHW order
+        std::vector<float> o(v.size());
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t i = 0; i < H * W; ++i)
+            for (int64_t c = 0; c < C; ++c) o[size_t((n * C + c) * H * W + i)] = v[size_t((n * H * W + i) * C + c)];
+        return Tensor::from_vector(o, {N, C, H, W});
+      };
+      auto channel = [&](double base) {
+        std::vector<float> v(static_cast<size_t>(C));
+        for (auto& e : v) e = float(base + 0.3 * gen.normal());
+        return Tensor::from_vector(v, {C});
+      };
+      const Tensor gamma = channel(1.0), beta = channel(0.1);
+      const kernels::BnActivation act{leaky, 0.2};
+      Tensor rm16 = Tensor::zeros({C}), rv16 = Tensor::full({C}, 1.0), rm32 = rm16.clone(), rv32 = rv16.clone();
+      Tensor y16 = Tensor::empty({N, H, W, C}, DType::BF16), y32 = Tensor::empty({N, C, H, W});
+      Tensor m16 = Tensor::empty({C}), i16 = Tensor::empty({C}), m32 = Tensor::empty({C}), i32 = Tensor::empty({C});
+      const Tensor x16 = nhwc(xv), x32 = nchw(xv);
+      kernels::batchnorm_nhwc_forward_train(x16, gamma, beta, rm16, rv16, 0.1, 1e-5, act, y16, m16, i16);
+      kernels::batchnorm_forward_train(x32, gamma, beta, rm32, rv32, 0.1, 1e-5, act, y32, m32, i32);
+      for (const auto& [a, b] : {std::pair<Tensor, Tensor>{m16, m32}, {i16, i32}, {rm16, rm32}, {rv16, rv32}}) {
+        const std::vector<float> u = a.to_vector<float>(), v = b.to_vector<float>();
+        for (size_t c = 0; c < u.size(); ++c) EXPECT_NEAR(u[c], v[c], 1e-6 * std::abs(v[c]) + 1e-7) << c;
+      }
+      auto within = [&](const Tensor& got16, const Tensor& ref32, double floor, const char* what) {
+        const std::vector<float> got = nchw(got16.to(DType::F32).to_vector<float>()).to_vector<float>();
+        const std::vector<float> ref = ref32.to_vector<float>();
+        double largest = 0;
+        for (float r : ref) largest = std::max(largest, double(std::abs(r)));
+        int bad = 0;
+        for (size_t i = 0; i < ref.size(); ++i)
+          bad += std::abs(got[i] - ref[i]) > std::ldexp(std::abs(ref[i]), -7) + floor * largest;
+        EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << ref.size();
+      };
+      within(y16, y32, 0, "y");
+      Tensor gx16 = Tensor::empty({N, H, W, C}, DType::BF16), gx32 = Tensor::empty({N, C, H, W});
+      Tensor gg16 = Tensor::empty({C}), gb16 = Tensor::empty({C}), gg32 = Tensor::empty({C}), gb32 = Tensor::empty({C});
+      kernels::batchnorm_nhwc_backward(x16, gamma, beta, m16, i16, nhwc(gv), act, gx16, gg16, gb16);
+      kernels::batchnorm_backward(x32, gamma, beta, m32, i32, nchw(gv), act, true, &gx32, gg32, gb32);
+      within(gx16, gx32, std::ldexp(1.0, -12), "gx");
+      for (const auto& [a, b] : {std::pair<Tensor, Tensor>{gg16, gg32}, {gb16, gb32}}) {
+        const std::vector<float> u = a.to_vector<float>(), v = b.to_vector<float>();
+        for (size_t c = 0; c < u.size(); ++c) EXPECT_NEAR(u[c], v[c], 1e-5 * (std::abs(v[c]) + 1)) << c;
+      }
+    }
+  Tensor x = Tensor::empty({2, 2, 2, 4}, DType::BF16), y = Tensor::empty({2, 2, 2, 4}, DType::BF16), c4 = Tensor::zeros({4});
+  Tensor c3 = Tensor::zeros({3}), m = Tensor::zeros({4}), s = Tensor::zeros({4});
+  EXPECT_THROW(kernels::batchnorm_nhwc_forward_train(x, c3, c4, m, s, 0.1, 1e-5, {}, y, m, s), Error);
+  Tensor yf = Tensor::empty({2, 2, 2, 4});
+  EXPECT_THROW(kernels::batchnorm_nhwc_forward_train(x, c4, c4, m, s, 0.1, 1e-5, {}, yf, m, s), Error);
 }
 
 TEST(Dropout2d, DropsWholeChannelsAndScales) {
