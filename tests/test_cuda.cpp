@@ -22,6 +22,7 @@
 #include "kernels/batchnorm_nhwc.h"
 #include "kernels/batchnorm_paths.h"
 #include "kernels/elementwise.h"
+#include "kernels/layout.h"
 #include "layers/ops.h"
 #include "models/forward_replay.h"
 #include "models/resnet18.h"
@@ -609,6 +610,31 @@ TEST(CudaGraph, ReplayedForwardEqualsTheEagerForward) {
   EXPECT_EQ(replayed.failure(), "");
   EXPECT_EQ(replayed.replayed(), 3);  // batches 2, 3, 4
   EXPECT_EQ(eager.replayed(), 0);
+}
+
+// The layout changes of issue 25's stack against their CPU twins, bit for bit (data movement and one
+// rounding to nearest-even): the network input, an activation, a weight [K, C, R, S], odd sizes
+// (partial tiles in both directions).
+TEST(CudaLayout, ChannelsLastBf16AndBackMatchTheTwinsBitForBit) {
+  REQUIRE_GPU();
+  for (const Shape& s : std::vector<Shape>{{128, 3, 32, 32}, {128, 64, 32, 32}, {64, 64, 3, 3}, {3, 5, 7, 33}}) {
+    SCOPED_TRACE(shape_str(s));
+    Generator gen(static_cast<uint64_t>(s[1]));
+    std::vector<float> v(static_cast<size_t>(shape_numel(s)));
+    for (auto& e : v) e = float(gen.normal());
+    const Tensor x = Tensor::from_vector(v, s);
+    const Shape nhwc{s[0], s[2], s[3], s[1]};
+    Tensor y_c = Tensor::empty(nhwc, DType::BF16), y = Tensor::empty(nhwc, DType::BF16, Device::CUDA);
+    kernels::nchw_to_nhwc_bf16(x, y_c);
+    kernels::nchw_to_nhwc_bf16(x.to(Device::CUDA), y);
+    const Tensor y_h = y.to(Device::CPU);
+    EXPECT_EQ(std::memcmp(y_h.raw(), y_c.raw(), y_c.nbytes()), 0) << "to channels-last bf16";
+    Tensor b_c = Tensor::empty(s), b = Tensor::empty(s, DType::F32, Device::CUDA);
+    kernels::nhwc_bf16_to_nchw(y_c, b_c);
+    kernels::nhwc_bf16_to_nchw(y, b);
+    const Tensor b_h = b.to(Device::CPU);
+    EXPECT_EQ(std::memcmp(b_h.raw(), b_c.raw(), b_c.nbytes()), 0) << "back to float32 NCHW";
+  }
 }
 
 // Issue 25's channels-last bf16 batch norm + LeakyReLU against its CPU twin at the network shapes

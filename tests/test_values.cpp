@@ -20,6 +20,7 @@
 #include "kernels/batchnorm_nhwc.h"
 #include "kernels/batchnorm_paths.h"
 #include "kernels/elementwise.h"
+#include "kernels/layout.h"
 #include "kernels/losses.h"
 #include "layers/module.h"
 #include "layers/ops.h"
@@ -290,6 +291,22 @@ TEST(BatchNormNhwc, Bf16TwinIsTheFloat32TwinRoundedOnce) {
   EXPECT_THROW(kernels::batchnorm_nhwc_forward_train(x, c3, c4, m, s, 0.1, 1e-5, {}, y, m, s), Error);
   Tensor yf = Tensor::empty({2, 2, 2, 4});
   EXPECT_THROW(kernels::batchnorm_nhwc_forward_train(x, c4, c4, m, s, 0.1, 1e-5, {}, yf, m, s), Error);
+}
+
+// The mixed-precision stack's edges (issue 25): NCHW float32 to channels-last bf16 by hand (order
+// and the one rounding: 6 + 2^-7 is nearer 6 than the next bf16, 6.03125), and back exactly.
+TEST(Layout, ChannelsLastBf16AndBackByHand) {
+  const Tensor x = Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6.0078125f}, {1, 2, 1, 3});
+  Tensor y = Tensor::empty({1, 1, 3, 2}, DType::BF16);
+  kernels::nchw_to_nhwc_bf16(x, y);
+  EXPECT_EQ(y.to(DType::F32).to_vector<float>(), (std::vector<float>{1, 4, 2, 5, 3, 6}));
+  Tensor back = Tensor::empty({1, 2, 1, 3});
+  kernels::nhwc_bf16_to_nchw(y, back);
+  EXPECT_EQ(back.to_vector<float>(), (std::vector<float>{1, 2, 3, 4, 5, 6}));
+  Tensor wrong = Tensor::empty({1, 1, 2, 3}, DType::BF16);
+  EXPECT_THROW(kernels::nchw_to_nhwc_bf16(x, wrong), Error);
+  Tensor f32 = Tensor::empty({1, 1, 3, 2});
+  EXPECT_THROW(kernels::nchw_to_nhwc_bf16(x, f32), Error);
 }
 
 TEST(Dropout2d, DropsWholeChannelsAndScales) {
