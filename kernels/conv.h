@@ -1,5 +1,8 @@
 #pragma once
 // 2-D convolution (NCHW, OIHW weights, square stride/padding) and the linear layer.
+// The convolutions also take bf16 channels-last tensors (issue 25's mixed precision): x [N, H, W, C],
+// w [O, KH, KW, C], y [N, HO, WO, O], all bf16, no bias; each output is the float32 result
+// (float32 accumulation, as cuDNN's bf16 convolutions with float compute) rounded to bf16 once.
 #include "kernels/dispatch.h"
 
 namespace cac::kernels {

@@ -21,6 +21,7 @@
 #include "kernels/batchnorm.h"
 #include "kernels/batchnorm_nhwc.h"
 #include "kernels/batchnorm_paths.h"
+#include "kernels/conv.h"
 #include "kernels/elementwise.h"
 #include "kernels/layout.h"
 #include "layers/ops.h"
@@ -610,6 +611,53 @@ TEST(CudaGraph, ReplayedForwardEqualsTheEagerForward) {
   EXPECT_EQ(replayed.failure(), "");
   EXPECT_EQ(replayed.replayed(), 3);  // batches 2, 3, 4
   EXPECT_EQ(eager.replayed(), 0);
+}
+
+// cuDNN's bf16 channels-last convolutions (float32 compute on tensor cores) against the CPU twin at
+// classifier32's shapes and a ResNet-18 shortcut: forward, input and weight gradients. Both round
+// float32 sums of exact bf16 products once; the sums' orders differ, so each value is within one bf16
+// step (2^-7 relative) plus the float32 tolerance of its reduction length (C*KH*KW, O*KH*KW, or
+// N*HO*WO for the weight gradient) times the largest value.
+TEST(CudaConv, Bf16ChannelsLastMatchesTheTwin) {
+  REQUIRE_GPU();
+  struct Case {
+    Shape x;
+    int out, k, stride, pad;
+  };
+  for (const Case& c : std::vector<Case>{{{128, 32, 32, 3}, 64, 3, 1, 1}, {{128, 32, 32, 64}, 128, 3, 2, 1},
+                                         {{128, 8, 8, 128}, 128, 3, 2, 1}, {{4, 32, 32, 64}, 128, 1, 2, 0}}) {
+    SCOPED_TRACE(shape_str(c.x));
+    Generator gen(static_cast<uint64_t>(c.out + c.k));
+    auto values = [&](const Shape& s) {
+      std::vector<float> v(static_cast<size_t>(shape_numel(s)));
+      for (auto& e : v) e = float(gen.normal());
+      return Tensor::from_vector(v, s).to(DType::BF16);
+    };
+    const int64_t C = c.x[3], HO = (c.x[1] + 2 * c.pad - c.k) / c.stride + 1, WO = (c.x[2] + 2 * c.pad - c.k) / c.stride + 1;
+    const Tensor x = values(c.x), w = values({c.out, c.k, c.k, C}), gy = values({c.x[0], HO, WO, c.out});
+    const kernels::ConvGeometry g{c.stride, c.pad};
+    Tensor y_c = Tensor::empty(gy.shape(), DType::BF16), gx_c = Tensor::empty(x.shape(), DType::BF16),
+           gw_c = Tensor::empty(w.shape(), DType::BF16);
+    kernels::conv2d_forward(x, w, Tensor(), g, y_c);
+    kernels::conv2d_backward(x, w, gy, g, &gx_c, &gw_c, nullptr);
+    auto dev = [](const Tensor& t) { return t.to(Device::CUDA); };
+    Tensor y = Tensor::empty(gy.shape(), DType::BF16, Device::CUDA), gx = Tensor::empty(x.shape(), DType::BF16, Device::CUDA),
+           gw = Tensor::empty(w.shape(), DType::BF16, Device::CUDA);
+    kernels::conv2d_forward(dev(x), dev(w), Tensor(), g, y);
+    kernels::conv2d_backward(dev(x), dev(w), dev(gy), g, &gx, &gw, nullptr);
+    auto expect_within = [](const Tensor& got, const Tensor& ref, int64_t length, const char* what) {
+      const std::vector<double> a = got.to(DType::F64).to_vector<double>(), r = ref.to(DType::F64).to_vector<double>();
+      double largest = 0;
+      for (double v : r) largest = std::max(largest, std::abs(v));
+      const double floor = f32_tolerance(length).rtol * largest;
+      int bad = 0;
+      for (size_t i = 0; i < r.size(); ++i) bad += !(std::abs(a[i] - r[i]) <= std::ldexp(std::abs(r[i]), -7) + floor);
+      EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << r.size() << " elements";
+    };
+    expect_within(y, y_c, C * c.k * c.k, "y");
+    expect_within(gx, gx_c, int64_t(c.out) * c.k * c.k, "gx");
+    expect_within(gw, gw_c, c.x[0] * HO * WO, "gw");
+  }
 }
 
 // The layout changes of issue 25's stack against their CPU twins, bit for bit (data movement and one

@@ -19,6 +19,7 @@
 #include "kernels/batchnorm.h"
 #include "kernels/batchnorm_nhwc.h"
 #include "kernels/batchnorm_paths.h"
+#include "kernels/conv.h"
 #include "kernels/elementwise.h"
 #include "kernels/layout.h"
 #include "kernels/losses.h"
@@ -291,6 +292,59 @@ TEST(BatchNormNhwc, Bf16TwinIsTheFloat32TwinRoundedOnce) {
   EXPECT_THROW(kernels::batchnorm_nhwc_forward_train(x, c3, c4, m, s, 0.1, 1e-5, {}, y, m, s), Error);
   Tensor yf = Tensor::empty({2, 2, 2, 4});
   EXPECT_THROW(kernels::batchnorm_nhwc_forward_train(x, c4, c4, m, s, 0.1, 1e-5, {}, yf, m, s), Error);
+}
+
+// bf16 channels-last convolutions (issue 25) against a direct convolution written here in double
+// over the channels-last indices: forward, input gradient and weight gradient each within one bf16
+// step (2^-7 relative; the twin sums in float32, which can move a value across a rounding
+// boundary) plus 2^-12 of the largest value (results that cancel towards zero).
+TEST(Conv2d, Bf16ChannelsLastMatchesADirectConvolution) {
+  const int N = 2, H = 5, W = 6, C = 3, O = 4, K = 3, S = 2, P = 1, HO = (H + 2 * P - K) / S + 1, WO = (W + 2 * P - K) / S + 1;
+  Generator gen(17);
+  auto values = [&](int64_t n) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto& e : v) e = round_bf16(float(gen.normal()));
+    return v;
+  };
+  const std::vector<float> xv = values(N * H * W * C), wv = values(O * K * K * C), gv = values(N * HO * WO * O);
+  auto X = [&](int n, int h, int w, int c) { return double(xv[size_t(((n * H + h) * W + w) * C + c)]); };
+  auto Wt = [&](int o, int i, int j, int c) { return double(wv[size_t(((o * K + i) * K + j) * C + c)]); };
+  auto G = [&](int n, int h, int w, int o) { return double(gv[size_t(((n * HO + h) * WO + w) * O + o)]); };
+  std::vector<double> y(size_t(N * HO * WO * O), 0.0), gx(xv.size(), 0.0), gw(wv.size(), 0.0);
+  for (int n = 0; n < N; ++n)
+    for (int a = 0; a < HO; ++a)
+      for (int b = 0; b < WO; ++b)
+        for (int o = 0; o < O; ++o)
+          for (int i = 0; i < K; ++i)
+            for (int j = 0; j < K; ++j)
+              for (int c = 0; c < C; ++c) {
+                const int h = a * S - P + i, w = b * S - P + j;
+                if (h < 0 || h >= H || w < 0 || w >= W) continue;
+                y[size_t(((n * HO + a) * WO + b) * O + o)] += X(n, h, w, c) * Wt(o, i, j, c);
+                gx[size_t(((n * H + h) * W + w) * C + c)] += G(n, a, b, o) * Wt(o, i, j, c);
+                gw[size_t(((o * K + i) * K + j) * C + c)] += G(n, a, b, o) * X(n, h, w, c);
+              }
+  auto bf = [](const std::vector<float>& v, Shape s) { return Tensor::from_vector(v, s).to(DType::BF16); };
+  const Tensor x = bf(xv, {N, H, W, C}), w = bf(wv, {O, K, K, C}), gy = bf(gv, {N, HO, WO, O});
+  Tensor y16 = Tensor::empty({N, HO, WO, O}, DType::BF16), gx16 = Tensor::empty(x.shape(), DType::BF16),
+         gw16 = Tensor::empty(w.shape(), DType::BF16);
+  kernels::conv2d_forward(x, w, Tensor(), {S, P}, y16);
+  kernels::conv2d_backward(x, w, gy, {S, P}, &gx16, &gw16, nullptr);
+  auto expect_within = [](const Tensor& got, const std::vector<double>& ref, const char* what) {
+    const std::vector<float> g = got.to(DType::F32).to_vector<float>();
+    double largest = 0;
+    for (double r : ref) largest = std::max(largest, std::abs(r));
+    ASSERT_GT(largest, 0) << what;
+    for (size_t i = 0; i < ref.size(); ++i)
+      EXPECT_LE(std::abs(g[i] - ref[i]), std::ldexp(std::abs(ref[i]), -7) + std::ldexp(largest, -12)) << what << " " << i;
+  };
+  expect_within(y16, y, "y");
+  expect_within(gx16, gx, "gx");
+  expect_within(gw16, gw, "gw");
+  Tensor bias = Tensor::zeros({O});
+  EXPECT_THROW(kernels::conv2d_forward(x, w, bias, {S, P}, y16), Error);
+  Tensor y32 = Tensor::empty({N, HO, WO, O});
+  EXPECT_THROW(kernels::conv2d_forward(x, w, Tensor(), {S, P}, y32), Error);
 }
 
 // The mixed-precision stack's edges (issue 25): NCHW float32 to channels-last bf16 by hand (order

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/conv.h"
+#include "kernels/layout.h"
 #include "kernels/cpu/blas.h"
 
 namespace cac::kernels::cpu {
@@ -185,9 +186,24 @@ void conv_backward(const Tensor& x, const Tensor& w, const Tensor& gy, const Dim
   }
 }
 
+// bf16 channels-last (kernels/conv.h): the float32 twin on the same values in NCHW, each output
+// rounded to bf16 once and put back channels-last.
+Tensor nchw_f32(const Tensor& nhwc) {
+  Tensor out = Tensor::empty({nhwc.dim(0), nhwc.dim(3), nhwc.dim(1), nhwc.dim(2)});
+  cpu::nhwc_bf16_to_nchw(nhwc, out);
+  return out;
+}
+void store_nhwc_bf16(const Tensor& nchw, Tensor& out) { cpu::nchw_to_nhwc_bf16(nchw, out); }
+Tensor nchw_like(const Tensor& nhwc) { return Tensor::empty({nhwc.dim(0), nhwc.dim(3), nhwc.dim(1), nhwc.dim(2)}); }
+
 }  // namespace
 
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, ConvGeometry g, Tensor& y) {
+  if (x.dtype() == DType::BF16) {
+    Tensor y32 = nchw_like(y);
+    cpu::conv2d_forward(nchw_f32(x), nchw_f32(w), bias, g, y32);
+    return store_nhwc_bf16(y32, y);
+  }
   Dims d = dims_of(x, w, g);
   dispatch_floating("conv2d", x.dtype(), [&](auto tag) {
     conv_forward<decltype(tag)>(x, w, bias, d, y);
@@ -196,6 +212,14 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, ConvGe
 
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& gy, ConvGeometry g, Tensor* gx,
                      Tensor* gw, Tensor* gbias) {
+  if (x.dtype() == DType::BF16) {
+    Tensor gx32 = gx ? nchw_like(*gx) : Tensor(), gw32 = gw ? nchw_like(*gw) : Tensor();
+    cpu::conv2d_backward(nchw_f32(x), nchw_f32(w), nchw_f32(gy), g, gx ? &gx32 : nullptr, gw ? &gw32 : nullptr,
+                         nullptr);
+    if (gx) store_nhwc_bf16(gx32, *gx);
+    if (gw) store_nhwc_bf16(gw32, *gw);
+    return;
+  }
   Dims d = dims_of(x, w, g);
   dispatch_floating("conv2d_backward", x.dtype(), [&](auto tag) {
     conv_backward<decltype(tag)>(x, w, gy, d, gx, gw, gbias);

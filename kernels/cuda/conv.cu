@@ -1,6 +1,7 @@
 // CUDA versions of kernels/conv.h: convolutions through cuDNN (algorithm chosen once per shape by
 // measurement under a workspace cap, cached, with a heuristic fallback) and the linear layer
-// through cuBLAS (row-major handled by swapping operands, no transposed copies).
+// through cuBLAS (row-major handled by swapping operands, no transposed copies). bf16 convolutions
+// (kernels/conv.h) are cuDNN's NHWC bf16 ones with float32 compute on tensor cores.
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -17,11 +18,13 @@ namespace cac::kernels::cuda {
 namespace {
 
 // ---- RAII descriptors -------------------------------------------------------------------------
+// Float32 NCHW, or bf16 channels-last (`bf16`); dimensions are given in N, C, H, W order either way.
 struct TensorDesc {
   cudnnTensorDescriptor_t d = nullptr;
-  TensorDesc(int n, int c, int h, int w) {
+  TensorDesc(int n, int c, int h, int w, bool bf16 = false) {
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&d));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(d, bf16 ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW,
+                                           bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT, n, c, h, w));
   }
   ~TensorDesc() { cudnnDestroyTensorDescriptor(d); }
   TensorDesc(const TensorDesc&) = delete;
@@ -29,9 +32,10 @@ struct TensorDesc {
 };
 struct FilterDesc {
   cudnnFilterDescriptor_t d = nullptr;
-  FilterDesc(int o, int c, int h, int w) {
+  FilterDesc(int o, int c, int h, int w, bool bf16) {
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&d));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(d, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, o, c, h, w));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(d, bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT,
+                                           bf16 ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW, o, c, h, w));
   }
   ~FilterDesc() { cudnnDestroyFilterDescriptor(d); }
   FilterDesc(const FilterDesc&) = delete;
@@ -39,13 +43,14 @@ struct FilterDesc {
 };
 struct ConvDesc {
   cudnnConvolutionDescriptor_t d = nullptr;
-  ConvDesc(int pad, int stride, bool tf32) {
+  ConvDesc(int pad, int stride, bool tf32, bool bf16) {
     CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d));
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d, pad, pad, stride, stride, 1, 1,
                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     // FMA math keeps full float32 (what the tests compare against the CPU twin); TF32 tensor
     // cores are PyTorch's default for cuDNN convolutions and are on unless set_allow_tf32(false).
-    CUDNN_CHECK(cudnnSetConvolutionMathType(d, tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+    // bf16 data runs on tensor cores, accumulating in float32 (the compute type above).
+    CUDNN_CHECK(cudnnSetConvolutionMathType(d, bf16 || tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
   }
   ~ConvDesc() { cudnnDestroyConvolutionDescriptor(d); }
   ConvDesc(const ConvDesc&) = delete;
@@ -53,7 +58,7 @@ struct ConvDesc {
 };
 
 // ---- one plan per shape: descriptors and the three chosen algorithms ----------------------------
-using Key = std::tuple<int, int, int, int, int, int, int, int, int, bool, bool>;
+using Key = std::tuple<int, int, int, int, int, int, int, int, int, bool, bool, bool>;
 
 struct ConvPlan {
   TensorDesc x, y, bias;
@@ -64,22 +69,24 @@ struct ConvPlan {
   cudnnConvolutionBwdDataAlgo_t bwd_data{};
   cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
   size_t fwd_ws = 0, bwd_data_ws = 0, bwd_filter_ws = 0;
-  ConvPlan(int n, int c, int h, int w_, int o, int kh, int kw, int ho, int wo, int pad, int stride, bool tf32)
-      : x(n, c, h, w_), y(n, o, ho, wo), bias(1, o, 1, 1), w(o, c, kh, kw), conv(pad, stride, tf32) {}
+  ConvPlan(int n, int c, int h, int w_, int o, int kh, int kw, int ho, int wo, int pad, int stride, bool tf32,
+           bool bf16)
+      : x(n, c, h, w_, bf16), y(n, o, ho, wo, bf16), bias(1, o, 1, 1), w(o, c, kh, kw, bf16), conv(pad, stride, tf32, bf16) {}
 };
 
 ConvPlan& plan_for(const Tensor& x, const Tensor& w, ConvGeometry g) {
   static std::mutex mu;
   static std::map<Key, std::unique_ptr<ConvPlan>> plans;
-  const int n = int(x.dim(0)), c = int(x.dim(1)), h = int(x.dim(2)), wd = int(x.dim(3));
-  const int o = int(w.dim(0)), kh = int(w.dim(2)), kw = int(w.dim(3));
+  const bool bf16 = x.dtype() == DType::BF16;  // channels-last: x [N, H, W, C], w [O, KH, KW, C]
+  const int n = int(x.dim(0)), c = int(x.dim(bf16 ? 3 : 1)), h = int(x.dim(bf16 ? 1 : 2)), wd = int(x.dim(bf16 ? 2 : 3));
+  const int o = int(w.dim(0)), kh = int(w.dim(bf16 ? 1 : 2)), kw = int(w.dim(bf16 ? 2 : 3));
   const bool tf32 = cac::cuda::allow_tf32();
-  Key key{n, c, h, wd, o, kh, kw, g.stride, g.pad, tf32, cac::cuda::strict_conv_algorithms()};
+  Key key{n, c, h, wd, o, kh, kw, g.stride, g.pad, tf32, cac::cuda::strict_conv_algorithms(), bf16};
   std::lock_guard<std::mutex> lock(mu);
   auto it = plans.find(key);
   if (it != plans.end()) return *it->second;
   const int ho = (h + 2 * g.pad - kh) / g.stride + 1, wo = (wd + 2 * g.pad - kw) / g.stride + 1;
-  auto plan = std::make_unique<ConvPlan>(n, c, h, wd, o, kh, kw, ho, wo, g.pad, g.stride, tf32);
+  auto plan = std::make_unique<ConvPlan>(n, c, h, wd, o, kh, kw, ho, wo, g.pad, g.stride, tf32, bf16);
   return *plans.emplace(key, std::move(plan)).first->second;
 }
 
@@ -132,71 +139,76 @@ void choose_algorithm(bool* have, decltype(Perf{}.algo)* algo, size_t* ws, size_
   *have = true;
 }
 
+void require_conv_dtype(const char* op, const Tensor& x, const Tensor& w) {
+  CAC_CHECK((x.dtype() == DType::F32 || x.dtype() == DType::BF16) && w.dtype() == x.dtype(),
+            "{} (CUDA): f32 NCHW or bf16 channels-last input and weight, got {} and {}", op, x.str(), w.str());
+}
+
 }  // namespace
 
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, ConvGeometry g, Tensor& y) {
-  require_f32("conv2d", x);
+  require_conv_dtype("conv2d", x, w);
   ConvPlan& p = plan_for(x, w, g);
   cudnnHandle_t h = cac::cuda::cudnn();
   const size_t cap = cac::cuda::cudnn_workspace_limit();
   choose_algorithm<cudnnConvolutionFwdAlgoPerf_t>(
       &p.have_fwd, &p.fwd, &p.fwd_ws, cap, "forward", x, w,
       [&](auto* perf, int* count) {
-        return cudnnFindConvolutionForwardAlgorithmEx(h, p.x.d, x.data<float>(), p.w.d, w.data<float>(), p.conv.d,
-                                                      p.y.d, y.data<float>(), 8, count, perf,
+        return cudnnFindConvolutionForwardAlgorithmEx(h, p.x.d, x.raw(), p.w.d, w.raw(), p.conv.d,
+                                                      p.y.d, y.raw(), 8, count, perf,
                                                       cac::cuda::cudnn_workspace(cap), cap);
       },
       [&](auto* perf, int* count) {
         return cudnnGetConvolutionForwardAlgorithm_v7(h, p.x.d, p.w.d, p.conv.d, p.y.d, 8, count, perf);
       });
   const float one = 1.f, zero = 0.f;
-  CUDNN_CHECK(cudnnConvolutionForward(h, &one, p.x.d, x.data<float>(), p.w.d, w.data<float>(), p.conv.d,
+  CUDNN_CHECK(cudnnConvolutionForward(h, &one, p.x.d, x.raw(), p.w.d, w.raw(), p.conv.d,
                                       p.fwd, cac::cuda::cudnn_workspace(p.fwd_ws), p.fwd_ws, &zero,
-                                      p.y.d, y.data<float>()));
+                                      p.y.d, y.raw()));
   if (bias.defined())
-    CUDNN_CHECK(cudnnAddTensor(h, &one, p.bias.d, bias.data<float>(), &one, p.y.d, y.data<float>()));
+    CUDNN_CHECK(cudnnAddTensor(h, &one, p.bias.d, bias.raw(), &one, p.y.d, y.raw()));
 }
 
 void conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& gy, ConvGeometry g, Tensor* gx,
                      Tensor* gw, Tensor* gbias) {
-  require_f32("conv2d_backward", x);
+  require_conv_dtype("conv2d_backward", x, w);
   ConvPlan& p = plan_for(x, w, g);
   cudnnHandle_t h = cac::cuda::cudnn();
   const size_t cap = cac::cuda::cudnn_workspace_limit();
   const float one = 1.f, zero = 0.f;
   if (gbias)
-    CUDNN_CHECK(cudnnConvolutionBackwardBias(h, &one, p.y.d, gy.data<float>(), &zero, p.bias.d,
-                                             gbias->data<float>()));
+    CUDNN_CHECK(cudnnConvolutionBackwardBias(h, &one, p.y.d, gy.raw(), &zero, p.bias.d,
+                                             gbias->raw()));
   if (gx) {
     choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t>(
         &p.have_bwd_data, &p.bwd_data, &p.bwd_data_ws, cap, "backward-data", x, w,
         [&](auto* perf, int* count) {
-          return cudnnFindConvolutionBackwardDataAlgorithmEx(h, p.w.d, w.data<float>(), p.y.d, gy.data<float>(),
-                                                             p.conv.d, p.x.d, gx->data<float>(), 8, count, perf,
+          return cudnnFindConvolutionBackwardDataAlgorithmEx(h, p.w.d, w.raw(), p.y.d, gy.raw(),
+                                                             p.conv.d, p.x.d, gx->raw(), 8, count, perf,
                                                              cac::cuda::cudnn_workspace(cap), cap);
         },
         [&](auto* perf, int* count) {
           return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p.w.d, p.y.d, p.conv.d, p.x.d, 8, count, perf);
         });
-    CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, p.w.d, w.data<float>(), p.y.d, gy.data<float>(),
+    CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, p.w.d, w.raw(), p.y.d, gy.raw(),
                                              p.conv.d, p.bwd_data, cac::cuda::cudnn_workspace(p.bwd_data_ws),
-                                             p.bwd_data_ws, &zero, p.x.d, gx->data<float>()));
+                                             p.bwd_data_ws, &zero, p.x.d, gx->raw()));
   }
   if (gw) {
     choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t>(
         &p.have_bwd_filter, &p.bwd_filter, &p.bwd_filter_ws, cap, "backward-filter", x, w,
         [&](auto* perf, int* count) {
-          return cudnnFindConvolutionBackwardFilterAlgorithmEx(h, p.x.d, x.data<float>(), p.y.d, gy.data<float>(),
-                                                               p.conv.d, p.w.d, gw->data<float>(), 8, count, perf,
+          return cudnnFindConvolutionBackwardFilterAlgorithmEx(h, p.x.d, x.raw(), p.y.d, gy.raw(),
+                                                               p.conv.d, p.w.d, gw->raw(), 8, count, perf,
                                                                cac::cuda::cudnn_workspace(cap), cap);
         },
         [&](auto* perf, int* count) {
           return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p.x.d, p.y.d, p.conv.d, p.w.d, 8, count, perf);
         });
-    CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, p.x.d, x.data<float>(), p.y.d, gy.data<float>(),
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, p.x.d, x.raw(), p.y.d, gy.raw(),
                                                p.conv.d, p.bwd_filter,
                                                cac::cuda::cudnn_workspace(p.bwd_filter_ws), p.bwd_filter_ws,
-                                               &zero, p.w.d, gw->data<float>()));
+                                               &zero, p.w.d, gw->raw()));
   }
 }
 
