@@ -29,6 +29,12 @@ void batchnorm_nhwc_forward_train(const Tensor& x, const Tensor& gamma, const Te
                act, y, save_mean, save_invstd);
 }
 
+void batchnorm_nhwc_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                                 const Tensor& running_var, double eps, BnActivation act, Tensor& y) {
+  check_nhwc("batchnorm_nhwc_forward_eval", x, {&y}, {&gamma, &beta, &running_mean, &running_var});
+  CAC_DISPATCH(x.device(), batchnorm_nhwc_forward_eval, x, gamma, beta, running_mean, running_var, eps, act, y);
+}
+
 void batchnorm_nhwc_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
                              const Tensor& invstd, const Tensor& gy, BnActivation act, Tensor& gx, Tensor& ggamma,
                              Tensor& gbeta) {

@@ -15,6 +15,11 @@ CAC_DECLARE_KERNEL(void batchnorm_nhwc_forward_train(const Tensor& x, const Tens
                                                      Tensor& running_mean, Tensor& running_var, double momentum,
                                                      double eps, BnActivation act, Tensor& y, Tensor& save_mean,
                                                      Tensor& save_invstd))
+// Eval mode: the running statistics normalise (invstd = 1/sqrt(running_var + eps) in float64,
+// rounded to float32), y = bf16(act(x * scale + shift)) as in training.
+CAC_DECLARE_KERNEL(void batchnorm_nhwc_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                                    const Tensor& running_mean, const Tensor& running_var, double eps,
+                                                    BnActivation act, Tensor& y))
 // The training backward (batch statistics): gx = bf16(gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)))
 // with g = gy through the activation's mask; ggamma = sum(g * xhat), gbeta = sum(g) in f32.
 CAC_DECLARE_KERNEL(void batchnorm_nhwc_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta,

@@ -3,7 +3,9 @@
 #include "kernels/batchnorm.h"
 #include "kernels/conv.h"
 #include "kernels/distance.h"
+#include "kernels/batchnorm_nhwc.h"
 #include "kernels/elementwise.h"
+#include "kernels/layout.h"
 #include "kernels/losses.h"
 
 namespace cac::ops {
@@ -30,8 +32,38 @@ void check_labels(const char* op, const Tensor& scores, const Tensor& labels) {
 }  // namespace
 
 // ---- conv2d ---------------------------------------------------------------------------------------
+namespace {
+// conv2d on bf16 channels-last tensors: the same checks in that layout.
+Tensor conv2d_channels_last(const Tensor& x, const Tensor& w, int stride, int pad) {
+  const char* op = "conv2d";
+  check_ndim(op, x, 4, "input");
+  check_ndim(op, w, 4, "weight");
+  check_same_dtype(op, x, w);
+  check_same_device(op, x, w);
+  CAC_CHECK(w.dim(3) == x.dim(3), "conv2d: bf16 weight {} expects {} input channels, input is {} (channels last)",
+            shape_str(w.shape()), w.dim(3), shape_str(x.shape()));
+  CAC_CHECK(stride >= 1 && pad >= 0, "conv2d: stride {} / padding {} invalid", stride, pad);
+  const int64_t Ho = (x.dim(1) + 2 * pad - w.dim(1)) / stride + 1, Wo = (x.dim(2) + 2 * pad - w.dim(2)) / stride + 1;
+  CAC_CHECK(Ho > 0 && Wo > 0, "conv2d: input {} too small for kernel {} with padding {}", shape_str(x.shape()),
+            shape_str(w.shape()), pad);
+  const kernels::ConvGeometry geo{stride, pad};
+  Tensor y = empty_as({x.dim(0), Ho, Wo, w.dim(0)}, x);
+  kernels::conv2d_forward(x, w, Tensor(), geo, y);
+  record(y, op, {x, w}, [x, w, geo](const Tensor& gy, const std::vector<bool>& need) {
+    Tensor gx = need[0] ? empty_like(x) : Tensor(), gw = need[1] ? empty_like(w) : Tensor();
+    kernels::conv2d_backward(x, w, gy, geo, gx.defined() ? &gx : nullptr, gw.defined() ? &gw : nullptr, nullptr);
+    return std::vector<Tensor>{gx, gw};
+  });
+  return y;
+}
+}  // namespace
+
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad) {
   const char* op = "conv2d";
+  if (x.dtype() == DType::BF16) {
+    CAC_CHECK(!bias.defined(), "conv2d: bf16 convolutions have no bias");
+    return conv2d_channels_last(x, w, stride, pad);
+  }
   check_float(op, x, "input");
   check_ndim(op, x, 4, "input");
   check_ndim(op, w, 4, "weight");
@@ -56,6 +88,32 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
     kernels::conv2d_backward(x, w, gy, geo, gx.defined() ? &gx : nullptr,
                              gw.defined() ? &gw : nullptr, gb.defined() ? &gb : nullptr);
     return std::vector<Tensor>{gx, gw, gb};
+  });
+  return y;
+}
+
+// ---- layout changes -------------------------------------------------------------------------------
+Tensor to_channels_last_bf16(const Tensor& x) {
+  CAC_CHECK(x.dtype() == DType::F32 && x.ndim() == 4, "to_channels_last_bf16: expected f32 [N, C, H, W], got {}",
+            x.str());
+  Tensor y = Tensor::empty({x.dim(0), x.dim(2), x.dim(3), x.dim(1)}, DType::BF16, x.device());
+  kernels::nchw_to_nhwc_bf16(x, y);
+  record(y, "to_channels_last_bf16", {x}, [shape = x.shape(), device = x.device()](const Tensor& gy, const std::vector<bool>&) {
+    Tensor gx = Tensor::empty(shape, DType::F32, device);
+    kernels::nhwc_bf16_to_nchw(gy, gx);
+    return std::vector<Tensor>{gx};
+  });
+  return y;
+}
+
+Tensor to_nchw_f32(const Tensor& x) {
+  CAC_CHECK(x.dtype() == DType::BF16 && x.ndim() == 4, "to_nchw_f32: expected bf16 [N, H, W, C], got {}", x.str());
+  Tensor y = Tensor::empty({x.dim(0), x.dim(3), x.dim(1), x.dim(2)}, DType::F32, x.device());
+  kernels::nhwc_bf16_to_nchw(x, y);
+  record(y, "to_nchw_f32", {x}, [shape = x.shape(), device = x.device()](const Tensor& gy, const std::vector<bool>&) {
+    Tensor gx = Tensor::empty(shape, DType::BF16, device);
+    kernels::nchw_to_nhwc_bf16(gy, gx);
+    return std::vector<Tensor>{gx};
   });
   return y;
 }
@@ -87,9 +145,44 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
 
 // ---- batch_norm2d (optionally with a fused LeakyReLU) ---------------------------------------------
 namespace {
+// bf16 channels-last activations, float32 parameters and statistics (kernels/batchnorm_nhwc.h). Eval
+// mode has no backward here: mixed precision trains in training mode and evaluates without gradients.
+Tensor batch_norm_channels_last(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                Tensor& running_mean, Tensor& running_var, bool training, double momentum,
+                                double eps, kernels::BnActivation act) {
+  check_ndim(op, x, 4, "input");
+  const Shape c{x.dim(3)};
+  for (const auto& [t, what] : {std::pair<const Tensor*, const char*>{&gamma, "weight"}, {&beta, "bias"},
+                                {&running_mean, "running_mean"}, {&running_var, "running_var"}}) {
+    check_defined(op, *t, what);
+    CAC_CHECK(t->shape() == c && t->dtype() == DType::F32 && t->device() == x.device(),
+              "{}: {} must be f32 {} on the input's device for bf16 input {} (channels last), got {}", op, what,
+              shape_str(c), shape_str(x.shape()), t->str());
+  }
+  Tensor y = empty_like(x);
+  if (!training) {
+    CAC_CHECK(!grad_enabled() || !(needs_grad(x) || needs_grad(gamma) || needs_grad(beta)),
+              "{}: a bf16 eval-mode forward has no backward (evaluate under NoGradGuard)", op);
+    kernels::batchnorm_nhwc_forward_eval(x, gamma, beta, running_mean, running_var, eps, act, y);
+    return y;
+  }
+  CAC_CHECK(x.numel() / x.dim(3) > 1, "{}: training needs more than one value per channel, got input {}", op,
+            shape_str(x.shape()));
+  Tensor mean = Tensor::empty(c, DType::F32, x.device()), invstd = Tensor::empty(c, DType::F32, x.device());
+  kernels::batchnorm_nhwc_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, act, y, mean, invstd);
+  record(y, op, {x, gamma, beta}, [x, gamma, beta, mean, invstd, act](const Tensor& gy, const std::vector<bool>&) {
+    Tensor gx = empty_like(x), gg = empty_like(gamma), gb = empty_like(gamma);
+    kernels::batchnorm_nhwc_backward(x, gamma, beta, mean, invstd, gy, act, gx, gg, gb);
+    return std::vector<Tensor>{gx, gg, gb};
+  });
+  return y;
+}
+
 Tensor batch_norm_impl(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                        Tensor& running_mean, Tensor& running_var, bool training, double momentum,
                        double eps, kernels::BnActivation act) {
+  if (x.dtype() == DType::BF16)
+    return batch_norm_channels_last(op, x, gamma, beta, running_mean, running_var, training, momentum, eps, act);
   check_float(op, x, "input");
   check_ndim(op, x, 4, "input");
   const Shape c{x.dim(1)};

@@ -9,11 +9,18 @@
 
 namespace cac::ops {
 
-// x [B, C, H, W], w [O, C, kh, kw], bias [O] or undefined.
+// x [B, C, H, W], w [O, C, kh, kw], bias [O] or undefined. Or, mixed precision (issue 25): x bf16
+// [B, H, W, C], w bf16 [O, kh, kw, C], no bias (kernels/conv.h).
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad);
+// Mixed precision's layout changes (kernels/layout.h), differentiable: float32 [N, C, H, W] to bf16
+// [N, H, W, C] (a weight [O, C, kh, kw] becomes [O, kh, kw, C]), its gradient back in float32; and
+// bf16 channels-last to float32 NCHW, its gradient rounded to bf16.
+Tensor to_channels_last_bf16(const Tensor& x);
+Tensor to_nchw_f32(const Tensor& x);
 // x [B, in], w [out, in], bias [out] or undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
-// Training mode normalises with batch statistics and updates the running ones in place.
+// Training mode normalises with batch statistics and updates the running ones in place. A bf16
+// channels-last x [N, H, W, C] (float32 parameters and statistics) runs kernels/batchnorm_nhwc.h.
 Tensor batch_norm2d(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                     Tensor& running_var, bool training, double momentum = 0.1, double eps = 1e-5);
 // leaky_relu(batch_norm2d(x)) in one pass each way; slope >= 0 (0 = ReLU).

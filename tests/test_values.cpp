@@ -347,6 +347,64 @@ TEST(Conv2d, Bf16ChannelsLastMatchesADirectConvolution) {
   EXPECT_THROW(kernels::conv2d_forward(x, w, Tensor(), {S, P}, y32), Error);
 }
 
+// The mixed-precision ops wired through autograd (issue 25): two conv + batch norm + LeakyReLU
+// blocks run in float32 NCHW and in bf16 channels-last (weights converted by to_channels_last_bf16,
+// the output back by to_nchw_f32) agree in output, gradients of every float32 parameter and running
+// statistics to within bf16 precision carried through the blocks: the largest difference relative
+// to each tensor's largest value (printed) must stay under 5e-2 (1.2e-2 at most when written; a
+// layout mix-up or a lost gradient is off by the values' own size). Eval mode runs without
+// gradients and matches too.
+TEST(MixedPrecision, Bf16ChannelsLastBlocksMatchFloat32) {
+  Generator gen(23);
+  auto randn = [&](const Shape& s, double scale = 1.0) {
+    std::vector<float> v(static_cast<size_t>(shape_numel(s)));
+    for (auto& e : v) e = float(scale * gen.normal());
+    Tensor t = Tensor::from_vector(v, s);
+    return t;
+  };
+  const Tensor x = randn({4, 3, 8, 8}), seed = randn({4, 8, 4, 4});
+  const Tensor w1v = randn({8, 3, 3, 3}, 0.3), w2v = randn({8, 8, 3, 3}, 0.15), gv = randn({8}, 0.1), bv = randn({8}, 0.1);
+  struct Params {
+    Tensor w1, w2, g1, b1, g2, b2, rm1, rv1, rm2, rv2;
+  };
+  auto params = [&] {
+    Params p{w1v.clone(), w2v.clone(), gv.clone(), bv.clone(), gv.clone(), bv.clone(), Tensor::zeros({8}),
+             Tensor::full({8}, 1.0), Tensor::zeros({8}), Tensor::full({8}, 1.0)};
+    for (Tensor* t : {&p.w1, &p.w2, &p.g1, &p.b1, &p.g2, &p.b2}) t->set_requires_grad(true);
+    return p;
+  };
+  auto blocks = [](Params& p, const Tensor& in, bool bf16, bool training) {
+    auto w = [&](const Tensor& t) { return bf16 ? ops::to_channels_last_bf16(t) : t; };
+    Tensor h = bf16 ? ops::to_channels_last_bf16(in) : in;
+    h = ops::batch_norm2d_leaky_relu(ops::conv2d(h, w(p.w1), Tensor(), 1, 1), p.g1, p.b1, p.rm1, p.rv1, training, 0.2);
+    h = ops::batch_norm2d_leaky_relu(ops::conv2d(h, w(p.w2), Tensor(), 2, 1), p.g2, p.b2, p.rm2, p.rv2, training, 0.2);
+    return bf16 ? ops::to_nchw_f32(h) : h;
+  };
+  Params f = params(), b = params();
+  const Tensor yf = blocks(f, x, false, true), yb = blocks(b, x, true, true);
+  yf.backward(seed);
+  yb.backward(seed);
+  auto compare = [&](const Tensor& got, const Tensor& ref, const std::string& what) {
+    const std::vector<float> g = got.to_vector<float>(), r = ref.to_vector<float>();
+    double largest = 0, diff = 0;
+    for (size_t i = 0; i < r.size(); ++i) largest = std::max(largest, double(std::abs(r[i])));
+    for (size_t i = 0; i < r.size(); ++i) diff = std::max(diff, double(std::abs(g[i] - r[i])));
+    std::printf("%-14s max |bf16 - f32| / max |f32| = %.2e\n", what.c_str(), diff / largest);
+    EXPECT_LE(diff, 0.05 * largest) << what;
+  };
+  compare(yb, yf, "output");
+  compare(b.w1.grad(), f.w1.grad(), "w1 grad");
+  compare(b.w2.grad(), f.w2.grad(), "w2 grad");
+  for (const auto& [name, pb, pf] : {std::tuple<const char*, Tensor*, Tensor*>{"gamma1 grad", &b.g1, &f.g1},
+                                     {"beta1 grad", &b.b1, &f.b1}, {"gamma2 grad", &b.g2, &f.g2},
+                                     {"beta2 grad", &b.b2, &f.b2}})
+    compare(pb->grad(), pf->grad(), name);
+  compare(b.rm2, f.rm2, "running mean");
+  compare(b.rv2, f.rv2, "running var");
+  NoGradGuard no_grad;
+  compare(blocks(b, x, true, false), blocks(f, x, false, false), "eval output");
+}
+
 // The mixed-precision stack's edges (issue 25): NCHW float32 to channels-last bf16 by hand (order
 // and the one rounding: 6 + 2^-7 is nearer 6 than the next bf16, 6.03125), and back exactly.
 TEST(Layout, ChannelsLastBf16AndBackByHand) {

@@ -52,6 +52,23 @@ void batchnorm_nhwc_forward_train(const Tensor& x, const Tensor& gamma, const Te
     }
 }
 
+void batchnorm_nhwc_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                                 const Tensor& running_var, double eps, BnActivation act, Tensor& y) {
+  const Rows L(x);
+  std::vector<BnAffine> aff(size_t(L.C));
+  for (int64_t c = 0; c < L.C; ++c) {
+    const float is = float(1.0 / std::sqrt(double(running_var.data<float>()[c]) + eps));
+    aff[size_t(c)] = bn_affine(gamma.data<float>()[c], beta.data<float>()[c], running_mean.data<float>()[c], is);
+  }
+  const bf16* xp = x.data<bf16>();
+  bf16* yp = y.data<bf16>();
+  for (int64_t r = 0; r < L.R; ++r)
+    for (int64_t c = 0; c < L.C; ++c) {
+      const int64_t i = r * L.C + c;
+      yp[i] = bf16(bn_act(bn_pre(at(xp, i), aff[size_t(c)]), act.leaky, float(act.slope)));
+    }
+}
+
 void batchnorm_nhwc_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
                              const Tensor& invstd, const Tensor& gy, BnActivation act, Tensor& gx, Tensor& ggamma,
                              Tensor& gbeta) {

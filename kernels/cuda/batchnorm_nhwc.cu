@@ -108,6 +108,16 @@ __global__ void nhwc_normalise(const uint16_t* __restrict__ x, uint16_t* __restr
   }
 }
 
+// Eval: the affine from the running statistics.
+__global__ void nhwc_finish_eval(int C, const float* __restrict__ gamma, const float* __restrict__ beta,
+                                 const float* __restrict__ rm, const float* __restrict__ rv, double eps, float* coef) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const BnAffine af = bn_affine(gamma[c], beta[c], rm[c], float(1.0 / sqrt(double(rv[c]) + eps)));
+  coef[c] = af.scale;
+  coef[C + c] = af.shift;
+}
+
 // Backward sums: g and g * (x - mean) per channel, g = gy through the activation's mask.
 template <int V>
 __global__ void nhwc_grad_sums(const uint16_t* __restrict__ x, const uint16_t* __restrict__ gy, int64_t R, int C,
@@ -215,6 +225,23 @@ void batchnorm_nhwc_forward_train(const Tensor& x, const Tensor& gamma, const Te
       partial.data<double>(), t.blocks, bits(x), t.R, C, gamma.data<float>(), beta.data<float>(),
       running_mean.data<float>(), running_var.data<float>(), momentum, eps, save_mean.data<float>(),
       save_invstd.data<float>(), coef.data<float>());
+  CUDA_CHECK_LAUNCH();
+  const int64_t units = x.numel() / t.V;
+  auto normalise = t.V == 2 ? nhwc_normalise<2> : nhwc_normalise<1>;
+  normalise<<<grid_for(units, kThreads), kThreads, 0, stream()>>>(bits(x), bits(y), units, C, coef.data<float>(),
+                                                                  act.leaky, float(act.slope));
+  CUDA_CHECK_LAUNCH();
+}
+
+void batchnorm_nhwc_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                                 const Tensor& running_var, double eps, BnActivation act, Tensor& y) {
+  if (x.numel() == 0) return;
+  const int C = int(x.dim(3));
+  const Tiling t = tiling_for(x, {&y});
+  Tensor coef = Tensor::empty({2, C}, DType::F32, Device::CUDA);
+  nhwc_finish_eval<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream()>>>(
+      C, gamma.data<float>(), beta.data<float>(), running_mean.data<float>(), running_var.data<float>(), eps,
+      coef.data<float>());
   CUDA_CHECK_LAUNCH();
   const int64_t units = x.numel() / t.V;
   auto normalise = t.V == 2 ? nhwc_normalise<2> : nhwc_normalise<1>;
