@@ -511,7 +511,7 @@ TEST(SGD, KeepsABf16CopyOfTheUpdatedSlab) {
   EXPECT_EQ(copy[0], 1.0f);                   // bf16 rounds it to 1
   EXPECT_EQ(master[1], 3.64159265f);
   EXPECT_EQ(copy[1], round_bf16(3.64159265f));
-  for (size_t i = 0; i < copy.size(); ++i) EXPECT_EQ(copy[i], round_bf16(master[i]));
+  for (size_t i = 0; i < master.size(); ++i) EXPECT_EQ(copy[i], round_bf16(master[i]));
   Tensor y = Tensor::empty({2}, DType::BF16);
   kernels::round_to_bf16(Tensor::from_vector(std::vector<double>{0.1, -1e40}, {2}), y);
   EXPECT_EQ(y.to(DType::F32).to_vector<float>(), (std::vector<float>{round_bf16(0.1f), -INFINITY}));
