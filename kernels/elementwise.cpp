@@ -19,6 +19,20 @@ void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counte
               "dropout2d: the counter must be an i64 scalar on the input's device, got {}", counter_at->str());
   CAC_DISPATCH(x.device(), dropout2d_forward, x, p, seed, counter, counter_at, y, mask);
 }
+void dropout2d_nhwc_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter, const Tensor* counter_at,
+                            Tensor& y, Tensor& mask) {
+  CAC_CHECK(x.dtype() == DType::BF16 && x.ndim() == 4 && y.dtype() == DType::BF16 && y.shape() == x.shape() &&
+                mask.dtype() == DType::F32 && mask.shape() == Shape({x.dim(0), x.dim(3)}),
+            "dropout2d_nhwc: expected bf16 [B, H, W, C] in and out and an f32 [B, C] mask, got {}, {}, {}", x.str(),
+            y.str(), mask.str());
+  if (counter_at)
+    CAC_CHECK(counter_at->dtype() == DType::I64 && counter_at->numel() == 1 && counter_at->device() == x.device(),
+              "dropout2d: the counter must be an i64 scalar on the input's device, got {}", counter_at->str());
+  CAC_DISPATCH(x.device(), dropout2d_nhwc_forward, x, p, seed, counter, counter_at, y, mask);
+}
+void dropout2d_nhwc_backward(const Tensor& gy, const Tensor& mask, Tensor& gx) {
+  CAC_DISPATCH(gy.device(), dropout2d_nhwc_backward, gy, mask, gx);
+}
 void dropout2d_backward(const Tensor& gy, const Tensor& mask, Tensor& gx) {
   CAC_DISPATCH(gy.device(), dropout2d_backward, gy, mask, gx);
 }

@@ -16,6 +16,11 @@ CAC_DECLARE_KERNEL(void add_forward(const Tensor& a, const Tensor& b, Tensor& y)
 CAC_DECLARE_KERNEL(void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter,
                                           const Tensor* counter_at, Tensor& y, Tensor& mask))
 CAC_DECLARE_KERNEL(void dropout2d_backward(const Tensor& gy, const Tensor& mask, Tensor& gx))
+// The same on bf16 channels-last activations (issue 25): x, y, gy, gx bf16 [B, H, W, C], mask f32
+// [B, C] drawn exactly as above, so a bf16 run drops the channels a float32 run drops; y = bf16(x * m).
+CAC_DECLARE_KERNEL(void dropout2d_nhwc_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter,
+                                               const Tensor* counter_at, Tensor& y, Tensor& mask))
+CAC_DECLARE_KERNEL(void dropout2d_nhwc_backward(const Tensor& gy, const Tensor& mask, Tensor& gx))
 CAC_DECLARE_KERNEL(void global_avg_pool_forward(const Tensor& x, Tensor& y))
 CAC_DECLARE_KERNEL(void global_avg_pool_backward(const Tensor& gy, Tensor& gx))
 // An i64 scalar += 1 where it lives (a device-side counter, e.g. dropout's, advanced in stream order).

@@ -257,11 +257,21 @@ Tensor relu(const Tensor& x) { return leaky_relu(x, 0.0); }
 // ---- dropout2d ------------------------------------------------------------------------------------
 Tensor dropout2d(const Tensor& x, double p, bool training, uint64_t seed, uint64_t counter,
                  const Tensor* counter_at) {
-  check_float("dropout2d", x, "input");
+  if (x.dtype() != DType::BF16) check_float("dropout2d", x, "input");
   CAC_CHECK(x.ndim() >= 2, "dropout2d: input must be [B, C, ...], got {}", shape_str(x.shape()));
   CAC_CHECK(p >= 0 && p < 1, "dropout2d: probability {} outside [0, 1)", p);
   if (!training || p == 0) return x;
   Tensor y = empty_like(x);
+  if (x.dtype() == DType::BF16) {  // channels last (issue 25): the same mask, f32 [B, C]
+    Tensor mask = Tensor::empty({x.dim(0), x.dim(3)}, DType::F32, x.device());
+    kernels::dropout2d_nhwc_forward(x, p, seed, counter, counter_at, y, mask);
+    record(y, "dropout2d", {x}, [mask](const Tensor& gy, const std::vector<bool>&) {
+      Tensor gx = empty_like(gy);
+      kernels::dropout2d_nhwc_backward(gy, mask, gx);
+      return std::vector<Tensor>{gx};
+    });
+    return y;
+  }
   Tensor mask = empty_as({x.dim(0), x.dim(1)}, x);
   kernels::dropout2d_forward(x, p, seed, counter, counter_at, y, mask);
 

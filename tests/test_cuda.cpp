@@ -150,6 +150,10 @@ std::vector<OpCase> real_shape_cases() {
   cs.push_back({"leaky_odd_1000003", {in({1000003})}, [](const V& v) { return ops::leaky_relu(v[0], 0.2); }});
   cs.push_back({"add_odd_1000003", {in({1000003}), in({1000003})}, [](const V& v) { return ops::add(v[0], v[1]); }});
   cs.push_back({"dropout_128x64x32x32", {in({128, 64, 32, 32})}, [](const V& v) { return ops::dropout2d(v[0], 0.2, true, 99, 3); }});
+  cs.push_back({"dropout_bf16_channels_last_128x16x16x64", {in({128, 64, 16, 16})}, [](const V& v) {
+                  const Tensor at = Tensor::from_vector(std::vector<int64_t>{3}, {}).to(v[0].device());
+                  return ops::to_nchw_f32(ops::dropout2d(ops::to_channels_last_bf16(v[0]), 0.2, true, 99, 1, &at));
+                }});
   cs.push_back({"dropout_counter_on_device_128x64x16x16", {in({128, 64, 16, 16})}, [](const V& v) {
                   const Tensor at = Tensor::from_vector(std::vector<int64_t>{41}, {}).to(v[0].device());
                   return ops::dropout2d(v[0], 0.2, true, 99, 1, &at);

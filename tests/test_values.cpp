@@ -405,6 +405,30 @@ TEST(MixedPrecision, Bf16ChannelsLastBlocksMatchFloat32) {
   compare(blocks(b, x, true, false), blocks(f, x, false, false), "eval output");
 }
 
+// Dropout on bf16 channels-last activations drops the channels the float32 op drops (the same draw
+// per (image, channel)), its output the float32 output rounded once, its gradient likewise; the
+// counter read from a tensor works as in float32.
+TEST(MixedPrecision, Bf16DropoutDropsTheSameChannels) {
+  Generator gen(29);
+  std::vector<float> v(4 * 6 * 3 * 5);
+  for (auto& e : v) e = round_bf16(float(gen.normal()));
+  Tensor x = Tensor::from_vector(v, {4, 6, 3, 5});
+  const Tensor at = Tensor::from_vector(std::vector<int64_t>{4}, {});
+  const Tensor want = ops::dropout2d(x, 0.4, true, 77, 9);
+  x.set_requires_grad(true);
+  const Tensor got = ops::to_nchw_f32(ops::dropout2d(ops::to_channels_last_bf16(x), 0.4, true, 77, 5, &at));
+  const std::vector<float> w = want.to_vector<float>(), g = got.to_vector<float>();
+  int dropped = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    EXPECT_EQ(g[i], round_bf16(w[i])) << i;
+    dropped += w[i] == 0 && v[i] != 0;
+  }
+  EXPECT_GT(dropped, 0);
+  got.backward(Tensor::full({4, 6, 3, 5}, 1.0));
+  const std::vector<float> grad = x.grad().to_vector<float>();
+  for (size_t i = 0; i < w.size(); ++i) EXPECT_EQ(grad[i], (w[i] == 0 && v[i] != 0) ? 0.f : round_bf16(float(1 / 0.6)));
+}
+
 // The mixed-precision stack's edges (issue 25): NCHW float32 to channels-last bf16 by hand (order
 // and the one rounding: 6 + 2^-7 is nearer 6 than the next bf16, 6.03125), and back exactly.
 TEST(Layout, ChannelsLastBf16AndBackByHand) {

@@ -46,6 +46,18 @@ __global__ void dropout_fwd(const float* __restrict__ x, float* __restrict__ y, 
     if (i % hw == 0) mask[plane] = m;
   }
 }
+// Channels-last bf16: first the [B, C] mask (the same draw as dropout_fwd), then one pass.
+__global__ void dropout_nhwc_mask(float* __restrict__ mask, float p, float scale, uint64_t seed, uint64_t counter,
+                                  const int64_t* __restrict__ counter_at, int64_t planes) {
+  if (counter_at) counter += uint64_t(*counter_at);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < planes; i += int64_t(gridDim.x) * blockDim.x)
+    mask[i] = uniform_from_bits(hash3(seed, counter, uint64_t(i))) < p ? 0.f : scale;
+}
+__global__ void dropout_nhwc_apply(const uint16_t* __restrict__ x, const float* __restrict__ mask,
+                                   uint16_t* __restrict__ y, int64_t hw, int64_t C, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = bf16_bits(bf16_to_float(x[i]) * mask[(i / (hw * C)) * C + i % C]);
+}
 __global__ void dropout_bwd(const float* __restrict__ g, const float* __restrict__ mask, float* __restrict__ gx,
                             int64_t hw, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
@@ -135,6 +147,26 @@ void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counte
     dropout_fwd<int64_t><<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
         x.data<float>(), y.data<float>(), mask.data<float>(), float(p), float(1.0 / (1.0 - p)), seed,
         counter, at, hw, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void dropout2d_nhwc_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter, const Tensor* counter_at,
+                            Tensor& y, Tensor& mask) {
+  const int64_t planes = x.dim(0) * x.dim(3), n = x.numel();
+  if (n == 0) return;
+  dropout_nhwc_mask<<<grid_for(planes, kThreads), kThreads, 0, stream()>>>(
+      mask.data<float>(), float(p), float(1.0 / (1.0 - p)), seed, counter,
+      counter_at ? counter_at->data<int64_t>() : nullptr, planes);
+  CUDA_CHECK_LAUNCH();
+  dropout2d_nhwc_backward(x, mask, y);  // the same pass: y = bf16(x * mask)
+}
+
+void dropout2d_nhwc_backward(const Tensor& gy, const Tensor& mask, Tensor& gx) {
+  const int64_t n = gy.numel();
+  if (n == 0) return;
+  dropout_nhwc_apply<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
+      reinterpret_cast<const uint16_t*>(gy.data<bf16>()), mask.data<float>(), reinterpret_cast<uint16_t*>(gx.data<bf16>()),
+      gy.dim(1) * gy.dim(2), gy.dim(3), n);
   CUDA_CHECK_LAUNCH();
 }
 
