@@ -83,12 +83,12 @@ CLI::Validator seed_check() {
 // The flags beyond the run's settings, and the options whose use the code asks about.
 struct Flags {
   std::string epochs, lrs, resume, config_file, method = "cac", arch, device = "auto", stage2 = "reload", split_set = "current";
-  std::string lr_schedule = "step", randaugment, data_on_device = "auto", graph = "auto";
+  std::string lr_schedule = "step", randaugment, data_on_device = "auto", graph = "auto", precision = "tf32";
   int stop_after = 0;
   bool print_config = false, force_train = false, overwrite = false;
   CLI::Option *dd = nullptr, *me = nullptr, *ar = nullptr, *ep = nullptr, *lr = nullptr, *dv = nullptr, *wk = nullptr,
               *s2 = nullptr, *ss = nullptr, *ls = nullptr, *ra = nullptr, *dd_dev = nullptr,
-              *gr = nullptr;
+              *gr = nullptr, *pr = nullptr;
 };
 
 // The strong-baseline recipe (Vaze et al. 2022): off by default, so a run follows the CAC protocol.
@@ -160,6 +160,10 @@ void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
                         "CUDA graphs after two eager batches and replays them (train.log says so, or why not); off: "
                         "every step eagerly")
              ->check(CLI::IsMember({"auto", "off"}))->capture_default_str();
+  f.pr = app.add_option("--precision", f.precision, "fp32, tf32 (TF32 tensor-core convolutions on a GPU, as PyTorch) "
+                        "or bf16 (classifier32's convolutions on bf16 channels-last activations; float32 master "
+                        "weights, statistics, head and checkpoints)")
+             ->check(CLI::IsMember({"fp32", "tf32", "bf16"}))->capture_default_str();
   app.add_option("--stop-after", f.stop_after, "stop after this many epochs (resumable, as an interruption)")->check(CLI::NonNegativeNumber);
   auto* cf = app.add_option("--config", f.config_file, "settings from a JSON file: a run's config.json (to repeat or vary "
                             "that run) or any part of one, e.g. {\"dropout\": 0.3, \"rotate_deg\": 10}; it overrides "
@@ -189,6 +193,7 @@ void merge_new_run_settings(CLI::App& app, app::RunConfig& c, const Flags& f) {
   if (f.ls->count() > 0) c.lr_schedule = app::parse_lr_shape(f.lr_schedule);
   if (f.dd_dev->count() > 0) c.data_on_device = app::parse_data_on_device(f.data_on_device);
   if (f.gr->count() > 0) c.graph = app::parse_graph_use(f.graph);
+  if (f.pr->count() > 0) c.precision = app::parse_precision(f.precision);
   if (f.ra->count() > 0) {
     c.randaugment = parse_list<int>("--randaugment", f.randaugment, "2,9", "N 1-14 then M 0-30",
                                     [](long long v) { return v >= 0 && v <= 30; });

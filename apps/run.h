@@ -45,6 +45,12 @@ DataOnDevice parse_data_on_device(const std::string& s);
 enum class GraphUse { Auto, Off };
 const char* graph_use_name(GraphUse g);
 GraphUse parse_graph_use(const std::string& s);
+// --precision: fp32 (float32 everywhere), tf32 (TF32 tensor-core convolutions on a GPU, PyTorch's
+// default; on the CPU the same as fp32), bf16 (classifier32's convolution stack on bf16
+// channels-last activations; float32 master weights, statistics, head and checkpoints).
+enum class Precision { FP32, TF32, BF16 };
+const char* precision_name(Precision p);
+Precision parse_precision(const std::string& s);
 // --lr-schedule: step (the protocol's stages) or cosine (layers/optim.h).
 const char* lr_shape_name(LrShape s);
 LrShape parse_lr_shape(const std::string& s);
@@ -85,6 +91,7 @@ struct RunConfig {
   std::vector<int> randaugment;
   DataOnDevice data_on_device = DataOnDevice::Auto;
   GraphUse graph = GraphUse::Auto;
+  Precision precision = Precision::TF32;
 
   std::string to_json() const;
   // Parses and check()s; every problem names `where` (the file) and the field.

@@ -213,6 +213,18 @@ void log_header(RunLog& log, const RunConfig& cfg, const data::OpenSetData& d, D
   log.write(fmt::format("known classes: {}; unknown: {}\n", known, unknown.empty() ? "(none: cac_eval will need --unknown)" : unknown));
 }
 
+// --precision: TF32 convolutions on a GPU unless fp32 (bf16 is the model's, build_model); the log
+// says what runs.
+void set_precision(RunLog& log, const RunConfig& cfg, Device dev) {
+  if (dev == Device::CUDA) cuda::set_allow_tf32(cfg.precision != Precision::FP32);
+  const char* what = cfg.precision == Precision::BF16 ? "bf16 (convolutions on bf16 channels-last activations; "
+                                                       "float32 master weights, statistics, head and checkpoints)"
+                     : dev != Device::CUDA         ? "fp32 (the CPU computes in float32)"
+                     : cfg.precision == Precision::TF32 ? "tf32 (TF32 tensor-core convolutions)"
+                                                        : "fp32";
+  log.write(fmt::format("precision: {}\n", what));
+}
+
 // cac_train --init: the model's weights from a file (a CE file has no anchors, and CE never reads them).
 void load_init_weights(OpenSetClassifier& model, const std::string& path, Method method) {
   const Safetensors init = load_safetensors(path);
@@ -580,6 +592,7 @@ std::vector<EpochTiming> time_epochs(const RunConfig& cfg, const data::OpenSetDa
   const Device dev = resolve_device(cfg.device);
   RunLog log("/dev/null");
   log_header(log, cfg, d, dev, epochs);
+  set_precision(log, cfg, dev);
   TrainRun run(cfg, d, dev, log);
   const LrSchedule schedule = cfg.schedule();
   std::vector<EpochTiming> out;
@@ -622,6 +635,7 @@ int run_train(RunConfig cfg, const std::string& resume_dir, int stop_after_epoch
   if (!replaced.empty()) log.write(replaced + "\n");
   const data::OpenSetData d = load_run_data(cfg);
   log_header(log, cfg, d, dev, total_epochs);
+  set_precision(log, cfg, dev);
   TrainRun run(cfg, d, dev, log);
   if (!cfg.init.empty() && resume.path.empty()) {  // a resumed run's own checkpoint supersedes its start
     load_init_weights(run.model(), cfg.init, cfg.method);

@@ -100,6 +100,8 @@ Conv2d::Conv2d(int in, int out, int kernel, int stride_, int pad_, bool with_bia
 }
 Tensor Conv2d::forward(const Tensor& x) {
   CAC_NVTX_RANGE("Conv2d.forward");
+  // bf16 channels-last input (mixed precision): the float32 weight, converted for this forward.
+  if (x.dtype() == DType::BF16) return ops::conv2d(x, ops::to_channels_last_bf16(weight), bias, stride, pad);
   return ops::conv2d(x, weight, bias, stride, pad);
 }
 

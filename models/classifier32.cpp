@@ -4,7 +4,7 @@
 
 namespace cac {
 
-Classifier32Encoder::Classifier32Encoder(const Classifier32Config& cfg) {
+Classifier32Encoder::Classifier32Encoder(const Classifier32Config& cfg) : bf16_(cfg.bf16) {
   CAC_CHECK(cfg.image_size == 32 || cfg.image_size == 64,
             "classifier32: image size must be 32 or 64, got {}", cfg.image_size);
   CAC_CHECK(cfg.in_channels == 1 || cfg.in_channels == 3,
@@ -28,12 +28,12 @@ Classifier32Encoder::Classifier32Encoder(const Classifier32Config& cfg) {
 }
 
 Tensor Classifier32Encoder::forward(const Tensor& x) {
-  Tensor h = x;
+  Tensor h = bf16_ ? ops::to_channels_last_bf16(x) : x;
   for (int i = 0; i < 9; ++i) {
     h = bn_[i]->forward_leaky_relu(conv_[i]->forward(h), 0.2);  // fused BN + LeakyReLU(0.2)
     if (i % 3 == 2) h = dr_[i / 3]->forward(h);
   }
-  return ops::flatten(h);
+  return ops::flatten(bf16_ ? ops::to_nchw_f32(h) : h);
 }
 
 OpenSetClassifier::OpenSetClassifier(std::shared_ptr<Layer> enc, int feature_dim, int num_classes,

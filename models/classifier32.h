@@ -13,6 +13,10 @@ struct Classifier32Config {
   int image_size = 32;  // 32 or 64
   double dropout = 0.2;
   uint64_t seed = 0;
+  // Mixed precision (issue 25): the convolution stack on bf16 channels-last activations (weights
+  // converted from the float32 masters at each forward), the features back in float32 NCHW order
+  // for the head, so checkpoints and the head are the float32 network's.
+  bool bf16 = false;
 };
 
 // Nine 3x3 convolutions (padding 1, no bias; strides 1,1,2 per group of three), each followed by
@@ -28,6 +32,7 @@ class Classifier32Encoder : public Layer {
   std::array<std::shared_ptr<BatchNorm2d>, 9> bn_;
   std::array<std::shared_ptr<Dropout2d>, 3> dr_;
   int feature_dim_;
+  bool bf16_;
 };
 
 struct OpenSetOutput {

@@ -298,6 +298,7 @@ TEST_F(Probe, BadFlagValuesAreRefusedInWords) {
       {"--workers -2", "--workers"},
       {"--device tpu", "--device"},
       {"--graph sometimes", "--graph"},
+      {"--precision fp16", "--precision"},
       {"--data-on-device maybe", "--data-on-device"},
   };
   for (const auto& c : cases) {
