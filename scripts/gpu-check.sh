@@ -10,7 +10,8 @@
 #   default, fits one 10-minute call with the build, E2E_PARTS=all adds about 25 minutes at most,
 #   so on a 15-minute device give "e2e" alone first, then "tests"); GPU_CHECK_METHODS
 #   the train stage's methods, default "cac ce"; "lab", not a default, runs dev/bn_lab: every
-#   batch-norm candidate at the network shapes against the library's rule; "profile", not a
+#   batch-norm candidate at the network shapes against the library's rule; "bf16", not a default,
+#   issue 25's accuracy parity (tf32 vs bf16, three seeds of the main job); "profile", not a
 #   default, runs Nsight Compute on the batch-norm forward kernels; "interop", not a default, runs
 #   the TorchInterop tests against this machine's PyTorch; "none" only builds); the build always
 #   runs (incremental when build-gpu/ is still there from an earlier call on the same machine).
@@ -80,6 +81,41 @@ if want e2e; then
     cp runs-gpu/e2e/*.txt runs-gpu/e2e/*.log "$out/e2e/" 2>/dev/null
     cp runs-gpu/e2e/fm-cac/metrics.csv "$out/e2e/metrics-full.csv" 2>/dev/null
     tee -a "$summary" <"$out/e2e/e2e.txt"
+  fi
+fi
+
+# Issue 25's accuracy parity (not a default stage, about 6 full schedules): Fashion-MNIST trial 0,
+# seeds 0-2, --precision tf32 and bf16, each evaluated; one line per run and the mean of each.
+if want bf16; then
+  if [[ -z "$fm" ]]; then
+    say "bf16: no Fashion-MNIST (.deps/fashion-mnist from scripts/fetch-gpu-deps.sh, or dataset-fashion-mnist)"
+  else
+    say ""
+    say "== bf16 vs tf32: Fashion-MNIST trial 0, full schedule, seeds 0-2 (train seconds, accuracy, AUROC)"
+    mkdir -p "$out/bf16"
+    for seed in 0 1 2; do
+      for p in tf32 bf16; do
+        run=runs-gpu/bf16/$p-s$seed
+        rm -rf "$run"
+        s0=$(step_time)
+        timeout 300 $build/apps/cac_train --dataset FashionMNIST --trial 0 --data-dir "$fm" --out "$run" --device cuda \
+          --seed $seed --precision $p >"$out/bf16/train-$p-s$seed.log" 2>&1
+        rc=$?
+        s1=$(step_time)
+        timeout 120 $build/apps/cac_eval --run "$run" --device cuda --json "$run/eval.json" --scores cac \
+          >"$out/bf16/eval-$p-s$seed.log" 2>&1
+        say "$p seed $seed: train rc=$rc $((s1 - s0)) s; $(python3 -c "import json,sys; m=json.load(open(sys.argv[1]))['runs'][0]; print(f\"accuracy {m['accuracy']:.4f} AUROC {m['auroc']:.4f}\")" "$run/eval.json" 2>&1 | tail -1)"
+      done
+    done
+    python3 - "$summary" <<'PY' | tee -a "$summary"
+import re, sys
+rows = [l for l in open(sys.argv[1]) if re.match(r"^(tf32|bf16) seed \d", l)]
+for p in ("tf32", "bf16"):
+    acc = [float(re.search(r"accuracy ([\d.]+)", l).group(1)) for l in rows if l.startswith(p) and "accuracy" in l]
+    auc = [float(re.search(r"AUROC ([\d.]+)", l).group(1)) for l in rows if l.startswith(p) and "AUROC" in l]
+    if acc:
+        print(f"{p}: mean accuracy {sum(acc) / len(acc):.4f}, mean AUROC {sum(auc) / len(auc):.4f} over {len(acc)} runs")
+PY
   fi
 fi
 
