@@ -391,9 +391,8 @@ Device resolve_device(const std::string& d) { return resolve_device(parse_device
 std::shared_ptr<OpenSetClassifier> build_model(const RunConfig& c, int num_classes) {
   const bool learnt = c.method == Method::CACLearnt;
   if (c.arch_or_default() == Arch::ResNet18) {
-    CAC_CHECK(c.precision != Precision::BF16, "--precision bf16 is built for classifier32 so far; train ResNet-18 "
-              "with --precision tf32 (the default) or fp32");
     ResNet18Config cfg;
+    cfg.bf16 = c.precision == Precision::BF16;
     cfg.in_channels = c.channels;
     cfg.image_size = c.image_size;
     cfg.seed = c.seed;

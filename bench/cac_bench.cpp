@@ -38,14 +38,10 @@ int run_step(const StepOptions& o) {
     }
   }
   if (dev == Device::CUDA) cuda::set_allow_tf32(o.precision != "fp32");
-  if (o.precision == "bf16" && o.arch == "resnet18") {
-    std::fprintf(stderr, "cac_bench step: --precision bf16 is built for classifier32 so far\n");
-    return 2;
-  }
   const int classes = o.classes > 0 ? o.classes : o.arch == "resnet18" ? 10 : 6;  // FP experiment / a trial
   std::shared_ptr<OpenSetClassifier> model;
   if (o.arch == "resnet18") {
-    model = make_resnet18(ResNet18Config{o.channels, o.size, 0}, classes, 10.0, false);
+    model = make_resnet18(ResNet18Config{o.channels, o.size, 0, o.precision == "bf16"}, classes, 10.0, false);
   } else {
     Classifier32Config cfg;
     cfg.in_channels = o.channels;

@@ -72,7 +72,7 @@ std::shared_ptr<Storage> allocate_pinned(size_t bytes);
 using CopyHandle = std::shared_ptr<void>;
 CopyHandle copy_to_device_async(void* dst, const void* src, size_t bytes);
 void wait_host(const CopyHandle& h);
-void accumulate(const Tensor& dst, const Tensor& src);  // dst += src, f32 or f64
+void accumulate(const Tensor& dst, const Tensor& src);  // dst += src, f32, f64 or bf16
 // Every element of a device tensor = value (converted to its dtype), by a kernel on the compute
 // stream: no host copy, so no host wait (Tensor::full on the device, e.g. backward()'s seed).
 void fill(const Tensor& dst, double value);

@@ -279,6 +279,12 @@ void Tensor::accumulate_(const Tensor& src) {
   check_same_dtype("accumulate", *this, src);
   check_same_device("accumulate", *this, src);
   if (device() == Device::CUDA) return cuda::accumulate(*this, src);
+  if (dtype() == DType::BF16) {  // mixed precision's activation gradients: float32 sum, rounded once
+    bf16* d = data<bf16>();
+    const bf16* s = src.data<bf16>();
+    for (int64_t i = 0, n = numel(); i < n; ++i) d[i] = bf16(float(d[i]) + float(s[i]));
+    return;
+  }
   dispatch_floating("accumulate", dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* d = data<T>();

@@ -6,6 +6,8 @@
 
 namespace cac::kernels {
 
+// leaky_relu_forward/backward and add_forward also take bf16 tensors (issue 25): computed in float32
+// from the bf16 values, each result rounded to bf16 once.
 CAC_DECLARE_KERNEL(void leaky_relu_forward(const Tensor& x, double slope, Tensor& y))
 CAC_DECLARE_KERNEL(void leaky_relu_backward(const Tensor& x, const Tensor& gy, double slope, Tensor& gx))
 CAC_DECLARE_KERNEL(void add_forward(const Tensor& a, const Tensor& b, Tensor& y))

@@ -22,6 +22,12 @@ void check_param(const char* op, const Tensor& x, const Tensor& p, const Shape& 
   check_same_device(op, x, p);
 }
 
+// Ops that also run on mixed precision's bf16 activations.
+void check_float_or_bf16(const char* op, const Tensor& t, const char* what) {
+  if (t.dtype() == DType::BF16) return check_defined(op, t, what);
+  check_float(op, t, what);
+}
+
 void check_labels(const char* op, const Tensor& scores, const Tensor& labels) {
   check_dtype(op, labels, DType::I64, "labels");
   CAC_CHECK(labels.ndim() == 1 && labels.dim(0) == scores.dim(0),
@@ -240,7 +246,7 @@ Tensor batch_norm2d_leaky_relu(const Tensor& x, const Tensor& gamma, const Tenso
 
 // ---- activations ----------------------------------------------------------------------------------
 Tensor leaky_relu(const Tensor& x, double slope) {
-  check_float("leaky_relu", x, "input");
+  check_float_or_bf16("leaky_relu", x, "input");
   Tensor y = empty_like(x);
   kernels::leaky_relu_forward(x, slope, y);
 
@@ -304,7 +310,7 @@ Tensor flatten(const Tensor& x) {
 
 // ---- add ------------------------------------------------------------------------------------------
 Tensor add(const Tensor& a, const Tensor& b) {
-  check_float("add", a, "lhs");
+  check_float_or_bf16("add", a, "lhs");
   check_same_shape("add", a, b);
   check_same_dtype("add", a, b);
   check_same_device("add", a, b);

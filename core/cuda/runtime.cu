@@ -457,13 +457,22 @@ __global__ void accumulate_kernel(T* __restrict__ dst, const T* __restrict__ src
 }
 }  // namespace
 
+namespace {
+__global__ void accumulate_bf16_kernel(uint16_t* __restrict__ dst, const uint16_t* __restrict__ src, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = bf16_bits(bf16_to_float(dst[i]) + bf16_to_float(src[i]));
+}
+}  // namespace
 void accumulate(const Tensor& dst, const Tensor& src) {
   const int64_t n = dst.numel();
   if (n == 0) return;
   const int threads = 256;
   const int blocks = int(std::min<int64_t>((n + threads - 1) / threads, int64_t(sm_count()) * 8));
   Tensor d = dst;
-  if (dst.dtype() == DType::F32)
+  if (dst.dtype() == DType::BF16)
+    accumulate_bf16_kernel<<<blocks, threads, 0, compute_stream()>>>(reinterpret_cast<uint16_t*>(d.data<bf16>()),
+                                                                     reinterpret_cast<const uint16_t*>(src.data<bf16>()), n);
+  else if (dst.dtype() == DType::F32)
     accumulate_kernel<<<blocks, threads, 0, compute_stream()>>>(d.data<float>(), src.data<float>(), n);
   else
     accumulate_kernel<<<blocks, threads, 0, compute_stream()>>>(d.data<double>(), src.data<double>(), n);

@@ -9,7 +9,19 @@
 
 namespace cac::kernels::cpu {
 
+namespace {
+// out[i] = bf16(f(float(a[i]), float(b[i]))) over bf16 tensors.
+template <class F>
+void bf16_map(const Tensor& a, const Tensor& b, Tensor& out, F f) {
+  const bf16 *ap = a.data<bf16>(), *bp = b.data<bf16>();
+  bf16* o = out.data<bf16>();
+  for (int64_t i = 0, n = a.numel(); i < n; ++i) o[i] = bf16(f(float(ap[i]), float(bp[i])));
+}
+}  // namespace
+
 void leaky_relu_forward(const Tensor& x, double slope, Tensor& y) {
+  if (x.dtype() == DType::BF16)
+    return bf16_map(x, x, y, [s = float(slope)](float v, float) { return v > 0.f ? v : v * s; });
   dispatch_floating("leaky_relu", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
@@ -23,6 +35,8 @@ void leaky_relu_forward(const Tensor& x, double slope, Tensor& y) {
 }
 
 void leaky_relu_backward(const Tensor& x, const Tensor& gy, double slope, Tensor& gx) {
+  if (x.dtype() == DType::BF16)
+    return bf16_map(x, gy, gx, [s = float(slope)](float v, float g) { return v > 0.f ? g : g * s; });
   dispatch_floating("leaky_relu_backward", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* xp = x.data<T>();
@@ -39,6 +53,7 @@ void leaky_relu_backward(const Tensor& x, const Tensor& gy, double slope, Tensor
 }
 
 void add_forward(const Tensor& a, const Tensor& b, Tensor& y) {
+  if (a.dtype() == DType::BF16) return bf16_map(a, b, y, [](float u, float v) { return u + v; });
   dispatch_floating("add", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* ap = a.data<T>();

@@ -32,6 +32,33 @@ __global__ void add_kernel(const float* __restrict__ a, const float* __restrict_
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = a[i] + b[i];
 }
+// bf16 tensors (issue 25): out[i] = bf16(f(float(a[i]), float(b[i]))).
+template <class F>
+__global__ void bf16_map(const uint16_t* __restrict__ a, const uint16_t* __restrict__ b, uint16_t* __restrict__ out,
+                         int64_t n, F f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = bf16_bits(f(bf16_to_float(a[i]), bf16_to_float(b[i])));
+}
+struct LeakyF {
+  float s;
+  __device__ float operator()(float v, float) const { return v > 0.f ? v : v * s; }
+};
+struct LeakyB {
+  float s;
+  __device__ float operator()(float v, float g) const { return v > 0.f ? g : g * s; }
+};
+struct AddF {
+  __device__ float operator()(float u, float v) const { return u + v; }
+};
+template <class F>
+void launch_bf16_map(const Tensor& a, const Tensor& b, Tensor& out, F f) {
+  const int64_t n = a.numel();
+  if (n == 0) return;
+  bf16_map<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(reinterpret_cast<const uint16_t*>(a.data<bf16>()),
+                                                            reinterpret_cast<const uint16_t*>(b.data<bf16>()),
+                                                            reinterpret_cast<uint16_t*>(out.data<bf16>()), n, f);
+  CUDA_CHECK_LAUNCH();
+}
 // Idx: uint32_t when n fits (a 64-bit division per element costs more than the memory traffic).
 template <class Idx>
 __global__ void dropout_fwd(const float* __restrict__ x, float* __restrict__ y, float* __restrict__ mask,
@@ -98,6 +125,7 @@ __global__ void round_bf16_kernel(const float* __restrict__ x, uint16_t* __restr
 }  // namespace
 
 void leaky_relu_forward(const Tensor& x, double slope, Tensor& y) {
+  if (x.dtype() == DType::BF16) return launch_bf16_map(x, x, y, LeakyF{float(slope)});
   require_f32("leaky_relu", x);
   const int64_t n = x.numel();
   if (n == 0) return;
@@ -116,6 +144,7 @@ void leaky_relu_forward(const Tensor& x, double slope, Tensor& y) {
 }
 
 void leaky_relu_backward(const Tensor& x, const Tensor& gy, double slope, Tensor& gx) {
+  if (x.dtype() == DType::BF16) return launch_bf16_map(x, gy, gx, LeakyB{float(slope)});
   require_f32("leaky_relu_backward", x);
   const int64_t n = x.numel();
   if (n == 0) return;
@@ -125,6 +154,7 @@ void leaky_relu_backward(const Tensor& x, const Tensor& gy, double slope, Tensor
 }
 
 void add_forward(const Tensor& a, const Tensor& b, Tensor& y) {
+  if (a.dtype() == DType::BF16) return launch_bf16_map(a, b, y, AddF{});
   require_f32("add", a);
   const int64_t n = a.numel();
   if (n == 0) return;
