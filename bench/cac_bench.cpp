@@ -24,6 +24,12 @@ struct StepOptions {
   int batch = 128, channels = 3, size = 32, classes = 0, warmup = 2, iters = 10;
 };
 
+const char* precision_words(const std::string& precision, Device dev) {
+  if (precision == "bf16") return " (bf16 channels-last convs)";
+  if (dev != Device::CUDA) return "";
+  return precision == "tf32" ? " (tf32 convs)" : " (fp32 convs)";
+}
+
 int run_step(const StepOptions& o) {
   const Device dev = o.device == "cuda" ? Device::CUDA : Device::CPU;
   if (o.graph && dev != Device::CUDA) {
@@ -70,7 +76,7 @@ int run_step(const StepOptions& o) {
   std::printf("%s training step  device=%s%s  batch=%d  input=%dx%dx%d  %.2f ms/step  %.1f images/s"
               "  (loss %.4f, %d timed steps after %d warm-up)\n",
               o.arch.c_str(), o.device.c_str(),
-              o.precision == "bf16" ? " (bf16 channels-last convs)" : dev != Device::CUDA ? "" : o.precision == "tf32" ? " (tf32 convs)" : " (fp32 convs)",
+              precision_words(o.precision, dev),
               o.batch, o.size, o.size, o.channels, ms, 1e3 * o.batch / ms, totals.means().loss, o.iters,
               o.warmup);
   if (dev == Device::CUDA && o.graph) {

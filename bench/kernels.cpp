@@ -72,6 +72,14 @@ void print(const std::vector<Row>& rows, double copy_gbs) {
               copy_gbs);
 }
 
+// Issue 25's target: the bf16 channels-last batch norm at >= 70% of the copy rate.
+void print_bf16_targets(const std::vector<Row>& rows, double copy_gbs) {
+  for (const Row& r : rows)
+    if (r.name.rfind("bf16 nhwc", 0) == 0)
+      std::printf("  %-34s %-14s %5.1f%% of copy (>= 70%%): %s\n", r.name.c_str(), r.shape.c_str(),
+                  of_copy_percent(r, copy_gbs), of_copy_percent(r, copy_gbs) >= 70 && r.check <= 1 ? "met" : "MISSED");
+}
+
 // Issue 3's targets read off the rows: batch norm forward and backward >= 60% of the copy rate
 // (the default rows, and the fastest configuration that passed its check, for the sweep), the CAC
 // head in <= 2 launches and < 20 us.
@@ -92,10 +100,6 @@ void print_targets(const std::vector<Row>& rows, double copy_gbs) {
       std::printf("  fastest batch norm %s: '%s' %.2f us, %.1f%% of copy\n", dir.c_str(), best->name.c_str(),
                   best->warm_us, of_copy_percent(*best, copy_gbs));
   }
-  for (const Row& r : rows)  // issue 25: the bf16 channels-last batch norm at >= 70% of the copy rate
-    if (r.name.rfind("bf16 nhwc", 0) == 0)
-      std::printf("  %-34s %-14s %5.1f%% of copy (>= 70%%): %s\n", r.name.c_str(), r.shape.c_str(),
-                  of_copy_percent(r, copy_gbs), of_copy_percent(r, copy_gbs) >= 70 && r.check <= 1 ? "met" : "MISSED");
   for (const Row& r : rows)
     if (r.name.rfind("cac head", 0) == 0)
       std::printf("  %-34s %-14s %d launches, %.2f us (<= 2 launches, < 20 us): %s\n", r.name.c_str(),
@@ -297,6 +301,7 @@ int run_kernels(const KernelOptions& o) {
   bench_elementwise_and_sgd(bench);
   print(bench.rows, copy_gbs);
   print_targets(bench.rows, copy_gbs);
+  print_bf16_targets(bench.rows, copy_gbs);
   for (const Row& r : bench.rows)
     if (r.check > 1) return 1;
   return 0;

@@ -38,53 +38,27 @@ void check_labels(const char* op, const Tensor& scores, const Tensor& labels) {
 }  // namespace
 
 // ---- conv2d ---------------------------------------------------------------------------------------
-namespace {
-// conv2d on bf16 channels-last tensors: the same checks in that layout.
-Tensor conv2d_channels_last(const Tensor& x, const Tensor& w, int stride, int pad) {
-  const char* op = "conv2d";
-  check_ndim(op, x, 4, "input");
-  check_ndim(op, w, 4, "weight");
-  check_same_dtype(op, x, w);
-  check_same_device(op, x, w);
-  CAC_CHECK(w.dim(3) == x.dim(3), "conv2d: bf16 weight {} expects {} input channels, input is {} (channels last)",
-            shape_str(w.shape()), w.dim(3), shape_str(x.shape()));
-  CAC_CHECK(stride >= 1 && pad >= 0, "conv2d: stride {} / padding {} invalid", stride, pad);
-  const int64_t Ho = (x.dim(1) + 2 * pad - w.dim(1)) / stride + 1, Wo = (x.dim(2) + 2 * pad - w.dim(2)) / stride + 1;
-  CAC_CHECK(Ho > 0 && Wo > 0, "conv2d: input {} too small for kernel {} with padding {}", shape_str(x.shape()),
-            shape_str(w.shape()), pad);
-  const kernels::ConvGeometry geo{stride, pad};
-  Tensor y = empty_as({x.dim(0), Ho, Wo, w.dim(0)}, x);
-  kernels::conv2d_forward(x, w, Tensor(), geo, y);
-  record(y, op, {x, w}, [x, w, geo](const Tensor& gy, const std::vector<bool>& need) {
-    Tensor gx = need[0] ? empty_like(x) : Tensor(), gw = need[1] ? empty_like(w) : Tensor();
-    kernels::conv2d_backward(x, w, gy, geo, gx.defined() ? &gx : nullptr, gw.defined() ? &gw : nullptr, nullptr);
-    return std::vector<Tensor>{gx, gw};
-  });
-  return y;
-}
-}  // namespace
-
+// bf16 tensors are channels last (x [N, H, W, C], w [O, kh, kw, C]) and have no bias.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, int pad) {
   const char* op = "conv2d";
-  if (x.dtype() == DType::BF16) {
-    CAC_CHECK(!bias.defined(), "conv2d: bf16 convolutions have no bias");
-    return conv2d_channels_last(x, w, stride, pad);
-  }
-  check_float(op, x, "input");
+  const bool last = x.dtype() == DType::BF16;
+  const int c = last ? 3 : 1, h = last ? 1 : 2, wd = last ? 2 : 3;  // axes of x and of w
+  if (last) CAC_CHECK(!bias.defined(), "conv2d: bf16 convolutions have no bias");
+  else check_float(op, x, "input");
   check_ndim(op, x, 4, "input");
   check_ndim(op, w, 4, "weight");
   check_same_dtype(op, x, w);
   check_same_device(op, x, w);
-  CAC_CHECK(w.dim(1) == x.dim(1), "conv2d: weight {} expects {} input channels, input is {}",
-            shape_str(w.shape()), w.dim(1), shape_str(x.shape()));
+  CAC_CHECK(w.dim(c) == x.dim(c), "conv2d: weight {} expects {} input channels, input is {}{}", shape_str(w.shape()),
+            w.dim(c), shape_str(x.shape()), last ? " (channels last)" : "");
   CAC_CHECK(stride >= 1 && pad >= 0, "conv2d: stride {} / padding {} invalid", stride, pad);
   if (bias.defined()) check_param(op, x, bias, {w.dim(0)}, "bias");
-  const int64_t Ho = (x.dim(2) + 2 * pad - w.dim(2)) / stride + 1;
-  const int64_t Wo = (x.dim(3) + 2 * pad - w.dim(3)) / stride + 1;
+  const int64_t Ho = (x.dim(h) + 2 * pad - w.dim(h)) / stride + 1;
+  const int64_t Wo = (x.dim(wd) + 2 * pad - w.dim(wd)) / stride + 1;
   CAC_CHECK(Ho > 0 && Wo > 0, "conv2d: input {} too small for kernel {} with padding {}",
             shape_str(x.shape()), shape_str(w.shape()), pad);
   const kernels::ConvGeometry geo{stride, pad};
-  Tensor y = empty_as({x.dim(0), w.dim(0), Ho, Wo}, x);
+  Tensor y = empty_as(last ? Shape{x.dim(0), Ho, Wo, w.dim(0)} : Shape{x.dim(0), w.dim(0), Ho, Wo}, x);
   kernels::conv2d_forward(x, w, bias, geo, y);
 
   record(y, op, {x, w, bias}, [x, w, geo, has_bias = bias.defined()](const Tensor& gy, const std::vector<bool>& need) {
@@ -99,29 +73,33 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
 }
 
 // ---- layout changes -------------------------------------------------------------------------------
-Tensor to_channels_last_bf16(const Tensor& x) {
-  CAC_CHECK(x.dtype() == DType::F32 && x.ndim() == 4, "to_channels_last_bf16: expected f32 [N, C, H, W], got {}",
-            x.str());
-  Tensor y = Tensor::empty({x.dim(0), x.dim(2), x.dim(3), x.dim(1)}, DType::BF16, x.device());
-  kernels::nchw_to_nhwc_bf16(x, y);
-  record(y, "to_channels_last_bf16", {x}, [shape = x.shape(), device = x.device()](const Tensor& gy, const std::vector<bool>&) {
-    Tensor gx = Tensor::empty(shape, DType::F32, device);
-    kernels::nhwc_bf16_to_nchw(gy, gx);
+namespace {
+using LayoutKernel = void (*)(const Tensor&, Tensor&);
+// y = there(x) into `shape` of `dtype`; the gradient comes back through `back` into x's shape and dtype.
+Tensor layout_change(const char* op, const Tensor& x, const Shape& shape, DType dtype, LayoutKernel there,
+                     LayoutKernel back) {
+  Tensor y = Tensor::empty(shape, dtype, x.device());
+  there(x, y);
+  record(y, op, {x}, [in = x.shape(), dt = x.dtype(), device = x.device(), back](const Tensor& gy, const std::vector<bool>&) {
+    Tensor gx = Tensor::empty(in, dt, device);
+    back(gy, gx);
     return std::vector<Tensor>{gx};
   });
   return y;
 }
+}  // namespace
+
+Tensor to_channels_last_bf16(const Tensor& x) {
+  CAC_CHECK(x.dtype() == DType::F32 && x.ndim() == 4, "to_channels_last_bf16: expected f32 [N, C, H, W], got {}",
+            x.str());
+  return layout_change("to_channels_last_bf16", x, {x.dim(0), x.dim(2), x.dim(3), x.dim(1)}, DType::BF16,
+                       kernels::nchw_to_nhwc_bf16, kernels::nhwc_bf16_to_nchw);
+}
 
 Tensor to_nchw_f32(const Tensor& x) {
   CAC_CHECK(x.dtype() == DType::BF16 && x.ndim() == 4, "to_nchw_f32: expected bf16 [N, H, W, C], got {}", x.str());
-  Tensor y = Tensor::empty({x.dim(0), x.dim(3), x.dim(1), x.dim(2)}, DType::F32, x.device());
-  kernels::nhwc_bf16_to_nchw(x, y);
-  record(y, "to_nchw_f32", {x}, [shape = x.shape(), device = x.device()](const Tensor& gy, const std::vector<bool>&) {
-    Tensor gx = Tensor::empty(shape, DType::BF16, device);
-    kernels::nchw_to_nhwc_bf16(gy, gx);
-    return std::vector<Tensor>{gx};
-  });
-  return y;
+  return layout_change("to_nchw_f32", x, {x.dim(0), x.dim(3), x.dim(1), x.dim(2)}, DType::F32,
+                       kernels::nhwc_bf16_to_nchw, kernels::nchw_to_nhwc_bf16);
 }
 
 // ---- linear ---------------------------------------------------------------------------------------

@@ -85,18 +85,11 @@ void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counte
 void dropout2d_nhwc_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter, const Tensor* counter_at,
                             Tensor& y, Tensor& mask) {
   if (counter_at) counter += uint64_t(counter_at->data<int64_t>()[0]);
-  const int64_t B = x.dim(0), HW = x.dim(1) * x.dim(2), C = x.dim(3);
+  const int64_t B = x.dim(0), C = x.dim(3);
   const float keep_scale = float(1.0 / (1.0 - p));
   float* m = mask.data<float>();
   for (int64_t i = 0; i < B * C; ++i) m[i] = uniform_from_bits(hash3(seed, counter, uint64_t(i))) < float(p) ? 0.f : keep_scale;
-  const bf16* xp = x.data<bf16>();
-  bf16* yp = y.data<bf16>();
-  for (int64_t n = 0; n < B; ++n)
-    for (int64_t i = 0; i < HW; ++i)
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t k = (n * HW + i) * C + c;
-        yp[k] = bf16(float(xp[k]) * m[n * C + c]);
-      }
+  cpu::dropout2d_nhwc_backward(x, mask, y);  // the same pass: y = bf16(x * mask)
 }
 
 void dropout2d_nhwc_backward(const Tensor& gy, const Tensor& mask, Tensor& gx) {

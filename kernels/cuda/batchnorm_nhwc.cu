@@ -207,6 +207,15 @@ Tiling tiling_for(const Tensor& x, std::initializer_list<const Tensor*> others) 
 }
 const uint16_t* bits(const Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data<bf16>()); }
 uint16_t* bits(Tensor& t) { return reinterpret_cast<uint16_t*>(t.data<bf16>()); }
+
+// y = bf16(act(x * coef[c] + coef[C + c])), the forward's last pass (training and eval).
+void normalise(const Tiling& t, const Tensor& x, Tensor& y, const Tensor& coef, BnActivation act) {
+  const int64_t units = x.numel() / t.V;
+  auto kernel = t.V == 2 ? nhwc_normalise<2> : nhwc_normalise<1>;
+  kernel<<<grid_for(units, kThreads), kThreads, 0, stream()>>>(bits(x), bits(y), units, int(x.dim(3)),
+                                                               coef.data<float>(), act.leaky, float(act.slope));
+  CUDA_CHECK_LAUNCH();
+}
 }  // namespace
 
 void batchnorm_nhwc_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
@@ -226,11 +235,7 @@ void batchnorm_nhwc_forward_train(const Tensor& x, const Tensor& gamma, const Te
       running_mean.data<float>(), running_var.data<float>(), momentum, eps, save_mean.data<float>(),
       save_invstd.data<float>(), coef.data<float>());
   CUDA_CHECK_LAUNCH();
-  const int64_t units = x.numel() / t.V;
-  auto normalise = t.V == 2 ? nhwc_normalise<2> : nhwc_normalise<1>;
-  normalise<<<grid_for(units, kThreads), kThreads, 0, stream()>>>(bits(x), bits(y), units, C, coef.data<float>(),
-                                                                  act.leaky, float(act.slope));
-  CUDA_CHECK_LAUNCH();
+  normalise(t, x, y, coef, act);
 }
 
 void batchnorm_nhwc_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
@@ -243,11 +248,7 @@ void batchnorm_nhwc_forward_eval(const Tensor& x, const Tensor& gamma, const Ten
       C, gamma.data<float>(), beta.data<float>(), running_mean.data<float>(), running_var.data<float>(), eps,
       coef.data<float>());
   CUDA_CHECK_LAUNCH();
-  const int64_t units = x.numel() / t.V;
-  auto normalise = t.V == 2 ? nhwc_normalise<2> : nhwc_normalise<1>;
-  normalise<<<grid_for(units, kThreads), kThreads, 0, stream()>>>(bits(x), bits(y), units, C, coef.data<float>(),
-                                                                  act.leaky, float(act.slope));
-  CUDA_CHECK_LAUNCH();
+  normalise(t, x, y, coef, act);
 }
 
 void batchnorm_nhwc_backward(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
