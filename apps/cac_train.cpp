@@ -161,8 +161,8 @@ void add_flags(CLI::App& app, app::RunConfig& c, Flags& f) {
                         "every step eagerly")
              ->check(CLI::IsMember({"auto", "off"}))->capture_default_str();
   f.pr = app.add_option("--precision", f.precision, "fp32, tf32 (TF32 tensor-core convolutions on a GPU, as PyTorch) "
-                        "or bf16 (classifier32's convolutions on bf16 channels-last activations; float32 master "
-                        "weights, statistics, head and checkpoints)")
+                        "or bf16 (the convolution stack on bf16 channels-last activations; float32 master weights, "
+                        "statistics, head and checkpoints)")
              ->check(CLI::IsMember({"fp32", "tf32", "bf16"}))->capture_default_str();
   app.add_option("--stop-after", f.stop_after, "stop after this many epochs (resumable, as an interruption)")->check(CLI::NonNegativeNumber);
   auto* cf = app.add_option("--config", f.config_file, "settings from a JSON file: a run's config.json (to repeat or vary "

@@ -46,8 +46,8 @@ enum class GraphUse { Auto, Off };
 const char* graph_use_name(GraphUse g);
 GraphUse parse_graph_use(const std::string& s);
 // --precision: fp32 (float32 everywhere), tf32 (TF32 tensor-core convolutions on a GPU, PyTorch's
-// default; on the CPU the same as fp32), bf16 (classifier32's convolution stack on bf16
-// channels-last activations; float32 master weights, statistics, head and checkpoints).
+// default; on the CPU the same as fp32), bf16 (the convolution stack on bf16 channels-last
+// activations; float32 master weights, statistics, head and checkpoints).
 enum class Precision { FP32, TF32, BF16 };
 const char* precision_name(Precision p);
 Precision parse_precision(const std::string& s);

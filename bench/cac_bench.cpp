@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
   step->add_option("--warmup", so.warmup, "untimed steps first")->check(CLI::NonNegativeNumber)->capture_default_str();
   step->add_option("--iters", so.iters, "timed steps")->check(CLI::PositiveNumber)->capture_default_str();
   step->add_option("--precision", so.precision, "fp32, tf32 (TF32 tensor-core convolutions, PyTorch's default) or bf16 "
-                   "(classifier32's convolutions on bf16 channels-last activations)")
+                   "(the convolution stack on bf16 channels-last activations)")
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}))->capture_default_str();
   step->add_flag("--graph", so.graph, "also time the step recorded into a CUDA graph and replayed (cuda only)");
   bench::KernelOptions ko;
