@@ -708,6 +708,41 @@ TEST(CudaConv, Bf16ChannelsLastMatchesTheTwin) {
   }
 }
 
+// ResNet-18's bf16 elementwise kernels (add, ReLU forward and backward, gradient accumulation)
+// against their CPU twins, bit for bit (one float32 operation and one rounding each), at a residual
+// shape and an odd length.
+TEST(CudaKernels, Bf16ElementwiseMatchTheTwinsBitForBit) {
+  REQUIRE_GPU();
+  for (int64_t n : {int64_t(128) * 16 * 16 * 128, int64_t(1000003)}) {
+    Generator gen(static_cast<uint64_t>(n));
+    auto values = [&] {
+      std::vector<float> v(static_cast<size_t>(n));
+      for (auto& e : v) e = float(gen.normal());
+      return Tensor::from_vector(v, {n}).to(DType::BF16);
+    };
+    const Tensor a = values(), b = values();
+    auto same = [](const Tensor& gpu, const Tensor& cpu, const char* what) {
+      const Tensor h = gpu.to(Device::CPU);
+      EXPECT_EQ(std::memcmp(h.raw(), cpu.raw(), cpu.nbytes()), 0) << what;
+    };
+    Tensor y_c = Tensor::empty({n}, DType::BF16), y = Tensor::empty({n}, DType::BF16, Device::CUDA);
+    const Tensor ag = a.to(Device::CUDA), bg = b.to(Device::CUDA);
+    kernels::add_forward(a, b, y_c);
+    kernels::add_forward(ag, bg, y);
+    same(y, y_c, "add");
+    kernels::leaky_relu_forward(a, 0.0, y_c);
+    kernels::leaky_relu_forward(ag, 0.0, y);
+    same(y, y_c, "relu");
+    kernels::leaky_relu_backward(a, b, 0.2, y_c);
+    kernels::leaky_relu_backward(ag, bg, 0.2, y);
+    same(y, y_c, "leaky backward");
+    Tensor acc_c = a.clone(), acc = ag.clone();
+    acc_c.accumulate_(b);
+    acc.accumulate_(bg);
+    same(acc, acc_c, "accumulate");
+  }
+}
+
 // The layout changes of issue 25's stack against their CPU twins, bit for bit (data movement and one
 // rounding to nearest-even): the network input, an activation, a weight [K, C, R, S], odd sizes
 // (partial tiles in both directions).

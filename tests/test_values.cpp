@@ -429,6 +429,26 @@ TEST(MixedPrecision, Bf16DropoutDropsTheSameChannels) {
   for (size_t i = 0; i < w.size(); ++i) EXPECT_EQ(grad[i], (w[i] == 0 && v[i] != 0) ? 0.f : round_bf16(float(1 / 0.6)));
 }
 
+// ResNet-18's bf16 elementwise ops by hand (issue 25): float32 arithmetic on the bf16 values, one
+// rounding to nearest-even (bf16 steps of 2^-7 above 1): 1 + 2^-8, a tie, goes to the even 1;
+// 1 + 3 * 2^-8, a tie, to the even 1 + 2^-6; the same for gradients meeting at a shortcut.
+TEST(MixedPrecision, Bf16ElementwiseRoundsOnceByHand) {
+  auto bf = [](std::vector<float> v) { return Tensor::from_vector(v, {int64_t(v.size())}).to(DType::BF16); };
+  auto back = [](const Tensor& t) { return t.to(DType::F32).to_vector<float>(); };
+  const Tensor a = bf({1.0f, 1.0f, -2.0f, 3.0f}), b = bf({0.00390625f, 0.01171875f, 0.5f, -3.0f});
+  Tensor y = Tensor::empty({4}, DType::BF16);
+  kernels::add_forward(a, b, y);
+  EXPECT_EQ(back(y), (std::vector<float>{1.0f, 1.015625f, -1.5f, 0.0f}));
+  y = Tensor::empty({3}, DType::BF16);
+  kernels::leaky_relu_forward(bf({-1.0f, 2.0f, -3.0f}), 0.2, y);
+  EXPECT_EQ(back(y), (std::vector<float>{round_bf16(-0.2f), 2.0f, round_bf16(-0.6f)}));
+  kernels::leaky_relu_backward(bf({-1.0f, 2.0f, 0.0f}), bf({1.0f, 1.0f, 1.0f}), 0.2, y);
+  EXPECT_EQ(back(y), (std::vector<float>{round_bf16(0.2f), 1.0f, round_bf16(0.2f)}));
+  Tensor acc = bf({1.0f, 256.0f});
+  acc.accumulate_(bf({0.00390625f, 1.0f}));  // 257 is a tie between 256 and 258: the even 256
+  EXPECT_EQ(back(acc), (std::vector<float>{1.0f, 256.0f}));
+}
+
 // The mixed-precision stack's edges (issue 25): NCHW float32 to channels-last bf16 by hand (order
 // and the one rounding: 6 + 2^-7 is nearer 6 than the next bf16, 6.03125), and back exactly.
 TEST(Layout, ChannelsLastBf16AndBackByHand) {
