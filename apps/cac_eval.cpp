@@ -48,6 +48,10 @@ int main(int argc, char** argv) {
   app.add_option("--graph", graph, "auto: on a GPU the forward passes are recorded into a CUDA graph after two eager "
                  "batches and replayed; off: every batch eagerly")
       ->check(CLI::IsMember({"auto", "off"}))->capture_default_str();
+  app.add_option("--precision", o.precision, "auto: each run in the precision it trained in (config.json); or fp32, "
+                 "tf32 (TF32 tensor-core convolutions on a GPU) or bf16 (the convolution stack on bf16 channels-last "
+                 "activations) for every run")
+      ->check(CLI::IsMember({"auto", "fp32", "tf32", "bf16"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   o.graph = graph == "auto";
   for (int i = 0; i < argc; ++i) o.command_line += (i ? " " : "") + std::string(argv[i]);

@@ -17,6 +17,7 @@
 #include "apps/run_folder.h"
 #include "apps/scoring.h"
 #include "core/build_info.h"
+#include "core/cuda_runtime.h"
 #include "core/files.h"
 #include "core/autograd.h"
 #include "core/stop.h"
@@ -241,11 +242,25 @@ void use_unknowns_of(const std::string& benchmark, RunUnderEval& r) {
   r.benchmark = benchmark;
 }
 
+// The precision a run is evaluated in (cac_eval --precision; TF32 convolutions unless fp32), said
+// where it is not the one the run trained in.
+void use_precision(const std::string& asked, RunConfig& c, Device dev, const std::string& run) {
+  if (asked != "auto") {
+    const Precision p = parse_precision(asked);
+    if (p != c.precision)
+      std::fprintf(stderr, "cac_eval: %s: evaluating in %s (trained in %s)\n", run.c_str(), precision_name(p),
+                   precision_name(c.precision));
+    c.precision = p;
+  }
+  if (dev == Device::CUDA) cuda::set_allow_tf32(c.precision != Precision::FP32);
+}
+
 RunUnderEval load_run(const std::string& run, const EvalOptions& o, ExtraUnknowns& extra, Device dev) {
   RunUnderEval r;
   r.run = run;
   r.c = RunConfig::from_json(read_text(run + "/config.json", " (is this a cac_train run folder?)"), run + "/config.json");
   if (!o.data_dir.empty()) r.c.data_dir = o.data_dir;
+  use_precision(o.precision, r.c, dev, run);
   const std::string arch = arch_name(r.c.arch_or_default());
   CAC_CHECK(o.arch.empty() || o.arch == arch, "{}: trained with --arch {}, but --arch {} was asked for", run, arch, o.arch);
   r.method = r.c.method;

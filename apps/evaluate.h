@@ -29,6 +29,9 @@ struct EvalOptions {
   int knn_k = 50;  // k of the knn score (Sun et al. 2022), lowered to the training images where fewer
   // On a GPU, replay the forward passes from a CUDA graph (cac_eval --graph auto); false: eager.
   bool graph = true;
+  // cac_eval --precision: "auto" evaluates each run in the precision it trained in (config.json),
+  // else fp32, tf32 or bf16 for every run (the checkpoints are float32 whatever the run used).
+  std::string precision = "auto";
 };
 // Evaluates each run's best checkpoint on its test sets (class-mean anchors for CAC), prints a
 // table with mean and std over runs, writes the JSON and scores CSV when asked; exit code.

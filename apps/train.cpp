@@ -268,6 +268,7 @@ class TrainRun {
         train_loader_(training_batches(d)),
         val_loader_(validation_batches(d)) {
     trainer_.set_label_smoothing(cfg.label_smoothing);
+    if (cfg.precision == Precision::BF16) trainer_.keep_bf16_weights();
     if (dev == Device::CUDA) timer_ = std::make_unique<cuda::StepTimer>(int(train_loader_->batches_per_epoch()));
     if (dev == Device::CUDA) use_graphs(d);
   }
@@ -329,6 +330,9 @@ class TrainRun {
   // The training batches of one epoch with a progress line; stops early at a stop signal (the
   // caller checks stop_signal()).
   StepTotals::Means train_epoch(int epoch, int total_epochs, double lr) {
+    // Weights are loaded between epochs only (--init, --resume, a stage's reload): the optimizer's
+    // bf16 copy, where kept, follows them here, whichever it was.
+    trainer_.weights_loaded();
     train_loader_->start_epoch(epoch);
     StepTotals& tr = train_totals_;
     tr.reset(DType::F32, dev_);

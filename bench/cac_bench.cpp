@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "apps/device_option.h"
 #include "core/build_info.h"
@@ -28,6 +30,45 @@ const char* precision_words(const std::string& precision, Device dev) {
   if (precision == "bf16") return " (bf16 channels-last convs)";
   if (dev != Device::CUDA) return "";
   return precision == "tf32" ? " (tf32 convs)" : " (fp32 convs)";
+}
+
+// Dense peaks in TFLOP/s from NVIDIA's data sheets (FP32 cores; TF32 and BF16 tensor cores without
+// sparsity), matched against the device's name, the more specific names first.
+struct Peak {
+  const char* name;
+  double fp32, tf32, bf16;
+};
+constexpr Peak kPeaks[] = {
+    {"H100 PCIe", 51.2, 378.0, 756.0}, {"H100 NVL", 60.0, 417.5, 835.5}, {"H200 NVL", 60.0, 417.5, 835.5},
+    {"H100", 66.9, 494.7, 989.4},      {"H200", 66.9, 494.7, 989.4},     {"A100", 19.5, 156.0, 312.0},
+};
+
+// The step's FLOPs: 6 per multiply-add of the forward's convolutions and linear layers (2 in the
+// forward, 2 each for the input and weight gradients; the stem's unneeded input gradient counted
+// too, as the usual estimate does); then the rate and, on a GPU in the table, its share of the
+// peak of the precision the convolutions run in.
+void print_rate(Module& model, const StepOptions& o, const std::vector<std::pair<std::string, double>>& ms) {
+  int64_t macs = 0;
+  model.visit([&](const std::string&, Module& m) {
+    if (auto* c = dynamic_cast<Conv2d*>(&m)) macs += c->macs;
+    if (auto* l = dynamic_cast<Linear*>(&m)) macs += l->macs;
+  });
+  const double flops = 6.0 * double(macs);
+  std::printf("%s training step: %.2f GFLOP per image (6 x %.3f G multiply-adds)", o.arch.c_str(),
+              flops / o.batch / 1e9, double(macs) / o.batch / 1e9);
+  const std::string gpu = o.device == "cuda" ? cuda::device_description() : "";
+  const Peak* peak = nullptr;
+  for (const Peak& p : kPeaks)
+    if (!peak && gpu.find(p.name) != std::string::npos) peak = &p;
+  const double top = !peak ? 0 : o.precision == "bf16" ? peak->bf16 : o.precision == "tf32" ? peak->tf32 : peak->fp32;
+  for (const auto& [how, t] : ms) {
+    const double tflops = flops / (t * 1e-3) / 1e12;
+    if (tflops < 1) std::printf("; %s %.1f GFLOP/s", how.c_str(), tflops * 1e3);
+    else std::printf("; %s %.1f TFLOP/s", how.c_str(), tflops);
+    if (peak) std::printf(" = %.1f%% of the %s's dense %s peak (%.0f)", 100 * tflops / top, peak->name,
+                          o.precision.c_str(), top);
+  }
+  std::printf("\n");
 }
 
 int run_step(const StepOptions& o) {
@@ -57,6 +98,7 @@ int run_step(const StepOptions& o) {
   }
   model->to(dev);
   Trainer trainer(model, Method::CAC, 0.1, 0.9, 5e-4);
+  if (o.precision == "bf16") trainer.keep_bf16_weights();
   Generator gen(1);
   std::vector<float> x(size_t(o.batch) * o.channels * o.size * o.size);
   for (auto& v : x) v = float(gen.normal());
@@ -79,6 +121,7 @@ int run_step(const StepOptions& o) {
               precision_words(o.precision, dev),
               o.batch, o.size, o.size, o.channels, ms, 1e3 * o.batch / ms, totals.means().loss, o.iters,
               o.warmup);
+  std::vector<std::pair<std::string, double>> rates = {{"eager", ms}};
   if (dev == Device::CUDA && o.graph) {
     // The same step recorded once into a CUDA graph and replayed back to back: the host's launch
     // work per step becomes one graph launch (the replays repeat one step's inputs and dropout masks).
@@ -91,7 +134,9 @@ int run_step(const StepOptions& o) {
     const double gms = 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - g0).count() / o.iters;
     std::printf("%s training step  CUDA graph replay (%zu nodes)  %.2f ms/step  %.1f images/s\n", o.arch.c_str(),
                 graph.launches(), gms, 1e3 * o.batch / gms);
+    rates.emplace_back("graph", gms);
   }
+  print_rate(*model, o, rates);
   if (dev == Device::CUDA) {
     auto st = cuda::allocator_stats();
     std::printf("device memory: peak %.1f MiB in tensors, %.1f MiB reserved, %zu cudaMalloc calls\n",

@@ -31,6 +31,13 @@ void ParameterStore::zero_grad() {
   if (grads_.defined()) grads_.zero_();
 }
 
+int64_t ParameterStore::offset_of(const Tensor& param) const {
+  for (const Tensor& p : params_)
+    if (p.raw() == param.raw() && p.numel() == param.numel())
+      return int64_t(p.offset_bytes() - values_.offset_bytes()) / int64_t(dtype_size(p.dtype()));
+  fail("ParameterStore: {} is not one of its parameters", param.str());
+}
+
 int64_t ParameterStore::parameter_count() const {
   int64_t n = 0;
   for (const Tensor& p : params_) n += p.numel();

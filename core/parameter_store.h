@@ -21,6 +21,8 @@ class ParameterStore {
   const std::vector<Tensor>& params() const { return params_; }
   int64_t total() const { return values_.defined() ? values_.numel() : 0; }
   int64_t parameter_count() const;  // without alignment padding
+  // Where one of params() starts in the slab, in elements (throws for a tensor not among them).
+  int64_t offset_of(const Tensor& param) const;
 
   // Each parameter starts on a 64-byte boundary in the slab (vector loads, coalescing).
   static constexpr int64_t kAlignElems = 16;

@@ -47,21 +47,46 @@ void count_up(Tensor& counter) {
             counter.str());
   CAC_DISPATCH(counter.device(), count_up, counter);
 }
+namespace {
+void check_copy(const char* op, const Tensor& values, const Bf16Copy& c) {
+  CAC_CHECK(c.copy.dtype() == DType::BF16 && c.copy.numel() == values.numel() && c.copy.device() == values.device(),
+            "{}: the bf16 copy must be bf16 of the slab's length and device, got {} for {}", op, c.copy.str(),
+            values.str());
+  CAC_CHECK(c.transposes.dtype() == DType::I64 && c.transposes.ndim() == 2 && c.transposes.dim(1) == 4 &&
+                c.transposes.device() == values.device(),
+            "{}: the transposes table must be i64 [S, 4] on the slab's device, got {}", op, c.transposes.str());
+}
+}  // namespace
+
+Bf16Copy make_bf16_copy(const Tensor& values, const std::vector<TransposedBlock>& transposes) {
+  std::vector<int64_t> table;
+  int64_t end = 0;
+  for (const TransposedBlock& t : transposes) {
+    const int64_t size = t.outer * t.rows * t.cols;
+    CAC_CHECK(t.offset >= end && t.outer > 0 && t.rows > 0 && t.cols > 0 && size < (int64_t(1) << 31) &&
+                  t.offset + size <= values.numel(),
+              "bf16 copy: transposed block at {} of [{}, {}, {}] overlaps the one before (ending at {}), is empty, "
+              "has 2^31 elements or more, or leaves the slab of {}",
+              t.offset, t.outer, t.rows, t.cols, end, values.numel());
+    end = t.offset + size;
+    table.insert(table.end(), {t.offset, t.outer, t.rows, t.cols});
+  }
+  Bf16Copy c;
+  c.copy = Tensor::empty({values.numel()}, DType::BF16, values.device());
+  c.transposes = Tensor::from_vector(table, {int64_t(transposes.size()), 4}).to(values.device());
+  return c;
+}
+
 void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const Tensor& lr, double momentum,
-              double weight_decay, Tensor* bf16_copy) {
+              double weight_decay, Bf16Copy* copy) {
   CAC_CHECK(lr.dtype() == DType::F64 && lr.numel() == 1 && lr.device() == values.device(),
             "sgd_step: the learning rate must be an f64 scalar on the parameters' device, got {}", lr.str());
-  if (bf16_copy)
-    CAC_CHECK(bf16_copy->dtype() == DType::BF16 && bf16_copy->numel() == values.numel() &&
-                  bf16_copy->device() == values.device(),
-              "sgd_step: the bf16 copy must be bf16 of the slab's length and device, got {} for {}", bf16_copy->str(),
-              values.str());
-  CAC_DISPATCH(values.device(), sgd_step, values, grads, momentum_buf, lr, momentum, weight_decay, bf16_copy);
+  if (copy) check_copy("sgd_step", values, *copy);
+  CAC_DISPATCH(values.device(), sgd_step, values, grads, momentum_buf, lr, momentum, weight_decay, copy);
 }
-void round_to_bf16(const Tensor& x, Tensor& y) {
-  CAC_CHECK(y.dtype() == DType::BF16 && x.numel() == y.numel() && x.device() == y.device(),
-            "round_to_bf16: {} into {}: expected a bf16 output of the same length and device", x.str(), y.str());
-  CAC_DISPATCH(x.device(), round_to_bf16, x, y);
+void write_bf16_copy(const Tensor& values, Bf16Copy& copy) {
+  check_copy("write_bf16_copy", values, copy);
+  CAC_DISPATCH(values.device(), write_bf16_copy, values, copy);
 }
 
 }  // namespace cac::kernels

@@ -1,6 +1,7 @@
 #pragma once
 // Elementwise, pooling and optimizer kernels. Outputs are preallocated by the caller.
 #include <cstdint>
+#include <vector>
 
 #include "kernels/dispatch.h"
 
@@ -27,14 +28,28 @@ CAC_DECLARE_KERNEL(void global_avg_pool_forward(const Tensor& x, Tensor& y))
 CAC_DECLARE_KERNEL(void global_avg_pool_backward(const Tensor& gy, Tensor& gx))
 // An i64 scalar += 1 where it lives (a device-side counter, e.g. dropout's, advanced in stream order).
 CAC_DECLARE_KERNEL(void count_up(Tensor& counter))
+// Mixed precision's bf16 weights (issue 25): the float32 slab rounded to nearest-even, element i at
+// copy[i] except inside the blocks of `transposes`, i64 [S, 4] rows (offset, outer, rows, cols)
+// sorted by offset, not overlapping, each under 2^31 elements: there the [outer, rows, cols]
+// elements from `offset` are written as [outer, cols, rows] (a convolution's weight [K, C, R, S] as
+// the channels-last [K, R, S, C] that the bf16 convolutions read). Both on the slab's device.
+struct Bf16Copy {
+  Tensor copy;        // bf16, the slab's length
+  Tensor transposes;  // i64 [S, 4]; S may be 0
+};
+struct TransposedBlock {
+  int64_t offset, outer, rows, cols;
+};
+// An (unwritten) copy for `values` with these blocks, checked here: sorted, apart, inside the slab.
+Bf16Copy make_bf16_copy(const Tensor& values, const std::vector<TransposedBlock>& transposes);
 // PyTorch's SGD over flat slabs: g = grad + wd*p; buf = momentum*buf + g; p -= lr*buf.
 // (PyTorch's first step sets buf = g, which is the same as starting from a zero buffer.)
 // lr: an f64 scalar on the slab's device, read by the kernel, so a recorded step follows the schedule.
-// With bf16_copy (a bf16 tensor of the slab's length, issue 25), each updated value is also written
-// there rounded to nearest-even: the bf16 weights of a mixed-precision forward, made in the same pass.
+// With `copy`, each updated value is also written there (Bf16Copy) in the same pass.
 CAC_DECLARE_KERNEL(void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const Tensor& lr,
-                                 double momentum, double weight_decay, Tensor* bf16_copy))
-// y = x rounded to bfloat16, nearest-even (x f32 or f64, through float32; y bf16, same length).
-CAC_DECLARE_KERNEL(void round_to_bf16(const Tensor& x, Tensor& y))
+                                 double momentum, double weight_decay, Bf16Copy* copy))
+// The same copy of `values` (f32, or f64 through float32) without an update: after weights are
+// loaded, and as the conversion a test checks the optimizer's copy against.
+CAC_DECLARE_KERNEL(void write_bf16_copy(const Tensor& values, Bf16Copy& copy))
 
 }  // namespace cac::kernels

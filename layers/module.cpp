@@ -100,9 +100,16 @@ Conv2d::Conv2d(int in, int out, int kernel, int stride_, int pad_, bool with_bia
 }
 Tensor Conv2d::forward(const Tensor& x) {
   CAC_NVTX_RANGE("Conv2d.forward");
-  // bf16 channels-last input (mixed precision): the float32 weight, converted for this forward.
-  if (x.dtype() == DType::BF16) return ops::conv2d(x, ops::to_channels_last_bf16(weight), bias, stride, pad);
-  return ops::conv2d(x, weight, bias, stride, pad);
+  Tensor y;
+  if (x.dtype() == DType::BF16) {  // mixed precision: bf16 channels-last weights
+    const Tensor w = is_training() && bf16_weight.defined() ? ops::channels_last_bf16_copy(weight, bf16_weight)
+                                                            : ops::to_channels_last_bf16(weight);
+    y = ops::conv2d(x, w, bias, stride, pad);
+  } else {
+    y = ops::conv2d(x, weight, bias, stride, pad);
+  }
+  macs = y.numel() * weight.dim(1) * weight.dim(2) * weight.dim(3);
+  return y;
 }
 
 BatchNorm2d::BatchNorm2d(int channels, double momentum_, double eps_) : momentum(momentum_), eps(eps_) {
@@ -135,7 +142,9 @@ Linear::Linear(int in, int out, Generator& gen, double init_std) {
 }
 Tensor Linear::forward(const Tensor& x) {
   CAC_NVTX_RANGE("Linear.forward");
-  return ops::linear(x, weight, bias);
+  Tensor y = ops::linear(x, weight, bias);
+  macs = y.numel() * weight.dim(1);
+  return y;
 }
 
 Tensor LeakyReLU::forward(const Tensor& x) { return ops::leaky_relu(x, slope); }

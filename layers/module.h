@@ -73,7 +73,12 @@ class Conv2d : public Layer {
   Conv2d(int in, int out, int kernel, int stride, int pad, bool bias, Generator& gen);
   Tensor forward(const Tensor& x) override;
   Tensor weight, bias;
+  // Mixed precision: the optimizer's bf16 channels-last copy of `weight` (SGD::bf16_copy_of), which
+  // a training forward on bf16 input reads instead of converting the weight. Evaluation converts:
+  // weights loaded for it have not been through the optimizer.
+  Tensor bf16_weight;
   int stride, pad;
+  int64_t macs = 0;  // multiply-adds of the latest forward (cac_bench's FLOP count)
 };
 
 class BatchNorm2d : public Layer {
@@ -91,6 +96,7 @@ class Linear : public Layer {
   Linear(int in, int out, Generator& gen, double init_std = 0.0);
   Tensor forward(const Tensor& x) override;
   Tensor weight, bias;
+  int64_t macs = 0;  // multiply-adds of the latest forward
 };
 
 class LeakyReLU : public Layer {

@@ -75,19 +75,33 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
 // ---- layout changes -------------------------------------------------------------------------------
 namespace {
 using LayoutKernel = void (*)(const Tensor&, Tensor&);
-// y = there(x) into `shape` of `dtype`; the gradient comes back through `back` into x's shape and dtype.
-Tensor layout_change(const char* op, const Tensor& x, const Shape& shape, DType dtype, LayoutKernel there,
-                     LayoutKernel back) {
-  Tensor y = Tensor::empty(shape, dtype, x.device());
-  there(x, y);
+// y's gradient back through `back` into x's shape and dtype.
+void record_layout_change(Tensor& y, const char* op, const Tensor& x, LayoutKernel back) {
   record(y, op, {x}, [in = x.shape(), dt = x.dtype(), device = x.device(), back](const Tensor& gy, const std::vector<bool>&) {
     Tensor gx = Tensor::empty(in, dt, device);
     back(gy, gx);
     return std::vector<Tensor>{gx};
   });
+}
+// y = there(x) into `shape` of `dtype`; the gradient comes back through `back`.
+Tensor layout_change(const char* op, const Tensor& x, const Shape& shape, DType dtype, LayoutKernel there,
+                     LayoutKernel back) {
+  Tensor y = Tensor::empty(shape, dtype, x.device());
+  there(x, y);
+  record_layout_change(y, op, x, back);
   return y;
 }
 }  // namespace
+
+Tensor channels_last_bf16_copy(const Tensor& w, const Tensor& copy) {
+  CAC_CHECK(w.dtype() == DType::F32 && w.ndim() == 4 && copy.dtype() == DType::BF16 &&
+                copy.shape() == Shape({w.dim(0), w.dim(2), w.dim(3), w.dim(1)}) && copy.device() == w.device(),
+            "channels_last_bf16_copy: expected an f32 [K, C, R, S] weight and its bf16 [K, R, S, C] copy on one "
+            "device, got {} and {}", w.str(), copy.str());
+  Tensor y = copy.detach();
+  record_layout_change(y, "channels_last_bf16_copy", w, kernels::nhwc_bf16_to_nchw);
+  return y;
+}
 
 Tensor to_channels_last_bf16(const Tensor& x) {
   CAC_CHECK(x.dtype() == DType::F32 && x.ndim() == 4, "to_channels_last_bf16: expected f32 [N, C, H, W], got {}",

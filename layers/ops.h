@@ -16,6 +16,10 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, int stride, 
 // [N, H, W, C] (a weight [O, C, kh, kw] becomes [O, kh, kw, C]), its gradient back in float32; and
 // bf16 channels-last to float32 NCHW, its gradient rounded to bf16.
 Tensor to_channels_last_bf16(const Tensor& x);
+// What to_channels_last_bf16(w) gives for a float32 weight w [K, C, R, S], taken from `copy`, the
+// bf16 [K, R, S, C] the optimizer wrote beside the master weights (SGD::keep_bf16_copy): no
+// conversion; the gradient comes back to w as to_channels_last_bf16's does.
+Tensor channels_last_bf16_copy(const Tensor& w, const Tensor& copy);
 Tensor to_nchw_f32(const Tensor& x);
 // x [B, in], w [out, in], bias [out] or undefined.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);

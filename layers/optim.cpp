@@ -1,5 +1,6 @@
 #include "layers/optim.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 
@@ -28,17 +29,37 @@ void SGD::step() {
   CAC_CHECK(lr_.defined(), "SGD: step() before any learning rate was set");
   Tensor values = store_.values();
   kernels::sgd_step(values, store_.grads(), momentum_buf_, lr_, momentum_, weight_decay_,
-                    bf16_copy_.defined() ? &bf16_copy_ : nullptr);
+                    bf16_.copy.defined() ? &bf16_ : nullptr);
 }
 
-void SGD::keep_bf16_copy() {
+void SGD::keep_bf16_copy(const std::vector<Tensor>& channels_last) {
   if (store_.total() == 0) return;
-  if (!bf16_copy_.defined()) bf16_copy_ = Tensor::empty({store_.total()}, DType::BF16, store_.values().device());
+  std::vector<kernels::TransposedBlock> blocks;
+  channels_last_.clear();
+  for (const Tensor& p : store_.params()) {
+    const bool listed = std::any_of(channels_last.begin(), channels_last.end(),
+                                    [&](const Tensor& c) { return c.raw() == p.raw(); });
+    if (!listed) continue;
+    CAC_CHECK(p.ndim() == 4, "SGD: a channels-last bf16 copy is for [K, C, R, S] weights, got {}", p.str());
+    blocks.push_back({store_.offset_of(p), p.dim(0), p.dim(1), p.dim(2) * p.dim(3)});
+    channels_last_.push_back(p.raw());
+  }
+  CAC_CHECK(blocks.size() == channels_last.size(), "SGD: {} of {} channels-last parameters are not in the slab",
+            channels_last.size() - blocks.size(), channels_last.size());
+  std::sort(blocks.begin(), blocks.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
+  bf16_ = kernels::make_bf16_copy(store_.values(), blocks);
   refresh_bf16_copy();
 }
 
 void SGD::refresh_bf16_copy() {
-  if (bf16_copy_.defined()) kernels::round_to_bf16(store_.values(), bf16_copy_);
+  if (bf16_.copy.defined()) kernels::write_bf16_copy(store_.values(), bf16_);
+}
+
+Tensor SGD::bf16_copy_of(const Tensor& p) const {
+  if (!bf16_.copy.defined()) return Tensor();
+  const bool last = std::find(channels_last_.begin(), channels_last_.end(), p.raw()) != channels_last_.end();
+  const Shape shape = last ? Shape{p.dim(0), p.dim(2), p.dim(3), p.dim(1)} : p.shape();
+  return Tensor::view_of(bf16_.copy.impl()->storage, size_t(store_.offset_of(p)), shape, DType::BF16);
 }
 
 // In place: the buffer's address stays the one a recorded step writes.

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/parameter_store.h"
+#include "kernels/elementwise.h"
 
 namespace cac {
 
@@ -22,11 +23,17 @@ class SGD {
   void step();
   Tensor momentum_buffer() const { return momentum_buf_; }  // for checkpoints
   // Mixed precision (issue 25): from now on every step also writes the updated slab rounded to
-  // bf16 (the forward's weights; the slab itself stays float32, the master copy). The copy is made
-  // now from the current values, and again by refresh_bf16_copy() after weights are loaded.
-  void keep_bf16_copy();
+  // bf16 (the forward's weights; the slab itself stays float32, the master copy), each parameter of
+  // `channels_last` (4-D, [K, C, R, S]) as [K, R, S, C], the layout the bf16 convolutions read. The
+  // copy is made now from the current values, and again by refresh_bf16_copy() after weights are
+  // loaded. bf16 needs no loss scaling: its exponent range is float32's, so the small gradients
+  // that float16 would flush to zero stay representable.
+  void keep_bf16_copy(const std::vector<Tensor>& channels_last = {});
   void refresh_bf16_copy();
-  const Tensor& bf16_copy() const { return bf16_copy_; }  // undefined unless kept
+  const Tensor& bf16_copy() const { return bf16_.copy; }  // undefined unless kept
+  // The copy of one parameter of the slab: bf16 [K, R, S, C] for a channels-last one, else bf16 of
+  // its shape (undefined unless kept).
+  Tensor bf16_copy_of(const Tensor& param) const;
   // A fresh optimizer's state (PyTorch's new SGD: the first step's buffer is the gradient itself).
   void reset_momentum();
 
@@ -34,7 +41,8 @@ class SGD {
   ParameterStore& store_;
   Tensor momentum_buf_;
   Tensor lr_;  // f64 scalar on the slab's device
-  Tensor bf16_copy_;
+  kernels::Bf16Copy bf16_;
+  std::vector<const void*> channels_last_;  // their slab addresses
   double lr_value_;
   double momentum_, weight_decay_;
 };

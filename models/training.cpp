@@ -66,6 +66,17 @@ Trainer::Trainer(std::shared_ptr<OpenSetClassifier> model, Method method, double
 
 Trainer::~Trainer() = default;
 
+void Trainer::keep_bf16_weights() {
+  std::vector<Conv2d*> convs;
+  model_->visit([&](const std::string&, Module& m) {
+    if (auto* c = dynamic_cast<Conv2d*>(&m); c && c->weight.requires_grad()) convs.push_back(c);
+  });
+  std::vector<Tensor> weights;
+  for (Conv2d* c : convs) weights.push_back(c->weight);
+  sgd_.keep_bf16_copy(weights);
+  for (Conv2d* c : convs) c->bf16_weight = sgd_.bf16_copy_of(c->weight);
+}
+
 Trainer::Forward Trainer::forward_and_loss(const Tensor& images, const Tensor& labels) {
   Forward f;
   Tensor logits = model_->logits(images);

@@ -59,6 +59,13 @@ class Trainer {
   // each recording and of a failed one, after which the trainer stays eager.
   void use_graphs(bool on, std::function<void(const std::string&)> note = {}, int warmup = 2);
   GraphCounts graph_counts() const;
+  // Mixed precision (a model whose convolutions run on bf16): the optimizer keeps every
+  // convolution weight's bf16 channels-last copy beside the float32 slab, written by its update
+  // kernel, and training forwards read it instead of converting the weights. weights_loaded():
+  // after weights are written other than by the optimizer (a checkpoint loaded into the model), so
+  // the next forward reads them.
+  void keep_bf16_weights();
+  void weights_loaded() { sgd_.refresh_bf16_copy(); }
   // images [B, C, H, W] on the model's device, labels i64 [B] there too.
   void step(const Tensor& images, const Tensor& labels, double lr, StepTotals& totals);
   // Eval-mode forward without a graph; accumulates the same totals (no parameter change).

@@ -11,7 +11,9 @@
 #   so on a 15-minute device give "e2e" alone first, then "tests"); GPU_CHECK_METHODS
 #   the train stage's methods, default "cac ce"; "lab", not a default, runs dev/bn_lab: every
 #   batch-norm candidate at the network shapes against the library's rule; "bf16", not a default,
-#   issue 25's accuracy parity (tf32 vs bf16, three seeds of the main job); "profile", not a
+#   issue 25's accuracy parity (tf32 vs bf16, three seeds of the main job); "layout", not a
+#   default, runs dev/conv_lab: the networks' convolutions in NCHW and NHWC, tf32 and bf16
+#   (issue 25's "measure both"); "profile", not a
 #   default, runs Nsight Compute on the batch-norm forward kernels; "interop", not a default, runs
 #   the TorchInterop tests against this machine's PyTorch; "none" only builds); the build always
 #   runs (incremental when build-gpu/ is still there from an earlier call on the same machine).
@@ -170,6 +172,14 @@ if want lab; then
   timeout 300 $build/dev/bn_lab --iters 20 >"$out/bn-lab.txt" 2>&1
   say "bn_lab: rc=$? $(grep -E 'disagreed' "$out/bn-lab.txt")"
   grep -E "^[0-9]+x|->" "$out/bn-lab.txt" | tee -a "$summary"
+fi
+
+if want layout; then
+  say ""
+  say "== dev/conv_lab (cuDNN convolutions at the network shapes: tf32/bf16 x NCHW/NHWC, batch 128)"
+  timeout 400 $build/dev/conv_lab --iters 20 >"$out/conv-lab.txt" 2>&1
+  say "conv_lab: rc=$?"
+  grep -E "^== |one training step|NHWC / NCHW|OVER|no cuDNN" "$out/conv-lab.txt" | tee -a "$summary"
 fi
 
 if want sanitize; then

@@ -380,11 +380,13 @@ TEST(CudaStep, Classifier32StepMatchesCpu) {
 // and the flips carry through the layers (and batch norm's backward amplifies them), as between a
 // bf16 and a float32 step (ResNet18.Bf16StepFollowsTheFloat32Step). Loss parts within 1e-2
 // relative; each parameter gradient by direction and size: cosine >= 0.85, norm ratio within 15%
-// (a wrong layout or a lost gradient gives cosines near 0 or norms off by factors).
+// (a wrong layout or a lost gradient gives cosines near 0 or norms off by factors). The GPU trainer
+// reads the optimizer's bf16 weights, as cac_train's does; the CPU one converts at each forward.
 void expect_bf16_step_matches(const std::function<std::shared_ptr<OpenSetClassifier>()>& make, int classes) {
   auto cpu_model = make(), gpu_model = make();
   gpu_model->to(Device::CUDA);
   Trainer cpu(cpu_model, Method::CAC, 0.1, 0.9, 5e-4), gpu(gpu_model, Method::CAC, 0.1, 0.9, 5e-4);
+  gpu.keep_bf16_weights();
   Generator gen(31);
   std::vector<float> xv(size_t(16) * 3 * 32 * 32);
   for (auto& v : xv) v = float(gen.normal());
@@ -417,6 +419,52 @@ TEST(CudaStep, Bf16StepsMatchTheCpuTwin) {
   ResNet18Config r18;
   r18.bf16 = true;
   expect_bf16_step_matches([&] { return make_resnet18(r18, 10, 10.0, false); }, 10);
+}
+
+// A bf16 run resumes exactly (issue 25): its checkpoint holds the float32 masters, and the bf16
+// weights rebuilt from them after the load (Trainer::weights_loaded) are the ones the optimizer's
+// update kernel had written, bit for bit, so the resumed step reads what the uninterrupted one
+// reads. The two next steps then agree to float32 rounding (cuDNN's and batch norm's atomic sums
+// may add in another order: loss parts within 1e-5 relative).
+TEST(CudaStep, Bf16ResumeRebuildsTheOptimizersWeightsBitForBit) {
+  REQUIRE_GPU();
+  Classifier32Config cfg;
+  cfg.bf16 = true;
+  auto make = [&] {
+    auto m = make_classifier32(cfg, 6, 10.0, false);
+    m->to(Device::CUDA);
+    return m;
+  };
+  auto a = make(), b = make();
+  Trainer ta(a, Method::CAC, 0.1, 0.9, 5e-4), tb(b, Method::CAC, 0.1, 0.9, 5e-4);
+  ta.keep_bf16_weights();
+  tb.keep_bf16_weights();
+  Generator gen(8);
+  std::vector<float> xv(size_t(16) * 3 * 32 * 32);
+  for (auto& v : xv) v = float(gen.normal());
+  const Tensor x = Tensor::from_vector(xv, {16, 3, 32, 32}).to(Device::CUDA);
+  const Tensor y = Tensor::from_vector(std::vector<int64_t>(16, 2), {16}).to(Device::CUDA);
+  StepTotals sa, sb;
+  sa.reset(DType::F32, Device::CUDA);
+  sb.reset(DType::F32, Device::CUDA);
+  for (int i = 0; i < 3; ++i) ta.step(x, y, 0.05, sa);
+  // The checkpoint's round trip: float32 masters, momentum and counters through the host, into b.
+  const auto from = a->state_dict();
+  auto into = b->state_dict();
+  for (size_t i = 0; i < from.size(); ++i) into[i].second.copy_from(from[i].second.to(Device::CPU));
+  Tensor mb = tb.optimizer().momentum_buffer();
+  mb.copy_from(ta.optimizer().momentum_buffer().to(Device::CPU));
+  const auto counters_from = a->resume_state();  // the dropout masks' counts
+  auto counters_into = b->resume_state();
+  for (size_t i = 0; i < counters_from.size(); ++i) counters_into[i].second.copy_from(counters_from[i].second);
+  tb.weights_loaded();
+  const Tensor ca = ta.optimizer().bf16_copy().to(Device::CPU), cb = tb.optimizer().bf16_copy().to(Device::CPU);
+  ASSERT_EQ(ca.numel(), cb.numel());
+  EXPECT_EQ(std::memcmp(ca.raw(), cb.raw(), ca.nbytes()), 0) << "the rebuilt bf16 weights differ";
+  sa.reset(DType::F32, Device::CUDA);
+  ta.step(x, y, 0.05, sa);
+  tb.step(x, y, 0.05, sb);
+  expect_close(sb.loss_parts, sa.loss_parts, Tolerance{1e-6, 1e-5}, "the next step's loss parts");
 }
 
 TEST(CudaStep, ResNet18StepMatchesCpu) {
@@ -526,7 +574,9 @@ TEST(CudaGraph, SteadyStateTrainingStepRecordsAndReplays) {
 }
 
 // The update reads its rate on the device: GPU vs the CPU twin over a slab of odd length, each
-// element a few float32 roundings (tolerance 4 eps relative); the bf16 copy; the counter kernel counts.
+// element a few float32 roundings (tolerance 4 eps relative); the bf16 copy with two transposed
+// blocks (conv weights [64, 32, 3, 3] and [7, 5, 1, 1]) and more table rows than shared memory
+// holds; the counter kernel counts.
 TEST(CudaKernels, SgdStepReadsTheRateWritesTheBf16CopyAndCountUpCounts) {
   REQUIRE_GPU();
   const int64_t n = 100003;
@@ -539,26 +589,31 @@ TEST(CudaKernels, SgdStepReadsTheRateWritesTheBf16CopyAndCountUpCounts) {
   Tensor p = randn(), g = randn(), b = randn();
   Tensor pg = p.to(Device::CUDA), gg = g.to(Device::CUDA), bg = b.to(Device::CUDA);
   const Tensor lr = Tensor::from_vector(std::vector<double>{0.05}, {});
-  Tensor copy = Tensor::empty({n}, DType::BF16, Device::CUDA);
+  const std::vector<kernels::TransposedBlock> blocks = {{16, 64, 32, 9}, {20000, 7, 5, 1}};
+  kernels::Bf16Copy copy = kernels::make_bf16_copy(pg, blocks);
   kernels::sgd_step(p, g, b, lr, 0.9, 5e-4, nullptr);
   kernels::sgd_step(pg, gg, bg, lr.to(Device::CUDA), 0.9, 5e-4, &copy);
   const Tolerance tol{1e-7, 4 * 1.1920929e-7};
   expect_close(pg, p, tol, "parameters");
   expect_close(bg, b, tol, "momentum");
-  // The bf16 copy is the GPU's own updated values rounded to nearest-even, bit for bit (its float
-  // result may differ from the CPU's by a contraction into a fused multiply-add), and so is the
-  // conversion kernel's.
-  const std::vector<float> updated = pg.to(Device::CPU).to_vector<float>();
-  const Tensor copy_host = copy.to(Device::CPU);
-  Tensor rounded = Tensor::empty({n}, DType::BF16, Device::CUDA);
-  kernels::round_to_bf16(pg, rounded);
-  const Tensor rounded_host = rounded.to(Device::CPU);
+  // The bf16 copy is the GPU's own updated values rounded and placed by the CPU twin, bit for bit
+  // (its float result may differ from the CPU's by a contraction into a fused multiply-add), and
+  // so is the conversion kernel's, with the table in shared memory and, 300 rows, in global memory.
+  const Tensor updated = pg.to(Device::CPU);
+  kernels::Bf16Copy want = kernels::make_bf16_copy(updated, blocks);
+  kernels::write_bf16_copy(updated, want);
+  std::vector<kernels::TransposedBlock> many;
+  for (int64_t i = 0; i < 300; ++i) many.push_back({i * 300, 10, 3, 9});
+  kernels::Bf16Copy rewritten = kernels::make_bf16_copy(pg, many), many_want = kernels::make_bf16_copy(updated, many);
+  kernels::write_bf16_copy(pg, rewritten);
+  kernels::write_bf16_copy(updated, many_want);
+  const Tensor got = copy.copy.to(Device::CPU), got_many = rewritten.copy.to(Device::CPU);
   int bad = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const uint16_t want = bf16_bits(updated[size_t(i)]);
-    bad += copy_host.data<bf16>()[i].bits != want || rounded_host.data<bf16>()[i].bits != want;
+    bad += got.data<bf16>()[i].bits != want.copy.data<bf16>()[i].bits;
+    bad += got_many.data<bf16>()[i].bits != many_want.copy.data<bf16>()[i].bits;
   }
-  EXPECT_EQ(bad, 0) << "of " << n << " bf16 values";
+  EXPECT_EQ(bad, 0) << "of 2 x " << n << " bf16 values";
   Tensor c = Tensor::from_vector(std::vector<int64_t>{int64_t(1) << 40}, {}).to(Device::CUDA);
   for (int i = 0; i < 3; ++i) kernels::count_up(c);
   EXPECT_EQ(int64_t(c.item()), (int64_t(1) << 40) + 3);

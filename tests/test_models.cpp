@@ -389,6 +389,62 @@ TEST(ResNet18, Bf16StepFollowsTheFloat32Step) {
   std::printf("lowest gradient cosine, bf16 vs float32: %.4f\n", lowest_cos);
 }
 
+// The optimizer's bf16 channels-last weights (Trainer::keep_bf16_weights) are what converting the
+// float32 weights at each forward gives, so a classifier32 trained on them follows one that
+// converts, bit for bit: over three steps, after weights are loaded (weights_loaded()), and in an
+// evaluation forward, which converts.
+TEST(MixedPrecision, OptimizersBf16WeightsTrainLikeConvertingEachForward) {
+  Classifier32Config cfg;
+  cfg.image_size = 32;
+  cfg.bf16 = true;
+  auto a = make_classifier32(cfg, 4, 10.0, false), b = make_classifier32(cfg, 4, 10.0, false);
+  Trainer converting(a, Method::CAC, 0.1, 0.9, 5e-4), kept(b, Method::CAC, 0.1, 0.9, 5e-4);
+  kept.keep_bf16_weights();
+  int convs = 0;
+  b->visit([&](const std::string&, Module& m) {
+    if (auto* c = dynamic_cast<Conv2d*>(&m)) convs += c->bf16_weight.defined();
+  });
+  EXPECT_EQ(convs, 9);
+  Generator gen(5);
+  std::vector<float> x(size_t(4) * 3 * 32 * 32);
+  for (auto& v : x) v = float(gen.normal());
+  const Tensor images = Tensor::from_vector(x, {4, 3, 32, 32}), labels = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3}, {4});
+  StepTotals ta, tb;
+  ta.reset(DType::F32, Device::CPU);
+  tb.reset(DType::F32, Device::CPU);
+  auto same_parameters = [&](const char* when) {
+    const auto pa = a->named_parameters(), pb = b->named_parameters();
+    for (size_t i = 0; i < pa.size(); ++i)
+      EXPECT_EQ(pa[i].second.to_vector<float>(), pb[i].second.to_vector<float>()) << pa[i].first << " " << when;
+  };
+  for (int s = 0; s < 3; ++s) {
+    converting.step(images, labels, 0.1, ta);
+    kept.step(images, labels, 0.1, tb);
+  }
+  same_parameters("after three steps");
+  EXPECT_EQ(ta.loss_parts.to_vector<float>(), tb.loss_parts.to_vector<float>());
+  // Both load the first network's weights halved, as a checkpoint would be loaded.
+  for (const auto& model : {a, b}) {
+    for (auto& [name, t] : model->named_parameters())
+      if (t.ndim() == 4) {
+        std::vector<float> v = t.to_vector<float>();
+        for (float& e : v) e *= 0.5f;
+        t.copy_from(Tensor::from_vector(v, t.shape()));
+      }
+  }
+  kept.weights_loaded();
+  converting.step(images, labels, 0.1, ta);
+  kept.step(images, labels, 0.1, tb);
+  same_parameters("after a load and a step");
+  EXPECT_EQ(ta.loss_parts.to_vector<float>(), tb.loss_parts.to_vector<float>());
+  StepTotals ea, eb;
+  ea.reset(DType::F32, Device::CPU);
+  eb.reset(DType::F32, Device::CPU);
+  converting.evaluate(images, labels, ea);
+  kept.evaluate(images, labels, eb);
+  EXPECT_EQ(ea.loss_parts.to_vector<float>(), eb.loss_parts.to_vector<float>());
+}
+
 // The dropout counters are the model's resume state: counted per training forward, outside the
 // state_dict (PyTorch has no place for them), and restored by writing the tensor.
 TEST(ResumeState, DropoutCountersAreCountedOutsideTheStateDict) {

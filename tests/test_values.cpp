@@ -17,6 +17,7 @@
 #include "core/rng.h"
 #include "core/parameter_store.h"
 #include "kernels/batchnorm.h"
+#include "kernels/bf16_copy_math.h"
 #include "kernels/batchnorm_nhwc.h"
 #include "kernels/batchnorm_paths.h"
 #include "kernels/conv.h"
@@ -556,11 +557,73 @@ TEST(SGD, KeepsABf16CopyOfTheUpdatedSlab) {
   EXPECT_EQ(master[1], 3.64159265f);
   EXPECT_EQ(copy[1], round_bf16(3.64159265f));
   for (size_t i = 0; i < master.size(); ++i) EXPECT_EQ(copy[i], round_bf16(master[i]));
-  Tensor y = Tensor::empty({2}, DType::BF16);
-  kernels::round_to_bf16(Tensor::from_vector(std::vector<double>{0.1, -1e40}, {2}), y);
-  EXPECT_EQ(y.to(DType::F32).to_vector<float>(), (std::vector<float>{round_bf16(0.1f), -INFINITY}));
-  Tensor wrong = Tensor::empty({3}, DType::BF16);
-  EXPECT_THROW(kernels::round_to_bf16(w, wrong), Error);
+  const Tensor from_f64 = Tensor::from_vector(std::vector<double>{0.1, -1e40}, {2});
+  kernels::Bf16Copy y = kernels::make_bf16_copy(from_f64, {});
+  kernels::write_bf16_copy(from_f64, y);
+  EXPECT_EQ(y.copy.to(DType::F32).to_vector<float>(), (std::vector<float>{round_bf16(0.1f), -INFINITY}));
+  kernels::Bf16Copy wrong = y;
+  wrong.copy = Tensor::empty({3}, DType::BF16);
+  EXPECT_THROW(kernels::write_bf16_copy(w, wrong), Error);
+}
+
+// The copy places a listed convolution weight [K, C, R, S] channels-last, [K, R, S, C], and every
+// other parameter as it is, at the parameter's slab offset: made when kept (by hand: element
+// (k, c, r, s) holds 64k + 16c + 4r + s, integers below 256 that bf16 keeps exactly) and by each
+// step (against the updated master, rounded and laid out alike).
+TEST(SGD, Bf16CopyLaysConvolutionWeightsChannelsLast) {
+  std::vector<float> wv;
+  for (int k = 0; k < 2; ++k)
+    for (int c = 0; c < 3; ++c)
+      for (int r = 0; r < 2; ++r)
+        for (int s = 0; s < 2; ++s) wv.push_back(float(64 * k + 16 * c + 4 * r + s));  // < 256: exact in bf16
+  Tensor bias = Tensor::from_vector(std::vector<float>{0.5f, -2.0f, 3.0f}, {3});
+  Tensor w = Tensor::from_vector(wv, {2, 3, 2, 2});
+  Tensor other = Tensor::from_vector(std::vector<float>(8, 1.0f), {1, 2, 2, 2});  // 4-D, not listed
+  for (Tensor* t : {&bias, &w, &other}) t->set_requires_grad(true);
+  ParameterStore store({bias, w, other});
+  EXPECT_EQ(store.offset_of(w), ParameterStore::kAlignElems);
+  EXPECT_THROW(store.offset_of(Tensor::zeros({3})), Error);
+  SGD sgd(store, 0.0, 0.0);
+  sgd.keep_bf16_copy({w});
+  const Tensor cw = sgd.bf16_copy_of(w);
+  ASSERT_EQ(cw.shape(), Shape({2, 2, 2, 3}));
+  EXPECT_EQ(sgd.bf16_copy_of(other).shape(), other.shape());
+  const Tensor cw_f = cw.to(DType::F32);
+  for (int k = 0; k < 2; ++k)
+    for (int r = 0; r < 2; ++r)
+      for (int s = 0; s < 2; ++s)
+        for (int c = 0; c < 3; ++c)
+          EXPECT_EQ(cw_f.data<float>()[((k * 2 + r) * 2 + s) * 3 + c], float(64 * k + 16 * c + 4 * r + s));
+  EXPECT_EQ(sgd.bf16_copy_of(bias).to(DType::F32).to_vector<float>(), bias.to_vector<float>());
+  // A step: the copy is the updated master, rounded and laid out the same way.
+  sgd.zero_grad();
+  for (Tensor* t : {&bias, &w, &other}) t->grad().copy_from(Tensor::full(t->shape(), 1.0 / 3));
+  sgd.step(1.0);
+  const Tensor master_cl = ops::to_channels_last_bf16(w.detach()).to(DType::F32);
+  EXPECT_EQ(sgd.bf16_copy_of(w).to(DType::F32).to_vector<float>(), master_cl.to_vector<float>());
+  for (const Tensor& t : {bias, other}) {
+    std::vector<float> want = t.to_vector<float>();
+    for (float& v : want) v = round_bf16(v);
+    EXPECT_EQ(sgd.bf16_copy_of(t).to(DType::F32).to_vector<float>(), want);
+  }
+  EXPECT_THROW(sgd.keep_bf16_copy({bias}), Error);  // not [K, C, R, S]
+}
+
+// The copy's index map by hand, and the blocks make_bf16_copy refuses.
+TEST(SGD, Bf16CopyIndexByHandAndBadBlocksRefused) {
+  const int64_t table[] = {4, 2, 3, 2, 20, 1, 2, 2};  // [2, 3, 2] at 4; [1, 2, 2] at 20
+  // Block one, element (o, r, c) = (1, 2, 0) at 4 + 6 + 4 = 14, goes to 4 + 6 + 0 * 3 + 2 = 12.
+  EXPECT_EQ(kernels::bf16_copy_index(14, table, 2), 12);
+  EXPECT_EQ(kernels::bf16_copy_index(5, table, 2), 4 + 3);   // (0, 0, 1) -> (0, 1, 0): one column of 3 rows on
+  EXPECT_EQ(kernels::bf16_copy_index(3, table, 2), 3);       // before any block
+  EXPECT_EQ(kernels::bf16_copy_index(17, table, 2), 17);     // between the blocks
+  EXPECT_EQ(kernels::bf16_copy_index(21, table, 2), 20 + 2);  // (0, 0, 1) -> (0, 1, 0) in block two (2 rows)
+  EXPECT_EQ(kernels::bf16_copy_index(24, table, 2), 24);     // after both
+  const Tensor slab = Tensor::zeros({30});
+  EXPECT_NO_THROW(kernels::make_bf16_copy(slab, {{4, 2, 3, 2}, {20, 1, 2, 2}}));
+  EXPECT_THROW(kernels::make_bf16_copy(slab, {{4, 2, 3, 2}, {10, 1, 2, 2}}), Error);  // overlap
+  EXPECT_THROW(kernels::make_bf16_copy(slab, {{28, 1, 2, 2}}), Error);                // past the end
+  EXPECT_THROW(kernels::make_bf16_copy(slab, {{0, 0, 2, 2}}), Error);                 // empty
 }
 
 TEST(SGD, ThreeStepsFollowTheUpdateRule) {

@@ -5,6 +5,7 @@
 #include "core/rng.h"
 #include "kernels/cpu/blas.h"
 #include "core/bf16.h"
+#include "kernels/bf16_copy_math.h"
 #include "kernels/elementwise.h"
 
 namespace cac::kernels::cpu {
@@ -144,8 +145,19 @@ void global_avg_pool_backward(const Tensor& gy, Tensor& gx) {
 
 void count_up(Tensor& counter) { ++counter.data<int64_t>()[0]; }
 
+namespace {
+// Element i of `values` (through float32) into the copy at bf16_copy_index (kernels/bf16_copy_math.h).
+template <class T>
+void write_copy(const T* values, int64_t n, Bf16Copy& c) {
+  bf16* out = c.copy.data<bf16>();
+  const int64_t* table = c.transposes.data<int64_t>();
+  const int rows = int(c.transposes.dim(0));
+  for (int64_t i = 0; i < n; ++i) out[bf16_copy_index(i, table, rows)] = bf16(float(values[i]));
+}
+}  // namespace
+
 void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const Tensor& lr_at, double momentum,
-              double weight_decay, Tensor* bf16_copy) {
+              double weight_decay, Bf16Copy* copy) {
   const double lr = lr_at.data<double>()[0];
   dispatch_floating("sgd_step", values.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -160,19 +172,14 @@ void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const T
       buf[i] = mom * buf[i] + d;
       p[i] -= lr_t * buf[i];
     }
-    if (bf16_copy) {
-      bf16* c = bf16_copy->data<bf16>();
-      for (int64_t i = 0; i < n; ++i) c[i] = bf16(float(p[i]));
-    }
+    if (copy) write_copy(p, n, *copy);
   });
 }
 
-void round_to_bf16(const Tensor& x, Tensor& y) {
-  dispatch_floating("round_to_bf16", x.dtype(), [&](auto tag) {
+void write_bf16_copy(const Tensor& values, Bf16Copy& copy) {
+  dispatch_floating("write_bf16_copy", values.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    const T* xp = x.data<T>();
-    bf16* yp = y.data<bf16>();
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) yp[i] = bf16(float(xp[i]));
+    write_copy(values.data<T>(), values.numel(), copy);
   });
 }
 

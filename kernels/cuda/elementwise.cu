@@ -1,6 +1,7 @@
 // CUDA versions of kernels/elementwise.h (f32): grid-stride loops, one launch each.
 #include "core/bf16.h"
 #include "core/rng.h"
+#include "kernels/bf16_copy_math.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/elementwise.h"
 
@@ -105,9 +106,23 @@ __global__ void gap_bwd(const float* __restrict__ g, float* __restrict__ gx, int
     gx[i] = g[i / hw] / float(hw);
 }
 __global__ void count_up_kernel(int64_t* c) { *c += 1; }
+// The transposes table of a Bf16Copy, in shared memory when it fits (every element looks it up).
+struct CopyTable {
+  uint16_t* out;
+  const int64_t* table;
+  int rows;
+};
+constexpr int kSharedTableRows = 256;
+__device__ const int64_t* stage_table(const CopyTable& c, int64_t* shared) {
+  if (c.rows > kSharedTableRows) return c.table;
+  for (int k = threadIdx.x; k < 4 * c.rows; k += blockDim.x) shared[k] = c.table[k];
+  __syncthreads();
+  return shared;
+}
 __global__ void sgd_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ buf,
-                           const double* __restrict__ lr_at, float momentum, float wd, int64_t n,
-                           uint16_t* __restrict__ copy) {
+                           const double* __restrict__ lr_at, float momentum, float wd, int64_t n, CopyTable copy) {
+  __shared__ int64_t shared[4 * kSharedTableRows];
+  const int64_t* table = copy.out ? stage_table(copy, shared) : nullptr;
   const float lr = float(*lr_at);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float d = g[i] + wd * p[i];
@@ -115,12 +130,19 @@ __global__ void sgd_kernel(float* __restrict__ p, const float* __restrict__ g, f
     buf[i] = b;
     const float v = p[i] - lr * b;
     p[i] = v;
-    if (copy) copy[i] = bf16_bits(v);
+    if (copy.out) copy.out[bf16_copy_index(i, table, copy.rows)] = bf16_bits(v);
   }
 }
-__global__ void round_bf16_kernel(const float* __restrict__ x, uint16_t* __restrict__ y, int64_t n) {
+__global__ void write_copy_kernel(const float* __restrict__ x, int64_t n, CopyTable copy) {
+  __shared__ int64_t shared[4 * kSharedTableRows];
+  const int64_t* table = stage_table(copy, shared);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = bf16_bits(x[i]);
+    copy.out[bf16_copy_index(i, table, copy.rows)] = bf16_bits(x[i]);
+}
+CopyTable copy_table(Bf16Copy* c) {
+  if (!c) return {nullptr, nullptr, 0};
+  return {reinterpret_cast<uint16_t*>(c->copy.data<bf16>()), c->transposes.data<int64_t>(),
+          int(c->transposes.dim(0))};
 }
 }  // namespace
 
@@ -233,24 +255,22 @@ void count_up(Tensor& counter) {
 }
 
 void sgd_step(Tensor& values, const Tensor& grads, Tensor& momentum_buf, const Tensor& lr, double momentum,
-              double weight_decay, Tensor* bf16_copy) {
+              double weight_decay, Bf16Copy* copy) {
   require_f32("sgd_step", values);
   const int64_t n = values.numel();
   if (n == 0) return;
   // One launch over the whole parameter slab.
   sgd_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
       values.data<float>(), grads.data<float>(), momentum_buf.data<float>(), lr.data<double>(),
-      float(momentum), float(weight_decay), n,
-      bf16_copy ? reinterpret_cast<uint16_t*>(bf16_copy->data<bf16>()) : nullptr);
+      float(momentum), float(weight_decay), n, copy_table(copy));
   CUDA_CHECK_LAUNCH();
 }
 
-void round_to_bf16(const Tensor& x, Tensor& y) {
-  require_f32("round_to_bf16", x);
-  const int64_t n = x.numel();
+void write_bf16_copy(const Tensor& values, Bf16Copy& copy) {
+  require_f32("write_bf16_copy", values);
+  const int64_t n = values.numel();
   if (n == 0) return;
-  round_bf16_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
-      x.data<float>(), reinterpret_cast<uint16_t*>(y.data<bf16>()), n);
+  write_copy_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(values.data<float>(), n, copy_table(&copy));
   CUDA_CHECK_LAUNCH();
 }
 
