@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -71,31 +72,43 @@ void print_rate(Module& model, const StepOptions& o, const std::vector<std::pair
   std::printf("\n");
 }
 
+// Why the step cannot run as asked ("" when it can).
+std::string step_refusal(const StepOptions& o, Device dev) {
+  if (o.graph && dev != Device::CUDA) return "--graph records CUDA work; add --device cuda";
+  std::string why;
+  if (dev == Device::CUDA && !cuda::device_available(&why)) return "no usable CUDA device: " + why;
+  return "";
+}
+
+std::shared_ptr<OpenSetClassifier> step_model(const StepOptions& o, int classes) {
+  const bool bf16 = o.precision == "bf16";
+  if (o.arch == "resnet18") return make_resnet18(ResNet18Config{o.channels, o.size, 0, bf16}, classes, 10.0, false);
+  Classifier32Config cfg;
+  cfg.in_channels = o.channels;
+  cfg.image_size = o.size;
+  cfg.bf16 = bf16;
+  return make_classifier32(cfg, classes, 10.0, false);
+}
+
+// Milliseconds per call of `step` over o.iters calls after o.warmup untimed ones.
+double time_steps(const StepOptions& o, const std::function<void()>& step) {
+  for (int i = 0; i < o.warmup; ++i) step();
+  cuda::synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < o.iters; ++i) step();
+  cuda::synchronize();
+  return 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / o.iters;
+}
+
 int run_step(const StepOptions& o) {
   const Device dev = o.device == "cuda" ? Device::CUDA : Device::CPU;
-  if (o.graph && dev != Device::CUDA) {
-    std::fprintf(stderr, "cac_bench step: --graph records CUDA work; add --device cuda\n");
+  if (const std::string no = step_refusal(o, dev); !no.empty()) {
+    std::fprintf(stderr, "cac_bench step: %s\n", no.c_str());
     return 2;
-  }
-  if (dev == Device::CUDA) {
-    std::string why;
-    if (!cuda::device_available(&why)) {
-      std::fprintf(stderr, "cac_bench step: no usable CUDA device: %s\n", why.c_str());
-      return 2;
-    }
   }
   if (dev == Device::CUDA) cuda::set_allow_tf32(o.precision != "fp32");
   const int classes = o.classes > 0 ? o.classes : o.arch == "resnet18" ? 10 : 6;  // FP experiment / a trial
-  std::shared_ptr<OpenSetClassifier> model;
-  if (o.arch == "resnet18") {
-    model = make_resnet18(ResNet18Config{o.channels, o.size, 0, o.precision == "bf16"}, classes, 10.0, false);
-  } else {
-    Classifier32Config cfg;
-    cfg.in_channels = o.channels;
-    cfg.image_size = o.size;
-    cfg.bf16 = o.precision == "bf16";
-    model = make_classifier32(cfg, classes, 10.0, false);
-  }
+  std::shared_ptr<OpenSetClassifier> model = step_model(o, classes);
   model->to(dev);
   Trainer trainer(model, Method::CAC, 0.1, 0.9, 5e-4);
   if (o.precision == "bf16") trainer.keep_bf16_weights();
@@ -108,30 +121,17 @@ int run_step(const StepOptions& o) {
   Tensor labels = Tensor::from_vector(y, {o.batch}).to(dev);
   StepTotals totals;
   totals.reset(DType::F32, dev);
-  for (int i = 0; i < o.warmup; ++i) trainer.step(images, labels, 0.01, totals);
-  cuda::synchronize();
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < o.iters; ++i) trainer.step(images, labels, 0.01, totals);
-  cuda::synchronize();
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double ms = 1e3 * s / o.iters;
+  const double ms = time_steps(o, [&] { trainer.step(images, labels, 0.01, totals); });
   std::printf("%s training step  device=%s%s  batch=%d  input=%dx%dx%d  %.2f ms/step  %.1f images/s"
               "  (loss %.4f, %d timed steps after %d warm-up)\n",
-              o.arch.c_str(), o.device.c_str(),
-              precision_words(o.precision, dev),
-              o.batch, o.size, o.size, o.channels, ms, 1e3 * o.batch / ms, totals.means().loss, o.iters,
-              o.warmup);
+              o.arch.c_str(), o.device.c_str(), precision_words(o.precision, dev), o.batch, o.size, o.size,
+              o.channels, ms, 1e3 * o.batch / ms, totals.means().loss, o.iters, o.warmup);
   std::vector<std::pair<std::string, double>> rates = {{"eager", ms}};
   if (dev == Device::CUDA && o.graph) {
     // The same step recorded once into a CUDA graph and replayed back to back: the host's launch
     // work per step becomes one graph launch (the replays repeat one step's inputs and dropout masks).
     cuda::RecordedWork graph([&] { trainer.step(images, labels, 0.01, totals); });
-    for (int i = 0; i < o.warmup; ++i) graph.replay();
-    cuda::synchronize();
-    const auto g0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < o.iters; ++i) graph.replay();
-    cuda::synchronize();
-    const double gms = 1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - g0).count() / o.iters;
+    const double gms = time_steps(o, [&] { graph.replay(); });
     std::printf("%s training step  CUDA graph replay (%zu nodes)  %.2f ms/step  %.1f images/s\n", o.arch.c_str(),
                 graph.launches(), gms, 1e3 * o.batch / gms);
     rates.emplace_back("graph", gms);

@@ -1714,6 +1714,23 @@ TEST(Cli, BenchRejectsBadValues) {
   expect_command_fails(bench + " epoch --scale 0", "--scale");
 }
 
+// cac_bench step's FLOP count: classifier32 at 32x32x3 with 6 classes has, per image, the
+// multiply-adds 32*32*64*3*9 + 32*32*64*64*9 + 16*16*128*64*9 + 2*16*16*128*128*9 + 8*8*128*128*9
+// + 2*8*8*128*128*9 + 4*4*128*128*9 + 2048*6 = 164,573,184, so 6 x that = 0.99 GFLOP per training
+// image; ResNet-18's 0.555 G is the CIFAR network's usual count. On the CPU no peak is named.
+TEST(Bench, StepCountsTheNetworksFlops) {
+  const std::string bench = CAC_BENCH_BIN;
+  auto [rc, out] = run_cmd(bench + " step --iters 1 --warmup 1 --batch 2");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("classifier32 training step: 0.99 GFLOP per image (6 x 0.165 G multiply-adds); eager "),
+            std::string::npos) << out;
+  EXPECT_EQ(out.find("peak"), std::string::npos) << out;
+  auto [rc2, out2] = run_cmd(bench + " step --arch resnet18 --iters 1 --warmup 1 --batch 2 --precision bf16");
+  ASSERT_EQ(rc2, 0) << out2;
+  EXPECT_NE(out2.find("resnet18 training step: 3.33 GFLOP per image (6 x 0.555 G multiply-adds)"), std::string::npos)
+      << out2;
+}
+
 // cac_bench epoch (issue 23): cac_train's loop on synthetic data of a benchmark's shape, and the
 // projection. CIFAR+10 at 1/1000: 4 known classes x 5 images, a fifth held out -> 16 and 4; the
 // protocol's 100 epochs (configs/datasets.json) x 10 runs. A smoke test: what it measures is not checked.

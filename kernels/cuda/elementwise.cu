@@ -112,7 +112,8 @@ struct CopyTable {
   const int64_t* table;
   int rows;
 };
-constexpr int kSharedTableRows = 256;
+// 2 KiB holds a table for up to 64 convolutions (ResNet-18 has 20); a longer one is read from global memory.
+constexpr int kSharedTableRows = 64;
 __device__ const int64_t* stage_table(const CopyTable& c, int64_t* shared) {
   if (c.rows > kSharedTableRows) return c.table;
   for (int k = threadIdx.x; k < 4 * c.rows; k += blockDim.x) shared[k] = c.table[k];
