@@ -824,14 +824,16 @@ TEST(CudaLayout, ChannelsLastBf16AndBackMatchTheTwinsBitForBit) {
 }
 
 // Issue 25's channels-last bf16 batch norm + LeakyReLU against its CPU twin at the network shapes
-// (classifier32's conv1-3 and conv4-6 activations, ResNet-18's last stage) and odd ones (odd C: one
-// channel per thread). bf16 outputs within one bf16 step (2^-7 relative: the GPU's float statistics
+// (classifier32's conv1-3 and conv4-6 activations, ResNet-18's last stage: 8 channels per thread)
+// and odd ones (C = 6: pairs; odd C: one channel per thread). bf16 outputs within one bf16 step (2^-7 relative: the GPU's float statistics
 // can move a value across a rounding boundary) plus 2^-12 of the largest value; statistics and
 // parameter gradients to the float32 tolerance of their reduction length. The backward gets the
 // twin's statistics on both sides.
 TEST(CudaBatchNormNhwc, MatchesTheBf16TwinAtTheNetworkShapes) {
   REQUIRE_GPU();
-  const std::vector<Shape> shapes = {{128, 32, 32, 64}, {128, 16, 16, 128}, {128, 4, 4, 512}, {4, 5, 3, 5}, {2, 3, 3, 3}};
+  // 16-byte loads (C a multiple of 8) at the network shapes, pairs (C = 6), single values (C odd).
+  const std::vector<Shape> shapes = {{128, 32, 32, 64}, {128, 16, 16, 128}, {128, 4, 4, 512}, {3, 7, 5, 6},
+                                     {4, 5, 3, 5},      {2, 3, 3, 3}};
   for (const Shape& s : shapes) {
     SCOPED_TRACE(shape_str(s));
     const int64_t C = s[3], M = shape_numel(s) / C;

@@ -3,8 +3,9 @@
 // contiguous, so a warp reads whole rows), a per-channel finish in float64, then one elementwise
 // pass. The forward's sums are shifted by the first row's values (var = E[(x-k)^2] - E[x-k]^2 loses
 // nothing to cancellation when k is near the mean); partial sums are float within a thread, float64
-// across the block and the grid. Where C is even and the tensors are 4-byte aligned each thread
-// moves bf16 pairs. The per-element expressions are the CPU twin's (batchnorm_nhwc_math.h).
+// across the block and the grid. Each thread moves 8 bf16 values at a time (16 bytes) where C is a
+// multiple of 8 and the tensors are 16-byte aligned, else pairs where C is even, else one. The
+// per-element expressions are the CPU twin's (batchnorm_nhwc_math.h).
 #include <algorithm>
 
 #include "core/bf16.h"
@@ -17,22 +18,43 @@ namespace cac::kernels::cuda {
 namespace {
 constexpr int kThreads = 256;
 
+// V bf16 values moved as one aligned load or store (V = 8: 16 bytes, the widest; more bytes in
+// flight per thread is what keeps these memory-bound passes near the copy rate).
+template <int V>
+struct Pack;
+template <>
+struct Pack<2> {
+  using T = uint32_t;
+};
+template <>
+struct Pack<8> {
+  using T = uint4;
+};
 template <int V>
 __device__ __forceinline__ void load(const uint16_t* p, int64_t i, float* v) {
-  if constexpr (V == 2) {
-    const uint32_t w = *reinterpret_cast<const uint32_t*>(p + i);
-    v[0] = bf16_to_float(uint16_t(w & 0xffffu));
-    v[1] = bf16_to_float(uint16_t(w >> 16));
-  } else {
+  if constexpr (V == 1) {
     v[0] = bf16_to_float(p[i]);
+  } else {
+    const typename Pack<V>::T w = *reinterpret_cast<const typename Pack<V>::T*>(p + i);
+    const uint32_t* u = reinterpret_cast<const uint32_t*>(&w);
+#pragma unroll
+    for (int k = 0; k < V / 2; ++k) {
+      v[2 * k] = bf16_to_float(uint16_t(u[k] & 0xffffu));
+      v[2 * k + 1] = bf16_to_float(uint16_t(u[k] >> 16));
+    }
   }
 }
 template <int V>
 __device__ __forceinline__ void store(uint16_t* p, int64_t i, const float* v) {
-  if constexpr (V == 2)
-    *reinterpret_cast<uint32_t*>(p + i) = uint32_t(bf16_bits(v[0])) | (uint32_t(bf16_bits(v[1])) << 16);
-  else
+  if constexpr (V == 1) {
     p[i] = bf16_bits(v[0]);
+  } else {
+    typename Pack<V>::T w;
+    uint32_t* u = reinterpret_cast<uint32_t*>(&w);
+#pragma unroll
+    for (int k = 0; k < V / 2; ++k) u[k] = uint32_t(bf16_bits(v[2 * k])) | (uint32_t(bf16_bits(v[2 * k + 1])) << 16);
+    *reinterpret_cast<typename Pack<V>::T*>(p + i) = w;
+  }
 }
 
 // The block's per-thread sums (a[], b[] for V channels from channel u * V) over its P row lanes,
@@ -63,7 +85,8 @@ __global__ void nhwc_stats(const uint16_t* __restrict__ x, int64_t R, int C, int
   float s[V] = {}, q[V] = {}, k[V], v[V];
   load<V>(x, int64_t(u) * V, k);
   const int64_t r0 = blockIdx.x * chunk, r1 = min(R, r0 + chunk);
-  if (j < P)
+  if (j < P) {
+#pragma unroll 4  // several rows' loads in flight per thread
     for (int64_t r = r0 + j; r < r1; r += P) {
       load<V>(x, r * C + int64_t(u) * V, v);
       for (int e = 0; e < V; ++e) {
@@ -72,18 +95,33 @@ __global__ void nhwc_stats(const uint16_t* __restrict__ x, int64_t R, int C, int
         q[e] = fmaf(d, d, q[e]);
       }
     }
+  }
   block_partials<V>(s, q, C, P, partial);
 }
+
+// The two per-channel sums of every block's partials, one warp per channel (the lanes split the
+// blocks; a single thread per channel would walk hundreds of them in turn). Lane 0 holds them.
+__device__ __forceinline__ bool channel_totals(const double* __restrict__ partial, int blocks, int C, int* c_out,
+                                               double* a, double* b) {
+  const int lane = threadIdx.x % 32, c = int(blockIdx.x) * (int(blockDim.x) / 32) + int(threadIdx.x) / 32;
+  if (c >= C) return false;
+  double sa = 0, sb = 0;
+  for (int i = lane; i < blocks; i += 32) sa += partial[(size_t(i) * 2) * C + c], sb += partial[(size_t(i) * 2 + 1) * C + c];
+  sa = warp_sum(sa);
+  sb = warp_sum(sb);
+  *c_out = c, *a = sa, *b = sb;
+  return lane == 0;
+}
+constexpr int kChannelsPerFinish = kThreads / 32;
 
 // Per channel: the batch statistics, running statistics, saved mean/invstd, and the affine.
 __global__ void nhwc_finish_forward(const double* __restrict__ partial, int blocks, const uint16_t* __restrict__ x,
                                     int64_t R, int C, const float* __restrict__ gamma, const float* __restrict__ beta,
                                     float* rm, float* rv, double momentum, double eps, float* save_mean,
                                     float* save_invstd, float* coef) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  double a = 0, b = 0;
-  for (int i = 0; i < blocks; ++i) a += partial[(size_t(i) * 2) * C + c], b += partial[(size_t(i) * 2 + 1) * C + c];
+  int c;
+  double a, b;
+  if (!channel_totals(partial, blocks, C, &c, &a, &b)) return;
   const double M = double(R), dm = a / M, mean = double(bf16_to_float(x[c])) + dm;
   const double var = fmax(b / M - dm * dm, 0.0), unbiased = M > 1 ? var * M / (M - 1) : var;
   rm[c] = float((1 - momentum) * rm[c] + momentum * mean);
@@ -133,7 +171,8 @@ __global__ void nhwc_grad_sums(const uint16_t* __restrict__ x, const uint16_t* _
     af[e] = bn_affine(gamma[c], beta[c], mean[c], invstd[c]);
   }
   const int64_t r0 = blockIdx.x * chunk, r1 = min(R, r0 + chunk);
-  if (j < P)
+  if (j < P) {
+#pragma unroll 4  // several rows' loads in flight per thread
     for (int64_t r = r0 + j; r < r1; r += P) {
       load<V>(x, r * C + int64_t(u) * V, xv);
       load<V>(gy, r * C + int64_t(u) * V, gv);
@@ -143,6 +182,7 @@ __global__ void nhwc_grad_sums(const uint16_t* __restrict__ x, const uint16_t* _
         q[e] = fmaf(g, xv[e] - mu[e], q[e]);
       }
     }
+  }
   block_partials<V>(s, q, C, P, partial);
 }
 
@@ -152,10 +192,9 @@ __global__ void nhwc_finish_backward(const double* __restrict__ partial, int blo
                                      const float* __restrict__ gamma, const float* __restrict__ beta,
                                      const float* __restrict__ mean, const float* __restrict__ invstd, float* ggamma,
                                      float* gbeta, float* coef) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  double sg = 0, sgx = 0;
-  for (int i = 0; i < blocks; ++i) sg += partial[(size_t(i) * 2) * C + c], sgx += partial[(size_t(i) * 2 + 1) * C + c];
+  int c;
+  double sg, sgx;
+  if (!channel_totals(partial, blocks, C, &c, &sg, &sgx)) return;
   const double M = double(R);
   const float is = invstd[c];
   gbeta[c] = float(sg);
@@ -184,8 +223,8 @@ __global__ void nhwc_grad_input(const uint16_t* __restrict__ x, const uint16_t* 
   }
 }
 
-// How the blocks cover the rows: V channels per thread (pairs where C is even and every tensor is
-// 4-byte aligned), U = C / V threads per row, P rows at a time, `blocks` slices of `chunk` rows.
+// How the blocks cover the rows: V channels per thread (8, 2 or 1, as above), U = C / V threads per
+// row, P rows at a time, `blocks` slices of `chunk` rows.
 struct Tiling {
   int V = 1, U = 0, P = 0, blocks = 0;
   int64_t R = 0, chunk = 0;
@@ -194,16 +233,25 @@ Tiling tiling_for(const Tensor& x, std::initializer_list<const Tensor*> others) 
   Tiling t;
   const int64_t C = x.dim(3);
   t.R = x.numel() / C;
-  bool aligned = reinterpret_cast<uintptr_t>(x.raw()) % 4 == 0;
-  for (const Tensor* o : others) aligned = aligned && reinterpret_cast<uintptr_t>(o->raw()) % 4 == 0;
-  t.V = C % 2 == 0 && aligned ? 2 : 1;
-  CAC_CHECK(C / t.V <= kThreads, "batchnorm_nhwc (CUDA): {} channels; the kernels take at most {} ({} where C is odd)",
-            C, 2 * kThreads, kThreads);
+  auto aligned = [&](uintptr_t bytes) {
+    bool ok = reinterpret_cast<uintptr_t>(x.raw()) % bytes == 0;
+    for (const Tensor* o : others) ok = ok && reinterpret_cast<uintptr_t>(o->raw()) % bytes == 0;
+    return ok;
+  };
+  t.V = C % 8 == 0 && aligned(16) ? 8 : C % 2 == 0 && aligned(4) ? 2 : 1;
+  CAC_CHECK(C / t.V <= kThreads,
+            "batchnorm_nhwc (CUDA): {} channels, {} per thread, are more than a block of {} threads covers", C, t.V,
+            kThreads);
   t.U = int(C / t.V);
   t.P = kThreads / t.U;
   t.blocks = int(std::max<int64_t>(1, std::min<int64_t>((t.R + t.P - 1) / t.P, int64_t(cac::cuda::sm_count()) * 4)));
   t.chunk = (t.R + t.blocks - 1) / t.blocks;
   return t;
+}
+// The kernel instance for the tiling's width.
+template <class F>
+F by_width(int V, F eight, F two, F one) {
+  return V == 8 ? eight : V == 2 ? two : one;
 }
 const uint16_t* bits(const Tensor& t) { return reinterpret_cast<const uint16_t*>(t.data<bf16>()); }
 uint16_t* bits(Tensor& t) { return reinterpret_cast<uint16_t*>(t.data<bf16>()); }
@@ -211,7 +259,7 @@ uint16_t* bits(Tensor& t) { return reinterpret_cast<uint16_t*>(t.data<bf16>()); 
 // y = bf16(act(x * coef[c] + coef[C + c])), the forward's last pass (training and eval).
 void normalise(const Tiling& t, const Tensor& x, Tensor& y, const Tensor& coef, BnActivation act) {
   const int64_t units = x.numel() / t.V;
-  auto kernel = t.V == 2 ? nhwc_normalise<2> : nhwc_normalise<1>;
+  auto kernel = by_width(t.V, nhwc_normalise<8>, nhwc_normalise<2>, nhwc_normalise<1>);
   kernel<<<grid_for(units, kThreads), kThreads, 0, stream()>>>(bits(x), bits(y), units, int(x.dim(3)),
                                                                coef.data<float>(), act.leaky, float(act.slope));
   CUDA_CHECK_LAUNCH();
@@ -227,10 +275,10 @@ void batchnorm_nhwc_forward_train(const Tensor& x, const Tensor& gamma, const Te
   Tensor partial = Tensor::empty({t.blocks, 2, C}, DType::F64, Device::CUDA);
   Tensor coef = Tensor::empty({2, C}, DType::F32, Device::CUDA);
   const size_t shared = size_t(2) * t.P * C * sizeof(float);
-  auto stats = t.V == 2 ? nhwc_stats<2> : nhwc_stats<1>;
+  auto stats = by_width(t.V, nhwc_stats<8>, nhwc_stats<2>, nhwc_stats<1>);
   stats<<<t.blocks, kThreads, shared, stream()>>>(bits(x), t.R, C, t.P, t.chunk, partial.data<double>());
   CUDA_CHECK_LAUNCH();
-  nhwc_finish_forward<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream()>>>(
+  nhwc_finish_forward<<<(C + kChannelsPerFinish - 1) / kChannelsPerFinish, kThreads, 0, stream()>>>(
       partial.data<double>(), t.blocks, bits(x), t.R, C, gamma.data<float>(), beta.data<float>(),
       running_mean.data<float>(), running_var.data<float>(), momentum, eps, save_mean.data<float>(),
       save_invstd.data<float>(), coef.data<float>());
@@ -264,17 +312,17 @@ void batchnorm_nhwc_backward(const Tensor& x, const Tensor& gamma, const Tensor&
   Tensor partial = Tensor::empty({t.blocks, 2, C}, DType::F64, Device::CUDA);
   Tensor coef = Tensor::empty({7, C}, DType::F32, Device::CUDA);
   const size_t shared = size_t(2) * t.P * C * sizeof(float);
-  auto sums = t.V == 2 ? nhwc_grad_sums<2> : nhwc_grad_sums<1>;
+  auto sums = by_width(t.V, nhwc_grad_sums<8>, nhwc_grad_sums<2>, nhwc_grad_sums<1>);
   sums<<<t.blocks, kThreads, shared, stream()>>>(bits(x), bits(gy), t.R, C, t.P, t.chunk, gamma.data<float>(),
                                                  beta.data<float>(), mean.data<float>(), invstd.data<float>(),
                                                  act.leaky, float(act.slope), partial.data<double>());
   CUDA_CHECK_LAUNCH();
-  nhwc_finish_backward<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream()>>>(
+  nhwc_finish_backward<<<(C + kChannelsPerFinish - 1) / kChannelsPerFinish, kThreads, 0, stream()>>>(
       partial.data<double>(), t.blocks, t.R, C, gamma.data<float>(), beta.data<float>(), mean.data<float>(),
       invstd.data<float>(), ggamma.data<float>(), gbeta.data<float>(), coef.data<float>());
   CUDA_CHECK_LAUNCH();
   const int64_t units = x.numel() / t.V;
-  auto input = t.V == 2 ? nhwc_grad_input<2> : nhwc_grad_input<1>;
+  auto input = by_width(t.V, nhwc_grad_input<8>, nhwc_grad_input<2>, nhwc_grad_input<1>);
   input<<<grid_for(units, kThreads), kThreads, 0, stream()>>>(bits(x), bits(gy), bits(gx), units, C,
                                                               coef.data<float>(), act.leaky, float(act.slope));
   CUDA_CHECK_LAUNCH();
