@@ -64,13 +64,23 @@ Trainer::Trainer(std::shared_ptr<OpenSetClassifier> model, Method method, double
       store_(model_->trainable_parameters()),
       sgd_(store_, momentum, weight_decay) {}
 
-Trainer::~Trainer() = default;
-
-void Trainer::keep_bf16_weights() {
+namespace {
+std::vector<Conv2d*> trainable_convs(Module& model) {
   std::vector<Conv2d*> convs;
-  model_->visit([&](const std::string&, Module& m) {
+  model.visit([&](const std::string&, Module& m) {
     if (auto* c = dynamic_cast<Conv2d*>(&m); c && c->weight.requires_grad()) convs.push_back(c);
   });
+  return convs;
+}
+}  // namespace
+
+// The bf16 weights are this optimizer's: a later trainer of the model must not read them.
+Trainer::~Trainer() {
+  for (Conv2d* c : trainable_convs(*model_)) c->bf16_weight = Tensor();
+}
+
+void Trainer::keep_bf16_weights() {
+  const std::vector<Conv2d*> convs = trainable_convs(*model_);
   std::vector<Tensor> weights;
   for (Conv2d* c : convs) weights.push_back(c->weight);
   sgd_.keep_bf16_copy(weights);

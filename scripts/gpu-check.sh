@@ -88,14 +88,15 @@ fi
 
 # Issue 25's accuracy parity (not a default stage, about 6 full schedules): Fashion-MNIST trial 0,
 # seeds 0-2, --precision tf32 and bf16, each evaluated; one line per run and the mean of each.
+# BF16_SEEDS="0" (then "1 2" in a second call) splits it where one call cannot hold six runs.
 if want bf16; then
   if [[ -z "$fm" ]]; then
     say "bf16: no Fashion-MNIST (.deps/fashion-mnist from scripts/fetch-gpu-deps.sh, or dataset-fashion-mnist)"
   else
     say ""
-    say "== bf16 vs tf32: Fashion-MNIST trial 0, full schedule, seeds 0-2 (train seconds, accuracy, AUROC)"
+    say "== bf16 vs tf32: Fashion-MNIST trial 0, full schedule, seeds ${BF16_SEEDS:-0 1 2} (train seconds, accuracy, AUROC)"
     mkdir -p "$out/bf16"
-    for seed in 0 1 2; do
+    for seed in ${BF16_SEEDS:-0 1 2}; do
       for p in tf32 bf16; do
         run=runs-gpu/bf16/$p-s$seed
         rm -rf "$run"

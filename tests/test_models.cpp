@@ -392,7 +392,7 @@ TEST(ResNet18, Bf16StepFollowsTheFloat32Step) {
 // The optimizer's bf16 channels-last weights (Trainer::keep_bf16_weights) are what converting the
 // float32 weights at each forward gives, so a classifier32 trained on them follows one that
 // converts, bit for bit: over three steps, after weights are loaded (weights_loaded()), and in an
-// evaluation forward, which converts.
+// evaluation forward, which converts. The trainer's end takes them from the model.
 TEST(MixedPrecision, OptimizersBf16WeightsTrainLikeConvertingEachForward) {
   Classifier32Config cfg;
   cfg.image_size = 32;
@@ -443,6 +443,14 @@ TEST(MixedPrecision, OptimizersBf16WeightsTrainLikeConvertingEachForward) {
   converting.evaluate(images, labels, ea);
   kept.evaluate(images, labels, eb);
   EXPECT_EQ(ea.loss_parts.to_vector<float>(), eb.loss_parts.to_vector<float>());
+  // The weights are the trainer's: gone with it, so a later trainer of the model cannot read them.
+  auto c = make_classifier32(cfg, 4, 10.0, false);
+  { Trainer(c, Method::CAC, 0.1, 0.9, 5e-4).keep_bf16_weights(); }
+  c->visit([](const std::string& name, Module& m) {
+    if (auto* conv = dynamic_cast<Conv2d*>(&m)) {
+      EXPECT_FALSE(conv->bf16_weight.defined()) << name;
+    }
+  });
 }
 
 // The dropout counters are the model's resume state: counted per training forward, outside the
