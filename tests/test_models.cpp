@@ -269,6 +269,22 @@ TEST(ResNet18, CpuTrainingStepHasFiniteLossAndMovesEveryParameter) {
 namespace cac {
 namespace {
 
+// Four random 32x32x3 images (normal) labelled 0-3, and zeroed CPU totals.
+struct Batch4 {
+  Tensor images, labels;
+};
+Batch4 random_batch4(uint64_t seed) {
+  Generator gen(seed);
+  std::vector<float> x(size_t(4) * 3 * 32 * 32);
+  for (auto& v : x) v = float(gen.normal());
+  return {Tensor::from_vector(x, {4, 3, 32, 32}), Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3}, {4})};
+}
+StepTotals cpu_totals() {
+  StepTotals t;
+  t.reset(DType::F32, Device::CPU);
+  return t;
+}
+
 // Class-mean anchors on a hand case (K = 3): rows the network gets wrong are left out, a class
 // with no correct row keeps alpha * e_i and is reported, and the mean is over the right rows only.
 // Class 0: rows [3, 1, 0] and [5, 3, 1] right ([1, 2, 0] is predicted 1): mean [4, 2, 0.5].
@@ -363,13 +379,8 @@ TEST(ResNet18, Bf16StepFollowsTheFloat32Step) {
   bf16_cfg.bf16 = true;
   auto a = make_resnet18(f32_cfg, 4, 10.0, false), b = make_resnet18(bf16_cfg, 4, 10.0, false);
   Trainer ta(a, Method::CAC, 0.1, 0.9, 5e-4), tb(b, Method::CAC, 0.1, 0.9, 5e-4);
-  Generator gen(41);
-  std::vector<float> x(size_t(4) * 3 * 32 * 32);
-  for (auto& v : x) v = float(gen.normal());
-  const Tensor images = Tensor::from_vector(x, {4, 3, 32, 32}), labels = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3}, {4});
-  StepTotals sa, sb;
-  sa.reset(DType::F32, Device::CPU);
-  sb.reset(DType::F32, Device::CPU);
+  const auto [images, labels] = random_batch4(41);
+  StepTotals sa = cpu_totals(), sb = cpu_totals();
   ta.step(images, labels, 0.0, sa);  // lr 0: the gradients are what is compared
   tb.step(images, labels, 0.0, sb);
   EXPECT_NEAR(sb.means().loss, sa.means().loss, 0.01 * sa.means().loss);
@@ -405,13 +416,8 @@ TEST(MixedPrecision, OptimizersBf16WeightsTrainLikeConvertingEachForward) {
     if (auto* c = dynamic_cast<Conv2d*>(&m)) convs += c->bf16_weight.defined();
   });
   EXPECT_EQ(convs, 9);
-  Generator gen(5);
-  std::vector<float> x(size_t(4) * 3 * 32 * 32);
-  for (auto& v : x) v = float(gen.normal());
-  const Tensor images = Tensor::from_vector(x, {4, 3, 32, 32}), labels = Tensor::from_vector(std::vector<int64_t>{0, 1, 2, 3}, {4});
-  StepTotals ta, tb;
-  ta.reset(DType::F32, Device::CPU);
-  tb.reset(DType::F32, Device::CPU);
+  const auto [images, labels] = random_batch4(5);
+  StepTotals ta = cpu_totals(), tb = cpu_totals();
   auto same_parameters = [&](const char* when) {
     const auto pa = a->named_parameters(), pb = b->named_parameters();
     for (size_t i = 0; i < pa.size(); ++i)
@@ -437,9 +443,7 @@ TEST(MixedPrecision, OptimizersBf16WeightsTrainLikeConvertingEachForward) {
   kept.step(images, labels, 0.1, tb);
   same_parameters("after a load and a step");
   EXPECT_EQ(ta.loss_parts.to_vector<float>(), tb.loss_parts.to_vector<float>());
-  StepTotals ea, eb;
-  ea.reset(DType::F32, Device::CPU);
-  eb.reset(DType::F32, Device::CPU);
+  StepTotals ea = cpu_totals(), eb = cpu_totals();
   converting.evaluate(images, labels, ea);
   kept.evaluate(images, labels, eb);
   EXPECT_EQ(ea.loss_parts.to_vector<float>(), eb.loss_parts.to_vector<float>());
