@@ -6,7 +6,8 @@
 // output is rounded to bf16 once, at the end: y = bf16(act(x * scale + shift)) with scale =
 // gamma * invstd and shift = beta - mean * scale in float32, the expressions the backward uses to
 // rebuild the activation's mask. The CPU twin rounds at the same points. The CUDA kernels take C
-// up to 512 (every ResNet-18 and classifier32 layer); bf16 pairs where C is even.
+// up to 512 (every ResNet-18 and classifier32 layer), 8 values per thread access where C is a multiple
+// of 8.
 #include "kernels/batchnorm.h"
 
 namespace cac::kernels {

@@ -10,7 +10,8 @@
 #   default, fits one 10-minute call with the build, E2E_PARTS=all adds about 25 minutes at most,
 #   so on a 15-minute device give "e2e" alone first, then "tests"); GPU_CHECK_METHODS
 #   the train stage's methods, default "cac ce"; "lab", not a default, runs dev/bn_lab: every
-#   batch-norm candidate at the network shapes against the library's rule; "bf16", not a default,
+#   batch-norm candidate at the network shapes against the library's rule, and dev/bn_nhwc_lab
+#   (the bf16 channels-last forward: library vs a single launch); "bf16", not a default,
 #   issue 25's accuracy parity (tf32 vs bf16, three seeds of the main job); "layout", not a
 #   default, runs dev/conv_lab: the networks' convolutions in NCHW and NHWC, tf32 and bf16
 #   (issue 25's "measure both"); "profile", not a
@@ -173,6 +174,10 @@ if want lab; then
   timeout 300 $build/dev/bn_lab --iters 20 >"$out/bn-lab.txt" 2>&1
   say "bn_lab: rc=$? $(grep -E 'disagreed' "$out/bn-lab.txt")"
   grep -E "^[0-9]+x|->" "$out/bn-lab.txt" | tee -a "$summary"
+  # Issue 25: the bf16 channels-last forward, the library's three launches vs the single launch.
+  timeout 120 $build/dev/bn_nhwc_lab --iters 20 >"$out/bn-nhwc-lab.txt" 2>&1
+  say "bn_nhwc_lab: rc=$? $(grep -E 'disagreed' "$out/bn-nhwc-lab.txt")"
+  grep -E "^[0-9]+x|  (library|single)" "$out/bn-nhwc-lab.txt" | tee -a "$summary"
 fi
 
 if want layout; then
