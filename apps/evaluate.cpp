@@ -601,6 +601,7 @@ int run_eval(const EvalOptions& o) {
   const std::vector<std::string> names = metric_names(entries);
   json out = json::object();
   out["engine"] = engine_version();
+  out["precision"] = o.precision;  // "auto": each run's own (config.json)
   out["by_score"]["orientation"] = "higher = more likely unknown, for every score";
   for (Scorer x : all_scorers()) out["by_score"]["meaning"][scorer_name(x)] = scorer_meaning(x);
   out["by_score"]["knn_k"] = o.knn_k;

@@ -743,7 +743,7 @@ TEST(Eval, JsonScoresAndReportFromATinyRun) {
 
 
 // cac_eval --precision: a run trained in float32 evaluated in bf16 (the checkpoint is float32
-// either way) says so and scores within bf16's rounding of its own precision's evaluation (on 72
+// either way) says so (on stderr and in eval.json) and scores within bf16's rounding of its own precision's evaluation (on 72
 // known and 48 unknown test images: accuracy and AUROC within 0.05); an unknown precision is refused.
 TEST(Eval, PrecisionOverrideEvaluatesARunInBf16) {
   Dir d;
@@ -762,6 +762,8 @@ TEST(Eval, PrecisionOverrideEvaluatesARunInBf16) {
   const auto bf16 = nlohmann::json::parse(read_all(d / "bf16.json"))["runs"][0];
   for (const char* k : {"accuracy", "auroc"})
     EXPECT_NEAR(bf16[k].get<double>(), own[k].get<double>(), 0.05) << k;
+  EXPECT_EQ(nlohmann::json::parse(read_all(d / "bf16.json"))["precision"], "bf16");
+  EXPECT_EQ(nlohmann::json::parse(read_all(d / "own.json"))["precision"], "auto");
   o.precision = "fp16";
   expect_error([&] { app::run_eval(o); }, "fp16");
 }
