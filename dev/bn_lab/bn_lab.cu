@@ -16,6 +16,7 @@
 
 #include "core/rng.h"
 #include "dev/bn_lab/choice.h"
+#include "dev/lab_args.h"
 #include "kernels/cuda/batchnorm_kernels.cuh"
 
 namespace cac::kernels::cuda {
@@ -313,49 +314,29 @@ int sweep(Bufs& b, bool forward, int iters, double copy_gbs) {
   return wrong;
 }
 
-Shape parse_shape(const std::string& text) {
-  Shape s;
-  size_t start = 0;
-  for (size_t i = 0; i <= text.size(); ++i)
-    if (i == text.size() || text[i] == 'x') {
-      s.push_back(std::stoll(text.substr(start, i - start)));
-      start = i + 1;
-    }
-  CAC_CHECK(s.size() == 4, "--shape {}: expected NxCxHxW", text);
-  return s;
-}
 }  // namespace
 }  // namespace cac::lab
 
 int main(int argc, char** argv) {
   using namespace cac;
-  std::vector<Shape> shapes;
-  int iters = 20;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--shape" && i + 1 < argc) shapes.push_back(lab::parse_shape(argv[++i]));
-    else if (a == "--iters" && i + 1 < argc) iters = std::atoi(argv[++i]);
-    else {
-      std::fprintf(stderr, "usage: bn_lab [--shape NxCxHxW]... [--iters N]\n");
+  try {
+    lab::LabArgs args;
+    if (!lab::parse_lab_args(argc, argv, "bn_lab", "NxCxHxW", &args)) return 2;
+    if (args.shapes.empty())  // classifier32's and ResNet-18's batch-norm inputs at batch 128
+      args.shapes = {{128, 64, 32, 32}, {128, 128, 16, 16}, {128, 128, 8, 8}, {128, 128, 4, 4}, {128, 256, 8, 8}, {128, 512, 4, 4}};
+    std::string why;
+    if (!cac::cuda::device_available(&why)) {
+      std::fprintf(stderr, "bn_lab: no usable CUDA device: %s\n", why.c_str());
       return 2;
     }
-  }
-  if (shapes.empty())  // classifier32's and ResNet-18's batch-norm inputs at batch 128
-    shapes = {{128, 64, 32, 32}, {128, 128, 16, 16}, {128, 128, 8, 8}, {128, 128, 4, 4}, {128, 256, 8, 8}, {128, 512, 4, 4}};
-  std::string why;
-  if (!cac::cuda::device_available(&why)) {
-    std::fprintf(stderr, "bn_lab: no usable CUDA device: %s\n", why.c_str());
-    return 2;
-  }
-  try {
     std::printf("bn_lab on %s\n", cac::cuda::device_description().c_str());
     const double copy_gbs = cac::cuda::copy_bandwidth_gbs(size_t(1) << 30);
     int wrong = 0;
-    for (const Shape& s : shapes) {
+    for (const Shape& s : args.shapes) {
       std::printf("%lldx%lldx%lldx%lld (BN + LeakyReLU, median of %d):\n", (long long)s[0], (long long)s[1],
-                  (long long)s[2], (long long)s[3], iters);
+                  (long long)s[2], (long long)s[3], args.iters);
       lab::Bufs b = lab::make_bufs(s);
-      wrong += lab::sweep(b, true, iters, copy_gbs) + lab::sweep(b, false, iters, copy_gbs);
+      wrong += lab::sweep(b, true, args.iters, copy_gbs) + lab::sweep(b, false, args.iters, copy_gbs);
     }
     std::printf("candidates that disagreed with the CPU twin: %d\n", wrong);
     return wrong == 0 ? 0 : 1;

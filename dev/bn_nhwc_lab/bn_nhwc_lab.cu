@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "dev/lab_args.h"
 #include "kernels/batchnorm_nhwc.h"
 #include "kernels/batchnorm_nhwc_math.h"
 #include "kernels/cuda/batchnorm_kernels.cuh"  // kThreads, cooperative launch, residency, the watchdog clock
@@ -254,45 +255,25 @@ int compare(const Shape& s, int iters, double copy_gbs) {
   return wrong;
 }
 
-Shape parse_shape(const std::string& text) {
-  Shape s;
-  size_t start = 0;
-  for (size_t i = 0; i <= text.size(); ++i)
-    if (i == text.size() || text[i] == 'x') {
-      s.push_back(std::stoll(text.substr(start, i - start)));
-      start = i + 1;
-    }
-  CAC_CHECK(s.size() == 4, "--shape {}: expected NxHxWxC", text);
-  return s;
-}
 }  // namespace
 }  // namespace cac::lab
 
 int main(int argc, char** argv) {
   using namespace cac;
-  std::vector<Shape> shapes;
-  int iters = 20;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--shape" && i + 1 < argc) shapes.push_back(lab::parse_shape(argv[++i]));
-    else if (a == "--iters" && i + 1 < argc) iters = std::atoi(argv[++i]);
-    else {
-      std::fprintf(stderr, "usage: bn_nhwc_lab [--shape NxHxWxC]... [--iters N]\n");
+  try {
+    lab::LabArgs args;
+    if (!lab::parse_lab_args(argc, argv, "bn_nhwc_lab", "NxHxWxC", &args)) return 2;
+    if (args.shapes.empty())  // classifier32's and ResNet-18's batch-norm inputs at batch 128, channels last
+      args.shapes = {{128, 32, 32, 64}, {128, 16, 16, 128}, {128, 8, 8, 128}, {128, 4, 4, 128}, {128, 8, 8, 256}, {128, 4, 4, 512}};
+    std::string why;
+    if (!cac::cuda::device_available(&why)) {
+      std::fprintf(stderr, "bn_nhwc_lab: no usable CUDA device: %s\n", why.c_str());
       return 2;
     }
-  }
-  if (shapes.empty())  // classifier32's and ResNet-18's batch-norm inputs at batch 128, channels last
-    shapes = {{128, 32, 32, 64}, {128, 16, 16, 128}, {128, 8, 8, 128}, {128, 4, 4, 128}, {128, 8, 8, 256}, {128, 4, 4, 512}};
-  std::string why;
-  if (!cac::cuda::device_available(&why)) {
-    std::fprintf(stderr, "bn_nhwc_lab: no usable CUDA device: %s\n", why.c_str());
-    return 2;
-  }
-  try {
     std::printf("bn_nhwc_lab on %s\n", cac::cuda::device_description().c_str());
     const double copy_gbs = cac::cuda::copy_bandwidth_gbs(size_t(1) << 30);
     int wrong = 0;
-    for (const Shape& s : shapes) wrong += lab::compare(s, iters, copy_gbs);
+    for (const Shape& s : args.shapes) wrong += lab::compare(s, args.iters, copy_gbs);
     std::printf("bf16 NHWC batch-norm candidates that disagreed with the CPU twin: %d\n", wrong);
     return wrong == 0 ? 0 : 1;
   } catch (const std::exception& e) {
