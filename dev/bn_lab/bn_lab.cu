@@ -16,7 +16,7 @@
 
 #include "core/rng.h"
 #include "dev/bn_lab/choice.h"
-#include "dev/lab_args.h"
+#include "dev/lab_common.h"
 #include "kernels/cuda/batchnorm_kernels.cuh"
 
 namespace cac::kernels::cuda {
@@ -324,12 +324,7 @@ int main(int argc, char** argv) {
     if (!lab::parse_lab_args(argc, argv, "bn_lab", "NxCxHxW", &args)) return 2;
     if (args.shapes.empty())  // classifier32's and ResNet-18's batch-norm inputs at batch 128
       args.shapes = {{128, 64, 32, 32}, {128, 128, 16, 16}, {128, 128, 8, 8}, {128, 128, 4, 4}, {128, 256, 8, 8}, {128, 512, 4, 4}};
-    std::string why;
-    if (!cac::cuda::device_available(&why)) {
-      std::fprintf(stderr, "bn_lab: no usable CUDA device: %s\n", why.c_str());
-      return 2;
-    }
-    std::printf("bn_lab on %s\n", cac::cuda::device_description().c_str());
+    if (!lab::start_lab("bn_lab")) return 2;
     const double copy_gbs = cac::cuda::copy_bandwidth_gbs(size_t(1) << 30);
     int wrong = 0;
     for (const Shape& s : args.shapes) {

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "dev/lab_args.h"
+#include "dev/lab_common.h"
 #include "kernels/batchnorm_nhwc.h"
 #include "kernels/batchnorm_nhwc_math.h"
 #include "kernels/cuda/batchnorm_kernels.cuh"  // kThreads, cooperative launch, residency, the watchdog clock
@@ -265,12 +265,7 @@ int main(int argc, char** argv) {
     if (!lab::parse_lab_args(argc, argv, "bn_nhwc_lab", "NxHxWxC", &args)) return 2;
     if (args.shapes.empty())  // classifier32's and ResNet-18's batch-norm inputs at batch 128, channels last
       args.shapes = {{128, 32, 32, 64}, {128, 16, 16, 128}, {128, 8, 8, 128}, {128, 4, 4, 128}, {128, 8, 8, 256}, {128, 4, 4, 512}};
-    std::string why;
-    if (!cac::cuda::device_available(&why)) {
-      std::fprintf(stderr, "bn_nhwc_lab: no usable CUDA device: %s\n", why.c_str());
-      return 2;
-    }
-    std::printf("bn_nhwc_lab on %s\n", cac::cuda::device_description().c_str());
+    if (!lab::start_lab("bn_nhwc_lab")) return 2;
     const double copy_gbs = cac::cuda::copy_bandwidth_gbs(size_t(1) << 30);
     int wrong = 0;
     for (const Shape& s : args.shapes) wrong += lab::compare(s, args.iters, copy_gbs);

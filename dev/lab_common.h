@@ -1,10 +1,12 @@
 #pragma once
-// What the kernel labs' command lines share: --shape AxBxCxD (repeatable) and --iters N.
+// What the kernel labs share: the command line (--shape AxBxCxD, repeatable, and --iters N) and the
+// start (a usable device, named).
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "core/cuda_runtime.h"
 #include "core/error.h"
 #include "core/tensor.h"
 
@@ -41,6 +43,17 @@ inline bool parse_lab_args(int argc, char** argv, const char* lab, const char* o
       return false;
     }
   }
+  return true;
+}
+
+// False (after saying why) without a usable CUDA device; else names it on stdout.
+inline bool start_lab(const char* lab) {
+  std::string why;
+  if (!cac::cuda::device_available(&why)) {
+    std::fprintf(stderr, "%s: no usable CUDA device: %s\n", lab, why.c_str());
+    return false;
+  }
+  std::printf("%s on %s\n", lab, cac::cuda::device_description().c_str());
   return true;
 }
 
