@@ -42,8 +42,9 @@ __device__ __forceinline__ uint4 pack8(const float* v) {
 // Every block arrives once; the wait ends when all have (cooperative launch: all co-resident). The
 // last block to depart resets both counts for the next launch.
 __device__ void grid_arrive_and_wait(int* counts) {
+  __threadfence();  // this thread's partials are visible device-wide before its block counts as arrived
+  __syncthreads();
   if (threadIdx.x == 0) {
-    __threadfence();
     atomicAdd(counts, 1);
     const volatile int* arrived = counts;
     const uint64_t t0 = globaltimer_ns();
