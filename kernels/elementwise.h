@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/rng.h"
 #include "kernels/dispatch.h"
 
 namespace cac::kernels {
@@ -16,6 +17,12 @@ CAC_DECLARE_KERNEL(void add_forward(const Tensor& a, const Tensor& b, Tensor& y)
 // uniform_from_bits(hash3(seed, c', b*C + c)) < p, identically on CPU and GPU, where c' = counter,
 // plus the i64 scalar *counter_at (on x's device) when given: a counter the device keeps, so a step
 // recorded into a CUDA graph draws fresh masks at every replay.
+// Dropout's mask value for channel plane `plane` (b * C + c) of the draw (seed, counter): 0 where
+// dropped, else keep_scale = 1/(1-p). One expression for the CPU twins and every CUDA kernel.
+template <class T>
+CAC_HD T dropout_mask_value(uint64_t seed, uint64_t counter, uint64_t plane, float p, T keep_scale) {
+  return uniform_from_bits(hash3(seed, counter, plane)) < p ? T(0) : keep_scale;
+}
 CAC_DECLARE_KERNEL(void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counter,
                                           const Tensor* counter_at, Tensor& y, Tensor& mask))
 CAC_DECLARE_KERNEL(void dropout2d_backward(const Tensor& gy, const Tensor& mask, Tensor& gx))

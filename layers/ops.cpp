@@ -255,27 +255,19 @@ Tensor relu(const Tensor& x) { return leaky_relu(x, 0.0); }
 // ---- dropout2d ------------------------------------------------------------------------------------
 Tensor dropout2d(const Tensor& x, double p, bool training, uint64_t seed, uint64_t counter,
                  const Tensor* counter_at) {
-  if (x.dtype() != DType::BF16) check_float("dropout2d", x, "input");
+  check_float_or_bf16("dropout2d", x, "input");
   CAC_CHECK(x.ndim() >= 2, "dropout2d: input must be [B, C, ...], got {}", shape_str(x.shape()));
   CAC_CHECK(p >= 0 && p < 1, "dropout2d: probability {} outside [0, 1)", p);
   if (!training || p == 0) return x;
+  // bf16 is channels last (issue 25): the same mask, f32 [B, C], drawn and applied over [B, H, W, C].
+  const bool last = x.dtype() == DType::BF16;
   Tensor y = empty_like(x);
-  if (x.dtype() == DType::BF16) {  // channels last (issue 25): the same mask, f32 [B, C]
-    Tensor mask = Tensor::empty({x.dim(0), x.dim(3)}, DType::F32, x.device());
-    kernels::dropout2d_nhwc_forward(x, p, seed, counter, counter_at, y, mask);
-    record(y, "dropout2d", {x}, [mask](const Tensor& gy, const std::vector<bool>&) {
-      Tensor gx = empty_like(gy);
-      kernels::dropout2d_nhwc_backward(gy, mask, gx);
-      return std::vector<Tensor>{gx};
-    });
-    return y;
-  }
-  Tensor mask = empty_as({x.dim(0), x.dim(1)}, x);
-  kernels::dropout2d_forward(x, p, seed, counter, counter_at, y, mask);
+  Tensor mask = last ? Tensor::empty({x.dim(0), x.dim(3)}, DType::F32, x.device()) : empty_as({x.dim(0), x.dim(1)}, x);
+  (last ? kernels::dropout2d_nhwc_forward : kernels::dropout2d_forward)(x, p, seed, counter, counter_at, y, mask);
 
-  record(y, "dropout2d", {x}, [mask](const Tensor& gy, const std::vector<bool>&) {
+  record(y, "dropout2d", {x}, [mask, last](const Tensor& gy, const std::vector<bool>&) {
     Tensor gx = empty_like(gy);
-    kernels::dropout2d_backward(gy, mask, gx);
+    (last ? kernels::dropout2d_nhwc_backward : kernels::dropout2d_backward)(gy, mask, gx);
     return std::vector<Tensor>{gx};
   });
   return y;

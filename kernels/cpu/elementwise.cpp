@@ -74,8 +74,7 @@ void dropout2d_forward(const Tensor& x, double p, uint64_t seed, uint64_t counte
     const int64_t planes = x.dim(0) * x.dim(1), hw = x.numel() / std::max<int64_t>(planes, 1);
     const T keep_scale = T(1.0 / (1.0 - p));
     T* m = mask.data<T>();
-    for (int64_t i = 0; i < planes; ++i)
-      m[i] = uniform_from_bits(hash3(seed, counter, uint64_t(i))) < float(p) ? T(0) : keep_scale;
+    for (int64_t i = 0; i < planes; ++i) m[i] = dropout_mask_value(seed, counter, uint64_t(i), float(p), keep_scale);
     const T* xp = x.data<T>();
     T* yp = y.data<T>();
     for (int64_t i = 0; i < planes; ++i)
@@ -89,7 +88,7 @@ void dropout2d_nhwc_forward(const Tensor& x, double p, uint64_t seed, uint64_t c
   const int64_t B = x.dim(0), C = x.dim(3);
   const float keep_scale = float(1.0 / (1.0 - p));
   float* m = mask.data<float>();
-  for (int64_t i = 0; i < B * C; ++i) m[i] = uniform_from_bits(hash3(seed, counter, uint64_t(i))) < float(p) ? 0.f : keep_scale;
+  for (int64_t i = 0; i < B * C; ++i) m[i] = dropout_mask_value(seed, counter, uint64_t(i), float(p), keep_scale);
   cpu::dropout2d_nhwc_backward(x, mask, y);  // the same pass: y = bf16(x * mask)
 }
 

@@ -69,7 +69,7 @@ __global__ void dropout_fwd(const float* __restrict__ x, float* __restrict__ y, 
   for (Idx i = blockIdx.x * Idx(blockDim.x) + threadIdx.x; i < n; i += Idx(gridDim.x) * blockDim.x) {
     const Idx plane = i / hw;
     // Same draw as the CPU twin: the mask is a pure function of (seed, counter, plane).
-    const float m = uniform_from_bits(hash3(seed, counter, uint64_t(plane))) < p ? 0.f : scale;
+    const float m = dropout_mask_value(seed, counter, uint64_t(plane), p, scale);
     y[i] = x[i] * m;
     if (i % hw == 0) mask[plane] = m;
   }
@@ -79,7 +79,7 @@ __global__ void dropout_nhwc_mask(float* __restrict__ mask, float p, float scale
                                   const int64_t* __restrict__ counter_at, int64_t planes) {
   if (counter_at) counter += uint64_t(*counter_at);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < planes; i += int64_t(gridDim.x) * blockDim.x)
-    mask[i] = uniform_from_bits(hash3(seed, counter, uint64_t(i))) < p ? 0.f : scale;
+    mask[i] = dropout_mask_value(seed, counter, uint64_t(i), p, scale);
 }
 __global__ void dropout_nhwc_apply(const uint16_t* __restrict__ x, const float* __restrict__ mask,
                                    uint16_t* __restrict__ y, int64_t hw, int64_t C, int64_t n) {
